@@ -1,0 +1,39 @@
+# pex - two commands from a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.pex-installed
+PYTEST_FLAGS ?=
+
+.PHONY: install demo test test-slow test-postgres test-all bench clean
+
+# torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pex demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m slow $(PYTEST_FLAGS)
+
+# Starts a throwaway PostgreSQL server (Debian's postgresql) on a unix socket and
+# loopback port 55432, runs the store tests against it, and stops it again.
+test-postgres: $(STAMP)
+	bash scripts/with-postgres.sh $(VENV)/bin/pytest -m postgres $(PYTEST_FLAGS)
+
+test-all: test test-slow test-postgres
+
+clean:
+	rm -rf $(VENV) .pex .pytest_cache build *.egg-info

@@ -1,0 +1,202 @@
+"""The ``pex`` command line.
+
+Every command exits 0 on success and 2 on bad input, printing a one-line
+cause and a hint on stderr (``--verbose`` adds the traceback). Commands that
+print results accept ``--json``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from pex import __version__
+from pex.errors import PexError
+
+_state = {"verbose": False}
+
+
+def _echo_json(obj: object) -> None:
+    from pex.serialize import dumps
+
+    click.echo(dumps(obj))
+
+
+def _workspace(ctx: click.Context, create: bool):
+    from pex.store import Workspace
+
+    ws = Workspace(ctx.obj.get("home"), create=create)
+    ctx.call_on_close(ws.close)
+    return ws
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pex")
+@click.option("--home", type=click.Path(file_okay=False), default=None, envvar="PEX_HOME",
+              help="Workspace directory (default: $PEX_HOME or ./.pex).")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:
+    """pex: personalized experimentation from randomized A/B tests."""
+    _state["verbose"] = verbose
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--drop-invalid", is_flag=True, help="Drop rows with a missing arm, unit id or metric value (counted and recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored dataset version as JSON.")
+@click.pass_context
+def ingest(ctx: click.Context, spec: str, drop_invalid: bool, as_json: bool) -> None:
+    """Validate SPEC's data and store it as a new dataset version."""
+    from pex.data import load_dataset
+    from pex.spec import load_spec
+
+    # Everything is validated before the workspace is touched, so bad input
+    # leaves the store exactly as it was.
+    exp = load_spec(spec)
+    dataset = load_dataset(exp, drop_invalid=drop_invalid)
+    dv = _workspace(ctx, create=True).put_dataset(dataset, source=str(exp.data))
+    if as_json:
+        _echo_json({**dv.to_dict(), "dataset": dataset.summary()})
+        return
+    state = "stored as new" if dv.created else "identical to existing"
+    click.echo(f"{exp.name}: {dataset.n_units:,} units, {len(dataset.arms)} arms, {len(dataset.features)} features, "
+               f"{len(exp.metrics)} metrics; {state} dataset version {dv.version} ({dv.id})")
+    if dataset.n_dropped:
+        click.echo(f"dropped {dataset.n_dropped:,} invalid rows: " + ", ".join(f"{k} ({v})" for k, v in dataset.dropped.items()))
+    for w in dataset.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None, help="Dataset version (default: latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+@click.pass_context
+def analyze(ctx: click.Context, name: str, version: int | None, as_json: bool) -> None:
+    """Sample-ratio check and average effects per arm and metric for experiment NAME."""
+    from pex.effects import analyze as run_analysis
+    from pex.report_text import render_analysis
+
+    ws = _workspace(ctx, create=False)
+    dataset, dv = ws.load_dataset(name, version)
+    analysis = run_analysis(dataset)
+    result = {**analysis.to_dict(), "dataset_version": dv.to_dict()}
+    ws.put_analysis(name, dv.id, result)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(render_analysis(analysis))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def experiments(ctx: click.Context, as_json: bool) -> None:
+    """List the experiments in the workspace."""
+    from pex.report_text import table
+    from pex.store import Workspace, default_home
+
+    home = Path(ctx.obj.get("home") or default_home())
+    if not (home / "pex.db").exists() and not _uses_external_db():
+        rows = []
+    else:
+        rows = _workspace(ctx, create=False).list_experiments()
+    if as_json:
+        _echo_json(rows)
+    elif not rows:
+        click.echo(f"no experiments in {home.resolve()}; add one with `pex ingest SPEC`")
+    else:
+        click.echo(table([[r["name"], str(r["latest_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]] for r in rows],
+                         ["name", "version", "units", "owner", "description"], right={1, 2}))
+
+
+def _uses_external_db() -> bool:
+    import os
+
+    return bool(os.environ.get("PEX_DATABASE_URL"))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--scenario", type=click.Choice(["notification_cadence", "constant", "null"]), default="notification_cadence", show_default=True)
+@click.option("-n", "--units", type=click.IntRange(min=10), default=50_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default=None, help="Experiment name (default: the scenario).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+def simulate(out_dir: str, scenario: str, units: int, seed: int, name: str | None, fmt: str) -> None:
+    """Write a simulated experiment (data + spec) into OUT_DIR."""
+    from pex.simulate import simulate as run_simulation
+
+    sim = run_simulation(units, scenario=scenario, seed=seed)
+    spec_path = sim.write(out_dir, name=name, fmt=fmt)
+    click.echo(f"wrote {spec_path} and its data ({units:,} units, scenario {scenario!r})")
+
+
+DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
+
+
+@cli.command()
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(DEMO_SPEC), show_default=True,
+              help="Demo experiment spec; its data is simulated when the file is absent.")
+@click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, spec_path: str, units: int) -> None:
+    """Run pex end to end on the bundled demo experiment."""
+    from pex.data import load_dataset
+    from pex.effects import analyze as run_analysis
+    from pex.report_text import render_analysis
+    from pex.simulate import simulate as run_simulation
+    from pex.spec import load_spec
+
+    started = time.perf_counter()
+    spec = load_spec(spec_path, require_data=False)
+    if not spec.data.exists():
+        click.echo(f"[1/3] simulating the demo experiment ({units:,} units) -> {spec.data}")
+        sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
+        sim.data.to_csv(spec.data, index=False)
+    else:
+        click.echo(f"[1/3] using existing demo data {spec.data}")
+    click.echo("[2/3] validating and storing the data")
+    dataset = load_dataset(spec)
+    ws = _workspace(ctx, create=True)
+    dv = ws.put_dataset(dataset, source=str(spec.data))
+    click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
+    click.echo("[3/3] checking health and measuring average effects")
+    analysis = run_analysis(dataset)
+    ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
+    click.echo("")
+    click.echo(render_analysis(analysis))
+    click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 2 bad input)."""
+    try:
+        cli.main(args=argv, prog_name="pex", standalone_mode=False)
+    except PexError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Experiment health and average effects.
+
+* :func:`srm_test` - sample-ratio mismatch: chi-square test of the arm counts
+  against the planned allocation.
+* :func:`average_effects` - per non-control arm x metric: arm and control
+  means, absolute and relative lift with confidence intervals, p-values with a
+  Holm correction across all arms x metrics, and CUPED variance reduction
+  when the metric has a pre-period covariate.
+* :func:`guardrail_verdicts` - one-sided tests of harm beyond ``max_harm``.
+
+Effects are OLS regressions fitted by statsmodels with HC2
+heteroskedasticity-robust errors: for a two-group comparison HC2 equals the
+unbiased Neyman (Welch) variance of a difference in means, and with a
+pre-period covariate the same regression is Lin's (2013) fully interacted
+adjustment, which cannot hurt precision asymptotically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from pex.data import Dataset
+from pex.spec import MetricSpec
+
+SRM_THRESHOLD = 0.001
+
+
+@dataclass(frozen=True)
+class SRMResult:
+    """Sample-ratio-mismatch check. ``ok`` is False when p < ``threshold``."""
+
+    counts: dict[str, int]
+    expected_shares: dict[str, float]
+    chi2: float
+    p_value: float
+    ok: bool
+    basis: str
+    threshold: float = SRM_THRESHOLD
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ArmEffect:
+    """Average effect of one arm against control on one metric."""
+
+    metric: str
+    arm: str
+    n_control: int
+    n_arm: int
+    control_mean: float
+    arm_mean: float
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_holm: float
+    relative: float
+    relative_se: float
+    relative_ci_low: float
+    relative_ci_high: float
+    cuped: bool
+    variance_reduction: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GuardrailVerdict:
+    """Is the arm's harm on a guardrail metric within ``max_harm``?
+
+    ``harm`` is the relative change in the harmful direction (positive = worse).
+    ``verdict`` is ``pass`` when the one-sided upper bound of harm is below
+    ``max_harm``, ``fail`` when the one-sided lower bound is above it, else
+    ``inconclusive``. ``p_value`` tests H0: harm >= max_harm.
+    """
+
+    metric: str
+    arm: str
+    max_harm: float
+    harm: float
+    harm_upper: float
+    harm_lower: float
+    p_value: float
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def srm_test_counts(counts: dict[str, int], shares: dict[str, float], basis: str = "allocation") -> SRMResult:
+    """Chi-square goodness-of-fit of observed arm counts to expected shares."""
+    arms = list(shares)
+    observed = np.array([counts.get(a, 0) for a in arms], dtype=float)
+    expected_share = np.array([shares[a] for a in arms], dtype=float)
+    expected = observed.sum() * expected_share / expected_share.sum()
+    chi2, p = stats.chisquare(observed, expected)
+    return SRMResult(
+        counts={a: int(c) for a, c in zip(arms, observed)},
+        expected_shares={a: float(s) for a, s in zip(arms, expected_share / expected_share.sum())},
+        chi2=float(chi2), p_value=float(p), ok=bool(p >= SRM_THRESHOLD), basis=basis,
+    )
+
+
+def srm_test(dataset: Dataset) -> SRMResult:
+    """SRM test against the spec's allocation.
+
+    Without an allocation, the expected shares are the mean assignment
+    propensities when the spec names a propensity column, else an equal split
+    (``basis`` says which).
+    """
+    spec, frame = dataset.spec, dataset.frame
+    counts = dataset.arm_counts()
+    if spec.allocation:
+        return srm_test_counts(counts, spec.allocation, "allocation")
+    if spec.propensity:
+        shares = frame.groupby(spec.arm)[spec.propensity].mean().reindex(dataset.arms)
+        return srm_test_counts(counts, (shares / shares.sum()).to_dict(), "propensity column")
+    equal = {a: 1.0 / len(dataset.arms) for a in dataset.arms}
+    return srm_test_counts(counts, equal, "equal split (no allocation in spec)")
+
+
+def average_effects(dataset: Dataset, alpha: float = 0.05, cuped: bool = True) -> list[ArmEffect]:
+    """Average effect of every non-control arm on every metric.
+
+    Parameters
+    ----------
+    dataset
+        A validated dataset.
+    alpha
+        1 - confidence level of the intervals (two-sided).
+    cuped
+        Adjust for the metric's pre-period covariate when the spec names one.
+    """
+    spec, frame = dataset.spec, dataset.frame
+    arm_col = frame[spec.arm].to_numpy()
+    raw: list[dict] = []
+    for metric in spec.metrics.values():
+        y_all = frame[metric.column].to_numpy(dtype=float)
+        pre_all = frame[metric.pre].to_numpy(dtype=float) if (cuped and metric.pre) else None
+        for arm in dataset.arms[1:]:
+            rows = (arm_col == spec.control) | (arm_col == arm)
+            treat = (arm_col[rows] == arm).astype(float)
+            y = y_all[rows]
+            plain = _robust_fit(y, _design(treat, None))
+            fit = _robust_fit(y, _design(treat, pre_all[rows])) if pre_all is not None else plain
+            raw.append(_effect_fields(metric, arm, treat, y, fit, plain, alpha, pre_all is not None))
+    if not raw:
+        return []
+    holm = multipletests([r["p_value"] for r in raw], method="holm")[1]
+    return [ArmEffect(**r, p_holm=float(p)) for r, p in zip(raw, holm)]
+
+
+def _design(treat: np.ndarray, pre: np.ndarray | None) -> np.ndarray:
+    """Columns: intercept, treatment, then (optionally) centred pre-period terms.
+
+    With the covariate centred and interacted with treatment, the intercept is
+    the control mean and the treatment coefficient the average effect, both at
+    the sample's covariate mean. Missing pre-period values are set to the mean
+    with an indicator, so no unit is lost.
+    """
+    cols = [np.ones_like(treat), treat]
+    if pre is not None:
+        miss = np.isnan(pre)
+        x = np.where(miss, np.nanmean(pre) if (~miss).any() else 0.0, pre)
+        covariates = [x - x.mean()]
+        if miss.any() and not miss.all():
+            covariates.append(miss - miss.mean())
+        for c in covariates:
+            if np.ptp(c) > 0:
+                cols += [c, c * treat]
+    return np.column_stack(cols)
+
+
+def _robust_fit(y: np.ndarray, X: np.ndarray):
+    return sm.OLS(y, X).fit(cov_type="HC2", use_t=True)
+
+
+def _effect_fields(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray, fit, plain, alpha: float, adjusted: bool) -> dict:
+    params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
+    a, b = params[0], params[1]
+    se = float(np.sqrt(cov[1, 1]))
+    tcrit = float(stats.t.ppf(1 - alpha / 2, fit.df_resid))
+    ci = np.asarray(fit.conf_int(alpha=alpha))[1]
+    # Relative lift b / a by the delta method on the (intercept, effect) covariance.
+    if a != 0:
+        rel = b / a
+        grad = np.array([-b / a**2, 1 / a])
+        rel_se = float(np.sqrt(grad @ cov[:2, :2] @ grad))
+    else:
+        rel, rel_se = float("nan"), float("nan")
+    plain_var = float(np.asarray(plain.cov_params())[1, 1])
+    return {
+        "metric": metric.name,
+        "arm": arm,
+        "n_control": int((treat == 0).sum()),
+        "n_arm": int((treat == 1).sum()),
+        "control_mean": float(y[treat == 0].mean()),
+        "arm_mean": float(y[treat == 1].mean()),
+        "estimate": float(b),
+        "se": se,
+        "ci_low": float(ci[0]),
+        "ci_high": float(ci[1]),
+        "p_value": float(np.asarray(fit.pvalues)[1]),
+        "relative": float(rel),
+        "relative_se": rel_se,
+        "relative_ci_low": float(rel - tcrit * rel_se),
+        "relative_ci_high": float(rel + tcrit * rel_se),
+        "cuped": adjusted,
+        "variance_reduction": float(1 - se**2 / plain_var) if adjusted and plain_var > 0 else None,
+    }
+
+
+def guardrail_verdicts(dataset: Dataset, effects: list[ArmEffect], alpha: float = 0.05) -> list[GuardrailVerdict]:
+    """One-sided non-inferiority test per guardrail metric x arm (level ``alpha``)."""
+    z = float(stats.norm.ppf(1 - alpha))
+    out = []
+    for e in effects:
+        metric = dataset.spec.metrics[e.metric]
+        if metric.role != "guardrail" or not np.isfinite(e.relative):
+            continue
+        harm = -metric.sign * e.relative
+        upper, lower = harm + z * e.relative_se, harm - z * e.relative_se
+        p = float(stats.norm.cdf((harm - metric.max_harm) / e.relative_se)) if e.relative_se > 0 else float(harm >= metric.max_harm)
+        verdict = "pass" if upper < metric.max_harm else "fail" if lower > metric.max_harm else "inconclusive"
+        out.append(GuardrailVerdict(
+            metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), harm=float(harm),
+            harm_upper=float(upper), harm_lower=float(lower), p_value=p, verdict=verdict,
+        ))
+    return out
+
+
+@dataclass
+class Analysis:
+    """Health and average effects of one dataset version."""
+
+    experiment: str
+    n_units: int
+    arms: list[str]
+    control: str
+    srm: SRMResult
+    effects: list[ArmEffect]
+    guardrails: list[GuardrailVerdict]
+    dataset: dict
+
+    def effects_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([e.to_dict() for e in self.effects])
+
+    def to_dict(self) -> dict:
+        return {
+            "experiment": self.experiment,
+            "n_units": self.n_units,
+            "arms": self.arms,
+            "control": self.control,
+            "srm": self.srm.to_dict(),
+            "effects": [e.to_dict() for e in self.effects],
+            "guardrails": [g.to_dict() for g in self.guardrails],
+            "dataset": self.dataset,
+        }
+
+
+def analyze(dataset: Dataset, alpha: float = 0.05) -> Analysis:
+    """SRM check, average effects and guardrail verdicts in one call."""
+    effects = average_effects(dataset, alpha=alpha)
+    return Analysis(
+        experiment=dataset.spec.name,
+        n_units=dataset.n_units,
+        arms=list(dataset.arms),
+        control=dataset.spec.control,
+        srm=srm_test(dataset),
+        effects=effects,
+        guardrails=guardrail_verdicts(dataset, effects, alpha=alpha),
+        dataset=dataset.summary(),
+    )

@@ -1,0 +1,52 @@
+"""The one error family of pex.
+
+Every error a user can cause is a :class:`PexError` carrying a one-line
+``message`` (what is wrong) and a ``hint`` (how to fix it). The CLI prints both
+and exits 2; the HTTP API maps each subclass to a status code in one handler.
+Anything that is not a ``PexError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PexError(Exception):
+    """Base class for errors caused by the user's input or request."""
+
+    status: int = 400
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        return {"ok": False, "error": self.message, "hint": self.hint, "status": self.status}
+
+
+class SpecError(PexError):
+    """The experiment spec (TOML) is malformed or inconsistent."""
+
+
+class DataError(PexError):
+    """The experiment data does not match the spec or is unusable."""
+
+    status = 422
+
+
+class NotFoundError(PexError):
+    """A named experiment, dataset version or artifact does not exist."""
+
+    status = 404
+
+
+class StoreError(PexError):
+    """The workspace cannot be opened or written."""
+
+    status = 500
+
+
+class NotFittedError(PexError, ValueError):
+    """An estimator was used before ``fit``."""

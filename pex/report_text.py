@@ -1,0 +1,69 @@
+"""Plain-text rendering of results for the terminal."""
+
+from __future__ import annotations
+
+import math
+
+from pex.effects import Analysis
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if x != 0 and abs(x) < 10 ** -(digits - 1):
+        return f"{x:.{digits}g}"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_pct(x: float | None, signed: bool = True) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
+    right = right or set()
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render_analysis(a: Analysis) -> str:
+    srm = a.srm
+    shares = "/".join(f"{s * 100:.0f}" for s in srm.expected_shares.values())
+    counts = ", ".join(f"{arm} {n:,}" for arm, n in srm.counts.items())
+    verdict = "OK" if srm.ok else "MISMATCH - the split differs from the plan; effects may be biased"
+    out = [
+        f"Experiment {a.experiment}: {a.n_units:,} units in {len(a.arms)} arms ({counts})",
+        f"Sample ratio: {verdict} (chi2 = {srm.chi2:.2f}, p = {fmt_p(srm.p_value)}; expected {shares} from {srm.basis})",
+    ]
+    ds = a.dataset
+    if ds.get("n_dropped"):
+        out.append(f"Dropped {ds['n_dropped']:,} invalid rows at ingestion: " + ", ".join(f"{k} ({v})" for k, v in ds["dropped"].items()))
+    if ds.get("missing"):
+        out.append("Missing feature values: " + ", ".join(f"{k} {v:,} ({v / a.n_units:.1%})" for k, v in ds["missing"].items()))
+    out.append(f"Propensities from: {ds.get('propensity_source')}")
+    for w in ds.get("warnings", []):
+        out.append(f"Warning: {w}")
+    out.append("")
+    out.append(f"Average effects vs {a.control} (95% CI; p-values Holm-adjusted across {len(a.effects)} comparisons):")
+    rows = []
+    for e in a.effects:
+        rows.append([
+            e.metric, e.arm, fmt_num(e.control_mean), fmt_num(e.arm_mean),
+            f"{e.estimate:+.4g}", f"[{e.ci_low:.4g}, {e.ci_high:.4g}]",
+            fmt_pct(e.relative), f"[{fmt_pct(e.relative_ci_low)}, {fmt_pct(e.relative_ci_high)}]",
+            fmt_p(e.p_holm), fmt_pct(e.variance_reduction, signed=False) if e.cuped else "-",
+        ])
+    out.append(table(rows, ["metric", "arm", "control", "arm mean", "lift", "95% CI", "relative", "95% CI", "p (Holm)", "CUPED var. cut"], right={2, 3, 4, 6, 8, 9}))
+    if a.guardrails:
+        out.append("")
+        out.append("Guardrails (one-sided 95% test of harm beyond max_harm):")
+        grows = [[g.metric, g.arm, fmt_pct(g.harm), fmt_pct(g.harm_upper), fmt_pct(g.max_harm, signed=False), g.verdict.upper()] for g in a.guardrails]
+        out.append(table(grows, ["metric", "arm", "harm", "upper bound", "max harm", "verdict"], right={2, 3, 4}))
+    return "\n".join(out)

@@ -1,0 +1,361 @@
+"""The experiment spec: a TOML file that says what the columns of an experiment mean.
+
+``load_spec`` turns the TOML of DESIGN.md into an :class:`ExperimentSpec`. Every
+mistake raises :class:`~pex.errors.SpecError` naming the offending key, with a
+hint that says how to fix it, so that a typo never turns into a silent default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pex.errors import SpecError
+
+GOALS = ("increase", "decrease")
+ROLES = ("primary", "secondary", "guardrail")
+DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+_TOP_KEYS = {
+    "name", "description", "owner", "data", "unit", "arm", "control",
+    "features", "propensity", "allocation", "metrics",
+}
+_REQUIRED_TOP_KEYS = ("name", "data", "unit", "arm", "control", "metrics")
+_METRIC_KEYS = {"column", "goal", "role", "pre", "max_harm", "weight", "description"}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One outcome metric of an experiment.
+
+    ``max_harm`` is the largest tolerated *relative* change in the harmful
+    direction (``0.02`` = 2%); only guardrail metrics carry it.
+    """
+
+    name: str
+    column: str
+    goal: str = "increase"
+    role: str = "primary"
+    pre: str | None = None
+    max_harm: float | None = None
+    weight: float | None = None
+    description: str = ""
+
+    @property
+    def sign(self) -> int:
+        """+1 when larger values are better, -1 when smaller values are better."""
+        return 1 if self.goal == "increase" else -1
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment spec. ``data`` is an absolute path."""
+
+    name: str
+    data: Path
+    unit: str
+    arm: str
+    control: str
+    metrics: dict[str, MetricSpec]
+    description: str = ""
+    owner: str = ""
+    features: tuple[str, ...] | None = None
+    propensity: str | None = None
+    allocation: dict[str, float] | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return [m.column for m in self.metrics.values()]
+
+    @property
+    def pre_columns(self) -> list[str]:
+        return [m.pre for m in self.metrics.values() if m.pre]
+
+    @property
+    def reserved_columns(self) -> set[str]:
+        """Columns that can never be features."""
+        cols = {self.unit, self.arm, *self.metric_columns, *self.pre_columns}
+        if self.propensity:
+            cols.add(self.propensity)
+        return cols
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able, canonical form (used for hashing and storage)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "owner": self.owner,
+            "data": str(self.data),
+            "unit": self.unit,
+            "arm": self.arm,
+            "control": self.control,
+            "features": list(self.features) if self.features is not None else None,
+            "propensity": self.propensity,
+            "allocation": dict(self.allocation) if self.allocation else None,
+            "metrics": {
+                name: {
+                    "column": m.column, "goal": m.goal, "role": m.role, "pre": m.pre,
+                    "max_harm": m.max_harm, "weight": m.weight, "description": m.description,
+                }
+                for name, m in self.metrics.items()
+            },
+        }
+
+
+def load_spec(path: str | Path, *, require_data: bool = True) -> ExperimentSpec:
+    """Read and validate an experiment spec from a TOML file.
+
+    Parameters
+    ----------
+    path
+        The spec file. Its ``data`` entry is resolved relative to this file.
+    require_data
+        When true (the default), a data file that does not exist is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(
+            f"spec file not found: {path}",
+            "pass the path of an experiment spec (.toml), e.g. experiments/notification_cadence.toml",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {path} is not UTF-8 text", "save the spec as UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(
+            f"spec file {path} is not valid TOML: {exc}",
+            'check quoting and brackets; strings need quotes, e.g. unit = "user_id"',
+        ) from None
+    return parse_spec(raw, base_dir=path.resolve().parent, require_data=require_data, source=path)
+
+
+def parse_spec(
+    raw: dict[str, Any],
+    *,
+    base_dir: Path,
+    require_data: bool = True,
+    source: Path | None = None,
+) -> ExperimentSpec:
+    """Validate an already-parsed spec mapping (see :func:`load_spec`)."""
+    _reject_unknown(raw, _TOP_KEYS, where="")
+    for key in _REQUIRED_TOP_KEYS:
+        if key not in raw:
+            raise SpecError(f"spec is missing required key '{key}'", _REQUIRED_HINTS[key])
+
+    name = _string(raw, "name")
+    if not NAME_PATTERN.match(name):
+        raise SpecError(
+            f"spec key 'name' = {name!r} is not a valid experiment name",
+            "use 1-64 lowercase letters, digits, '_' or '-', e.g. name = \"notification_cadence\"",
+        )
+    unit = _string(raw, "unit")
+    arm = _string(raw, "arm")
+    control = _string(raw, "control")
+    description = _string(raw, "description", default="")
+    owner = _string(raw, "owner", default="")
+    propensity = _string(raw, "propensity", default=None)
+
+    data = _resolve_data(_string(raw, "data"), base_dir, require_data)
+    features = _features(raw)
+    allocation = _allocation(raw, control)
+    metrics = _metrics(raw)
+
+    spec = ExperimentSpec(
+        name=name, data=data, unit=unit, arm=arm, control=control, metrics=metrics,
+        description=description, owner=owner, features=features, propensity=propensity,
+        allocation=allocation, source=source,
+    )
+    _check_columns(spec)
+    return spec
+
+
+_REQUIRED_HINTS = {
+    "name": 'add a unique experiment name, e.g. name = "notification_cadence"',
+    "data": 'add the data file relative to the spec, e.g. data = "notification_cadence.csv"',
+    "unit": 'name the unique unit id column, e.g. unit = "user_id"',
+    "arm": 'name the assigned-arm column, e.g. arm = "arm"',
+    "control": 'name the control arm\'s label, e.g. control = "control"',
+    "metrics": 'add at least one metric table, e.g. [metrics.sessions] with goal = "increase"',
+}
+
+
+def _reject_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
+            raise SpecError(f"unknown spec key '{where}{key}'", hint)
+
+
+def _string(table: dict[str, Any], key: str, *, where: str = "", default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise SpecError(f"spec is missing required key '{where}{key}'", f"add {where}{key} = \"...\"")
+        return default
+    value = table[key]
+    if not isinstance(value, str) or (not value.strip() and key not in ("description", "owner")):
+        raise SpecError(
+            f"spec key '{where}{key}' must be a non-empty string, got {value!r}",
+            f'quote the value, e.g. {key} = "..."',
+        )
+    return value
+
+
+def _resolve_data(data: str, base_dir: Path, require: bool) -> Path:
+    path = (base_dir / data).resolve()
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise SpecError(
+            f"spec key 'data' = {data!r} is neither CSV nor Parquet",
+            "point data at a .csv, .parquet or .pq file",
+        )
+    if require and not path.is_file():
+        raise SpecError(
+            f"data file not found: {path} (spec key 'data' = {data!r})",
+            "data is resolved relative to the spec file; fix the path or create the file "
+            "(for the demo: `pex demo` or `pex simulate`)",
+        )
+    return path
+
+
+def _features(raw: dict[str, Any]) -> tuple[str, ...] | None:
+    if "features" not in raw:
+        return None
+    value = raw["features"]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(
+            f"spec key 'features' must be a list of column names, got {value!r}",
+            'write e.g. features = ["age", "country"], or leave it out to use all other columns',
+        )
+    if len(set(value)) != len(value):
+        dup = sorted({v for v in value if value.count(v) > 1})
+        raise SpecError(f"spec key 'features' lists {dup} more than once", "list each feature once")
+    return tuple(value)
+
+
+def _allocation(raw: dict[str, Any], control: str) -> dict[str, float] | None:
+    if "allocation" not in raw:
+        return None
+    table = raw["allocation"]
+    if not isinstance(table, dict) or not table:
+        raise SpecError(
+            "spec key 'allocation' must be a table of arm = share",
+            "write e.g. [allocation] with lines control = 0.5 and treatment = 0.5",
+        )
+    shares: dict[str, float] = {}
+    for arm, share in table.items():
+        if isinstance(share, bool) or not isinstance(share, (int, float)):
+            raise SpecError(
+                f"spec key 'allocation.{arm}' must be a number, got {share!r}",
+                "give each arm's planned share of units as a number, e.g. 0.5",
+            )
+        if not math.isfinite(share) or share <= 0:
+            raise SpecError(
+                f"spec key 'allocation.{arm}' = {share} is not a positive share",
+                "shares are positive fractions that add up to 1; drop arms that got no units",
+            )
+        shares[str(arm)] = float(share)
+    total = sum(shares.values())
+    if abs(total - 1.0) > 0.01:
+        hint = "write fractions, not percentages" if abs(total - 100) < 1 else "make the shares add up to 1"
+        raise SpecError(f"spec 'allocation' shares add up to {total:g}, not 1", hint)
+    if control not in shares:
+        raise SpecError(
+            f"spec key 'control' = {control!r} is not among the arms in 'allocation' ({', '.join(shares)})",
+            "set control to the label of the control arm exactly as it appears in the data",
+        )
+    if len(shares) < 2:
+        raise SpecError("spec 'allocation' has a single arm", "an experiment needs a control and at least one other arm")
+    return {arm: share / total for arm, share in shares.items()}
+
+
+def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
+    table = raw["metrics"]
+    if not isinstance(table, dict) or not table:
+        raise SpecError("spec key 'metrics' must hold at least one metric table", _REQUIRED_HINTS["metrics"])
+    metrics: dict[str, MetricSpec] = {}
+    for name, entry in table.items():
+        where = f"metrics.{name}."
+        if not isinstance(entry, dict):
+            raise SpecError(
+                f"spec key 'metrics.{name}' must be a table",
+                f'write [metrics.{name}] on its own line followed by goal = "increase"',
+            )
+        _reject_unknown(entry, _METRIC_KEYS, where=where)
+        goal = _string(entry, "goal", where=where)
+        if goal not in GOALS:
+            raise SpecError(f"spec key '{where}goal' = {goal!r} is not one of {GOALS}", 'use goal = "increase" or "decrease"')
+        role = _string(entry, "role", where=where, default="primary")
+        if role not in ROLES:
+            raise SpecError(f"spec key '{where}role' = {role!r} is not one of {ROLES}", 'use role = "primary", "secondary" or "guardrail"')
+        max_harm = entry.get("max_harm")
+        if max_harm is not None:
+            if isinstance(max_harm, bool) or not isinstance(max_harm, (int, float)) or not math.isfinite(max_harm):
+                raise SpecError(f"spec key '{where}max_harm' must be a number, got {max_harm!r}", "write e.g. max_harm = 0.02 for 2%")
+            if max_harm < 0:
+                raise SpecError(f"spec key '{where}max_harm' = {max_harm} is negative", "max_harm is a tolerated relative harm, 0 or more (0.02 = 2%)")
+            if role != "guardrail":
+                raise SpecError(f"spec key '{where}max_harm' is set on a {role} metric", 'max_harm only applies to role = "guardrail"; remove it or change the role')
+            max_harm = float(max_harm)
+        elif role == "guardrail":
+            raise SpecError(f"guardrail metric '{name}' has no max_harm", f"add {where}max_harm, the largest tolerated relative harm (e.g. 0.02 = 2%; 0 = none)")
+        weight = entry.get("weight")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)):
+            raise SpecError(f"spec key '{where}weight' must be a number, got {weight!r}", "write e.g. weight = 1.0")
+        metrics[name] = MetricSpec(
+            name=name,
+            column=_string(entry, "column", where=where, default=name),
+            goal=goal,
+            role=role,
+            pre=_string(entry, "pre", where=where, default=None),
+            max_harm=max_harm,
+            weight=float(weight) if weight is not None else None,
+            description=_string(entry, "description", where=where, default=""),
+        )
+    if not any(m.role == "primary" for m in metrics.values()):
+        raise SpecError("spec has no primary metric", 'mark the metric you want to improve with role = "primary"')
+    return metrics
+
+
+def _check_columns(spec: ExperimentSpec) -> None:
+    if spec.unit == spec.arm:
+        raise SpecError(f"spec keys 'unit' and 'arm' both name column {spec.unit!r}", "the unit id and the assigned arm must be different columns")
+    columns = spec.metric_columns
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise SpecError(f"metric column {dup[0]!r} is used by more than one metric", "give each metric its own column")
+    for m in spec.metrics.values():
+        for key, col in (("column", m.column), ("pre", m.pre)):
+            if col in (spec.unit, spec.arm):
+                raise SpecError(f"spec key 'metrics.{m.name}.{key}' = {col!r} is the unit or arm column", "point it at the metric's own column")
+        if m.pre and m.pre in columns:
+            raise SpecError(f"spec key 'metrics.{m.name}.pre' = {m.pre!r} is itself a metric", "pre must be a pre-period covariate measured before assignment")
+    if spec.features is not None:
+        clash = [f for f in spec.features if f in spec.reserved_columns]
+        if clash:
+            raise SpecError(
+                f"spec key 'features' includes {clash[0]!r}, which is the unit, arm, propensity, metric or pre-period column",
+                "features are pre-treatment covariates only; remove it from features",
+            )
+    if spec.propensity and spec.propensity in (spec.unit, spec.arm, *columns):
+        raise SpecError(f"spec key 'propensity' = {spec.propensity!r} is already another column's role", "name the column holding assignment probabilities")
+
+
+def spec_from_dict(d: dict[str, Any]) -> ExperimentSpec:
+    """Rebuild a spec from :meth:`ExperimentSpec.to_dict` output (as stored)."""
+    return ExperimentSpec(
+        name=d["name"], data=Path(d["data"]), unit=d["unit"], arm=d["arm"], control=d["control"],
+        metrics={name: MetricSpec(name=name, **m) for name, m in d["metrics"].items()},
+        description=d.get("description", ""), owner=d.get("owner", ""),
+        features=tuple(d["features"]) if d.get("features") is not None else None,
+        propensity=d.get("propensity"), allocation=d.get("allocation"),
+    )

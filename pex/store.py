@@ -1,0 +1,337 @@
+"""The workspace: the only module that reads or writes pex's persistent state.
+
+A workspace is a directory (``PEX_HOME``, default ``./.pex``) holding
+
+* ``pex.db`` - metadata in SQLite (WAL mode) through SQLAlchemy, or in
+  PostgreSQL when ``PEX_DATABASE_URL`` is set;
+* ``artifacts/`` - content-addressed files: datasets as Parquet.
+
+Writes are atomic. Artifact files are written to a temporary name, flushed to
+disk and renamed into place; metadata rows are written in one transaction
+after the file is complete, and the file is removed again if that transaction
+fails. A reader therefore sees either the old state or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
+
+from pex.data import Dataset
+from pex.errors import NotFoundError, StoreError
+from pex.serialize import jsonable
+from pex.spec import spec_from_dict
+
+SCHEMA_VERSION = 1
+
+_metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "schema_info", _metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+experiments = sa.Table(
+    "experiments", _metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("owner", sa.String(256), nullable=False, default=""),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions", _metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("artifact", sa.String(512), nullable=False),
+    sa.Column("n_units", sa.Integer, nullable=False),
+    sa.Column("n_dropped", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("experiment", "version", name="uq_dataset_version"),
+    sa.UniqueConstraint("experiment", "content_hash", name="uq_dataset_content"),
+)
+
+analyses = sa.Table(
+    "analyses", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("dataset_id", sa.String(32), sa.ForeignKey("dataset_versions.id"), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """A stored, immutable dataset version."""
+
+    id: str
+    experiment: str
+    version: int
+    content_hash: str
+    artifact: str
+    n_units: int
+    n_dropped: int
+    source: str
+    created_at: datetime
+    created: bool = False  # True when this call stored it, False when it already existed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "experiment": self.experiment, "version": self.version,
+            "content_hash": self.content_hash, "n_units": self.n_units, "n_dropped": self.n_dropped,
+            "source": self.source, "created_at": self.created_at.isoformat(), "created": self.created,
+        }
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("PEX_HOME", ".pex"))
+
+
+class Workspace:
+    """Metadata database plus artifact folder.
+
+    Parameters
+    ----------
+    home
+        Workspace directory; defaults to ``PEX_HOME`` or ``./.pex``.
+    database_url
+        SQLAlchemy URL; defaults to ``PEX_DATABASE_URL`` or SQLite in ``home``.
+    create
+        Create the workspace when it does not exist. Read-only commands pass
+        False so that a typo in ``PEX_HOME`` does not leave empty workspaces behind.
+    """
+
+    def __init__(self, home: str | Path | None = None, database_url: str | None = None, *, create: bool = True) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self.artifacts = self.home / "artifacts"
+        url = database_url or os.environ.get("PEX_DATABASE_URL") or None
+        self.is_sqlite = url is None or url.startswith("sqlite")
+        if url is None:
+            db = self.home / "pex.db"
+            if not db.exists() and not create:
+                raise NotFoundError(
+                    f"no pex workspace at {self.home.resolve()}",
+                    "ingest an experiment first (`pex ingest SPEC`), or point PEX_HOME at an existing workspace",
+                )
+            url = f"sqlite:///{db}"
+        if create:
+            self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = sa.create_engine(url, future=True)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"cannot use database URL {_redact(url)}: {exc}", "check PEX_DATABASE_URL, e.g. postgresql+psycopg://user:pass@host/db") from None
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            if create:
+                _metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    if conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "schema_version")).first() is None:
+                        conn.execute(schema_info.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open the metadata database {_redact(url)}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+                             "check that the database server runs and PEX_DATABASE_URL is right") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- experiments -----------------------------------------------------------------
+
+    def list_experiments(self) -> list[dict[str, Any]]:
+        """Every experiment with its latest dataset version."""
+        latest = (
+            sa.select(dataset_versions.c.experiment, sa.func.max(dataset_versions.c.version).label("version"))
+            .group_by(dataset_versions.c.experiment).subquery()
+        )
+        query = (
+            sa.select(experiments, latest.c.version, dataset_versions.c.n_units)
+            .join(latest, latest.c.experiment == experiments.c.name, isouter=True)
+            .join(dataset_versions, sa.and_(dataset_versions.c.experiment == experiments.c.name,
+                                            dataset_versions.c.version == latest.c.version), isouter=True)
+            .order_by(experiments.c.name)
+        )
+        with self._read() as conn:
+            return [
+                {"name": r.name, "description": r.description, "owner": r.owner, "latest_version": r.version,
+                 "n_units": r.n_units, "updated_at": _iso(r.updated_at)}
+                for r in conn.execute(query)
+            ]
+
+    # -- datasets --------------------------------------------------------------------
+
+    def put_dataset(self, dataset: Dataset, source: str = "") -> DatasetVersion:
+        """Store a validated dataset as a new version, or return the identical existing one."""
+        spec = dataset.spec
+        digest = dataset.content_hash()
+        existing = self._find_dataset(spec.name, content_hash=digest)
+        if existing is not None:
+            return existing
+        artifact = f"datasets/{digest}.parquet"
+        path = self.artifacts / artifact
+        wrote_file = not path.exists()
+        if wrote_file:
+            table = pa.Table.from_pandas(dataset.frame, preserve_index=False)
+            _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        now = datetime.now(timezone.utc)
+        spec_dict = spec.to_dict()
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(sa.select(experiments.c.name).where(experiments.c.name == spec.name)).first()
+                values = {"description": spec.description, "owner": spec.owner, "spec": spec_dict, "updated_at": now}
+                if row is None:
+                    conn.execute(experiments.insert().values(name=spec.name, created_at=now, **values))
+                else:
+                    conn.execute(experiments.update().where(experiments.c.name == spec.name).values(**values))
+                version = conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.max(dataset_versions.c.version), 0))
+                    .where(dataset_versions.c.experiment == spec.name)
+                ).scalar_one() + 1
+                dataset_id = f"{spec.name[:15]}-{digest[:16]}"
+                conn.execute(dataset_versions.insert().values(
+                    id=dataset_id, experiment=spec.name, version=version, content_hash=digest,
+                    artifact=artifact, n_units=dataset.n_units, n_dropped=dataset.n_dropped,
+                    source=source, spec=spec_dict, summary=jsonable(dataset.summary()), created_at=now,
+                ))
+        except SQLAlchemyError as exc:
+            if wrote_file:
+                path.unlink(missing_ok=True)
+            raise StoreError(f"could not record the dataset version: {str(exc).splitlines()[0]}",
+                             "nothing was stored; retry, and check the database if it fails again") from None
+        return DatasetVersion(dataset_id, spec.name, version, digest, artifact, dataset.n_units,
+                              dataset.n_dropped, source, now, created=True)
+
+    def dataset_version(self, experiment: str, version: int | None = None) -> DatasetVersion:
+        """The given (default: latest) dataset version of an experiment."""
+        found = self._find_dataset(experiment, version=version)
+        if found is None:
+            names = [e["name"] for e in self.list_experiments()]
+            if experiment not in names:
+                hint = f"known experiments: {', '.join(names)}" if names else "ingest one first: pex ingest SPEC"
+                raise NotFoundError(f"no experiment named {experiment!r} in this workspace", hint)
+            raise NotFoundError(f"experiment {experiment!r} has no dataset version {version}", "list versions with `pex experiments`")
+        return found
+
+    def load_dataset(self, experiment: str, version: int | None = None) -> tuple[Dataset, DatasetVersion]:
+        """Read a stored dataset version back into a :class:`Dataset`."""
+        dv = self.dataset_version(experiment, version)
+        with self._read() as conn:
+            row = conn.execute(sa.select(dataset_versions.c.spec, dataset_versions.c.summary)
+                               .where(dataset_versions.c.id == dv.id)).one()
+        path = self.artifacts / dv.artifact
+        if not path.is_file():
+            raise StoreError(f"dataset artifact {path} is missing", "the workspace's artifact folder was changed by hand; ingest the data again")
+        frame = pq.read_table(path).to_pandas()
+        summary = row.summary
+        dataset = Dataset(
+            spec=spec_from_dict(row.spec), frame=frame, arms=summary["arms"], features=summary["features"],
+            metric_types=summary["metric_types"], propensity_source=summary["propensity_source"],
+            missing={c: int(frame[c].isna().sum()) for c in frame.columns},
+            n_rows_read=summary["n_rows_read"], dropped=summary["dropped"], warnings=summary["warnings"],
+        )
+        return dataset, dv
+
+    def list_dataset_versions(self, experiment: str) -> list[DatasetVersion]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(dataset_versions).where(dataset_versions.c.experiment == experiment)
+                                .order_by(dataset_versions.c.version)).all()
+        return [_dataset_version(r) for r in rows]
+
+    # -- analyses --------------------------------------------------------------------
+
+    def put_analysis(self, experiment: str, dataset_id: str, result: dict[str, Any]) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(analyses.insert().values(
+                experiment=experiment, dataset_id=dataset_id, result=jsonable(result),
+                created_at=datetime.now(timezone.utc),
+            )).inserted_primary_key[0])
+
+    def latest_analysis(self, experiment: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(analyses.c.result).where(analyses.c.experiment == experiment)
+                               .order_by(analyses.c.id.desc()).limit(1)).first()
+        return row.result if row else None
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _read(self):
+        return self.engine.connect()
+
+    def _find_dataset(self, experiment: str, *, content_hash: str | None = None, version: int | None = None) -> DatasetVersion | None:
+        query = sa.select(dataset_versions).where(dataset_versions.c.experiment == experiment)
+        if content_hash is not None:
+            query = query.where(dataset_versions.c.content_hash == content_hash)
+        if version is not None:
+            query = query.where(dataset_versions.c.version == version)
+        with self._read() as conn:
+            row = conn.execute(query.order_by(dataset_versions.c.version.desc()).limit(1)).first()
+        return _dataset_version(row) if row else None
+
+
+def _dataset_version(row: Any) -> DatasetVersion:
+    return DatasetVersion(row.id, row.experiment, row.version, row.content_hash, row.artifact,
+                          row.n_units, row.n_dropped, row.source, row.created_at)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write a file so that it either appears complete under ``path`` or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparsable URL>"

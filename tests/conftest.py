@@ -1,0 +1,90 @@
+"""Shared fixtures: a simulated experiment with known truth, written as spec + data."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pex.cli import main
+from pex.simulate import SimulatedExperiment, simulate
+
+N_UNITS = 20_000
+
+
+@pytest.fixture(scope="session")
+def sim() -> SimulatedExperiment:
+    """The demo-like scenario with heterogeneous effects (20k units, seed 11)."""
+    return simulate(N_UNITS, scenario="notification_cadence", seed=11)
+
+
+@pytest.fixture(scope="session")
+def sim_dir(tmp_path_factory, sim) -> Path:
+    """A directory holding ``exp.toml`` + ``exp.csv`` for :func:`sim` (never modify it)."""
+    d = tmp_path_factory.mktemp("sim")
+    sim.write(d, name="exp")
+    return d
+
+
+@pytest.fixture
+def exp_dir(tmp_path, sim_dir) -> Path:
+    """A private, modifiable copy of :func:`sim_dir`."""
+    d = tmp_path / "exp"
+    shutil.copytree(sim_dir, d)
+    return d
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    """An empty workspace directory (not created yet)."""
+    return tmp_path / "ws"
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_database(monkeypatch):
+    """Tests choose their database explicitly; a developer's PEX_* settings must not leak in."""
+    monkeypatch.delenv("PEX_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PEX_HOME", raising=False)
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, err={self.err!r}, out={self.out[:300]!r})"
+
+
+@pytest.fixture
+def run(capsys, home):
+    """Run the pex CLI in-process against the test workspace; returns code, stdout, stderr."""
+
+    def _run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(["--home", str(home), *map(str, args)])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return _run
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every file under ``directory`` with the sha256 of its bytes."""
+    if not directory.exists():
+        return {}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """URL of the throwaway PostgreSQL server started by `make test-postgres`."""
+    url = os.environ.get("PEX_TEST_DATABASE_URL")
+    if not url:
+        pytest.fail("PEX_TEST_DATABASE_URL is not set: run these tests with `make test-postgres`")
+    return url
