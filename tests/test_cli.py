@@ -1,0 +1,119 @@
+"""The pex command line: happy paths, JSON output, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PEX = str(Path(sys.executable).parent / "pex")
+
+
+def test_ingest_analyze_experiments(run, sim_dir):
+    r = run("ingest", sim_dir / "exp.toml")
+    assert r.code == 0, r
+    assert "stored as new dataset version 1" in r.out and "20,000 units" in r.out
+    r = run("ingest", sim_dir / "exp.toml")
+    assert r.code == 0 and "identical to existing dataset version 1" in r.out
+
+    r = run("analyze", "exp")
+    assert r.code == 0, r
+    assert "Sample ratio: OK" in r.out
+    for metric in ("sessions", "converted", "unsubscribes"):
+        assert metric in r.out
+    assert "Guardrails" in r.out and "FAIL" in r.out
+
+    r = run("experiments")
+    assert r.code == 0 and "exp" in r.out and "20,000" in r.out
+
+
+def test_json_outputs(run, sim_dir):
+    r = run("ingest", sim_dir / "exp.toml", "--json")
+    assert r.code == 0, r
+    stored = json.loads(r.out)
+    assert stored["version"] == 1 and stored["created"] and stored["dataset"]["n_units"] == 20_000
+
+    r = run("analyze", "exp", "--json")
+    result = json.loads(r.out)
+    assert result["srm"]["ok"] is True and 0 <= result["srm"]["p_value"] <= 1
+    assert {(e["metric"], e["arm"]) for e in result["effects"]} == {
+        (m, a) for m in ("sessions", "converted", "unsubscribes") for a in ("daily", "weekly")}
+    assert result["dataset_version"]["id"] == stored["id"]
+
+    rows = json.loads(run("experiments", "--json").out)
+    assert rows[0]["name"] == "exp" and rows[0]["latest_version"] == 1
+
+
+def test_analyze_unknown_experiment(run, sim_dir):
+    assert run("ingest", sim_dir / "exp.toml").code == 0
+    r = run("analyze", "nope")
+    assert r.code == 2
+    assert r.err.startswith("error: no experiment named 'nope'") and "hint: known experiments: exp" in r.err
+
+
+def test_analyze_without_workspace_does_not_create_one(run, home):
+    r = run("analyze", "exp")
+    assert r.code == 2 and "no pex workspace" in r.err
+    assert not home.exists()
+
+
+def test_experiments_in_an_empty_workspace(run):
+    r = run("experiments")
+    assert r.code == 0 and "no experiments" in r.out
+
+
+def test_usage_errors_exit_2(run):
+    assert run("analyze").code == 2
+    assert run("no-such-command").code == 2
+
+
+def test_every_command_has_help(run):
+    for cmd in ("ingest", "analyze", "experiments", "simulate", "demo"):
+        r = run(cmd, "--help")
+        assert r.code == 0 and "Usage:" in r.out
+
+
+def test_simulate_then_ingest_parquet(run, tmp_path):
+    r = run("simulate", tmp_path / "sim", "-n", "3000", "--seed", "4", "--format", "parquet", "--name", "pq")
+    assert r.code == 0, r
+    assert (tmp_path / "sim" / "pq.parquet").is_file()
+    r = run("ingest", tmp_path / "sim" / "pq.toml")
+    assert r.code == 0 and "3,000 units" in r.out
+
+
+def test_demo_console_script_end_to_end(tmp_path):
+    """The installed `pex demo` simulates, stores and analyses a fresh demo experiment."""
+    spec = tmp_path / "demo.toml"
+    demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
+    spec.write_text(demo_spec.read_text())
+    env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
+    env.pop("PEX_DATABASE_URL", None)
+    out = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "notification_cadence.csv").is_file()
+    assert "Sample ratio: OK" in out.stdout and "Average effects vs control" in out.stdout
+    assert (tmp_path / "ws" / "pex.db").is_file()
+    # a second run reuses the data and the stored version
+    again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "already stored" in again.stdout
+
+
+@pytest.mark.postgres
+def test_cli_against_postgresql(tmp_path, sim_dir, postgres_url):
+    import sqlalchemy as sa
+
+    from pex.store import _metadata
+
+    engine = sa.create_engine(postgres_url)
+    _metadata.drop_all(engine)
+    engine.dispose()
+    env = {**os.environ, "PEX_HOME": str(tmp_path / "ws"), "PEX_DATABASE_URL": postgres_url}
+    for args in (["ingest", str(sim_dir / "exp.toml")], ["analyze", "exp", "--json"], ["experiments", "--json"]):
+        out = subprocess.run([PEX, *args], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["name"] == "exp"
+    assert not (tmp_path / "ws" / "pex.db").exists()  # metadata went to PostgreSQL
