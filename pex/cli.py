@@ -48,7 +48,7 @@ def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:
 
 
 @cli.command()
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec")
 @click.option("--drop-invalid", is_flag=True, help="Drop rows with a missing arm, unit id or metric value (counted and recorded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored dataset version as JSON.")
 @click.pass_context
@@ -190,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "pex"
+        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"hint: see `{command} --help`", err=True)
+        return 2
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

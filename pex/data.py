@@ -10,6 +10,7 @@ silently.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
 import json
@@ -117,13 +118,13 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
 def _read_csv(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
     with path.open("rb") as fh:
         head = fh.read(4096)
+    if head.startswith(b"PAR1"):
+        raise DataError(f"data file {path.name} is Parquet but named like a CSV", "rename it to .parquet")
     if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
         raise DataError(
             f"data file {path.name} is not UTF-8 text (it looks like UTF-16)",
             "re-save it as UTF-8 CSV (e.g. in Excel: 'CSV UTF-8 (comma delimited)')",
         )
-    if head.startswith(b"PAR1"):
-        raise DataError(f"data file {path.name} is Parquet but named like a CSV", "rename it to .parquet")
     try:
         frame = pd.read_csv(path, dtype={c: "string" for c in text_columns}, encoding="utf-8", low_memory=False)
     except UnicodeDecodeError as exc:
@@ -138,6 +139,12 @@ def _read_csv(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
             f"data file {path.name} is not a well-formed CSV: {str(exc).strip()}",
             "every row needs the same number of comma-separated fields as the header; quote fields that contain commas",
         ) from None
+    # pandas renames a repeated header to "name.1"; a repeated column is ambiguous, so refuse it.
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(f"data file {path.name} has the column {repeated[0]!r} more than once", "give every column a unique header")
     if frame.shape[1] == 1:
         header = str(frame.columns[0])
         for delim, name in _DELIMITERS.items():
@@ -280,9 +287,13 @@ def _check_columns(frame: pd.DataFrame, spec: ExperimentSpec, source: str) -> No
         raise DataError(f"column {col!r} (spec '{key}') is not in {source}{more}", hint)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _rows(mask: np.ndarray | pd.Series) -> str:
     idx = np.flatnonzero(np.asarray(mask))[:_EXAMPLES] + 1
-    return ", ".join(str(i) for i in idx)
+    return ("row " if len(idx) == 1 else "rows ") + ", ".join(str(i) for i in idx)
 
 
 def _numeric(series: pd.Series, col: str, what: str, source: str) -> pd.Series:
@@ -295,7 +306,7 @@ def _numeric(series: pd.Series, col: str, what: str, source: str) -> pd.Series:
     if text.any():
         examples = ", ".join(repr(str(v)) for v in series[text].head(3))
         raise DataError(
-            f"{what} column {col!r} has {int(text.sum())} non-numeric values (rows {_rows(text)}: {examples})",
+            f"{what} column {col!r} has {_count(int(text.sum()), 'non-numeric value')} ({_rows(text)}: {examples})",
             f"{what} values must be numbers; fix or empty those cells (rows count from 1 after the header)",
         )
     return values.astype("float64")
@@ -315,7 +326,7 @@ def _invalid_rows(frame: pd.DataFrame, spec: ExperimentSpec, drop: bool, source:
         bad = p.notna() & ~((p > 0) & (p <= 1))
         if bad.any():
             raise DataError(
-                f"propensity column {spec.propensity!r} has {int(bad.sum())} values outside (0, 1] (rows {_rows(bad)})",
+                f"propensity column {spec.propensity!r} has {_count(int(bad.sum()), 'value')} outside (0, 1] ({_rows(bad)})",
                 "each value must be the probability that the unit got its assigned arm",
             )
     problems = [(label, mask) for label, mask in checks if mask.any()]
@@ -324,9 +335,9 @@ def _invalid_rows(frame: pd.DataFrame, spec: ExperimentSpec, drop: bool, source:
     invalid = np.logical_or.reduce([mask.to_numpy() for _, mask in problems])
     dropped = {label: int(mask.sum()) for label, mask in problems}
     if not drop:
-        parts = "; ".join(f"{label}: {n} rows (e.g. rows {_rows(mask)})" for (label, mask), n in zip(problems, dropped.values()))
+        parts = "; ".join(f"{label}: {_count(n, 'row')} (e.g. {_rows(mask)})" for (label, mask), n in zip(problems, dropped.values()))
         raise DataError(
-            f"{int(invalid.sum())} of {len(frame)} rows in {source} are invalid - {parts}",
+            f"{int(invalid.sum()):,} of {len(frame):,} rows in {source} are invalid - {parts}",
             "fix those rows, or pass --drop-invalid to drop them (the count is recorded with the dataset version)",
         )
     if invalid.all():
@@ -339,8 +350,8 @@ def _check_units(frame: pd.DataFrame, spec: ExperimentSpec) -> None:
     if dup.any():
         ids = frame.loc[dup, spec.unit].unique()
         raise DataError(
-            f"unit id column {spec.unit!r} has {len(ids)} ids that occur more than once "
-            f"(e.g. {', '.join(repr(str(i)) for i in ids[:3])}; rows {_rows(dup)})",
+            f"unit id column {spec.unit!r} repeats {_count(len(ids), 'id')} "
+            f"(e.g. {', '.join(repr(str(i)) for i in ids[:3])}; {_rows(dup)})",
             "each unit must appear in exactly one row; aggregate per unit or remove the repeated rows",
         )
 
@@ -353,7 +364,7 @@ def _check_arms(frame: pd.DataFrame, spec: ExperimentSpec) -> list[str]:
             mask = frame[spec.arm].isin(unknown)
             raise DataError(
                 f"arm column {spec.arm!r} has labels not in the spec's allocation: "
-                f"{', '.join(repr(a) for a in unknown[:5])} ({int(mask.sum())} rows, e.g. rows {_rows(mask)})",
+                f"{', '.join(repr(a) for a in unknown[:5])} ({_count(int(mask.sum()), 'row')}, e.g. {_rows(mask)})",
                 f"the allocation lists {', '.join(spec.allocation)}; add the arm to [allocation] or fix the labels",
             )
         arms = list(spec.allocation)

@@ -120,6 +120,8 @@ def load_spec(path: str | Path, *, require_data: bool = True) -> ExperimentSpec:
         When true (the default), a data file that does not exist is an error.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"spec {path} is a directory, not a file", "pass the spec's .toml file inside it, e.g. experiments/notification_cadence.toml")
     if not path.is_file():
         raise SpecError(
             f"spec file not found: {path}",
@@ -236,6 +238,8 @@ def _features(raw: dict[str, Any]) -> tuple[str, ...] | None:
             f"spec key 'features' must be a list of column names, got {value!r}",
             'write e.g. features = ["age", "country"], or leave it out to use all other columns',
         )
+    if not value:
+        raise SpecError("spec key 'features' is an empty list", "list the feature columns, or leave features out to use all other columns")
     if len(set(value)) != len(value):
         dup = sorted({v for v in value if value.count(v) > 1})
         raise SpecError(f"spec key 'features' lists {dup} more than once", "list each feature once")
@@ -346,7 +350,7 @@ def _check_columns(spec: ExperimentSpec) -> None:
                 f"spec key 'features' includes {clash[0]!r}, which is the unit, arm, propensity, metric or pre-period column",
                 "features are pre-treatment covariates only; remove it from features",
             )
-    if spec.propensity and spec.propensity in (spec.unit, spec.arm, *columns):
+    if spec.propensity and spec.propensity in (spec.unit, spec.arm, *columns, *spec.pre_columns):
         raise SpecError(f"spec key 'propensity' = {spec.propensity!r} is already another column's role", "name the column holding assignment probabilities")
 
 

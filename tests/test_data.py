@@ -61,7 +61,7 @@ def test_drop_invalid_drops_and_counts(spec, frame):
     f.loc[[3, 10, 11], "arm"] = np.nan
     f.loc[[20], "sessions"] = np.nan
     f.loc[[30], "converted"] = np.inf
-    with pytest.raises(DataError, match=r"5 of 3000 rows .* invalid .*missing arm \('arm'\): 3 rows \(e\.g\. rows 4, 11, 12\)"):
+    with pytest.raises(DataError, match=r"5 of 3,000 rows .* invalid .*missing arm \('arm'\): 3 rows \(e\.g\. rows 4, 11, 12\)"):
         validate(f, spec)
     ds = validate(f, spec, drop_invalid=True)
     assert ds.n_units == 2995 and ds.n_dropped == 5
