@@ -25,6 +25,7 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from pex.balance import BalanceResult, covariate_balance
 from pex.data import Dataset
 from pex.spec import MetricSpec
 
@@ -250,6 +251,7 @@ class Analysis:
     srm: SRMResult
     effects: list[ArmEffect]
     guardrails: list[GuardrailVerdict]
+    balance: BalanceResult
     dataset: dict
 
     def effects_frame(self) -> pd.DataFrame:
@@ -264,12 +266,13 @@ class Analysis:
             "srm": self.srm.to_dict(),
             "effects": [e.to_dict() for e in self.effects],
             "guardrails": [g.to_dict() for g in self.guardrails],
+            "balance": self.balance.to_dict(),
             "dataset": self.dataset,
         }
 
 
 def analyze(dataset: Dataset, alpha: float = 0.05) -> Analysis:
-    """SRM check, average effects and guardrail verdicts in one call."""
+    """SRM check, covariate balance, average effects and guardrail verdicts in one call."""
     effects = average_effects(dataset, alpha=alpha)
     return Analysis(
         experiment=dataset.spec.name,
@@ -279,5 +282,6 @@ def analyze(dataset: Dataset, alpha: float = 0.05) -> Analysis:
         srm=srm_test(dataset),
         effects=effects,
         guardrails=guardrail_verdicts(dataset, effects, alpha=alpha),
+        balance=covariate_balance(dataset),
         dataset=dataset.summary(),
     )

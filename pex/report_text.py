@@ -47,6 +47,14 @@ def render_analysis(a: Analysis) -> str:
         out.append(f"Dropped {ds['n_dropped']:,} invalid rows at ingestion: " + ", ".join(f"{k} ({v})" for k, v in ds["dropped"].items()))
     if ds.get("missing"):
         out.append("Missing feature values: " + ", ".join(f"{k} {v:,} ({v / a.n_units:.1%})" for k, v in ds["missing"].items()))
+    bal = a.balance
+    if bal.worst:
+        top = bal.worst[0]
+        if bal.ok:
+            out.append(f"Covariate balance: OK (largest standardized difference {abs(top.smd):.3f}: {top.column}, {top.detail}, {top.arm} vs {a.control})")
+        else:
+            flagged = ", ".join(f"{i.column} ({i.detail}, {i.arm}: {i.smd:+.2f})" for i in bal.flagged[:5])
+            out.append(f"Covariate balance: IMBALANCED - |standardized difference| > {bal.threshold} on {flagged}; check assignment and logging")
     out.append(f"Propensities from: {ds.get('propensity_source')}")
     for w in ds.get("warnings", []):
         out.append(f"Warning: {w}")
