@@ -113,7 +113,7 @@ def experiments(ctx: click.Context, as_json: bool) -> None:
     elif not rows:
         click.echo(f"no experiments in {home.resolve()}; add one with `pex ingest SPEC`")
     else:
-        click.echo(table([[r["name"], str(r["latest_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]] for r in rows],
+        click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]] for r in rows],
                          ["name", "version", "units", "owner", "description"], right={1, 2}))
 
 
@@ -128,7 +128,8 @@ def _uses_external_db() -> bool:
 @click.option("--scenario", type=click.Choice(["notification_cadence", "constant", "null"]), default="notification_cadence", show_default=True)
 @click.option("-n", "--units", type=click.IntRange(min=10), default=50_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--name", default=None, help="Experiment name (default: the scenario).")
+@click.option("--name", default=None, callback=lambda ctx, param, value: _check_name(value),
+              help="Experiment name (default: the scenario).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 def simulate(out_dir: str, scenario: str, units: int, seed: int, name: str | None, fmt: str) -> None:
     """Write a simulated experiment (data + spec) into OUT_DIR."""
@@ -137,6 +138,14 @@ def simulate(out_dir: str, scenario: str, units: int, seed: int, name: str | Non
     sim = run_simulation(units, scenario=scenario, seed=seed)
     spec_path = sim.write(out_dir, name=name, fmt=fmt)
     click.echo(f"wrote {spec_path} and its data ({units:,} units, scenario {scenario!r})")
+
+
+def _check_name(value: str | None) -> str | None:
+    from pex.spec import NAME_PATTERN
+
+    if value is not None and not NAME_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a valid experiment name: use 1-64 lowercase letters, digits, '_' or '-'")
+    return value
 
 
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
@@ -152,15 +161,27 @@ def demo(ctx: click.Context, spec_path: str, units: int) -> None:
     from pex.data import load_dataset
     from pex.effects import analyze as run_analysis
     from pex.report_text import render_analysis
+    from pex.errors import SpecError
+    from pex.simulate import ARMS as SIMULATED_ARMS
     from pex.simulate import simulate as run_simulation
     from pex.spec import load_spec
 
     started = time.perf_counter()
     spec = load_spec(spec_path, require_data=False)
     if not spec.data.exists():
+        if sorted(spec.allocation or {}) != sorted(SIMULATED_ARMS):
+            raise SpecError(
+                f"the demo can only simulate data for the arms {', '.join(SIMULATED_ARMS)}; {spec_path} plans "
+                f"{', '.join(spec.allocation or {}) or 'no allocation'}",
+                "give the demo spec an [allocation] over those arms, or create its data file yourself",
+            )
         click.echo(f"[1/3] simulating the demo experiment ({units:,} units) -> {spec.data}")
         sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
-        sim.data.to_csv(spec.data, index=False)
+        spec.data.parent.mkdir(parents=True, exist_ok=True)
+        if spec.data.suffix.lower() == ".csv":
+            sim.data.to_csv(spec.data, index=False)
+        else:
+            sim.data.to_parquet(spec.data, index=False)
     else:
         click.echo(f"[1/3] using existing demo data {spec.data}")
     click.echo("[2/3] validating and storing the data")
@@ -186,6 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {exc.message}", err=True)
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
+        return 2
+    except OSError as exc:
+        # files and folders the user named: not writable, not a directory, disk full
+        if _state["verbose"]:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        click.echo("hint: check that the path exists, is the right kind (file or folder) and is writable", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -11,6 +11,8 @@ silently.
 from __future__ import annotations
 
 import csv
+import datetime
+import decimal
 import difflib
 import hashlib
 import json
@@ -126,7 +128,16 @@ def _read_csv(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
             "re-save it as UTF-8 CSV (e.g. in Excel: 'CSV UTF-8 (comma delimited)')",
         )
     try:
-        frame = pd.read_csv(path, dtype={c: "string" for c in text_columns}, encoding="utf-8", low_memory=False)
+        frame = pd.read_csv(path, dtype={c: "string" for c in text_columns}, encoding="utf-8",
+                            low_memory=False, index_col=False)
+        # Unit ids and arm labels are labels, not data: "None", "NA" or "null" is an
+        # arm's name there, so only an empty cell counts as missing.
+        present = [c for c in text_columns if c in frame.columns]
+        if present:
+            labels = pd.read_csv(path, usecols=present, dtype="string", encoding="utf-8",
+                                 keep_default_na=False, na_values=[""], index_col=False)
+            for col in present:
+                frame[col] = labels[col]
     except UnicodeDecodeError as exc:
         raise DataError(
             f"data file {path.name} is not UTF-8 text (byte {exc.start} cannot be decoded)",
@@ -164,6 +175,8 @@ def _read_parquet(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
             f"data file {path.name} is not a readable Parquet file: {str(exc).splitlines()[0]}",
             "write it again (e.g. DataFrame.to_parquet) or export CSV instead",
         ) from None
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+        frame = frame.reset_index()  # a column written as the pandas index (e.g. the unit id)
     for col in text_columns:
         if col in frame.columns:
             frame[col] = _as_text(frame[col])
@@ -174,7 +187,8 @@ def _as_text(series: pd.Series) -> pd.Series:
     out = series.astype("string")
     if pd.api.types.is_float_dtype(series):
         # 1.0 -> "1": labels written as floats by a NaN-containing integer column
-        whole = series.notna() & (series % 1 == 0)
+        # (only where the float holds the integer exactly)
+        whole = series.notna() & (series % 1 == 0) & (series.abs() < 2**53)
         out[whole] = series[whole].astype("int64").astype("string")
     return out
 
@@ -213,8 +227,9 @@ def validate(
     if spec.propensity:
         keep.append(spec.propensity)
     frame = frame.loc[:, list(dict.fromkeys(keep))].copy()
-    frame[spec.unit] = _as_text(frame[spec.unit])
-    frame[spec.arm] = _as_text(frame[spec.arm]).str.strip()
+    frame[spec.unit] = _as_text(frame[spec.unit]).str.strip()
+    # NFC: the same label typed on two systems can differ in Unicode form ("café")
+    frame[spec.arm] = _as_text(frame[spec.arm]).str.strip().str.normalize("NFC")
 
     for col in spec.metric_columns:
         frame[col] = _numeric(frame[col], col, "metric", source)
@@ -231,14 +246,8 @@ def validate(
 
     feature_types = {}
     for col in features:
-        if pd.api.types.is_bool_dtype(frame[col]):
-            frame[col] = frame[col].astype("float64")
-        if pd.api.types.is_numeric_dtype(frame[col]):
-            frame[col] = frame[col].astype("float64")
-            feature_types[col] = "numeric"
-        else:
-            frame[col] = frame[col].astype("string")
-            feature_types[col] = "categorical"
+        frame[col], feature_types[col] = _feature(frame[col], col)
+    frame = frame.copy()  # consolidate blocks before adding a column to a wide frame
 
     metric_types = {
         name: "binary" if set(np.unique(frame[m.column])) <= {0.0, 1.0} else "continuous"
@@ -296,7 +305,40 @@ def _rows(mask: np.ndarray | pd.Series) -> str:
     return ("row " if len(idx) == 1 else "rows ") + ", ".join(str(i) for i in idx)
 
 
+def _feature(series: pd.Series, col: str) -> tuple[pd.Series, str]:
+    """A feature as float64 ("numeric") or string ("categorical"), or a DataError."""
+    if _is_temporal(series):
+        raise DataError(
+            f"feature {col!r} holds dates or durations",
+            "derive a number from it (e.g. days since signup) or leave it out of features",
+        )
+    if pd.api.types.is_object_dtype(series):
+        values = series.dropna()
+        if len(values) and values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
+            series = series.astype("boolean")
+        elif len(values) and values.map(lambda v: isinstance(v, (int, float, np.number, decimal.Decimal)) and not isinstance(v, bool)).all():
+            series = pd.to_numeric(series.astype(object), errors="raise")
+        elif len(values) and values.map(lambda v: isinstance(v, (list, tuple, dict, set, bytes, np.ndarray, datetime.date))).any():
+            raise DataError(
+                f"feature {col!r} holds lists, records, bytes or dates, not single numbers or labels",
+                "flatten it into numeric or text columns, or leave it out of features",
+            )
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+        out = series.astype("float64")
+        if np.isinf(out.to_numpy()).any():
+            raise DataError(f"feature {col!r} has infinite values", "replace them with the real value or leave the cell empty")
+        return out, "numeric"
+    return series.astype("string"), "categorical"
+
+
+def _is_temporal(series: pd.Series) -> bool:
+    return (pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series)
+            or isinstance(series.dtype, pd.PeriodDtype))
+
+
 def _numeric(series: pd.Series, col: str, what: str, source: str) -> pd.Series:
+    if _is_temporal(series):
+        raise DataError(f"{what} column {col!r} holds dates or durations, not numbers", f"{what} values must be numbers")
     if pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
     if pd.api.types.is_numeric_dtype(series):

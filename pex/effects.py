@@ -79,7 +79,8 @@ class ArmEffect:
 class GuardrailVerdict:
     """Is the arm's harm on a guardrail metric within ``max_harm``?
 
-    ``harm`` is the relative change in the harmful direction (positive = worse).
+    ``harm`` is the relative change in the harmful direction (positive = worse);
+    with a zero control mean it is the absolute change (``basis`` says which).
     ``verdict`` is ``pass`` when the one-sided upper bound of harm is below
     ``max_harm``, ``fail`` when the one-sided lower bound is above it, else
     ``inconclusive``. ``p_value`` tests H0: harm >= max_harm.
@@ -93,6 +94,7 @@ class GuardrailVerdict:
     harm_lower: float
     p_value: float
     verdict: str
+    basis: str = "relative"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +126,11 @@ def srm_test(dataset: Dataset) -> SRMResult:
     if spec.allocation:
         return srm_test_counts(counts, spec.allocation, "allocation")
     if spec.propensity:
-        shares = frame.groupby(spec.arm)[spec.propensity].mean().reindex(dataset.arms)
+        # n_a / sum(1/p_i) over the arm's units is the Horvitz-Thompson estimate
+        # of the arm's expected share: the plain mean of P(assigned arm) is not,
+        # when propensities vary between units.
+        inv = (1.0 / frame[spec.propensity]).groupby(frame[spec.arm]).sum().reindex(dataset.arms)
+        shares = pd.Series(counts).reindex(dataset.arms) / inv
         return srm_test_counts(counts, (shares / shares.sum()).to_dict(), "propensity column")
     equal = {a: 1.0 / len(dataset.arms) for a in dataset.arms}
     return srm_test_counts(counts, equal, "equal split (no allocation in spec)")
@@ -151,14 +157,16 @@ def average_effects(dataset: Dataset, alpha: float = 0.05, cuped: bool = True) -
         for arm in dataset.arms[1:]:
             rows = (arm_col == spec.control) | (arm_col == arm)
             treat = (arm_col[rows] == arm).astype(float)
-            y = y_all[rows]
-            plain = _robust_fit(y, _design(treat, None))
-            fit = _robust_fit(y, _design(treat, pre_all[rows])) if pre_all is not None else plain
-            raw.append(_effect_fields(metric, arm, treat, y, fit, plain, alpha, pre_all is not None))
+            pre = pre_all[rows] if pre_all is not None else None
+            raw.append(_pair_effect(metric, arm, treat, y_all[rows], pre, alpha))
     if not raw:
         return []
-    holm = multipletests([r["p_value"] for r in raw], method="holm")[1]
-    return [ArmEffect(**r, p_holm=float(p)) for r, p in zip(raw, holm)]
+    p = np.array([r["p_value"] for r in raw])
+    holm = np.full(len(raw), np.nan)
+    tested = np.isfinite(p)
+    if tested.any():  # a comparison without a p-value (e.g. 2 units per arm) is not a test
+        holm[tested] = multipletests(p[tested], method="holm")[1]
+    return [ArmEffect(**r, p_holm=float(h)) for r, h in zip(raw, holm)]
 
 
 def _design(treat: np.ndarray, pre: np.ndarray | None) -> np.ndarray:
@@ -167,51 +175,83 @@ def _design(treat: np.ndarray, pre: np.ndarray | None) -> np.ndarray:
     With the covariate centred and interacted with treatment, the intercept is
     the control mean and the treatment coefficient the average effect, both at
     the sample's covariate mean. Missing pre-period values are set to the mean
-    with an indicator, so no unit is lost.
+    with an indicator, so no unit is lost. A term enters only when it varies
+    within both groups, keeps the design full rank and fits no unit exactly:
+    otherwise its slope for one group is not identified.
     """
     cols = [np.ones_like(treat), treat]
-    if pre is not None:
-        miss = np.isnan(pre)
-        x = np.where(miss, np.nanmean(pre) if (~miss).any() else 0.0, pre)
-        covariates = [x - x.mean()]
-        if miss.any() and not miss.all():
-            covariates.append(miss - miss.mean())
-        for c in covariates:
-            if np.ptp(c) > 0:
-                cols += [c, c * treat]
+    if pre is None:
+        return np.column_stack(cols)
+    miss = np.isnan(pre)
+    x = np.where(miss, np.nanmean(pre) if (~miss).any() else 0.0, pre)
+    groups = (treat == 0, treat == 1)
+    for c in (x - x.mean(), miss - miss.mean()):
+        if not all(g.sum() > 1 and np.ptp(c[g]) > 0 for g in groups):
+            continue
+        candidate = np.column_stack([*cols, c, c * treat])
+        if np.linalg.matrix_rank(candidate) == candidate.shape[1] and _max_leverage(candidate) < 1 - 1e-8:
+            cols += [c, c * treat]
     return np.column_stack(cols)
+
+
+def _max_leverage(X: np.ndarray) -> float:
+    """Largest hat-matrix diagonal; at 1 a unit is fitted exactly and HC2 divides by zero."""
+    q, _ = np.linalg.qr(X)
+    return float((q**2).sum(axis=1).max())
 
 
 def _robust_fit(y: np.ndarray, X: np.ndarray):
     return sm.OLS(y, X).fit(cov_type="HC2", use_t=True)
 
 
-def _effect_fields(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray, fit, plain, alpha: float, adjusted: bool) -> dict:
+def _usable(fit) -> bool:
+    bse = np.asarray(fit.bse)
+    return fit.df_resid > 0 and bool(np.all(np.isfinite(bse))) and bse[1] > 0
+
+
+def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray, pre: np.ndarray | None, alpha: float) -> dict:
+    n0, n1 = int((treat == 0).sum()), int((treat == 1).sum())
+    m0, m1 = float(y[treat == 0].mean()), float(y[treat == 1].mean())
+    base = {"metric": metric.name, "arm": arm, "n_control": n0, "n_arm": n1, "control_mean": m0, "arm_mean": m1}
+    if np.ptp(y) == 0:
+        # A metric with one value in every unit: the effect is exactly zero and
+        # regression p-values would only reflect floating-point noise.
+        rel = 0.0 if m0 != 0 else float("nan")
+        return {**base, "estimate": 0.0, "se": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0,
+                "relative": rel, "relative_se": 0.0 if m0 != 0 else float("nan"),
+                "relative_ci_low": rel, "relative_ci_high": rel, "cuped": False, "variance_reduction": None}
+    plain = _robust_fit(y, _design(treat, None))
+    fit, adjusted = plain, False
+    if pre is not None:
+        X = _design(treat, pre)
+        if X.shape[1] > 2:
+            candidate = _robust_fit(y, X)
+            if _usable(candidate):
+                fit, adjusted = candidate, True
     params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
     a, b = params[0], params[1]
     se = float(np.sqrt(cov[1, 1]))
-    tcrit = float(stats.t.ppf(1 - alpha / 2, fit.df_resid))
     ci = np.asarray(fit.conf_int(alpha=alpha))[1]
-    # Relative lift b / a by the delta method on the (intercept, effect) covariance.
-    if a != 0:
-        rel = b / a
-        grad = np.array([-b / a**2, 1 / a])
+    tcrit = float(stats.t.ppf(1 - alpha / 2, fit.df_resid)) if fit.df_resid > 0 else float("nan")
+    # Relative lift b / |a| by the delta method on the (intercept, effect)
+    # covariance. Dividing by |a| keeps the sign meaning "up" for metrics with
+    # a negative baseline; with a zero baseline a relative change is undefined.
+    scale = max(abs(m0), abs(m1), float(np.std(y)))
+    if abs(a) > 1e-9 * scale:
+        rel = b / abs(a)
+        grad = np.array([-b * np.sign(a) / a**2, 1 / abs(a)])
         rel_se = float(np.sqrt(grad @ cov[:2, :2] @ grad))
     else:
         rel, rel_se = float("nan"), float("nan")
     plain_var = float(np.asarray(plain.cov_params())[1, 1])
+    p_value = float(np.asarray(fit.pvalues)[1]) if se > 0 and np.isfinite(se) else float("nan")
     return {
-        "metric": metric.name,
-        "arm": arm,
-        "n_control": int((treat == 0).sum()),
-        "n_arm": int((treat == 1).sum()),
-        "control_mean": float(y[treat == 0].mean()),
-        "arm_mean": float(y[treat == 1].mean()),
+        **base,
         "estimate": float(b),
         "se": se,
         "ci_low": float(ci[0]),
         "ci_high": float(ci[1]),
-        "p_value": float(np.asarray(fit.pvalues)[1]),
+        "p_value": p_value,
         "relative": float(rel),
         "relative_se": rel_se,
         "relative_ci_low": float(rel - tcrit * rel_se),
@@ -222,20 +262,36 @@ def _effect_fields(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarra
 
 
 def guardrail_verdicts(dataset: Dataset, effects: list[ArmEffect], alpha: float = 0.05) -> list[GuardrailVerdict]:
-    """One-sided non-inferiority test per guardrail metric x arm (level ``alpha``)."""
+    """One-sided non-inferiority test per guardrail metric x arm (level ``alpha``).
+
+    Harm is relative to the control mean. When the control mean is zero a
+    relative change is undefined and any harm is unbounded in relative terms,
+    so the test falls back to the absolute change against zero (``basis``).
+    """
     z = float(stats.norm.ppf(1 - alpha))
     out = []
     for e in effects:
         metric = dataset.spec.metrics[e.metric]
-        if metric.role != "guardrail" or not np.isfinite(e.relative):
+        if metric.role != "guardrail":
             continue
-        harm = -metric.sign * e.relative
-        upper, lower = harm + z * e.relative_se, harm - z * e.relative_se
-        p = float(stats.norm.cdf((harm - metric.max_harm) / e.relative_se)) if e.relative_se > 0 else float(harm >= metric.max_harm)
-        verdict = "pass" if upper < metric.max_harm else "fail" if lower > metric.max_harm else "inconclusive"
+        if np.isfinite(e.relative):
+            basis, harm, se, limit = "relative", -metric.sign * e.relative, e.relative_se, float(metric.max_harm)
+        else:
+            basis, harm, se, limit = "absolute (control mean is 0)", -metric.sign * e.estimate, e.se, 0.0
+        upper, lower = harm + z * se, harm - z * se
+        if se > 0 and np.isfinite(se):
+            p = float(stats.norm.cdf((harm - limit) / se))
+        else:
+            p = float("nan") if not np.isfinite(se) else float(harm >= limit)
+        if not np.isfinite(upper):
+            verdict = "inconclusive"
+        elif basis == "relative":
+            verdict = "pass" if upper < limit else "fail" if lower > limit else "inconclusive"
+        else:
+            verdict = "pass" if upper <= 0 else "fail" if lower > 0 else "inconclusive"
         out.append(GuardrailVerdict(
             metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), harm=float(harm),
-            harm_upper=float(upper), harm_lower=float(lower), p_value=p, verdict=verdict,
+            harm_upper=float(upper), harm_lower=float(lower), p_value=p, verdict=verdict, basis=basis,
         ))
     return out
 

@@ -15,7 +15,9 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     return f"{x:,.{digits}f}"
 
 
-def fmt_p(p: float) -> str:
+def fmt_p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "-"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -72,6 +74,11 @@ def render_analysis(a: Analysis) -> str:
     if a.guardrails:
         out.append("")
         out.append("Guardrails (one-sided 95% test of harm beyond max_harm):")
-        grows = [[g.metric, g.arm, fmt_pct(g.harm), fmt_pct(g.harm_upper), fmt_pct(g.max_harm, signed=False), g.verdict.upper()] for g in a.guardrails]
+        grows = [
+            [g.metric, g.arm, fmt_pct(g.harm), fmt_pct(g.harm_upper), fmt_pct(g.max_harm, signed=False), g.verdict.upper()]
+            if g.basis == "relative" else
+            [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", "0 (abs.)", g.verdict.upper() + " (control mean is 0: absolute test)"]
+            for g in a.guardrails
+        ]
         out.append(table(grows, ["metric", "arm", "harm", "upper bound", "max harm", "verdict"], right={2, 3, 4}))
     return "\n".join(out)

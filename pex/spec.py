@@ -11,6 +11,7 @@ import difflib
 import math
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,14 +156,14 @@ def parse_spec(
             raise SpecError(f"spec is missing required key '{key}'", _REQUIRED_HINTS[key])
 
     name = _string(raw, "name")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise SpecError(
             f"spec key 'name' = {name!r} is not a valid experiment name",
             "use 1-64 lowercase letters, digits, '_' or '-', e.g. name = \"notification_cadence\"",
         )
     unit = _string(raw, "unit")
     arm = _string(raw, "arm")
-    control = _string(raw, "control")
+    control = unicodedata.normalize("NFC", _string(raw, "control").strip())
     description = _string(raw, "description", default="")
     owner = _string(raw, "owner", default="")
     propensity = _string(raw, "propensity", default=None)
@@ -267,7 +268,7 @@ def _allocation(raw: dict[str, Any], control: str) -> dict[str, float] | None:
                 f"spec key 'allocation.{arm}' = {share} is not a positive share",
                 "shares are positive fractions that add up to 1; drop arms that got no units",
             )
-        shares[str(arm)] = float(share)
+        shares[unicodedata.normalize("NFC", str(arm).strip())] = float(share)
     total = sum(shares.values())
     if abs(total - 1.0) > 0.01:
         hint = "write fractions, not percentages" if abs(total - 100) < 1 else "make the shares add up to 1"

@@ -14,8 +14,12 @@ fails. A reader therefore sees either the old state or the new one.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +52,9 @@ experiments = sa.Table(
     sa.Column("description", sa.Text, nullable=False, default=""),
     sa.Column("owner", sa.String(256), nullable=False, default=""),
     sa.Column("spec", sa.JSON, nullable=False),
+    # the dataset version that commands use by default: the one ingested last,
+    # also when that ingest found identical data already stored
+    sa.Column("current_dataset", sa.String(32), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -102,6 +109,24 @@ class DatasetVersion:
         }
 
 
+def _db(doing: str):
+    """Turn database failures inside a Workspace method into a StoreError with a hint."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def inner(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except SQLAlchemyError:
+                raise self._error(doing) from None
+            except OSError as exc:
+                raise StoreError(f"cannot {doing} the workspace {self.home}: {exc.strerror or exc}",
+                                 "check that PEX_HOME is a writable directory with free space") from None
+        return inner
+
+    return wrap
+
+
 def default_home() -> Path:
     return Path(os.environ.get("PEX_HOME", ".pex"))
 
@@ -134,22 +159,44 @@ class Workspace:
                 )
             url = f"sqlite:///{db}"
         if create:
-            self.home.mkdir(parents=True, exist_ok=True)
+            try:
+                self.home.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the workspace {self.home}: {exc.strerror}", "point --home / PEX_HOME at a writable directory") from None
         try:
-            self.engine = sa.create_engine(url, future=True)
+            self.engine = sa.create_engine(url)
         except (SQLAlchemyError, ImportError) as exc:
             raise StoreError(f"cannot use database URL {_redact(url)}: {exc}", "check PEX_DATABASE_URL, e.g. postgresql+psycopg://user:pass@host/db") from None
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        try:
-            if create:
-                _metadata.create_all(self.engine)
-                with self.engine.begin() as conn:
-                    if conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "schema_version")).first() is None:
-                        conn.execute(schema_info.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the metadata database {_redact(url)}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
-                             "check that the database server runs and PEX_DATABASE_URL is right") from None
+        self._url = url
+        if create:
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        # Two processes creating the schema at once race on CREATE TABLE and on the
+        # version row. The workspace lock serialises them on this host; retries
+        # cover processes on other hosts sharing one PostgreSQL database.
+        with self._lock():
+            for attempt in range(3):
+                try:
+                    _metadata.create_all(self.engine)
+                    with self.engine.begin() as conn:
+                        if conn.execute(sa.select(schema_info.c.value).where(schema_info.c.key == "schema_version")).first() is None:
+                            conn.execute(schema_info.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                    return
+                except SQLAlchemyError:
+                    if attempt == 2:
+                        raise self._error("open") from None
+
+    def _error(self, doing: str) -> StoreError:
+        exc = sys.exc_info()[1]
+        detail = f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}" if exc else ""
+        return StoreError(
+            f"cannot {doing} the metadata database {_redact(self._url)} ({detail})",
+            "check that the database server runs, PEX_DATABASE_URL is right and the workspace was created by pex "
+            "(`pex ingest SPEC` creates one)",
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -162,71 +209,75 @@ class Workspace:
 
     # -- experiments -----------------------------------------------------------------
 
+    @_db("read")
     def list_experiments(self) -> list[dict[str, Any]]:
-        """Every experiment with its latest dataset version."""
-        latest = (
-            sa.select(dataset_versions.c.experiment, sa.func.max(dataset_versions.c.version).label("version"))
-            .group_by(dataset_versions.c.experiment).subquery()
-        )
+        """Every experiment with its current dataset version."""
         query = (
-            sa.select(experiments, latest.c.version, dataset_versions.c.n_units)
-            .join(latest, latest.c.experiment == experiments.c.name, isouter=True)
-            .join(dataset_versions, sa.and_(dataset_versions.c.experiment == experiments.c.name,
-                                            dataset_versions.c.version == latest.c.version), isouter=True)
+            sa.select(experiments, dataset_versions.c.version, dataset_versions.c.n_units)
+            .join(dataset_versions, dataset_versions.c.id == experiments.c.current_dataset, isouter=True)
             .order_by(experiments.c.name)
         )
         with self._read() as conn:
             return [
-                {"name": r.name, "description": r.description, "owner": r.owner, "latest_version": r.version,
+                {"name": r.name, "description": r.description, "owner": r.owner, "current_version": r.version,
                  "n_units": r.n_units, "updated_at": _iso(r.updated_at)}
                 for r in conn.execute(query)
             ]
 
     # -- datasets --------------------------------------------------------------------
 
+    @_db("write")
     def put_dataset(self, dataset: Dataset, source: str = "") -> DatasetVersion:
-        """Store a validated dataset as a new version, or return the identical existing one."""
+        """Store a validated dataset as a new version, or return the identical existing one.
+
+        Either way the returned version becomes the experiment's current one.
+        """
         spec = dataset.spec
         digest = dataset.content_hash()
-        existing = self._find_dataset(spec.name, content_hash=digest)
-        if existing is not None:
-            return existing
         artifact = f"datasets/{digest}.parquet"
         path = self.artifacts / artifact
-        wrote_file = not path.exists()
-        if wrote_file:
-            table = pa.Table.from_pandas(dataset.frame, preserve_index=False)
-            _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-        now = datetime.now(timezone.utc)
-        spec_dict = spec.to_dict()
-        try:
-            with self.engine.begin() as conn:
-                row = conn.execute(sa.select(experiments.c.name).where(experiments.c.name == spec.name)).first()
-                values = {"description": spec.description, "owner": spec.owner, "spec": spec_dict, "updated_at": now}
-                if row is None:
-                    conn.execute(experiments.insert().values(name=spec.name, created_at=now, **values))
-                else:
-                    conn.execute(experiments.update().where(experiments.c.name == spec.name).values(**values))
-                version = conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.max(dataset_versions.c.version), 0))
-                    .where(dataset_versions.c.experiment == spec.name)
-                ).scalar_one() + 1
-                dataset_id = f"{spec.name[:15]}-{digest[:16]}"
-                conn.execute(dataset_versions.insert().values(
-                    id=dataset_id, experiment=spec.name, version=version, content_hash=digest,
-                    artifact=artifact, n_units=dataset.n_units, n_dropped=dataset.n_dropped,
-                    source=source, spec=spec_dict, summary=jsonable(dataset.summary()), created_at=now,
-                ))
-        except SQLAlchemyError as exc:
-            if wrote_file:
-                path.unlink(missing_ok=True)
-            raise StoreError(f"could not record the dataset version: {str(exc).splitlines()[0]}",
-                             "nothing was stored; retry, and check the database if it fails again") from None
+        with self._lock():  # one writer at a time per workspace: file and row stay in step
+            wrote_file = False
+            if not path.is_file():
+                table = pa.Table.from_pandas(dataset.frame, preserve_index=False)
+                _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+                wrote_file = True  # or rewritten: a row may point at a file lost since
+            now = datetime.now(timezone.utc)
+            spec_dict = spec.to_dict()
+            try:
+                with self.engine.begin() as conn:
+                    row = conn.execute(sa.select(dataset_versions).where(
+                        dataset_versions.c.experiment == spec.name, dataset_versions.c.content_hash == digest)).first()
+                    values = {"description": spec.description, "owner": spec.owner, "spec": spec_dict, "updated_at": now}
+                    if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == spec.name)).first() is None:
+                        conn.execute(experiments.insert().values(name=spec.name, created_at=now, **values))
+                    if row is not None:
+                        conn.execute(experiments.update().where(experiments.c.name == spec.name)
+                                     .values(current_dataset=row.id, updated_at=now))
+                        return _dataset_version(row)
+                    version = conn.execute(
+                        sa.select(sa.func.coalesce(sa.func.max(dataset_versions.c.version), 0))
+                        .where(dataset_versions.c.experiment == spec.name)
+                    ).scalar_one() + 1
+                    dataset_id = f"{spec.name[:15]}-{digest[:16]}"
+                    conn.execute(dataset_versions.insert().values(
+                        id=dataset_id, experiment=spec.name, version=version, content_hash=digest,
+                        artifact=artifact, n_units=dataset.n_units, n_dropped=dataset.n_dropped,
+                        source=source, spec=spec_dict, summary=jsonable(dataset.summary()), created_at=now,
+                    ))
+                    conn.execute(experiments.update().where(experiments.c.name == spec.name)
+                                 .values(current_dataset=dataset_id, **values))
+            except SQLAlchemyError:
+                if wrote_file and not self._artifact_referenced(artifact):
+                    path.unlink(missing_ok=True)
+                raise StoreError("could not record the dataset version: " + str(sys.exc_info()[1]).splitlines()[0],
+                                 "nothing was stored; retry, and check the database if it fails again") from None
         return DatasetVersion(dataset_id, spec.name, version, digest, artifact, dataset.n_units,
                               dataset.n_dropped, source, now, created=True)
 
+    @_db("read")
     def dataset_version(self, experiment: str, version: int | None = None) -> DatasetVersion:
-        """The given (default: latest) dataset version of an experiment."""
+        """The given dataset version of an experiment (default: its current one)."""
         found = self._find_dataset(experiment, version=version)
         if found is None:
             names = [e["name"] for e in self.list_experiments()]
@@ -236,6 +287,7 @@ class Workspace:
             raise NotFoundError(f"experiment {experiment!r} has no dataset version {version}", "list versions with `pex experiments`")
         return found
 
+    @_db("read")
     def load_dataset(self, experiment: str, version: int | None = None) -> tuple[Dataset, DatasetVersion]:
         """Read a stored dataset version back into a :class:`Dataset`."""
         dv = self.dataset_version(experiment, version)
@@ -244,8 +296,13 @@ class Workspace:
                                .where(dataset_versions.c.id == dv.id)).one()
         path = self.artifacts / dv.artifact
         if not path.is_file():
-            raise StoreError(f"dataset artifact {path} is missing", "the workspace's artifact folder was changed by hand; ingest the data again")
-        frame = pq.read_table(path).to_pandas()
+            raise StoreError(f"dataset artifact {path} is missing",
+                             "the artifact folder was changed by hand or belongs to another workspace; `pex ingest` the same data again to restore it")
+        try:
+            frame = pq.read_table(path).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise StoreError(f"dataset artifact {path} is unreadable: {str(exc).splitlines()[0]}",
+                             "delete the file and `pex ingest` the same data again to restore it") from None
         summary = row.summary
         dataset = Dataset(
             spec=spec_from_dict(row.spec), frame=frame, arms=summary["arms"], features=summary["features"],
@@ -255,6 +312,7 @@ class Workspace:
         )
         return dataset, dv
 
+    @_db("read")
     def list_dataset_versions(self, experiment: str) -> list[DatasetVersion]:
         with self._read() as conn:
             rows = conn.execute(sa.select(dataset_versions).where(dataset_versions.c.experiment == experiment)
@@ -263,6 +321,7 @@ class Workspace:
 
     # -- analyses --------------------------------------------------------------------
 
+    @_db("write")
     def put_analysis(self, experiment: str, dataset_id: str, result: dict[str, Any]) -> int:
         with self.engine.begin() as conn:
             return int(conn.execute(analyses.insert().values(
@@ -270,6 +329,7 @@ class Workspace:
                 created_at=datetime.now(timezone.utc),
             )).inserted_primary_key[0])
 
+    @_db("read")
     def latest_analysis(self, experiment: str) -> dict[str, Any] | None:
         with self._read() as conn:
             row = conn.execute(sa.select(analyses.c.result).where(analyses.c.experiment == experiment)
@@ -281,12 +341,37 @@ class Workspace:
     def _read(self):
         return self.engine.connect()
 
+    @contextmanager
+    def _lock(self):
+        """An exclusive advisory lock on the workspace (across processes on this host)."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fh = open(self.home / ".lock", "a+b")
+        except OSError as exc:
+            raise StoreError(f"cannot lock the workspace {self.home}: {exc.strerror}", "check that PEX_HOME is writable") from None
+        with fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _artifact_referenced(self, artifact: str) -> bool:
+        try:
+            with self._read() as conn:
+                return conn.execute(sa.select(dataset_versions.c.id).where(dataset_versions.c.artifact == artifact).limit(1)).first() is not None
+        except SQLAlchemyError:
+            return True  # cannot tell: keeping a complete file is safe, deleting a used one is not
+
     def _find_dataset(self, experiment: str, *, content_hash: str | None = None, version: int | None = None) -> DatasetVersion | None:
         query = sa.select(dataset_versions).where(dataset_versions.c.experiment == experiment)
         if content_hash is not None:
             query = query.where(dataset_versions.c.content_hash == content_hash)
         if version is not None:
             query = query.where(dataset_versions.c.version == version)
+        elif content_hash is None:
+            current = sa.select(experiments.c.current_dataset).where(experiments.c.name == experiment).scalar_subquery()
+            query = query.where(dataset_versions.c.id == current)
         with self._read() as conn:
             row = conn.execute(query.order_by(dataset_versions.c.version.desc()).limit(1)).first()
         return _dataset_version(row) if row else None
@@ -294,7 +379,12 @@ class Workspace:
 
 def _dataset_version(row: Any) -> DatasetVersion:
     return DatasetVersion(row.id, row.experiment, row.version, row.content_hash, row.artifact,
-                          row.n_units, row.n_dropped, row.source, row.created_at)
+                          row.n_units, row.n_dropped, row.source, _utc(row.created_at))
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored in UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -327,7 +417,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return _utc(value).isoformat() if value is not None else None
 
 
 def _redact(url: str) -> str:

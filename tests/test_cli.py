@@ -45,7 +45,7 @@ def test_json_outputs(run, sim_dir):
     assert result["dataset_version"]["id"] == stored["id"]
 
     rows = json.loads(run("experiments", "--json").out)
-    assert rows[0]["name"] == "exp" and rows[0]["latest_version"] == 1
+    assert rows[0]["name"] == "exp" and rows[0]["current_version"] == 1
 
 
 def test_analyze_unknown_experiment(run, sim_dir):
@@ -117,3 +117,29 @@ def test_cli_against_postgresql(tmp_path, sim_dir, postgres_url):
         assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["name"] == "exp"
     assert not (tmp_path / "ws" / "pex.db").exists()  # metadata went to PostgreSQL
+
+
+def test_demo_writes_parquet_when_the_spec_asks_for_it(tmp_path, run):
+    demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
+    spec = tmp_path / "nested" / "demo.toml"
+    spec.parent.mkdir()
+    spec.write_text(demo_spec.read_text().replace('data = "notification_cadence.csv"', 'data = "data/demo.parquet"'))
+    r = run("demo", "--spec", spec, "-n", "2000")
+    assert r.code == 0, r
+    assert (tmp_path / "nested" / "data" / "demo.parquet").read_bytes()[:4] == b"PAR1"
+
+
+def test_demo_refuses_arms_it_cannot_simulate(tmp_path, run):
+    demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
+    spec = tmp_path / "demo.toml"
+    spec.write_text(demo_spec.read_text().replace("weekly = 0.33", "monthly = 0.33"))
+    r = run("demo", "--spec", spec)
+    assert r.code == 2 and "can only simulate data for the arms" in r.err
+
+
+def test_simulate_rejects_bad_names_and_unwritable_folders(tmp_path, run):
+    r = run("simulate", tmp_path / "o", "--name", "Bad Name")
+    assert r.code == 2 and "not a valid experiment name" in r.err and "hint:" in r.err
+    (tmp_path / "f").write_text("x")
+    r = run("simulate", tmp_path / "f" / "o", "-n", "100")
+    assert r.code == 2 and r.err.startswith("error: Not a directory") and "Traceback" not in r.err

@@ -115,3 +115,78 @@ def test_content_hash_ignores_row_source_but_not_values(spec, frame):
 def test_load_dataset_reads_the_spec_file(spec):
     ds = load_dataset(spec)
     assert ds.n_units == 20_000
+
+
+# -- labels and types that pandas would otherwise mangle ---------------------------------------
+
+def _two_arm_spec(tmp_path, control="control", arms=("control", "None"), features=None):
+    import tomllib
+
+    from pex.spec import parse_spec
+
+    alloc = "\n".join(f'"{a}" = {1 / len(arms)}' for a in arms)
+    feats = f"features = {list(features)!r}\n".replace("'", '"') if features else ""
+    text = f'name = "t"\ndata = "t.csv"\nunit = "u"\narm = "arm"\ncontrol = "{control}"\n{feats}[allocation]\n{alloc}\n[metrics.m]\ngoal = "increase"\n'
+    return parse_spec(tomllib.loads(text), base_dir=tmp_path, require_data=False)
+
+
+def test_arm_labels_like_none_or_na_are_labels_not_missing(tmp_path):
+    rows = ["u,arm,m,country"] + [f"u{i},{'None' if i % 2 else 'control'},{i},{'NA' if i % 3 else 'US'}" for i in range(60)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    spec = _two_arm_spec(tmp_path)
+    ds = validate(read_table(tmp_path / "t.csv", ("u", "arm")), spec)
+    assert ds.arm_counts() == {"control": 30, "None": 30}
+
+
+def test_unit_id_written_as_the_parquet_index(tmp_path, sim, spec):
+    sim.data.iloc[:1000].set_index("user_id").to_parquet(tmp_path / "d.parquet")
+    ds = validate(read_table(tmp_path / "d.parquet", ("user_id", "arm")), spec)
+    assert ds.n_units == 1000 and ds.frame["user_id"].iloc[0] == "u0000000"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (pd.date_range("2026-01-01", periods=40), "holds dates or durations"),
+    (pd.to_timedelta(np.arange(40), unit="D"), "holds dates or durations"),
+    ([[1, 2]] * 40, "holds lists, records, bytes or dates"),
+    ([1.0, np.inf] * 20, "has infinite values"),
+])
+def test_unusable_feature_types_are_rejected(tmp_path, values, message):
+    spec = _two_arm_spec(tmp_path, arms=("control", "t"), features=["f"])
+    d = pd.DataFrame({"u": [f"u{i}" for i in range(40)], "arm": ["control", "t"] * 20, "m": np.arange(40.0), "f": values})
+    with pytest.raises(DataError, match=message):
+        validate(d, spec)
+
+
+def test_decimal_and_nullable_boolean_features_are_numeric(tmp_path):
+    import decimal
+
+    spec = _two_arm_spec(tmp_path, arms=("control", "t"), features=["dec", "flag"])
+    d = pd.DataFrame({"u": [f"u{i}" for i in range(40)], "arm": ["control", "t"] * 20, "m": np.arange(40.0),
+                      "dec": [decimal.Decimal("1.5")] * 40, "flag": [True, False, None, True] * 10})
+    ds = validate(d, spec)
+    assert ds.features == {"dec": "numeric", "flag": "numeric"}
+    assert ds.missing["flag"] == 10
+
+
+def test_a_timestamp_metric_is_rejected(tmp_path):
+    spec = _two_arm_spec(tmp_path, arms=("control", "t"))
+    d = pd.DataFrame({"u": [f"u{i}" for i in range(40)], "arm": ["control", "t"] * 20, "m": pd.date_range("2026-01-01", periods=40)})
+    with pytest.raises(DataError, match="metric column 'm' holds dates"):
+        validate(d, spec)
+
+
+def test_unicode_forms_and_padding_do_not_split_labels(tmp_path):
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "café")
+    spec = _two_arm_spec(tmp_path, control="café", arms=("café", "t"))
+    d = pd.DataFrame({"u": [f" u{i}" if i == 3 else f"u{i}" for i in range(40)], "arm": [nfd, "t "] * 20, "m": np.arange(40.0)})
+    ds = validate(d, spec)
+    assert ds.arm_counts() == {"café": 20, "t": 20}
+    assert ds.frame["u"].iloc[3] == "u3"
+
+
+def test_huge_float_unit_ids_are_not_collapsed(tmp_path):
+    spec = _two_arm_spec(tmp_path, arms=("control", "t"))
+    d = pd.DataFrame({"u": [1e19 + 2**12 * i for i in range(40)], "arm": ["control", "t"] * 20, "m": np.arange(40.0)})
+    assert validate(d, spec).n_units == 40

@@ -185,3 +185,104 @@ def test_ci_coverage_of_the_true_ate_over_200_replications(sim_dir):
     assert 0.93 <= pooled <= 0.97
     # one combination over 200 replications has a binomial sd of 1.5 points
     assert all(0.9 <= c <= 0.99 for c in per_combo.values()), per_combo
+
+
+# -- edge cases ----------------------------------------------------------------------------
+
+def _edge_spec(tmp_path, metric_block: str, pre: bool = False):
+    from pex.spec import parse_spec
+    import tomllib
+
+    text = f"""
+name = "edge"
+data = "edge.csv"
+unit = "u"
+arm = "arm"
+control = "c"
+[allocation]
+c = 0.5
+t = 0.5
+{metric_block}
+"""
+    return parse_spec(tomllib.loads(text), base_dir=tmp_path, require_data=False)
+
+
+def _edge_frame(control: list[float], treated: list[float], pre: list[float] | None = None) -> pd.DataFrame:
+    n0, n1 = len(control), len(treated)
+    d = pd.DataFrame({"u": [f"u{i}" for i in range(n0 + n1)], "arm": ["c"] * n0 + ["t"] * n1, "m": control + treated})
+    if pre is not None:
+        d["m_pre"] = pre
+    return d
+
+
+def test_zero_control_mean_guardrail_falls_back_to_an_absolute_test(tmp_path):
+    spec = _edge_spec(tmp_path, '[metrics.m]\ngoal = "decrease"\nrole = "guardrail"\nmax_harm = 0.05\n'
+                                '[metrics.k]\ngoal = "increase"\ncolumn = "k"')
+    rng = np.random.default_rng(0)
+    d = _edge_frame([0.0] * 110, list((rng.uniform(size=110) < 0.2).astype(float))).assign(k=rng.normal(size=220))
+    ds = validate(d, spec)
+    [g] = guardrail_verdicts(ds, average_effects(ds))
+    assert g.basis.startswith("absolute") and g.verdict == "fail"
+    assert g.harm == pytest.approx(d.loc[d["arm"] == "t", "m"].mean())
+    e = [e for e in average_effects(ds) if e.metric == "m"][0]
+    assert np.isnan(e.relative)
+
+
+def test_negative_baseline_keeps_the_direction_of_change(tmp_path):
+    spec = _edge_spec(tmp_path, '[metrics.m]\ngoal = "increase"\nrole = "guardrail"\nmax_harm = 0.05\n'
+                                '[metrics.k]\ngoal = "increase"\ncolumn = "k"')
+    rng = np.random.default_rng(1)
+    d = _edge_frame(list(rng.normal(-10, 1, 500)), list(rng.normal(-8, 1, 500))).assign(k=rng.normal(size=1000))
+    ds = validate(d, spec)
+    e = [e for e in average_effects(ds) if e.metric == "m"][0]
+    assert e.relative == pytest.approx(0.2, abs=0.03)  # -10 -> -8 is up by a fifth of the baseline's size
+    [g] = guardrail_verdicts(ds, average_effects(ds))
+    assert g.verdict == "pass" and g.harm < 0
+
+
+def test_constant_metric_has_no_effect_and_no_spurious_p_value(tmp_path):
+    spec = _edge_spec(tmp_path, '[metrics.m]\ngoal = "increase"')
+    ds = validate(_edge_frame([0.3] * 50, [0.3] * 50), spec)
+    [e] = average_effects(ds)
+    assert (e.estimate, e.se, e.p_value, e.relative) == (0.0, 0.0, 1.0, 0.0)
+
+
+def test_tiny_arms_give_no_test_rather_than_a_fake_one(tmp_path):
+    spec = _edge_spec(tmp_path, '[metrics.m]\ngoal = "increase"\npre = "m_pre"')
+    ds = validate(_edge_frame([1.0, 2.0], [3.0, 5.0], pre=[0.5, 1.0, 2.0, 1.5]), spec)
+    [e] = average_effects(ds)
+    assert not e.cuped  # 2 + 2 units cannot identify interacted slopes
+    assert e.estimate == pytest.approx(2.5)
+
+
+def test_pre_period_missing_in_one_arm_only(tmp_path):
+    spec = _edge_spec(tmp_path, '[metrics.m]\ngoal = "increase"\npre = "m_pre"')
+    rng = np.random.default_rng(2)
+    pre = rng.normal(size=400)
+    y = pre + rng.normal(size=400) + np.r_[np.zeros(200), np.ones(200)]
+    pre[250] = np.nan  # one missing value, in the treated arm only
+    ds = validate(_edge_frame(list(y[:200]), list(y[200:]), pre=list(pre)), spec)
+    [e] = average_effects(ds)  # filterwarnings=error: a singular design would raise here
+    assert e.cuped and e.variance_reduction > 0.3
+    assert e.estimate == pytest.approx(1.0, abs=0.25)
+
+
+def test_srm_with_unit_level_propensities_uses_horvitz_thompson_shares(tmp_path):
+    from pex.spec import parse_spec
+    import tomllib
+
+    spec = parse_spec(tomllib.loads('name = "s"\ndata = "s.csv"\nunit = "u"\narm = "arm"\ncontrol = "c"\n'
+                                    'propensity = "p"\n[metrics.m]\ngoal = "increase"'), base_dir=tmp_path, require_data=False)
+    rng = np.random.default_rng(3)
+    n = 40_000
+    p_treat = np.where(np.arange(n) < n // 2, 0.9, 0.5)  # stratified design
+    treated = rng.uniform(size=n) < p_treat
+    d = pd.DataFrame({"u": np.arange(n).astype(str), "arm": np.where(treated, "t", "c"),
+                      "p": np.where(treated, p_treat, 1 - p_treat), "m": rng.normal(size=n)})
+    result = srm_test(validate(d, spec))
+    assert result.basis == "propensity column"
+    assert result.expected_shares["t"] == pytest.approx(0.7, abs=0.01)
+    assert result.ok
+    # losing a fifth of the treated units is a sample-ratio mismatch
+    lost = d[~(treated & (rng.uniform(size=n) < 0.2))]
+    assert not srm_test(validate(lost, spec)).ok

@@ -56,7 +56,7 @@ def test_changed_data_makes_a_new_version_and_old_versions_stay_readable(workspa
     old, dv1 = workspace.load_dataset(spec.name, version=1)
     assert dv1.id == v1.id and old.n_units == dataset.n_units
     rows = workspace.list_experiments()
-    assert [(r["name"], r["latest_version"], r["n_units"]) for r in rows] == [(spec.name, 2, 5000)]
+    assert [(r["name"], r["current_version"], r["n_units"]) for r in rows] == [(spec.name, 2, 5000)]
 
 
 def test_round_trip_preserves_rows_types_and_summary(workspace, dataset):
@@ -120,3 +120,89 @@ def test_read_only_use_does_not_create_a_workspace(home):
 def test_unusable_database_url_is_a_clear_error(home):
     with pytest.raises(StoreError, match="cannot"):
         Workspace(home, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def _ingest_in_subprocess(args):
+    home, spec_path, url, n = args
+    from pex.data import validate
+    from pex.spec import load_spec
+    from pex.store import Workspace
+
+    spec = load_spec(spec_path)
+    frame = pd.read_csv(spec.data, dtype={"user_id": "string", "arm": "string"}, nrows=n)
+    with Workspace(home, database_url=url) as ws:
+        return ws.put_dataset(validate(frame, spec)).version
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_concurrent_ingests_of_a_new_experiment(request, backend, home, sim_dir):
+    """Four processes ingest at once (two identical datasets, two others): no error, no lost file."""
+    import multiprocessing as mp
+
+    url = None
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        engine = sa.create_engine(url)
+        _metadata.drop_all(engine)
+        engine.dispose()
+    jobs = [(home, sim_dir / "exp.toml", url, n) for n in (3000, 3000, 4000, 5000)]
+    with mp.get_context("spawn").Pool(4) as pool:
+        versions = pool.map(_ingest_in_subprocess, jobs)
+    assert versions[0] == versions[1] and sorted(set(versions)) == [1, 2, 3]
+    with Workspace(home, database_url=url) as ws:
+        stored = ws.list_dataset_versions("exp")
+        assert len(stored) == 3
+        for dv in stored:
+            dataset, _ = ws.load_dataset("exp", dv.version)  # every committed row has its file
+            assert dataset.n_units in (3000, 4000, 5000)
+
+
+def test_reingesting_restores_a_lost_artifact(home, dataset):
+    with Workspace(home) as ws:
+        dv = ws.put_dataset(dataset)
+        (ws.artifacts / dv.artifact).unlink()
+        with pytest.raises(StoreError, match="is missing"):
+            ws.load_dataset(dataset.spec.name)
+        again = ws.put_dataset(dataset)
+        assert again.id == dv.id and not again.created
+        back, _ = ws.load_dataset(dataset.spec.name)
+        assert back.n_units == dataset.n_units
+
+
+def test_the_last_ingested_version_is_current(home, dataset, sim_dir):
+    from pex.data import validate
+
+    smaller = validate(dataset.frame.drop(columns="_pex_propensity").iloc[:4000], load_spec(sim_dir / "exp.toml"))
+    with Workspace(home) as ws:
+        v1 = ws.put_dataset(dataset)
+        v2 = ws.put_dataset(smaller)
+        assert ws.dataset_version("exp").id == v2.id
+        back = ws.put_dataset(dataset)  # the older data again: existing version 1 becomes current
+        assert (back.version, back.created) == (1, False)
+        assert ws.dataset_version("exp").id == v1.id
+        assert ws.list_experiments()[0]["current_version"] == 1
+
+
+def test_corrupt_database_is_a_store_error(home, dataset):
+    with Workspace(home) as ws:
+        ws.put_dataset(dataset)
+    (home / "pex.db").write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (home / f"pex.db{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="cannot read the metadata database"):
+        Workspace(home, create=False).list_experiments()
+
+
+def test_database_without_pex_tables_is_a_store_error(tmp_path):
+    url = f"sqlite:///{tmp_path / 'other.db'}"
+    sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(StoreError, match="no such table: experiments") as info:
+        Workspace(tmp_path / "ws", database_url=url, create=False).list_experiments()
+    assert "created by pex" in info.value.hint
+
+
+def test_unwritable_home_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the workspace"):
+        Workspace(blocker / "ws")
