@@ -95,6 +95,81 @@ def analyze(ctx: click.Context, name: str, version: int | None, as_json: bool) -
         click.echo(render_analysis(analysis))
 
 
+class _Progress:
+    """Model-by-model progress on stderr: one updating line on a terminal, a line per step otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        line = f"[{done:>3}/{total}] {time.perf_counter() - self.started:6.1f}s  {message}"
+        if self.tty:
+            click.echo("\r" + line[:110].ljust(110), err=True, nl=done == total)
+        else:
+            click.echo(line, err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
+              help="auto fits all four and keeps the best per metric (or their mean).")
+@click.option("--folds", type=click.IntRange(min=2, max=10), default=2, show_default=True, help="Cross-fitting folds.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--version", "version", type=int, default=None, help="Dataset version (default: current).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
+@click.pass_context
+def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, version: int | None, quiet: bool, as_json: bool) -> None:
+    """Fit heterogeneous-effect models for experiment NAME and print the leaderboard."""
+    from pex.hte import fit_effects
+    from pex.hte_report import fit_summary
+    from pex.report_text import render_fit
+
+    ws = _workspace(ctx, create=False)
+    dataset, dv = ws.load_dataset(name, version)
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, progress=None if quiet else _Progress())
+    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
+    record = ws.put_fit(dv.id, learner, result.model.to_files(), summary)
+    if as_json:
+        _echo_json({"fit": record.to_dict(), **summary})
+    else:
+        click.echo(render_fit(summary, record.id))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV or Parquet with the unit and feature columns.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
+@click.option("--fit", "fit_id", default=None, help="Fit id (default: the newest fit of NAME).")
+@click.pass_context
+def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id: str | None) -> None:
+    """Write predicted effects per unit: the unit column plus cate__<metric>__<arm> columns."""
+    from pex.data import read_table
+    from pex.errors import DataError
+    from pex.hte import EffectModel
+
+    out = Path(out_path)
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. effects.csv or effects.parquet")
+    ws = _workspace(ctx, create=False)
+    record, summary = ws.get_fit(name, fit_id)
+    unit = summary.get("unit") or ws.load_dataset_spec(record.dataset_id).unit
+    frame = read_table(data_path, text_columns=(unit,))
+    if unit not in frame.columns:
+        raise DataError(f"unit column {unit!r} is not in {Path(data_path).name}", f"the output is keyed by {unit!r}; add that column")
+    if len(frame) == 0:
+        raise DataError(f"{Path(data_path).name} has no rows", "pass a file with one row per unit to score")
+    model = EffectModel.from_files(lambda rel: ws.read_fit_file(record, rel))
+    result = model.predict_frame(frame, unit=unit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        result.to_csv(out, index=False)
+    else:
+        result.to_parquet(out, index=False)
+    click.echo(f"wrote {len(result):,} rows x {len(result.columns) - 1} effect columns to {out} (fit {record.id})")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context

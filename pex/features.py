@@ -62,8 +62,8 @@ class FeatureEncoder:
                     )
                 out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
-                codes = pd.Categorical(series.astype("string"), categories=self.categories[col]).codes
-                out[:, j] = np.where(codes < 0, np.nan, codes)
+                codes = pd.Index(self.categories[col]).get_indexer(series.astype("string").to_numpy(dtype=object, na_value=None))
+                out[:, j] = np.where(codes < 0, np.nan, codes)  # unseen or missing -> NaN
         return out
 
     def to_dict(self) -> dict:

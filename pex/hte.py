@@ -49,7 +49,7 @@ LEARNER_NAMES = {"t": "T-learner", "x": "X-learner", "s": "S-learner", "dr": "DR
 SCORE_NAME = "DR pseudo-outcome loss (held-out, lower is better)"
 FORMAT = "pex.effects/1"
 
-Progress = Callable[[str], None]
+Progress = Callable[[int, int, str], None]  # (models done, models in total, what was just fitted)
 CONTROL_INPUT = "__control__"  # S-learner input with every arm indicator at 0
 
 
@@ -154,31 +154,25 @@ class EffectModel:
             "models": sorted(self.boosters),
         }
 
-    def model_texts(self) -> dict[str, str]:
-        return {name: b.model_to_string(num_iteration=-1) for name, b in self.boosters.items()}
+    def to_files(self) -> dict[str, str]:
+        """The model as text files: ``manifest.json`` plus one LightGBM text model per booster."""
+        names = sorted(self.boosters)
+        files = {f"models/{i:04d}.txt": self.boosters[name].model_to_string(num_iteration=-1) for i, name in enumerate(names)}
+        manifest = {**self.manifest(), "files": {name: f"models/{i:04d}.txt" for i, name in enumerate(names)}}
+        files["manifest.json"] = json.dumps(manifest, indent=1)
+        return files
 
     @classmethod
-    def from_parts(cls, manifest: dict, texts: dict[str, str]) -> EffectModel:
+    def from_files(cls, read: Callable[[str], str]) -> EffectModel:
+        """Rebuild from :meth:`to_files` output; ``read(relative_path)`` returns a file's text."""
+        manifest = json.loads(read("manifest.json"))
         if manifest.get("format") != FORMAT:
             raise PexError(f"unknown effect model format {manifest.get('format')!r}", f"this pex reads {FORMAT}; refit with `pex fit`")
         return cls(
             encoder=FeatureEncoder.from_dict(manifest["encoder"]), control=manifest["control"], arms=list(manifest["arms"]),
             metrics=list(manifest["metrics"]), learners=dict(manifest["learners"]), recipes=manifest["recipes"],
-            boosters={name: lgb.Booster(model_str=texts[name]) for name in manifest["models"]},
+            boosters={name: lgb.Booster(model_str=read(path)) for name, path in manifest["files"].items()},
         )
-
-    def feature_importance(self) -> pd.DataFrame:
-        """Split gain per feature, summed over the boosters behind each metric's effects, as shares."""
-        rows = []
-        n_features = len(self.encoder.columns)
-        for metric in self.metrics:
-            gain = np.zeros(n_features)
-            used = {t["model"] for arm in self.treated_arms for t in self.recipes[metric][arm]}
-            for name in used:
-                gain += self.boosters[name].feature_importance("gain")[:n_features]
-            total = gain.sum() or 1.0
-            rows += [{"metric": metric, "feature": f, "importance": g / total} for f, g in zip(self.encoder.columns, gain)]
-        return pd.DataFrame(rows).sort_values(["metric", "importance"], ascending=[True, False], ignore_index=True)
 
 
 def _with_arm(X: np.ndarray, treated_arms: list[str], arm: str | None) -> np.ndarray:
@@ -267,7 +261,7 @@ def fit_effects(
     seed
         Seed of the fold split and of LightGBM.
     progress
-        Called with a short message as each model is fitted.
+        Called as ``progress(done, total, message)`` after each model is fitted.
     """
     if learner not in ("auto", *LEARNERS):
         raise PexError(f"unknown learner {learner!r}", f"choose one of auto, {', '.join(LEARNERS)}")
@@ -290,7 +284,15 @@ def fit_effects(
     propensity = frame[PROPENSITY].to_numpy(dtype=float)
     fold = _assign_folds(arm_index, folds, seed)
     wanted = LEARNERS if learner == "auto" else (learner,)
-    say = progress or (lambda _msg: None)
+    k, K = len(arms) - 1, folds
+    per_metric = K * (k + 1) + (K if "s" in wanted else 0) + (2 * K * k if "x" in wanted else 0) + (K * k if "dr" in wanted else 0)
+    total = per_metric * len(spec.metrics)
+    done = [0]
+
+    def say(message: str) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total, message)
 
     boosters: dict[str, lgb.Booster] = {}
     recipes: dict[str, dict[str, list[dict]]] = {}

@@ -82,3 +82,42 @@ def render_analysis(a: Analysis) -> str:
         ]
         out.append(table(grows, ["metric", "arm", "harm", "upper bound", "max harm", "verdict"], right={2, 3, 4}))
     return "\n".join(out)
+
+
+def render_fit(summary: dict, fit_id: str = "") -> str:
+    """Leaderboard, heterogeneity verdicts, top segments and drivers of a fit."""
+    names = summary.get("learner_names", {})
+    out = [f"Effect models{' ' + fit_id if fit_id else ''}: {summary['n_units']:,} units, {summary['folds']}-fold cross-fitting, "
+           f"learner {summary['requested']}"]
+    out.append(f"Leaderboard per metric ({summary['score']}; difference to the selected one with 95% CI):")
+    rows = []
+    for r in summary["leaderboard"]:
+        diff = "selected" if r["selected"] else f"{r['vs_selected']:+.4g} [{r['vs_selected_ci_low']:+.3g}, {r['vs_selected_ci_high']:+.3g}]"
+        rows.append([r["metric"], names.get(r["learner"], r["learner"]), f"{r['score']:.5g}", diff, f"{r['fit_seconds']:.1f}"])
+    out.append(table(rows, ["metric", "learner", "score", "vs selected", "fit s"], right={2, 4}))
+    out.append("")
+    out.append("Do effects differ across units? (held-out calibration test, Holm-adjusted; Qini area > 0 = ranking works)")
+    rows = []
+    for h in summary["heterogeneity"]:
+        rows.append([h["metric"], h["arm"], h["verdict"], f"{h['slope']:.2f} [{fmt_num(h['slope_ci_low'], 2)}, {fmt_num(h['slope_ci_high'], 2)}]",
+                     fmt_p(h["p_holm"]), f"{h['qini_area']:+.3g} ± {1.96 * h['qini_area_se']:.2g}"])
+    out.append(table(rows, ["metric", "arm", "verdict", "calibration slope", "p (Holm)", "Qini area"], right={4}))
+    segs = summary.get("segments") or []
+    if segs:
+        out.append("")
+        out.append("Segments (honest tree: rules from one half of the units, effects with 95% CI from the other):")
+        metrics = list(dict.fromkeys(e["metric"] for e in segs[0]["effects"]))
+        for s in sorted(segs, key=lambda s: -s["share"]):
+            out.append(f"  {s['rule']}: {s['share']:.0%} of units")
+            for metric in metrics:
+                parts = [f"{e['arm']} {e['estimate']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]"
+                         for e in s["effects"] if e["metric"] == metric]
+                out.append(f"      {metric}: " + "; ".join(parts))
+    imp = summary.get("importance") or []
+    if imp:
+        out.append("")
+        out.append("What drives the differences (share of split gain of a surrogate model of the predicted effects):")
+        for metric in dict.fromkeys(r["metric"] for r in imp):
+            top = [r for r in imp if r["metric"] == metric][:4]
+            out.append(f"  {metric}: " + ", ".join(f"{r['feature']} {r['importance']:.0%}" for r in top))
+    return "\n".join(out)

@@ -81,8 +81,8 @@ class ExperimentSpec:
 
     @property
     def reserved_columns(self) -> set[str]:
-        """Columns that can never be features."""
-        cols = {self.unit, self.arm, *self.metric_columns, *self.pre_columns}
+        """Columns that can never be features (pre-period covariates can: they are measured before assignment)."""
+        cols = {self.unit, self.arm, *self.metric_columns}
         if self.propensity:
             cols.add(self.propensity)
         return cols
@@ -348,7 +348,7 @@ def _check_columns(spec: ExperimentSpec) -> None:
         clash = [f for f in spec.features if f in spec.reserved_columns]
         if clash:
             raise SpecError(
-                f"spec key 'features' includes {clash[0]!r}, which is the unit, arm, propensity, metric or pre-period column",
+                f"spec key 'features' includes {clash[0]!r}, which is the unit, arm, propensity or a metric column",
                 "features are pre-treatment covariates only; remove it from features",
             )
     if spec.propensity and spec.propensity in (spec.unit, spec.arm, *columns, *spec.pre_columns):

@@ -17,8 +17,10 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import shutil
 import sys
 import tempfile
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -84,6 +86,34 @@ analyses = sa.Table(
     sa.Column("result", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+fits = sa.Table(
+    "fits", _metadata,
+    sa.Column("id", sa.String(48), primary_key=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("dataset_id", sa.String(32), sa.ForeignKey("dataset_versions.id"), nullable=False),
+    sa.Column("learner", sa.String(16), nullable=False),
+    sa.Column("artifact", sa.String(512), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """A stored model fit: its artifact folder holds ``manifest.json`` and model files."""
+
+    id: str
+    experiment: str
+    dataset_id: str
+    learner: str
+    artifact: str
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "experiment": self.experiment, "dataset_id": self.dataset_id,
+                "learner": self.learner, "created_at": self.created_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -170,8 +200,9 @@ class Workspace:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._url = url
-        if create:
-            self._create_schema()
+        # Also for an existing workspace: tables added by a newer pex appear
+        # (create_all only creates what is missing and writes nothing otherwise).
+        self._create_schema()
 
     def _create_schema(self) -> None:
         # Two processes creating the schema at once race on CREATE TABLE and on the
@@ -313,6 +344,15 @@ class Workspace:
         return dataset, dv
 
     @_db("read")
+    def load_dataset_spec(self, dataset_id: str):
+        """The spec a dataset version was ingested with."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(dataset_versions.c.spec).where(dataset_versions.c.id == dataset_id)).first()
+        if row is None:
+            raise NotFoundError(f"no dataset version {dataset_id!r}", "list experiments with `pex experiments`")
+        return spec_from_dict(row.spec)
+
+    @_db("read")
     def list_dataset_versions(self, experiment: str) -> list[DatasetVersion]:
         with self._read() as conn:
             rows = conn.execute(sa.select(dataset_versions).where(dataset_versions.c.experiment == experiment)
@@ -335,6 +375,70 @@ class Workspace:
             row = conn.execute(sa.select(analyses.c.result).where(analyses.c.experiment == experiment)
                                .order_by(analyses.c.id.desc()).limit(1)).first()
         return row.result if row else None
+
+    # -- model fits ------------------------------------------------------------------
+
+    @_db("write")
+    def put_fit(self, dataset_id: str, learner: str, files: dict[str, str], summary: dict[str, Any]) -> FitRecord:
+        """Store a fit's files (relative path -> text) and summary, linked to its dataset version.
+
+        The files are written into a temporary folder that is renamed into
+        place, then the row is committed; a failure removes the folder again.
+        """
+        with self._read() as conn:
+            ds = conn.execute(sa.select(dataset_versions.c.experiment).where(dataset_versions.c.id == dataset_id)).first()
+        if ds is None:
+            raise NotFoundError(f"no dataset version {dataset_id!r}", "fit a stored dataset version")
+        now = datetime.now(timezone.utc)
+        fit_id = f"{ds.experiment[:15]}-fit-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
+        artifact = f"fits/{fit_id}"
+        final = self.artifacts / artifact
+        with self._lock():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{fit_id}.", dir=final.parent))
+            try:
+                for rel, text in files.items():
+                    target = tmp / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open(target, "w", encoding="utf-8") as fh:
+                        fh.write(text)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(fits.insert().values(id=fit_id, experiment=ds.experiment, dataset_id=dataset_id,
+                                                      learner=learner, artifact=artifact, summary=jsonable(summary),
+                                                      created_at=now))
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+        return FitRecord(fit_id, ds.experiment, dataset_id, learner, artifact, now)
+
+    @_db("read")
+    def get_fit(self, experiment: str, fit_id: str | None = None) -> tuple[FitRecord, dict[str, Any]]:
+        """A fit (default: the newest of the experiment) and its summary."""
+        query = sa.select(fits).where(fits.c.experiment == experiment)
+        if fit_id is not None:
+            query = query.where(fits.c.id == fit_id)
+        with self._read() as conn:
+            row = conn.execute(query.order_by(fits.c.created_at.desc(), fits.c.id.desc()).limit(1)).first()
+        if row is None:
+            self.dataset_version(experiment)  # NotFoundError for an unknown experiment
+            what = f"fit {fit_id!r}" if fit_id else "fitted effect models"
+            raise NotFoundError(f"experiment {experiment!r} has no {what}", f"run `pex fit {experiment}` first")
+        return FitRecord(row.id, row.experiment, row.dataset_id, row.learner, row.artifact, _utc(row.created_at)), row.summary
+
+    def read_fit_file(self, record: FitRecord, rel: str) -> str:
+        path = self.artifacts / record.artifact / rel
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StoreError(f"model file {path} cannot be read: {exc.strerror}",
+                             f"the artifact folder was changed by hand; run `pex fit {record.experiment}` again") from None
 
     # -- helpers ---------------------------------------------------------------------
 

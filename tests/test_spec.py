@@ -78,7 +78,7 @@ def test_demo_spec_metrics(demo: ExperimentSpec) -> None:
 
     assert demo.metric_columns == ["sessions", "converted", "unsubscribes"]
     assert demo.pre_columns == ["sessions_pre"]
-    assert demo.reserved_columns == {"user_id", "arm", "sessions", "converted", "unsubscribes", "sessions_pre"}
+    assert demo.reserved_columns == {"user_id", "arm", "sessions", "converted", "unsubscribes"}
 
 
 def test_demo_spec_round_trips_through_to_dict(demo: ExperimentSpec) -> None:

@@ -1,0 +1,182 @@
+"""Heterogeneous effects: accuracy against the simulated truth, honest selection,
+the heterogeneity verdict, segments, and pickle-free storage of the models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pex.data import validate
+from pex.errors import DataError, PexError
+from pex.heterogeneity import DIFFER, NO_EVIDENCE, blp_test, qini
+from pex.hte import ENSEMBLE, LEARNERS, EffectModel, fit_effects
+from pex.hte_report import fit_summary
+from pex.simulate import simulate
+from pex.spec import load_spec
+
+METRICS = ("sessions", "converted", "unsubscribes")
+ARMS = ("daily", "weekly")
+
+
+def _pehe(model: EffectModel, test, metric: str, eff: pd.DataFrame | None = None) -> float:
+    eff = model.predict_frame(test.data) if eff is None else eff
+    return float(np.sqrt(np.mean([np.mean((eff[f"cate__{metric}__{a}"] - test.truth.cate(metric, a)) ** 2) for a in ARMS])))
+
+
+@pytest.fixture(scope="module")
+def spec(sim_dir):
+    return load_spec(sim_dir / "exp.toml")
+
+
+@pytest.fixture(scope="module")
+def fits(spec):
+    """pex auto and each single learner on two scenarios (12k units each), plus fresh test units."""
+    out = {}
+    for scenario in ("notification_cadence", "constant"):
+        ds = validate(simulate(12_000, scenario=scenario, seed=21).data, spec)
+        test = simulate(10_000, scenario=scenario, seed=22)
+        out[scenario] = (ds, test, {lr: fit_effects(ds, learner=lr, seed=1) for lr in ("auto", *LEARNERS)})
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["notification_cadence", "constant"])
+def test_auto_is_as_accurate_as_the_best_single_learner(fits, scenario):
+    _, test, by_learner = fits[scenario]
+    effects = {lr: f.model.predict_frame(test.data) for lr, f in by_learner.items()}
+    for metric in METRICS:
+        pehe = {lr: _pehe(f.model, test, metric, effects[lr]) for lr, f in by_learner.items()}
+        best_single = min(pehe[lr] for lr in LEARNERS)
+        assert pehe["auto"] <= 1.05 * best_single, (metric, pehe)
+
+
+def test_effects_recover_the_true_heterogeneity(fits):
+    _, test, by_learner = fits["notification_cadence"]
+    model = by_learner["auto"].model
+    eff = model.predict_frame(test.data)
+    truth = test.truth.cate("sessions", "daily")
+    # new users gain far more sessions from daily digests: the model must see that
+    new = test.data["tenure_days"].to_numpy() < 60
+    pred = eff["cate__sessions__daily"].to_numpy()
+    assert pred[new].mean() - pred[~new].mean() > 0.5 * (truth[new].mean() - truth[~new].mean())
+    assert np.corrcoef(pred, truth)[0, 1] > 0.5
+    assert _pehe(model, test, "sessions") < truth.std()
+
+
+def test_leaderboard_scores_every_learner_and_marks_one(fits):
+    _, _, by_learner = fits["notification_cadence"]
+    board = by_learner["auto"].leaderboard()
+    assert set(board["learner"]) == {*LEARNERS, ENSEMBLE}
+    for metric, rows in board.groupby("metric"):
+        assert rows["selected"].sum() == 1
+        chosen = rows[rows["selected"]].iloc[0]
+        assert chosen["score"] == rows["score"].min()
+        assert (rows["score_ci_low"] <= rows["score"]).all() and (rows["score"] <= rows["score_ci_high"]).all()
+        assert (rows["fit_seconds"] >= 0).all()
+
+
+def test_out_of_fold_predictions_do_not_use_the_unit(spec):
+    """Changing one fold's outcomes must not move that fold's out-of-fold T-learner effects."""
+    data = simulate(4000, seed=5).data
+    ds = validate(data, spec)
+    a = fit_effects(ds, learner="t", seed=0)
+    fold0 = a.folds == 0
+    changed = data.copy()
+    changed.loc[fold0, "sessions"] += 100.0
+    b = fit_effects(validate(changed, spec), learner="t", seed=0)
+    np.testing.assert_allclose(a.metrics["sessions"].oof["t"][fold0], b.metrics["sessions"].oof["t"][fold0])
+    assert not np.allclose(a.metrics["sessions"].oof["t"][~fold0], b.metrics["sessions"].oof["t"][~fold0])
+
+
+def test_heterogeneity_verdicts_on_the_demo_scenario(fits):
+    ds, _, by_learner = fits["notification_cadence"]
+    summary = fit_summary(by_learner["auto"])
+    verdicts = {(h["metric"], h["arm"]): h for h in summary["heterogeneity"]}
+    assert verdicts[("sessions", "daily")]["verdict"] == DIFFER
+    assert verdicts[("sessions", "daily")]["qini_area"] > 0
+    assert json.dumps(summary)  # plain JSON
+
+
+def test_constant_effects_give_no_evidence_of_heterogeneity_in_most_seeds(spec):
+    """pex must not claim heterogeneity that is not there (constant true effects)."""
+    seeds = range(20)
+    claimed = 0
+    for seed in seeds:
+        ds = validate(simulate(3000, scenario="constant", seed=100 + seed, n_noise=4).data, spec)
+        summary = fit_summary(fit_effects(ds, seed=seed))
+        claimed += any(h["verdict"] == DIFFER for h in summary["heterogeneity"])
+    assert claimed / len(seeds) <= 0.10, f"claimed heterogeneity in {claimed} of {len(seeds)} seeds"
+
+
+def test_blp_and_qini_against_known_cases():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    tau = rng.normal(1.0, 1.0, n)
+    psi = tau + rng.normal(0, 3, n)
+    ate, slope, lo, hi, p = blp_test(psi, tau)  # perfect predictions: slope 1
+    assert ate == pytest.approx(1.0, abs=0.06) and lo < 1 < hi and p < 1e-10
+    ate, slope, lo, hi, p = blp_test(psi, rng.normal(size=n))  # noise predictions: slope 0
+    assert lo < 0 < hi and p > 0.01
+    area, se, curve = qini(psi, tau)
+    assert area > 5 * se and curve[0] == (0.0, 0.0) and curve[-1][1] == pytest.approx(psi.mean())
+    area_rand, se_rand, _ = qini(psi, rng.normal(size=n))
+    assert abs(area_rand) < 4 * se_rand
+
+
+def test_segments_are_rules_with_honest_estimates(fits):
+    _, _, by_learner = fits["notification_cadence"]
+    segs = fit_summary(by_learner["auto"])["segments"]
+    assert 2 <= len(segs) <= 8
+    assert sum(s["share"] for s in segs) == pytest.approx(1.0)
+    assert all(s["share"] >= 0.04 for s in segs)
+    assert any("tenure_days" in s["rule"] for s in segs)
+    for s in segs:
+        for e in s["effects"]:
+            assert e["ci_low"] <= e["estimate"] <= e["ci_high"]
+    # the segment with the largest daily sessions effect is one of new users
+    top = max(segs, key=lambda s: next(e["estimate"] for e in s["effects"] if (e["metric"], e["arm"]) == ("sessions", "daily")))
+    assert "tenure_days <=" in top["rule"]
+
+
+def test_stored_model_reproduces_predictions_exactly(fits, tmp_path):
+    ds, test, by_learner = fits["notification_cadence"]
+    for learner in ("auto", "x", "dr"):
+        model = by_learner[learner].model
+        files = model.to_files()
+        for rel, text in files.items():
+            (tmp_path / learner / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / learner / rel).write_text(text)
+        assert not any(b"pickle" in (tmp_path / learner / rel).read_bytes()[:200] for rel in files)
+        loaded = EffectModel.from_files(lambda rel: (tmp_path / learner / rel).read_text())
+        a = model.predict_frame(test.data, unit="user_id")
+        b = loaded.predict_frame(test.data, unit="user_id")
+        pd.testing.assert_frame_equal(a, b, rtol=0, atol=1e-9)
+
+
+def test_unseen_categories_and_missing_values_are_fine(fits):
+    _, test, by_learner = fits["notification_cadence"]
+    data = test.data.iloc[:50].copy()
+    data["country"] = "ZZ"  # never seen
+    data["platform"] = None
+    data["age"] = np.nan
+    out = by_learner["auto"].model.predict_frame(data, unit="user_id")
+    assert out.notna().all().all() and len(out) == 50
+
+
+def test_missing_feature_column_is_a_clear_error(fits):
+    _, test, by_learner = fits["notification_cadence"]
+    with pytest.raises(DataError, match="feature column 'tenure_days' missing from the data"):
+        by_learner["auto"].model.predict_frame(test.data.drop(columns="tenure_days"))
+
+
+def test_bad_arguments(spec):
+    ds = validate(simulate(2000, seed=1).data, spec)
+    with pytest.raises(PexError, match="unknown learner 'q'"):
+        fit_effects(ds, learner="q")
+    with pytest.raises(PexError, match="folds must be at least 2"):
+        fit_effects(ds, folds=1)
+    tiny = validate(simulate(2000, seed=1).data.groupby("arm").head(12), spec)
+    with pytest.raises(DataError, match="too few to fit effect models"):
+        fit_effects(tiny)
