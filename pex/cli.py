@@ -230,8 +230,9 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notificati
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(DEMO_SPEC), show_default=True,
               help="Demo experiment spec; its data is simulated when the file is absent.")
 @click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
+@click.option("--fit/--no-fit", "fit_models", default=True, show_default=True, help="Also fit heterogeneous-effect models.")
 @click.pass_context
-def demo(ctx: click.Context, spec_path: str, units: int) -> None:
+def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> None:
     """Run pex end to end on the bundled demo experiment."""
     from pex.data import load_dataset
     from pex.effects import analyze as run_analysis
@@ -250,7 +251,7 @@ def demo(ctx: click.Context, spec_path: str, units: int) -> None:
                 f"{', '.join(spec.allocation or {}) or 'no allocation'}",
                 "give the demo spec an [allocation] over those arms, or create its data file yourself",
             )
-        click.echo(f"[1/3] simulating the demo experiment ({units:,} units) -> {spec.data}")
+        click.echo(f"[1/4] simulating the demo experiment ({units:,} units) -> {spec.data}")
         sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
         spec.data.parent.mkdir(parents=True, exist_ok=True)
         if spec.data.suffix.lower() == ".csv":
@@ -258,17 +259,28 @@ def demo(ctx: click.Context, spec_path: str, units: int) -> None:
         else:
             sim.data.to_parquet(spec.data, index=False)
     else:
-        click.echo(f"[1/3] using existing demo data {spec.data}")
-    click.echo("[2/3] validating and storing the data")
+        click.echo(f"[1/4] using existing demo data {spec.data}")
+    click.echo("[2/4] validating and storing the data")
     dataset = load_dataset(spec)
     ws = _workspace(ctx, create=True)
     dv = ws.put_dataset(dataset, source=str(spec.data))
     click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
-    click.echo("[3/3] checking health and measuring average effects")
+    click.echo("[3/4] checking health and measuring average effects")
     analysis = run_analysis(dataset)
     ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
     click.echo("")
     click.echo(render_analysis(analysis))
+    if fit_models:
+        from pex.hte import fit_effects
+        from pex.hte_report import fit_summary
+        from pex.report_text import render_fit
+
+        click.echo("\n[4/4] fitting heterogeneous-effect models (T, X, S, DR learners; auto selection)")
+        result = fit_effects(dataset, learner="auto", progress=_Progress())
+        summary = {**fit_summary(result), "dataset_version": dv.to_dict(), "seed": 0}
+        record = ws.put_fit(dv.id, "auto", result.model.to_files(), summary)
+        click.echo("")
+        click.echo(render_fit(summary, record.id))
     click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
 
 

@@ -200,6 +200,14 @@ class Workspace:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._url = url
+        if not create:
+            try:
+                is_pex = sa.inspect(self.engine).has_table("schema_info")
+            except SQLAlchemyError:
+                raise self._error("read") from None
+            if not is_pex:
+                raise StoreError(f"the metadata database {_redact(url)} holds no pex workspace (no such table: schema_info)",
+                                 "check PEX_DATABASE_URL / PEX_HOME; the workspace was created by pex with `pex ingest SPEC`")
         # Also for an existing workspace: tables added by a newer pex appear
         # (create_all only creates what is missing and writes nothing otherwise).
         self._create_schema()

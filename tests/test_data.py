@@ -27,7 +27,7 @@ def test_types_missing_counts_and_propensities(spec, frame):
     assert ds.arms == ["control", "daily", "weekly"]
     assert ds.features["country"] == "categorical" and ds.features["platform"] == "categorical"
     assert ds.features["age"] == "numeric" and ds.features["x0"] == "numeric"
-    assert set(ds.features) == {"age", "tenure_days", "country", "platform", *(f"x{j}" for j in range(8))}
+    assert set(ds.features) == {"age", "tenure_days", "country", "platform", "sessions_pre", *(f"x{j}" for j in range(8))}
     assert ds.metric_types == {"sessions": "continuous", "converted": "binary", "unsubscribes": "binary"}
     assert ds.missing["age"] == int(frame["age"].isna().sum()) > 0
     assert ds.missing["platform"] == int(frame["platform"].isna().sum()) > 0

@@ -44,7 +44,7 @@ def test_demo_spec_data_is_resolved_relative_to_the_spec(demo: ExperimentSpec) -
 
 def test_demo_spec_features(demo: ExperimentSpec) -> None:
     assert isinstance(demo.features, tuple)
-    assert demo.features == ("age", "tenure_days", "country", "platform",
+    assert demo.features == ("age", "tenure_days", "country", "platform", "sessions_pre",
                              "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7")
 
 

@@ -196,9 +196,10 @@ def test_corrupt_database_is_a_store_error(home, dataset):
 def test_database_without_pex_tables_is_a_store_error(tmp_path):
     url = f"sqlite:///{tmp_path / 'other.db'}"
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(StoreError, match="no such table: experiments") as info:
+    with pytest.raises(StoreError, match="holds no pex workspace") as info:
         Workspace(tmp_path / "ws", database_url=url, create=False).list_experiments()
     assert "created by pex" in info.value.hint
+    assert sqlite3.connect(tmp_path / "other.db").execute("select name from sqlite_master").fetchall() == [("t",)]
 
 
 def test_unwritable_home_is_a_store_error(tmp_path):

@@ -1,0 +1,114 @@
+"""`pex fit` and `pex predict` from the command line, including bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pex.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def small_exp(tmp_path_factory):
+    d = tmp_path_factory.mktemp("small")
+    spec = simulate(5000, seed=8).write(d, name="small")
+    return d, spec
+
+
+@pytest.fixture
+def fitted(run, small_exp):
+    d, spec = small_exp
+    assert run("ingest", spec).code == 0
+    r = run("fit", "small", "--quiet", "--json")
+    assert r.code == 0, r
+    return json.loads(r.out)
+
+
+def test_fit_prints_and_stores_the_leaderboard(run, small_exp):
+    d, spec = small_exp
+    assert run("ingest", spec).code == 0
+    r = run("fit", "small", "--learner", "auto")
+    assert r.code == 0, r
+    assert "Leaderboard per metric" in r.out and "selected" in r.out
+    assert "Do effects differ across units?" in r.out and "Segments" in r.out
+    assert "[" in r.err and "/" in r.err  # progress lines on stderr
+
+
+def test_fit_json_and_predict(run, fitted, small_exp, tmp_path):
+    d, _ = small_exp
+    assert fitted["fit"]["id"].startswith("small-fit-")
+    assert set(fitted["selected"]) == {"sessions", "converted", "unsubscribes"}
+    assert {r["learner"] for r in fitted["leaderboard"]} == {"t", "x", "s", "dr", "ensemble"}
+    assert len(fitted["heterogeneity"]) == 6 and fitted["segments"]
+
+    new = simulate(300, seed=77).data.drop(columns=["arm", "sessions", "converted", "unsubscribes"])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    for out in ("effects.csv", "effects.parquet"):
+        r = run("predict", "small", "--data", tmp_path / "new.csv", "--out", tmp_path / out)
+        assert r.code == 0, r
+    csv = pd.read_csv(tmp_path / "effects.csv", dtype={"user_id": "string"})
+    parquet = pd.read_parquet(tmp_path / "effects.parquet")
+    expected = ["user_id"] + [f"cate__{m}__{a}" for m in ("sessions", "converted", "unsubscribes") for a in ("daily", "weekly")]
+    assert list(csv.columns) == expected and len(csv) == 300
+    assert csv["user_id"].tolist() == new["user_id"].tolist()
+    np.testing.assert_allclose(csv.iloc[:, 1:].to_numpy(), parquet.iloc[:, 1:].to_numpy(), rtol=1e-12)
+    # explicit fit id gives the same predictions
+    r = run("predict", "small", "--data", tmp_path / "new.csv", "--out", tmp_path / "again.csv", "--fit", fitted["fit"]["id"])
+    assert r.code == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again.csv", dtype={"user_id": "string"}), csv)
+
+
+def _write(frame: pd.DataFrame, path):
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing-feature", r"feature column 'tenure_days' missing from the data"),
+    ("missing-unit", r"unit column 'user_id' is not in"),
+    ("text-in-numeric", r"feature 'age' must be numeric but has text such as 'old'"),
+    ("bad-out-suffix", r"neither \.csv nor \.parquet"),
+    ("no-such-file", r"data file not found"),
+    ("empty-file", r"is empty"),
+    ("unknown-fit", r"has no fit 'nope'"),
+])
+def test_predict_bad_inputs(run, fitted, tmp_path, case, message):
+    base = simulate(50, seed=3).data
+    data, out, extra = tmp_path / "in.csv", tmp_path / "out.csv", []
+    if case == "missing-feature":
+        _write(base.drop(columns="tenure_days"), data)
+    elif case == "missing-unit":
+        _write(base.drop(columns="user_id"), data)
+    elif case == "text-in-numeric":
+        _write(base.assign(age=base["age"].astype(object).where(base.index != 3, "old")), data)
+    elif case == "bad-out-suffix":
+        _write(base, data)
+        out = tmp_path / "out.xlsx"
+    elif case == "no-such-file":
+        data = tmp_path / "absent.csv"
+    elif case == "empty-file":
+        data.write_bytes(b"")
+    elif case == "unknown-fit":
+        _write(base, data)
+        extra = ["--fit", "nope"]
+    r = run("predict", "small", "--data", data, "--out", out, *extra)
+    assert r.code == 2, r
+    assert r.err.startswith("error: ") and "hint: " in r.err and "Traceback" not in r.err + r.out
+    import re
+
+    assert re.search(message, r.err.splitlines()[0]), r.err
+    assert not out.exists()
+
+
+def test_fit_and_predict_need_a_fit_or_an_experiment(run, small_exp, tmp_path):
+    d, spec = small_exp
+    r = run("fit", "nope")
+    assert r.code == 2 and "no pex workspace" in r.err
+    assert run("ingest", spec).code == 0
+    r = run("predict", "small", "--data", d / "small.csv", "--out", tmp_path / "o.csv")
+    assert r.code == 2 and "has no fitted effect models" in r.err and "pex fit small" in r.err
+    r = run("fit", "other")
+    assert r.code == 2 and "no experiment named 'other'" in r.err
