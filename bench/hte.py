@@ -18,7 +18,11 @@ What it measures, side by side in one run:
   subprocess per (dataset, method): imports + reading the data + fitting +
   predicting. **fit +MB** is what fitting alone added on top of the process's
   resident size when the fit started (peak RSS is reset through
-  ``/proc/self/clear_refs`` just before the fit and read from ``VmHWM`` after it).
+  ``/proc/self/clear_refs`` just before the fit and read from ``VmHWM`` after it;
+  that reset also clears ``ru_maxrss``, so the peak before it is kept and the
+  reported peak is the larger of the two).
+* Every number comes from a single run: on a machine shared with other work,
+  fit seconds can jump (LightGBM's OpenMP threads suffer most when a core is busy).
 
 The parent process imports only the standard library and never holds data:
 a spawned child's ``ru_maxrss`` starts at its parent's resident size (the kernel
@@ -89,8 +93,12 @@ def _status_mb(key: str) -> float | None:
     return None
 
 
+_PEAK_BEFORE_RESET = [0.0]  # resetting VmHWM also resets ru_maxrss, so the earlier peak is kept here
+
+
 def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where not supported."""
+    """Reset the kernel's peak-RSS mark (VmHWM, and with it ru_maxrss); False where not supported."""
+    _PEAK_BEFORE_RESET[0] = max(_PEAK_BEFORE_RESET[0], _maxrss_mb())
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -103,6 +111,11 @@ def _maxrss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _peak_mb() -> float:
+    """The process's peak resident size: ru_maxrss, or the peak before a reset if that was higher."""
+    return max(_maxrss_mb(), _PEAK_BEFORE_RESET[0])
 
 
 class _FitMemory:
@@ -137,7 +150,7 @@ def _child_main(conn, fn_name: str, kwargs: dict) -> None:
         text = f"{w.category.__name__}: {str(w.message).splitlines()[0][:120]}"
         distinct[text] = distinct.get(text, 0) + 1
     result["warnings"] = distinct
-    result["peak_mb"] = _maxrss_mb()
+    result["peak_mb"] = _peak_mb()
     result["vmhwm_mb"] = _status_mb("VmHWM")
     conn.send(result)
     conn.close()
@@ -325,9 +338,13 @@ def _econml_estimator(learner: str, binary: bool, sizes: list[int], seed: int, n
 
 
 def fit_econml(learner: str, spec_path: str, test_path: str, truth_path: str, seed: int, n_jobs: int) -> dict:
+    import econml.dr  # noqa: F401  imported here so that "fit +MB" does not count importing them
+    import econml.metalearners  # noqa: F401
+    import lightgbm  # noqa: F401
     import numpy as np
     import pandas as pd
 
+    import pex.hte  # noqa: F401
     from pex.features import FeatureEncoder
 
     ds, load_s = _load(spec_path)
@@ -429,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-scale", action="store_true", help="skip the scale run")
     p.add_argument("--skip-econml", action="store_true", help="only pex auto (no EconML learners)")
     p.add_argument("--skip-ihdp", action="store_true", help="skip EconML's IHDP dataset")
-    p.add_argument("--quick", action="store_true", help="small sizes; about a minute")
+    p.add_argument("--quick", action="store_true", help="small sizes (5,000 units, scale run 100,000): about 2 minutes, 1 with --skip-econml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--econml-threads", type=int, default=_cores(),
                    help=f"n_jobs of EconML's LightGBM models (default: all {_cores()} cores, as pex uses)")
@@ -558,7 +575,8 @@ def report(results: list[dict], datasets: dict, scale: dict | None, args, total_
                                      f"< {SCALE_GOAL_SECONDS / 60:.0f} min & < {SCALE_GOAL_MB / 1024:.0f} GB"],
                                     srows, right=set(range(10 + len(scale["metrics"]))))
             say(text)
-            say(f"  (load s = reading + validating the Parquet file; PEHE on {args.n_test:,} fresh test units; "
+            say(f"  (load s = reading + validating the Parquet file; whole process incl. imports and predicting "
+                f"{scale['process_seconds']:.1f} s; PEHE on {args.n_test:,} fresh test units; "
                 f"selected: {', '.join(f'{m}={lr}' for m, lr in scale['selected'].items())})")
         say("")
 
@@ -569,7 +587,9 @@ def report(results: list[dict], datasets: dict, scale: dict | None, args, total_
         "econml = sum over metrics of est.fit(y, T, X=X, inference=None), one estimator per metric, "
         f"LightGBM n_jobs={args.econml_threads}.",
         "peak MB: ru_maxrss of a fresh spawned process per row (imports, reading the data, fitting, predicting); "
-        "fit +MB: peak resident memory during the fit above the resident size when the fit started.",
+        "fit +MB: peak resident memory during the fit above the resident size when the fit started. "
+        "The econml rows' processes also import EconML (about 60 MB more before any fitting).",
+        "Single runs, no repetition: fit seconds are sensitive to other load on the machine.",
         "EconML base learners: LGBMRegressor/LGBMClassifier with pex's outcome_params (learning_rate 0.05, "
         "200 trees, num_leaves / min_child_samples scaled by the rows each model trains on, 0.8 row and column "
         "subsampling, L2 1.0); X-learner cate_models and DR model_final use effect_params (100 trees, fewer, "

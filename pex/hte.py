@@ -61,8 +61,11 @@ def outcome_params(n: int, binary: bool, seed: int) -> dict:
     """LightGBM settings for outcome models, scaled with the training size."""
     return {
         "objective": "binary" if binary else "regression",
-        "learning_rate": 0.05,
-        "num_boost_round": 200,
+        # large training sets: half the trees at twice the step, since fitting
+        # and (as costly) predicting scale with rows x trees; small ones keep
+        # the finer step, which measurably helps their accuracy
+        "learning_rate": 0.05 if n < 100_000 else 0.1,
+        "num_boost_round": 200 if n < 100_000 else 100,
         "num_leaves": int(np.clip(n / 500, 7, 31)),
         "min_data_in_leaf": int(np.clip(n / 200, 20, 500)),
         "feature_fraction": 0.8,
@@ -84,7 +87,7 @@ def effect_params(n: int, seed: int) -> dict:
     Their targets carry the outcome noise twice over (and inverse propensities
     for DR), so they get fewer, larger leaves than outcome models.
     """
-    return {**outcome_params(n, False, seed), "num_boost_round": 100,
+    return {**outcome_params(n, False, seed), "num_boost_round": 100 if n < 100_000 else 50,
             "num_leaves": int(np.clip(n / 2000, 4, 15)), "min_data_in_leaf": int(np.clip(n / 50, 50, 5000))}
 
 
@@ -352,21 +355,28 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
     oof = {lr: np.zeros((n, k)) for lr in wanted}
     seconds = {lr: 0.0 for lr in wanted}
 
-    # Pass 1: outcome models per arm and fold (shared by T, X, DR and the DR score).
+    # Pass 1: outcome models per arm and fold (shared by T, X, DR and the DR score),
+    # each predicting its held-out fold and, for the X-learner's imputed effects,
+    # the training units of the other arms. Predicting costs about as much as
+    # training, so it happens inside the parallel tasks too.
     t0 = time.perf_counter()
-    tasks = {}
-    for f in range(K):
-        for a in range(k + 1):
-            rows = (fold != f) & (arm_index == a)
-            params = outcome_params(int(rows.sum()), binary, seed + f)
-            tasks[(f, a)] = (f"{name}: outcome model for {arms[a]}, fold {f + 1}/{K}",
-                             lambda rows=rows, params=params: _train(X[rows], y[rows], params, cat))
-    mu = _parallel(tasks, say)
-    mu_oof = np.zeros((n, k + 1))
-    for f in range(K):
+
+    def outcome_task(f: int, a: int):
+        rows = (fold != f) & (arm_index == a)
+        model = _train(X[rows], y[rows], outcome_params(int(rows.sum()), binary, seed + f), cat)
         te = fold == f
-        for a in range(k + 1):
-            mu_oof[te, a] = mu[(f, a)].predict(X[te])
+        other = (fold != f) & (arm_index != a) if "x" in wanted else np.zeros(n, dtype=bool)
+        return model, model.predict(X[te]), other, model.predict(X[other]) if other.any() else np.empty(0)
+
+    tasks = {(f, a): (f"{name}: outcome model for {arms[a]}, fold {f + 1}/{K}", lambda f=f, a=a: outcome_task(f, a))
+             for f in range(K) for a in range(k + 1)}
+    pass1 = _parallel(tasks, say)
+    mu = {key: result[0] for key, result in pass1.items()}
+    mu_oof = np.zeros((n, k + 1))
+    mu_in = np.full((K, n, k + 1), np.nan)  # mu_a(x) for training units not in arm a (X-learner imputation)
+    for (f, a), (_, held_out, other, on_other) in pass1.items():
+        mu_oof[fold == f, a] = held_out
+        mu_in[f, other, a] = on_other
     shared_seconds = time.perf_counter() - t0
 
     # DR pseudo-outcomes with the known propensity of each unit's assigned arm.
@@ -382,26 +392,38 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
     onehot = np.eye(k + 1)[arm_index][:, 1:]
 
     # Pass 2: the learners' own models, all independent of each other.
-    tasks, kinds = {}, {}
+    def s_task(f: int):
+        tr, te = fold != f, fold == f
+        model = _train(np.hstack([X[tr], onehot[tr]]), y[tr], outcome_params(int(tr.sum()), binary, seed + f), cat)
+        base = model.predict(_with_arm(X[te], treated, CONTROL_INPUT))
+        return model, np.column_stack([model.predict(_with_arm(X[te], treated, a)) - base for a in treated])
+
+    def x_task(f: int, j: int, side: int):
+        tr, te = fold != f, fold == f
+        if side == 1:  # treated units: observed minus imputed control outcome
+            rows = tr & (arm_index == j + 1)
+            target = y[rows] - mu_in[f, rows, 0]
+        else:  # control units: imputed treated outcome minus observed
+            rows = tr & (arm_index == 0)
+            target = mu_in[f, rows, j + 1] - y[rows]
+        model = _train(X[rows], target, effect_params(int(rows.sum()), seed + f), cat)
+        return model, model.predict(X[te])
+
+    def dr_task(f: int, j: int):
+        tr, te = fold != f, fold == f
+        model = _train(X[tr], pseudo[tr, j], effect_params(int(tr.sum()), seed + f), cat)
+        return model, model.predict(X[te])
+
+    tasks = {}
     for f in range(K):
-        tr = fold != f
-        ctrl = tr & (arm_index == 0)
         if "s" in wanted:
-            params = outcome_params(int(tr.sum()), binary, seed + f)
-            tasks[("s", f, None)] = (f"{name}: S-learner, fold {f + 1}/{K}",
-                                     lambda tr=tr, params=params: _train(np.hstack([X[tr], onehot[tr]]), y[tr], params, cat))
+            tasks[("s", f, None)] = (f"{name}: S-learner, fold {f + 1}/{K}", lambda f=f: s_task(f))
         for j in range(k):
-            trt = tr & (arm_index == j + 1)
             if "x" in wanted:
-                d1 = y[trt] - mu[(f, 0)].predict(X[trt])
-                d0 = mu[(f, j + 1)].predict(X[ctrl]) - y[ctrl]
-                tasks[("x1", f, j)] = (f"{name}: X-learner (treated) for {treated[j]}, fold {f + 1}/{K}",
-                                       lambda trt=trt, d1=d1, p=effect_params(int(trt.sum()), seed + f): _train(X[trt], d1, p, cat))
-                tasks[("x0", f, j)] = (f"{name}: X-learner (control) for {treated[j]}, fold {f + 1}/{K}",
-                                       lambda ctrl=ctrl, d0=d0, p=effect_params(int(ctrl.sum()), seed + f): _train(X[ctrl], d0, p, cat))
+                tasks[("x1", f, j)] = (f"{name}: X-learner (treated) for {treated[j]}, fold {f + 1}/{K}", lambda f=f, j=j: x_task(f, j, 1))
+                tasks[("x0", f, j)] = (f"{name}: X-learner (control) for {treated[j]}, fold {f + 1}/{K}", lambda f=f, j=j: x_task(f, j, 0))
             if "dr" in wanted:
-                tasks[("dr", f, j)] = (f"{name}: DR-learner for {treated[j]}, fold {f + 1}/{K}",
-                                       lambda tr=tr, j=j, p=effect_params(int(tr.sum()), seed + f): _train(X[tr], pseudo[tr, j], p, cat))
+                tasks[("dr", f, j)] = (f"{name}: DR-learner for {treated[j]}, fold {f + 1}/{K}", lambda f=f, j=j: dr_task(f, j))
     t1 = time.perf_counter()
     fitted = _parallel(tasks, say)
     own_seconds = time.perf_counter() - t1
@@ -418,26 +440,25 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
         if "t" in wanted:
             oof["t"][te] = mu_oof[te, 1:] - mu_oof[te, :1]
         if "s" in wanted:
-            s_model = fitted[("s", f, None)]
+            s_model, s_effects = fitted[("s", f, None)]
             models["s"][f"{name}.s.f{f}"] = s_model
-            base = s_model.predict(_with_arm(X[te], treated, CONTROL_INPUT))
-            for j, a in enumerate(treated):
-                oof["s"][te, j] = s_model.predict(_with_arm(X[te], treated, a)) - base
+            oof["s"][te] = s_effects
+            for a in treated:
                 terms["s"][a] += [{"model": f"{name}.s.f{f}", "weight": 1 / K, "arm": a},
                                   {"model": f"{name}.s.f{f}", "weight": -1 / K, "arm": CONTROL_INPUT}]
         for j, a in enumerate(treated):
             if "x" in wanted:
-                tau1, tau0 = fitted[("x1", f, j)], fitted[("x0", f, j)]
+                (tau1, pred1), (tau0, pred0) = fitted[("x1", f, j)], fitted[("x0", f, j)]
                 g = share[j + 1] / (share[0] + share[j + 1])
                 models["x"][f"{name}.x1_{j + 1}.f{f}"] = tau1
                 models["x"][f"{name}.x0_{j + 1}.f{f}"] = tau0
-                oof["x"][te, j] = g * tau0.predict(X[te]) + (1 - g) * tau1.predict(X[te])
+                oof["x"][te, j] = g * pred0 + (1 - g) * pred1
                 terms["x"][a] += [{"model": f"{name}.x0_{j + 1}.f{f}", "weight": g / K},
                                   {"model": f"{name}.x1_{j + 1}.f{f}", "weight": (1 - g) / K}]
             if "dr" in wanted:
-                final = fitted[("dr", f, j)]
+                final, pred = fitted[("dr", f, j)]
                 models["dr"][f"{name}.dr{j + 1}.f{f}"] = final
-                oof["dr"][te, j] = final.predict(X[te])
+                oof["dr"][te, j] = pred
                 terms["dr"][a].append({"model": f"{name}.dr{j + 1}.f{f}", "weight": 1 / K})
     n_models = {"t": 0, "s": K, "x": 2 * K * k, "dr": K * k}
     for lr in wanted:
