@@ -317,6 +317,33 @@ def fit_effects(
                   requested=learner)
 
 
+class EffectEstimator:
+    """scikit-learn style wrapper around :func:`fit_effects`.
+
+    Examples
+    --------
+    >>> est = EffectEstimator(learner="auto", folds=2).fit(dataset)   # doctest: +SKIP
+    >>> est.predict(new_units, unit="user_id")                        # doctest: +SKIP
+    """
+
+    def __init__(self, *, learner: str = "auto", folds: int = 2, seed: int = 0) -> None:
+        self.learner = learner
+        self.folds = folds
+        self.seed = seed
+
+    def fit(self, dataset: Dataset, progress: Progress | None = None) -> EffectEstimator:
+        self.result_ = fit_effects(dataset, learner=self.learner, folds=self.folds, seed=self.seed, progress=progress)
+        self.model_ = self.result_.model
+        self.leaderboard_ = self.result_.leaderboard()
+        return self
+
+    def predict(self, frame: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
+        """``cate__<metric>__<arm>`` columns for the rows of ``frame``."""
+        if not hasattr(self, "model_"):
+            raise NotFittedError("this EffectEstimator is not fitted yet", "call fit(dataset) first")
+        return self.model_.predict_frame(frame, unit=unit)
+
+
 def _assign_folds(arm_index: np.ndarray, k: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     fold = np.empty(len(arm_index), dtype=int)
@@ -326,7 +353,7 @@ def _assign_folds(arm_index: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _parallel(tasks: dict, say: Progress) -> dict:
+def _parallel(tasks: dict, say: Callable[[str], None]) -> dict:
     """Run independent model fits on all cores.
 
     LightGBM releases the GIL while it trains, so a thread per core, each

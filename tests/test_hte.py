@@ -180,3 +180,17 @@ def test_bad_arguments(spec):
     tiny = validate(simulate(2000, seed=1).data.groupby("arm").head(12), spec)
     with pytest.raises(DataError, match="too few to fit effect models"):
         fit_effects(tiny)
+
+
+def test_estimator_wrapper_follows_scikit_learn(spec, fits):
+    from pex.errors import NotFittedError
+    from pex.hte import EffectEstimator
+
+    est = EffectEstimator(learner="s", folds=2, seed=1)
+    assert (est.learner, est.folds, est.seed) == ("s", 2, 1) and not hasattr(est, "model_")
+    with pytest.raises(NotFittedError, match="not fitted"):
+        est.predict(pd.DataFrame())
+    ds, test, by_learner = fits["notification_cadence"]
+    assert est.fit(ds) is est
+    pd.testing.assert_frame_equal(est.predict(test.data), by_learner["s"].model.predict_frame(test.data))
+    assert set(est.leaderboard_["learner"]) == {"s"}
