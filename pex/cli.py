@@ -154,13 +154,15 @@ def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id
         raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. effects.csv or effects.parquet")
     ws = _workspace(ctx, create=False)
     record, summary = ws.get_fit(name, fit_id)
-    unit = summary.get("unit") or ws.load_dataset_spec(record.dataset_id).unit
-    frame = read_table(data_path, text_columns=(unit,))
+    unit = ws.load_dataset_spec(record.dataset_id).unit
+    model = EffectModel.from_files(lambda rel: ws.read_fit_file(record, rel))
+    # categorical features are labels: read them as text so "007" or "1" keep their meaning
+    categorical = tuple(c for c in model.encoder.columns if model.encoder.kinds[c] == "categorical")
+    frame = read_table(data_path, text_columns=(unit, *categorical))
     if unit not in frame.columns:
         raise DataError(f"unit column {unit!r} is not in {Path(data_path).name}", f"the output is keyed by {unit!r}; add that column")
     if len(frame) == 0:
         raise DataError(f"{Path(data_path).name} has no rows", "pass a file with one row per unit to score")
-    model = EffectModel.from_files(lambda rel: ws.read_fit_file(record, rel))
     result = model.predict_frame(frame, unit=unit)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":

@@ -179,11 +179,12 @@ def _read_parquet(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
         frame = frame.reset_index()  # a column written as the pandas index (e.g. the unit id)
     for col in text_columns:
         if col in frame.columns:
-            frame[col] = _as_text(frame[col])
+            frame[col] = as_text(frame[col])
     return frame
 
 
-def _as_text(series: pd.Series) -> pd.Series:
+def as_text(series: pd.Series) -> pd.Series:
+    """Labels as strings; whole floats (1.0, from a column with blanks) become "1"."""
     out = series.astype("string")
     if pd.api.types.is_float_dtype(series):
         # 1.0 -> "1": labels written as floats by a NaN-containing integer column
@@ -227,9 +228,9 @@ def validate(
     if spec.propensity:
         keep.append(spec.propensity)
     frame = frame.loc[:, list(dict.fromkeys(keep))].copy()
-    frame[spec.unit] = _as_text(frame[spec.unit]).str.strip()
+    frame[spec.unit] = as_text(frame[spec.unit]).str.strip()
     # NFC: the same label typed on two systems can differ in Unicode form ("café")
-    frame[spec.arm] = _as_text(frame[spec.arm]).str.strip().str.normalize("NFC")
+    frame[spec.arm] = as_text(frame[spec.arm]).str.strip().str.normalize("NFC")
 
     for col in spec.metric_columns:
         frame[col] = _numeric(frame[col], col, "metric", source)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pex.data import as_text
 from pex.errors import DataError
 
 
@@ -31,7 +32,7 @@ class FeatureEncoder:
         categories = {}
         for col, kind in kinds.items():
             if kind == "categorical":
-                counts = frame[col].astype("string").value_counts()
+                counts = as_text(frame[col]).str.strip().value_counts()
                 categories[col] = sorted(counts.index[:max_levels].tolist())
         return cls(columns=list(kinds), kinds=dict(kinds), categories=categories)
 
@@ -62,7 +63,8 @@ class FeatureEncoder:
                     )
                 out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
-                codes = pd.Index(self.categories[col]).get_indexer(series.astype("string").to_numpy(dtype=object, na_value=None))
+                labels = as_text(series).str.strip().to_numpy(dtype=object, na_value=None)
+                codes = pd.Index(self.categories[col]).get_indexer(labels)
                 out[:, j] = np.where(codes < 0, np.nan, codes)  # unseen or missing -> NaN
         return out
 

@@ -10,8 +10,8 @@ doubly-robust pseudo-outcomes psi_i, whose conditional mean is the true effect.
   effects differ across units.
 * Qini curve: units ranked by S, the estimated cumulative effect of treating
   the top share q, (1/n) sum of psi over the top q, against q times the average
-  effect. Its area, (1/n) sum psi_i (1/2 - rank_i/n), is linear in psi, so it
-  gets a standard error the same way.
+  effect. Its area, (1/n) sum psi_i (1/2 - (rank_i - 1/2)/n), is linear in psi,
+  so it gets a standard error the same way.
 
 The test runs on the mean of all fitted learners (not the selected one):
 choosing the learner on the same pseudo-outcomes would favour predictions
@@ -64,17 +64,25 @@ def blp_test(pseudo: np.ndarray, prediction: np.ndarray) -> tuple[float, float, 
 
 
 def qini(pseudo: np.ndarray, prediction: np.ndarray, points: int = 20) -> tuple[float, float, list[tuple[float, float]]]:
-    """(area, its standard error, curve) of the Qini curve ranked by ``prediction``."""
+    """(area, its standard error, curve) of the Qini curve ranked by ``prediction``.
+
+    Units with tied predictions share their average rank and enter the curve
+    together (linearly within the tie), so neither the area nor the curve
+    depends on the order of the rows.
+    """
     n = len(pseudo)
-    order = np.argsort(-prediction, kind="stable")
-    rank = np.empty(n)
-    rank[order] = (np.arange(n) + 1) / n
-    contrib = pseudo * (0.5 - rank)
+    rank = stats.rankdata(-prediction, method="average") / n
+    contrib = pseudo * (0.5 - rank + 0.5 / n)
     area = float(contrib.mean())
     se = float(contrib.std(ddof=1) / np.sqrt(n))
-    cum = np.concatenate([[0.0], np.cumsum(pseudo[order]) / n])
+    # cumulative effect at the end of each tie group, interpolated in between
+    values, inverse = np.unique(-prediction, return_inverse=True)
+    group_sum = np.bincount(inverse, weights=pseudo, minlength=len(values))
+    group_n = np.bincount(inverse, minlength=len(values))
+    x = np.concatenate([[0.0], np.cumsum(group_n) / n])
+    y = np.concatenate([[0.0], np.cumsum(group_sum) / n])
     grid = np.linspace(0, 1, points + 1)
-    curve = [(float(q), float(cum[int(round(q * n))])) for q in grid]
+    curve = [(float(q), float(v)) for q, v in zip(grid, np.interp(grid, x, y))]
     return area, se, curve
 
 

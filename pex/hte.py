@@ -15,6 +15,9 @@ Design
   model is trained on the other folds and predicts the fold: these out-of-fold
   effects are what selection, the heterogeneity test and the segments use.
 * The model that is stored and serves predictions averages the fold models.
+* The DR-learner's final models are trained on pseudo-outcomes whose outcome
+  models are cross-fitted inside the training folds (nested), so no unit's
+  out-of-fold effect depends on its own outcome, for any learner.
 * Propensities are known in a randomized experiment: the DR pseudo-outcome
   uses each unit's assignment probability instead of a fitted classifier.
 * Selection score: the doubly-robust pseudo-outcome loss,
@@ -40,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pex.data import PROPENSITY, Dataset
-from pex.errors import DataError, NotFittedError, PexError
+from pex.errors import DataError, NotFittedError, PexError, StoreError
 from pex.features import FeatureEncoder
 
 LEARNERS = ("t", "x", "s", "dr")
@@ -168,14 +171,19 @@ class EffectModel:
     @classmethod
     def from_files(cls, read: Callable[[str], str]) -> EffectModel:
         """Rebuild from :meth:`to_files` output; ``read(relative_path)`` returns a file's text."""
-        manifest = json.loads(read("manifest.json"))
-        if manifest.get("format") != FORMAT:
-            raise PexError(f"unknown effect model format {manifest.get('format')!r}", f"this pex reads {FORMAT}; refit with `pex fit`")
-        return cls(
-            encoder=FeatureEncoder.from_dict(manifest["encoder"]), control=manifest["control"], arms=list(manifest["arms"]),
-            metrics=list(manifest["metrics"]), learners=dict(manifest["learners"]), recipes=manifest["recipes"],
-            boosters={name: lgb.Booster(model_str=read(path)) for name, path in manifest["files"].items()},
-        )
+        try:
+            manifest = json.loads(read("manifest.json"))
+            if manifest.get("format") != FORMAT:
+                raise StoreError(f"unknown effect model format {manifest.get('format')!r}", f"this pex reads {FORMAT}; refit with `pex fit`")
+            return cls(
+                encoder=FeatureEncoder.from_dict(manifest["encoder"]), control=manifest["control"], arms=list(manifest["arms"]),
+                metrics=list(manifest["metrics"]), learners=dict(manifest["learners"]), recipes=manifest["recipes"],
+                boosters={name: lgb.Booster(model_str=read(path)) for name, path in manifest["files"].items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, lgb.basic.LightGBMError) as exc:
+            # json.JSONDecodeError is a ValueError; a damaged file is not something the user can pass around
+            raise StoreError(f"the stored effect model is damaged ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                             "fit the experiment again with `pex fit NAME`") from None
 
 
 def _with_arm(X: np.ndarray, treated_arms: list[str], arm: str | None) -> np.ndarray:
@@ -288,7 +296,8 @@ def fit_effects(
     fold = _assign_folds(arm_index, folds, seed)
     wanted = LEARNERS if learner == "auto" else (learner,)
     k, K = len(arms) - 1, folds
-    per_metric = K * (k + 1) + (K if "s" in wanted else 0) + (2 * K * k if "x" in wanted else 0) + (K * k if "dr" in wanted else 0)
+    per_metric = (K * (k + 1) + (K if "s" in wanted else 0) + (2 * K * k if "x" in wanted else 0)
+                  + (K * k + 2 * K * (k + 1) if "dr" in wanted else 0))
     total = per_metric * len(spec.metrics)
     done = [0]
 
@@ -406,13 +415,37 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
         mu_in[f, other, a] = on_other
     shared_seconds = time.perf_counter() - t0
 
-    # DR pseudo-outcomes with the known propensity of each unit's assigned arm.
-    resid = y - mu_oof[np.arange(n), arm_index]
-    pseudo = np.empty((n, k))
-    for j in range(k):
-        pseudo[:, j] = (mu_oof[:, j + 1] - mu_oof[:, 0]
-                        + np.where(arm_index == j + 1, resid / propensity, 0.0)
-                        - np.where(arm_index == 0, resid / propensity, 0.0))
+    pseudo = _dr_pseudo_outcomes(mu_oof, y, arm_index, propensity)
+
+    # The DR-learner's final model for fold f must not see fold f's outcomes,
+    # not even through the outcome models behind its training targets, or its
+    # out-of-fold effects would carry each unit's own noise (like an in-sample
+    # T-learner). So its targets come from outcome models cross-fitted within
+    # the training folds alone: each training fold set is halved, and each
+    # half's targets use outcome models fitted on the other half.
+    nested_seconds = 0.0
+    nested: dict[int, np.ndarray] = {}
+    if "dr" in wanted:
+        t0 = time.perf_counter()
+        half = _assign_folds(arm_index, 2, seed + 7919)
+
+        def nested_task(f: int, h: int, a: int):
+            rows = (fold != f) & (half == h) & (arm_index == a)
+            model = _train(X[rows], y[rows], outcome_params(int(rows.sum()), binary, seed + f), cat)
+            target = (fold != f) & (half != h)
+            return target, model.predict(X[target])
+
+        tasks = {(f, h, a): (f"{name}: outcome model for {arms[a]} inside folds without {f + 1} (half {h + 1}/2)",
+                             lambda f=f, h=h, a=a: nested_task(f, h, a))
+                 for f in range(K) for h in range(2) for a in range(k + 1)}
+        mu_nested = np.full((K, n, k + 1), np.nan)
+        for (f, h, a), (target, pred) in _parallel(tasks, say).items():
+            mu_nested[f, target, a] = pred
+        for f in range(K):
+            tr = fold != f
+            nested[f] = np.full((n, k), np.nan)
+            nested[f][tr] = _dr_pseudo_outcomes(mu_nested[f, tr], y[tr], arm_index[tr], propensity[tr])
+        nested_seconds = time.perf_counter() - t0
     # X-learner weight g_j = P(arm j | arm in {control, j}); the weighting only
     # affects efficiency, so a constant from the arm shares is enough.
     share = np.bincount(arm_index, minlength=k + 1) / n
@@ -438,7 +471,7 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
 
     def dr_task(f: int, j: int):
         tr, te = fold != f, fold == f
-        model = _train(X[tr], pseudo[tr, j], effect_params(int(tr.sum()), seed + f), cat)
+        model = _train(X[tr], nested[f][tr, j], effect_params(int(tr.sum()), seed + f), cat)
         return model, model.predict(X[te])
 
     tasks = {}
@@ -489,13 +522,13 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
                 terms["dr"][a].append({"model": f"{name}.dr{j + 1}.f{f}", "weight": 1 / K})
     n_models = {"t": 0, "s": K, "x": 2 * K * k, "dr": K * k}
     for lr in wanted:
-        seconds[lr] = n_models[lr] * per_model + (shared_seconds if lr != "s" else 0.0)
+        seconds[lr] = n_models[lr] * per_model + (shared_seconds if lr != "s" else 0.0) + (nested_seconds if lr == "dr" else 0.0)
 
     losses = {lr: ((pseudo - oof[lr]) ** 2).sum(axis=1) for lr in wanted}
     if len(wanted) > 1:
         oof[ENSEMBLE] = np.mean([oof[lr] for lr in wanted], axis=0)
         losses[ENSEMBLE] = ((pseudo - oof[ENSEMBLE]) ** 2).sum(axis=1)
-        seconds[ENSEMBLE] = shared_seconds + own_seconds
+        seconds[ENSEMBLE] = shared_seconds + nested_seconds + own_seconds
     best = min(losses, key=lambda lr: losses[lr].mean())
     if best == ENSEMBLE:
         kept_terms = {a: [{**t, "weight": t["weight"] / len(wanted)} for lr in wanted for t in terms[lr][a]] for a in treated}
@@ -508,6 +541,20 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
     kept_models = {nm: m for nm, m in kept_models.items() if nm in used}
     fit = MetricFit(metric=name, binary=binary, oof=oof, pseudo=pseudo, losses=losses, seconds=seconds, selected=best)
     return fit, kept_terms, kept_models
+
+
+def _dr_pseudo_outcomes(mu: np.ndarray, y: np.ndarray, arm_index: np.ndarray, propensity: np.ndarray) -> np.ndarray:
+    """Doubly-robust pseudo-outcomes per treated arm, with each unit's known assignment probability.
+
+    psi_j = mu_j(x) - mu_0(x) + 1[arm = j] (y - mu_j(x)) / p - 1[arm = control] (y - mu_0(x)) / p,
+    where p is the probability of the arm the unit got; ``mu`` has one column per arm.
+    """
+    n, k = len(y), mu.shape[1] - 1
+    resid = (y - mu[np.arange(n), arm_index]) / propensity
+    out = np.empty((n, k))
+    for j in range(k):
+        out[:, j] = mu[:, j + 1] - mu[:, 0] + np.where(arm_index == j + 1, resid, 0.0) - np.where(arm_index == 0, resid, 0.0)
+    return out
 
 
 def _merge_terms(terms: list[dict]) -> list[dict]:

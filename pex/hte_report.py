@@ -55,7 +55,7 @@ def fit_summary(fit: HTEFit, seed: int = 0) -> dict:
     tests = heterogeneity_tests({m: f.pseudo for m, f in fit.metrics.items()}, unselected, arms)
     predicted = {(m, a): fit.oof_effects(m)[:, j] for m in fit.metrics for j, a in enumerate(arms)}
     pseudo = {(m, a): fit.metrics[m].pseudo[:, j] for m in fit.metrics for j, a in enumerate(arms)}
-    segments = find_segments(fit.model.encoder, fit.X, predicted, pseudo, seed=seed)
+    segments = find_segments(fit.model.encoder, fit.X, predicted, pseudo, grow=fit.folds == 0, seed=seed)
     return {
         "requested": fit.requested,
         "selected": {m: f.selected for m, f in fit.metrics.items()},

@@ -2,10 +2,15 @@
 
 A multi-output regression tree (scikit-learn) is fitted to the out-of-fold
 predicted effects of every arm x metric (each standardised, so no metric
-dominates by its units). Its leaves read as rules. The tree is honest: it is
-grown on one random half of the units and each leaf's effects are estimated on
-the other half from the doubly-robust pseudo-outcomes, with 95% CIs, so a
-leaf's numbers are not the ones the split was chosen to make large.
+dominates by its units). Its leaves read as rules.
+
+Honesty: the tree is grown on the units of one cross-fitting fold, from their
+out-of-fold predictions, which were made by models trained on the other folds.
+So the splits depend on those units' features but not on their outcomes, and
+each leaf's effects are then estimated from the same units' doubly-robust
+pseudo-outcomes (whose outcome models were also trained on the other folds),
+with 95% CIs. Units of the other folds cannot be used for the estimates: their
+outcomes shaped the predictions the tree was grown on.
 """
 
 from __future__ import annotations
@@ -30,17 +35,25 @@ class Segment:
         return asdict(self)
 
 
-def _design(encoder: FeatureEncoder, X: np.ndarray) -> tuple[np.ndarray, list[tuple[str, str, str | None]]]:
-    """Numeric features as they are (NaN allowed), categorical ones as one indicator per level."""
+def _design(encoder: FeatureEncoder, X: np.ndarray, max_levels: int = 30) -> tuple[np.ndarray, list[tuple[str, str, str | None]]]:
+    """Numeric features as they are (NaN allowed), categorical ones as one indicator
+    per level (the ``max_levels`` most frequent: a rule on a rarer level would
+    describe too few units to matter, and the indicators cost memory)."""
     cols, meta = [], []
     for j, name in enumerate(encoder.columns):
         if encoder.kinds[name] == "numeric":
-            cols.append(X[:, j])
+            cols.append(X[:, j].astype(np.float32))
             meta.append((name, "numeric", None))
         else:
-            for code, level in enumerate(encoder.categories[name]):
-                cols.append((X[:, j] == code).astype(float))
-                meta.append((name, "level", level))
+            codes = X[:, j]
+            counts = np.bincount(codes[~np.isnan(codes)].astype(int), minlength=len(encoder.categories[name]))
+            for code in np.argsort(-counts, kind="stable")[:max_levels]:
+                if counts[code] == 0:
+                    break
+                cols.append((codes == code).astype(np.float32))
+                meta.append((name, "level", encoder.categories[name][code]))
+    if not cols:
+        return np.empty((len(X), 0), dtype=np.float32), []
     return np.column_stack(cols), meta
 
 
@@ -49,28 +62,33 @@ def find_segments(
     X: np.ndarray,
     predicted: dict[tuple[str, str], np.ndarray],
     pseudo: dict[tuple[str, str], np.ndarray],
+    grow: np.ndarray,
     *,
     max_depth: int = 3,
     min_share: float = 0.05,
     seed: int = 0,
 ) -> list[Segment]:
-    """Leaves of an honest multi-output tree on the predicted effects, largest effect spread first."""
+    """Leaves of an honest multi-output tree on the predicted effects.
+
+    ``grow`` marks the units (one cross-fitting fold) that grow the tree and
+    estimate its leaves; see the module docstring for why these are the same.
+    """
     keys = list(predicted)
-    n = len(X)
     D, meta = _design(encoder, X)
-    Y = np.column_stack([predicted[k] for k in keys])
-    scale = Y.std(axis=0)
-    Y = (Y - Y.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
-    half = np.random.default_rng(seed).permutation(n) < n // 2
-    min_leaf = max(int(min_share * half.sum()), 20)
-    tree = DecisionTreeRegressor(max_depth=max_depth, min_samples_leaf=min_leaf, random_state=seed).fit(D[half], Y[half])
-    leaves_all = tree.apply(D)
-    est = ~half
+    leaves_all = np.zeros(len(X), dtype=int)
+    rules = {0: "all units"}
+    if D.shape[1] > 0:
+        Y = np.column_stack([predicted[k] for k in keys])
+        scale = Y.std(axis=0)
+        Y = (Y - Y.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+        min_leaf = max(int(min_share * grow.sum()), 20)
+        tree = DecisionTreeRegressor(max_depth=max_depth, min_samples_leaf=min_leaf, random_state=seed).fit(D[grow], Y[grow])
+        leaves_all = tree.apply(D)
+        rules = _leaf_rules(tree, meta, D)
     segments = []
-    has_missing = np.isnan(D[half]).any(axis=0)
-    for leaf, rule in _leaf_rules(tree, meta, has_missing).items():
+    for leaf, rule in rules.items():
         in_leaf = leaves_all == leaf
-        rows = in_leaf & est
+        rows = in_leaf & grow
         effects = []
         for k in keys:
             psi = pseudo[k][rows]
@@ -82,27 +100,42 @@ def find_segments(
     return segments
 
 
-def _leaf_rules(tree: DecisionTreeRegressor, meta, has_missing: np.ndarray) -> dict[int, str]:
+def _leaf_rules(tree: DecisionTreeRegressor, meta, D: np.ndarray) -> dict[int, str]:
     t = tree.tree_
+    has_missing = np.isnan(D).any(axis=0)
     rules: dict[int, str] = {}
 
     def walk(node: int, conds: list[tuple]) -> None:
         if t.children_left[node] == -1:
             rules[node] = _render(conds) or "all units"
             return
-        name, kind, level = meta[t.feature[node]]
-        thr = float(t.threshold[node])
-        # "or missing" only where the feature had missing values to route
-        miss_left = bool(t.missing_go_to_left[node]) if has_missing[t.feature[node]] else None
+        j = t.feature[node]
+        name, kind, level = meta[j]
+        # "or missing" only where the feature has missing values to route
+        miss_left = bool(t.missing_go_to_left[node]) if has_missing[j] else None
         if kind == "level":
             walk(t.children_left[node], conds + [(name, "ne", level)])
             walk(t.children_right[node], conds + [(name, "eq", level)])
         else:
+            thr = _readable_threshold(D[:, j], float(t.threshold[node]))
             walk(t.children_left[node], conds + [(name, "le", thr, miss_left is True)])
             walk(t.children_right[node], conds + [(name, "gt", thr, miss_left is False)])
 
     walk(0, [])
     return rules
+
+
+def _readable_threshold(values: np.ndarray, threshold: float) -> float:
+    """The shortest decimal that splits the observed values exactly as ``threshold`` does."""
+    below = values[values <= threshold]
+    above = values[values > threshold]
+    lo = float(below.max()) if below.size else -np.inf
+    hi = float(above.min()) if above.size else np.inf
+    for digits in range(1, 18):
+        r = float(f"{threshold:.{digits}g}")
+        if lo <= r < hi:
+            return r
+    return threshold
 
 
 def _render(conds: list[tuple]) -> str:
@@ -139,7 +172,7 @@ def _render(conds: list[tuple]) -> str:
 
 
 def _num(x: float) -> str:
-    return f"{x:.4g}"
+    return np.format_float_positional(np.float64(x), unique=True, trim="-")
 
 
 def segments_frame(segments: list[Segment]) -> pd.DataFrame:

@@ -413,6 +413,7 @@ class Workspace:
                         fh.flush()
                         os.fsync(fh.fileno())
                 os.replace(tmp, final)
+                _fsync_dir(final.parent)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -436,8 +437,10 @@ class Workspace:
             row = conn.execute(query.order_by(fits.c.created_at.desc(), fits.c.id.desc()).limit(1)).first()
         if row is None:
             self.dataset_version(experiment)  # NotFoundError for an unknown experiment
-            what = f"fit {fit_id!r}" if fit_id else "fitted effect models"
-            raise NotFoundError(f"experiment {experiment!r} has no {what}", f"run `pex fit {experiment}` first")
+            if fit_id:
+                raise NotFoundError(f"experiment {experiment!r} has no fit {fit_id!r}",
+                                    f"leave out --fit to use the newest fit, or use an id printed by `pex fit {experiment}`")
+            raise NotFoundError(f"experiment {experiment!r} has no fitted effect models", f"run `pex fit {experiment}` first")
         return FitRecord(row.id, row.experiment, row.dataset_id, row.learner, row.artifact, _utc(row.created_at)), row.summary
 
     def read_fit_file(self, record: FitRecord, rel: str) -> str:
@@ -508,6 +511,15 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write a file so that it either appears complete under ``path`` or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -518,11 +530,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -112,3 +112,45 @@ def test_fit_and_predict_need_a_fit_or_an_experiment(run, small_exp, tmp_path):
     assert r.code == 2 and "has no fitted effect models" in r.err and "pex fit small" in r.err
     r = run("fit", "other")
     assert r.code == 2 and "no experiment named 'other'" in r.err
+
+
+def test_numeric_looking_category_labels_keep_their_meaning(run, tmp_path):
+    """A plan column with labels "1", "2", "gold": a blank cell in the scoring file must not turn "1" into "1.0"."""
+    sim = simulate(4000, seed=12)
+    data = sim.data.assign(plan=np.array(["1", "2", "gold"])[np.arange(4000) % 3])
+    d = tmp_path / "plan"
+    d.mkdir()
+    data.to_csv(d / "plan.csv", index=False)
+    (d / "plan.toml").write_text(sim.spec_toml("plan", "plan.csv"))
+    assert run("ingest", d / "plan.toml").code == 0
+    assert run("fit", "plan", "--learner", "s", "--quiet").code == 0
+    rows = data.drop(columns=["arm", "sessions", "converted", "unsubscribes"]).iloc[:6].copy()
+    rows.to_csv(tmp_path / "a.csv", index=False)
+    with_blank = rows.copy()
+    with_blank.loc[with_blank.index[-1], "plan"] = None
+    with_blank.to_csv(tmp_path / "b.csv", index=False)
+    for name in ("a", "b"):
+        assert run("predict", "plan", "--data", tmp_path / f"{name}.csv", "--out", tmp_path / f"{name}_out.csv").code == 0
+    a = pd.read_csv(tmp_path / "a_out.csv").iloc[:5]
+    b = pd.read_csv(tmp_path / "b_out.csv").iloc[:5]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_damaged_model_files_are_a_clear_error(run, fitted, small_exp, home, tmp_path):
+    d, _ = small_exp
+    fit_dir = home / "artifacts" / "fits" / fitted["fit"]["id"]
+    (fit_dir / "manifest.json").write_text("{not json")
+    r = run("predict", "small", "--data", d / "small.csv", "--out", tmp_path / "o.csv")
+    assert r.code == 2 and "stored effect model is damaged" in r.err and "Traceback" not in r.err
+
+
+def test_segments_without_usable_features_are_one_segment():
+    from pex.features import FeatureEncoder
+    from pex.segments import find_segments
+
+    enc = FeatureEncoder(columns=["c"], kinds={"c": "categorical"}, categories={"c": []})
+    X = np.full((100, 1), np.nan)
+    rng = np.random.default_rng(0)
+    segs = find_segments(enc, X, {("m", "t"): rng.normal(size=100)}, {("m", "t"): rng.normal(size=100)},
+                         grow=np.arange(100) < 50)
+    assert len(segs) == 1 and segs[0].rule == "all units" and segs[0].share == 1.0 and segs[0].n_estimation == 50

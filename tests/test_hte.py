@@ -194,3 +194,27 @@ def test_estimator_wrapper_follows_scikit_learn(spec, fits):
     assert est.fit(ds) is est
     pd.testing.assert_frame_equal(est.predict(test.data), by_learner["s"].model.predict_frame(test.data))
     assert set(est.leaderboard_["learner"]) == {"s"}
+
+
+@pytest.mark.parametrize("learner", ["x", "s", "dr"])
+def test_no_learner_leaks_a_units_outcome_into_its_out_of_fold_effect(spec, learner):
+    data = simulate(3000, seed=6).data
+    a = fit_effects(validate(data, spec), learner=learner, seed=0)
+    fold0 = a.folds == 0
+    changed = data.copy()
+    changed.loc[fold0, "sessions"] += 100.0
+    b = fit_effects(validate(changed, spec), learner=learner, seed=0)
+    np.testing.assert_allclose(a.metrics["sessions"].oof[learner][fold0], b.metrics["sessions"].oof[learner][fold0])
+
+
+def test_qini_does_not_depend_on_row_order_under_ties():
+    rng = np.random.default_rng(1)
+    n = 4000
+    hidden = rng.uniform(size=n)
+    psi = 2 * hidden + rng.normal(0, 1, n)
+    pred = np.where(hidden > 2, 1.0, 0.0)  # one tie group: no information at all
+    order = np.argsort(hidden)
+    a = qini(psi[order], pred[order])
+    b = qini(psi[order[::-1]], pred[order[::-1]])
+    assert a[0] == pytest.approx(b[0], abs=1e-12) and abs(a[0]) < 1e-12
+    assert np.allclose(np.array(a[2]), np.array(b[2]))
