@@ -67,8 +67,8 @@ def outcome_params(n: int, binary: bool, seed: int) -> dict:
         # large training sets: half the trees at twice the step, since fitting
         # and (as costly) predicting scale with rows x trees; small ones keep
         # the finer step, which measurably helps their accuracy
-        "learning_rate": 0.05 if n < 100_000 else 0.1,
-        "num_boost_round": 200 if n < 100_000 else 100,
+        "learning_rate": 0.05 if n < 50_000 else 0.1,
+        "num_boost_round": 200 if n < 50_000 else 100,
         "num_leaves": int(np.clip(n / 500, 7, 31)),
         "min_data_in_leaf": int(np.clip(n / 200, 20, 500)),
         "feature_fraction": 0.8,
@@ -90,7 +90,7 @@ def effect_params(n: int, seed: int) -> dict:
     Their targets carry the outcome noise twice over (and inverse propensities
     for DR), so they get fewer, larger leaves than outcome models.
     """
-    return {**outcome_params(n, False, seed), "num_boost_round": 100 if n < 100_000 else 50,
+    return {**outcome_params(n, False, seed), "num_boost_round": 100 if n < 50_000 else 50,
             "num_leaves": int(np.clip(n / 2000, 4, 15)), "min_data_in_leaf": int(np.clip(n / 50, 50, 5000))}
 
 
