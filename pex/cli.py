@@ -178,7 +178,7 @@ def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id
 def experiments(ctx: click.Context, as_json: bool) -> None:
     """List the experiments in the workspace."""
     from pex.report_text import table
-    from pex.store import Workspace, default_home
+    from pex.store import default_home
 
     home = Path(ctx.obj.get("home") or default_home())
     if not (home / "pex.db").exists() and not _uses_external_db():

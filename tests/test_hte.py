@@ -11,7 +11,7 @@ import pytest
 
 from pex.data import validate
 from pex.errors import DataError, PexError
-from pex.heterogeneity import DIFFER, NO_EVIDENCE, blp_test, qini
+from pex.heterogeneity import DIFFER, blp_test, qini
 from pex.hte import ENSEMBLE, LEARNERS, EffectModel, fit_effects
 from pex.hte_report import fit_summary
 from pex.simulate import simulate
@@ -69,7 +69,7 @@ def test_leaderboard_scores_every_learner_and_marks_one(fits):
     _, _, by_learner = fits["notification_cadence"]
     board = by_learner["auto"].leaderboard()
     assert set(board["learner"]) == {*LEARNERS, ENSEMBLE}
-    for metric, rows in board.groupby("metric"):
+    for _metric, rows in board.groupby("metric"):
         assert rows["selected"].sum() == 1
         chosen = rows[rows["selected"]].iloc[0]
         assert chosen["score"] == rows["score"].min()
