@@ -153,7 +153,7 @@ def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. effects.csv or effects.parquet")
     ws = _workspace(ctx, create=False)
-    record, summary = ws.get_fit(name, fit_id)
+    record, _summary = ws.get_fit(name, fit_id)
     unit = ws.load_dataset_spec(record.dataset_id).unit
     model = EffectModel.from_files(lambda rel: ws.read_fit_file(record, rel))
     # categorical features are labels: read them as text so "007" or "1" keep their meaning
@@ -178,10 +178,10 @@ def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id
 def experiments(ctx: click.Context, as_json: bool) -> None:
     """List the experiments in the workspace."""
     from pex.report_text import table
-    from pex.store import default_home
+    from pex.store import default_home, workspace_exists
 
     home = Path(ctx.obj.get("home") or default_home())
-    if not (home / "pex.db").exists() and not _uses_external_db():
+    if not workspace_exists(home):
         rows = []
     else:
         rows = _workspace(ctx, create=False).list_experiments()
@@ -192,12 +192,6 @@ def experiments(ctx: click.Context, as_json: bool) -> None:
     else:
         click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]] for r in rows],
                          ["name", "version", "units", "owner", "description"], right={1, 2}))
-
-
-def _uses_external_db() -> bool:
-    import os
-
-    return bool(os.environ.get("PEX_DATABASE_URL"))
 
 
 @cli.command()

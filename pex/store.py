@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,6 +161,13 @@ def default_home() -> Path:
     return Path(os.environ.get("PEX_HOME", ".pex"))
 
 
+def workspace_exists(home: str | Path | None = None) -> bool:
+    """Whether opening ``home`` read-only can find metadata (a PEX_DATABASE_URL always may)."""
+    if os.environ.get("PEX_DATABASE_URL"):
+        return True
+    return (Path(home) if home is not None else default_home()).joinpath("pex.db").exists()
+
+
 class Workspace:
     """Metadata database plus artifact folder.
 
@@ -210,13 +217,15 @@ class Workspace:
                                  "check PEX_DATABASE_URL / PEX_HOME; the workspace was created by pex with `pex ingest SPEC`")
         # Also for an existing workspace: tables added by a newer pex appear
         # (create_all only creates what is missing and writes nothing otherwise).
-        self._create_schema()
+        self._create_schema(lock=create or self.home.is_dir())
 
-    def _create_schema(self) -> None:
+    def _create_schema(self, lock: bool = True) -> None:
         # Two processes creating the schema at once race on CREATE TABLE and on the
         # version row. The workspace lock serialises them on this host; retries
         # cover processes on other hosts sharing one PostgreSQL database.
-        with self._lock():
+        # A read-only open of a database whose workspace folder does not exist
+        # (PEX_DATABASE_URL) must not create that folder just to hold a lock file.
+        with self._lock() if lock else nullcontext():
             for attempt in range(3):
                 try:
                     _metadata.create_all(self.engine)

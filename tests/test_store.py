@@ -207,3 +207,13 @@ def test_unwritable_home_is_a_store_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot create the workspace"):
         Workspace(blocker / "ws")
+
+
+def test_read_only_open_through_a_database_url_does_not_create_the_home_folder(tmp_path, dataset):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with Workspace(tmp_path / "writer", database_url=url) as ws:
+        ws.put_dataset(dataset)
+    reader_home = tmp_path / "reader"
+    with Workspace(reader_home, database_url=url, create=False) as ws:
+        assert [e["name"] for e in ws.list_experiments()] == [dataset.spec.name]
+    assert not reader_home.exists()
