@@ -1,10 +1,13 @@
 """Decisions per second of the vectorised policy evaluator (pex.policy).
 
-Usage: .venv/bin/python bench/policy.py [--n 1000000] [--repeat 5]
+Usage: .venv/bin/python bench/policy.py [--n 1000000] [--repeat 5] [--value-n 200000]
 
 Evaluates the example depth-3 tree policy (policies/notification_cadence-tree-example.json,
 with a categorical test) on simulated units, in-process, and prints the best
 of several runs for greedy arms, full action distributions and sampled decisions.
+Then fits effect models on a 50k-unit simulated experiment (the demo's size),
+builds the value-model policy from them, reloads it from its JSON document and
+stored model files, and measures its decisions per second the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--value-n", type=int, default=200_000)
     args = ap.parse_args()
     doc = json.loads((Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json").read_text())
     policy = Policy.from_document(doc)
@@ -42,6 +46,33 @@ def main() -> None:
     print(f"  greedy arms          {best_rate(lambda: policy.greedy_arms(data), args.n, args.repeat):>14,.0f} decisions/s")
     print(f"  action probabilities {best_rate(lambda: policy.action_probabilities(data), args.n, args.repeat):>14,.0f} units/s")
     print(f"  sampled decisions    {best_rate(lambda: policy.decide(data, rng), args.n, args.repeat):>14,.0f} decisions/s")
+    value_policy(args.value_n, args.repeat)
+
+
+def value_policy(n: int, repeat: int) -> None:
+    import tempfile
+
+    from pex.data import load_dataset
+    from pex.hte import EffectModel, fit_effects
+    from pex.spec import load_spec
+    from pex.value_policy import build_value_policy
+
+    with tempfile.TemporaryDirectory() as d:
+        dataset = load_dataset(load_spec(simulate(50_000, seed=1).write(d, name="bench")))
+    t = time.perf_counter()
+    fit = fit_effects(dataset, holdout=0.25)
+    fit_s = time.perf_counter() - t
+    train = dataset.frame.set_index(dataset.spec.unit).loc[fit.units].reset_index()
+    built, _ = build_value_policy(name="bench-value", spec=dataset.spec, model=fit.model, frame=train, fit_id="bench",
+                                  exploration=0.05)
+    files = fit.model.to_files()
+    policy = Policy.from_json(json.dumps(built.to_document()), lambda vm: EffectModel.from_files(files.__getitem__))
+    data = simulate(n, seed=3, n_noise=8).data
+    rng = np.random.default_rng(0)
+    trees = len(fit.model.boosters)
+    print(f"value policy over {trees} LightGBM boosters (fit on 50k units in {fit_s:.1f}s), {n:,} units (best of {repeat}):")
+    print(f"  greedy arms          {best_rate(lambda: policy.greedy_arms(data), n, repeat):>14,.0f} decisions/s")
+    print(f"  sampled decisions    {best_rate(lambda: policy.decide(data, rng), n, repeat):>14,.0f} decisions/s")
 
 
 if __name__ == "__main__":

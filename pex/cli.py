@@ -18,6 +18,7 @@ from pex import __version__
 from pex.errors import PexError
 
 _state = {"verbose": False}
+HOLDOUT = 0.25  # default share of units no model sees, so policies can be evaluated honestly
 
 
 def _echo_json(obj: object) -> None:
@@ -116,11 +117,14 @@ class _Progress:
               help="auto fits all four and keeps the best per metric (or their mean).")
 @click.option("--folds", type=click.IntRange(min=2, max=10), default=2, show_default=True, help="Cross-fitting folds.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--holdout", type=click.FloatRange(min=0.0, max=0.9), default=HOLDOUT, show_default=True,
+              help="Share of units kept out of every model, to evaluate policies on (0: fit on all units).")
 @click.option("--version", "version", type=int, default=None, help="Dataset version (default: current).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
 @click.pass_context
-def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, version: int | None, quiet: bool, as_json: bool) -> None:
+def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, holdout: float, version: int | None, quiet: bool,
+        as_json: bool) -> None:
     """Fit heterogeneous-effect models for experiment NAME and print the leaderboard."""
     from pex.hte import fit_effects
     from pex.hte_report import fit_summary
@@ -128,9 +132,9 @@ def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, vers
 
     ws = _workspace(ctx, create=False)
     dataset, dv = ws.load_dataset(name, version)
-    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, progress=None if quiet else _Progress())
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=None if quiet else _Progress())
     summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
-    record = ws.put_fit(dv.id, learner, result.model.to_files(), summary)
+    record = ws.put_fit(dv.id, learner, result.to_files(), summary)
     if as_json:
         _echo_json({"fit": record.to_dict(), **summary})
     else:
@@ -226,7 +230,8 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notificati
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(DEMO_SPEC), show_default=True,
               help="Demo experiment spec; its data is simulated when the file is absent.")
 @click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
-@click.option("--fit/--no-fit", "fit_models", default=True, show_default=True, help="Also fit heterogeneous-effect models.")
+@click.option("--fit/--no-fit", "fit_models", default=True, show_default=True,
+              help="Also fit heterogeneous-effect models and build and evaluate policies.")
 @click.pass_context
 def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> None:
     """Run pex end to end on the bundled demo experiment."""
@@ -247,7 +252,7 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> No
                 f"{', '.join(spec.allocation or {}) or 'no allocation'}",
                 "give the demo spec an [allocation] over those arms, or create its data file yourself",
             )
-        click.echo(f"[1/4] simulating the demo experiment ({units:,} units) -> {spec.data}")
+        click.echo(f"[1/5] simulating the demo experiment ({units:,} units) -> {spec.data}")
         sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
         spec.data.parent.mkdir(parents=True, exist_ok=True)
         if spec.data.suffix.lower() == ".csv":
@@ -255,13 +260,13 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> No
         else:
             sim.data.to_parquet(spec.data, index=False)
     else:
-        click.echo(f"[1/4] using existing demo data {spec.data}")
-    click.echo("[2/4] validating and storing the data")
+        click.echo(f"[1/5] using existing demo data {spec.data}")
+    click.echo("[2/5] validating and storing the data")
     dataset = load_dataset(spec)
     ws = _workspace(ctx, create=True)
     dv = ws.put_dataset(dataset, source=str(spec.data))
     click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
-    click.echo("[3/4] checking health and measuring average effects")
+    click.echo("[3/5] checking health and measuring average effects")
     analysis = run_analysis(dataset)
     ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
     click.echo("")
@@ -271,13 +276,178 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> No
         from pex.hte_report import fit_summary
         from pex.report_text import render_fit
 
-        click.echo("\n[4/4] fitting heterogeneous-effect models (T, X, S, DR learners; auto selection)")
-        result = fit_effects(dataset, learner="auto", progress=_Progress())
+        click.echo("\n[4/5] fitting heterogeneous-effect models (T, X, S, DR learners; auto selection)")
+        result = fit_effects(dataset, learner="auto", holdout=HOLDOUT, progress=_Progress())
         summary = {**fit_summary(result), "dataset_version": dv.to_dict(), "seed": 0}
-        record = ws.put_fit(dv.id, "auto", result.model.to_files(), summary)
+        record = ws.put_fit(dv.id, "auto", result.to_files(), summary)
         click.echo("")
         click.echo(render_fit(summary, record.id))
+        from pex.policy_build import build_policies
+        from pex.report_text import render_policies
+
+        click.echo("\n[5/5] building policies (value model, distilled trees) and evaluating them off-policy")
+        records, report = build_policies(ws, spec.name, fit_id=record.id, say=lambda m: click.echo(f"      {m}", err=True))
+        click.echo("")
+        click.echo(render_policies([r.evaluation for r in records], report))
     click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+
+
+def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
+    from pex.errors import PexError as _PexError
+
+    weights = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            weights[metric.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not metric.strip():
+            raise _PexError(f"--weight {pair!r} is not METRIC=NUMBER", "e.g. --weight sessions=1 --weight converted=0.5")
+    return weights
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--rebuild", is_flag=True, help="Build a new policy set even when the newest fit already has one.")
+@click.option("--fit", "fit_id", default=None, help="Fit id to build from (default: the newest fit of NAME).")
+@click.option("--weight", "weights", multiple=True, metavar="METRIC=W",
+              help="Metric weight in the value model (repeatable; default: spec weight, else primary 1, secondary 0.5, guardrail 0).")
+@click.option("--guardrails", type=click.Choice(["constraint", "penalty"]), default="constraint", show_default=True,
+              help="constraint: keep each guardrail within its max_harm; penalty: weigh it like any metric.")
+@click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
+              help="Largest share of units given a non-control arm.")
+@click.option("--exploration", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True,
+              help="Share of decisions spread uniformly over arms (value and tree policies).")
+@click.option("--min-leaf", "min_leaf", type=click.FloatRange(min=0.001, max=0.49), default=0.05, show_default=True,
+              help="Smallest share of units in a tree leaf.")
+@click.option("--json", "as_json", is_flag=True, help="Print the policies and their evaluation as JSON.")
+@click.pass_context
+def policies(ctx: click.Context, name: str, rebuild: bool, fit_id: str | None, weights: tuple[str, ...], guardrails: str,
+             budget: float | None, exploration: float, min_leaf: float, as_json: bool) -> None:
+    """List NAME's policies with their off-policy values; builds the set from the newest fit when needed."""
+    from pex.policy_build import BuildOptions, build_policies
+    from pex.report_text import render_policies
+
+    ws = _workspace(ctx, create=False)
+    record, _summary = ws.get_fit(name, fit_id)
+    stored = ws.list_policies(name, fit_id=record.id)
+    report = None
+    building = rebuild or not stored or bool(weights) or budget is not None or guardrails != "constraint"
+    if building:
+        options = BuildOptions(weights=_parse_weights(weights), guardrails=guardrails, budget=budget, exploration=exploration,
+                               min_leaf_share=min_leaf)
+        stored, report = build_policies(ws, name, options, fit_id=record.id,
+                                        say=None if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _echo_json({"fit": record.id, "built": building, "report": report,
+                    "policies": [{**r.to_dict(), "document": r.document, "evaluation": r.evaluation} for r in stored]})
+    else:
+        click.echo(render_policies([r.evaluation for r in stored if r.evaluation], report))
+
+
+def _load_policy(ctx: click.Context, ref: str):
+    """A policy from a JSON file or a stored name, with a value policy's effect model bound."""
+    from pex.policy import Policy
+
+    state: dict = {}
+
+    def workspace():
+        if "ws" not in state:
+            state["ws"] = _workspace(ctx, create=False)
+        return state["ws"]
+
+    path = Path(ref)
+    if path.suffix.lower() == ".json" or path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PexError(f"cannot read policy file {ref}: {exc.strerror}", "pass a policy JSON file or a stored policy name "
+                           "(`pex policies NAME` lists them)") from None
+        return Policy.from_json(text, lambda vm: workspace().load_effect_model(vm["fit"])), None
+    record = workspace().get_policy(ref)
+    return Policy.from_document(record.document, lambda vm: workspace().load_effect_model(vm["fit"])), record
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("policy")
+@click.option("--fit", "fit_id", default=None, help="Whose held-out units to evaluate on (default: the policy's fit, else the newest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+@click.pass_context
+def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_json: bool) -> None:
+    """Off-policy value of POLICY (stored name or JSON file) on NAME's held-out units, per metric with CIs."""
+    from pex.policy_build import load_fit, objective_coefficients
+    from pex.policy_eval import compare
+    from pex.report_text import render_evaluation
+
+    pol, record = _load_policy(ctx, policy)
+    if pol.experiment and pol.experiment != name:
+        raise PexError(f"policy {pol.name!r} was built for experiment {pol.experiment!r}, not {name!r}",
+                       f"run `pex evaluate {pol.experiment} {policy}`")
+    ws = _workspace(ctx, create=False)
+    if fit_id is None and pol.kind == "value":
+        fit_id = pol.value_model["fit"]
+    elif fit_id is None and record is not None and record.fit_id:
+        fit_id = record.fit_id
+    ctx_fit = load_fit(ws, name, fit_id)
+    data = ctx_fit.evaluation()
+    coefficients = objective_coefficients(ctx_fit.dataset.spec, ctx_fit.training_frame())
+    row = compare([pol], data, coefficients, ctx_fit.dataset.spec)[0]
+    row["evaluation_rows"] = {**data.description, "fit": ctx_fit.record.id}
+    if as_json:
+        _echo_json(row)
+    else:
+        click.echo(render_evaluation(row))
+
+
+@cli.command()
+@click.argument("policy")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV or Parquet with the unit and feature columns.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
+@click.option("--unit", "unit", default=None, help="Unit id column (default: the experiment's unit column).")
+@click.option("--seed", type=int, default=None, help="Seed of the exploration draws (default: fresh randomness).")
+@click.pass_context
+def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit: str | None, seed: int | None) -> None:
+    """Batch decisions: write the unit column, the chosen arm and its propensity for every row of --data."""
+    import numpy as np
+    import pandas as pd
+
+    from pex.data import read_table
+    from pex.errors import DataError, NotFoundError
+    from pex.store import workspace_exists
+
+    out = Path(out_path)
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. decisions.csv or decisions.parquet")
+    pol, _record = _load_policy(ctx, policy)
+    if unit is None and pol.experiment and workspace_exists(ctx.obj.get("home")):
+        ws = _workspace(ctx, create=False)
+        try:
+            unit = ws.load_dataset_spec(ws.dataset_version(pol.experiment).id).unit
+        except NotFoundError:
+            pass
+    if unit is None:
+        raise PexError(f"which column identifies the units? policy {pol.name!r} belongs to no experiment in this workspace",
+                       "pass --unit COLUMN")
+    categorical = pol.categorical_features()
+    frame = read_table(data_path, text_columns=(unit, *categorical))
+    name = Path(data_path).name
+    if unit not in frame.columns:
+        raise DataError(f"unit column {unit!r} is not in {name}", "add it, or name the id column with --unit")
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows", "pass a file with one row per unit to decide for")
+    pol.check_frame(frame, source=name)
+    arms, propensity = pol.decide(frame, np.random.default_rng(seed))
+    result = pd.DataFrame({unit: frame[unit].to_numpy(), "arm": arms, "propensity": propensity})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        result.to_csv(out, index=False)
+    else:
+        result.to_parquet(out, index=False)
+    shares = result["arm"].value_counts(normalize=True)
+    click.echo(f"wrote {len(result):,} decisions to {out} (policy {pol.name} v{pol.version}): "
+               + ", ".join(f"{a} {shares.get(a, 0.0):.1%}" for a in pol.arms))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,10 +40,16 @@ class FeatureEncoder:
     def categorical_indices(self) -> list[int]:
         return [i for i, c in enumerate(self.columns) if self.kinds[c] == "categorical"]
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """A float matrix (n_rows, n_features). Missing feature columns are a DataError."""
+    def transform(self, frame: pd.DataFrame, strict: bool = True) -> np.ndarray:
+        """A float matrix (n_rows, n_features).
+
+        ``strict``: a missing feature column or text in a numeric feature is a
+        DataError (batch files, where it is a mistake). Otherwise both become
+        missing values, which the models route down their learned missing-value
+        path (serving single units, where absent features are normal).
+        """
         missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
+        if missing and strict:
             raise DataError(
                 f"feature column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing[:5])}"
                 f"{' ...' if len(missing) > 5 else ''} missing from the data",
@@ -52,11 +58,14 @@ class FeatureEncoder:
             )
         out = np.empty((len(frame), len(self.columns)), dtype=np.float64)
         for j, col in enumerate(self.columns):
+            if col not in frame.columns:
+                out[:, j] = np.nan
+                continue
             series = frame[col]
             if self.kinds[col] == "numeric":
                 values = pd.to_numeric(series, errors="coerce")
                 bad = series.notna() & values.isna()
-                if bad.any():
+                if bad.any() and strict:
                     raise DataError(
                         f"feature {col!r} must be numeric but has text such as {str(series[bad].iloc[0])!r}",
                         "fix those cells or leave them empty (missing values are fine)",

@@ -30,6 +30,7 @@ Design
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
@@ -44,12 +45,14 @@ import pandas as pd
 from pex.data import PROPENSITY, Dataset
 from pex.errors import DataError, NotFittedError, PexError, StoreError
 from pex.features import FeatureEncoder
+from pex.split import evaluation_mask
 
 LEARNERS = ("t", "x", "s", "dr")
 ENSEMBLE = "ensemble"
 LEARNER_NAMES = {"t": "T-learner", "x": "X-learner", "s": "S-learner", "dr": "DR-learner", ENSEMBLE: "ensemble (mean of T, X, S, DR)"}
 SCORE_NAME = "DR pseudo-outcome loss (held-out, lower is better)"
 FORMAT = "pex.effects/1"
+TRAINING_FILE = "training.parquet"  # per training unit: fold, out-of-fold effects, pseudo-outcomes
 
 Progress = Callable[[int, int, str], None]  # (models done, models in total, what was just fitted)
 CONTROL_INPUT = "__control__"  # S-learner input with every arm indicator at 0
@@ -76,6 +79,10 @@ def outcome_params(n: int, binary: bool, seed: int) -> dict:
         "lambda_l2": 1.0,
         "cat_smooth": 10.0,
         "min_data_per_group": 50,
+        # a leaf must carry some information (the hessian p(1-p) per unit): without
+        # this, binary models of rare events (3% unsubscribes) overfit small training
+        # sets and predicted rates on new units came out at half the observed rate
+        "min_sum_hessian_in_leaf": 5.0 if binary else 1e-3,
         "seed": seed,
         "deterministic": True,
         "num_threads": 1,  # parallelism comes from fitting several models at once (see _parallel)
@@ -240,9 +247,34 @@ class HTEFit:
     X: np.ndarray = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)
     requested: str = "auto"
+    seed: int = 0
+    holdout: float = 0.0  # share of units held out for evaluation (pex.split); none of them is in ``units``
+    n_evaluation: int = 0
 
     def leaderboard(self) -> pd.DataFrame:
         return pd.DataFrame([row for m in self.metrics.values() for row in m.leaderboard()])
+
+    def training_frame(self) -> pd.DataFrame:
+        """Per training unit: id, fold, and for every metric and arm the out-of-fold
+        predicted effect (``oof__``) and DR pseudo-outcome (``pseudo__``).
+
+        Stored with the fit for policy building: out-of-fold effects give each
+        unit a decision its own outcome did not shape, and the pseudo-outcomes
+        are honest per-unit effect signals (E[psi | x] = tau(x)) to value
+        those decisions with.
+        """
+        cols: dict[str, np.ndarray] = {"unit": self.units.astype(str), "fold": self.folds.astype(np.int16)}
+        for metric, mf in self.metrics.items():
+            for j, arm in enumerate(self.model.treated_arms):
+                cols[f"oof__{metric}__{arm}"] = self.oof_effects(metric)[:, j].astype(np.float32)
+                cols[f"pseudo__{metric}__{arm}"] = mf.pseudo[:, j].astype(np.float32)
+        return pd.DataFrame(cols)
+
+    def to_files(self) -> dict[str, str | bytes]:
+        """What a workspace stores for this fit: the model files plus ``training.parquet``."""
+        buffer = io.BytesIO()
+        self.training_frame().to_parquet(buffer, index=False)
+        return {**self.model.to_files(), TRAINING_FILE: buffer.getvalue()}
 
     def oof_effects(self, metric: str) -> np.ndarray:
         """Out-of-fold effects of the selected learner, shape (n_units, n_treated_arms)."""
@@ -256,6 +288,7 @@ def fit_effects(
     learner: str = "auto",
     folds: int = 2,
     seed: int = 0,
+    holdout: float = 0.0,
     progress: Progress | None = None,
 ) -> HTEFit:
     """Fit T/X/S/DR learners for every non-control arm and metric of ``dataset``.
@@ -269,7 +302,11 @@ def fit_effects(
     folds
         Number of cross-fitting folds (2 or more).
     seed
-        Seed of the fold split and of LightGBM.
+        Seed of the fold split, of the held-out split and of LightGBM.
+    holdout
+        Share of units kept out of every model (:func:`pex.split.evaluation_mask`
+        with this seed) so that policies built from the models can be
+        evaluated honestly on them; 0 fits on all units.
     progress
         Called as ``progress(done, total, message)`` after each model is fitted.
     """
@@ -278,6 +315,9 @@ def fit_effects(
     if folds < 2:
         raise PexError(f"folds must be at least 2, got {folds}", "cross-fitting needs a held-out fold")
     spec, frame = dataset.spec, dataset.frame
+    held_out = evaluation_mask(frame[spec.unit].to_numpy(), holdout, seed)
+    if held_out.any():
+        frame = frame.loc[~held_out]
     arms = list(dataset.arms)
     arm_index = frame[spec.arm].map({a: i for i, a in enumerate(arms)}).to_numpy(dtype=int)
     counts = np.bincount(arm_index, minlength=len(arms))
@@ -322,7 +362,7 @@ def fit_effects(
                         learners=selected, recipes=recipes, boosters=boosters)
     return HTEFit(model=model, metrics=metric_fits, folds=fold, arm_index=arm_index,
                   units=frame[spec.unit].to_numpy(), X=X, seconds={"total": time.perf_counter() - started},
-                  requested=learner)
+                  requested=learner, seed=seed, holdout=holdout, n_evaluation=int(held_out.sum()))
 
 
 class EffectEstimator:
@@ -334,13 +374,15 @@ class EffectEstimator:
     >>> est.predict(new_units, unit="user_id")                        # doctest: +SKIP
     """
 
-    def __init__(self, *, learner: str = "auto", folds: int = 2, seed: int = 0) -> None:
+    def __init__(self, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = 0.0) -> None:
         self.learner = learner
         self.folds = folds
         self.seed = seed
+        self.holdout = holdout
 
     def fit(self, dataset: Dataset, progress: Progress | None = None) -> EffectEstimator:
-        self.result_ = fit_effects(dataset, learner=self.learner, folds=self.folds, seed=self.seed, progress=progress)
+        self.result_ = fit_effects(dataset, learner=self.learner, folds=self.folds, seed=self.seed, holdout=self.holdout,
+                                   progress=progress)
         self.model_ = self.result_.model
         self.leaderboard_ = self.result_.leaderboard()
         return self

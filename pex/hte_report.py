@@ -12,6 +12,7 @@ import numpy as np
 from pex.heterogeneity import heterogeneity_tests
 from pex.hte import ENSEMBLE, HTEFit, LEARNER_NAMES, SCORE_NAME, effect_params
 from pex.segments import find_segments
+from pex.split import RULE as SPLIT_RULE
 
 
 def effect_importance(fit: HTEFit, seed: int = 0, max_rows: int = 100_000) -> list[dict]:
@@ -63,6 +64,9 @@ def fit_summary(fit: HTEFit, seed: int = 0) -> dict:
         "score": SCORE_NAME,
         "folds": int(fit.folds.max()) + 1,
         "n_units": int(len(fit.units)),
+        # the rule that recovers which units no model has seen (pex.split)
+        "holdout": {"share": fit.holdout, "seed": fit.seed, "rule": SPLIT_RULE, "n_training": int(len(fit.units)),
+                    "n_evaluation": fit.n_evaluation},
         "leaderboard": fit.leaderboard().to_dict(orient="records"),
         "heterogeneity": [t.to_dict() for t in tests],
         "segments": [s.to_dict() for s in segments],

@@ -4,9 +4,11 @@ A policy maps units to a distribution over arms, shape (n_units, n_arms).
 Policies are JSON documents (DESIGN.md, "Policy document") that can be
 reviewed in a diff and evaluated without executing or unpickling anything.
 
-This module holds the policy kinds that need no model to serve: ``constant``
-(one arm for everyone; with ``exploration = 1`` the uniform random policy) and
-``tree`` (a shallow if-else tree). Node semantics:
+Kinds: ``constant`` (one arm for everyone; with ``exploration = 1`` the
+uniform random policy), ``tree`` (a shallow if-else tree that needs no model
+to serve) and ``value`` (the arm with the best weighted sum of predicted
+effects; the document names its stored, pickle-free effect model and holds the
+weights, see :mod:`pex.value_policy`). Tree node semantics:
 
 * ``{"feature", "op": "<=", "value": number, "left", "right"}``: numeric test;
 * ``{"feature", "op": "in", "value": [labels], "left", "right"}``: category test,
@@ -16,6 +18,9 @@ This module holds the policy kinds that need no model to serve: ``constant``
   altogether: a declared path, never an exception;
 * leaves are ``{"arm": label}``.
 
+A value policy routes missing or unknown feature values down the effect
+models' own learned missing-value branches.
+
 ``exploration`` spreads that probability mass uniformly over all arms, so every
 decision has a known propensity and later rounds can be evaluated off-policy.
 """
@@ -24,13 +29,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from pex.data import as_text
-from pex.errors import PexError
+from pex.errors import DataError, PexError
 
 FORMAT = "pex.policy/1"
 KINDS = ("constant", "tree", "value")
@@ -45,7 +50,11 @@ class PolicyError(PexError):
 
 @dataclass
 class Policy:
-    """A ``constant`` or ``tree`` policy (see the module docstring)."""
+    """A ``constant``, ``tree`` or ``value`` policy (see the module docstring).
+
+    A value policy needs its effect model bound (``model``) to decide;
+    :meth:`from_document` binds it through a loader.
+    """
 
     name: str
     arms: list[str]
@@ -57,9 +66,66 @@ class Policy:
     version: int = 1
     trained_at: str = ""
     lineage: dict = field(default_factory=dict)
+    value_model: dict | None = None
+    model: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @property
+    def features(self) -> list[str]:
+        """The feature columns this policy reads."""
+        if self.kind == "value":
+            return list(self.model.encoder.columns) if self.model is not None else []
+        found: list[str] = []
+        stack = [self.tree] if self.tree else []
+        while stack:
+            node = stack.pop()
+            if "feature" in node:
+                if node["feature"] not in found:
+                    found.append(node["feature"])
+                stack += [node["right"], node["left"]]
+        return found
+
+    def categorical_features(self) -> list[str]:
+        """Features read as labels (to be loaded as text, so "007" stays "007")."""
+        if self.kind == "value":
+            enc = self.model.encoder if self.model is not None else None
+            return [c for c in enc.columns if enc.kinds[c] == "categorical"] if enc else []
+        return [f for f in self.features if any(op == "in" for op in self._ops(f))]
+
+    def _ops(self, feature: str) -> set[str]:
+        ops, stack = set(), [self.tree] if self.tree else []
+        while stack:
+            node = stack.pop()
+            if "feature" in node:
+                if node["feature"] == feature:
+                    ops.add(node["op"])
+                stack += [node["left"], node["right"]]
+        return ops
+
+    def check_frame(self, frame: pd.DataFrame, source: str = "the data") -> None:
+        """Strict input check for batch files: every feature present, numbers where numbers are compared.
+
+        Serving single units is lenient (missing values follow the declared
+        path); in a file a missing column or text among numbers is a mistake.
+        """
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise DataError(f"feature column {missing[0]!r} is missing from {source}"
+                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                            f"policy {self.name!r} reads {', '.join(self.features)}; add the column (empty cells are fine)")
+        if self.kind == "value":
+            self.model.encoder.transform(frame, strict=True)
+            return
+        for feature in self.features:
+            if "<=" in self._ops(feature):
+                col = frame[feature]
+                values = pd.to_numeric(col, errors="coerce")
+                bad = col.notna() & values.isna()
+                if bad.any():
+                    raise DataError(f"feature {feature!r} in {source} must be numeric but has text such as {str(col[bad].iloc[0])!r}",
+                                    "fix those cells or leave them empty (missing values follow the policy's missing path)")
 
     # -- evaluation ------------------------------------------------------------------
 
@@ -67,6 +133,10 @@ class Policy:
         """The arm index each unit gets before exploration, shape (n_units,)."""
         n = len(frame)
         index = {a: i for i, a in enumerate(self.arms)}
+        if self.kind == "value":
+            from pex.value_policy import value_scores
+
+            return np.argmax(value_scores(self, frame), axis=1)
         if self.kind == "constant" or self.tree is None:
             return np.full(n, index[self.default_arm], dtype=np.int64)
         out = np.empty(n, dtype=np.int64)
@@ -128,6 +198,8 @@ class Policy:
                "exploration": self.exploration}
         if self.tree is not None:
             doc["tree"] = self.tree
+        if self.value_model is not None:
+            doc["value_model"] = self.value_model
         doc["trained_at"] = self.trained_at
         doc["lineage"] = self.lineage
         return doc
@@ -136,31 +208,41 @@ class Policy:
         return json.dumps(self.to_document(), indent=2)
 
     @classmethod
-    def from_document(cls, doc: Any) -> Policy:
+    def from_document(cls, doc: Any, load_model: Callable[[dict], Any] | None = None) -> Policy:
+        """Validate a ``pex.policy/1`` document; ``load_model(value_model)`` returns the
+        :class:`pex.hte.EffectModel` a value policy names (it is not needed for other kinds)."""
         if not isinstance(doc, dict):
             raise PolicyError("a policy document must be a JSON object", f'start from {{"format": "{FORMAT}", ...}}')
         if doc.get("format") != FORMAT:
             raise PolicyError(f"policy format is {doc.get('format')!r}, not {FORMAT!r}", f'set "format": "{FORMAT}"')
-        if doc.get("kind") == "value":
-            raise PolicyError("value-model policies are not supported by this evaluator yet", "use a constant or tree policy")
-        known = {"format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "tree", "trained_at", "lineage"}
+        known = {"format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "tree", "trained_at",
+                 "lineage", "value_model"}
         unknown = sorted(set(doc) - known)
         if unknown:
             raise PolicyError(f"unknown policy key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(known))}")
         for key in ("name", "arms", "default_arm"):
             if key not in doc:
                 raise PolicyError(f"policy document is missing {key!r}", f"add {key!r} (see DESIGN.md, policy document)")
+        model = None
+        if doc.get("kind") == "value":
+            if load_model is None:
+                raise PolicyError(f"policy {doc['name']!r} is a value-model policy and needs its stored effect models",
+                                  "evaluate it inside the workspace that built it (PEX_HOME), or use a tree policy")
+            if not isinstance(doc.get("value_model"), dict):
+                raise PolicyError("a value policy needs a 'value_model' object", "rebuild it with `pex policies NAME --rebuild`")
+            model = load_model(doc["value_model"])
         return cls(name=doc["name"], arms=doc["arms"], default_arm=doc["default_arm"], kind=doc.get("kind", "constant"),
                    exploration=doc.get("exploration", 0.0), tree=doc.get("tree"), experiment=doc.get("experiment", ""),
-                   version=doc.get("version", 1), trained_at=doc.get("trained_at", ""), lineage=doc.get("lineage", {}))
+                   version=doc.get("version", 1), trained_at=doc.get("trained_at", ""), lineage=doc.get("lineage", {}),
+                   value_model=doc.get("value_model"), model=model)
 
     @classmethod
-    def from_json(cls, text: str) -> Policy:
+    def from_json(cls, text: str, load_model: Callable[[dict], Any] | None = None) -> Policy:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy file is not valid JSON: {exc}", "check quotes, commas and brackets") from None
-        return cls.from_document(doc)
+        return cls.from_document(doc, load_model)
 
 
 def constant_policy(arms: list[str], arm: str, exploration: float = 0.0, name: str | None = None) -> Policy:
@@ -196,8 +278,8 @@ def _validate(p: Policy) -> None:
         raise PolicyError("policy arms list an arm more than once", "list each arm once")
     if p.default_arm not in p.arms:
         raise PolicyError(f"default_arm {p.default_arm!r} is not among the arms {p.arms}", "set default_arm to one of the arms")
-    if p.kind not in ("constant", "tree"):
-        raise PolicyError(f"policy kind {p.kind!r} is not one of constant, tree", 'use "kind": "constant" or "tree"')
+    if p.kind not in KINDS:
+        raise PolicyError(f"policy kind {p.kind!r} is not one of {', '.join(KINDS)}", 'use "kind": "constant", "tree" or "value"')
     if isinstance(p.exploration, bool) or not isinstance(p.exploration, (int, float)) or not 0.0 <= p.exploration <= 1.0:
         raise PolicyError(f"exploration must be a number from 0 to 1, got {p.exploration!r}", "e.g. 0.05 spreads 5% of decisions uniformly")
     p.exploration = float(p.exploration)
@@ -206,7 +288,13 @@ def _validate(p: Policy) -> None:
             raise PolicyError("a tree policy needs a 'tree' object", 'e.g. "tree": {"arm": "control"}')
         _validate_node(p.tree, p.arms, "tree", 0)
     elif p.tree is not None:
-        raise PolicyError("a constant policy has no 'tree'", 'remove "tree" or set "kind": "tree"')
+        raise PolicyError(f"a {p.kind} policy has no 'tree'", 'remove "tree" or set "kind": "tree"')
+    if p.kind == "value":
+        from pex.value_policy import validate_value_policy
+
+        validate_value_policy(p)
+    elif p.value_model is not None:
+        raise PolicyError(f"a {p.kind} policy has no 'value_model'", 'remove "value_model" or set "kind": "value"')
 
 
 def _validate_node(node: Any, arms: list[str], path: str, depth: int) -> None:

@@ -121,3 +121,76 @@ def render_fit(summary: dict, fit_id: str = "") -> str:
             top = [r for r in imp if r["metric"] == metric][:4]
             out.append(f"  {metric}: " + ", ".join(f"{r['feature']} {r['importance']:.0%}" for r in top))
     return "\n".join(out)
+
+
+def _ci(d: dict, digits: int = 3) -> str:
+    return f"{fmt_num(d['value'], digits)} [{fmt_num(d['ci_low'], digits)}, {fmt_num(d['ci_high'], digits)}]"
+
+
+def render_policies(rows: list[dict], report: dict | None = None) -> str:
+    """The comparison table: objective and per-metric lift over all-control (DR, 95% CI) per policy."""
+    if not rows:
+        return "no policies yet: run `pex policies NAME` after `pex fit NAME`"
+    metrics = list(rows[0]["value"])
+    ev = rows[0].get("evaluation_rows", {})
+    out = [f"Policies, valued off-policy (doubly robust, 95% CI) on {ev.get('n_units', '?'):,} held-out units "
+           f"that no model saw (share {ev.get('share', 0):.0%}, seed {ev.get('seed', 0)})",
+           f"objective = weighted sum of metrics in control-arm SDs; best single arm: {rows[0]['best_arm']}", ""]
+    body = []
+    for r in rows:
+        rails = r.get("guardrails", {})
+        rail = "ok" if all(g["ok"] for g in rails.values()) else "FAIL: " + ",".join(m for m, g in rails.items() if not g["ok"])
+        flags = []
+        if any(r["disagreement"].values()):
+            flags.append("estimators disagree")
+        if r["diagnostics"].get("warnings"):
+            flags.append("overlap warning")
+        if r.get("fidelity", {}).get("chosen"):
+            flags.append("chosen depth")
+        body.append([r["name"], r["kind"], _ci(r["objective_lift_vs_control"]), _ci(r["objective_lift_vs_best_arm"]),
+                     *[_ci(r["lift_vs_control"][m]) for m in metrics], rail, "; ".join(flags)])
+    out.append(table(body, ["policy", "kind", "objective lift vs control", "vs best arm",
+                            *[f"{m} lift vs control" for m in metrics], "guardrails", "notes"]))
+    trees = [r for r in rows if r.get("fidelity")]
+    if trees:
+        out += ["", "Distilled trees (fidelity to the value policy)"]
+        out.append(table([[r["name"], str(r["fidelity"]["depth"]), fmt_pct(r["fidelity"]["agreement_with_value_policy"], signed=False),
+                           fmt_num(r["fidelity"]["held_out_curve"]["value"]),
+                           f"{fmt_num(r['fidelity']['held_out_curve']['value_lost'])} ± {fmt_num(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
+                           "yes" if r["fidelity"]["chosen"] else ""] for r in trees],
+                         ["tree", "depth", "agrees (held-out)", "value (building half)", "value lost vs value policy", "chosen"]))
+    if report and report.get("calibration"):
+        cal = report["calibration"]
+        pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in cal["penalties"].items())
+        out += ["", f"value policy calibration: treats {fmt_pct(cal['treated_share'], signed=False)} of training units"
+                    + (f"; {pens}" if pens else "")
+                    + "; predicted guardrail harm " + ", ".join(f"{m} {fmt_pct(v)}" for m, v in cal["predicted_guardrail_harm"].items())]
+    return "\n".join(out)
+
+
+def render_evaluation(row: dict) -> str:
+    """One policy: every estimator per metric, lifts, guardrails and diagnostics."""
+    ev = row.get("evaluation_rows", {})
+    diag = row["diagnostics"]
+    out = [f"Policy {row['name']} ({row['kind']}, exploration {row['exploration']:.0%}) on {ev.get('n_units', 0):,} held-out units"
+           + (f" of fit {ev['fit']}" if ev.get("fit") else ""),
+           f"held-out rule: {ev.get('rule', '')} (share {ev.get('share', 0)}, seed {ev.get('seed', 0)})",
+           "arm shares: " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["arm_shares"].items()), ""]
+    body = []
+    for metric, by in row["estimators"].items():
+        for name, e in by.items():
+            body.append([metric, name, _ci(e), fmt_num(e["se"], 4),
+                         "DISAGREE" if (name == "dr" and row["disagreement"][metric]) else ""])
+    out.append(table(body, ["metric", "estimator", "value [95% CI]", "se", ""]))
+    out += ["", table([[m, _ci(row["lift_vs_control"][m]), _ci(row["lift_vs_best_arm"][m])] for m in row["value"]],
+                      ["metric", "lift vs all-control (DR)", f"lift vs all-{row['best_arm']} (best arm)"])]
+    out += ["", f"objective {_ci(row['objective'])}; lift vs control {_ci(row['objective_lift_vs_control'])}; "
+                f"vs best arm {_ci(row['objective_lift_vs_best_arm'])}"]
+    for m, g in row.get("guardrails", {}).items():
+        out.append(f"guardrail {m}: relative harm {fmt_pct(g['relative_harm'])} [{fmt_pct(g['ci_low'])}, {fmt_pct(g['ci_high'])}]"
+                   f" vs max {fmt_pct(g['max_harm'], signed=False) if g['max_harm'] is not None else '-'}: "
+                   + ("ok" if g["ok"] else "FAIL") + ("" if g["confidently_ok"] else " (not confidently within the limit)"))
+    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
+               f"largest weight {fmt_num(diag['max_weight'], 2)}")
+    out += [f"warning: {w}" for w in diag.get("warnings", [])]
+    return "\n".join(out)

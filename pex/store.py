@@ -4,7 +4,11 @@ A workspace is a directory (``PEX_HOME``, default ``./.pex``) holding
 
 * ``pex.db`` - metadata in SQLite (WAL mode) through SQLAlchemy, or in
   PostgreSQL when ``PEX_DATABASE_URL`` is set;
-* ``artifacts/`` - content-addressed files: datasets as Parquet.
+* ``artifacts/`` - content-addressed files: datasets as Parquet; fits as
+  folders of model files (JSON manifest, LightGBM text models, Parquet).
+
+Policy documents are small JSON and live in the metadata database, versioned
+per name, together with their off-policy evaluation.
 
 Writes are atomic. Artifact files are written to a temporary name, flushed to
 disk and renamed into place; metadata rows are written in one transaction
@@ -98,6 +102,38 @@ fits = sa.Table(
     sa.Column("summary", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+policies = sa.Table(
+    "policies", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("fit_id", sa.String(48), sa.ForeignKey("fits.id"), nullable=True),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("evaluation", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_policy_version"),
+)
+
+
+@dataclass(frozen=True)
+class PolicyRecord:
+    """A stored policy version: its ``pex.policy/1`` document and off-policy evaluation."""
+
+    experiment: str
+    name: str
+    version: int
+    kind: str
+    fit_id: str | None
+    document: dict[str, Any]
+    evaluation: dict[str, Any] | None
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment": self.experiment, "name": self.name, "version": self.version, "kind": self.kind,
+                "fit_id": self.fit_id, "created_at": self.created_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -396,8 +432,8 @@ class Workspace:
     # -- model fits ------------------------------------------------------------------
 
     @_db("write")
-    def put_fit(self, dataset_id: str, learner: str, files: dict[str, str], summary: dict[str, Any]) -> FitRecord:
-        """Store a fit's files (relative path -> text) and summary, linked to its dataset version.
+    def put_fit(self, dataset_id: str, learner: str, files: dict[str, str | bytes], summary: dict[str, Any]) -> FitRecord:
+        """Store a fit's files (relative path -> text or bytes) and summary, linked to its dataset version.
 
         The files are written into a temporary folder that is renamed into
         place, then the row is committed; a failure removes the folder again.
@@ -417,8 +453,8 @@ class Workspace:
                 for rel, text in files.items():
                     target = tmp / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    with open(target, "w", encoding="utf-8") as fh:
-                        fh.write(text)
+                    with open(target, "wb") as fh:
+                        fh.write(text.encode("utf-8") if isinstance(text, str) else text)
                         fh.flush()
                         os.fsync(fh.fileno())
                 os.replace(tmp, final)
@@ -453,12 +489,93 @@ class Workspace:
         return FitRecord(row.id, row.experiment, row.dataset_id, row.learner, row.artifact, _utc(row.created_at)), row.summary
 
     def read_fit_file(self, record: FitRecord, rel: str) -> str:
+        return self.read_fit_bytes(record, rel).decode("utf-8")
+
+    def read_fit_bytes(self, record: FitRecord, rel: str) -> bytes:
         path = self.artifacts / record.artifact / rel
         try:
-            return path.read_text(encoding="utf-8")
+            return path.read_bytes()
         except OSError as exc:
             raise StoreError(f"model file {path} cannot be read: {exc.strerror}",
                              f"the artifact folder was changed by hand; run `pex fit {record.experiment}` again") from None
+
+    def load_effect_model(self, fit_id: str):
+        """The stored :class:`pex.hte.EffectModel` of a fit, by id (value policies name their fit)."""
+        from pex.hte import EffectModel
+
+        record, _summary = self.find_fit(fit_id)
+        return EffectModel.from_files(lambda rel: self.read_fit_file(record, rel))
+
+    @_db("read")
+    def find_fit(self, fit_id: str) -> tuple[FitRecord, dict[str, Any]]:
+        """A fit by id alone (policy documents name their fit)."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(fits).where(fits.c.id == fit_id)).first()
+        if row is None:
+            raise NotFoundError(f"no fit {fit_id!r} in this workspace",
+                                "the policy was built in another workspace; point PEX_HOME there or rebuild it with `pex policies NAME --rebuild`")
+        return FitRecord(row.id, row.experiment, row.dataset_id, row.learner, row.artifact, _utc(row.created_at)), row.summary
+
+    # -- policies --------------------------------------------------------------------
+
+    @_db("write")
+    def put_policies(self, experiment: str, items: list[tuple[dict[str, Any], dict[str, Any] | None]],
+                     fit_id: str | None = None) -> list[PolicyRecord]:
+        """Store policy documents (each with its evaluation) as new versions, all in one transaction.
+
+        A document's ``version`` is set to one more than the newest stored
+        version of that name.
+        """
+        now = datetime.now(timezone.utc)
+        out = []
+        with self._lock(), self.engine.begin() as conn:
+            if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
+                raise NotFoundError(f"no experiment {experiment!r} in this workspace", "ingest it first with `pex ingest SPEC`")
+            for document, evaluation in items:
+                name = document["name"]
+                latest = conn.execute(sa.select(sa.func.max(policies.c.version)).where(policies.c.name == name)).scalar()
+                other = conn.execute(sa.select(policies.c.experiment).where(policies.c.name == name).limit(1)).scalar()
+                if other is not None and other != experiment:
+                    raise StoreError(f"policy name {name!r} is already used by experiment {other!r}", "policy names are unique in a workspace; rename it")
+                doc = jsonable({**document, "version": (latest or 0) + 1})
+                conn.execute(policies.insert().values(experiment=experiment, name=name, version=doc["version"], kind=doc["kind"],
+                                                      fit_id=fit_id, document=doc,
+                                                      evaluation=jsonable(evaluation) if evaluation is not None else None,
+                                                      created_at=now))
+                out.append(PolicyRecord(experiment, name, doc["version"], doc["kind"], fit_id, doc, evaluation, now))
+        return out
+
+    @_db("read")
+    def get_policy(self, name: str, version: int | None = None) -> PolicyRecord:
+        """A stored policy by name (default: its newest version)."""
+        query = sa.select(policies).where(policies.c.name == name)
+        if version is not None:
+            query = query.where(policies.c.version == version)
+        with self._read() as conn:
+            row = conn.execute(query.order_by(policies.c.version.desc()).limit(1)).first()
+        if row is None:
+            known = self._policy_names()
+            raise NotFoundError(f"no policy {name!r}{f' version {version}' if version else ''} in this workspace",
+                                f"known policies: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''}" if known
+                                else "build policies with `pex policies NAME`, or pass a policy JSON file")
+        return _policy_record(row)
+
+    @_db("read")
+    def list_policies(self, experiment: str, fit_id: str | None = None) -> list[PolicyRecord]:
+        """The newest version of every policy of an experiment (optionally: built from one fit), oldest name first."""
+        self.dataset_version(experiment)  # NotFoundError for an unknown experiment
+        newest = (sa.select(policies.c.name, sa.func.max(policies.c.version).label("version"))
+                  .where(policies.c.experiment == experiment).group_by(policies.c.name).subquery())
+        query = sa.select(policies).join(newest, (policies.c.name == newest.c.name) & (policies.c.version == newest.c.version))
+        if fit_id is not None:
+            query = query.where(policies.c.fit_id == fit_id)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(policies.c.id)).all()
+        return [_policy_record(r) for r in rows]
+
+    def _policy_names(self) -> list[str]:
+        with self._read() as conn:
+            return [r[0] for r in conn.execute(sa.select(policies.c.name).distinct().order_by(policies.c.name))]
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -499,6 +616,11 @@ class Workspace:
         with self._read() as conn:
             row = conn.execute(query.order_by(dataset_versions.c.version.desc()).limit(1)).first()
         return _dataset_version(row) if row else None
+
+
+def _policy_record(row: Any) -> PolicyRecord:
+    return PolicyRecord(row.experiment, row.name, row.version, row.kind, row.fit_id, row.document, row.evaluation,
+                        _utc(row.created_at))
 
 
 def _dataset_version(row: Any) -> DatasetVersion:

@@ -1,0 +1,246 @@
+"""Value-model policies: per unit, the arm whose predicted effects are worth most.
+
+The score of arm ``a`` for a unit with features ``x`` is
+
+    score_a(x) = sum over metrics m of  coefficient_m * tau_m,a(x),     score_control = min_score
+
+where ``tau_m,a`` is the stored effect model's predicted effect of ``a`` versus
+control on metric ``m`` and
+
+    coefficient_m = goal_sign_m * (weight_m + penalty_m) / scale_m.
+
+* ``scale_m`` puts metrics on a common scale: the standard deviation of the
+  metric in the control arm, so a weight is "how much one control-arm standard
+  deviation of this metric is worth".
+* ``goal_sign_m`` is +1 for metrics to increase and -1 for metrics to decrease.
+* Default weights: 1 for the primary metric, 0.5 for secondaries, 0 for
+  guardrails; a metric's ``weight`` in the spec or the caller overrides them.
+* Guardrails enter as **constraints** by default: ``penalty_m`` is the smallest
+  non-negative multiplier (found by bisection) for which the policy's predicted
+  average harm on the guardrail, relative to its control mean, stays within the
+  spec's ``max_harm``. With ``guardrails="penalty"`` they are simply weighted
+  metrics (default weight 1) and nothing is enforced.
+* A ``budget`` (largest share of units given a non-control arm) raises
+  ``min_score`` to the score quantile that treats that share of the units the
+  policy was built on; ``min_score`` (at least 0) is also what an arm must beat
+  to be preferred to control.
+
+The document (``kind: "value"``) names the fit whose pickle-free model files
+(:class:`pex.hte.EffectModel`) produce ``tau`` and carries the coefficients
+and ``min_score``; the other fields say how they were derived.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pex.policy import FORMAT, Policy, PolicyError
+from pex.spec import ExperimentSpec
+
+DEFAULT_WEIGHTS = {"primary": 1.0, "secondary": 0.5, "guardrail": 0.0}
+GUARDRAIL_MODES = ("constraint", "penalty")
+
+
+def value_scores(policy: Policy, frame: pd.DataFrame) -> np.ndarray:
+    """Scores of every arm for every unit, shape (n_units, n_arms); control scores ``min_score``."""
+    model = policy.model
+    if model is None:
+        raise PolicyError(f"value policy {policy.name!r} has no effect model bound", "load it with Policy.from_document(doc, load_model)")
+    effects = model.effect(model.encoder.transform(frame, strict=False))
+    return scores_from_effects(effects, policy.arms, model.control, policy.value_model["metrics"], policy.value_model["min_score"], len(frame))
+
+
+def scores_from_effects(effects: dict[tuple[str, str], np.ndarray], arms: list[str], control: str, metrics: dict[str, dict],
+                        min_score: float, n: int) -> np.ndarray:
+    scores = np.zeros((n, len(arms)))
+    for j, arm in enumerate(arms):
+        if arm == control:
+            scores[:, j] = min_score
+            continue
+        for metric, meta in metrics.items():
+            if meta["coefficient"] != 0.0:
+                scores[:, j] += meta["coefficient"] * effects[(metric, arm)]
+    return scores
+
+
+def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, float] | None = None,
+              guardrails: str = "constraint") -> tuple[dict[str, dict], dict[str, dict]]:
+    """Metric weights and scales plus guardrail settings, before any penalty is calibrated.
+
+    ``frame`` holds the units the policy is built on (scales and control means
+    come from their control arm).
+    """
+    if guardrails not in GUARDRAIL_MODES:
+        raise PolicyError(f"guardrail mode {guardrails!r} is not one of {', '.join(GUARDRAIL_MODES)}",
+                          "constraint keeps each guardrail within its max_harm; penalty weighs it like any metric")
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(spec.metrics))
+    if unknown:
+        raise PolicyError(f"weight given for unknown metric {unknown[0]!r}", f"metrics of {spec.name}: {', '.join(spec.metrics)}")
+    control_rows = frame[spec.arm] == spec.control
+    metrics: dict[str, dict] = {}
+    rails: dict[str, dict] = {}
+    for name, m in spec.metrics.items():
+        weight = weights.get(name, m.weight)
+        if weight is None:
+            weight = 1.0 if (m.role == "guardrail" and guardrails == "penalty") else DEFAULT_WEIGHTS[m.role]
+        if not math.isfinite(weight) or weight < 0:
+            raise PolicyError(f"weight of {name!r} must be a finite number >= 0, got {weight}", "a weight says how much the metric counts; use 0 to ignore it")
+        y = frame.loc[control_rows, m.column].to_numpy(dtype=float)
+        scale = float(np.std(y, ddof=1)) if len(y) > 1 else 0.0
+        metrics[name] = {"goal": m.goal, "role": m.role, "weight": float(weight), "scale": scale if scale > 0 else 1.0,
+                         "coefficient": 0.0}
+        if m.role == "guardrail":
+            rails[name] = {"mode": guardrails, "max_harm": m.max_harm, "control_mean": float(y.mean()) if len(y) else 0.0,
+                           "penalty": 0.0}
+    if not any(meta["weight"] > 0 for meta in metrics.values()):
+        raise PolicyError("every metric weight is 0, so no arm can be better than another", "give at least one metric a positive weight")
+    _set_coefficients(metrics, rails)
+    return metrics, rails
+
+
+def build_value_policy(
+    *,
+    name: str,
+    spec: ExperimentSpec,
+    model: Any,
+    frame: pd.DataFrame,
+    fit_id: str,
+    weights: dict[str, float] | None = None,
+    guardrails: str = "constraint",
+    budget: float | None = None,
+    exploration: float = 0.0,
+    lineage: dict | None = None,
+    effects: dict[tuple[str, str], np.ndarray] | None = None,
+) -> tuple[Policy, dict[str, Any]]:
+    """The value-model policy over ``model``'s effects, calibrated on the units of ``frame``.
+
+    ``effects`` (per (metric, arm), for the rows of ``frame``) replaces the
+    model's predictions in the calibration: pass out-of-fold effects, whose
+    spread is not inflated by in-sample fit. Returns the policy and what the
+    calibration predicts for those units (share treated, arm shares, each
+    guardrail's relative harm).
+    """
+    if budget is not None and not 0.0 <= budget <= 1.0:
+        raise PolicyError(f"budget must be a share from 0 to 1, got {budget}", "e.g. --budget 0.3: at most 30% of units get a non-control arm")
+    metrics, rails = objective(spec, frame, weights, guardrails)
+    if effects is None:
+        effects = model.effect(model.encoder.transform(frame, strict=False))
+    arms, control, n = list(model.arms), model.control, len(frame)
+    ctrl = arms.index(control)
+
+    def decide(min_score: float) -> np.ndarray:
+        return np.argmax(scores_from_effects(effects, arms, control, metrics, min_score, n), axis=1)
+
+    def harm(metric: str, chosen: np.ndarray) -> float:
+        """Predicted relative harm of the policy on a guardrail (positive = harmful)."""
+        sign = 1.0 if metrics[metric]["goal"] == "decrease" else -1.0
+        total = np.zeros(n)
+        for j, arm in enumerate(arms):
+            if arm != control:
+                total += np.where(chosen == j, effects[(metric, arm)], 0.0)
+        base = abs(rails[metric]["control_mean"])
+        return float(sign * total.mean() / base) if base > 0 else float(sign * total.mean())
+
+    def best_treated(min_score: float) -> np.ndarray:
+        s = scores_from_effects(effects, arms, control, metrics, min_score, n)
+        s[:, ctrl] = -np.inf
+        return s.max(axis=1)
+
+    min_score = 0.0
+    constrained = [m for m, r in rails.items() if r["mode"] == "constraint" and r["max_harm"] is not None]
+    # Budget and constraints interact (fewer treated units harm less), so alternate a few rounds.
+    for _round in range(3):
+        for metric in constrained:
+            _calibrate_penalty(metric, metrics, rails, lambda m=metric, t=min_score: harm(m, decide(t)))
+        if budget is not None:
+            best = best_treated(min_score)
+            treated_share = float((best > min_score).mean())
+            if treated_share > budget:
+                min_score = max(min_score, float(np.quantile(best, 1.0 - budget)) if budget > 0 else float(best.max()))
+    chosen = decide(min_score)
+    value_model = {"fit": fit_id, "metrics": metrics, "guardrails": rails, "budget": budget, "min_score": float(min_score)}
+    policy = Policy(name=name, arms=arms, default_arm=control, kind="value", exploration=exploration, experiment=spec.name,
+                    trained_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), lineage=dict(lineage or {}),
+                    value_model=value_model, model=model)
+    shares = np.bincount(chosen, minlength=len(arms)) / max(n, 1)
+    info = {
+        "n_units": n,
+        "arm_shares": {a: float(shares[j]) for j, a in enumerate(arms)},
+        "treated_share": float(1.0 - shares[ctrl]),
+        "predicted_guardrail_harm": {m: harm(m, chosen) for m in rails},
+        "penalties": {m: r["penalty"] for m, r in rails.items()},
+        "min_score": float(min_score),
+    }
+    return policy, info
+
+
+def _set_coefficients(metrics: dict[str, dict], rails: dict[str, dict]) -> None:
+    for name, meta in metrics.items():
+        sign = 1.0 if meta["goal"] == "increase" else -1.0
+        meta["coefficient"] = sign * (meta["weight"] + rails.get(name, {}).get("penalty", 0.0)) / meta["scale"]
+
+
+def _calibrate_penalty(metric: str, metrics: dict, rails: dict, predicted_harm) -> None:
+    """Smallest penalty keeping the predicted relative harm within max_harm (bisection).
+
+    Harm falls as the penalty grows (ever fewer units get an arm that the
+    model predicts to hurt the guardrail), and at a large enough penalty only
+    arms predicted not to hurt it are chosen, so a feasible penalty exists.
+    """
+    limit = rails[metric]["max_harm"]
+
+    def harm_at(penalty: float) -> float:
+        rails[metric]["penalty"] = penalty
+        _set_coefficients(metrics, rails)
+        return predicted_harm()
+
+    if harm_at(0.0) <= limit:
+        return
+    low, high = 0.0, 1.0
+    while harm_at(high) > limit and high < 1e9:
+        low, high = high, high * 4.0
+    for _ in range(40):
+        mid = 0.5 * (low + high)
+        if harm_at(mid) > limit:
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-4 * high:
+            break
+    harm_at(high)
+
+
+def validate_value_policy(policy: Policy) -> None:
+    """Check a value policy's ``value_model`` block and that its bound model fits it."""
+    vm = policy.value_model
+    if not isinstance(vm, dict):
+        raise PolicyError("a value policy needs a 'value_model' object", f'see DESIGN.md; build one with `pex policies NAME` ({FORMAT})')
+    if not isinstance(vm.get("fit"), str) or not vm["fit"]:
+        raise PolicyError("value_model.fit must name the fit whose models the policy uses", 'e.g. "fit": "notification_cad-fit-..."')
+    metrics = vm.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise PolicyError("value_model.metrics must map metric names to their coefficients", '"metrics": {"sessions": {"coefficient": 0.4}}')
+    for metric, meta in metrics.items():
+        c = meta.get("coefficient") if isinstance(meta, dict) else None
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            raise PolicyError(f"value_model.metrics.{metric}.coefficient must be a finite number, got {c!r}", "rebuild the policy with `pex policies NAME --rebuild`")
+    ms = vm.get("min_score", 0.0)
+    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms):
+        raise PolicyError(f"value_model.min_score must be a finite number, got {ms!r}", "0 means: an arm must be predicted better than control")
+    vm.setdefault("min_score", 0.0)
+    model = policy.model
+    if model is None:
+        return
+    if list(model.arms) != list(policy.arms) or model.control != policy.default_arm:
+        raise PolicyError(f"value policy {policy.name!r} lists arms {policy.arms} (default {policy.default_arm!r}) but its fit "
+                          f"{vm['fit']!r} has {model.arms} (control {model.control!r})", "rebuild the policy from the fit")
+    missing = sorted(set(metrics) - set(model.metrics))
+    if missing:
+        raise PolicyError(f"value policy {policy.name!r} weighs metric {missing[0]!r} that fit {vm['fit']!r} has no model for",
+                          "rebuild the policy from the fit")

@@ -1,0 +1,202 @@
+"""Value-model policies and distilled trees against the known truth of a simulated experiment."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pex.data import validate
+from pex.distill import _fit_tree, distill
+from pex.errors import DataError
+from pex.hte import EffectModel, fit_effects
+from pex.policy import Policy, PolicyError
+from pex.simulate import simulate
+from pex.spec import spec_from_dict
+from pex.value_policy import build_value_policy, objective, scores_from_effects
+
+N_BUILD = 50_000
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A 50k-unit experiment fitted with a 25% holdout, plus fresh units with known truth."""
+    sim = simulate(N_BUILD, scenario="notification_cadence", seed=2027)
+    d = tmp_path_factory.mktemp("vp")
+    spec_path = sim.write(d, name="vp")
+    from pex.spec import load_spec
+
+    dataset = validate(sim.data, load_spec(spec_path))
+    fit = fit_effects(dataset, holdout=0.25, seed=0)
+    frame = dataset.frame.set_index(dataset.spec.unit).loc[fit.units].reset_index()
+    train = fit.training_frame()
+    oof = {(m, a): train[f"oof__{m}__{a}"].to_numpy(float) for m in fit.metrics for a in fit.model.treated_arms}
+    fresh = simulate(40_000, scenario="notification_cadence", seed=77)
+    return {"dataset": dataset, "fit": fit, "frame": frame, "train": train, "oof": oof, "fresh": fresh}
+
+
+def _true_scores(truth, arms, coefficients) -> np.ndarray:
+    scores = np.zeros((len(truth.expected["sessions"]["control"]), len(arms)))
+    for j, arm in enumerate(arms):
+        if arm != truth.control:
+            scores[:, j] = sum(c * truth.cate(m, arm) for m, c in coefficients.items())
+    return scores
+
+
+def _value(scores: np.ndarray, chosen: np.ndarray) -> float:
+    return float(scores[np.arange(len(chosen)), chosen].mean())
+
+
+def test_value_policy_reaches_90_percent_of_the_oracle(built):
+    """Same objective (weights, scales, guardrail as a penalty): estimated effects vs the true ones."""
+    fit, fresh = built["fit"], built["fresh"]
+    policy, _info = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                       fit_id="test", guardrails="penalty", effects=built["oof"])
+    coefficients = {m: meta["coefficient"] for m, meta in policy.value_model["metrics"].items()}
+    assert coefficients["unsubscribes"] < 0 < coefficients["sessions"]  # a harm costs, a gain counts
+    truth_scores = _true_scores(fresh.truth, policy.arms, coefficients)
+    oracle = truth_scores.max(axis=1).mean()  # all-control scores 0
+    achieved = _value(truth_scores, policy.greedy_arms(fresh.data))
+    assert oracle > 0.05
+    assert achieved >= 0.9 * oracle, (achieved, oracle)
+
+
+def test_guardrail_constraint_holds_on_the_units_it_was_calibrated_on(built):
+    fit = built["fit"]
+    spec = built["dataset"].spec
+    policy, info = build_value_policy(name="vp-value", spec=spec, model=fit.model, frame=built["frame"], fit_id="test",
+                                      effects=built["oof"])
+    rail = policy.value_model["guardrails"]["unsubscribes"]
+    assert rail["mode"] == "constraint" and rail["max_harm"] == 0.05
+    # daily doubles unsubscribes for long-tenure users: the constraint must bind
+    assert rail["penalty"] > 0
+    assert info["predicted_guardrail_harm"]["unsubscribes"] <= 0.05 + 1e-9
+    assert info["predicted_guardrail_harm"]["unsubscribes"] >= 0.045  # the smallest penalty: at the limit, not far below
+    loose = spec_from_dict({**spec.to_dict(), "metrics": {**spec.to_dict()["metrics"],
+                                                          "unsubscribes": {**spec.to_dict()["metrics"]["unsubscribes"], "max_harm": 10.0}}})
+    policy2, _ = build_value_policy(name="vp-value", spec=loose, model=fit.model, frame=built["frame"], fit_id="test", effects=built["oof"])
+    assert policy2.value_model["guardrails"]["unsubscribes"]["penalty"] == 0.0
+
+
+def test_budget_limits_the_treated_share(built):
+    fit = built["fit"]
+    policy, info = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                      fit_id="test", budget=0.3, effects=built["oof"])
+    assert info["treated_share"] <= 0.3 + 1e-3
+    assert info["treated_share"] >= 0.28
+    assert policy.value_model["min_score"] > 0
+    fresh_share = 1 - (policy.greedy_arms(built["fresh"].data) == policy.arms.index("control")).mean()
+    assert 0.2 <= fresh_share <= 0.4
+
+
+@pytest.mark.parametrize(("weights", "match"), [
+    ({"nope": 1.0}, "unknown metric 'nope'"),
+    ({"sessions": 0.0, "converted": 0.0}, "every metric weight is 0"),
+    ({"sessions": -1.0}, "finite number >= 0"),
+])
+def test_bad_weights(built, weights, match):
+    with pytest.raises(PolicyError, match=match):
+        objective(built["dataset"].spec, built["frame"], weights)
+
+
+def test_value_document_round_trip_agrees_on_100k_rows(built):
+    """In-memory policy vs its JSON document with the model rebuilt from its stored files."""
+    fit = built["fit"]
+    policy, _ = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                   fit_id="fit-1", exploration=0.05, effects=built["oof"])
+    files = fit.model.to_files()
+    text = json.dumps(policy.to_document())
+    assert "fit-1" in text and "pickle" not in text
+    loaded = Policy.from_json(text, lambda vm: EffectModel.from_files(lambda rel: files[rel]) if vm["fit"] == "fit-1" else None)
+    rows = simulate(100_000, scenario="notification_cadence", seed=5).data
+    assert np.array_equal(policy.greedy_arms(rows), loaded.greedy_arms(rows))
+    assert np.allclose(policy.action_probabilities(rows), loaded.action_probabilities(rows))
+    # missing feature columns follow the models' missing-value branches, never an exception
+    assert len(loaded.greedy_arms(rows.drop(columns=["age", "platform"]))) == len(rows)
+    with pytest.raises(PolicyError, match="needs its stored effect models"):
+        Policy.from_json(text)
+
+
+def test_value_document_refuses_a_model_with_other_arms(built):
+    fit = built["fit"]
+    policy, _ = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"], fit_id="f")
+    doc = policy.to_document()
+    doc["arms"] = ["control", "daily", "monthly"]
+    with pytest.raises(PolicyError, match="arms"):
+        Policy.from_document(doc, lambda vm: fit.model)
+
+
+def _honest_and_scores(built, policy):
+    vm = policy.value_model
+    scores = scores_from_effects(built["oof"], policy.arms, "control", vm["metrics"], vm["min_score"], len(built["frame"]))
+    honest = np.zeros_like(scores)
+    for j, arm in enumerate(policy.arms):
+        if arm != "control":
+            honest[:, j] = sum(meta["coefficient"] * built["train"][f"pseudo__{m}__{arm}"].to_numpy(float)
+                               for m, meta in vm["metrics"].items())
+    return scores, honest
+
+
+def test_chosen_tree_keeps_90_percent_of_the_value_policy_lift(built):
+    fit, fresh = built["fit"], built["fresh"]
+    policy, _ = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                   fit_id="f", guardrails="penalty", effects=built["oof"])
+    scores, honest = _honest_and_scores(built, policy)
+    result = distill(frame=built["frame"], encoder=fit.model.encoder, scores=scores, honest_value=honest, arms=policy.arms,
+                     control="control", name_prefix="vp")
+    assert sorted(result.trees) == [1, 2, 3, 4]
+    assert [c["depth"] for c in result.curve] == [1, 2, 3, 4]
+    assert all(0.0 <= c["agreement"] <= 1.0 for c in result.curve)
+    coefficients = {m: meta["coefficient"] for m, meta in policy.value_model["metrics"].items()}
+    truth_scores = _true_scores(fresh.truth, policy.arms, coefficients)
+    value_lift = _value(truth_scores, policy.greedy_arms(fresh.data))
+    tree_lift = _value(truth_scores, result.chosen.greedy_arms(fresh.data))
+    assert tree_lift >= 0.9 * value_lift, (tree_lift, value_lift, result.chosen_depth)
+    # every tree is a plain, self-contained document
+    for tree in result.trees.values():
+        doc = json.loads(tree.to_json())
+        assert doc["kind"] == "tree" and "value_model" not in doc
+        assert Policy.from_document(doc).greedy_arms(fresh.data[:10]).shape == (10,)
+
+
+def test_tree_document_matches_the_fitted_sklearn_tree_on_100k_rows(built):
+    """The translation (numeric and category splits, missing values, unseen labels) is exact."""
+    fit = built["fit"]
+    enc = fit.model.encoder
+    policy, _ = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                   fit_id="f", effects=built["oof"])
+    scores, _ = _honest_and_scores(built, policy)
+    X = enc.transform(built["frame"], strict=False)
+    from pex.distill import _to_node
+
+    for depth in (2, 4):
+        tree = _fit_tree(X, scores, depth, 0.02, seed=0)
+        doc_tree = _to_node(tree, X, scores, enc, policy.arms)
+        leaf_of = tree.apply(X)
+        leaf_arm = {leaf: int(np.argmax(scores[leaf_of == leaf].sum(axis=0))) for leaf in np.unique(leaf_of)}
+        rows = simulate(100_000, scenario="notification_cadence", seed=8, missing_rate=0.2).data
+        rows.loc[rows.index[:500], "country"] = "ZZ"  # never seen in training
+        expected = np.array([leaf_arm[leaf] for leaf in tree.apply(enc.transform(rows, strict=False))])
+        doc = Policy(name="t", arms=policy.arms, default_arm="control", kind="tree", tree=doc_tree)
+        assert np.array_equal(doc.greedy_arms(rows), expected)
+
+
+def test_distill_rejects_bad_depths(built):
+    with pytest.raises(PolicyError, match="depths must be from 1 to 4"):
+        distill(frame=built["frame"][:100], encoder=built["fit"].model.encoder, scores=np.zeros((100, 3)),
+                honest_value=np.zeros((100, 3)), arms=["control", "daily", "weekly"], control="control", name_prefix="x",
+                depths=(5,))
+
+
+def test_batch_input_checks(built):
+    fit = built["fit"]
+    policy, _ = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"], fit_id="f")
+    rows = built["fresh"].data.head(50)
+    policy.check_frame(rows)
+    with pytest.raises(DataError, match="'tenure_days' is missing"):
+        policy.check_frame(rows.drop(columns=["tenure_days"]))
+    bad = rows.astype({"age": object})
+    bad.loc[bad.index[0], "age"] = "old"
+    with pytest.raises(DataError, match="'age' must be numeric"):
+        policy.check_frame(bad)
