@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from pex import __version__
 from pex.errors import PexError
@@ -333,7 +334,10 @@ def policies(ctx: click.Context, name: str, rebuild: bool, fit_id: str | None, w
     record, _summary = ws.get_fit(name, fit_id)
     stored = ws.list_policies(name, fit_id=record.id)
     report = None
-    building = rebuild or not stored or bool(weights) or budget is not None or guardrails != "constraint"
+    # any build option given on the command line means "build with it", never "ignore it"
+    given = [p for p in ("weights", "guardrails", "budget", "exploration", "min_leaf")
+             if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)]
+    building = rebuild or not stored or bool(given)
     if building:
         options = BuildOptions(weights=_parse_weights(weights), guardrails=guardrails, budget=budget, exploration=exploration,
                                min_leaf_share=min_leaf)
@@ -392,7 +396,10 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
         fit_id = record.fit_id
     ctx_fit = load_fit(ws, name, fit_id)
     data = ctx_fit.evaluation()
-    coefficients = objective_coefficients(ctx_fit.dataset.spec, ctx_fit.training_frame())
+    # the objective the policy was built for (policies built by pex record it), else the defaults
+    built_for = pol.lineage.get("objective", {}) if isinstance(pol.lineage, dict) else {}
+    coefficients = objective_coefficients(ctx_fit.dataset.spec, ctx_fit.training_frame(), built_for.get("weights"),
+                                          built_for.get("guardrails", "constraint"))
     row = compare([pol], data, coefficients, ctx_fit.dataset.spec)[0]
     row["evaluation_rows"] = {**data.description, "fit": ctx_fit.record.id}
     if as_json:

@@ -138,16 +138,25 @@ class EffectModel:
 
     def effect(self, X: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
         """Effects per (metric, arm) for an encoded feature matrix."""
-        cache: dict[tuple[str, str | None], np.ndarray] = {}
+        keys = list(dict.fromkeys((term["model"], term.get("arm")) for metric in self.metrics for arm in self.treated_arms
+                                  for term in self.recipes[metric][arm]))
+
+        def predict(key: tuple[str, str | None]) -> np.ndarray:
+            return self.boosters[key[0]].predict(_with_arm(X, self.treated_arms, key[1]), num_threads=1)
+
+        # each booster predicts on one core (LightGBM releases the GIL), all cores busy;
+        # a single unit is cheaper without the pool
+        if len(X) >= 1000 and _threads() > 1:
+            with ThreadPoolExecutor(max_workers=_threads()) as pool:
+                cache = dict(zip(keys, pool.map(predict, keys)))
+        else:
+            cache = {key: predict(key) for key in keys}
         out = {}
         for metric in self.metrics:
             for arm in self.treated_arms:
                 total = np.zeros(len(X))
                 for term in self.recipes[metric][arm]:
-                    key = (term["model"], term.get("arm"))
-                    if key not in cache:
-                        cache[key] = self.boosters[term["model"]].predict(_with_arm(X, self.treated_arms, term.get("arm")))
-                    total += term["weight"] * cache[key]
+                    total += term["weight"] * cache[(term["model"], term.get("arm"))]
                 out[(metric, arm)] = total
         return out
 

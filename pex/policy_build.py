@@ -105,7 +105,10 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     ctx = load_fit(ws, experiment, fit_id)
     spec, model = ctx.dataset.spec, ctx.model
     train = ctx.training_frame()
-    lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id}
+    # the objective travels with every policy of the set, so `pex evaluate` values them the same way later
+    lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
+               "objective": {"weights": dict(options.weights), "guardrails": options.guardrails}}
+    objective(spec, train, options.weights, options.guardrails)  # bad weights fail before any work is announced
     say(f"building the value policy on {len(train):,} training units (fit {ctx.record.id})")
     oof = ctx.oof_effects()
     value, calibration = build_value_policy(

@@ -538,10 +538,10 @@ class Workspace:
                 if other is not None and other != experiment:
                     raise StoreError(f"policy name {name!r} is already used by experiment {other!r}", "policy names are unique in a workspace; rename it")
                 doc = jsonable({**document, "version": (latest or 0) + 1})
+                if evaluation is not None:
+                    evaluation = jsonable({**evaluation, "version": doc["version"]})
                 conn.execute(policies.insert().values(experiment=experiment, name=name, version=doc["version"], kind=doc["kind"],
-                                                      fit_id=fit_id, document=doc,
-                                                      evaluation=jsonable(evaluation) if evaluation is not None else None,
-                                                      created_at=now))
+                                                      fit_id=fit_id, document=doc, evaluation=evaluation, created_at=now))
                 out.append(PolicyRecord(experiment, name, doc["version"], doc["kind"], fit_id, doc, evaluation, now))
         return out
 

@@ -110,7 +110,7 @@ _DELETE = object()
     (("exploration",), 1.5, "exploration must be a number from 0 to 1"),
     (("exploration",), "0.1", "exploration must be a number from 0 to 1"),
     (("kind",), "forest", "kind 'forest' is not one of"),
-    (("kind",), "value", "value-model policies are not supported"),
+    (("kind",), "value", "is a value-model policy and needs its stored effect models"),
     (("tree", "op"), "<", "op '<' is not"),
     (("tree", "value"), "30", "'<=' needs a finite number"),
     (("tree", "left", "arm"), "monthly", "policy leaf tree.left must be"),
