@@ -113,7 +113,8 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     oof = ctx.oof_effects()
     value, calibration = build_value_policy(
         name=f"{experiment}-value", spec=spec, model=model, frame=train, fit_id=ctx.record.id, weights=options.weights,
-        guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=lineage, effects=oof)
+        guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=lineage, effects=oof,
+        harm_signal=ctx.pseudo_outcomes())
     vm = value.value_model
     coefficients = {m: meta["coefficient"] for m, meta in vm["metrics"].items()}
     scores = scores_from_effects(oof, value.arms, model.control, vm["metrics"], vm["min_score"], len(train))

@@ -137,9 +137,11 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
             if base > 0:
                 rel = {k: sign * lift[k] / base for k in ("value", "ci_low", "ci_high")}
                 low, high = sorted((rel["ci_low"], rel["ci_high"]))
+                # the same verdicts as the average-effect guardrails (pex.effects)
+                verdict = ("pass" if max_harm is None or high <= max_harm else
+                           "fail" if low > max_harm else "inconclusive")
                 row["guardrails"][m] = {"relative_harm": rel["value"], "ci_low": low, "ci_high": high, "max_harm": max_harm,
-                                        "ok": max_harm is None or rel["value"] <= max_harm,
-                                        "confidently_ok": max_harm is None or high <= max_harm}
+                                        "verdict": verdict}
         rows.append(row)
     return rows
 

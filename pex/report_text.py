@@ -139,7 +139,7 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
     body = []
     for r in rows:
         rails = r.get("guardrails", {})
-        rail = "ok" if all(g["ok"] for g in rails.values()) else "FAIL: " + ",".join(m for m, g in rails.items() if not g["ok"])
+        rail = ", ".join(f"{m} {g['verdict']}" for m, g in rails.items()) or "-"
         flags = []
         if any(r["disagreement"].values()):
             flags.append("estimators disagree")
@@ -164,7 +164,12 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
         pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in cal["penalties"].items())
         out += ["", f"value policy calibration: treats {fmt_pct(cal['treated_share'], signed=False)} of training units"
                     + (f"; {pens}" if pens else "")
-                    + "; predicted guardrail harm " + ", ".join(f"{m} {fmt_pct(v)}" for m, v in cal["predicted_guardrail_harm"].items())]
+                    + "; guardrail harm on training units " + ", ".join(
+                        f"{m} {fmt_pct(cal.get('estimated_guardrail_harm', {}).get(m, v))}"
+                        + (f" ± {fmt_pct(1.96 * cal['estimated_guardrail_harm_se'][m], signed=False)}"
+                           if "estimated_guardrail_harm_se" in cal else "")
+                        + f" (models predict {fmt_pct(v)})"
+                        for m, v in cal["predicted_guardrail_harm"].items())]
     return "\n".join(out)
 
 
@@ -189,7 +194,8 @@ def render_evaluation(row: dict) -> str:
     for m, g in row.get("guardrails", {}).items():
         out.append(f"guardrail {m}: relative harm {fmt_pct(g['relative_harm'])} [{fmt_pct(g['ci_low'])}, {fmt_pct(g['ci_high'])}]"
                    f" vs max {fmt_pct(g['max_harm'], signed=False) if g['max_harm'] is not None else '-'}: "
-                   + ("ok" if g["ok"] else "FAIL") + ("" if g["confidently_ok"] else " (not confidently within the limit)"))
+                   + {"pass": "pass (95% upper bound within the limit)", "fail": "FAIL (95% lower bound beyond the limit)",
+                      "inconclusive": "inconclusive (the 95% interval straddles the limit)"}[g["verdict"]])
     out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
                f"largest weight {fmt_num(diag['max_weight'], 2)}")
     out += [f"warning: {w}" for w in diag.get("warnings", [])]

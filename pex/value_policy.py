@@ -18,8 +18,11 @@ control on metric ``m`` and
 * Guardrails enter as **constraints** by default: ``penalty_m`` is the smallest
   non-negative multiplier (found by bisection) for which the policy's predicted
   average harm on the guardrail, relative to its control mean, stays within the
-  spec's ``max_harm``. With ``guardrails="penalty"`` they are simply weighted
-  metrics (default weight 1) and nothing is enforced.
+  spec's ``max_harm``. When an unbiased per-unit effect signal is given (the
+  fit's out-of-fold doubly-robust pseudo-outcomes), the harm is also measured
+  with it and, if still over the limit, ``min_score`` rises until it is not
+  (see :func:`build_value_policy`). With ``guardrails="penalty"`` they are
+  simply weighted metrics (default weight 1) and nothing is enforced.
 * A ``budget`` (largest share of units given a non-control arm) raises
   ``min_score`` to the score quantile that treats that share of the units the
   policy was built on; ``min_score`` (at least 0) is also what an arm must beat
@@ -117,12 +120,19 @@ def build_value_policy(
     exploration: float = 0.0,
     lineage: dict | None = None,
     effects: dict[tuple[str, str], np.ndarray] | None = None,
+    harm_signal: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> tuple[Policy, dict[str, Any]]:
     """The value-model policy over ``model``'s effects, calibrated on the units of ``frame``.
 
     ``effects`` (per (metric, arm), for the rows of ``frame``) replaces the
     model's predictions in the calibration: pass out-of-fold effects, whose
-    spread is not inflated by in-sample fit. Returns the policy and what the
+    spread is not inflated by in-sample fit. ``harm_signal`` (same keys and
+    rows, e.g. out-of-fold doubly-robust pseudo-outcomes) replaces the predicted
+    effects when a constraint measures the policy's guardrail harm: units chosen
+    *because* their predicted harm is low are, on average, harmed more than
+    predicted (selection on noisy predictions), whereas an unbiased per-unit
+    signal of the effect that the decision did not see measures the harm of
+    the selected units without that optimism. Returns the policy and what the
     calibration predicts for those units (share treated, arm shares, each
     guardrail's relative harm).
     """
@@ -137,15 +147,19 @@ def build_value_policy(
     def decide(min_score: float) -> np.ndarray:
         return np.argmax(scores_from_effects(effects, arms, control, metrics, min_score, n), axis=1)
 
-    def harm(metric: str, chosen: np.ndarray) -> float:
-        """Predicted relative harm of the policy on a guardrail (positive = harmful)."""
+    def harm(metric: str, chosen: np.ndarray, signal: dict | None = None, se: bool = False) -> float:
+        """Relative harm of the policy on a guardrail (positive = harmful), by ``signal`` (default: effects);
+        ``se``: its standard error instead (meaningful for a per-unit noisy signal)."""
+        signal = signal or effects
         sign = 1.0 if metrics[metric]["goal"] == "decrease" else -1.0
         total = np.zeros(n)
         for j, arm in enumerate(arms):
             if arm != control:
-                total += np.where(chosen == j, effects[(metric, arm)], 0.0)
-        base = abs(rails[metric]["control_mean"])
-        return float(sign * total.mean() / base) if base > 0 else float(sign * total.mean())
+                total += np.where(chosen == j, signal[(metric, arm)], 0.0)
+        base = abs(rails[metric]["control_mean"]) or 1.0
+        if se:
+            return float(total.std(ddof=1) / np.sqrt(n) / base) if n > 1 else float("nan")
+        return float(sign * total.mean() / base)
 
     def best_treated(min_score: float) -> np.ndarray:
         s = scores_from_effects(effects, arms, control, metrics, min_score, n)
@@ -163,6 +177,26 @@ def build_value_policy(
             treated_share = float((best > min_score).mean())
             if treated_share > budget:
                 min_score = max(min_score, float(np.quantile(best, 1.0 - budget)) if budget > 0 else float(best.max()))
+    # The penalty weighs predicted harm against gain unit by unit, but the units it
+    # lets through are those whose predicted harm is low, partly by chance, so
+    # their real harm is larger than predicted. Measured with the unbiased signal,
+    # a guardrail still over its limit is met by treating fewer units: the
+    # threshold an arm's score must beat rises until it holds (everyone on
+    # control harms nothing, so it always can).
+    if harm_signal is not None:
+        for metric in constrained:
+            limit = rails[metric]["max_harm"]
+            if harm(metric, decide(min_score), harm_signal) > limit:
+                best = best_treated(min_score)
+                low, high = min_score, float(best.max()) + 1e-12
+                for _ in range(40):
+                    mid = 0.5 * (low + high)
+                    if harm(metric, decide(mid), harm_signal) > limit:
+                        low = mid
+                    else:
+                        high = mid
+                min_score = high
+            rails[metric]["met"] = bool(harm(metric, decide(min_score), harm_signal) <= limit)
     chosen = decide(min_score)
     value_model = {"fit": fit_id, "metrics": metrics, "guardrails": rails, "budget": budget, "min_score": float(min_score)}
     policy = Policy(name=name, arms=arms, default_arm=control, kind="value", exploration=exploration, experiment=spec.name,
@@ -174,6 +208,10 @@ def build_value_policy(
         "arm_shares": {a: float(shares[j]) for j, a in enumerate(arms)},
         "treated_share": float(1.0 - shares[ctrl]),
         "predicted_guardrail_harm": {m: harm(m, chosen) for m in rails},
+        "guardrail_harm_measured_by": "doubly-robust pseudo-outcomes" if harm_signal is not None else "predicted effects",
+        **({"estimated_guardrail_harm": {m: harm(m, chosen, harm_signal) for m in rails},
+            "estimated_guardrail_harm_se": {m: harm(m, chosen, harm_signal, se=True) for m in rails}}
+           if harm_signal is not None else {}),
         "penalties": {m: r["penalty"] for m, r in rails.items()},
         "min_score": float(min_score),
     }
@@ -187,13 +225,16 @@ def _set_coefficients(metrics: dict[str, dict], rails: dict[str, dict]) -> None:
 
 
 def _calibrate_penalty(metric: str, metrics: dict, rails: dict, predicted_harm) -> None:
-    """Smallest penalty keeping the predicted relative harm within max_harm (bisection).
+    """Smallest penalty keeping the relative harm within max_harm (bisection).
 
-    Harm falls as the penalty grows (ever fewer units get an arm that the
-    model predicts to hurt the guardrail), and at a large enough penalty only
-    arms predicted not to hurt it are chosen, so a feasible penalty exists.
+    Harm tends to fall as the penalty grows (ever fewer units get an arm that
+    the model predicts to hurt the guardrail); at a very large penalty only
+    arms predicted not to hurt it are chosen. When the harm measure still
+    exceeds the limit there, the largest penalty is kept and the guardrail is
+    marked ``"met": false`` rather than silently claimed.
     """
     limit = rails[metric]["max_harm"]
+    rails[metric]["met"] = True
 
     def harm_at(penalty: float) -> float:
         rails[metric]["penalty"] = penalty
@@ -213,7 +254,7 @@ def _calibrate_penalty(metric: str, metrics: dict, rails: dict, predicted_harm) 
             high = mid
         if high - low <= 1e-4 * high:
             break
-    harm_at(high)
+    rails[metric]["met"] = bool(harm_at(high) <= limit)
 
 
 def validate_value_policy(policy: Policy) -> None:

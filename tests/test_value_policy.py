@@ -203,3 +203,28 @@ def test_batch_input_checks(built):
     bad.loc[bad.index[0], "age"] = "old"
     with pytest.raises(DataError, match="'age' must be numeric"):
         policy.check_frame(bad)
+
+
+def test_unbiased_harm_signal_keeps_the_true_guardrail_harm_down(built):
+    """Calibrating on predicted harm alone lets through units whose harm is underestimated
+    (selection on noisy predictions); measuring it with the out-of-fold DR pseudo-outcomes does not."""
+    fit, fresh, train = built["fit"], built["fresh"], built["train"]
+    pseudo = {(m, a): train[f"pseudo__{m}__{a}"].to_numpy(float) for m in fit.metrics for a in fit.model.treated_arms}
+    base = fresh.truth.expected["unsubscribes"]["control"].mean()
+
+    def true_harm(policy) -> float:
+        chosen = policy.greedy_arms(fresh.data)
+        return sum((fresh.truth.cate("unsubscribes", a) * (chosen == j)).sum()
+                   for j, a in enumerate(policy.arms) if a != "control") / len(chosen) / base
+
+    kwargs = {"name": "vp-value", "spec": built["dataset"].spec, "model": fit.model, "frame": built["frame"], "fit_id": "f",
+              "effects": built["oof"]}
+    predicted_only, _ = build_value_policy(**kwargs)
+    measured, info = build_value_policy(**kwargs, harm_signal=pseudo)
+    assert info["estimated_guardrail_harm"]["unsubscribes"] <= 0.05 + 1e-9
+    assert info["estimated_guardrail_harm_se"]["unsubscribes"] > 0
+    assert measured.value_model["guardrails"]["unsubscribes"]["met"] is True
+    assert measured.value_model["min_score"] >= predicted_only.value_model["min_score"]
+    # every arm truly raises unsubscribes in this scenario, so only fewer treated units can meet the limit
+    assert true_harm(predicted_only) > 0.1  # 4x the limit: the optimism this guards against
+    assert true_harm(measured) < 0.6 * true_harm(predicted_only)
