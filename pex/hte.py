@@ -33,9 +33,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -108,7 +110,67 @@ def _train(X: np.ndarray, y: np.ndarray, params: dict, categorical: list[int]) -
         params = {**params, "objective": "regression"}
     data = lgb.Dataset(X, label=y, categorical_feature=categorical or "auto", free_raw_data=True,
                        params={"verbosity": -1, "max_bin": 255})
-    return lgb.train(params, data, num_boost_round=rounds)
+    # lgb.train, with booster creation held apart from predictions in other threads (see _NativeGuard)
+    with _NATIVE.exclusive():
+        booster = lgb.Booster(params={**params, "verbosity": -1}, train_set=data)
+    for _ in range(rounds):
+        booster.update()
+    with _NATIVE.exclusive():
+        # like lgb.train: keep the trees, drop the training data
+        booster.model_from_string(booster.model_to_string()).free_dataset()
+    return booster
+
+
+def predict(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+    """``booster.predict`` on one core, safe to call from several threads while others train."""
+    with _NATIVE.shared():
+        return booster.predict(X, num_threads=1)
+
+
+class _NativeGuard:
+    """Readers-writer lock around LightGBM's native calls that are not thread-safe together.
+
+    pex trains and predicts with several single-threaded boosters at once in
+    threads (see _parallel). LightGBM can crash when a booster is created while
+    another thread predicts (a segfault in LGBM_BoosterCreate was seen here;
+    upstream notes races in booster/predictor initialisation). Creating a
+    booster is brief, so it takes the lock exclusively; predictions share it,
+    and the long boosting iterations run outside it, which keeps the cores busy.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def shared(self):
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._cond:
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+_NATIVE = _NativeGuard()
 
 
 # -- the stored, pickle-free effect model -----------------------------------------------------
@@ -141,16 +203,16 @@ class EffectModel:
         keys = list(dict.fromkeys((term["model"], term.get("arm")) for metric in self.metrics for arm in self.treated_arms
                                   for term in self.recipes[metric][arm]))
 
-        def predict(key: tuple[str, str | None]) -> np.ndarray:
-            return self.boosters[key[0]].predict(_with_arm(X, self.treated_arms, key[1]), num_threads=1)
+        def predict_one(key: tuple[str, str | None]) -> np.ndarray:
+            return predict(self.boosters[key[0]], _with_arm(X, self.treated_arms, key[1]))
 
         # each booster predicts on one core (LightGBM releases the GIL), all cores busy;
         # a single unit is cheaper without the pool
         if len(X) >= 1000 and _threads() > 1:
             with ThreadPoolExecutor(max_workers=_threads()) as pool:
-                cache = dict(zip(keys, pool.map(predict, keys)))
+                cache = dict(zip(keys, pool.map(predict_one, keys)))
         else:
-            cache = {key: predict(key) for key in keys}
+            cache = {key: predict_one(key) for key in keys}
         out = {}
         for metric in self.metrics:
             for arm in self.treated_arms:
@@ -452,7 +514,7 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
         model = _train(X[rows], y[rows], outcome_params(int(rows.sum()), binary, seed + f), cat)
         te = fold == f
         other = (fold != f) & (arm_index != a) if "x" in wanted else np.zeros(n, dtype=bool)
-        return model, model.predict(X[te]), other, model.predict(X[other]) if other.any() else np.empty(0)
+        return model, predict(model, X[te]), other, predict(model, X[other]) if other.any() else np.empty(0)
 
     tasks = {(f, a): (f"{name}: outcome model for {arms[a]}, fold {f + 1}/{K}", lambda f=f, a=a: outcome_task(f, a))
              for f in range(K) for a in range(k + 1)}
@@ -483,7 +545,7 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
             rows = (fold != f) & (half == h) & (arm_index == a)
             model = _train(X[rows], y[rows], outcome_params(int(rows.sum()), binary, seed + f), cat)
             target = (fold != f) & (half != h)
-            return target, model.predict(X[target])
+            return target, predict(model, X[target])
 
         tasks = {(f, h, a): (f"{name}: outcome model for {arms[a]} inside folds without {f + 1} (half {h + 1}/2)",
                              lambda f=f, h=h, a=a: nested_task(f, h, a))
@@ -505,8 +567,8 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
     def s_task(f: int):
         tr, te = fold != f, fold == f
         model = _train(np.hstack([X[tr], onehot[tr]]), y[tr], outcome_params(int(tr.sum()), binary, seed + f), cat)
-        base = model.predict(_with_arm(X[te], treated, CONTROL_INPUT))
-        return model, np.column_stack([model.predict(_with_arm(X[te], treated, a)) - base for a in treated])
+        base = predict(model, _with_arm(X[te], treated, CONTROL_INPUT))
+        return model, np.column_stack([predict(model, _with_arm(X[te], treated, a)) - base for a in treated])
 
     def x_task(f: int, j: int, side: int):
         tr, te = fold != f, fold == f
@@ -517,12 +579,12 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
             rows = tr & (arm_index == 0)
             target = mu_in[f, rows, j + 1] - y[rows]
         model = _train(X[rows], target, effect_params(int(rows.sum()), seed + f), cat)
-        return model, model.predict(X[te])
+        return model, predict(model, X[te])
 
     def dr_task(f: int, j: int):
         tr, te = fold != f, fold == f
         model = _train(X[tr], nested[f][tr, j], effect_params(int(tr.sum()), seed + f), cat)
-        return model, model.predict(X[te])
+        return model, predict(model, X[te])
 
     tasks = {}
     for f in range(K):

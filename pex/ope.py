@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 
 from pex.errors import DataError
-from pex.hte import _train, outcome_params
+from pex.hte import _train, outcome_params, predict
 
 Z95 = NormalDist().inv_cdf(0.975)
 ROW_SUM_TOLERANCE = 1e-6
@@ -502,7 +502,7 @@ def cross_fit_rewards(X: np.ndarray, action: np.ndarray, reward: np.ndarray, n_a
             level = y[rows].mean() if m else y[train].mean()
             return f, arm, np.full(int(held_out.sum()), level)
         model = _train(X[rows], y[rows], outcome_params(m, binary, seed + f), cat)
-        return f, arm, model.predict(X[held_out])
+        return f, arm, predict(model, X[held_out])
 
     # LightGBM releases the GIL while it trains: one single-threaded booster per core
     with ThreadPoolExecutor(max_workers=_threads()) as pool:

@@ -99,6 +99,8 @@ def test_demo_console_script_end_to_end(tmp_path):
     assert (tmp_path / "ws" / "pex.db").is_file()
     # a second run reuses the data and the stored version
     assert "Leaderboard per metric" in out.stdout and "Segments" in out.stdout
+    assert "Policies, valued off-policy" in out.stdout and "notification_cadence-value" in out.stdout
+    assert "notification_cadence-tree-d4" in out.stdout and "Distilled trees" in out.stdout
     again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000", "--no-fit"], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "already stored" in again.stdout
 
@@ -117,6 +119,14 @@ def test_cli_against_postgresql(tmp_path, sim_dir, postgres_url):
         out = subprocess.run([PEX, *args], capture_output=True, text=True, env=env, timeout=300)
         assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["name"] == "exp"
+    # fits (with their binary training file) and versioned policies live there too
+    for args in (["fit", "exp", "-q", "--learner", "t"], ["policies", "exp", "--json"]):
+        out = subprocess.run([PEX, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr
+    listing = json.loads(out.stdout)
+    assert listing["built"] and {p["name"] for p in listing["policies"]} >= {"exp-value", "exp-tree-d2", "exp-all-control"}
+    out = subprocess.run([PEX, "evaluate", "exp", "exp-value", "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and json.loads(out.stdout)["version"] == 1, out.stderr
     assert not (tmp_path / "ws" / "pex.db").exists()  # metadata went to PostgreSQL
 
 

@@ -217,3 +217,27 @@ def test_read_only_open_through_a_database_url_does_not_create_the_home_folder(t
     with Workspace(reader_home, database_url=url, create=False) as ws:
         assert [e["name"] for e in ws.list_experiments()] == [dataset.spec.name]
     assert not reader_home.exists()
+
+
+def test_policies_are_versioned_per_name_and_linked_to_their_fit(workspace, dataset):
+    dv = workspace.put_dataset(dataset)
+    fit = workspace.put_fit(dv.id, "auto", {"manifest.json": "{}", "training.parquet": b"PAR1"}, {"holdout": {"share": 0.25}})
+    assert workspace.read_fit_bytes(fit, "training.parquet") == b"PAR1"
+    doc = {"format": "pex.policy/1", "name": "exp-tree-d1", "kind": "tree", "arms": ["control", "daily", "weekly"],
+           "default_arm": "control", "tree": {"arm": "daily"}, "version": 1}
+    first = workspace.put_policies("exp", [(doc, {"value": {"sessions": 1.0}, "version": 1})], fit_id=fit.id)
+    second = workspace.put_policies("exp", [(doc, {"value": {"sessions": 2.0}, "version": 1}),
+                                            ({**doc, "name": "exp-all-control", "kind": "constant", "tree": None}, None)],
+                                    fit_id=fit.id)
+    assert [r.version for r in first] == [1] and [r.version for r in second] == [2, 1]
+    latest = workspace.get_policy("exp-tree-d1")
+    assert latest.version == 2 and latest.document["version"] == 2 and latest.evaluation["version"] == 2
+    assert latest.evaluation["value"] == {"sessions": 2.0} and latest.fit_id == fit.id
+    assert workspace.get_policy("exp-tree-d1", version=1).evaluation["value"] == {"sessions": 1.0}
+    assert [r.name for r in workspace.list_policies("exp")] == ["exp-tree-d1", "exp-all-control"]
+    assert workspace.list_policies("exp", fit_id="other") == []
+    assert workspace.find_fit(fit.id)[0].id == fit.id
+    with pytest.raises(NotFoundError, match="no policy 'nope'.*"):
+        workspace.get_policy("nope")
+    with pytest.raises(NotFoundError, match="no experiment 'other'"):
+        workspace.put_policies("other", [(doc, None)])
