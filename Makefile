@@ -38,6 +38,7 @@ test-all: test test-slow test-postgres
 # Accuracy, speed and memory of the effect learners vs raw EconML (several minutes; --quick for a short run).
 bench: $(STAMP)
 	$(PY) bench/hte.py $(BENCH_FLAGS)
+	$(PY) bench/policy.py
 
 clean:
 	rm -rf $(VENV) .pex .pytest_cache build *.egg-info

@@ -33,11 +33,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -108,69 +106,23 @@ def _train(X: np.ndarray, y: np.ndarray, params: dict, categorical: list[int]) -
     if params["objective"] == "binary" and np.unique(y).size < 2:
         # one class only (e.g. no conversions in a small arm): a constant model
         params = {**params, "objective": "regression"}
-    data = lgb.Dataset(X, label=y, categorical_feature=categorical or "auto", free_raw_data=True,
-                       params={"verbosity": -1, "max_bin": 255})
-    # lgb.train, with booster creation held apart from predictions in other threads (see _NativeGuard)
-    with _NATIVE.exclusive():
-        booster = lgb.Booster(params={**params, "verbosity": -1}, train_set=data)
-    for _ in range(rounds):
-        booster.update()
-    with _NATIVE.exclusive():
-        # like lgb.train: keep the trees, drop the training data
-        booster.model_from_string(booster.model_to_string()).free_dataset()
-    return booster
+    data = lgb.Dataset(X, label=y, categorical_feature=categorical or "auto", free_raw_data=True, params=DATASET_PARAMS)
+    return lgb.train(params, data, num_boost_round=rounds)
+
+
+# LightGBM keeps the thread count of its parallel regions in one process-wide
+# variable that every native call sets from its own `num_threads` (unset means
+# "all cores"). pex trains and predicts with several single-threaded boosters
+# at once (see _parallel); if any call, even a Dataset's construction, set it to
+# another value, a predictor sized for one thread could run with two and write
+# past its buffers (a segfault in LightGBM was seen here that way). So every
+# LightGBM call in pex passes num_threads=1.
+DATASET_PARAMS = {"verbosity": -1, "max_bin": 255, "num_threads": 1}
 
 
 def predict(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-    """``booster.predict`` on one core, safe to call from several threads while others train."""
-    with _NATIVE.shared():
-        return booster.predict(X, num_threads=1)
-
-
-class _NativeGuard:
-    """Readers-writer lock around LightGBM's native calls that are not thread-safe together.
-
-    pex trains and predicts with several single-threaded boosters at once in
-    threads (see _parallel). LightGBM can crash when a booster is created while
-    another thread predicts (a segfault in LGBM_BoosterCreate was seen here;
-    upstream notes races in booster/predictor initialisation). Creating a
-    booster is brief, so it takes the lock exclusively; predictions share it,
-    and the long boosting iterations run outside it, which keeps the cores busy.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-
-    @contextmanager
-    def shared(self):
-        with self._cond:
-            while self._writing:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self):
-        with self._cond:
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
-_NATIVE = _NativeGuard()
+    """``booster.predict`` on one core (see DATASET_PARAMS for why it must say so)."""
+    return booster.predict(X, num_threads=1)
 
 
 # -- the stored, pickle-free effect model -----------------------------------------------------

@@ -10,7 +10,7 @@ import lightgbm as lgb
 import numpy as np
 
 from pex.heterogeneity import heterogeneity_tests
-from pex.hte import ENSEMBLE, HTEFit, LEARNER_NAMES, SCORE_NAME, effect_params
+from pex.hte import DATASET_PARAMS, ENSEMBLE, LEARNER_NAMES, SCORE_NAME, HTEFit, effect_params
 from pex.segments import find_segments
 from pex.split import RULE as SPLIT_RULE
 
@@ -39,7 +39,7 @@ def effect_importance(fit: HTEFit, seed: int = 0, max_rows: int = 100_000) -> li
             rounds = params.pop("num_boost_round")
             booster = lgb.train(params, lgb.Dataset(X, (target - target.mean()) / target.std(),
                                                     categorical_feature=enc.categorical_indices or "auto",
-                                                    params={"verbosity": -1}), num_boost_round=rounds)
+                                                    params=DATASET_PARAMS), num_boost_round=rounds)
             gain += booster.feature_importance("gain")
         total = gain.sum()
         shares = gain / total if total > 0 else gain

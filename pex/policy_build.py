@@ -79,6 +79,7 @@ class FitContext:
 
 
 def load_fit(ws: Workspace, experiment: str, fit_id: str | None = None) -> FitContext:
+    """A stored fit (default: the newest) with its dataset version and training units; it must have held units out."""
     record, summary = ws.get_fit(experiment, fit_id)
     model = EffectModel.from_files(lambda rel: ws.read_fit_file(record, rel))
     if not (summary.get("holdout") or {}).get("share"):
@@ -110,15 +111,14 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
                "objective": {"weights": dict(options.weights), "guardrails": options.guardrails}}
     objective(spec, train, options.weights, options.guardrails)  # bad weights fail before any work is announced
     say(f"building the value policy on {len(train):,} training units (fit {ctx.record.id})")
-    oof = ctx.oof_effects()
+    oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
     value, calibration = build_value_policy(
         name=f"{experiment}-value", spec=spec, model=model, frame=train, fit_id=ctx.record.id, weights=options.weights,
         guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=lineage, effects=oof,
-        harm_signal=ctx.pseudo_outcomes())
+        harm_signal=pseudo)
     vm = value.value_model
     coefficients = {m: meta["coefficient"] for m, meta in vm["metrics"].items()}
     scores = scores_from_effects(oof, value.arms, model.control, vm["metrics"], vm["min_score"], len(train))
-    pseudo = ctx.pseudo_outcomes()
     honest = np.zeros_like(scores)
     for j, arm in enumerate(value.arms):
         if arm != model.control:
