@@ -376,7 +376,8 @@ def _load_policy(ctx: click.Context, ref: str):
 @cli.command()
 @click.argument("name")
 @click.argument("policy")
-@click.option("--fit", "fit_id", default=None, help="Whose held-out units to evaluate on (default: the policy's fit, else the newest).")
+@click.option("--fit", "fit_id", default=None,
+              help="Whose held-out units to evaluate on (default: the fit the policy was built from, else the newest).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.pass_context
 def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_json: bool) -> None:
@@ -390,11 +391,15 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
         raise PexError(f"policy {pol.name!r} was built for experiment {pol.experiment!r}, not {name!r}",
                        f"run `pex evaluate {pol.experiment} {policy}`")
     ws = _workspace(ctx, create=False)
-    if fit_id is None and pol.kind == "value":
-        fit_id = pol.value_model["fit"]
-    elif fit_id is None and record is not None and record.fit_id:
-        fit_id = record.fit_id
-    ctx_fit = load_fit(ws, name, fit_id)
+    # Value a policy on the held-out units of the fit it was built from: another
+    # fit's held-out units may be units this policy's models were trained on.
+    own_fit = (pol.value_model["fit"] if pol.kind == "value" else
+               (record.fit_id if record is not None and record.fit_id else
+                (pol.lineage.get("fit_run") if isinstance(pol.lineage, dict) else None)))
+    if fit_id is not None and own_fit is not None and fit_id != own_fit:
+        raise PexError(f"policy {pol.name!r} was built from fit {own_fit}; the held-out units of fit {fit_id} may include "
+                       "units its models were trained on", f"leave out --fit to evaluate it on the held-out units of {own_fit}")
+    ctx_fit = load_fit(ws, name, fit_id or own_fit)
     data = ctx_fit.evaluation()
     # the objective the policy was built for (policies built by pex record it), else the defaults
     built_for = pol.lineage.get("objective", {}) if isinstance(pol.lineage, dict) else {}

@@ -134,14 +134,18 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
             base = abs(base_dr[control_name][m].value)
             lift = row["lift_vs_control"][m]
             sign = -goals.get(m, 1.0)  # harm is a move against the metric's goal
-            if base > 0:
-                rel = {k: sign * lift[k] / base for k in ("value", "ci_low", "ci_high")}
-                low, high = sorted((rel["ci_low"], rel["ci_high"]))
-                # the same verdicts as the average-effect guardrails (pex.effects)
-                verdict = ("pass" if max_harm is None or high <= max_harm else
-                           "fail" if low > max_harm else "inconclusive")
-                row["guardrails"][m] = {"relative_harm": rel["value"], "ci_low": low, "ci_high": high, "max_harm": max_harm,
-                                        "verdict": verdict}
+            # as in pex.effects: relative to the control mean, or, when that is 0 (relative
+            # harm undefined), the absolute change tested against a limit of 0
+            relative = base > 0
+            scale = base if relative else 1.0
+            limit = max_harm if relative else 0.0
+            harm = {k: sign * lift[k] / scale for k in ("value", "ci_low", "ci_high")}
+            low, high = sorted((harm["ci_low"], harm["ci_high"]))
+            # two-sided 95% interval of the harm, with the control mean taken as known
+            verdict = ("pass" if limit is None or high <= limit else "fail" if low > limit else "inconclusive")
+            row["guardrails"][m] = {"relative_harm" if relative else "absolute_harm": harm["value"], "ci_low": low,
+                                    "ci_high": high, "max_harm": limit, "basis": "relative" if relative else "absolute",
+                                    "verdict": verdict}
         rows.append(row)
     return rows
 

@@ -158,7 +158,7 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
                            fmt_num(r["fidelity"]["held_out_curve"]["value"]),
                            f"{fmt_num(r['fidelity']['held_out_curve']['value_lost'])} ± {fmt_num(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
                            "yes" if r["fidelity"]["chosen"] else ""] for r in trees],
-                         ["tree", "depth", "agrees (held-out)", "value (building half)", "value lost vs value policy", "chosen"]))
+                         ["tree", "depth", "agrees (held-out)", "value (validation half)", "value lost vs value policy", "chosen"]))
     if report and report.get("calibration"):
         cal = report["calibration"]
         pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in cal["penalties"].items())
@@ -192,9 +192,13 @@ def render_evaluation(row: dict) -> str:
     out += ["", f"objective {_ci(row['objective'])}; lift vs control {_ci(row['objective_lift_vs_control'])}; "
                 f"vs best arm {_ci(row['objective_lift_vs_best_arm'])}"]
     for m, g in row.get("guardrails", {}).items():
-        out.append(f"guardrail {m}: relative harm {fmt_pct(g['relative_harm'])} [{fmt_pct(g['ci_low'])}, {fmt_pct(g['ci_high'])}]"
-                   f" vs max {fmt_pct(g['max_harm'], signed=False) if g['max_harm'] is not None else '-'}: "
-                   + {"pass": "pass (95% upper bound within the limit)", "fail": "FAIL (95% lower bound beyond the limit)",
+        if g.get("basis") == "absolute":
+            head = (f"guardrail {m}: absolute harm {fmt_num(g['absolute_harm'])} [{fmt_num(g['ci_low'])}, {fmt_num(g['ci_high'])}]"
+                    " vs max 0 (control mean is 0): ")
+        else:
+            head = (f"guardrail {m}: relative harm {fmt_pct(g['relative_harm'])} [{fmt_pct(g['ci_low'])}, {fmt_pct(g['ci_high'])}]"
+                    f" vs max {fmt_pct(g['max_harm'], signed=False) if g['max_harm'] is not None else '-'}: ")
+        out.append(head + {"pass": "pass (95% upper bound within the limit)", "fail": "FAIL (95% lower bound beyond the limit)",
                       "inconclusive": "inconclusive (the 95% interval straddles the limit)"}[g["verdict"]])
     out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
                f"largest weight {fmt_num(diag['max_weight'], 2)}")

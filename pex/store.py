@@ -564,11 +564,12 @@ class Workspace:
     def list_policies(self, experiment: str, fit_id: str | None = None) -> list[PolicyRecord]:
         """The newest version of every policy of an experiment (optionally: built from one fit), oldest name first."""
         self.dataset_version(experiment)  # NotFoundError for an unknown experiment
-        newest = (sa.select(policies.c.name, sa.func.max(policies.c.version).label("version"))
-                  .where(policies.c.experiment == experiment).group_by(policies.c.name).subquery())
-        query = sa.select(policies).join(newest, (policies.c.name == newest.c.name) & (policies.c.version == newest.c.version))
+        scope = policies.c.experiment == experiment
         if fit_id is not None:
-            query = query.where(policies.c.fit_id == fit_id)
+            scope = scope & (policies.c.fit_id == fit_id)  # the newest version built from that fit
+        newest = (sa.select(policies.c.name, sa.func.max(policies.c.version).label("version"))
+                  .where(scope).group_by(policies.c.name).subquery())
+        query = sa.select(policies).join(newest, (policies.c.name == newest.c.name) & (policies.c.version == newest.c.version))
         with self._read() as conn:
             rows = conn.execute(query.order_by(policies.c.id)).all()
         return [_policy_record(r) for r in rows]

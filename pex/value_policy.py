@@ -96,11 +96,17 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
             raise PolicyError(f"weight of {name!r} must be a finite number >= 0, got {weight}", "a weight says how much the metric counts; use 0 to ignore it")
         y = frame.loc[control_rows, m.column].to_numpy(dtype=float)
         scale = float(np.std(y, ddof=1)) if len(y) > 1 else 0.0
+        if not scale > 0:  # constant in control: the spread over all arms, else raw units
+            everyone = frame[m.column].to_numpy(dtype=float)
+            scale = float(np.std(everyone, ddof=1)) if len(everyone) > 1 else 0.0
         metrics[name] = {"goal": m.goal, "role": m.role, "weight": float(weight), "scale": scale if scale > 0 else 1.0,
                          "coefficient": 0.0}
         if m.role == "guardrail":
-            rails[name] = {"mode": guardrails, "max_harm": m.max_harm, "control_mean": float(y.mean()) if len(y) else 0.0,
-                           "penalty": 0.0}
+            control_mean = float(y.mean()) if len(y) else 0.0
+            rails[name] = {"mode": guardrails, "control_mean": control_mean, "penalty": 0.0,
+                           # relative harm is undefined at a zero control mean: no absolute harm is tolerated
+                           "max_harm": m.max_harm if (control_mean != 0.0 or m.max_harm is None) else 0.0,
+                           "basis": "relative" if control_mean != 0.0 else "absolute"}
     if not any(meta["weight"] > 0 for meta in metrics.values()):
         raise PolicyError("every metric weight is 0, so no arm can be better than another", "give at least one metric a positive weight")
     _set_coefficients(metrics, rails)
@@ -156,6 +162,8 @@ def build_value_policy(
         for j, arm in enumerate(arms):
             if arm != control:
                 total += np.where(chosen == j, signal[(metric, arm)], 0.0)
+        # as in pex.effects: with a zero control mean relative harm is undefined, so the
+        # absolute change is what counts (objective() then sets its limit to 0)
         base = abs(rails[metric]["control_mean"]) or 1.0
         if se:
             return float(total.std(ddof=1) / np.sqrt(n) / base) if n > 1 else float("nan")

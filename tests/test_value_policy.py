@@ -228,3 +228,12 @@ def test_unbiased_harm_signal_keeps_the_true_guardrail_harm_down(built):
     # every arm truly raises unsubscribes in this scenario, so only fewer treated units can meet the limit
     assert true_harm(predicted_only) > 0.1  # 4x the limit: the optimism this guards against
     assert true_harm(measured) < 0.6 * true_harm(predicted_only)
+
+
+def test_guardrail_with_a_zero_control_mean_tolerates_no_absolute_harm(built):
+    """Relative harm is undefined when the control mean is 0: as in pex.effects, the absolute change must not be harmful."""
+    frame = built["frame"].copy()
+    frame.loc[frame["arm"] == "control", "unsubscribes"] = 0.0
+    metrics, rails = objective(built["dataset"].spec, frame)
+    assert rails["unsubscribes"]["basis"] == "absolute" and rails["unsubscribes"]["max_harm"] == 0.0
+    assert metrics["unsubscribes"]["scale"] > 0  # the spread over all arms, not a raw unit
