@@ -112,6 +112,17 @@ class _Progress:
             click.echo(line, err=True)
 
 
+def _fit_and_store(ws, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
+                   quiet: bool = False):
+    """Fit effect models on a stored dataset version and store them with their summary (`pex fit`, `pex demo`)."""
+    from pex.hte import fit_effects
+    from pex.hte_report import fit_summary
+
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=None if quiet else _Progress())
+    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
+    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
@@ -127,15 +138,11 @@ class _Progress:
 def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, holdout: float, version: int | None, quiet: bool,
         as_json: bool) -> None:
     """Fit heterogeneous-effect models for experiment NAME and print the leaderboard."""
-    from pex.hte import fit_effects
-    from pex.hte_report import fit_summary
     from pex.report_text import render_fit
 
     ws = _workspace(ctx, create=False)
     dataset, dv = ws.load_dataset(name, version)
-    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=None if quiet else _Progress())
-    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
-    record = ws.put_fit(dv.id, learner, result.to_files(), summary)
+    record, summary = _fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout, quiet=quiet)
     if as_json:
         _echo_json({"fit": record.to_dict(), **summary})
     else:
@@ -273,14 +280,10 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> No
     click.echo("")
     click.echo(render_analysis(analysis))
     if fit_models:
-        from pex.hte import fit_effects
-        from pex.hte_report import fit_summary
         from pex.report_text import render_fit
 
         click.echo("\n[4/5] fitting heterogeneous-effect models (T, X, S, DR learners; auto selection)")
-        result = fit_effects(dataset, learner="auto", holdout=HOLDOUT, progress=_Progress())
-        summary = {**fit_summary(result), "dataset_version": dv.to_dict(), "seed": 0}
-        record = ws.put_fit(dv.id, "auto", result.to_files(), summary)
+        record, summary = _fit_and_store(ws, dataset, dv)
         click.echo("")
         click.echo(render_fit(summary, record.id))
         from pex.policy_build import build_policies

@@ -7,7 +7,8 @@ reviewed in a diff and evaluated without executing or unpickling anything.
 Kinds: ``constant`` (one arm for everyone; with ``exploration = 1`` the
 uniform random policy), ``tree`` (a shallow if-else tree that needs no model
 to serve) and ``value`` (the arm with the best weighted sum of predicted
-effects; the document names its stored, pickle-free effect model and holds the
+effects; the document names its stored effect model (a JSON manifest plus LightGBM
+text models, nothing executable) and holds the
 weights, see :mod:`pex.value_policy`). Tree node semantics:
 
 * ``{"feature", "op": "<=", "value": number, "left", "right"}``: numeric test;

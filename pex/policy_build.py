@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pex.distill import DEPTHS, distill
-from pex.errors import DataError
+from pex.errors import DataError, StoreError
 from pex.hte import TRAINING_FILE, EffectModel
 from pex.policy import constant_policy, uniform_policy
 from pex.policy_eval import EvaluationData, compare, evaluation_data
@@ -156,8 +156,6 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
 
 
 def _read_training(ws: Workspace, record) -> pd.DataFrame:
-    from pex.errors import StoreError
-
     try:
         return pd.read_parquet(io.BytesIO(ws.read_fit_bytes(record, TRAINING_FILE)))
     except StoreError:

@@ -28,7 +28,7 @@ control on metric ``m`` and
   policy was built on; ``min_score`` (at least 0) is also what an arm must beat
   to be preferred to control.
 
-The document (``kind: "value"``) names the fit whose pickle-free model files
+The document (``kind: "value"``) names the fit whose model files (JSON plus LightGBM text)
 (:class:`pex.hte.EffectModel`) produce ``tau`` and carries the coefficients
 and ``min_score``; the other fields say how they were derived.
 """
