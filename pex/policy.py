@@ -2,7 +2,7 @@
 
 A policy maps units to a distribution over arms, shape (n_units, n_arms).
 Policies are JSON documents (DESIGN.md, "Policy document") that can be
-reviewed in a diff and evaluated without executing or unpickling anything.
+reviewed in a diff and evaluated without executing anything: plain JSON in, numpy out.
 
 Kinds: ``constant`` (one arm for everyone; with ``exploration = 1`` the
 uniform random policy), ``tree`` (a shallow if-else tree that needs no model
