@@ -99,11 +99,11 @@ def objective_coefficients(spec, frame: pd.DataFrame, weights: dict[str, float] 
 
 
 def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None = None, fit_id: str | None = None,
-                   say: Say | None = None) -> tuple[list[PolicyRecord], dict[str, Any]]:
-    """Build, evaluate and store the policy set of ``experiment`` from a fit (default: the newest)."""
+                   say: Say | None = None, ctx: FitContext | None = None) -> tuple[list[PolicyRecord], dict[str, Any]]:
+    """Build, evaluate and store the policy set of ``experiment`` from a fit (default: the newest; ``ctx``: one loaded)."""
     options = options or BuildOptions()
     say = say or (lambda message: None)
-    ctx = load_fit(ws, experiment, fit_id)
+    ctx = ctx or load_fit(ws, experiment, fit_id)
     spec, model = ctx.dataset.spec, ctx.model
     train = ctx.training_frame()
     # the objective travels with every policy of the set, so `pex evaluate` values them the same way later

@@ -117,6 +117,16 @@ policies = sa.Table(
     sa.UniqueConstraint("name", "version", name="uq_policy_version"),
 )
 
+# one row per `pex run`: its summary.json, which `pex report` renders again later
+runs = sa.Table(
+    "runs", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("fit_id", sa.String(48), sa.ForeignKey("fits.id"), nullable=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class PolicyRecord:
@@ -573,6 +583,28 @@ class Workspace:
         with self._read() as conn:
             rows = conn.execute(query.order_by(policies.c.id)).all()
         return [_policy_record(r) for r in rows]
+
+    # -- pipeline runs ---------------------------------------------------------------
+
+    @_db("write")
+    def put_run(self, experiment: str, summary: dict[str, Any], fit_id: str | None = None) -> int:
+        """Store the summary of one `pex run` (the report is rendered from it)."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(runs.insert().values(
+                experiment=experiment, fit_id=fit_id, summary=jsonable(summary), created_at=datetime.now(timezone.utc),
+            )).inserted_primary_key[0])
+
+    @_db("read")
+    def latest_run(self, experiment: str) -> dict[str, Any]:
+        """The summary of the newest `pex run` of an experiment."""
+        self.dataset_version(experiment)  # NotFoundError for an unknown experiment
+        with self._read() as conn:
+            row = conn.execute(sa.select(runs.c.summary).where(runs.c.experiment == experiment)
+                               .order_by(runs.c.id.desc()).limit(1)).first()
+        if row is None:
+            raise NotFoundError(f"experiment {experiment!r} has no pipeline run yet",
+                                "run the whole pipeline first: `pex run SPEC` (the spec of that experiment)")
+        return row.summary
 
     def _policy_names(self) -> list[str]:
         with self._read() as conn:

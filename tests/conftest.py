@@ -88,3 +88,17 @@ def postgres_url() -> str:
     if not url:
         pytest.fail("PEX_TEST_DATABASE_URL is not set: run these tests with `make test-postgres`")
     return url
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, sim_dir):
+    """One whole `pex.run` on the 20k simulated experiment (small Ax budget), shared by pipeline and report tests.
+
+    Returns the :class:`pex.pipeline.RunResult`; ``result.out`` holds summary.json, report.html and policies/.
+    """
+    from pex.pipeline import run
+
+    base = tmp_path_factory.mktemp("pipeline")
+    exp = base / "exp"
+    shutil.copytree(sim_dir, exp)
+    return run(exp / "exp.toml", base / "out", home=base / "ws", trials=8, batch=4, dense=512, seed=3)
