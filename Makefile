@@ -17,12 +17,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The report's browser test drives Debian's chromium through Playwright (never `playwright install`:
+# it downloads its own browser build, which cannot work here). Installed once, when missing.
+$(VENV)/.chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	mkdir -p $(VENV) && touch $@
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/pex demo
 
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.chromium
 	$(VENV)/bin/pytest $(PYTEST_FLAGS)
 
 test-slow: $(STAMP)
@@ -35,10 +41,12 @@ test-postgres: $(STAMP)
 
 test-all: test test-slow test-postgres
 
-# Accuracy, speed and memory of the effect learners vs raw EconML (several minutes; --quick for a short run).
+# Accuracy, speed and memory of the effect learners vs raw EconML, policy serving speed, and the weight
+# search's Ax vs dense-sweep fronts (several minutes each; --quick for a short run).
 bench: $(STAMP)
 	$(PY) bench/hte.py $(BENCH_FLAGS)
 	$(PY) bench/policy.py
+	$(PY) bench/optimize.py
 
 clean:
 	rm -rf $(VENV) .pex .pytest_cache build *.egg-info

@@ -1,11 +1,20 @@
 """pex: personalized experimentation from randomized A/B tests.
 
-From one experiment's data to health checks, average effects and (in later
-modules) heterogeneous effects, policies and their off-policy value.
+From one experiment's data to health checks, average effects, heterogeneous
+effects, policies, their off-policy value and a recommendation:
+``pex.run("experiments/x.toml")`` does it all (see :func:`pex.pipeline.run`).
 """
 
 __version__ = "0.1.0"
 
 from pex.errors import PexError  # noqa: E402
 
-__all__ = ["PexError", "__version__"]
+
+def run(spec_path, out=None, **kwargs):
+    """The whole offline pipeline (:func:`pex.pipeline.run`); imported on first use to keep ``import pex`` light."""
+    from pex.pipeline import run as _run
+
+    return _run(spec_path, out, **kwargs)
+
+
+__all__ = ["PexError", "__version__", "run"]

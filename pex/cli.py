@@ -19,7 +19,9 @@ from pex import __version__
 from pex.errors import PexError
 
 _state = {"verbose": False}
-HOLDOUT = 0.25  # default share of units no model sees, so policies can be evaluated honestly
+# default share of units no model sees, so policies can be evaluated honestly; equal to pex.pipeline.HOLDOUT
+# (repeated so that `pex --help` imports no numpy)
+HOLDOUT = 0.25
 
 
 def _echo_json(obj: object) -> None:
@@ -114,13 +116,11 @@ class _Progress:
 
 def _fit_and_store(ws, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
                    quiet: bool = False):
-    """Fit effect models on a stored dataset version and store them with their summary (`pex fit`, `pex demo`)."""
-    from pex.hte import fit_effects
-    from pex.hte_report import fit_summary
+    """Fit effect models on a stored dataset version and store them with their summary (`pex fit`)."""
+    from pex.pipeline import fit_and_store
 
-    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=None if quiet else _Progress())
-    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
-    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
+    return fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout,
+                         progress=None if quiet else _Progress())
 
 
 @cli.command()
@@ -239,10 +239,15 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notificati
               help="Demo experiment spec; its data is simulated when the file is absent.")
 @click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
 @click.option("--fit/--no-fit", "fit_models", default=True, show_default=True,
-              help="Also fit heterogeneous-effect models and build and evaluate policies.")
+              help="Run the whole pipeline (effect models, policies, weight search, report); --no-fit only checks and analyses.")
+@click.option("--out", default="pex-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for summary.json, report.html and policies/.")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the report over HTTP when done.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.pass_context
-def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> None:
-    """Run pex end to end on the bundled demo experiment."""
+def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, serve: bool, host: str, port: int) -> None:
+    """Run the whole pipeline on the bundled demo experiment and serve its report."""
     from pex.data import load_dataset
     from pex.effects import analyze as run_analysis
     from pex.report_text import render_analysis
@@ -260,7 +265,7 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> No
                 f"{', '.join(spec.allocation or {}) or 'no allocation'}",
                 "give the demo spec an [allocation] over those arms, or create its data file yourself",
             )
-        click.echo(f"[1/5] simulating the demo experiment ({units:,} units) -> {spec.data}")
+        click.echo(f"[1/2] simulating the demo experiment ({units:,} units) -> {spec.data}")
         sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
         spec.data.parent.mkdir(parents=True, exist_ok=True)
         if spec.data.suffix.lower() == ".csv":
@@ -268,32 +273,68 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool) -> No
         else:
             sim.data.to_parquet(spec.data, index=False)
     else:
-        click.echo(f"[1/5] using existing demo data {spec.data}")
-    click.echo("[2/5] validating and storing the data")
-    dataset = load_dataset(spec)
-    ws = _workspace(ctx, create=True)
-    dv = ws.put_dataset(dataset, source=str(spec.data))
-    click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
-    click.echo("[3/5] checking health and measuring average effects")
-    analysis = run_analysis(dataset)
-    ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
-    click.echo("")
-    click.echo(render_analysis(analysis))
-    if fit_models:
-        from pex.report_text import render_fit
-
-        click.echo("\n[4/5] fitting heterogeneous-effect models (T, X, S, DR learners; auto selection)")
-        record, summary = _fit_and_store(ws, dataset, dv)
+        click.echo(f"[1/2] using existing demo data {spec.data}")
+    if not fit_models:
+        click.echo("[2/2] validating, storing and analysing the data")
+        dataset = load_dataset(spec)
+        ws = _workspace(ctx, create=True)
+        dv = ws.put_dataset(dataset, source=str(spec.data))
+        click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
+        analysis = run_analysis(dataset)
+        ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
         click.echo("")
-        click.echo(render_fit(summary, record.id))
-        from pex.policy_build import build_policies
-        from pex.report_text import render_policies
+        click.echo(render_analysis(analysis))
+        click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+        return
+    from pex.pipeline import run as run_pipeline
 
-        click.echo("\n[5/5] building policies (value model, distilled trees) and evaluating them off-policy")
-        records, report = build_policies(ws, spec.name, fit_id=record.id, say=lambda m: click.echo(f"      {m}", err=True))
-        click.echo("")
-        click.echo(render_policies([r.evaluation for r in records], report))
+    click.echo("[2/2] the whole offline pipeline (pex run)")
+    result = run_pipeline(spec_path, out, home=ctx.obj.get("home"), seed=0, say=lambda m: click.echo(f"      {m}"),
+                          progress=_Progress())
+    _print_run(result)
     click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+    if serve:
+        _serve_report(Path(out), host, port)
+
+
+def _print_run(result) -> None:
+    """The text version of a pipeline run: health, effects, HTE, policies, weight search, recommendation."""
+    from pex.report_text import render_analysis, render_fit, render_policies, render_tuning
+
+    d = result.details
+    click.echo("")
+    click.echo(render_analysis(d["analysis"]))
+    click.echo("")
+    click.echo(render_fit(d["fit"], d["fit_id"]))
+    click.echo("")
+    click.echo(render_policies(d["rows"], d["build_report"]))
+    click.echo("")
+    click.echo(render_tuning(result.summary["pareto"]))
+    rec = result.summary["recommendation"]
+    click.echo("\nRecommendation: " + rec["headline"])
+    for reason in rec["reasons"]:
+        click.echo(f"  - {reason}")
+    if result.out is not None:
+        click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
+
+
+def _serve_report(folder: Path, host: str, port: int) -> None:
+    """Serve the run's folder (report.html, summary.json, policies/) until interrupted."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder.resolve()))
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise PexError(f"cannot serve on {host}:{port}: {exc.strerror}", "pick another port with --port, or --no-serve") from None
+    click.echo(f"serving the report at http://{host}:{server.server_address[1]}/report.html (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
@@ -463,6 +504,91 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
     shares = result["arm"].value_counts(normalize=True)
     click.echo(f"wrote {len(result):,} decisions to {out} (policy {pol.name} v{pol.version}): "
                + ", ".join(f"{a} {shares.get(a, 0.0):.1%}" for a in pol.arms))
+
+
+@cli.command(name="run")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Folder for summary.json, report.html and policies/ (default: pex-run-<experiment>).")
+@click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
+              help="Effect learner; auto fits all and keeps the best on held-out data per metric.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step: a re-run gives the same result.")
+@click.option("--holdout", type=click.FloatRange(min=0.05, max=0.9), default=HOLDOUT, show_default=True,
+              help="Share of units kept out of every model; policies are compared on them.")
+@click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors (0: dense sweep only).")
+@click.option("--dense", type=click.IntRange(min=16), default=2048, show_default=True, help="Quasi-random weight vectors of the dense sweep.")
+@click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
+              help="Largest share of units a policy may give a non-control arm.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
+@click.pass_context
+def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, holdout: float, trials: int, dense: int,
+                budget: float | None, quiet: bool, as_json: bool) -> None:
+    """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
+    from pex.pipeline import RunOptions, run
+    from pex.policy_build import BuildOptions
+
+    options = RunOptions(learner=learner, seed=seed, holdout=holdout, trials=trials, dense=dense, use_ax=trials > 0,
+                         build=BuildOptions(budget=budget))
+    quiet = quiet or as_json
+    result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
+                 progress=None if quiet else _Progress())
+    if as_json:
+        _echo_json(result.summary)
+    else:
+        _print_run(result)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--fit", "fit_id", default=None, help="Fit id to search on (default: the newest fit of NAME).")
+@click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors (0: dense sweep only).")
+@click.option("--dense", type=click.IntRange(min=16), default=2048, show_default=True, help="Quasi-random weight vectors of the dense sweep.")
+@click.option("--candidates", type=click.IntRange(min=1, max=20), default=4, show_default=True,
+              help="Pareto points turned into stored, evaluated value policies.")
+@click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
+              help="Largest share of units a policy may give a non-control arm.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the fronts and the candidates' evaluation as JSON.")
+@click.pass_context
+def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, dense: int, candidates: int, budget: float | None,
+             seed: int, as_json: bool) -> None:
+    """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
+    from pex.pipeline import RunOptions, optimize_policies
+    from pex.policy_build import BuildOptions, load_fit
+    from pex.report_text import render_policies, render_tuning
+
+    ws = _workspace(ctx, create=False)
+    fit_ctx = load_fit(ws, name, fit_id)
+    options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0,
+                         build=BuildOptions(budget=budget, seed=seed))
+    result, _policies, rows = optimize_policies(ws, fit_ctx, options, say=None if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _echo_json({"fit": fit_ctx.record.id, "search": result.to_dict(), "policies": rows})
+        return
+    click.echo(render_tuning(result.to_dict()))
+    if rows:
+        click.echo("")
+        click.echo(render_policies(rows, None))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.pass_context
+def report(ctx: click.Context, name: str, out_path: str) -> None:
+    """Write the offline evaluation report (one self-contained HTML file) of NAME's newest `pex run`."""
+    from pex.report import render_report
+
+    ws = _workspace(ctx, create=False)
+    summary = ws.latest_run(name)
+    html = render_report(summary)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)  # a reader never sees half a report
+    click.echo(f"wrote {out} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
 
 
 def main(argv: list[str] | None = None) -> int:

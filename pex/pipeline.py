@@ -209,7 +209,9 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
     write_outputs(out_dir, summary, policies, render_report)
     ws.put_run(spec.name, summary, fit_id=record.id)
-    return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies})
+    return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
+                     details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
+                              "tuning": tuning})
 
 
 def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: Callable[[dict], str]) -> None:
@@ -317,6 +319,7 @@ class RunResult:
     summary: dict
     out: Path | None
     policy_objects: dict[str, Policy]
+    details: dict = field(default_factory=dict, repr=False)  # the Python objects behind the summary (analysis, tuning, rows)
 
     @property
     def recommended_policy(self) -> str:

@@ -14,6 +14,8 @@
 4. If that is a personalized policy whose paired lift over the best eligible
    single arm does not exclude 0, **the single arm is recommended** instead,
    and the verdict says that personalization did not beat it.
+5. A single arm other than control is only recommended when its paired lift
+   over all-control excludes 0 (the plain A/B decision); otherwise control.
 """
 
 from __future__ import annotations
@@ -108,6 +110,15 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                        f"(difference {sign * d.value:+.4g}, 95% CI {sign * d.ci_low:+.4g} to {sign * d.ci_high:+.4g})")
     constants = [p for p in eligible if p.kind == "constant"]
     best_arm = max(constants, key=lambda p: score[p.name]) if constants else None
+    every_arm = [p for p in candidates if p.kind == "constant"]
+    for p in every_arm:
+        if p not in eligible and best_arm is not None:
+            value = sign * contributions(p).value
+            if value > score[best_arm.name]:
+                broken = [m for m, g in by_name[p.name][1].get("guardrails", {}).items()
+                          if g["verdict"] == "fail" or g.get("relative_harm", g.get("absolute_harm", 0.0)) > (g["max_harm"] or 0.0)]
+                reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({value:+.4g} vs {score[best_arm.name]:+.4g}) "
+                               f"but breaks the {', '.join(broken)} guardrail, so it is not an option")
     if choice.kind != "constant" and best_arm is not None:
         lift = ope.difference(estimates[choice.name], estimates[best_arm.name])
         lo, hi = sorted((sign * lift.ci_low, sign * lift.ci_high))
@@ -118,6 +129,15 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         else:
             reasons.append(f"{choice.name} beats giving everyone {best_arm.default_arm!r} on {label} by {sign * lift.value:+.4g} "
                            f"per unit (95% CI {lo:+.4g} to {hi:+.4g})")
+    control = next((p for p in eligible if p.kind == "constant" and p.default_arm == spec.control), None)
+    if choice.kind == "constant" and control is not None and choice is not control:
+        # shipping an arm to everyone is the plain A/B decision: only when it beats control
+        lift = ope.difference(estimates[choice.name], estimates[control.name])
+        lo, hi = sorted((sign * lift.ci_low, sign * lift.ci_high))
+        if lo <= 0:
+            reasons.append(f"giving everyone {choice.default_arm!r} does not significantly beat {spec.control!r} on {label} "
+                           f"(lift {sign * lift.value:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g})")
+            choice = control
     for metric, g in by_name[choice.name][1].get("guardrails", {}).items():
         if g["verdict"] == "inconclusive":
             reasons.append(f"guardrail {metric}: harm {g.get('relative_harm', g.get('absolute_harm', 0.0)):+.1%} is within "

@@ -204,3 +204,22 @@ def render_evaluation(row: dict) -> str:
                f"largest weight {fmt_num(diag['max_weight'], 2)}")
     out += [f"warning: {w}" for w in diag.get("warnings", [])]
     return "\n".join(out)
+
+
+def render_tuning(search: dict) -> str:
+    """The weight search: each method's front (points, hypervolume, time) and the Pareto candidates."""
+    objectives = search["objectives"]
+    rails = search.get("guardrails", {})
+    limits = [f"{m} harm <= {g['max_harm']:.0%}" for m, g in rails.items() if g["max_harm"] is not None]
+    out = [f"Weight search on {search['n_units']:,} training units (objectives: lift of {', '.join(objectives)}; "
+           f"constraints: {', '.join(limits) or 'none'})", ""]
+    body = [[name, f"{f['evaluated']:,}", f"{f['feasible']:,}", str(len(f["pareto"])), fmt_num(f["hypervolume"]), f"{f['seconds']:.1f}s"]
+            for name, f in search["fronts"].items()]
+    out.append(table(body, ["method", "evaluated", "feasible", "Pareto points", "hypervolume", "time"]))
+    if search.get("candidates"):
+        out += ["", "Pareto candidates (training-unit estimates; their held-out values are in the policy table)"]
+        rows = [[f"{i + 1}", ", ".join(f"{m} {w:.2f}" for m, w in c["weights"].items()), fmt_pct(c["treated_share"], signed=False),
+                 *[fmt_num(c["objectives"][m]) for m in objectives], *[fmt_pct(c["guardrail_harm"][m]) for m in rails]]
+                for i, c in enumerate(search["candidates"])]
+        out.append(table(rows, ["#", "weights", "treated", *[f"{m} lift" for m in objectives], *[f"{m} harm" for m in rails]]))
+    return "\n".join(out)

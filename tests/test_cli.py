@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -86,21 +89,44 @@ def test_simulate_then_ingest_parquet(run, tmp_path):
 
 
 def test_demo_console_script_end_to_end(tmp_path):
-    """The installed `pex demo` simulates, stores and analyses a fresh demo experiment."""
+    """The installed `pex demo` simulates the demo experiment, runs the whole pipeline and serves the report."""
     spec = tmp_path / "demo.toml"
     demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
     spec.write_text(demo_spec.read_text())
     env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
     env.pop("PEX_DATABASE_URL", None)
-    out = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000"], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
+    out_dir = tmp_path / "demo-out"
+    proc = subprocess.Popen([PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("serving the report at "):
+                break
+        stdout = "".join(lines)
+        assert lines and lines[-1].startswith("serving the report at "), stdout + proc.stderr.read() if proc.poll() is not None else stdout
+        url = lines[-1].split()[4]
+        with urllib.request.urlopen(url, timeout=30) as response:
+            page = response.read().decode()
+        assert response.status == 200 and "<svg" in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
     assert (tmp_path / "notification_cadence.csv").is_file()
-    assert "Sample ratio: OK" in out.stdout and "Average effects vs control" in out.stdout
+    assert "Sample ratio: OK" in stdout and "Average effects vs control" in stdout
     assert (tmp_path / "ws" / "pex.db").is_file()
+    assert "Leaderboard per metric" in stdout and "Segments" in stdout
+    assert "Policies, valued off-policy" in stdout and "notification_cadence-value" in stdout
+    assert "notification_cadence-tree-d4" in stdout and "Distilled trees" in stdout
+    assert "Weight search" in stdout and "Recommendation: " in stdout
+    assert {"summary.json", "report.html", "policies"} <= {p.name for p in out_dir.iterdir()}
     # a second run reuses the data and the stored version
-    assert "Leaderboard per metric" in out.stdout and "Segments" in out.stdout
-    assert "Policies, valued off-policy" in out.stdout and "notification_cadence-value" in out.stdout
-    assert "notification_cadence-tree-d4" in out.stdout and "Distilled trees" in out.stdout
     again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000", "--no-fit"], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "already stored" in again.stdout
 
