@@ -168,7 +168,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     options.build.seed = options.seed
     say = say or (lambda message: None)
     started = time.perf_counter()
-    stages = _Stages(7, say)
+    stages = _Stages(6, say)
 
     stages.next("ingest", f"reading and validating {spec_path}")
     spec = load_spec(spec_path)
@@ -201,12 +201,12 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     rec = recommend(policies, rows, ctx.evaluation(), spec, coefficients)
     say(f"      {rec.headline}")
 
-    stages.next("outputs", "writing summary.json, policies/*.json and report.html")
     summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
                             policies=policies, rows=rows, build_report=build_report, tuning=tuning.to_dict(),
                             recommendation=rec, options=options, evaluation=ctx.evaluation().description)
     out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
     summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
+    say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
     write_outputs(out_dir, summary, policies, render_report)
     ws.put_run(spec.name, summary, fit_id=record.id)
     return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
@@ -215,12 +215,26 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
 
 
 def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: Callable[[dict], str]) -> None:
-    """summary.json, one JSON document per policy, and the HTML report, into ``out_dir``."""
+    """summary.json, one JSON document per policy, and the HTML report, into ``out_dir``.
+
+    The report is rendered before anything is written, and each file appears whole (written
+    beside its final name, then renamed), so a failure never leaves half a file behind.
+    Policy files of an earlier run into the same folder that this run did not produce are
+    removed, so ``policies/`` always matches ``summary.json``.
+    """
+    files = {f"policies/{p.name}.json": p.to_json() + "\n" for p in policies}
+    files["summary.json"] = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    files["report.html"] = render(summary)
     (out_dir / "policies").mkdir(parents=True, exist_ok=True)
-    for policy in policies:
-        (out_dir / "policies" / f"{policy.name}.json").write_text(policy.to_json() + "\n", encoding="utf-8")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (out_dir / "report.html").write_text(render(summary), encoding="utf-8")
+    for rel, text in files.items():
+        target = out_dir / rel
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+    prefix = f"{summary['experiment']}-"
+    for old in (out_dir / "policies").glob(f"{prefix}*.json"):
+        if f"policies/{old.name}" not in files:
+            old.unlink()
 
 
 def _ci(est: dict) -> dict:

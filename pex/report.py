@@ -1,9 +1,537 @@
-"""The offline evaluation report (HTML) rendered from a run's summary."""
+"""The offline evaluation report: one self-contained HTML page rendered from a run's summary.
+
+:func:`render_report` turns the JSON summary written by :func:`pex.pipeline.run`
+into a page an experiment owner reads top-down: the verdict first, then the
+evidence behind it (data health, average effects, heterogeneity, segments,
+policy comparison, the Pareto search, the policy itself) and the caveats.
+The page has no network dependencies: CSS is inline and charts are inline SVG
+(:mod:`pex.report_charts`), so it can be mailed, archived or opened offline.
+This module only assembles sections; the layout lives in
+``pex/templates/report.html.j2``.
+"""
 
 from __future__ import annotations
 
-import html
+import math
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from pex import report_charts as charts
+
+LEARNER_NAMES = {"s": "S-learner", "t": "T-learner", "x": "X-learner", "dr": "DR-learner", "r": "R-learner",
+                 "ensemble": "ensemble", "causal_forest": "causal forest"}
+METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
+VERDICTS = {
+    "personalize": ("Personalize", "personalize"),
+    "ship_arm": ("Ship one arm to everyone", "ship"),
+    "keep_control": ("Keep control", "keep"),
+}
+MAX_SEGMENTS = 6
+MAX_BALANCE_ROWS = 6
+
+_env: jinja2.Environment | None = None
+
+
+# --------------------------------------------------------------------------- number formatting
+
+
+def _ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def fmt_num(x: Any, sig: int = 4) -> str:
+    """``x`` with ``sig`` significant digits; thousands separated; '–' when missing."""
+    if not _ok(x):
+        return "–"
+    ax = abs(x)
+    if ax >= 1000 or (isinstance(x, int) and not isinstance(x, bool)):
+        return f"{x:,.0f}"
+    if ax == 0:
+        return "0"
+    if ax < 1e-4:
+        return f"{x:.2e}"
+    return f"{x:.{sig}g}"
+
+
+def fmt_signed(x: Any, sig: int = 4) -> str:
+    s = fmt_num(x, sig)
+    return "+" + s if _ok(x) and x > 0 else s
+
+
+def fmt_pct(x: Any, signed: bool = True) -> str:
+    """A share or relative change as a percentage with about three significant digits."""
+    if not _ok(x):
+        return "–"
+    pct = 100 * x
+    ap = abs(pct)
+    body = f"{pct:.0f}" if ap >= 100 else f"{pct:.3g}" if ap >= 0.01 else ("0" if pct == 0 else f"{pct:.1e}")
+    return ("+" + body if signed and pct > 0 else body) + "%"
+
+
+def fmt_p(p: Any) -> str:
+    if not _ok(p):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_seconds(s: Any) -> str:
+    if not _ok(s):
+        return "–"
+    return f"{s:.2g} s" if s < 1 else f"{s:.1f} s" if s < 100 else f"{s / 60:.1f} min"
+
+
+def _environment() -> jinja2.Environment:
+    global _env
+    if _env is None:
+        env = jinja2.Environment(loader=jinja2.PackageLoader("pex", "templates"), autoescape=True,
+                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        env.filters.update(num=fmt_num, signed=fmt_signed, pct=fmt_pct, pval=fmt_p, secs=fmt_seconds)
+        _env = env
+    return _env
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _direction(metric_goal: str | None, lo: Any, hi: Any) -> str:
+    """'good' / 'bad' when the whole interval is on one side of zero (given the goal), else ''."""
+    if not (_ok(lo) and _ok(hi)):
+        return ""
+    sign = -1.0 if metric_goal == "decrease" else 1.0
+    a, b = sorted((sign * lo, sign * hi))
+    return "good" if a > 0 else "bad" if b < 0 else ""
+
+
+def _interval(d: dict | None, goal: str | None = None, relative_to: Any = None) -> dict:
+    """An estimate with its CI ready for the template (formatted strings + a good/bad class)."""
+    d = d or {}
+    est, lo, hi = d.get("estimate"), d.get("ci_low"), d.get("ci_high")
+    if est == 0 and lo == 0 and hi == 0:  # a policy compared with itself
+        return {"est": "baseline", "ci": "", "cls": "", "rel": ""}
+    out = {"est": fmt_signed(est), "ci": f"{fmt_num(lo)} to {fmt_num(hi)}" if _ok(lo) and _ok(hi) else "",
+           "cls": _direction(goal, lo, hi), "rel": ""}
+    if _ok(relative_to) and relative_to != 0 and _ok(est):
+        out["rel"] = fmt_pct(est / relative_to)
+    return out
+
+
+def _value_cell(d: dict | None) -> dict:
+    d = d or {}
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    return {"est": fmt_num(d.get("estimate")), "ci": f"{fmt_num(lo)} to {fmt_num(hi)}" if _ok(lo) and _ok(hi) else "",
+            "cls": "", "rel": ""}
+
+
+def _short(name: str, experiment: str) -> str:
+    prefix = f"{experiment}-"
+    return name[len(prefix):] if experiment and name.startswith(prefix) and len(name) > len(prefix) else name
+
+
+def _guardrail_badges(rails: dict | None) -> list[dict]:
+    out = []
+    for metric, g in (rails or {}).items():
+        verdict = str(g.get("verdict") or "unknown")
+        harm = g.get("relative_harm", g.get("absolute_harm"))
+        relative = "relative_harm" in g or g.get("basis") == "relative"
+        show = fmt_pct if relative else fmt_signed
+        detail = f"harm {show(harm)} (95% CI {show(g.get('ci_low'))} to {show(g.get('ci_high'))})"
+        if _ok(g.get("max_harm")):
+            detail += f", limit {fmt_pct(g['max_harm'], signed=False) if relative else fmt_num(g['max_harm'])}"
+        out.append({"metric": metric, "verdict": verdict, "cls": verdict if verdict in ("pass", "fail", "inconclusive") else "unknown",
+                    "detail": detail, "harm": show(harm)})
+    return out
+
+
+def _arm_share_bar(shares: dict | None, colors: dict[str, str]) -> list[dict]:
+    out = []
+    for arm, share in (shares or {}).items():
+        if _ok(share) and share > 0:
+            out.append({"arm": arm, "share": share, "pct": fmt_pct(share, signed=False), "color": colors.get(arm, charts.UNCLEAR),
+                        "width": f"{100 * share:.2f}"})
+    return out
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], colors: dict[str, str]) -> dict:
+    rec = s.get("recommendation") or {}
+    name = rec.get("policy") or s.get("recommended_policy") or ""
+    entry = policies.get(name, {})
+    label, cls = VERDICTS.get(rec.get("verdict", ""), (str(rec.get("verdict") or "Recommendation"), "keep"))
+    primary = rec.get("primary") or next((m["name"] for m in metrics if m.get("role") == "primary"), None)
+    rows = []
+    for m in metrics:
+        metric = m["name"]
+        value = (entry.get("value") or {}).get(metric)
+        vs_control = (entry.get("lift_vs_control") or {}).get(metric)
+        control_value = None
+        if value and vs_control and _ok(value.get("estimate")) and _ok(vs_control.get("estimate")):
+            control_value = value["estimate"] - vs_control["estimate"]
+        best = (entry.get("lift_vs_best_arm") or {}).get(metric)
+        rows.append({"metric": metric, "role": m.get("role", ""), "goal": m.get("goal", ""), "primary": metric == primary,
+                     "value": _value_cell(value), "vs_control": _interval(vs_control, m.get("goal"), control_value),
+                     "vs_best": _interval(best, m.get("goal"), None)})
+    best_note = ""
+    best_arm = entry.get("best_arm")
+    best_policy = next((p for p in policies.values() if p.get("kind") == "constant" and p.get("arm") == best_arm), None)
+    if best_arm and best_policy is not None and best_policy.get("eligible") is False:
+        broken = []
+        for metric, g in (best_policy.get("guardrails") or {}).items():
+            harm, limit = g.get("relative_harm", g.get("absolute_harm")), g.get("max_harm")
+            show = fmt_pct if "relative_harm" in g else fmt_signed
+            if _ok(harm) and _ok(limit) and harm > limit:
+                broken.append(f"its estimated {metric} harm ({show(harm)}) is above the {show(limit).lstrip('+')} limit")
+            elif g.get("verdict") == "fail":
+                broken.append(f"it fails the {metric} guardrail")
+        why = "; ".join(broken) or "it does not keep every guardrail"
+        best_note = f"Giving everyone {best_arm} is not an option: {why} (see section 6)."
+    objective = None
+    if primary and primary not in {m["name"] for m in metrics} and entry.get("objective"):
+        objective = _value_cell(entry["objective"])
+    return {
+        "policy": name, "short": _short(name, s.get("experiment", "")), "kind": rec.get("kind") or entry.get("kind", ""),
+        "verdict": rec.get("verdict", ""), "label": label, "cls": cls, "headline": rec.get("headline") or "",
+        "reasons": list(rec.get("reasons") or []), "primary": primary or "", "rows": rows, "objective": objective,
+        "best_arm": entry.get("best_arm"), "file": entry.get("file") or f"policies/{name}.json",
+        "guardrails": _guardrail_badges(entry.get("guardrails")), "shares": _arm_share_bar(entry.get("arm_shares"), colors),
+        "found": bool(entry), "exploration": entry.get("exploration"), "best_note": best_note,
+    }
+
+
+def _health_section(s: dict) -> dict:
+    srm = s.get("srm") or {}
+    counts = srm.get("counts") or (s.get("dataset") or {}).get("arm_counts") or {}
+    total = sum(v for v in counts.values() if _ok(v)) or 0
+    expected = srm.get("expected_shares") or {}
+    srm_rows = [{"arm": arm, "n": fmt_num(n), "observed": fmt_pct(n / total, signed=False) if total else "–",
+                 "expected": fmt_pct(expected.get(arm), signed=False)} for arm, n in counts.items()]
+    ds = s.get("dataset") or {}
+    n = s.get("n_units") or total
+    missing = [{"feature": f, "n": fmt_num(v), "share": fmt_pct(v / n, signed=False) if _ok(v) and n else "–"}
+               for f, v in sorted((ds.get("missing") or {}).items(), key=lambda kv: -(kv[1] or 0)) if v]
+    bal = s.get("balance") or {}
+    threshold = bal.get("threshold")
+    worst = sorted(bal.get("worst") or [], key=lambda r: -abs(r.get("smd") or 0.0))[:MAX_BALANCE_ROWS]
+    balance_rows = [{"column": r.get("column", ""), "detail": r.get("detail", ""), "arm": r.get("arm", ""),
+                     "smd": fmt_signed(r.get("smd"), 3),
+                     "flag": _ok(r.get("smd")) and _ok(threshold) and abs(r["smd"]) > threshold} for r in worst]
+    features = ds.get("features") or {}
+    kinds: dict[str, int] = {}
+    for k in features.values():
+        kinds[k] = kinds.get(k, 0) + 1
+    return {
+        "srm_ok": srm.get("ok"), "srm_p": fmt_p(srm.get("p_value")), "srm_chi2": fmt_num(srm.get("chi2")),
+        "srm_threshold": srm.get("threshold"), "srm_basis": srm.get("basis") or "", "srm_rows": srm_rows,
+        "n_rows_read": fmt_num(ds.get("n_rows_read")), "n_units": fmt_num(n), "n_dropped": ds.get("n_dropped") or 0,
+        "dropped": [{"reason": k, "n": fmt_num(v)} for k, v in (ds.get("dropped") or {}).items()],
+        "missing": missing, "balance_ok": bal.get("ok"), "balance_threshold": fmt_num(threshold),
+        "balance_rows": balance_rows, "warnings": list(ds.get("warnings") or []),
+        "features": ", ".join(f"{v} {k}" for k, v in kinds.items()), "n_features": len(features),
+    }
+
+
+def _effects_section(s: dict, metrics_by_name: dict[str, dict]) -> dict:
+    effects = list(s.get("effects") or [])
+    goals = {m: meta.get("goal", "increase") for m, meta in metrics_by_name.items()}
+    rails = {(g.get("metric"), g.get("arm")): g for g in s.get("guardrails") or []}
+    limits = {m: meta["max_harm"] for m, meta in metrics_by_name.items()
+              if meta.get("role") == "guardrail" and _ok(meta.get("max_harm"))
+              and all((g.get("basis") or "relative") == "relative" for (gm, _), g in rails.items() if gm == m)}
+    rows = []
+    for e in effects:
+        goal = goals.get(e.get("metric"))
+        g = rails.get((e.get("metric"), e.get("arm")))
+        rows.append({
+            "metric": e.get("metric", ""), "arm": e.get("arm", ""), "control_mean": fmt_num(e.get("control_mean")),
+            "arm_mean": fmt_num(e.get("arm_mean")),
+            "abs": _interval(e, goal),
+            "rel": {"est": fmt_pct(e.get("relative")),
+                    "ci": f"{fmt_pct(e.get('relative_ci_low'))} to {fmt_pct(e.get('relative_ci_high'))}"
+                    if _ok(e.get("relative_ci_low")) else "",
+                    "cls": _direction(goal, e.get("relative_ci_low"), e.get("relative_ci_high")), "rel": ""},
+            "p": fmt_p(e.get("p_holm", e.get("p_value"))), "cuped": bool(e.get("cuped")),
+            "guardrail": ({"verdict": g.get("verdict", ""), "cls": g.get("verdict", "unknown")} if g else None),
+        })
+    svg = charts.forest_plot(effects, goals, limits)
+    no_relative = [f"{e.get('metric')} · {e.get('arm')}" for e in effects if not _ok(e.get("relative"))]
+    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.get("control", "control"),
+            "has_limits": bool(limits)}
+
+
+def _hte_section(s: dict, metric_names: list[str], colors: dict[str, str]) -> dict:
+    hte = s.get("hte") or {}
+    descriptions = {m.get("name"): m.get("description") for m in s.get("metrics") or [] if isinstance(m, dict)}
+    tests = list(hte.get("heterogeneity") or [])
+    board = list(hte.get("leaderboard") or [])
+    selected = hte.get("selected") or {}
+    importance = list(hte.get("importance") or [])
+    names = list(dict.fromkeys([*metric_names, *(t.get("metric") for t in tests), *(r.get("metric") for r in board)]))
+    blocks = []
+    for metric in names:
+        mt = [t for t in tests if t.get("metric") == metric]
+        mb = [r for r in board if r.get("metric") == metric]
+        if not mt and not mb:
+            continue
+        test_rows = []
+        for t in mt:
+            verdict = str(t.get("verdict") or "")
+            differ = bool(verdict) and "no evidence" not in verdict and "not" not in verdict.split()
+            test_rows.append({
+                "arm": t.get("arm", ""), "verdict": verdict or "–", "cls": "differ" if differ else "same",
+                "ate": fmt_signed(t.get("ate")),
+                "slope": fmt_num(t.get("slope"), 3),
+                "slope_ci": f"{fmt_num(t.get('slope_ci_low'), 3)} to {fmt_num(t.get('slope_ci_high'), 3)}"
+                if _ok(t.get("slope_ci_low")) else "",
+                "qini": fmt_signed(t.get("qini_area"), 3),
+                "qini_se": fmt_num(t.get("qini_area_se"), 2),
+                "p": fmt_p(t.get("p_holm", t.get("p_value"))),
+            })
+        chosen = selected.get(metric)
+        board_rows = [{
+            "learner": LEARNER_NAMES.get(r.get("learner"), str(r.get("learner"))),
+            "selected": bool(r.get("selected")) or (chosen is not None and r.get("learner") == chosen),
+            "score": fmt_num(r.get("score")),
+            "score_ci": f"{fmt_num(r.get('score_ci_low'))} to {fmt_num(r.get('score_ci_high'))}" if _ok(r.get("score_ci_low")) else "",
+            "vs": fmt_signed(r.get("vs_selected"), 3),
+            "vs_ci": f"{fmt_signed(r.get('vs_selected_ci_low'), 3)} to {fmt_signed(r.get('vs_selected_ci_high'), 3)}"
+            if _ok(r.get("vs_selected_ci_low")) and r.get("vs_selected") else "",
+            "seconds": fmt_seconds(r.get("fit_seconds")),
+        } for r in sorted(mb, key=lambda r: r.get("score") if _ok(r.get("score")) else math.inf)]
+        top = sorted((i for i in importance if i.get("metric") == metric and _ok(i.get("importance"))),
+                     key=lambda i: -i["importance"])[:5]
+        blocks.append({
+            "metric": metric, "tests": test_rows, "board": board_rows, "description": descriptions.get(metric) or "",
+            "selected": LEARNER_NAMES.get(chosen, chosen) if chosen else "",
+            "drivers": [{"feature": i.get("feature", ""), "share": fmt_pct(i["importance"], signed=False)} for i in top],
+            "chart": Markup(charts.qini_chart(mt, metric, colors)),
+        })
+    holdout = hte.get("holdout") or {}
+    return {"blocks": blocks, "score": hte.get("score") or "", "requested": hte.get("requested") or "",
+            "holdout_share": fmt_pct(holdout.get("share"), signed=False) if holdout else ""}
+
+
+def _segments_section(s: dict, metric_names: list[str], primary: str | None, goals: dict[str, str]) -> dict:
+    segments = list((s.get("hte") or {}).get("segments") or [])
+
+    def strength(seg: dict) -> float:
+        vals = [e.get("estimate") for e in seg.get("effects") or [] if e.get("metric") == primary and _ok(e.get("estimate"))]
+        sign = -1.0 if goals.get(primary) == "decrease" else 1.0
+        return max((sign * v for v in vals), default=-math.inf)
+
+    ranked = sorted(segments, key=strength, reverse=True)[:MAX_SEGMENTS]
+    arms = list(dict.fromkeys(e.get("arm") for seg in segments for e in seg.get("effects") or []))
+    used_metrics = [m for m in metric_names if any(e.get("metric") == m for seg in segments for e in seg.get("effects") or [])]
+    rows = []
+    for seg in ranked:
+        cells = []
+        for metric in used_metrics:
+            lines = []
+            for e in seg.get("effects") or []:
+                if e.get("metric") == metric:
+                    lines.append({"arm": e.get("arm", ""), **_interval(e, goals.get(metric))})
+            cells.append(lines)
+        rows.append({"rule": seg.get("rule", ""), "share": fmt_pct(seg.get("share"), signed=False),
+                     "n": fmt_num(seg.get("n_estimation")), "cells": cells})
+    return {"rows": rows, "metrics": used_metrics, "total": len(segments), "arms": arms, "primary": primary or ""}
+
+
+def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary: str | None, recommended: str) -> dict:
+    eligible_names = set((s.get("recommendation") or {}).get("eligible") or [])
+    goal = next((m.get("goal") for m in metrics if m["name"] == primary), None)
+    rows = []
+    best_arms = set()
+    rail_names = list(dict.fromkeys(g for p in policies for g in (p.get("guardrails") or {})))
+    for p in policies:
+        name = p.get("name", "")
+        badges = _guardrail_badges(p.get("guardrails"))
+        value = p.get("value") or {}
+        vs_control = (p.get("lift_vs_control") or {}).get(primary)
+        control_value = None
+        if vs_control and _ok((value.get(primary) or {}).get("estimate")) and _ok(vs_control.get("estimate")):
+            control_value = value[primary]["estimate"] - vs_control["estimate"]
+        if p.get("best_arm"):
+            best_arms.add(p["best_arm"])
+        kind = p.get("kind", "")
+        detail = kind
+        if kind == "tree":
+            detail = f"tree, depth {p.get('complexity')}"
+        elif kind == "constant":
+            detail = f"everyone: {p['arm']}" if p.get("arm") else "random arm"
+        elif kind == "value":
+            detail = "value model"
+        eligible = p.get("eligible")
+        if eligible is None:
+            eligible = name in eligible_names
+        rows.append({
+            "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail,
+            "recommended": name == recommended, "eligible": bool(eligible),
+            "vals": [_value_cell(value.get(m["name"])) for m in metrics],
+            "vs_control": _interval(vs_control, goal, control_value),
+            "vs_best": _interval((p.get("lift_vs_best_arm") or {}).get(primary), goal),
+            "rails": [next((b for b in badges if b["metric"] == g), None) for g in rail_names],
+        })
+    return {"rows": rows, "metrics": [m["name"] for m in metrics], "primary": primary or "", "guardrails": rail_names,
+            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num((s.get("evaluation_rows") or {}).get("n_units"))}
+
+
+def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
+    pareto = s.get("pareto") or {}
+    fronts = pareto.get("fronts") or {}
+    candidates = list(pareto.get("candidates") or [])
+    experiment = s.get("experiment", "")
+    # A tuned policy records the weights and budget of the candidate it was built from.
+    labels: dict[int, str] = {}
+    names: dict[int, str] = {}
+    rec_index = None
+    for i, c in enumerate(candidates):
+        for p in policies:
+            t = p.get("tuning") or {}
+            if t and t.get("weights") == c.get("weights") and t.get("budget") == c.get("budget"):
+                names[i] = p.get("name", "")
+                labels[i] = _short(p.get("name", ""), experiment)
+                if p.get("name") == recommended:
+                    rec_index = i
+                break
+        else:
+            labels[i] = f"#{i + 1}"
+    methods = []
+    for key in [k for k in ("ax", "dense", "kept") if k in fronts] + [k for k in fronts if k not in ("ax", "dense", "kept")]:
+        f = fronts[key] or {}
+        methods.append({"method": METHOD_NAMES.get(key, key), "evaluated": fmt_num(f.get("evaluated")),
+                        "feasible": fmt_num(f.get("feasible")), "seconds": fmt_seconds(f.get("seconds")),
+                        "hypervolume": fmt_num(f.get("hypervolume")), "points": len(f.get("pareto") or []),
+                        "kept": key == "kept"})
+    objectives = list(pareto.get("objectives") or [])
+    guardrails = list((pareto.get("guardrails") or {}).keys())
+    cand_rows = []
+    for i, c in enumerate(candidates):
+        cand_rows.append({
+            "label": labels.get(i, f"#{i + 1}"), "policy": names.get(i, ""), "recommended": i == rec_index,
+            "weights": ", ".join(f"{m} {fmt_num(w, 2)}" for m, w in (c.get("weights") or {}).items()),
+            "budget": fmt_pct(c.get("budget"), signed=False),
+            "objectives": [fmt_signed((c.get("objectives") or {}).get(o)) for o in objectives],
+            "harm": [fmt_pct((c.get("guardrail_harm") or {}).get(g)) for g in guardrails],
+            "treated": fmt_pct(c.get("treated_share"), signed=False),
+        })
+    ref = pareto.get("reference_point") or {}
+    if len(objectives) >= 2:
+        axes = f"{objectives[0]} (across) and {objectives[1]} (up)"
+    elif objectives and guardrails:
+        axes = f"{objectives[0]} (across) and the predicted harm on {guardrails[0]} (up)"
+    elif objectives:
+        axes = f"{objectives[0]} (across), one row per search method"
+    else:
+        axes = ""
+    return {
+        "chart": Markup(charts.pareto_chart(pareto, labels, rec_index)), "methods": methods, "candidates": cand_rows,
+        "objectives": objectives, "guardrails": guardrails, "axes": axes, "rows": pareto.get("rows") or "",
+        "reference": ", ".join(f"{k} {fmt_num(v)}" for k, v in ref.items()),
+        "limits": [{"metric": g, "max_harm": fmt_pct((v or {}).get("max_harm"), signed=False), "basis": (v or {}).get("basis", "")}
+                   for g, v in (pareto.get("guardrails") or {}).items()],
+        "has_ax": "ax" in fronts,
+    }
+
+
+def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict[str, str]) -> dict:
+    rec = s.get("recommendation") or {}
+    doc = rec.get("document") or {}
+    kind = doc.get("kind") or rec.get("kind") or ""
+    arms = list(doc.get("arms") or s.get("arms") or [])
+    out: dict[str, Any] = {"kind": kind, "name": doc.get("name") or rec.get("policy") or "", "tree": Markup(""),
+                           "exploration": doc.get("exploration"), "default_arm": doc.get("default_arm") or s.get("control", ""),
+                           "n_arms": len(arms), "weights": [], "legend": [], "arm": "", "uniform": False, "value": None,
+                           "distilled": None}
+    out["legend"] = [{"arm": a, "color": colors.get(a, charts.UNCLEAR)} for a in arms]
+    if kind == "tree" and isinstance(doc.get("tree"), dict):
+        out["tree"] = Markup(charts.tree_diagram(doc["tree"], colors))
+    elif kind == "constant":
+        expl = doc.get("exploration") or 0.0
+        out["uniform"] = _ok(expl) and expl >= 1.0
+        out["arm"] = doc.get("default_arm") or ""
+    elif kind == "value":
+        vm = doc.get("value_model") or {}
+        out["weights"] = [{"metric": m, "weight": fmt_num(v.get("weight"), 3), "goal": v.get("goal", ""), "role": v.get("role", "")}
+                          for m, v in (vm.get("metrics") or {}).items()]
+        out["value"] = {"fit": vm.get("fit") or "", "budget": fmt_pct(vm.get("budget"), signed=False) if _ok(vm.get("budget")) else "",
+                        "guardrails": [{"metric": g, "mode": v.get("mode", ""),
+                                        "max_harm": fmt_pct(v.get("max_harm"), signed=False) if _ok(v.get("max_harm")) else ""}
+                                       for g, v in (vm.get("guardrails") or {}).items()]}
+    dist = s.get("distillation") or {}
+    chosen = next((p for p in policies_by_name.values() if (p.get("fidelity") or {}).get("chosen")), None)
+    if kind != "tree" and chosen:
+        fid = chosen.get("fidelity") or {}
+        curve = fid.get("held_out_curve") or {}
+        out["distilled"] = {"name": chosen.get("name", ""), "depth": fid.get("depth", dist.get("chosen_depth")),
+                            "agreement": fmt_pct(curve.get("agreement", fid.get("agreement_with_value_policy")), signed=False),
+                            "file": chosen.get("file") or f"policies/{chosen.get('name')}.json"}
+    return out
+
+
+def _caveats_section(s: dict) -> dict:
+    ev = s.get("evaluation_rows") or {}
+    return {"notes": [str(c) for c in s.get("caveats") or []],
+            "eval": {"n": fmt_num(ev.get("n_units")), "share": fmt_pct(ev.get("share"), signed=False), "rule": ev.get("rule") or "",
+                     "note": (str(ev.get("note") or "")[:1].upper() + str(ev.get("note") or "")[1:]).rstrip("."), "seed": ev.get("seed"),
+                     "arms": ", ".join(f"{a} {fmt_num(n)}" for a, n in (ev.get("arm_counts") or {}).items())} if ev else None}
+
+
+def _footer(s: dict) -> dict:
+    timings = s.get("timings") or {}
+    return {"experiment": s.get("experiment", ""), "owner": s.get("owner") or "", "generated_at": s.get("generated_at") or "",
+            "pex_version": s.get("pex_version") or "", "dataset": (s.get("dataset") or {}).get("id") or "",
+            "timings": [{"stage": k, "t": fmt_seconds(v)} for k, v in timings.items() if k != "total"],
+            "total": fmt_seconds(timings.get("total")) if "total" in timings else ""}
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def render_report(summary: dict) -> str:
-    return f"<!doctype html><title>{html.escape(summary['experiment'])}</title><h1>{html.escape(summary['recommendation']['headline'])}</h1>"
+    """Render a run summary (as written by :func:`pex.pipeline.run`) as one self-contained HTML document.
+
+    Parameters
+    ----------
+    summary
+        The ``pex.summary/1`` dictionary. Sections whose inputs are missing or
+        empty say so instead of failing, so partial or older summaries still render.
+
+    Returns
+    -------
+    str
+        A complete HTML page with inline CSS and inline SVG charts; it loads
+        nothing from the network.
+    """
+    s = summary
+    metrics = [m for m in s.get("metrics") or [] if isinstance(m, dict) and m.get("name")]
+    if not metrics:  # fall back to the metrics the effects mention
+        metrics = [{"name": n, "role": "", "goal": "increase"} for n in dict.fromkeys(e.get("metric") for e in s.get("effects") or [])]
+    metrics_by_name = {m["name"]: m for m in metrics}
+    metric_names = [m["name"] for m in metrics]
+    goals = {m["name"]: m.get("goal", "increase") for m in metrics}
+    arms = list(s.get("arms") or (s.get("dataset") or {}).get("arm_counts") or [])
+    colors = charts.arm_colors(arms, s.get("control"))
+    policies = [p for p in s.get("policies") or [] if isinstance(p, dict)]
+    by_name = {p.get("name"): p for p in policies}
+    verdict = _verdict_section(s, by_name, metrics, colors)
+    primary = verdict["primary"] or (metric_names[0] if metric_names else None)
+    context = {
+        "s": {"experiment": s.get("experiment", ""), "description": s.get("description") or "", "owner": s.get("owner") or "",
+              "n_units": fmt_num(s.get("n_units")), "arms": arms, "control": s.get("control", ""),
+              "metrics": [{"name": m["name"], "role": m.get("role", ""), "goal": m.get("goal", ""),
+                           "description": m.get("description") or "", "type": m.get("type") or ""} for m in metrics]},
+        "colors": colors,
+        "verdict": verdict,
+        "health": _health_section(s),
+        "effects": _effects_section(s, metrics_by_name),
+        "hte": _hte_section(s, metric_names, colors),
+        "segments": _segments_section(s, metric_names, primary, goals),
+        "policies": _policy_section(s, policies, metrics, primary, verdict["policy"]),
+        "pareto": _pareto_section(s, policies, verdict["policy"]),
+        "doc": _policy_doc_section(s, by_name, colors),
+        "caveats": _caveats_section(s),
+        "footer": _footer(s),
+    }
+    return _environment().get_template("report.html.j2").render(**context)

@@ -233,6 +233,60 @@ def simulate(
     return SimulatedExperiment(data=data, truth=truth, scenario=scenario, allocation=allocation)
 
 
+def write_product_export(directory: str | Path, n: int = 8_000, seed: int = 0) -> Path:
+    """A randomized pricing-page test as a product database would export it; returns the spec's path.
+
+    Unlike :func:`simulate`, the file looks like real data: string ids in a column named "Customer ID",
+    two arms with their own labels ("free" control, "trial"), column names with spaces and units,
+    categorical features with missing values, a skewed revenue metric and a rare refund guardrail.
+    The trial offer lifts revenue by 2 on mobile devices and lowers it by 3 on desktop (no effect
+    when the device is unknown) and raises refunds from 4% to 5%, so the right policy is personal.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(["free", "trial"], p=[0.5, 0.5], size=n)
+    device = rng.choice(["iPhone", "Android phone", "Desktop", None], p=[0.35, 0.35, 0.2, 0.1], size=n)
+    region = rng.choice(["EMEA", "NA", "APAC", "LATAM"], size=n)
+    visits = rng.poisson(4, size=n).astype(float)
+    visits[rng.uniform(size=n) < 0.08] = np.nan
+    age = rng.normal(38, 11, size=n).round()
+    age[rng.uniform(size=n) < 0.05] = np.nan
+    mobile = np.isin(device, ["iPhone", "Android phone"])
+    uplift = np.select([mobile, device == "Desktop"], [2.0, -3.0], 0.0) * (plan == "trial")
+    revenue = np.maximum(0, rng.gamma(2.0, 2.0, size=n) + 3.0 + uplift + 0.3 * np.nan_to_num(visits))
+    refunds = rng.binomial(1, 0.04 + 0.01 * (plan == "trial"), size=n)
+    frame = pd.DataFrame({"Customer ID": [f"C-{i:06d}" for i in range(n)], "Plan Shown": plan, "Device Type": device,
+                          "Region": region, "Visits (30d)": visits, "Age": age, "Revenue (USD)": revenue.round(2),
+                          "Refunded": refunds})
+    frame.to_csv(directory / "pricing.csv", index=False)
+    (directory / "pricing.toml").write_text(textwrap.dedent('''\
+        name = "pricing-page"
+        description = "Free plan vs trial offer on the pricing page"
+        data = "pricing.csv"
+        unit = "Customer ID"
+        arm = "Plan Shown"
+        control = "free"
+        features = ["Device Type", "Region", "Visits (30d)", "Age"]
+
+        [allocation]
+        free = 0.5
+        trial = 0.5
+
+        [metrics.revenue]
+        column = "Revenue (USD)"
+        goal = "increase"
+        role = "primary"
+
+        [metrics.refunds]
+        column = "Refunded"
+        goal = "decrease"
+        role = "guardrail"
+        max_harm = 0.5
+        '''), encoding="utf-8")
+    return directory / "pricing.toml"
+
+
 def population_ate(scenario: str, metric: str, arm: str, n: int = 1_000_000, seed: int = 987_654) -> float:
     """The population average effect, by Monte Carlo over a large draw of units."""
     sim = simulate(n, scenario=scenario, seed=seed, n_noise=0, missing_rate=0.0)

@@ -1,0 +1,427 @@
+"""Charts for the HTML report, each returned as an inline SVG string.
+
+Matplotlib draws through its object-oriented API (``matplotlib.figure.Figure``)
+rather than pyplot: no global figure registry, no backend switch for the
+importing process, and nothing to close, so a web worker can render reports
+concurrently. Text is converted to paths so every chart looks the same in any
+browser without font files. Each function returns ``""`` when it has nothing to
+draw; the report then says so in words.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from collections.abc import Iterable
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+WIDTH_IN = 6.6  # inches at 72 pt: ~ 640 CSS px once the SVG is scaled to its column
+
+GOOD = "#2f855a"
+BAD = "#c53030"
+UNCLEAR = "#718096"
+INK = "#1a202c"
+GRID = "#e2e8f0"
+CONTROL_COLOR = "#8a94a6"
+ARM_PALETTE = ("#2b6cb0", "#dd6b20", "#2c9a6c", "#805ad5", "#c05621", "#d53f8c", "#319795", "#975a16")
+
+_RC = {
+    "svg.fonttype": "path",
+    "font.family": "DejaVu Sans",
+    "font.size": 9.5,
+    "axes.edgecolor": "#a0aec0",
+    "axes.labelcolor": INK,
+    "axes.titlesize": 10.5,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "xtick.color": "#4a5568",
+    "ytick.color": "#4a5568",
+    "legend.frameon": False,
+    "legend.fontsize": 8.5,
+}
+
+
+def arm_colors(arms: Iterable[str], control: str | None) -> dict[str, str]:
+    """A stable colour per arm (control grey), shared by charts, the tree and the HTML legend."""
+    out: dict[str, str] = {}
+    others = 0
+    for arm in arms:
+        if arm == control:
+            out[arm] = CONTROL_COLOR
+        else:
+            out[arm] = ARM_PALETTE[others % len(ARM_PALETTE)]
+            others += 1
+    return out
+
+
+def _finite(*xs) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
+
+
+def _new_figure(height_in: float) -> Figure:
+    return Figure(figsize=(WIDTH_IN, height_in), layout="constrained")
+
+
+def _to_svg(fig: Figure, key: str) -> str:
+    """Serialise ``fig`` as an inline SVG element (no XML prolog, no namespace URLs, no metadata)."""
+    buf = io.StringIO()
+    # A fixed salt per chart keeps ids deterministic (same summary, same bytes) and distinct between charts.
+    with matplotlib.rc_context({**_RC, "svg.hashsalt": f"pex-{key}"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
+    # Inside HTML the SVG and xlink namespaces are implied; dropping them leaves no URL in the page.
+    svg = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg)
+    # Glyph and clip-path ids repeat between charts; prefix them so ids stay unique within the page.
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "_", key) + "-"
+    svg = re.sub(r'(\bid="|href="#|url\(#)([^")]+)', lambda m: m.group(1) + prefix + m.group(2), svg)
+    svg = svg.replace("<svg ", f'<svg role="img" class="chart-svg" data-chart="{html.escape(key)}" ', 1)
+    return svg.strip()
+
+
+def _draw(key: str, height_in: float, paint) -> str:
+    with matplotlib.rc_context(_RC):
+        fig = _new_figure(height_in)
+        paint(fig)
+        return _to_svg(fig, key)
+
+
+def _pct(x: float, _pos=None) -> str:
+    return f"{x:+.0f}%" if x else "0%"
+
+
+# --------------------------------------------------------------------------- forest plot
+
+
+def forest_plot(effects: list[dict], goals: dict[str, str], limits: dict[str, float] | None = None) -> str:
+    """Relative average effect of each arm vs control per metric, with 95% CIs.
+
+    One row per ``metric · arm``. Green rows are better than control, red rows
+    worse (given the metric's goal), grey ones unclear (the interval includes 0).
+    ``limits`` (metric -> relative max harm) draws the guardrail limit as a dotted line.
+    """
+    rows = [e for e in effects if _finite(e.get("relative"), e.get("relative_ci_low"), e.get("relative_ci_high"))]
+    if not rows:
+        return ""
+    limits = limits or {}
+    n = len(rows)
+
+    def paint(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        labels = []
+        for i, e in enumerate(rows):
+            est, lo, hi = (100 * e[k] for k in ("relative", "relative_ci_low", "relative_ci_high"))
+            better, worse = (hi < 0, lo > 0) if goals.get(e["metric"]) == "decrease" else (lo > 0, hi < 0)
+            color = GOOD if better else BAD if worse else UNCLEAR
+            ax.plot([lo, hi], [i, i], color=color, lw=2.2, solid_capstyle="round")
+            ax.plot([est], [i], "o", color=color, ms=6.5, mec="white", mew=1.0, zorder=3)
+            labels.append(f"{e['metric']} · {e['arm']}")
+        ax.axvline(0, color=INK, lw=0.9)
+        # Separate metrics with a faint rule and mark guardrail limits on their own rows.
+        start = 0
+        limit_drawn = False
+        for i in range(1, n + 1):
+            if i == n or rows[i]["metric"] != rows[start]["metric"]:
+                metric = rows[start]["metric"]
+                if metric in limits and _finite(limits[metric]):
+                    lim = 100 * limits[metric] * (-1 if goals.get(metric) == "increase" else 1)
+                    ax.plot([lim, lim], [start - 0.45, i - 0.55], color=BAD, lw=1.1, ls=(0, (2, 2)),
+                            label=None if limit_drawn else "guardrail harm limit")
+                    limit_drawn = True
+                if i < n:
+                    ax.axhline(i - 0.5, color=GRID, lw=0.8)
+                start = i
+        ax.set_yticks(range(n), labels)
+        ax.set_ylim(n - 0.4, -0.8)
+        ax.xaxis.set_major_formatter(FuncFormatter(_pct))
+        ax.set_xlabel("effect relative to control (95% interval)")
+        ax.grid(axis="x", color=GRID, lw=0.6)
+        ax.set_axisbelow(True)
+        ax.tick_params(axis="y", length=0)
+        if limit_drawn:
+            ax.legend(loc="lower right")
+
+    return _draw("forest", 1.0 + 0.34 * n, paint)
+
+
+# --------------------------------------------------------------------------- Qini curves
+
+
+def qini_chart(tests: list[dict], metric: str, colors: dict[str, str]) -> str:
+    """Cumulative effect of targeting units by predicted effect (one line per arm) vs random targeting."""
+    curves = [t for t in tests if len(t.get("qini_curve") or []) >= 2]
+    if not curves:
+        return ""
+
+    def paint(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        for t in curves:
+            pts = [(float(x), float(y)) for x, y in t["qini_curve"] if _finite(x, y)]
+            if len(pts) < 2:
+                continue
+            color = colors.get(t["arm"], ARM_PALETTE[0])
+            xs, ys = zip(*pts)
+            ax.plot([100 * x for x in xs], ys, color=color, lw=2.0, label=f"{t['arm']}: targeted by the model")
+            ax.plot([0, 100 * xs[-1]], [0, ys[-1]], color=color, lw=1.2, ls=(0, (4, 3)), alpha=0.75,
+                    label=f"{t['arm']}: random targeting")
+        ax.axhline(0, color="#a0aec0", lw=0.8)
+        ax.set_xlim(0, 100)
+        ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+        ax.set_xlabel("share of units given the arm (highest predicted effect first)")
+        ax.set_ylabel(f"cumulative change in {metric}\nper unit of the population", fontsize=9)
+        ax.grid(color=GRID, lw=0.6)
+        ax.set_axisbelow(True)
+        if len(curves) <= 2:  # few lines: a legend inside leaves the plot its full width
+            ax.legend(loc="best", framealpha=0.9, frameon=True, edgecolor="none")
+        else:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+    return _draw(f"qini-{metric}", 2.9, paint)
+
+
+# --------------------------------------------------------------------------- Pareto front
+
+FRONT_STYLE = {
+    "ax": {"marker": "^", "color": "#dd6b20", "label": "Bayesian optimisation (Ax)", "size": 46},
+    "dense": {"marker": "s", "color": "#2b6cb0", "label": "dense random search", "size": 30},
+}
+
+
+def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None) -> str:
+    """The Pareto points of every search method over the objectives, kept front and candidates marked.
+
+    ``candidate_labels`` maps the index of a ``pareto["candidates"]`` entry to a
+    short label drawn next to it; ``recommended`` is the index of the candidate
+    that became the recommended policy (drawn as a star).
+    """
+    objectives = list(pareto.get("objectives") or [])
+    fronts = pareto.get("fronts") or {}
+    candidates = pareto.get("candidates") or []
+    candidate_labels = candidate_labels or {}
+    if not objectives:
+        return ""
+    x_name = objectives[0]
+    guardrails = list((pareto.get("guardrails") or {}).keys())
+    if len(objectives) >= 2:
+        y_name, y_kind = objectives[1], "objective"
+    elif guardrails:
+        y_name, y_kind = guardrails[0], "guardrail"
+    else:
+        y_name, y_kind = None, "strip"
+    methods = [m for m in ("ax", "dense") if m in fronts] + [m for m in fronts if m not in ("ax", "dense", "kept")]
+
+    def xy(point: dict, row: int) -> tuple[float, float] | None:
+        x = (point.get("objectives") or {}).get(x_name)
+        if y_kind == "objective":
+            y = (point.get("objectives") or {}).get(y_name)
+        elif y_kind == "guardrail":
+            y = (point.get("guardrail_harm") or {}).get(y_name)
+            y = None if y is None else 100 * y
+        else:
+            y = row
+        return (float(x), float(y)) if _finite(x, y) else None
+
+    def rows_of(points: list[dict], row: int) -> list[tuple[float, float]]:
+        return [p for p in (xy(q, row) for q in points) if p is not None]
+
+    drawn = sum(len(rows_of(f.get("pareto") or [], 0)) for f in fronts.values()) + len(rows_of(candidates, 0))
+    if drawn == 0:
+        return ""
+    strip_rows = {m: i for i, m in enumerate(methods + ["kept"])}
+
+    def paint(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        for m in methods:
+            pts = rows_of(fronts[m].get("pareto") or [], strip_rows[m])
+            if not pts:
+                continue
+            style = FRONT_STYLE.get(m, {"marker": "D", "color": "#805ad5", "label": m, "size": 30})
+            ax.scatter(*zip(*pts), marker=style["marker"], s=style["size"], color=style["color"], alpha=0.55,
+                       linewidths=0, label=f"{style['label']}: its Pareto points", zorder=2)
+        kept = rows_of((fronts.get("kept") or {}).get("pareto") or [], strip_rows["kept"])
+        if kept:
+            kept.sort()
+            if y_kind == "objective" and len(kept) > 1:
+                ax.plot(*zip(*kept), color=INK, lw=0.9, alpha=0.5, zorder=1)
+            ax.scatter(*zip(*kept), marker="o", s=120, facecolors="none", edgecolors=INK, linewidths=1.3,
+                       label="kept front (best of all methods)", zorder=3)
+        cand = [(i, xy(c, strip_rows.get("kept", 0))) for i, c in enumerate(candidates)]
+        cand = [(i, p) for i, p in cand if p is not None]
+        if cand:
+            plain = [p for i, p in cand if i != recommended]
+            if plain:
+                ax.scatter(*zip(*plain), marker="o", s=26, color="#2c9a6c", zorder=4, label="candidate turned into a policy")
+            rec = [p for i, p in cand if i == recommended]
+            if rec:
+                ax.scatter(*zip(*rec), marker="*", s=220, color="#2c9a6c", edgecolors=INK, linewidths=0.8, zorder=5,
+                           label="recommended policy")
+            for i, (x, y), (dx, dy) in _label_offsets(cand):
+                label = candidate_labels.get(i)
+                if label:
+                    ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8.5, color=INK,
+                                ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                                fontweight="bold" if i == recommended else "normal")
+        if y_kind == "guardrail":
+            limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("max_harm")
+            if _finite(limit):
+                ax.axhline(100 * limit, color=BAD, lw=1.0, ls=(0, (3, 3)))
+                ax.text(1.0, 100 * limit, f" limit {100 * limit:g}%", color=BAD, fontsize=8, va="bottom", ha="right",
+                        transform=ax.get_yaxis_transform())
+            ax.yaxis.set_major_formatter(PercentFormatter(decimals=1))
+            ax.set_ylabel(f"predicted harm on {y_name}\n(relative to control)", fontsize=9)
+        elif y_kind == "objective":
+            ax.set_ylabel(f"{y_name}: gain per unit vs control", fontsize=9)
+        else:
+            names = {"kept": "kept front", **{m: FRONT_STYLE.get(m, {"label": m})["label"] for m in methods}}
+            ax.set_yticks(list(strip_rows.values()), [names[m] for m in strip_rows])
+            ax.set_ylim(-0.7, len(strip_rows) - 0.3)
+        ax.set_xlabel(f"{x_name}: gain per unit vs control")
+        ax.grid(color=GRID, lw=0.6)
+        ax.set_axisbelow(True)
+        ax.margins(x=0.12, y=0.18)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
+
+    return _draw("pareto", 3.6, paint)
+
+
+def _label_offsets(points: list[tuple[int, tuple[float, float]]]) -> list[tuple[int, tuple[float, float], tuple[float, float]]]:
+    """Point each label away from the other labelled points (in axis-normalised units) so close labels do not collide."""
+    if not points:
+        return []
+    xs = [p[0] for _, p in points]
+    ys = [p[1] for _, p in points]
+    wx, wy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    out = []
+    for i, (x, y) in points:
+        others = [(ox, oy) for j, (ox, oy) in points if j != i]
+        if others:
+            cx = sum(o[0] for o in others) / len(others)
+            cy = sum(o[1] for o in others) / len(others)
+            ux, uy = (x - cx) / wx, (y - cy) / wy
+        else:
+            ux, uy = 1.0, 1.0
+        out.append((i, (x, y), (8.0 if ux >= 0 else -8.0, 6.0 if uy >= 0 else -6.0)))
+    return out
+
+
+# --------------------------------------------------------------------------- policy tree (hand-built SVG)
+
+_CHAR_W = 7.0  # average glyph width in px of the 12.5px system font used in the page
+_LEVEL_H = 86
+_NODE_H = 34
+_PAD = 12
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _condition(node: dict) -> tuple[str, str]:
+    """(short text shown in the box, full text for the tooltip)."""
+    feature = str(node.get("feature", "?"))
+    if node.get("op") == "in":
+        values = [str(v) for v in (node.get("value") or [])]
+        full = f"{feature} is one of {', '.join(values)}"
+        shown = ", ".join(values[:3]) + (f", +{len(values) - 3} more" if len(values) > 3 else "")
+        return f"{feature} in {{{shown}}}", full
+    text = f"{feature} ≤ {_fmt_value(node.get('value'))}"
+    return text, text
+
+
+def tree_diagram(tree: dict, colors: dict[str, str]) -> str:
+    """The policy tree as an SVG diagram: questions in white boxes, arms as coloured leaves.
+
+    The left branch ("yes") is taken when the condition holds. A unit without
+    that feature goes right ("no") unless the node says ``"missing": "left"``,
+    in which case the left edge reads "yes / missing".
+    """
+    if not isinstance(tree, dict):
+        return ""
+    leaves: list[dict] = []
+    nodes: list[dict] = []
+
+    def walk(node: dict, depth: int) -> dict:
+        if "feature" not in node:
+            item = {"leaf": True, "arm": str(node.get("arm", "?")), "depth": depth}
+            item["text"] = item["arm"]
+            item["slot"] = len(leaves)
+            leaves.append(item)
+            nodes.append(item)
+            return item
+        text, full = _condition(node)
+        item = {"leaf": False, "depth": depth, "text": text, "full": full,
+                "missing": node.get("missing", "right")}
+        left = walk(node.get("left") or {}, depth + 1)
+        right = walk(node.get("right") or {}, depth + 1)
+        item["children"] = (left, right)
+        item["slot"] = (left["slot"] + right["slot"]) / 2
+        nodes.append(item)
+        return item
+
+    walk(tree, 0)
+    for item in nodes:
+        item["w"] = max(len(item["text"]) * _CHAR_W + 2 * _PAD, 64)
+    slot_w = max(96.0, max(i["w"] for i in leaves) + 16)
+    for item in nodes:
+        if not item["leaf"]:
+            # an internal box may span the slots of its two subtrees
+            span = max(1.0, item["children"][1]["slot"] - item["children"][0]["slot"])
+            slot_w = max(slot_w, (item["w"] + 16) / (span + 1))
+    depth = max(i["depth"] for i in nodes)
+    width = slot_w * len(leaves)
+    # keep boxes of a narrow tree inside the canvas
+    width = max(width, max(i["w"] for i in nodes) + 20)
+    offset = (width - slot_w * len(leaves)) / 2
+    height = _LEVEL_H * depth + _NODE_H + 2 * 10
+    for item in nodes:
+        item["x"] = offset + (item["slot"] + 0.5) * slot_w
+        item["y"] = 10 + item["depth"] * _LEVEL_H
+
+    esc = html.escape
+    # Shrinks with its column down to 70% (then the wrapper scrolls), never grows past its natural size.
+    root_tag = (f'<svg class="tree-svg" role="img" viewBox="0 0 {width:.0f} {height:.0f}" '
+                f'style="width:100%;max-width:{width:.0f}px;min-width:{0.7 * width:.0f}px;height:auto" font-size="12.5">')
+    parts = [root_tag]
+    edge_labels = []
+    for item in nodes:
+        if item["leaf"]:
+            continue
+        for side, child in zip(("left", "right"), item["children"]):
+            x1, y1 = item["x"], item["y"] + _NODE_H
+            x2, y2 = child["x"], child["y"]
+            parts.append(f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{y1 + 30:.1f} {x2:.1f},{y2 - 30:.1f} {x2:.1f},{y2:.1f}" '
+                         f'fill="none" stroke="#a0aec0" stroke-width="1.5"/>')
+            label = "yes" if side == "left" else "no"
+            if side == "left" and item["missing"] == "left":  # "no" is the default route of a missing value
+                label += " / missing"
+            mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+            w = len(label) * 6.3 + 10
+            edge_labels.append(
+                f'<g class="edge-label"><rect x="{mx - w / 2:.1f}" y="{my - 9:.1f}" width="{w:.1f}" height="18" rx="9" '
+                f'fill="#ffffff" stroke="#e2e8f0"/><text x="{mx:.1f}" y="{my + 4:.1f}" text-anchor="middle" '
+                f'font-size="11" fill="{"#2f855a" if side == "left" else "#4a5568"}">{esc(label)}</text></g>')
+    parts += edge_labels
+    for item in nodes:
+        x, y, w = item["x"], item["y"], item["w"]
+        if item["leaf"]:
+            color = colors.get(item["arm"], UNCLEAR)
+            parts.append(f'<g class="leaf" data-arm="{esc(item["arm"])}"><title>{esc("arm: " + item["arm"])}</title>'
+                         f'<rect x="{x - w / 2:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_NODE_H}" rx="8" fill="{color}"/>'
+                         f'<text x="{x:.1f}" y="{y + 22:.1f}" text-anchor="middle" fill="#ffffff" font-weight="700">'
+                         f'{esc(item["text"])}</text></g>')
+        else:
+            parts.append(f'<g class="split"><title>{esc(item["full"])}</title>'
+                         f'<rect x="{x - w / 2:.1f}" y="{y:.1f}" width="{w:.1f}" height="{_NODE_H}" rx="6" fill="#ffffff" '
+                         f'stroke="#4a5568" stroke-width="1.2"/><text x="{x:.1f}" y="{y + 22:.1f}" text-anchor="middle" '
+                         f'fill="#1a202c">{esc(item["text"])}</text></g>')
+    parts.append("</svg>")
+    return "".join(parts)
