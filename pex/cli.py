@@ -242,11 +242,13 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notificati
               help="Run the whole pipeline (effect models, policies, weight search, report); --no-fit only checks and analyses.")
 @click.option("--out", default="pex-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for summary.json, report.html and policies/.")
+@click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors of the weight search.")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the report over HTTP when done.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.pass_context
-def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, serve: bool, host: str, port: int) -> None:
+def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, serve: bool, host: str,
+         port: int) -> None:
     """Run the whole pipeline on the bundled demo experiment and serve its report."""
     from pex.data import load_dataset
     from pex.effects import analyze as run_analysis
@@ -289,8 +291,8 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
     from pex.pipeline import run as run_pipeline
 
     click.echo("[2/2] the whole offline pipeline (pex run)")
-    result = run_pipeline(spec_path, out, home=ctx.obj.get("home"), seed=0, say=lambda m: click.echo(f"      {m}"),
-                          progress=_Progress())
+    result = run_pipeline(spec_path, out, home=ctx.obj.get("home"), seed=0, trials=trials, use_ax=trials > 0,
+                          say=lambda m: click.echo(f"      {m}"), progress=_Progress())
     _print_run(result)
     click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
     if serve:
@@ -516,20 +518,22 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
 @click.option("--holdout", type=click.FloatRange(min=0.05, max=0.9), default=HOLDOUT, show_default=True,
               help="Share of units kept out of every model; policies are compared on them.")
 @click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors (0: dense sweep only).")
+@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
+              help="Ax asks for no new batch of weight vectors after this many seconds.")
 @click.option("--dense", type=click.IntRange(min=16), default=2048, show_default=True, help="Quasi-random weight vectors of the dense sweep.")
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
               help="Largest share of units a policy may give a non-control arm.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context
-def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, holdout: float, trials: int, dense: int,
-                budget: float | None, quiet: bool, as_json: bool) -> None:
+def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, holdout: float, trials: int,
+                ax_seconds: float, dense: int, budget: float | None, quiet: bool, as_json: bool) -> None:
     """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
     from pex.pipeline import RunOptions, run
     from pex.policy_build import BuildOptions
 
-    options = RunOptions(learner=learner, seed=seed, holdout=holdout, trials=trials, dense=dense, use_ax=trials > 0,
-                         build=BuildOptions(budget=budget))
+    options = RunOptions(learner=learner, seed=seed, holdout=holdout, trials=trials, ax_seconds=ax_seconds, dense=dense,
+                         use_ax=trials > 0, build=BuildOptions(budget=budget))
     quiet = quiet or as_json
     result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
                  progress=None if quiet else _Progress())
@@ -544,6 +548,8 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
 @click.option("--fit", "fit_id", default=None, help="Fit id to search on (default: the newest fit of NAME).")
 @click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors (0: dense sweep only).")
 @click.option("--dense", type=click.IntRange(min=16), default=2048, show_default=True, help="Quasi-random weight vectors of the dense sweep.")
+@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
+              help="Ax asks for no new batch of weight vectors after this many seconds.")
 @click.option("--candidates", type=click.IntRange(min=1, max=20), default=4, show_default=True,
               help="Pareto points turned into stored, evaluated value policies.")
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
@@ -551,8 +557,8 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the fronts and the candidates' evaluation as JSON.")
 @click.pass_context
-def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, dense: int, candidates: int, budget: float | None,
-             seed: int, as_json: bool) -> None:
+def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, dense: int, ax_seconds: float, candidates: int,
+             budget: float | None, seed: int, as_json: bool) -> None:
     """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
     from pex.pipeline import RunOptions, optimize_policies
     from pex.policy_build import BuildOptions, load_fit
@@ -560,7 +566,7 @@ def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, den
 
     ws = _workspace(ctx, create=False)
     fit_ctx = load_fit(ws, name, fit_id)
-    options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0,
+    options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0, ax_seconds=ax_seconds,
                          build=BuildOptions(budget=budget, seed=seed))
     result, _policies, rows = optimize_policies(ws, fit_ctx, options, say=None if as_json else (lambda m: click.echo(m, err=True)))
     if as_json:

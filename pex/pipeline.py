@@ -44,7 +44,8 @@ class RunOptions:
     folds: int = 2
     holdout: float = HOLDOUT
     trials: int = 30  # Ax weight vectors
-    batch: int = 5  # Ax trials per round
+    batch: int = 3  # Ax trials per round (a joint batch of q costs more than q times one)
+    ax_seconds: float | None = 120.0  # Ax asks for no new batch after this; None: always all trials
     dense: int = 2048  # Sobol weight vectors
     candidates: int = 4  # Pareto points turned into policies
     use_ax: bool = True
@@ -52,7 +53,7 @@ class RunOptions:
 
     def to_dict(self) -> dict:
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
-                "batch": self.batch, "dense": self.dense, "candidates": self.candidates, "use_ax": self.use_ax,
+                "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates, "use_ax": self.use_ax,
                 "build": self.build.to_dict()}
 
 
@@ -82,7 +83,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
     say(f"searching metric weights on {problem.n:,} training units: Ax ({options.trials if options.use_ax else 0} trials) "
         f"and a dense sweep ({options.dense:,} weight vectors)")
     result = optimize(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
-                      seed=options.seed, use_ax=options.use_ax, say=say)
+                      seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
     train = ctx.training_frame()
     oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
     policies = []
@@ -267,6 +268,8 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
             entry["arm"] = None if policy.exploration >= 1.0 else policy.default_arm
         if "fidelity" in row:
             entry["fidelity"] = row["fidelity"]
+        if policy.tree is not None:  # small, and the report draws it
+            entry["tree"] = policy.tree
         if "tuning" in row:
             entry["tuning"] = row["tuning"]
         policy_rows.append(entry)

@@ -420,19 +420,39 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
     if len(objectives) >= 2:
         axes = f"{objectives[0]} (across) and {objectives[1]} (up)"
     elif objectives and guardrails:
-        axes = f"{objectives[0]} (across) and the predicted harm on {guardrails[0]} (up)"
+        axes = f"{objectives[0]} (across) and the estimated harm on {guardrails[0]} (up)"
     elif objectives:
         axes = f"{objectives[0]} (across), one row per search method"
     else:
         axes = ""
+    samples = {k: len(((fronts.get(k) or {}).get("sample") or {}).get("objectives") or [])
+               for k in fronts if k != "kept" and isinstance((fronts.get(k) or {}).get("sample"), dict)}
+    n_sampled = sum(samples.values())
+    n_evaluated = sum(fronts[k].get("evaluated") for k in samples if _ok(fronts[k].get("evaluated")))
+    limit = ((pareto.get("guardrails") or {}).get(guardrails[0]) or {}).get("max_harm") if guardrails else None
+    tradeoff = {"chart": Markup(charts.tradeoff_chart(pareto, labels, rec_index)),
+                "guardrail": guardrails[0] if guardrails else "", "primary": objectives[0] if objectives else "",
+                "others": ", ".join(objectives[1:]), "has_limit": _ok(limit), "more_rails": len(guardrails) > 1}
     return {
-        "chart": Markup(charts.pareto_chart(pareto, labels, rec_index)), "methods": methods, "candidates": cand_rows,
+        "chart": Markup(charts.pareto_chart(pareto, labels, rec_index)), "tradeoff": tradeoff,
+        "sampled": fmt_num(n_sampled) if n_sampled else "",
+        "evaluated": fmt_num(n_evaluated) if n_evaluated > n_sampled else "",
+        "methods": methods, "candidates": cand_rows,
         "objectives": objectives, "guardrails": guardrails, "axes": axes, "rows": pareto.get("rows") or "",
         "reference": ", ".join(f"{k} {fmt_num(v)}" for k, v in ref.items()),
         "limits": [{"metric": g, "max_harm": fmt_pct((v or {}).get("max_harm"), signed=False), "basis": (v or {}).get("basis", "")}
                    for g, v in (pareto.get("guardrails") or {}).items()],
         "has_ax": "ax" in fronts,
     }
+
+
+def _tree_arms(node: Any) -> set[str]:
+    """The arms at the leaves of a policy tree document."""
+    if not isinstance(node, dict):
+        return set()
+    if "feature" not in node:
+        return {str(node.get("arm", "?"))}
+    return _tree_arms(node.get("left")) | _tree_arms(node.get("right"))
 
 
 def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict[str, str]) -> dict:
@@ -464,9 +484,22 @@ def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict
     if kind != "tree" and chosen:
         fid = chosen.get("fidelity") or {}
         curve = fid.get("held_out_curve") or {}
+        agreement = fid.get("agreement_with_value_policy")
+        if not _ok(agreement):
+            agreement = curve.get("agreement")
+        # Trees are distilled from the value model built with the run's default weights; the recommended policy may be
+        # a Pareto candidate with other weights, so the agreement is only "with the recommended policy" when it is that model.
+        source = next((p for p in policies_by_name.values() if p.get("kind") == "value" and not p.get("tuning")), None)
+        is_source = source is not None and source.get("name") == out["name"]
+        tree = chosen.get("tree")
+        svg = charts.tree_diagram(tree, colors) if kind != "constant" and isinstance(tree, dict) else ""
+        leaves = _tree_arms(tree) if svg else set()
         out["distilled"] = {"name": chosen.get("name", ""), "depth": fid.get("depth", dist.get("chosen_depth")),
-                            "agreement": fmt_pct(curve.get("agreement", fid.get("agreement_with_value_policy")), signed=False),
-                            "file": chosen.get("file") or f"policies/{chosen.get('name')}.json"}
+                            "agreement": fmt_pct(agreement, signed=False) if _ok(agreement) else "",
+                            "of_recommended": is_source, "source": (source or {}).get("name") or "",
+                            "file": chosen.get("file") or f"policies/{chosen.get('name')}.json", "tree": Markup(svg),
+                            "legend": [{"arm": a, "color": colors.get(a, charts.UNCLEAR)}
+                                       for a in [*arms, *sorted(leaves - set(arms))] if a in leaves]}
     return out
 
 

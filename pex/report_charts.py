@@ -192,6 +192,124 @@ FRONT_STYLE = {
     "ax": {"marker": "^", "color": "#dd6b20", "label": "Bayesian optimisation (Ax)", "size": 46},
     "dense": {"marker": "s", "color": "#2b6cb0", "label": "dense random search", "size": 30},
 }
+TRIED_OK = "#b8c2cf"  # a sampled weighting that keeps every guardrail
+TRIED_BAD = "#f2a7b4"  # one that breaks a guardrail
+
+
+def _search_methods(fronts: dict) -> list[str]:
+    """The search methods of ``fronts`` (not the merged "kept" front), Ax and dense first."""
+    return [m for m in ("ax", "dense") if m in fronts] + [m for m in fronts if m not in ("ax", "dense", "kept")]
+
+
+def _sampled(front: dict | None) -> list[tuple[list, list, bool]]:
+    """``(objectives, guardrail harms, feasible)`` per sampled weighting of one method; [] for older summaries."""
+    sample = (front or {}).get("sample")
+    if not isinstance(sample, dict):
+        return []
+    objs = sample.get("objectives") or []
+    harms = sample.get("guardrail_harm") or []
+    feasible = sample.get("feasible") or []
+    out = []
+    for i, o in enumerate(objs):
+        h = harms[i] if i < len(harms) else []
+        f = feasible[i] if i < len(feasible) else True
+        out.append((list(o) if isinstance(o, (list, tuple)) else [], list(h) if isinstance(h, (list, tuple)) else [], f is not False))
+    return out
+
+
+def _at(row: list, k: int):
+    return row[k] if 0 <= k < len(row) else None
+
+
+def _scatter_tried(ax, ok: list[tuple[float, float]], bad: list[tuple[float, float]], any_guardrail: bool) -> None:
+    """The faint cloud of sampled weightings behind the fronts and candidates."""
+    if ok:
+        ax.scatter(*zip(*ok), marker="o", s=7, color=TRIED_OK, alpha=0.7, linewidths=0, zorder=0.6,
+                   label="tried, keeps the guardrails" if any_guardrail else "weighting tried")
+    if bad:
+        ax.scatter(*zip(*bad), marker="x", s=9, color=TRIED_BAD, alpha=0.8, linewidths=0.8, zorder=0.5,
+                   label="tried, breaks a guardrail")
+
+
+def _harm_scale(pareto: dict, guardrail: str | None) -> tuple[float, bool]:
+    """(multiplier, is_percent) for plotting a guardrail's harm: relative harms in percent, absolute ones as they are."""
+    g = (pareto.get("guardrails") or {}).get(guardrail) or {}
+    relative = (g.get("basis") or "relative") == "relative"
+    return (100.0, True) if relative else (1.0, False)
+
+
+def _mark_candidates(ax, cand: list[tuple[int, tuple[float, float]]], recommended: int | None) -> None:
+    """Candidates as green dots, the recommended one a star."""
+    plain = [p for i, p in cand if i != recommended]
+    if plain:
+        ax.scatter(*zip(*plain), marker="o", s=26, color="#2c9a6c", zorder=4, label="candidate turned into a policy")
+    rec = [p for i, p in cand if i == recommended]
+    if rec:
+        ax.scatter(*zip(*rec), marker="*", s=220, color="#2c9a6c", edgecolors=INK, linewidths=0.8, zorder=5,
+                   label="recommended policy")
+
+
+def _label_candidates(fig: Figure, ax, cand: list[tuple[int, tuple[float, float]]], candidate_labels: dict[int, str],
+                      recommended: int | None, avoid: list[tuple[float, float]] = ()) -> None:
+    """Label each candidate where its text overlaps the fewest other labels and markers (call once limits are final).
+
+    ``avoid`` are further data points (e.g. the kept front) whose markers a label should not cover.
+    """
+    todo = [(i, p) for i, p in cand if candidate_labels.get(i)]
+    if not todo:
+        return
+    fig.draw_without_rendering()  # settle the layout so data -> pixel positions are (nearly) final
+    px = fig.dpi / 72.0
+    to_px = ax.transData.transform
+    box = ax.get_window_extent()
+    markers = [(*to_px(p), 8 * px if i == recommended else 5 * px) for i, p in cand]
+    markers += [(*to_px(p), 6 * px) for p in avoid]
+    preferred = {i: off for i, _, off in _label_offsets(todo)}
+    placed: list[tuple[float, float, float, float]] = []
+
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    order = sorted(todo, key=lambda t: (t[0] != recommended, t[0]))
+    for i, (x, y) in order:
+        label = candidate_labels[i]
+        bold = i == recommended
+        w = len(label) * 8.5 * (0.66 if bold else 0.6) * px
+        h = 11 * px
+        cx, cy = to_px((x, y))
+        best = None
+        for dx, dy in ((8, 6), (8, -6), (-8, 6), (-8, -6), (0, 10), (0, -10), (12, 0), (-12, 0)):
+            ox, oy = dx * px, dy * px
+            x0 = cx + ox if dx > 0 else cx + ox - w if dx < 0 else cx - w / 2
+            y0 = cy + oy if dy > 0 else cy + oy - h if dy < 0 else cy - h / 2
+            rect = (x0, y0, x0 + w, y0 + h)
+            cost = 4 * sum(overlap(rect, r) for r in placed)
+            cost += sum(overlap(rect, (mx - r, my - r, mx + r, my + r)) for mx, my, r in markers)
+            # a label whose near edge is closer to another candidate than to its own reads as that candidate's
+            ax_, ay_ = min(max(cx, rect[0]), rect[2]), min(max(cy, rect[1]), rect[3])
+            own = math.hypot(ax_ - cx, ay_ - cy)
+            cost += 20.0 * sum(1 for j, p in cand if j != i and math.hypot(*(to_px(p) - (ax_, ay_))) < own)
+            outside = (w * h) - overlap(rect, (box.x0, box.y0, box.x1, box.y1))
+            # ties go to a label level with its point on the side away from the other candidates, then diagonally
+            away = preferred.get(i, (8, 6))
+            if dy == 0 and dx * away[0] > 0:
+                cost += 0.0
+            elif (dx, dy) == away:
+                cost += 0.5
+            else:
+                cost += 1.5 if dx == 0 else 1.0
+            cost += 3 * outside
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, rect)
+        _, dx, dy, rect = best
+        placed.append(rect)
+        ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8.5, color=INK,
+                    ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                    va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                    fontweight="bold" if bold else "normal", zorder=6,
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
 
 
 def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None) -> str:
@@ -199,7 +317,9 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
 
     ``candidate_labels`` maps the index of a ``pareto["candidates"]`` entry to a
     short label drawn next to it; ``recommended`` is the index of the candidate
-    that became the recommended policy (drawn as a star).
+    that became the recommended policy (drawn as a star). The weightings each
+    method sampled (``fronts[method]["sample"]``, when the summary has them) are
+    drawn faintly behind, so the fronts read as the edge of that cloud.
     """
     objectives = list(pareto.get("objectives") or [])
     fronts = pareto.get("fronts") or {}
@@ -215,7 +335,8 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         y_name, y_kind = guardrails[0], "guardrail"
     else:
         y_name, y_kind = None, "strip"
-    methods = [m for m in ("ax", "dense") if m in fronts] + [m for m in fronts if m not in ("ax", "dense", "kept")]
+    harm_scale, harm_pct = _harm_scale(pareto, y_name) if y_kind == "guardrail" else (1.0, False)
+    methods = _search_methods(fronts)
 
     def xy(point: dict, row: int) -> tuple[float, float] | None:
         x = (point.get("objectives") or {}).get(x_name)
@@ -223,7 +344,7 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
             y = (point.get("objectives") or {}).get(y_name)
         elif y_kind == "guardrail":
             y = (point.get("guardrail_harm") or {}).get(y_name)
-            y = None if y is None else 100 * y
+            y = y * harm_scale if _finite(y) else None
         else:
             y = row
         return (float(x), float(y)) if _finite(x, y) else None
@@ -236,8 +357,29 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         return ""
     strip_rows = {m: i for i, m in enumerate(methods + ["kept"])}
 
+    def tried(method: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        ok, bad = [], []
+        for objs, harms, feasible in _sampled(fronts.get(method)):
+            x = _at(objs, 0)
+            if y_kind == "objective":
+                y = _at(objs, 1)
+            elif y_kind == "guardrail":
+                y = _at(harms, 0)
+                y = y * harm_scale if _finite(y) else None
+            else:
+                y = strip_rows[method]
+            if _finite(x, y):
+                (ok if feasible else bad).append((float(x), float(y)))
+        return ok, bad
+
     def paint(fig: Figure) -> None:
         ax = fig.add_subplot()
+        ok, bad = [], []
+        for m in methods:
+            o, b = tried(m)
+            ok += o
+            bad += b
+        _scatter_tried(ax, ok, bad, bool(guardrails))
         for m in methods:
             pts = rows_of(fronts[m].get("pareto") or [], strip_rows[m])
             if not pts:
@@ -254,28 +396,18 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
                        label="kept front (best of all methods)", zorder=3)
         cand = [(i, xy(c, strip_rows.get("kept", 0))) for i, c in enumerate(candidates)]
         cand = [(i, p) for i, p in cand if p is not None]
-        if cand:
-            plain = [p for i, p in cand if i != recommended]
-            if plain:
-                ax.scatter(*zip(*plain), marker="o", s=26, color="#2c9a6c", zorder=4, label="candidate turned into a policy")
-            rec = [p for i, p in cand if i == recommended]
-            if rec:
-                ax.scatter(*zip(*rec), marker="*", s=220, color="#2c9a6c", edgecolors=INK, linewidths=0.8, zorder=5,
-                           label="recommended policy")
-            for i, (x, y), (dx, dy) in _label_offsets(cand):
-                label = candidate_labels.get(i)
-                if label:
-                    ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8.5, color=INK,
-                                ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
-                                fontweight="bold" if i == recommended else "normal")
+        _mark_candidates(ax, cand, recommended)
         if y_kind == "guardrail":
             limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("max_harm")
             if _finite(limit):
-                ax.axhline(100 * limit, color=BAD, lw=1.0, ls=(0, (3, 3)))
-                ax.text(1.0, 100 * limit, f" limit {100 * limit:g}%", color=BAD, fontsize=8, va="bottom", ha="right",
+                shown = f"{harm_scale * limit:g}{'%' if harm_pct else ''}"
+                ax.axhline(harm_scale * limit, color=BAD, lw=1.0, ls=(0, (3, 3)))
+                ax.text(1.0, harm_scale * limit, f" limit {shown}", color=BAD, fontsize=8, va="bottom", ha="right",
                         transform=ax.get_yaxis_transform())
-            ax.yaxis.set_major_formatter(PercentFormatter(decimals=1))
-            ax.set_ylabel(f"predicted harm on {y_name}\n(relative to control)", fontsize=9)
+            if harm_pct:
+                ax.yaxis.set_major_formatter(PercentFormatter(decimals=1))
+            ax.set_ylabel(f"estimated harm on {y_name}\n({'relative to control' if harm_pct else 'per unit vs control'})",
+                          fontsize=9)
         elif y_kind == "objective":
             ax.set_ylabel(f"{y_name}: gain per unit vs control", fontsize=9)
         else:
@@ -287,8 +419,70 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         ax.set_axisbelow(True)
         ax.margins(x=0.12, y=0.18)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
+        _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=kept)
 
     return _draw("pareto", 3.6, paint)
+
+
+def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None) -> str:
+    """Primary objective against the first guardrail's harm, for every weighting the search sampled.
+
+    x is the estimated harm on the first guardrail (percent of the control mean
+    when its basis is relative), y the gain per unit on the first objective.
+    Sampled weightings that keep every guardrail are grey dots, those that
+    break one pink crosses; the guardrail's limit is a dashed vertical line and
+    the candidates are marked as in :func:`pareto_chart`. ``""`` without a
+    guardrail or without sampled weightings (older summaries).
+    """
+    objectives = list(pareto.get("objectives") or [])
+    rails = pareto.get("guardrails") or {}
+    fronts = pareto.get("fronts") or {}
+    candidates = pareto.get("candidates") or []
+    candidate_labels = candidate_labels or {}
+    if not objectives or not rails:
+        return ""
+    y_name = objectives[0]
+    g_name = next(iter(rails))
+    scale, pct = _harm_scale(pareto, g_name)
+    ok, bad = [], []
+    for m in _search_methods(fronts):
+        for objs, harms, feasible in _sampled(fronts.get(m)):
+            x, y = _at(harms, 0), _at(objs, 0)
+            if _finite(x, y):
+                (ok if feasible else bad).append((scale * float(x), float(y)))
+    if not ok and not bad:
+        return ""
+    cand = []
+    for i, c in enumerate(candidates):
+        x, y = (c.get("guardrail_harm") or {}).get(g_name), (c.get("objectives") or {}).get(y_name)
+        if _finite(x, y):
+            cand.append((i, (scale * float(x), float(y))))
+    limit = (rails.get(g_name) or {}).get("max_harm")
+
+    def paint(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        if _finite(limit):
+            ax.axvline(scale * limit, color=BAD, lw=1.1, ls=(0, (4, 3)), zorder=1)
+            shown = f"{scale * limit:g}{'%' if pct else ''}"
+            ax.text(scale * limit, 1.0, f" limit {shown}", color=BAD, fontsize=8.5, va="top", ha="left",
+                    transform=ax.get_xaxis_transform())
+        ax.axvline(0, color="#a0aec0", lw=0.8, zorder=0.4)
+        ax.axhline(0, color="#a0aec0", lw=0.8, zorder=0.4)
+        _scatter_tried(ax, ok, bad, True)
+        _mark_candidates(ax, cand, recommended)
+        if pct:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:+.0f}%" if abs(v) >= 1 or not v else f"{v:+.1f}%"))
+            ax.set_xlabel(f"estimated harm on {g_name} (relative to control; right is worse)")
+        else:
+            ax.set_xlabel(f"estimated harm on {g_name} per unit vs control (right is worse)")
+        ax.set_ylabel(f"{y_name}: gain per unit vs control", fontsize=9)
+        ax.grid(color=GRID, lw=0.6)
+        ax.set_axisbelow(True)
+        ax.margins(x=0.06, y=0.1)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
+        _label_candidates(fig, ax, cand, candidate_labels, recommended)
+
+    return _draw("tradeoff", 3.6, paint)
 
 
 def _label_offsets(points: list[tuple[int, tuple[float, float]]]) -> list[tuple[int, tuple[float, float], tuple[float, float]]]:

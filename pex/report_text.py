@@ -213,7 +213,8 @@ def render_tuning(search: dict) -> str:
     limits = [f"{m} harm <= {g['max_harm']:.0%}" for m, g in rails.items() if g["max_harm"] is not None]
     out = [f"Weight search on {search['n_units']:,} training units (objectives: lift of {', '.join(objectives)}; "
            f"constraints: {', '.join(limits) or 'none'})", ""]
-    body = [[name, f"{f['evaluated']:,}", f"{f['feasible']:,}", str(len(f["pareto"])), fmt_num(f["hypervolume"]), f"{f['seconds']:.1f}s"]
+    body = [[name, f"{f['evaluated']:,}" + (f" of {f['requested']:,} (time budget)" if f.get("requested", 0) > f["evaluated"] else ""),
+             f"{f['feasible']:,}", str(len(f["pareto"])), fmt_num(f["hypervolume"]), f"{f['seconds']:.1f}s"]
             for name, f in search["fronts"].items()]
     out.append(table(body, ["method", "evaluated", "feasible", "Pareto points", "hypervolume", "time"]))
     if search.get("candidates"):

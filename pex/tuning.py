@@ -45,6 +45,7 @@ from pex.value_policy import objective
 
 Say = Callable[[str], None]
 CHUNK = 256  # weight vectors scored at once: (n_units x arms x CHUNK) floats stay in the tens of MB
+SAMPLE = 400  # evaluated points per search method kept in the summary (columns: objectives, guardrails)
 
 
 class TuningError(PexError):
@@ -190,6 +191,7 @@ class Front:
     seconds: float
     pareto: np.ndarray = field(default=None)  # indices into the K draws
     hypervolume: float = float("nan")
+    requested: int | None = None  # points asked for, when a budget may have stopped the method early
 
     def __post_init__(self) -> None:
         if self.pareto is None:
@@ -257,8 +259,14 @@ def dense_sweep(problem: TuningProblem, points: int = 2048, seed: int = 0) -> Fr
     return Front("dense", draws, out["objectives"], out["harms"], out["feasible"], out["treated_share"], time.perf_counter() - started)
 
 
-def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 5, seed: int = 0, say: Say | None = None) -> Front:
-    """Multi-objective Bayesian optimization of the weights with Ax's ``Client`` (guardrails as outcome constraints)."""
+def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 3, seed: int = 0, say: Say | None = None,
+              max_seconds: float | None = None) -> Front:
+    """Multi-objective Bayesian optimization of the weights with Ax's ``Client`` (guardrails as outcome constraints).
+
+    Proposing a batch means optimizing an acquisition function whose cost depends on the data (seconds to
+    minutes per batch on two cores), so ``max_seconds`` stops asking for new batches once it is spent; the
+    front then says how many of the ``trials`` were run.
+    """
     say = say or (lambda message: None)
     started = time.perf_counter()
     # Ax logs every trial (on its own handlers, with warnings when a batch comes back short) and BoTorch warns about numerics it
@@ -268,12 +276,13 @@ def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 5, seed: in
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _ax_search(problem, trials, batch, seed, say, started)
+            return _ax_search(problem, trials, batch, seed, say, started, max_seconds)
     finally:
         logging.disable(previous)
 
 
-def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: Say, started: float) -> Front:
+def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: Say, started: float,
+               max_seconds: float | None = None) -> Front:
     from ax import Client, RangeParameterConfig
 
     client = Client(random_seed=seed)
@@ -292,6 +301,9 @@ def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: 
     draws, rows = [], []
     done = 0
     while done < trials:
+        if max_seconds is not None and done and time.perf_counter() - started > max_seconds:
+            say(f"Ax: time budget of {max_seconds:g}s spent after {done} of {trials} weight vectors")
+            break
         proposed = client.get_next_trials(max_trials=min(batch, trials - done))
         if not proposed:
             break
@@ -308,7 +320,7 @@ def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: 
     u = np.vstack(draws)
     return Front("ax", u, np.vstack([r["objectives"] for r in rows]), np.vstack([r["harms"] for r in rows]),
                  np.concatenate([r["feasible"] for r in rows]), np.concatenate([r["treated_share"] for r in rows]),
-                 time.perf_counter() - started)
+                 time.perf_counter() - started, requested=trials)
 
 
 @dataclass
@@ -333,9 +345,16 @@ class TuningResult:
     def to_dict(self) -> dict:
         p = self.problem
 
+        def sample(f: Front) -> dict:
+            """Up to SAMPLE evaluated points (an even stride, so reproducible): what the search saw, for plots."""
+            idx = np.unique(np.linspace(0, len(f.draws) - 1, min(SAMPLE, len(f.draws))).round().astype(int))
+            return {"objectives": f.objectives[idx].tolist(), "guardrail_harm": f.harms[idx].tolist(),
+                    "feasible": f.feasible[idx].tolist()}
+
         def front_dict(f: Front) -> dict:
-            return {"method": f.method, "evaluated": int(len(f.draws)), "feasible": int(f.feasible.sum()), "seconds": round(f.seconds, 3),
-                    "hypervolume": f.hypervolume, "pareto": [
+            return {"method": f.method, "evaluated": int(len(f.draws)), **({"requested": f.requested} if f.requested is not None else {}),
+                    "feasible": int(f.feasible.sum()), "seconds": round(f.seconds, 3),
+                    "hypervolume": f.hypervolume, **({"sample": sample(f)} if f.method != "kept" else {}), "pareto": [
                         {"weights": p.weight_dict(p.weights(f.draws[i : i + 1])[0]),
                          "budget": float(p.budgets(f.draws[i : i + 1])[0]),
                          "objectives": {m: float(v) for m, v in zip(p.objectives, f.objectives[i])},
@@ -350,13 +369,13 @@ class TuningResult:
                 "candidates": self.candidate_settings()}
 
 
-def optimize(problem: TuningProblem, trials: int = 30, batch: int = 5, dense: int = 2048, candidates: int = 4, seed: int = 0,
-             use_ax: bool = True, say: Say | None = None) -> TuningResult:
+def optimize(problem: TuningProblem, trials: int = 30, batch: int = 3, dense: int = 2048, candidates: int = 4, seed: int = 0,
+             use_ax: bool = True, say: Say | None = None, ax_seconds: float | None = None) -> TuningResult:
     """Ax and the dense sweep on ``problem``; the kept front is the Pareto set of both; ``candidates`` spread points of it."""
     say = say or (lambda message: None)
     fronts: dict[str, Front] = {}
     if use_ax and trials > 0:
-        fronts["ax"] = ax_search(problem, trials=trials, batch=batch, seed=seed, say=say)
+        fronts["ax"] = ax_search(problem, trials=trials, batch=batch, seed=seed, say=say, max_seconds=ax_seconds)
         say(f"Ax: {len(fronts['ax'].pareto)} Pareto points from {trials} weight vectors in {fronts['ax'].seconds:.1f}s")
     fronts["dense"] = dense_sweep(problem, points=dense, seed=seed)
     say(f"dense sweep: {len(fronts['dense'].pareto)} Pareto points from {dense:,} weight vectors in {fronts['dense'].seconds:.1f}s")

@@ -96,7 +96,7 @@ def test_demo_console_script_end_to_end(tmp_path):
     env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
     env.pop("PEX_DATABASE_URL", None)
     out_dir = tmp_path / "demo-out"
-    proc = subprocess.Popen([PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0"],
+    proc = subprocess.Popen([PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     try:

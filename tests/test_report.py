@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from pex.report import fmt_num, fmt_p, fmt_pct, render_report
-from pex.report_charts import arm_colors, tree_diagram
+from pex.report_charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
 
 SECTION_HEADINGS = [
     "Verdict and recommendation",
@@ -227,7 +227,9 @@ def test_value_recommendation_lists_weights(s):
                         "guardrails": {"unsubscribes": {"mode": "constraint", "max_harm": 0.05}}}}
     page = render_report(s)
     policy = page[page.index('id="policy"'):page.index('id="caveats"')]
-    assert "value-model policy" in policy and "no tree to draw" in policy
+    assert "value-model policy" in policy
+    chosen_tree = any((p.get("fidelity") or {}).get("chosen") and p.get("tree") for p in s["policies"])
+    assert ("not a tree;" in policy) == chosen_tree and ("no tree to draw" in policy) == (not chosen_tree)
     assert "<td>sessions</td>" in policy and "<td>unsubscribes</td>" in policy and ">0.6<" in policy
     assert "At most 30% of units" in policy and "fit-123" in policy
     chosen = [p for p in s["policies"] if (p.get("fidelity") or {}).get("chosen")]
@@ -270,6 +272,178 @@ def test_minimal_summary_renders():
     for title in SECTION_HEADINGS:
         assert title in page
     assert_self_contained(page)
+
+
+# --------------------------------------------------------------------------- sampled weightings and the trade-off chart
+
+
+def section(page: str, start: str, end: str) -> str:
+    return page[page.index(f'id="{start}"'):page.index(f'id="{end}"')]
+
+
+def chart_svg(page: str, key: str) -> str:
+    start = page.index(f'data-chart="{key}"')
+    return page[start:page.index("</svg>", start)]
+
+
+def test_summary_has_sampled_weightings(summary):
+    fronts = summary["pareto"]["fronts"]
+    assert {"ax", "dense"} <= set(fronts)
+    n_obj, n_rail = len(summary["pareto"]["objectives"]), len(summary["pareto"]["guardrails"])
+    for method in ("ax", "dense"):
+        sample = fronts[method]["sample"]
+        assert 0 < len(sample["objectives"]) == len(sample["guardrail_harm"]) == len(sample["feasible"]) <= 400
+        assert {len(o) for o in sample["objectives"]} == {n_obj} and {len(h) for h in sample["guardrail_harm"]} == {n_rail}
+    assert "sample" not in fronts["kept"]
+
+
+def test_tradeoff_chart_follows_the_pareto_chart(summary):
+    assert summary["pareto"]["guardrails"], "the test run has a guardrail"
+    page = render_report(summary)
+    pareto = section(page, "pareto", "policy")
+    keys = chart_keys(pareto)
+    assert keys[:2] == ["pareto", "tradeoff"]
+    rail = next(iter(summary["pareto"]["guardrails"]))
+    primary = summary["pareto"]["objectives"][0]
+    caption = html.unescape(pareto[pareto.index('data-chart="tradeoff"'):])
+    caption = caption[caption.index("<figcaption>"):caption.index("</figcaption>")]
+    assert "Every dot is one weighting the search tried" in caption
+    assert f"further right harms {rail} more, higher gains more {primary}" in " ".join(caption.split())
+    assert "left of the dashed line keep the" in caption
+    # the sampled cloud is mentioned under the Pareto chart too
+    assert "faint dots and crosses behind are other weightings the search tried" in pareto
+    # one caption per chart in the section, the trade-off chart before the search-method table
+    assert pareto.count("<figcaption>") == 2
+    assert pareto.index('data-chart="tradeoff"') < pareto.index("Search method")
+
+
+def test_tradeoff_chart_needs_a_guardrail(s):
+    s["pareto"]["guardrails"] = {}
+    for front in s["pareto"]["fronts"].values():
+        for p in [*front.get("pareto", []), *s["pareto"]["candidates"]]:
+            p["guardrail_harm"] = {}
+        if "sample" in front:
+            front["sample"]["guardrail_harm"] = [[] for _ in front["sample"]["objectives"]]
+    page = render_report(s)
+    keys = chart_keys(page)
+    assert "pareto" in keys and "tradeoff" not in keys
+    assert tradeoff_chart(s["pareto"]) == ""
+    assert_self_contained(page)
+
+
+def test_older_summary_without_samples(s):
+    for front in s["pareto"]["fronts"].values():
+        front.pop("sample", None)
+    page = render_report(s)
+    keys = chart_keys(page)
+    assert "pareto" in keys and "tradeoff" not in keys
+    assert "faint dots" not in page and "Every dot is one weighting" not in page
+    assert_self_contained(page)
+
+
+def test_sampled_cloud_is_drawn_behind_the_fronts(summary):
+    with_sample = pareto_chart(summary["pareto"])
+    bare = copy.deepcopy(summary["pareto"])
+    for front in bare["fronts"].values():
+        front.pop("sample", None)
+    without = pareto_chart(bare)
+    n_sampled = sum(len(f["sample"]["objectives"]) for f in summary["pareto"]["fronts"].values() if "sample" in f)
+    # every scatter point is one <use> of its marker
+    assert with_sample.count("<use ") - without.count("<use ") >= n_sampled
+
+
+def test_malformed_or_infeasible_samples_still_render(s):
+    dense = s["pareto"]["fronts"]["dense"]["sample"]
+    dense["objectives"][0] = [None, float("nan")]
+    dense["objectives"][1] = "broken"
+    dense["guardrail_harm"] = dense["guardrail_harm"][: len(dense["guardrail_harm"]) // 2]  # ragged
+    dense.pop("feasible")  # treated as feasible
+    s["pareto"]["fronts"]["ax"]["sample"] = {"objectives": [], "guardrail_harm": [], "feasible": []}
+    page = render_report(s)
+    assert {"pareto", "tradeoff"} <= set(chart_keys(page))
+    for front in s["pareto"]["fronts"].values():
+        if "sample" in front:
+            front["sample"]["feasible"] = [False] * len(front["sample"]["objectives"])
+    page = render_report(s)
+    assert {"pareto", "tradeoff"} <= set(chart_keys(page))
+    assert_self_contained(page)
+    # a guardrail but nothing sampled on it: no trade-off chart
+    for front in s["pareto"]["fronts"].values():
+        if "sample" in front:
+            front["sample"] = {"objectives": [], "guardrail_harm": [], "feasible": []}
+    assert "tradeoff" not in chart_keys(render_report(s))
+
+
+def test_tradeoff_chart_with_a_single_objective(s):
+    objectives = s["pareto"]["objectives"][:1]
+    s["pareto"]["objectives"] = objectives
+    for front in s["pareto"]["fronts"].values():
+        if "sample" in front:
+            front["sample"]["objectives"] = [o[:1] for o in front["sample"]["objectives"]]
+    page = render_report(s)
+    assert {"pareto", "tradeoff"} <= set(chart_keys(page))
+    caption = section(page, "pareto", "policy")
+    assert "give up some" not in caption  # nothing else to trade the primary metric for
+
+
+# --------------------------------------------------------------------------- the distilled tree under a value policy
+
+
+def tree_arms(node: dict) -> set[str]:
+    return {node["arm"]} if "feature" not in node else tree_arms(node["left"]) | tree_arms(node["right"])
+
+
+def chosen_tree(summary: dict) -> dict:
+    chosen = [p for p in summary["policies"] if (p.get("fidelity") or {}).get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["kind"] == "tree" and isinstance(chosen[0].get("tree"), dict)
+    return chosen[0]
+
+
+def recommend_value_policy(s: dict, name: str) -> None:
+    s["recommendation"].update(policy=name, kind="value", verdict="personalize")
+    s["recommendation"]["document"] = {
+        "format": "pex.policy/1", "name": name, "kind": "value", "arms": s["arms"], "default_arm": s["control"],
+        "exploration": 0.05, "value_model": {"fit": "fit-1", "metrics": {}, "guardrails": {}}}
+    s["recommended_policy"] = name
+
+
+def test_distilled_tree_is_drawn_under_a_tuned_value_recommendation(s):
+    tree = chosen_tree(s)
+    tuned = next(p for p in s["policies"] if p["kind"] == "value" and p.get("tuning"))
+    recommend_value_policy(s, tuned["name"])
+    page = render_report(s)
+    policy = section(page, "policy", "caveats")
+    assert "tree-svg" in policy
+    assert set(re.findall(r'class="leaf" data-arm="([^"]+)"', policy)) == tree_arms(tree["tree"])
+    heading = re.sub(r"<[^>]+>", "", re.search(r"<h3>(Its readable approximation:.*?)</h3>", policy, re.DOTALL).group(1))
+    agreement = fmt_pct(tree["fidelity"]["agreement_with_value_policy"], signed=False)
+    assert f"{tree['name']} (depth {tree['fidelity']['depth']}, agrees with the default-weight value model on {agreement}" in heading
+    assert "the recommended policy on" not in policy  # the tree was not distilled from the tuned weights
+    assert "not from the recommended policy's own weights" in policy
+    assert policy.count("<figcaption>") == 1
+    # the legend names exactly the arms at the leaves
+    legend = policy[policy.rindex('<div class="legend">'):]
+    assert set(re.findall(r"</i>([^<]+)</span>", legend)) == tree_arms(tree["tree"])
+
+
+def test_distilled_tree_of_the_default_value_recommendation(s):
+    tree = chosen_tree(s)
+    default = next(p for p in s["policies"] if p["kind"] == "value" and not p.get("tuning"))
+    recommend_value_policy(s, default["name"])
+    policy = section(render_report(s), "policy", "caveats")
+    assert "tree-svg" in policy and "agrees with the recommended policy on" in policy
+    assert f"<code>{tree['name']}</code> is a depth-" in policy
+
+
+def test_distilled_tree_without_its_document_is_only_named(s):
+    tree = chosen_tree(s)
+    tree.pop("tree")
+    tuned = next(p for p in s["policies"] if p["kind"] == "value" and p.get("tuning"))
+    recommend_value_policy(s, tuned["name"])
+    policy = section(render_report(s), "policy", "caveats")
+    assert "tree-svg" not in policy and "Its readable approximation" not in policy
+    assert f"A readable approximation: <code>{tree['name']}</code> is a depth-" in policy
+    assert "no tree to draw" in policy
 
 
 # --------------------------------------------------------------------------- pieces
