@@ -96,27 +96,30 @@ def test_demo_console_script_end_to_end(tmp_path):
     env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
     env.pop("PEX_DATABASE_URL", None)
     out_dir = tmp_path / "demo-out"
-    proc = subprocess.Popen([PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    lines = []
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("serving the report at "):
-                break
-        stdout = "".join(lines)
-        assert lines and lines[-1].startswith("serving the report at "), stdout + proc.stderr.read() if proc.poll() is not None else stdout
-        url = lines[-1].split()[4]
-        with urllib.request.urlopen(url, timeout=30) as response:
-            page = response.read().decode()
-        assert response.status == 200 and "<svg" in page
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+    err_path = tmp_path / "demo.err"
+    # progress goes to stderr (a file, so a full pipe can never stall the demo); stdout is read line by line
+    with open(err_path, "w") as err, subprocess.Popen(
+            [PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env) as proc:
+        lines = []
+        try:
+            deadline = time.monotonic() + 400
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+                if line.startswith("serving the report at "):
+                    break
+            stdout = "".join(lines)
+            assert lines and lines[-1].startswith("serving the report at "), stdout + err_path.read_text()
+            url = lines[-1].split()[4]
+            with urllib.request.urlopen(url, timeout=30) as response:
+                page = response.read().decode()
+            assert response.status == 200 and "<svg" in page
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
     assert proc.returncode == 0
     assert (tmp_path / "notification_cadence.csv").is_file()
     assert "Sample ratio: OK" in stdout and "Average effects vs control" in stdout

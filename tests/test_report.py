@@ -156,7 +156,7 @@ def test_single_objective_plots_against_guardrail_harm(s):
     s["pareto"]["reference_point"] = {k: v for k, v in s["pareto"]["reference_point"].items() if k in s["pareto"]["objectives"]}
     page = render_report(s)
     assert "pareto" in chart_keys(page)
-    assert "the predicted harm on" in page
+    assert "the estimated harm on" in page
     s["pareto"]["guardrails"] = {}
     page = render_report(s)  # no guardrail either: a one-row strip per method
     assert "pareto" in chart_keys(page)
