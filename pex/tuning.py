@@ -34,6 +34,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,8 @@ from pex.value_policy import objective
 
 Say = Callable[[str], None]
 CHUNK = 256  # weight vectors scored at once: (n_units x arms x CHUNK) floats stay in the tens of MB
+CURVE_CHUNK = 32  # weight vectors per cumulative-sum block: (CURVE_CHUNK x n_units x metrics) floats
+CAP_LEVELS = 32  # treated-share caps valued per weight vector by the dense sweep
 SAMPLE = 400  # evaluated points per search method kept in the summary (columns: objectives, guardrails)
 
 
@@ -169,12 +172,78 @@ class TuningProblem:
                 if j != ctrl:  # control's pseudo-outcome is 0
                     lifts[start:start + CHUNK] += ((chosen == j).astype(float) @ self.signal[:, j, :]) / self.n
             treated[start:start + CHUNK] = (chosen != ctrl).mean(axis=1)
+        return self._outcomes(lifts, treated)
+
+
+    def evaluate_caps(self, u: np.ndarray, levels: int = CAP_LEVELS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Every weight vector of ``u`` at ``levels`` treated-share caps at once; returns (draws, outcomes).
+
+        For fixed weights, a cap treats the units with the highest best-arm scores, so the policy at every
+        cap is a prefix of one ordering: sorting once and summing the chosen arms' pseudo-outcomes
+        cumulatively values all caps for the price of one sort. The last coordinate of ``u`` is ignored;
+        the returned draws carry each point's cap (``levels`` grid caps plus, per goal metric, the cap best
+        for it within the guardrails: ``K * (levels + goals)`` rows, in ``u``'s order).
+        """
+        u = np.atleast_2d(np.asarray(u, dtype=float))
+        M, ctrl = len(self.metrics), self.arms.index(self.control)
+        shares = np.arange(1, levels + 1) / levels  # of the owner's budget
+        draws, lifts, treated = [], [], []
+        for start in range(0, len(u), CURVE_CHUNK):
+            chunk = u[start:start + CURVE_CHUNK].copy()
+            chunk[:, M] = 1.0  # no cap: every unit whose best arm scores above control's 0
+            chosen = self.choices(chunk)  # (k, n)
+            w = self.weights(chunk)
+            coef = w * (self.goal_sign / self.scale)[None, :]
+            best = np.full(chosen.shape, -np.inf)
+            value = np.zeros((len(chunk), self.n, M))
+            for j in range(len(self.arms)):
+                if j == ctrl:
+                    continue
+                here = chosen == j
+                best = np.where(here, coef @ self.effects[:, j, :].T, best)
+                value += here[:, :, None] * self.signal[None, :, j, :]
+            order = np.argsort(-best, axis=1, kind="stable")  # treated units first, highest score first
+            ranked = np.take_along_axis(value, order[:, :, None], axis=1)
+            total = np.cumsum(ranked, axis=1) / self.n  # (k, n, M): lifts when the first L units are treated
+            positive = (chosen != ctrl).sum(axis=1)  # units treated without a cap
+            best_prefixes = self._best_feasible_prefixes(total, np.minimum(positive, int(np.floor(self.budget * self.n))))
+            for i in range(len(chunk)):
+                count = np.minimum(np.round(shares * self.budget * self.n).astype(int), positive[i])
+                count = np.concatenate([count, best_prefixes[i]])
+                lift = np.where(count[:, None] > 0, total[i, np.maximum(count - 1, 0)], 0.0)
+                d = np.repeat(chunk[i : i + 1], len(count), axis=0)
+                d[:, M] = count / self.n / self.budget if self.budget > 0 else 0.0
+                draws.append(d)
+                lifts.append(lift)
+                treated.append(count / self.n)
+        draws_, lifts_ = np.vstack(draws), np.vstack(lifts)
+        return draws_, self._outcomes(lifts_, np.concatenate(treated))
+
+    def _best_feasible_prefixes(self, total: np.ndarray, limit: np.ndarray) -> np.ndarray:
+        """Per weight vector (row of ``total``) and goal metric, the number of top-ranked units to treat that
+        is best for that metric while every guardrail holds (0 when none does): the exact ends of the
+        vector's own trade-off, which a grid of caps would only approach."""
+        index = {m: k for k, m in enumerate(self.metrics)}
+        k, n, _ = total.shape
+        allowed = np.arange(1, n + 1)[None, :] <= limit[:, None]
+        for m, g in self.guardrails.items():
+            if g["max_harm"] is not None:
+                harm = -self.goal_sign[index[m]] * total[:, :, index[m]] / g["base"]
+                allowed &= harm <= g["max_harm"]
+        out = np.zeros((k, len(self.objectives)), dtype=int)
+        for j, m in enumerate(self.objectives):
+            gain = np.where(allowed, self.goal_sign[index[m]] * total[:, :, index[m]], -np.inf)
+            at = np.argmax(gain, axis=1)
+            out[:, j] = np.where(np.isfinite(gain[np.arange(k), at]) & (gain[np.arange(k), at] > 0), at + 1, 0)
+        return out
+
+    def _outcomes(self, lifts: np.ndarray, treated: np.ndarray) -> dict[str, np.ndarray]:
         index = {m: k for k, m in enumerate(self.metrics)}
         objectives = np.column_stack([self.goal_sign[index[m]] * lifts[:, index[m]] for m in self.objectives])
         harms = np.column_stack([-self.goal_sign[index[m]] * lifts[:, index[m]] / g["base"] for m, g in self.guardrails.items()]) \
-            if self.guardrails else np.zeros((len(u), 0))
+            if self.guardrails else np.zeros((len(lifts), 0))
         limits = np.array([g["max_harm"] if g["max_harm"] is not None else np.inf for g in self.guardrails.values()])
-        feasible = (harms <= limits[None, :]).all(axis=1) if self.guardrails else np.ones(len(u), dtype=bool)
+        feasible = (harms <= limits[None, :]).all(axis=1) if self.guardrails else np.ones(len(lifts), dtype=bool)
         return {"objectives": objectives, "harms": harms, "feasible": feasible, "treated_share": treated}
 
 
@@ -192,6 +261,7 @@ class Front:
     pareto: np.ndarray = field(default=None)  # indices into the K draws
     hypervolume: float = float("nan")
     requested: int | None = None  # points asked for, when a budget may have stopped the method early
+    weight_vectors: int | None = None  # distinct weight vectors behind the points (the dense sweep values each at many caps)
 
     def __post_init__(self) -> None:
         if self.pareto is None:
@@ -243,20 +313,28 @@ def hypervolume(front: np.ndarray, reference: np.ndarray) -> float:
 
 
 def reference_point(fronts: list[Front]) -> np.ndarray:
-    """All-control (lift 0) per objective, lowered to the worst Pareto point of any front so every front counts."""
+    """All-control: a lift of 0 on every objective, so the hypervolume measures gains over doing nothing and
+    does not move with the fronts compared. Only when no Pareto point of any front gains on every objective
+    at once (every volume would be 0) is it lowered to the worst Pareto point."""
     points = [f.front for f in fronts if len(f.pareto)]
-    worst = np.vstack(points).min(axis=0) if points else 0.0
-    return np.minimum(0.0, worst)
+    if not points:
+        return np.zeros(0)
+    stacked = np.vstack(points)
+    if (stacked > 0).all(axis=1).any():
+        return np.zeros(stacked.shape[1])
+    return np.minimum(0.0, stacked.min(axis=0))
 
 
-def dense_sweep(problem: TuningProblem, points: int = 2048, seed: int = 0) -> Front:
-    """``points`` scrambled-Sobol weight draws, scored in chunks of array operations."""
+def dense_sweep(problem: TuningProblem, points: int = 2048, seed: int = 0, levels: int = CAP_LEVELS) -> Front:
+    """``points`` scrambled-Sobol weight vectors, each valued at ``levels`` treated-share caps
+    (:meth:`TuningProblem.evaluate_caps`), in blocks of array operations."""
     started = time.perf_counter()
     # draw the next power of two and keep a prefix: Sobol's balance properties hold for prefixes of 2^m
     m = int(np.ceil(np.log2(max(points, 2))))
-    draws = qmc.Sobol(d=problem.dimension, scramble=True, seed=seed).random_base2(m)[:points]
-    out = problem.evaluate(draws)
-    return Front("dense", draws, out["objectives"], out["harms"], out["feasible"], out["treated_share"], time.perf_counter() - started)
+    weights = qmc.Sobol(d=problem.dimension, scramble=True, seed=seed).random_base2(m)[:points]
+    draws, out = problem.evaluate_caps(weights, levels)
+    return Front("dense", draws, out["objectives"], out["harms"], out["feasible"], out["treated_share"], time.perf_counter() - started,
+                 weight_vectors=points)
 
 
 def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 3, seed: int = 0, say: Say | None = None,
@@ -269,14 +347,20 @@ def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 3, seed: in
     """
     say = say or (lambda message: None)
     started = time.perf_counter()
-    # Ax logs every trial (on its own handlers, with warnings when a batch comes back short) and BoTorch warns about numerics it
-    # then handles itself; neither tells an experiment owner anything, so both are quiet during the search.
+    with quiet_ax():
+        return _ax_search(problem, trials, batch, seed, say, started, max_seconds)
+
+
+@contextmanager
+def quiet_ax():
+    """Ax logs every trial (on its own handlers, with warnings when a batch comes back short) and BoTorch warns
+    about numerics it then handles itself; neither tells an experiment owner anything, so both are quiet here."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _ax_search(problem, trials, batch, seed, say, started, max_seconds)
+            yield
     finally:
         logging.disable(previous)
 
@@ -353,6 +437,7 @@ class TuningResult:
 
         def front_dict(f: Front) -> dict:
             return {"method": f.method, "evaluated": int(len(f.draws)), **({"requested": f.requested} if f.requested is not None else {}),
+                    **({"weight_vectors": f.weight_vectors} if f.weight_vectors is not None else {}),
                     "feasible": int(f.feasible.sum()), "seconds": round(f.seconds, 3),
                     "hypervolume": f.hypervolume, **({"sample": sample(f)} if f.method != "kept" else {}), "pareto": [
                         {"weights": p.weight_dict(p.weights(f.draws[i : i + 1])[0]),

@@ -82,9 +82,25 @@ def test_hypervolume_on_known_fronts():
     assert hypervolume(three, np.zeros(3)) == pytest.approx(1.0)
 
 
+def test_caps_are_valued_exactly_like_single_points(problem):
+    """Valuing a weight vector at many caps with one sort gives what scoring each (weights, cap) point alone gives."""
+    draws, out = problem.evaluate_caps(np.array([[0.6, 0.3, 0.5, 0.0], [0.2, 0.7, 0.9, 0.0]]), levels=8)
+    assert draws.shape == (2 * (8 + len(problem.objectives)), problem.dimension)
+    alone = problem.evaluate(draws)
+    np.testing.assert_allclose(out["objectives"], alone["objectives"], atol=1e-3 * np.abs(alone["objectives"]).max())
+    np.testing.assert_allclose(out["treated_share"], alone["treated_share"], atol=2 / problem.n)
+    # the extra points are the best feasible cap per goal metric: no grid cap of that vector beats them
+    for v in range(2):
+        rows = slice(v * 10, v * 10 + 10)
+        ok = out["feasible"][rows]
+        for j in range(len(problem.objectives)):
+            best = out["objectives"][rows][8 + j, j]
+            assert best >= out["objectives"][rows][ok, j].max() - 1e-12
+
+
 def test_dense_sweep_is_reproducible_and_its_front_is_feasible(problem):
     a, b = dense_sweep(problem, points=256, seed=5), dense_sweep(problem, points=256, seed=5)
-    assert a.draws.shape == (256, problem.dimension)
+    assert a.draws.shape == (256 * (32 + len(problem.objectives)), problem.dimension)
     np.testing.assert_array_equal(a.objectives, b.objectives)
     assert a.feasible[a.pareto].all()
     assert (a.harms[a.pareto, 0] <= 0.05).all()
