@@ -25,7 +25,11 @@ against the guardrails. This module searches that trade-off offline:
 
 Weights live on the simplex: the search draws ``u`` in ``[0, 1]^M`` and uses
 ``u / sum(u)``, because the policy's argmax does not change when every weight
-is multiplied by the same number.
+is multiplied by the same number. One more coordinate caps the share of units
+treated (the top-scoring ones): when every arm harms a guardrail, only a cap
+keeps a policy feasible. Ax searches weights and cap together; the dense sweep
+values each weight vector at a grid of caps and at the exact best feasible cap
+per goal metric, which costs one sort and one cumulative sum per vector.
 """
 
 from __future__ import annotations
