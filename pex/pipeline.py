@@ -163,6 +163,8 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     from pex.report import render_report
     from pex.spec import load_spec
 
+    if options is not None and overrides:
+        raise TypeError(f"pass either options or keyword overrides, not both (got {', '.join(overrides)})")
     options = options or RunOptions(**{k: v for k, v in overrides.items() if k != "build"})
     if "build" in overrides:
         options.build = overrides["build"]
