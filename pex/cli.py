@@ -584,16 +584,14 @@ def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, den
 @click.pass_context
 def report(ctx: click.Context, name: str, out_path: str) -> None:
     """Write the offline evaluation report (one self-contained HTML file) of NAME's newest `pex run`."""
+    from pex.pipeline import write_atomic
     from pex.report import render_report
 
     ws = _workspace(ctx, create=False)
     summary = ws.latest_run(name)
     html = render_report(summary)
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)  # a reader never sees half a report
+    write_atomic(out, html)
     click.echo(f"wrote {out} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
 
 

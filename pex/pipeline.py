@@ -230,14 +230,19 @@ def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: 
     files["report.html"] = render(summary)
     (out_dir / "policies").mkdir(parents=True, exist_ok=True)
     for rel, text in files.items():
-        target = out_dir / rel
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        write_atomic(out_dir / rel, text)
     prefix = f"{summary['experiment']}-"
     for old in (out_dir / "policies").glob(f"{prefix}*.json"):
         if f"policies/{old.name}" not in files:
             old.unlink()
+
+
+def write_atomic(target: Path, text: str) -> None:
+    """Write beside ``target``, then rename: a reader sees the old file or the whole new one, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
 
 
 def _ci(est: dict) -> dict:

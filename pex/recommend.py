@@ -47,6 +47,11 @@ def _depth(node: dict | None) -> int:
     return 1 + max(_depth(node.get("left")), _depth(node.get("right")))
 
 
+def _harm(guardrail: dict) -> float:
+    """A comparison row's guardrail harm: relative to the control mean, or absolute when that mean is 0."""
+    return guardrail.get("relative_harm", guardrail.get("absolute_harm", 0.0))
+
+
 @dataclass
 class Recommendation:
     policy: str
@@ -86,7 +91,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     eligible = []
     for p in candidates:
         rails = by_name[p.name][1].get("guardrails", {})
-        if all(g["verdict"] != "fail" and (g["max_harm"] is None or g.get("relative_harm", g.get("absolute_harm", 0.0)) <= g["max_harm"])
+        if all(g["verdict"] != "fail" and (g["max_harm"] is None or _harm(g) <= g["max_harm"])
                for g in rails.values()):
             eligible.append(p)
     if not eligible:  # all-control harms nothing, so this only happens without a control baseline
@@ -96,18 +101,19 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     score = {name: sign * e.value for name, e in estimates.items()}
     best = max(eligible, key=lambda p: score[p.name])
 
-    def gap_low(p: Policy) -> float:
-        """Lower end of the paired 95% interval of how much better ``best`` is than ``p``."""
-        d = ope.difference(estimates[best.name], estimates[p.name])
-        return min(sign * d.ci_low, sign * d.ci_high)
+    def lift(a: Policy, b: Policy) -> tuple[float, float, float]:
+        """How much better ``a`` is than ``b`` on the primary (goal-signed), with its paired 95% interval."""
+        d = ope.difference(estimates[a.name], estimates[b.name])
+        lo, hi = sorted((sign * d.ci_low, sign * d.ci_high))
+        return sign * d.value, lo, hi
 
-    near = [p for p in eligible if p is best or gap_low(p) <= 0]
+    near = [p for p in eligible if p is best or lift(best, p)[1] <= 0]
     choice = min(near, key=lambda p: (complexity(p), -score[p.name]))
     label = primary if single else "the objective"
     if choice is not best:
-        d = ope.difference(estimates[best.name], estimates[choice.name])
+        gap, lo, hi = lift(best, choice)
         reasons.append(f"{best.name} has the highest {label} value, but {choice.name} is simpler and not significantly worse "
-                       f"(difference {sign * d.value:+.4g}, 95% CI {sign * d.ci_low:+.4g} to {sign * d.ci_high:+.4g})")
+                       f"(difference {gap:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g})")
     constants = [p for p in eligible if p.kind == "constant"]
     best_arm = max(constants, key=lambda p: score[p.name]) if constants else None
     every_arm = [p for p in candidates if p.kind == "constant"]
@@ -116,31 +122,29 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
             value = sign * contributions(p).value
             if value > score[best_arm.name]:
                 broken = [m for m, g in by_name[p.name][1].get("guardrails", {}).items()
-                          if g["verdict"] == "fail" or g.get("relative_harm", g.get("absolute_harm", 0.0)) > (g["max_harm"] or 0.0)]
+                          if g["verdict"] == "fail" or _harm(g) > (g["max_harm"] or 0.0)]
                 reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({value:+.4g} vs {score[best_arm.name]:+.4g}) "
                                f"but breaks the {', '.join(broken)} guardrail, so it is not an option")
     if choice.kind != "constant" and best_arm is not None:
-        lift = ope.difference(estimates[choice.name], estimates[best_arm.name])
-        lo, hi = sorted((sign * lift.ci_low, sign * lift.ci_high))
+        gain, lo, hi = lift(choice, best_arm)
         if lo <= 0:
             reasons.append(f"{choice.name} does not beat giving everyone {best_arm.default_arm!r} on {label}: "
-                           f"lift {sign * lift.value:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g} (includes 0)")
+                           f"lift {gain:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g} (includes 0)")
             choice = best_arm
         else:
-            reasons.append(f"{choice.name} beats giving everyone {best_arm.default_arm!r} on {label} by {sign * lift.value:+.4g} "
+            reasons.append(f"{choice.name} beats giving everyone {best_arm.default_arm!r} on {label} by {gain:+.4g} "
                            f"per unit (95% CI {lo:+.4g} to {hi:+.4g})")
     control = next((p for p in eligible if p.kind == "constant" and p.default_arm == spec.control), None)
     if choice.kind == "constant" and control is not None and choice is not control:
         # shipping an arm to everyone is the plain A/B decision: only when it beats control
-        lift = ope.difference(estimates[choice.name], estimates[control.name])
-        lo, hi = sorted((sign * lift.ci_low, sign * lift.ci_high))
+        gain, lo, hi = lift(choice, control)
         if lo <= 0:
             reasons.append(f"giving everyone {choice.default_arm!r} does not significantly beat {spec.control!r} on {label} "
-                           f"(lift {sign * lift.value:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g})")
+                           f"(lift {gain:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g})")
             choice = control
     for metric, g in by_name[choice.name][1].get("guardrails", {}).items():
         if g["verdict"] == "inconclusive":
-            reasons.append(f"guardrail {metric}: harm {g.get('relative_harm', g.get('absolute_harm', 0.0)):+.1%} is within "
+            reasons.append(f"guardrail {metric}: harm {_harm(g):+.1%} is within "
                            f"the {g['max_harm']:.0%} limit, but its 95% interval ({g['ci_low']:+.1%} to {g['ci_high']:+.1%}) "
                            "cannot rule out more: watch it after launch")
     if choice.kind == "constant":
