@@ -242,7 +242,8 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "notificati
               help="Run the whole pipeline (effect models, policies, weight search, report); --no-fit only checks and analyses.")
 @click.option("--out", default="pex-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for summary.json, report.html and policies/.")
-@click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors of the weight search.")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ax weight vectors refining the weight search (0: the dense sweep alone).")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the report over HTTP when done.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -517,10 +518,12 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step: a re-run gives the same result.")
 @click.option("--holdout", type=click.FloatRange(min=0.05, max=0.9), default=HOLDOUT, show_default=True,
               help="Share of units kept out of every model; policies are compared on them.")
-@click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors (0: dense sweep only).")
-@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
-              help="Ax asks for no new batch of weight vectors after this many seconds.")
-@click.option("--dense", type=click.IntRange(min=16), default=2048, show_default=True, help="Quasi-random weight vectors of the dense sweep.")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ax weight vectors refining the dense sweep's front (0: the dense sweep alone, which finds the larger front offline).")
+@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0, max=20.0), default=20.0, show_default=True,
+              help="Ax asks for no new batch of weight vectors after this many seconds (at most 20: offline it rarely earns more).")
+@click.option("--dense", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Quasi-random weight vectors of the dense sweep (each valued at every treated-share cap).")
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
               help="Largest share of units a policy may give a non-control arm.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -546,12 +549,14 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
 @cli.command()
 @click.argument("name")
 @click.option("--fit", "fit_id", default=None, help="Fit id to search on (default: the newest fit of NAME).")
-@click.option("--trials", type=click.IntRange(min=0), default=30, show_default=True, help="Ax weight vectors (0: dense sweep only).")
-@click.option("--dense", type=click.IntRange(min=16), default=2048, show_default=True, help="Quasi-random weight vectors of the dense sweep.")
-@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0), default=120.0, show_default=True,
-              help="Ax asks for no new batch of weight vectors after this many seconds.")
-@click.option("--candidates", type=click.IntRange(min=1, max=20), default=4, show_default=True,
-              help="Pareto points turned into stored, evaluated value policies.")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ax weight vectors refining the dense sweep's front (0: the dense sweep alone, which finds the larger front offline).")
+@click.option("--dense", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Quasi-random weight vectors of the dense sweep (each valued at every treated-share cap).")
+@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0, max=20.0), default=20.0, show_default=True,
+              help="Ax asks for no new batch of weight vectors after this many seconds (at most 20: offline it rarely earns more).")
+@click.option("--candidates", type=click.IntRange(min=1, max=20), default=2, show_default=True,
+              help="Pareto points turned into stored, evaluated value policies (each is one more candidate to certify).")
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
               help="Largest share of units a policy may give a non-control arm.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
+from pex.constrained import Constraint, choose_constrained, group_chooser
 from pex.features import FeatureEncoder
 from pex.policy import Policy, PolicyError
 
@@ -76,6 +77,8 @@ def distill(
     experiment: str = "",
     lineage: dict | None = None,
     seed: int = 0,
+    guardrails: list[Constraint] | None = None,
+    n_eval: int | None = None,
 ) -> Distillation:
     """Trees of each depth imitating the arm choice ``argmax(scores)``.
 
@@ -90,6 +93,10 @@ def distill(
         used only to compare depths on held-out units.
     min_leaf_share
         Smallest share of the units in any leaf.
+    guardrails
+        Per guardrail, its rule and per-unit, per-arm change signal (rows of ``frame``): each tree's leaf arms
+        are then the most ``honest_value`` whose harm is certifiable for a held-out test of ``n_eval`` units
+        (:mod:`pex.constrained`), control included, rather than the leaf's best arm by score.
     """
     if not depths or any(not 1 <= d <= 4 for d in depths):
         raise PolicyError(f"tree depths must be from 1 to 4, got {list(depths)}", "distilled trees are shallow; e.g. depths 1,2,3,4")
@@ -102,10 +109,20 @@ def distill(
     fit_rows, val_rows = np.flatnonzero(half), np.flatnonzero(~half)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    ctrl = arms.index(control)
+
     def make(depth: int, rows: np.ndarray) -> Policy:
         tree = _fit_tree(X[rows], scores[rows], depth, min_leaf_share, seed)
+        leaf_of = tree.apply(X[rows])
+        if guardrails:
+            constraints = [Constraint(c.rule, c.change[rows]) for c in guardrails]
+            picked = choose_constrained(group_chooser(leaf_of), honest_value[rows], constraints, ctrl, exploration,
+                                        n_eval or len(rows)).chosen
+        else:  # the imitation target: each leaf's best arm by total score
+            picked = group_chooser(leaf_of)(scores[rows])
+        leaf_arm = {int(leaf): int(arm) for leaf, arm in zip(leaf_of, picked)}
         return Policy(name=f"{name_prefix}-tree-d{depth}", arms=list(arms), default_arm=control, kind="tree",
-                      exploration=exploration, tree=_to_node(tree, X[rows], scores[rows], encoder, arms), experiment=experiment,
+                      exploration=exploration, tree=_to_node(tree, leaf_arm, encoder, arms), experiment=experiment,
                       trained_at=stamp, lineage=dict(lineage or {}, distilled_depth=depth))
 
     hv = honest_value[val_rows]
@@ -124,6 +141,8 @@ def distill(
     chosen_depth = min(d for d in depths
                        if per_depth[d].mean() >= per_depth[best].mean() - _se(per_depth[best] - per_depth[d]))
     trees = {d: make(d, np.arange(n)) for d in depths}
+    for d, tree in trees.items():  # only the chosen depth competes for the recommendation; the others are shown
+        tree.lineage["candidate"] = d == chosen_depth
     return Distillation(trees=trees, chosen_depth=chosen_depth, curve=curve, value_policy_value=float(vp.mean()),
                         value_policy_se=_se(vp), n_fit=len(fit_rows), n_validation=len(val_rows))
 
@@ -142,13 +161,9 @@ def _fit_tree(X: np.ndarray, scores: np.ndarray, depth: int, min_leaf_share: flo
     return tree.fit(X, np.argmax(scores, axis=1), sample_weight=weight)
 
 
-def _to_node(tree: DecisionTreeClassifier, X: np.ndarray, scores: np.ndarray, encoder: FeatureEncoder, arms: list[str]) -> dict:
-    """The fitted sklearn tree as a ``pex.policy/1`` tree; each leaf gets its units' best arm by total score."""
+def _to_node(tree: DecisionTreeClassifier, leaf_arm: dict[int, int], encoder: FeatureEncoder, arms: list[str]) -> dict:
+    """The fitted sklearn tree as a ``pex.policy/1`` tree with the arm of each leaf from ``leaf_arm``."""
     t = tree.tree_
-    leaf_of = tree.apply(X)
-    leaf_arm = {}
-    for leaf in np.unique(leaf_of):
-        leaf_arm[int(leaf)] = int(np.argmax(scores[leaf_of == leaf].sum(axis=0)))
 
     def node(i: int) -> dict:
         left, right = int(t.children_left[i]), int(t.children_right[i])

@@ -6,13 +6,30 @@
   means, absolute and relative lift with confidence intervals, p-values with a
   Holm correction across all arms x metrics, and CUPED variance reduction
   when the metric has a pre-period covariate.
-* :func:`guardrail_verdicts` - one-sided tests of harm beyond ``max_harm``.
+* :func:`guardrail_verdicts` - one-sided tests of harm beyond ``max_harm``,
+  by the shared rule of :mod:`pex.guardrail`.
 
 Effects are OLS regressions fitted by statsmodels with HC2
 heteroskedasticity-robust errors: for a two-group comparison HC2 equals the
 unbiased Neyman (Welch) variance of a difference in means, and with a
 pre-period covariate the same regression is Lin's (2013) fully interacted
 adjustment, which cannot hurt precision asymptotically.
+
+When the spec's ``propensity`` column says that assignment probabilities vary
+between units of an arm (e.g. P(treatment) = 0.8 for some users and 0.2 for
+others), arm membership depends on the units' characteristics and a raw
+difference in means is confounded: it mixes the effect with the difference
+between the kinds of users each arm got. Each comparison of an arm with
+control then weights every unit by 1 / P(assigned arm) (the Hajek, or
+normalized inverse-propensity, estimator: the weighted group means estimate
+the whole population's mean outcome under each arm) and fits the same
+regressions by weighted least squares with HC2 errors, the covariate centred
+at its weighted mean. With a pre-period covariate this is inverse-propensity
+weighted regression adjustment, consistent when either the propensities
+(known here, by design) or the linear outcome model are right. Propensities
+constant within each arm need no weights (they would leave every group mean
+unchanged), and those comparisons keep the unweighted estimators exactly.
+``ArmEffect.method`` says which estimator produced each effect.
 """
 
 from __future__ import annotations
@@ -25,8 +42,9 @@ import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from pex.balance import BalanceResult, covariate_balance
-from pex.data import Dataset
+from pex.balance import BalanceResult, covariate_balance, inverse_propensity_weights
+from pex.data import PROPENSITY, Dataset
+from pex.guardrail import GuardrailRule
 from pex.spec import MetricSpec
 
 SRM_THRESHOLD = 0.001
@@ -50,7 +68,14 @@ class SRMResult:
 
 @dataclass(frozen=True)
 class ArmEffect:
-    """Average effect of one arm against control on one metric."""
+    """Average effect of one arm against control on one metric.
+
+    ``method`` is the estimator: ``ols`` (difference in means), ``cuped`` (Lin's interacted
+    regression on the pre-period covariate), or, when propensities vary within the arm or control,
+    their inverse-propensity-weighted versions ``weighted`` and ``weighted_cuped``. With weights,
+    ``control_mean`` and ``arm_mean`` are the weighted (Hajek) means: estimates of the population's
+    mean outcome under each arm, not the raw means of the units each arm happened to get.
+    """
 
     metric: str
     arm: str
@@ -70,6 +95,7 @@ class ArmEffect:
     relative_ci_high: float
     cuped: bool
     variance_reduction: float | None
+    method: str = "ols"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,9 +107,13 @@ class GuardrailVerdict:
 
     ``harm`` is the relative change in the harmful direction (positive = worse);
     with a zero control mean it is the absolute change (``basis`` says which).
-    ``verdict`` is ``pass`` when the one-sided upper bound of harm is below
-    ``max_harm``, ``fail`` when the one-sided lower bound is above it, else
-    ``inconclusive``. ``p_value`` tests H0: harm >= max_harm.
+    ``verdict`` is ``pass`` when the one-sided upper bound of harm is at or
+    below ``max_harm``, ``fail`` when the one-sided lower bound is above it, else
+    ``inconclusive``. ``p_value`` tests H0: harm >= max_harm. The rule is
+    :class:`pex.guardrail.GuardrailRule`; ``se`` is the standard error of
+    ``harm``, ``level`` the one-sided confidence level of the bounds and
+    ``units_to_certify`` roughly how many units would put the upper bound at the
+    limit (None when the estimate is at or over it).
     """
 
     metric: str
@@ -95,6 +125,9 @@ class GuardrailVerdict:
     p_value: float
     verdict: str
     basis: str = "relative"
+    se: float = float("nan")
+    level: float = 0.95
+    units_to_certify: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,6 +183,7 @@ def average_effects(dataset: Dataset, alpha: float = 0.05, cuped: bool = True) -
     """
     spec, frame = dataset.spec, dataset.frame
     arm_col = frame[spec.arm].to_numpy()
+    propensity = frame[PROPENSITY].to_numpy(dtype=float)
     raw: list[dict] = []
     for metric in spec.metrics.values():
         y_all = frame[metric.column].to_numpy(dtype=float)
@@ -158,7 +192,10 @@ def average_effects(dataset: Dataset, alpha: float = 0.05, cuped: bool = True) -
             rows = (arm_col == spec.control) | (arm_col == arm)
             treat = (arm_col[rows] == arm).astype(float)
             pre = pre_all[rows] if pre_all is not None else None
-            raw.append(_pair_effect(metric, arm, treat, y_all[rows], pre, alpha))
+            # With only P(assigned arm) known, 1/P over the units of control and this arm still gives
+            # consistent (Hajek) means of Y(arm) and Y(control): each group is weighted to the population.
+            weights = inverse_propensity_weights(propensity[rows], treat)
+            raw.append(_pair_effect(metric, arm, treat, y_all[rows], pre, alpha, weights))
     if not raw:
         return []
     p = np.array([r["p_value"] for r in raw])
@@ -169,7 +206,7 @@ def average_effects(dataset: Dataset, alpha: float = 0.05, cuped: bool = True) -
     return [ArmEffect(**r, p_holm=float(h)) for r, h in zip(raw, holm)]
 
 
-def _design(treat: np.ndarray, pre: np.ndarray | None) -> np.ndarray:
+def _design(treat: np.ndarray, pre: np.ndarray | None, weights: np.ndarray | None = None) -> np.ndarray:
     """Columns: intercept, treatment, then (optionally) centred pre-period terms.
 
     With the covariate centred and interacted with treatment, the intercept is
@@ -178,20 +215,36 @@ def _design(treat: np.ndarray, pre: np.ndarray | None) -> np.ndarray:
     with an indicator, so no unit is lost. A term enters only when it varies
     within both groups, keeps the design full rank and fits no unit exactly:
     otherwise its slope for one group is not identified.
+
+    With ``weights`` (inverse propensities) the means are weighted, so the
+    covariate is centred at the estimate of its population mean, and leverage
+    is that of the weighted fit.
     """
     cols = [np.ones_like(treat), treat]
     if pre is None:
         return np.column_stack(cols)
     miss = np.isnan(pre)
-    x = np.where(miss, np.nanmean(pre) if (~miss).any() else 0.0, pre)
+    if not (~miss).any():
+        fill = 0.0
+    elif weights is None:
+        fill = np.nanmean(pre)
+    else:
+        fill = np.average(pre[~miss], weights=weights[~miss])
+    x = np.where(miss, fill, pre)
     groups = (treat == 0, treat == 1)
-    for c in (x - x.mean(), miss - miss.mean()):
+    for c in (x - _mean(x, weights), miss - _mean(miss, weights)):
         if not all(g.sum() > 1 and np.ptp(c[g]) > 0 for g in groups):
             continue
         candidate = np.column_stack([*cols, c, c * treat])
-        if np.linalg.matrix_rank(candidate) == candidate.shape[1] and _max_leverage(candidate) < 1 - 1e-8:
+        whitened = candidate if weights is None else candidate * np.sqrt(weights)[:, None]
+        if np.linalg.matrix_rank(candidate) == candidate.shape[1] and _max_leverage(whitened) < 1 - 1e-8:
             cols += [c, c * treat]
     return np.column_stack(cols)
+
+
+def _mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    """The plain mean, or the weighted (Hajek) mean when there are weights."""
+    return values.mean() if weights is None else np.average(values, weights=weights)
 
 
 def _max_leverage(X: np.ndarray) -> float:
@@ -200,8 +253,11 @@ def _max_leverage(X: np.ndarray) -> float:
     return float((q**2).sum(axis=1).max())
 
 
-def _robust_fit(y: np.ndarray, X: np.ndarray):
-    return sm.OLS(y, X).fit(cov_type="HC2", use_t=True)
+def _robust_fit(y: np.ndarray, X: np.ndarray, weights: np.ndarray | None = None):
+    """OLS, or WLS with ``weights``, with HC2 errors (t reference distribution)."""
+    if weights is None:
+        return sm.OLS(y, X).fit(cov_type="HC2", use_t=True)
+    return sm.WLS(y, X, weights=weights).fit(cov_type="HC2", use_t=True)
 
 
 def _usable(fit) -> bool:
@@ -209,9 +265,19 @@ def _usable(fit) -> bool:
     return fit.df_resid > 0 and bool(np.all(np.isfinite(bse))) and bse[1] > 0
 
 
-def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray, pre: np.ndarray | None, alpha: float) -> dict:
+def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray, pre: np.ndarray | None, alpha: float,
+                 weights: np.ndarray | None = None) -> dict:
+    """One arm against control on one metric (fields of :class:`ArmEffect` but ``p_holm``).
+
+    ``weights`` are the units' inverse propensities, or None when propensities are constant
+    within each group (the unweighted estimators).
+    """
     n0, n1 = int((treat == 0).sum()), int((treat == 1).sum())
-    m0, m1 = float(y[treat == 0].mean()), float(y[treat == 1].mean())
+    ctrl, trt = treat == 0, treat == 1
+    if weights is None:
+        m0, m1 = float(y[ctrl].mean()), float(y[trt].mean())
+    else:
+        m0, m1 = float(np.average(y[ctrl], weights=weights[ctrl])), float(np.average(y[trt], weights=weights[trt]))
     base = {"metric": metric.name, "arm": arm, "n_control": n0, "n_arm": n1, "control_mean": m0, "arm_mean": m1}
     if np.ptp(y) == 0:
         # A metric with one value in every unit: the effect is exactly zero and
@@ -219,13 +285,14 @@ def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray,
         rel = 0.0 if m0 != 0 else float("nan")
         return {**base, "estimate": 0.0, "se": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0,
                 "relative": rel, "relative_se": 0.0 if m0 != 0 else float("nan"),
-                "relative_ci_low": rel, "relative_ci_high": rel, "cuped": False, "variance_reduction": None}
-    plain = _robust_fit(y, _design(treat, None))
+                "relative_ci_low": rel, "relative_ci_high": rel, "cuped": False, "variance_reduction": None,
+                "method": _method(weights is not None, False)}
+    plain = _robust_fit(y, _design(treat, None), weights)
     fit, adjusted = plain, False
     if pre is not None:
-        X = _design(treat, pre)
+        X = _design(treat, pre, weights)
         if X.shape[1] > 2:
-            candidate = _robust_fit(y, X)
+            candidate = _robust_fit(y, X, weights)
             if _usable(candidate):
                 fit, adjusted = candidate, True
     params, cov = np.asarray(fit.params), np.asarray(fit.cov_params())
@@ -258,7 +325,15 @@ def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray,
         "relative_ci_high": float(rel + tcrit * rel_se),
         "cuped": adjusted,
         "variance_reduction": float(1 - se**2 / plain_var) if adjusted and plain_var > 0 else None,
+        "method": _method(weights is not None, adjusted),
     }
+
+
+def _method(weighted: bool, cuped: bool) -> str:
+    """``ArmEffect.method``: ols, cuped, weighted or weighted_cuped."""
+    if weighted:
+        return "weighted_cuped" if cuped else "weighted"
+    return "cuped" if cuped else "ols"
 
 
 def guardrail_verdicts(dataset: Dataset, effects: list[ArmEffect], alpha: float = 0.05) -> list[GuardrailVerdict]:
@@ -267,33 +342,37 @@ def guardrail_verdicts(dataset: Dataset, effects: list[ArmEffect], alpha: float 
     Harm is relative to the control mean. When the control mean is zero a
     relative change is undefined and any harm is unbounded in relative terms,
     so the test falls back to the absolute change against zero (``basis``).
+    The verdict is :meth:`pex.guardrail.GuardrailRule.verdict`, the rule every
+    stage of pex applies.
     """
-    z = float(stats.norm.ppf(1 - alpha))
     out = []
     for e in effects:
         metric = dataset.spec.metrics[e.metric]
-        if metric.role != "guardrail":
-            continue
-        if np.isfinite(e.relative):
-            basis, harm, se, limit = "relative", -metric.sign * e.relative, e.relative_se, float(metric.max_harm)
-        else:
-            basis, harm, se, limit = "absolute (control mean is 0)", -metric.sign * e.estimate, e.se, 0.0
-        upper, lower = harm + z * se, harm - z * se
-        if se > 0 and np.isfinite(se):
-            p = float(stats.norm.cdf((harm - limit) / se))
-        else:
-            p = float("nan") if not np.isfinite(se) else float(harm >= limit)
-        if not np.isfinite(upper):
-            verdict = "inconclusive"
-        elif basis == "relative":
-            verdict = "pass" if upper < limit else "fail" if lower > limit else "inconclusive"
-        else:
-            verdict = "pass" if upper <= 0 else "fail" if lower > 0 else "inconclusive"
-        out.append(GuardrailVerdict(
-            metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), harm=float(harm),
-            harm_upper=float(upper), harm_lower=float(lower), p_value=p, verdict=verdict, basis=basis,
-        ))
+        if metric.role == "guardrail":
+            out.append(_guardrail_verdict(metric, e, alpha))
     return out
+
+
+def _guardrail_verdict(metric: MetricSpec, e: ArmEffect, alpha: float) -> GuardrailVerdict:
+    # The relative lift is undefined exactly when the (adjusted) control mean is zero to rounding:
+    # the rule then needs a zero control mean, so that it tests the absolute change against 0.
+    control_mean = e.control_mean if np.isfinite(e.relative) else 0.0
+    rule = GuardrailRule(metric=e.metric, goal=metric.goal, max_harm=metric.max_harm, control_mean=control_mean)
+    change, change_se = (e.relative, e.relative_se) if rule.relative else (e.estimate, e.se)
+    harm = rule.verdict(rule.sign * change, change_se, n=e.n_control + e.n_arm, alpha=alpha)
+    return GuardrailVerdict(
+        metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), harm=harm.estimate,
+        harm_upper=harm.upper, harm_lower=harm.lower, p_value=_harm_p_value(harm.estimate, harm.se, harm.limit),
+        verdict=harm.verdict, basis="relative" if rule.relative else "absolute (control mean is 0)",
+        se=harm.se, level=harm.level, units_to_certify=harm.units_to_certify(),
+    )
+
+
+def _harm_p_value(harm: float, se: float, limit: float) -> float:
+    """One-sided p-value of H0: harm >= limit (normal reference, as the rule's bounds)."""
+    if se > 0 and np.isfinite(se):
+        return float(stats.norm.cdf((harm - limit) / se))
+    return float("nan") if not np.isfinite(se) else float(harm >= limit)
 
 
 @dataclass

@@ -43,12 +43,12 @@ class RunOptions:
     seed: int = 0
     folds: int = 2
     holdout: float = HOLDOUT
-    trials: int = 30  # Ax weight vectors
+    trials: int = 30  # Ax weight vectors (only with use_ax)
     batch: int = 3  # Ax trials per round (a joint batch of q costs more than q times one)
-    ax_seconds: float | None = 120.0  # Ax asks for no new batch after this; None: always all trials
-    dense: int = 2048  # Sobol weight vectors
-    candidates: int = 4  # Pareto points turned into policies
-    use_ax: bool = True
+    ax_seconds: float | None = 20.0  # Ax asks for no new batch after this; None: always all trials
+    dense: int = 1024  # Sobol weight vectors, each valued at every treated-share cap
+    candidates: int = 2  # Pareto points turned into policies (each one more candidate to certify)
+    use_ax: bool = False  # the dense sweep finds the larger front offline (bench/optimize.py); Ax can refine it
     build: BuildOptions = field(default_factory=BuildOptions)
 
     def to_dict(self) -> dict:
@@ -79,9 +79,9 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
     say = say or (lambda message: None)
     spec, model = ctx.dataset.spec, ctx.model
     experiment = spec.name
-    problem = TuningProblem.from_fit(ctx, budget=options.build.budget)
-    say(f"searching metric weights on {problem.n:,} training units: Ax ({options.trials if options.use_ax else 0} trials) "
-        f"and a dense sweep ({options.dense:,} weight vectors)")
+    problem = TuningProblem.from_fit(ctx, budget=options.build.budget, exploration=options.build.exploration)
+    say(f"searching metric weights on {problem.n:,} training units: a dense sweep ({options.dense:,} weight vectors)"
+        + (f" refined by Ax ({options.trials} trials, at most {options.ax_seconds:g} s)" if options.use_ax else ""))
     result = optimize(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
                       seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
     train = ctx.training_frame()
@@ -93,12 +93,23 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
         lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
                    "objective": {"weights": dict(options.build.weights), "guardrails": options.build.guardrails},
                    "tuning": {"weights": setting["weights"], "budget": setting["budget"], "training_objectives": setting["objectives"],
-                              "training_guardrail_harm": setting["guardrail_harm"]}}
+                              "training_guardrail_harm": setting["guardrail_harm"],
+                              "training_guardrail_bound": setting["guardrail_bound"], "in_sample": True}}
         policy, _info = build_value_policy(
             name=f"{experiment}-pareto-{len(policies) + 1}", spec=spec, model=model, frame=train, fit_id=ctx.record.id,
             weights=setting["weights"], guardrails="penalty", budget=setting["budget"], exploration=options.build.exploration,
-            lineage=lineage, effects=oof, harm_signal=pseudo)
+            lineage=lineage, effects=oof, harm_signal=pseudo, n_eval=ctx.n_eval())
         policies.append(policy)
+    if policies:  # the recommended Pareto policy may be a value model: its readable, model-free version competes too
+        from pex.policy_build import distill_value_policy
+
+        owner = objective_coefficients(spec, train, options.build.weights, options.build.guardrails)
+        first = policies[0]
+        distilled = distill_value_policy(ctx, first, owner, options.build, name_prefix=first.name,
+                                         lineage={**first.lineage, "distilled_from": first.name})
+        tree = distilled.chosen
+        tree.lineage["candidate"] = True
+        policies.append(tree)
     rows: list[dict] = []
     if policies:
         data = ctx.evaluation()
@@ -108,6 +119,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
         for policy, row in zip(policies, rows):
             row["evaluation_rows"] = data.description
             row["tuning"] = policy.lineage["tuning"]
+            row["screen"] = ctx.screen(policy)
         records = ws.put_policies(experiment, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
         for policy, record in zip(policies, records):
             policy.version = record.version
@@ -201,7 +213,8 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     policies = [Policy.from_document(r.document, load) for r in records] + candidates
     rows = [r.evaluation for r in records] + candidate_rows
     coefficients = build_report["objective_coefficients"]
-    rec = recommend(policies, rows, ctx.evaluation(), spec, coefficients)
+    rec = recommend(policies, rows, ctx.evaluation(), spec, coefficients,
+                    screen={p.name: r.get("screen") or {} for p, r in zip(policies, rows)}, holdout_share=options.holdout)
     say(f"      {rec.headline}")
 
     summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
@@ -245,6 +258,18 @@ def write_atomic(target: Path, text: str) -> None:
     tmp.replace(target)
 
 
+def _certification_status(name: str, recommendation) -> str:
+    """Where a policy stood in the recommendation: certified, tested but not certified, screened out, or not a candidate."""
+    cert = recommendation.certification
+    if name in cert.get("certified", []):
+        return "certified"
+    if name in cert.get("family", []):
+        return "not certified"
+    if name in cert.get("screened_out", []):
+        return "screened out"
+    return "not a candidate"
+
+
 def _ci(est: dict) -> dict:
     return {"estimate": est["value"], "ci_low": est["ci_low"], "ci_high": est["ci_high"], "se": est["se"]}
 
@@ -270,7 +295,10 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
             "disagreement": row["disagreement"],
             "diagnostics": row["diagnostics"],
             "eligible": policy.name in recommendation.eligible,
+            "certification": _certification_status(policy.name, recommendation),
         }
+        if row.get("screen"):
+            entry["screen"] = row["screen"]
         if policy.kind == "constant":
             entry["arm"] = None if policy.exploration >= 1.0 else policy.default_arm
         if "fidelity" in row:
@@ -325,14 +353,17 @@ def caveats(spec, evaluation: dict, fit: dict) -> list[str]:
         "every off-policy value rests on that. A sample-ratio mismatch above means this may not hold.",
         f"Policy values are doubly-robust estimates on {evaluation['n_units']:,} held-out units "
         f"({holdout['share']:.0%} of the experiment, chosen by a hash of the unit id) that no effect model, reward model "
-        "or policy-building step saw. Intervals are 95% and cover sampling noise of those units only.",
-        "The weight search and tree depths were chosen on the other units (out-of-fold estimates), so the held-out "
-        "comparison is not tilted toward them; choosing the best of several policies on the same held-out units is "
-        "still slightly optimistic for the winner.",
+        "or policy-building step saw. Value and lift intervals are two-sided 95%; guardrail bounds are one-sided 95%.",
+        "Certified means: on the held-out units, each guardrail's one-sided upper bound of harm is within its max_harm, "
+        "with the bounds made simultaneous over every candidate policy tested (Bonferroni), so picking the best of them "
+        "cannot make a harmful one look safe. The recommendation's own value and lift are given at that same level.",
+        "Policies, trees and the weight search were built on the other units (out-of-fold estimates); values the search "
+        "reports there are in-sample (the best of many points on the same units) and optimistic, which is why each "
+        "candidate is judged on the held-out units.",
         "Estimates describe the population and period of the experiment: effects can drift after launch (novelty, "
         "seasonality, a changed product), so keep some exploration and re-evaluate with the logged decisions.",
-        "Guardrails marked inconclusive could not be certified either way at this sample size: their point estimate is "
-        "within the limit, but the interval reaches past it.",
+        "Served policies include their exploration share: budgets, treated shares and guardrail harms are those of the "
+        "mixture that is actually served.",
     ]
 
 

@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pex.distill import DEPTHS, distill
+from pex.constrained import Constraint, check, choose_constrained
+from pex.distill import DEPTHS, Distillation, distill
+from pex.guardrail import rules_for, z_value
 from pex.errors import DataError, StoreError
 from pex.hte import TRAINING_FILE, EffectModel
-from pex.policy import constant_policy, uniform_policy
+from pex.policy import Policy, constant_policy, uniform_policy
+from pex.policy_tree import fit_policy_tree, to_policy_node
 from pex.policy_eval import EvaluationData, compare, evaluation_data
 from pex.store import PolicyRecord, Workspace
 from pex.value_policy import build_value_policy, objective, scores_from_effects
@@ -58,6 +61,7 @@ class FitContext:
     dataset: Any
     training: pd.DataFrame  # training.parquet rows (unit order of the fit)
     _evaluation: EvaluationData | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def evaluation(self) -> EvaluationData:
         if self._evaluation is None:
@@ -65,6 +69,11 @@ class FitContext:
         return self._evaluation
 
     def training_frame(self) -> pd.DataFrame:
+        if "train" not in self._cache:
+            self._cache["train"] = self._training_frame()
+        return self._cache["train"]
+
+    def _training_frame(self) -> pd.DataFrame:
         unit = self.dataset.spec.unit
         frame = self.dataset.frame.set_index(self.dataset.frame[unit].astype(str))
         return frame.loc[self.training["unit"].to_numpy()].reset_index(drop=True)
@@ -76,6 +85,59 @@ class FitContext:
     def pseudo_outcomes(self) -> dict[tuple[str, str], np.ndarray]:
         return {(m, a): self.training[f"pseudo__{m}__{a}"].to_numpy(dtype=float)
                 for m in self.model.metrics for a in self.model.treated_arms}
+
+    def n_eval(self) -> int:
+        """How many held-out units the policies will be certified on (from the fit's held-out share, so the
+        held-out units need not be loaded to know it)."""
+        share = float((self.summary.get("holdout") or {}).get("share", 0.0))
+        return max(int(round(len(self.training) * share / (1.0 - share))), 1) if share > 0 else len(self.training)
+
+    def arm_signal(self, metric: str) -> np.ndarray:
+        """Out-of-fold doubly-robust pseudo-outcomes of ``metric`` per training unit and arm (n, A), control 0."""
+        out = np.zeros((len(self.training), len(self.model.arms)))
+        for j, arm in enumerate(self.model.arms):
+            if arm != self.model.control:
+                out[:, j] = self.training[f"pseudo__{metric}__{arm}"].to_numpy(dtype=float)
+        return out
+
+    def honest_values(self, coefficients: dict[str, float]) -> np.ndarray:
+        """The objective's per-unit, per-arm value (n, A) by pseudo-outcomes: unbiased, and unseen by any decision."""
+        return sum(c * self.arm_signal(m) for m, c in coefficients.items() if c)
+
+    def guardrail_constraints(self) -> list[Constraint]:
+        """Each guardrail's rule (control mean of the training units) with its per-unit, per-arm change signal."""
+        if "constraints" not in self._cache:
+            self._cache["constraints"] = self._guardrail_constraints()
+        return self._cache["constraints"]
+
+    def _guardrail_constraints(self) -> list[Constraint]:
+        spec = self.dataset.spec
+        train = self.training_frame()
+        control_rows = (train[spec.arm] == spec.control).to_numpy()
+        means = {m: float(train.loc[control_rows, meta.column].to_numpy(dtype=float).mean()) if control_rows.any() else 0.0
+                 for m, meta in spec.metrics.items()}
+        return [Constraint(rule, self.arm_signal(m)) for m, rule in rules_for(spec, means).items()]
+
+    def training_choices(self, policy: Policy) -> np.ndarray:
+        """The greedy arm ``policy`` gives each training unit; a value policy decides on out-of-fold effects, as
+        when it was built, so its choices do not lean on the units' own outcomes."""
+        if policy.kind == "value":
+            vm = policy.value_model
+            scores = scores_from_effects(self.oof_effects(), policy.arms, self.model.control, vm["metrics"], vm["min_score"],
+                                         len(self.training))
+            return np.argmax(scores, axis=1)
+        to_model = np.array([list(self.model.arms).index(a) for a in policy.arms])
+        return to_model[policy.greedy_arms(self.training_frame())]
+
+    def screen(self, policy: Policy) -> dict[str, dict]:
+        """The building-units check of :mod:`pex.recommend`: per guardrail, the harm on the training units and
+        whether a held-out test could pass if that estimate were exact (one-sided 95% bound, no margin for power)."""
+        chosen = self.training_choices(policy)
+        constraints = self.guardrail_constraints()
+        ok, bounds, harms = check(constraints, chosen, policy.exploration, self.n_eval(), margin=z_value())
+        return {c.rule.metric: {"harm": harms[c.rule.metric][0], "se": harms[c.rule.metric][1], "bound": bounds[c.rule.metric],
+                                "limit": c.rule.limit, "passed": bool(bounds[c.rule.metric] <= c.rule.limit)}
+                for c in constraints}
 
 
 def load_fit(ws: Workspace, experiment: str, fit_id: str | None = None) -> FitContext:
@@ -115,27 +177,19 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     value, calibration = build_value_policy(
         name=f"{experiment}-value", spec=spec, model=model, frame=train, fit_id=ctx.record.id, weights=options.weights,
         guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=lineage, effects=oof,
-        harm_signal=pseudo)
-    vm = value.value_model
-    coefficients = {m: meta["coefficient"] for m, meta in vm["metrics"].items()}
-    scores = scores_from_effects(oof, value.arms, model.control, vm["metrics"], vm["min_score"], len(train))
-    honest = np.zeros_like(scores)
-    for j, arm in enumerate(value.arms):
-        if arm != model.control:
-            honest[:, j] = sum(c * pseudo[(m, arm)] for m, c in coefficients.items())
-    say(f"distilling trees of depth {', '.join(map(str, options.depths))}")
-    distilled = distill(frame=train, encoder=model.encoder, scores=scores, honest_value=honest, arms=value.arms,
-                        control=model.control, name_prefix=experiment, depths=options.depths,
-                        min_leaf_share=options.min_leaf_share, exploration=options.exploration, experiment=experiment,
-                        lineage=lineage, seed=options.seed)
+        harm_signal=pseudo, n_eval=ctx.n_eval())
+    owner_objective = objective_coefficients(spec, train, options.weights, options.guardrails)
+    say(f"distilling trees of depth {', '.join(map(str, options.depths))} (leaf arms certifiable on every guardrail)")
+    distilled = distill_value_policy(ctx, value, owner_objective, options, name_prefix=experiment, lineage=lineage)
+    say("learning a policy tree directly on the doubly-robust scores under the same guardrail bound")
+    learned = learn_policy_tree(ctx, owner_objective, options, name=f"{experiment}-policy-tree", lineage=lineage)
     baselines = [constant_policy(value.arms, a, name=f"{experiment}-all-{a}") for a in value.arms]
     baselines.append(uniform_policy(value.arms, name=f"{experiment}-uniform"))
     for p in baselines:
         p.experiment, p.lineage = experiment, dict(lineage)
-    policies = [*baselines, value, *distilled.trees.values()]
+    policies = [*baselines, value, *distilled.trees.values(), learned]
     data = ctx.evaluation()
     say(f"evaluating {len(policies)} policies on {data.n:,} held-out units (IPS, SNIPS, DM, DR)")
-    owner_objective = objective_coefficients(spec, train, options.weights, options.guardrails)
     rows = compare(policies, data, owner_objective, spec)
     value_arms = value.greedy_arms(data.frame)
     report = {"fit": ctx.record.id, "options": options.to_dict(), "evaluation_rows": data.description,
@@ -143,16 +197,59 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     items = []
     for policy, row in zip(policies, rows):
         row["evaluation_rows"] = data.description
-        if policy.kind == "tree":
+        if policy.kind == "tree" and "distilled_depth" in policy.lineage:
             depth = policy.lineage["distilled_depth"]
             row["fidelity"] = {"depth": depth, "chosen": depth == distilled.chosen_depth,
                                "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
                                "held_out_curve": next(c for c in distilled.curve if c["depth"] == depth)}
         if policy.kind == "value":
             row["calibration"] = calibration
+        row["screen"] = ctx.screen(policy)
         items.append((policy.to_document(), row))
     records = ws.put_policies(experiment, items, fit_id=ctx.record.id)
     return records, report
+
+
+def distill_value_policy(ctx: FitContext, value: Policy, owner_objective: dict[str, float], options: BuildOptions, *,
+                         name_prefix: str, lineage: dict) -> Distillation:
+    """Trees imitating ``value`` (on its out-of-fold scores) whose leaf arms maximize the owner's objective by
+    pseudo-outcomes subject to certifiable guardrails."""
+    vm = value.value_model
+    train = ctx.training_frame()
+    scores = scores_from_effects(ctx.oof_effects(), value.arms, ctx.model.control, vm["metrics"], vm["min_score"], len(train))
+    return distill(frame=train, encoder=ctx.model.encoder, scores=scores, honest_value=ctx.honest_values(owner_objective),
+                   arms=value.arms, control=ctx.model.control, name_prefix=name_prefix, depths=options.depths,
+                   min_leaf_share=options.min_leaf_share, exploration=options.exploration, experiment=ctx.dataset.spec.name,
+                   lineage=lineage, seed=options.seed, guardrails=ctx.guardrail_constraints(), n_eval=ctx.n_eval())
+
+
+def learn_policy_tree(ctx: FitContext, owner_objective: dict[str, float], options: BuildOptions, *, name: str,
+                      lineage: dict, depth: int = 2) -> Policy:
+    """A depth-``depth`` tree searched exhaustively on the doubly-robust scores (:mod:`pex.policy_tree`), with
+    the guardrails as certifiable constraints (:mod:`pex.constrained`)."""
+    train = ctx.training_frame()
+    encoder, arms = ctx.model.encoder, list(ctx.model.arms)
+    X = encoder.transform(train, strict=False)
+    min_leaf = max(1, int(np.ceil(options.min_leaf_share * len(X))))
+    fits: dict[int, Any] = {}
+
+    def choose(rewards: np.ndarray) -> np.ndarray:
+        fit = fit_policy_tree(X, rewards, depth=depth, min_leaf=min_leaf, categorical=encoder.categorical_indices)
+        chosen = fit.apply(X)
+        fits[id(chosen)] = (fit, chosen)  # the choice's tree, kept alive with it
+        return chosen
+
+    result = choose_constrained(choose, ctx.honest_values(owner_objective), ctx.guardrail_constraints(),
+                                arms.index(ctx.model.control), options.exploration, ctx.n_eval())
+    if id(result.chosen) in fits:
+        node = to_policy_node(fits[id(result.chosen)][0].node, encoder, arms)
+    else:  # no multiplier was certifiable: nobody treated
+        node = {"arm": ctx.model.control}
+    return Policy(name=name, arms=arms, default_arm=ctx.model.control, kind="tree", exploration=options.exploration,
+                  tree=node, experiment=ctx.dataset.spec.name,
+                  trained_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  lineage=dict(lineage, learned="policy tree on doubly-robust scores", depth=depth,
+                               guardrail_multiplier=result.multiplier, candidate=True))
 
 
 def _read_training(ws: Workspace, record) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from pex import ope
 from pex.data import PROPENSITY, Dataset
 from pex.errors import DataError
 from pex.features import FeatureEncoder
+from pex.guardrail import Harm, rules_for
 from pex.policy import Policy
 from pex.spec import ExperimentSpec
 from pex.split import RULE, evaluation_mask
@@ -89,11 +90,9 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
     """Value, lifts and diagnostics of every policy, one dict per policy.
 
     ``coefficients`` weigh each metric in the objective. Guardrail metrics of
-    ``spec`` also get their relative harm versus all-control, checked against
-    their ``max_harm``.
+    ``spec`` also get their harm versus all-control with the one-sided bounds and
+    verdict of :mod:`pex.guardrail` (paired contributions, delta method).
     """
-    goals = {m: (1.0 if meta.goal == "increase" else -1.0) for m, meta in spec.metrics.items()}
-    guardrails = {m: meta.max_harm for m, meta in spec.metrics.items() if meta.role == "guardrail"}
     baselines = {f"all-{a}": _constant(data, j) for j, a in enumerate(data.arms)}
     dr = ope.DoublyRobust()
     metrics = list(data.rewards)
@@ -107,6 +106,8 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
 
     base_dr = {name: dr_estimates(dist) for name, dist in baselines.items()}
     base_obj = {name: objective(est) for name, est in base_dr.items()}
+    # harm is relative to all-control's value on these same units, whose sampling error the rule carries
+    rules = rules_for(spec, {m: base_dr[f"all-{data.control}"][m].value for m in metrics})
     control_name = f"all-{data.control}"
     best_arm_name = max(base_obj, key=lambda k: base_obj[k].value)
     rows = []
@@ -129,25 +130,17 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
             "objective_lift_vs_control": ope.difference(obj, base_obj[control_name]).to_dict(),
             "objective_lift_vs_best_arm": ope.difference(obj, base_obj[best_arm_name]).to_dict(),
         }
-        row["guardrails"] = {}
-        for m, max_harm in guardrails.items():
-            base = abs(base_dr[control_name][m].value)
-            lift = row["lift_vs_control"][m]
-            sign = -goals.get(m, 1.0)  # harm is a move against the metric's goal
-            # as in pex.effects: relative to the control mean, or, when that is 0 (relative
-            # harm undefined), the absolute change tested against a limit of 0
-            relative = base > 0
-            scale = base if relative else 1.0
-            limit = max_harm if relative else 0.0
-            harm = {k: sign * lift[k] / scale for k in ("value", "ci_low", "ci_high")}
-            low, high = sorted((harm["ci_low"], harm["ci_high"]))
-            # two-sided 95% interval of the harm, with the control mean taken as known
-            verdict = ("pass" if limit is None or high <= limit else "fail" if low > limit else "inconclusive")
-            row["guardrails"][m] = {"relative_harm" if relative else "absolute_harm": harm["value"], "ci_low": low,
-                                    "ci_high": high, "max_harm": limit, "basis": "relative" if relative else "absolute",
-                                    "verdict": verdict}
+        row["guardrails"] = {m: guardrail_entry(rule.assess(dr_est[m].contributions - base_dr[control_name][m].contributions,
+                                                            base_dr[control_name][m].contributions))
+                             for m, rule in rules.items()}
         rows.append(row)
     return rows
+
+
+def guardrail_entry(harm: Harm) -> dict:
+    """A comparison row's guardrail cell: the :class:`pex.guardrail.Harm` fields, plus the harm under the name
+    of its basis (``relative_harm`` or ``absolute_harm``) and its one-sided bounds as ``ci_low``/``ci_high``."""
+    return {**harm.to_dict(), f"{harm.basis}_harm": harm.estimate, "ci_low": harm.lower, "ci_high": harm.upper}
 
 
 def _constant(data: EvaluationData, arm: int) -> np.ndarray:

@@ -1,35 +1,51 @@
 """Which policy to ship: the rule behind ``recommended_policy``.
 
-1. **Eligible** policies keep every guardrail: the held-out doubly-robust harm
-   is within ``max_harm`` and its verdict is not "fail". (An "inconclusive"
-   verdict is eligible but named in the reasons: at experiment sizes the harm
-   of a rare guardrail event often cannot be certified either way.) Uniform
-   random is a baseline, never a recommendation.
-2. The **best** eligible policy has the largest primary value (goal-signed
-   doubly-robust value of the primary metric; with several primary metrics,
-   the owner's objective).
-3. Among eligible policies **not significantly worse** than the best (the
-   paired 95% interval of "best minus this one" reaches 0), the simplest one
-   wins: one arm for everyone, then shallower trees, then the value model.
-4. If that is a personalized policy whose paired lift over the best eligible
-   single arm does not exclude 0, **the single arm is recommended** instead,
-   and the verdict says that personalization did not beat it.
-5. A single arm other than control is only recommended when its paired lift
-   over all-control excludes 0 (the plain A/B decision); otherwise control.
+A recommendation must hold on units it was not chosen on, by its confidence
+bound, not its point estimate (:mod:`pex.guardrail`). The rule:
+
+1. **Candidates** are every policy but uniform random (a baseline) and
+   all-control (the fallback, which harms nothing by definition), and among
+   distilled trees only the depth the distillation chose.
+2. **Screen on the building units.** A candidate whose guardrail harm,
+   measured on the fit's training units with out-of-fold doubly-robust
+   pseudo-outcomes, could not pass on the held-out units even if that
+   estimate were exact (its certifiable bound is over the limit) is dropped
+   before the held-out units are looked at. The screen uses no held-out unit,
+   so it costs the held-out test nothing.
+3. **Certify on the held-out units, simultaneously.** The ``k`` candidates
+   left form the family; each gets Bonferroni-adjusted one-sided bounds at
+   level ``1 - 0.05 / k``, so every bound in the family holds at once with 95%
+   probability, and so does the one of whichever candidate is then chosen
+   (choosing the best of several on the same units cannot inflate it). A
+   candidate is **certified** when every guardrail passes at that level.
+4. The **best** certified policy (control included) has the largest primary
+   value (goal-signed doubly-robust value of the primary metric; with several
+   primary metrics, the owner's objective). Among certified policies not
+   significantly worse (the bound of "best minus this one" reaches 0), the
+   simplest wins: one arm for everyone, then shallower trees, then value models.
+5. A personalized policy must beat the best certified single arm (control
+   included) by its lower bound; a single arm other than control must beat
+   control by its lower bound. Otherwise the simpler option is recommended.
+6. When no candidate could be certified, the recommendation is control, and
+   says so plainly: which candidate came closest, its harm and standard error,
+   and roughly how many units would certify it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pex import ope
+from pex.guardrail import ALPHA, Harm, z_value
 from pex.policy import Policy
 from pex.policy_eval import EvaluationData, action_distribution
 from pex.spec import ExperimentSpec
 
 UNIFORM_EXPLORATION = 1.0
+CERTIFICATION = "simultaneous"
 
 
 def complexity(policy: Policy) -> int:
@@ -47,35 +63,56 @@ def _depth(node: dict | None) -> int:
     return 1 + max(_depth(node.get("left")), _depth(node.get("right")))
 
 
-def _harm(guardrail: dict) -> float:
-    """A comparison row's guardrail harm: relative to the control mean, or absolute when that mean is 0."""
-    return guardrail.get("relative_harm", guardrail.get("absolute_harm", 0.0))
+def is_candidate(policy: Policy, control: str) -> bool:
+    """Whether the recommendation considers ``policy``: not uniform random, not all-control (the fallback), and
+    for distilled trees only the depth their distillation chose."""
+    if policy.kind == "constant":
+        return policy.exploration < UNIFORM_EXPLORATION and policy.default_arm != control
+    return bool(policy.lineage.get("candidate", True))
 
 
 @dataclass
 class Recommendation:
+    """The recommended policy, why, and how far the claims behind it were certified."""
+
     policy: str
     kind: str
     verdict: str  # personalize | ship_arm | keep_control
     headline: str
     reasons: list[str]
     primary: str
-    eligible: list[str]
+    eligible: list[str]  # the certified candidates
+    cannot_certify: bool = False
+    certification: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"policy": self.policy, "kind": self.kind, "verdict": self.verdict, "headline": self.headline,
-                "reasons": self.reasons, "primary": self.primary, "eligible": self.eligible}
+                "reasons": self.reasons, "primary": self.primary, "eligible": self.eligible,
+                "cannot_certify": self.cannot_certify, "certification": self.certification}
 
 
 def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, spec: ExperimentSpec,
-              coefficients: dict[str, float]) -> Recommendation:
-    """Apply the module's rule to policies valued by :func:`pex.policy_eval.compare` (``rows``, same order)."""
+              coefficients: dict[str, float], screen: dict[str, dict[str, dict]] | None = None,
+              holdout_share: float | None = None) -> Recommendation:
+    """Apply the module's rule to policies valued by :func:`pex.policy_eval.compare` (``rows``, same order).
+
+    ``screen`` maps a policy name to its guardrails' building-unit check (``{metric: {"passed": bool, ...}}``);
+    a name without an entry is not screened out. ``holdout_share`` turns held-out unit counts into
+    experiment sizes in the "cannot certify" message.
+    """
     primaries = [m for m, meta in spec.metrics.items() if meta.role == "primary"] or \
                 [m for m, meta in spec.metrics.items() if meta.role != "guardrail"]
     single = len(primaries) == 1
     primary = primaries[0] if single else "objective"
+    label = primary if single else "the objective"
     sign = (1.0 if spec.metrics[primary].goal == "increase" else -1.0) if single else 1.0
     dr = ope.DoublyRobust()
+    by_name = {p.name: (p, r) for p, r in zip(policies, rows)}
+    control = next((p for p in policies if p.kind == "constant" and p.default_arm == spec.control
+                    and p.exploration < UNIFORM_EXPLORATION), None)
+    if control is None:
+        raise ValueError("the recommendation needs the all-control baseline among the policies")
+    screen = screen or {}
 
     def contributions(policy: Policy) -> ope.Estimate:
         dist = action_distribution(policy, data)
@@ -86,75 +123,145 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         return ope.Estimate.from_contributions("dr", np.asarray(total, dtype=float))
 
     reasons: list[str] = []
-    by_name = {p.name: (p, r) for p, r in zip(policies, rows)}
-    candidates = [p for p in policies if not (p.kind == "constant" and p.exploration >= UNIFORM_EXPLORATION)]
-    eligible = []
-    for p in candidates:
-        rails = by_name[p.name][1].get("guardrails", {})
-        if all(g["verdict"] != "fail" and (g["max_harm"] is None or _harm(g) <= g["max_harm"])
-               for g in rails.values()):
-            eligible.append(p)
-    if not eligible:  # all-control harms nothing, so this only happens without a control baseline
-        eligible = [p for p in candidates if p.kind == "constant" and p.default_arm == spec.control] or candidates
-        reasons.append("no policy kept every guardrail; falling back to control")
-    estimates = {p.name: contributions(p) for p in eligible}
+    candidates = []
+    for p in policies:
+        if not is_candidate(p, spec.control):
+            continue
+        same = _constant_equivalent(p, data)
+        if same is not None:  # e.g. a guardrail left nobody to treat: it is that arm for everyone, not a personalization
+            reasons.append(f"{p.name} gives every held-out unit {same!r}, so it is not a personalized option")
+            continue
+        candidates.append(p)
+    screened_out = [p for p in candidates if not all(c.get("passed", True) for c in screen.get(p.name, {}).values())]
+    family = [p for p in candidates if p not in screened_out]
+    k = max(len(family), 1)
+    alpha = ALPHA / k
+    z = z_value(alpha)
+
+    def harms(p: Policy) -> dict[str, Harm]:
+        return {m: Harm.from_dict(g).at(alpha) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
+
+    judged = {p.name: harms(p) for p in family}
+    certified = [p for p in family if all(h.passed for h in judged[p.name].values())]
+    estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}
-    best = max(eligible, key=lambda p: score[p.name])
 
     def lift(a: Policy, b: Policy) -> tuple[float, float, float]:
-        """How much better ``a`` is than ``b`` on the primary (goal-signed), with its paired 95% interval."""
+        """How much better ``a`` is than ``b`` on the primary (goal-signed), with its bounds at the family's level."""
         d = ope.difference(estimates[a.name], estimates[b.name])
-        lo, hi = sorted((sign * d.ci_low, sign * d.ci_high))
-        return sign * d.value, lo, hi
+        gap = sign * d.value
+        return gap, gap - z * d.se, gap + z * d.se
 
-    near = [p for p in eligible if p is best or lift(best, p)[1] <= 0]
+    pool = [control, *certified]
+    best = max(pool, key=lambda p: score[p.name])
+    near = [p for p in pool if p is best or lift(best, p)[1] <= 0]
     choice = min(near, key=lambda p: (complexity(p), -score[p.name]))
-    label = primary if single else "the objective"
     if choice is not best:
         gap, lo, hi = lift(best, choice)
         reasons.append(f"{best.name} has the highest {label} value, but {choice.name} is simpler and not significantly worse "
-                       f"(difference {gap:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g})")
-    constants = [p for p in eligible if p.kind == "constant"]
-    best_arm = max(constants, key=lambda p: score[p.name]) if constants else None
-    every_arm = [p for p in candidates if p.kind == "constant"]
-    for p in every_arm:
-        if p not in eligible and best_arm is not None:
-            value = sign * contributions(p).value
-            if value > score[best_arm.name]:
-                broken = [m for m, g in by_name[p.name][1].get("guardrails", {}).items()
-                          if g["verdict"] == "fail" or _harm(g) > (g["max_harm"] or 0.0)]
-                reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({value:+.4g} vs {score[best_arm.name]:+.4g}) "
-                               f"but breaks the {', '.join(broken)} guardrail, so it is not an option")
-    if choice.kind != "constant" and best_arm is not None:
+                       f"(difference {gap:+.4g}, bounds {lo:+.4g} to {hi:+.4g})")
+    arms_pool = [p for p in pool if p.kind == "constant"]
+    best_arm = max(arms_pool, key=lambda p: score[p.name])
+    for p in family:
+        if p.kind == "constant" and p not in certified and score[p.name] > score[best_arm.name]:
+            reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({score[p.name]:+.4g} vs "
+                           f"{score[best_arm.name]:+.4g}) but {_not_certified(judged[p.name])}, so it is not an option")
+    if choice.kind != "constant":
         gain, lo, hi = lift(choice, best_arm)
         if lo <= 0:
-            reasons.append(f"{choice.name} does not beat giving everyone {best_arm.default_arm!r} on {label}: "
-                           f"lift {gain:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g} (includes 0)")
+            reasons.append(f"{choice.name} does not beat giving everyone {best_arm.default_arm!r} on {label} by its "
+                           f"lower bound: lift {gain:+.4g}, bounds {lo:+.4g} to {hi:+.4g}")
             choice = best_arm
         else:
             reasons.append(f"{choice.name} beats giving everyone {best_arm.default_arm!r} on {label} by {gain:+.4g} "
-                           f"per unit (95% CI {lo:+.4g} to {hi:+.4g})")
-    control = next((p for p in eligible if p.kind == "constant" and p.default_arm == spec.control), None)
-    if choice.kind == "constant" and control is not None and choice is not control:
-        # shipping an arm to everyone is the plain A/B decision: only when it beats control
+                           f"per unit (bounds {lo:+.4g} to {hi:+.4g})")
+    if choice.kind == "constant" and choice is not control:
         gain, lo, hi = lift(choice, control)
         if lo <= 0:
-            reasons.append(f"giving everyone {choice.default_arm!r} does not significantly beat {spec.control!r} on {label} "
-                           f"(lift {gain:+.4g}, 95% CI {lo:+.4g} to {hi:+.4g})")
+            reasons.append(f"giving everyone {choice.default_arm!r} does not beat {spec.control!r} on {label} by its lower "
+                           f"bound (lift {gain:+.4g}, bounds {lo:+.4g} to {hi:+.4g})")
             choice = control
-    for metric, g in by_name[choice.name][1].get("guardrails", {}).items():
-        if g["verdict"] == "inconclusive":
-            reasons.append(f"guardrail {metric}: harm {_harm(g):+.1%} is within "
-                           f"the {g['max_harm']:.0%} limit, but its 95% interval ({g['ci_low']:+.1%} to {g['ci_high']:+.1%}) "
-                           "cannot rule out more: watch it after launch")
+    for p in screened_out:
+        failing = [m for m, c in screen[p.name].items() if not c.get("passed", True)]
+        reasons.append(f"{p.name} was dropped before the held-out test: on the building units its {', '.join(failing)} harm "
+                       "could not be certified even if the estimate were exact")
+
+    # "cannot certify" is about a candidate that looked better than control but could not be shown safe,
+    # not about candidates that are simply no better
+    better = [p for p in candidates if score[p.name] > score[control.name]]
+    cannot = not certified and bool(better)
+    if cannot:
+        tested = [p for p in better if p in family]
+        if tested:
+            closest = max(tested, key=lambda p: score[p.name])
+            reasons.insert(0, _cannot_certify_text(closest, judged[closest.name], holdout_share))
+        else:
+            reasons.insert(0, "Nothing could be certified: every candidate that did better than control on the held-out "
+                              "units had already failed the building-units screen on a guardrail")
     if choice.kind == "constant":
-        verdict = "keep_control" if choice.default_arm == spec.control else "ship_arm"
-        headline = (f"Keep {spec.control!r} for everyone: no arm and no personalized policy did better on {label} "
-                    "while keeping the guardrails." if verdict == "keep_control" else
-                    f"Ship {choice.default_arm!r} to everyone: no personalized policy did significantly better on {label}.")
+        verdict = "keep_control" if choice is control else "ship_arm"
+        if verdict == "keep_control" and cannot:
+            headline = (f"Keep {spec.control!r} for everyone: no personalized policy and no single arm could be certified "
+                        "to keep the guardrails on units it was not chosen on.")
+        elif verdict == "keep_control":
+            headline = (f"Keep {spec.control!r} for everyone: no certified arm or personalized policy did better on {label}.")
+        else:
+            headline = (f"Ship {choice.default_arm!r} to everyone: it beats {spec.control!r} on {label} and is certified to "
+                        "keep the guardrails; no personalized policy did significantly better.")
     else:
         verdict = "personalize"
-        kind = "a decision tree of depth " + str(complexity(choice)) if choice.kind == "tree" else "the value-model policy"
-        headline = f"Personalize with {choice.name} ({kind}): it beats the best single arm on {label} and keeps the guardrails."
+        kind = "a decision tree of depth " + str(complexity(choice)) if choice.kind == "tree" else "a value-model policy"
+        headline = (f"Personalize with {choice.name} ({kind}): it beats the best single arm on {label} and is certified "
+                    "to keep the guardrails.")
+    certification = {
+        "method": CERTIFICATION, "level": 1.0 - alpha, "family": [p.name for p in family], "k": len(family),
+        "screened_out": [p.name for p in screened_out], "certified": [p.name for p in certified],
+        "rows": "held-out units (no model, reward model or policy-building step used them)",
+        "text": (f"Certified means: on held-out units, each guardrail's one-sided upper bound at level "
+                 f"{1 - alpha:.2%} (95% simultaneously over the {len(family)} candidates that passed the building-units "
+                 "screen, Bonferroni) is within its max_harm."),
+        "harms": {p.name: {m: h.to_dict() for m, h in judged[p.name].items()} for p in family},
+        "value": _bounds(estimates[choice.name], z),
+        "lift_vs_control": _bounds(ope.difference(estimates[choice.name], estimates[control.name]), z),
+    }
     return Recommendation(policy=choice.name, kind=choice.kind, verdict=verdict, headline=headline, reasons=reasons,
-                          primary=primary, eligible=[p.name for p in eligible])
+                          primary=primary, eligible=[control.name, *[p.name for p in certified]], cannot_certify=cannot,
+                          certification=certification)
+
+
+def _constant_equivalent(policy: Policy, data: EvaluationData) -> str | None:
+    """The arm a non-constant policy gives every held-out unit, if it gives them all the same one."""
+    if policy.kind == "constant":
+        return None
+    greedy = np.argmax(action_distribution(policy, data), axis=1)
+    return data.arms[int(greedy[0])] if len(greedy) and (greedy == greedy[0]).all() else None
+
+
+def _bounds(e: ope.Estimate, z: float) -> dict:
+    return {"estimate": e.value, "se": e.se, "low": e.value - z * e.se, "high": e.value + z * e.se}
+
+
+def _not_certified(harms: dict[str, Harm]) -> str:
+    bad = [h for h in harms.values() if not h.passed]
+    return "it cannot be certified to keep " + ", ".join(
+        f"{h.metric} (upper bound {_fmt(h, h.upper)} vs limit {_fmt(h, h.limit)})" for h in bad)
+
+
+def _fmt(h: Harm, value: float) -> str:
+    return f"{value:+.1%}" if h.basis == "relative" else f"{value:+.4g}"
+
+
+def _cannot_certify_text(policy: Policy, harms: dict[str, Harm], holdout_share: float | None) -> str:
+    parts = []
+    for h in harms.values():
+        if h.passed:
+            continue
+        need = h.units_to_certify()
+        size = (f"about {need:,} held-out units" + (f" (an experiment of about {math.ceil(need / holdout_share):,} units)"
+                                                     if holdout_share else "")) if need else None
+        parts.append(f"{h.metric} harm {_fmt(h, h.estimate)} (standard error {abs(h.se):.1%}" if h.basis == "relative" else
+                     f"{h.metric} harm {_fmt(h, h.estimate)} (standard error {h.se:.4g}")
+        parts[-1] += (f", upper bound {_fmt(h, h.upper)} vs limit {_fmt(h, h.limit)}); "
+                      + (f"certifying it would take {size} if the harm stayed as estimated" if size else
+                         "its estimate itself is at or over the limit, so more units would not certify it"))
+    return f"Nothing could be certified. The best candidate, {policy.name}, has " + "; ".join(parts)

@@ -129,19 +129,112 @@ def _short(name: str, experiment: str) -> str:
     return name[len(prefix):] if experiment and name.startswith(prefix) and len(name) > len(prefix) else name
 
 
+# What each guardrail verdict means, in the words of pex.guardrail's rule (one-sided bounds, not a two-sided CI).
+VERDICT_MEANING = {
+    "pass": "the upper bound is within the limit, so the guardrail is kept",
+    "fail": "even the lower bound is beyond the limit, so the harm is established",
+    "inconclusive": "the limit lies between the lower and upper bounds, so neither can be shown yet",
+}
+
+
+def _relative(g: dict) -> bool:
+    """Whether a guardrail cell's harm is relative to the control mean (older cells only name the harm's key)."""
+    return g.get("basis") == "relative" or (g.get("basis") is None and "absolute_harm" not in g)
+
+
+def _harm_fmt(g: dict):
+    return fmt_pct if _relative(g) else fmt_signed
+
+
+def _limit_text(g: dict) -> str:
+    """The limit harm must stay within: max_harm for a relative harm, 0 for an absolute one (control mean 0)."""
+    limit = g.get("limit")
+    if not _ok(limit):
+        limit = g.get("max_harm") if _relative(g) else 0.0
+    if not _ok(limit):
+        return "none"
+    return fmt_pct(limit, signed=False) if _relative(g) else fmt_num(limit)
+
+
+def _bound_name(level: Any) -> str:
+    """'one-sided 95% upper bound'; older cells without a level get no level (theirs was a two-sided interval's end)."""
+    return f"one-sided {fmt_pct(level, signed=False)} upper bound" if _ok(level) else "upper bound"
+
+
+def _guardrail_cell(metric: str, g: dict) -> dict:
+    """One guardrail of one policy or arm: harm, its one-sided upper bound against the limit, and the verdict."""
+    verdict = str(g.get("verdict") or "unknown")
+    show = _harm_fmt(g)
+    harm = g.get("estimate", g.get("relative_harm", g.get("absolute_harm", g.get("harm"))))
+    upper = g.get("upper", g.get("harm_upper", g.get("ci_high")))
+    limit = _limit_text(g)
+    detail = f"harm {show(harm)}; {_bound_name(g.get('level'))} {show(upper)} vs limit {limit}"
+    if verdict in VERDICT_MEANING:
+        detail += f": {VERDICT_MEANING[verdict]}"
+    need = g.get("units_to_certify")
+    if verdict == "inconclusive" and _ok(need):
+        detail += f" (about {fmt_num(need)} units would certify it if the harm stayed as estimated)"
+    return {"metric": metric, "verdict": verdict, "cls": verdict if verdict in VERDICT_MEANING else "unknown",
+            "detail": detail, "harm": show(harm), "upper": show(upper), "limit": limit}
+
+
 def _guardrail_badges(rails: dict | None) -> list[dict]:
-    out = []
-    for metric, g in (rails or {}).items():
-        verdict = str(g.get("verdict") or "unknown")
-        harm = g.get("relative_harm", g.get("absolute_harm"))
-        relative = "relative_harm" in g or g.get("basis") == "relative"
-        show = fmt_pct if relative else fmt_signed
-        detail = f"harm {show(harm)} (95% CI {show(g.get('ci_low'))} to {show(g.get('ci_high'))})"
-        if _ok(g.get("max_harm")):
-            detail += f", limit {fmt_pct(g['max_harm'], signed=False) if relative else fmt_num(g['max_harm'])}"
-        out.append({"metric": metric, "verdict": verdict, "cls": verdict if verdict in ("pass", "fail", "inconclusive") else "unknown",
-                    "detail": detail, "harm": show(harm)})
-    return out
+    return [_guardrail_cell(metric, g) for metric, g in (rails or {}).items() if isinstance(g, dict)]
+
+
+def _certification(s: dict) -> dict:
+    """``recommendation.certification``, or {} for summaries written before certification existed."""
+    cert = (s.get("recommendation") or {}).get("certification")
+    return cert if isinstance(cert, dict) else {}
+
+
+def _family_bounds(cert: dict, name: str) -> str:
+    """The family-level upper bounds of one candidate, e.g. 'at 97.5%: unsubscribes ≤ +2.26%'."""
+    harms = (cert.get("harms") or {}).get(name) or {}
+    parts = [f"{m} ≤ {_harm_fmt(h)(h.get('upper'))}" for m, h in harms.items() if isinstance(h, dict)]
+    return f"at {fmt_pct(cert.get('level'), signed=False)}: " + ", ".join(parts) if parts and _ok(cert.get("level")) else ""
+
+
+def _screen_text(screen: dict | None) -> str:
+    """The building-units check of a policy row in words (its failing guardrails first)."""
+    parts = []
+    for m, c in sorted((screen or {}).items(), key=lambda kv: bool((kv[1] or {}).get("passed", True))):
+        if not isinstance(c, dict):
+            continue
+        show = fmt_pct if _ok(c.get("limit")) and c.get("limit") != 0 else fmt_signed
+        parts.append(f"{m} harm {show(c.get('harm'))}, bound {show(c.get('bound'))} vs limit "
+                     f"{show(c.get('limit')).lstrip('+')}{'' if c.get('passed', True) else ' (over)'}")
+    return "on the building units: " + "; ".join(parts) if parts else ""
+
+
+def _status(p: dict, s: dict, cert: dict) -> dict:
+    """Where a policy stands in the recommendation's certification: certified, tested but not certified,
+    screened out before the held-out test, the all-control fallback, or not a candidate at all."""
+    name = p.get("name", "")
+    rec = s.get("recommendation") or {}
+    if not cert:  # an older summary: only its "eligible" flag
+        ok = p.get("eligible")
+        ok = name in (rec.get("eligible") or []) if ok is None else ok
+        return {"label": "eligible" if ok else "not eligible", "cls": "yes" if ok else "no", "title": "", "note": "", "key": ""}
+    level = fmt_pct(cert.get("level"), signed=False)
+    if name in (cert.get("certified") or []):
+        return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
+                "title": f"every guardrail's upper bound at {level} (simultaneous over the {cert.get('k')} candidates) is within its limit"}
+    if name in (cert.get("family") or []):
+        return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name),
+                "title": f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"}
+    if name in (cert.get("screened_out") or []):
+        return {"label": "screened out", "cls": "screened", "key": "screened", "note": "",
+                "title": "dropped before the held-out test: its harm on the building units could not pass even if the estimate were exact"
+                + (f" ({_screen_text(p.get('screen'))})" if p.get("screen") else "")}
+    if p.get("kind") == "constant" and p.get("arm") is not None and p.get("arm") == s.get("control"):
+        return {"label": "fallback", "cls": "fallback", "key": "fallback", "note": "",
+                "title": "everyone keeps control: it harms nothing, so it needs no certificate and is chosen when nothing certified beats it"}
+    why = next((r for r in rec.get("reasons") or [] if isinstance(r, str) and r.startswith(f"{name} gives every")), "")
+    if not why:
+        why = ("a baseline for comparison" if p.get("kind") == "constant" else
+               "only the tree depth the distillation chose competes" if "fidelity" in p else "not offered to the recommendation")
+    return {"label": "not a candidate", "cls": "unknown", "key": "none", "note": "", "title": why}
 
 
 def _arm_share_bar(shares: dict | None, colors: dict[str, str]) -> list[dict]:
@@ -174,31 +267,79 @@ def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], co
         rows.append({"metric": metric, "role": m.get("role", ""), "goal": m.get("goal", ""), "primary": metric == primary,
                      "value": _value_cell(value), "vs_control": _interval(vs_control, m.get("goal"), control_value),
                      "vs_best": _interval(best, m.get("goal"), None)})
+    cert = _certification(s)
     best_note = ""
     best_arm = entry.get("best_arm")
     best_policy = next((p for p in policies.values() if p.get("kind") == "constant" and p.get("arm") == best_arm), None)
-    if best_arm and best_policy is not None and best_policy.get("eligible") is False:
-        broken = []
-        for metric, g in (best_policy.get("guardrails") or {}).items():
-            harm, limit = g.get("relative_harm", g.get("absolute_harm")), g.get("max_harm")
-            show = fmt_pct if "relative_harm" in g else fmt_signed
-            if _ok(harm) and _ok(limit) and harm > limit:
-                broken.append(f"its estimated {metric} harm ({show(harm)}) is above the {show(limit).lstrip('+')} limit")
-            elif g.get("verdict") == "fail":
-                broken.append(f"it fails the {metric} guardrail")
-        why = "; ".join(broken) or "it does not keep every guardrail"
-        best_note = f"Giving everyone {best_arm} is not an option: {why} (see section 6)."
+    if best_arm and best_policy is not None and best_policy.get("name") != name:
+        status = _status(best_policy, s, cert)
+        if status["key"] in ("family", "screened"):
+            best_note = f"Giving everyone {best_arm} is not an option: it is {status['label']}, {status['title']} (see section 6)."
+        elif not cert and best_policy.get("eligible") is False:
+            broken = [f"its {c['metric']} {_bound_name(None)} ({c['upper']}) is over the {c['limit']} limit"
+                      for c in _guardrail_badges(best_policy.get("guardrails")) if c["verdict"] != "pass"]
+            best_note = f"Giving everyone {best_arm} is not an option: {'; '.join(broken) or 'it does not keep every guardrail'} (see section 6)."
     objective = None
     if primary and primary not in {m["name"] for m in metrics} and entry.get("objective"):
         objective = _value_cell(entry["objective"])
+    reasons = [str(r) for r in rec.get("reasons") or []]
+    cannot = bool(rec.get("cannot_certify"))
+    alert = ""
+    if cannot:  # say it first and plainly, instead of letting a "keep control" headline read as a success
+        alert = reasons.pop(0) if reasons else "Nothing could be certified."
+        if not alert.startswith("Nothing could be certified"):
+            alert = "Nothing could be certified: " + alert
+    # the recommended policy's guardrails at the level that certified it (the family's), else its own 95% row
+    family_harms = (cert.get("harms") or {}).get(name)
+    rails = _guardrail_badges(family_harms if family_harms else entry.get("guardrails"))
+    rails_level = cert.get("level") if family_harms else next((g.get("level") for g in (entry.get("guardrails") or {}).values()
+                                                               if isinstance(g, dict) and _ok(g.get("level"))), None)
     return {
         "policy": name, "short": _short(name, s.get("experiment", "")), "kind": rec.get("kind") or entry.get("kind", ""),
-        "verdict": rec.get("verdict", ""), "label": label, "cls": cls, "headline": rec.get("headline") or "",
-        "reasons": list(rec.get("reasons") or []), "primary": primary or "", "rows": rows, "objective": objective,
+        "verdict": rec.get("verdict", ""), "label": label + (" · nothing certified" if cannot else ""), "cls": cls,
+        "headline": rec.get("headline") or "", "reasons": reasons, "primary": primary or "", "rows": rows, "objective": objective,
         "best_arm": entry.get("best_arm"), "file": entry.get("file") or f"policies/{name}.json",
-        "guardrails": _guardrail_badges(entry.get("guardrails")), "shares": _arm_share_bar(entry.get("arm_shares"), colors),
+        "guardrails": rails, "rails_bound": _bound_name(rails_level), "rails_family": bool(family_harms),
+        "shares": _arm_share_bar(entry.get("arm_shares"), colors),
         "found": bool(entry), "exploration": entry.get("exploration"), "best_note": best_note,
+        "cannot": cannot, "alert": alert,
+        "cert": _certification_facts(s, cert, name, entry, primary, next((m.get("goal") for m in metrics if m["name"] == primary), None)),
     }
+
+
+def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: str | None, goal: str | None) -> dict | None:
+    """What "certified" means, which units and bounds the numbers rest on, and the recommended policy's value and lift
+    with the family-level bounds; None for summaries written before certification existed."""
+    if not cert:
+        return None
+    k = cert.get("k")
+    level = fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else ""
+    rows = str(cert.get("rows") or "held-out units")
+    if _ok(k) and k > 0:
+        units = (f"These numbers come from {rows}. Their bounds are simultaneous over the {fmt_num(k)} candidate"
+                 f"{'s' if k != 1 else ''} that passed the building-units screen (Bonferroni: each bound one-sided at {level}), "
+                 "so all of them hold together with 95% probability.")
+    else:
+        units = (f"No candidate passed the building-units screen, so none was tested on the {rows.split(' (')[0]}; "
+                 "the recommendation falls back to control.")
+
+    def bounded(d: Any, signed: bool) -> dict | None:
+        if not isinstance(d, dict) or not _ok(d.get("estimate")):
+            return None
+        show = fmt_signed if signed else fmt_num
+        return {"est": show(d["estimate"]), "low": show(d.get("low")), "high": show(d.get("high")),
+                "cls": _direction(goal, d.get("low"), d.get("high")) if signed else ""}
+
+    metric = "the weighted objective" if primary == "objective" else primary or "the primary metric"
+    is_control = entry.get("kind") == "constant" and entry.get("arm") is not None and entry.get("arm") == s.get("control")
+    counts = {"certified": cert.get("certified") or [], "not certified": [n for n in cert.get("family") or []
+                                                                          if n not in (cert.get("certified") or [])],
+              "screened out": cert.get("screened_out") or []}
+    experiment = s.get("experiment", "")
+    return {"text": str(cert.get("text") or ""), "units": units, "metric": metric, "policy": _short(name, experiment),
+            "value": bounded(cert.get("value"), False), "lift": None if is_control else bounded(cert.get("lift_vs_control"), True),
+            "is_control": is_control, "level": level,
+            "groups": [{"label": k_, "names": ", ".join(_short(n, experiment) for n in v)} for k_, v in counts.items() if v]}
 
 
 def _health_section(s: dict) -> dict:
@@ -253,12 +394,13 @@ def _effects_section(s: dict, metrics_by_name: dict[str, dict]) -> dict:
                     if _ok(e.get("relative_ci_low")) else "",
                     "cls": _direction(goal, e.get("relative_ci_low"), e.get("relative_ci_high")), "rel": ""},
             "p": fmt_p(e.get("p_holm", e.get("p_value"))), "cuped": bool(e.get("cuped")),
-            "guardrail": ({"verdict": g.get("verdict", ""), "cls": g.get("verdict", "unknown")} if g else None),
+            "guardrail": _guardrail_cell(e.get("metric", ""), g) if g else None,
         })
     svg = charts.forest_plot(effects, goals, limits)
     no_relative = [f"{e.get('metric')} · {e.get('arm')}" for e in effects if not _ok(e.get("relative"))]
+    levels = {g.get("level") for g in rails.values() if _ok(g.get("level"))}
     return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.get("control", "control"),
-            "has_limits": bool(limits)}
+            "has_limits": bool(limits), "bound": _bound_name(levels.pop() if len(levels) == 1 else None)}
 
 
 def _hte_section(s: dict, metric_names: list[str], colors: dict[str, str]) -> dict:
@@ -339,11 +481,16 @@ def _segments_section(s: dict, metric_names: list[str], primary: str | None, goa
 
 
 def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary: str | None, recommended: str) -> dict:
-    eligible_names = set((s.get("recommendation") or {}).get("eligible") or [])
     goal = next((m.get("goal") for m in metrics if m["name"] == primary), None)
+    cert = _certification(s)
     rows = []
     best_arms = set()
     rail_names = list(dict.fromkeys(g for p in policies for g in (p.get("guardrails") or {})))
+    # one limit per guardrail column, from the first policy that states it
+    limits = {g: next((_limit_text(p["guardrails"][g]) for p in policies if isinstance((p.get("guardrails") or {}).get(g), dict)), "")
+              for g in rail_names}
+    levels = {g.get("level") for p in policies for g in (p.get("guardrails") or {}).values() if isinstance(g, dict)}
+    level = next(iter(levels)) if len(levels) == 1 else None
     for p in policies:
         name = p.get("name", "")
         badges = _guardrail_badges(p.get("guardrails"))
@@ -362,19 +509,44 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
             detail = f"everyone: {p['arm']}" if p.get("arm") else "random arm"
         elif kind == "value":
             detail = "value model"
-        eligible = p.get("eligible")
-        if eligible is None:
-            eligible = name in eligible_names
         rows.append({
             "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail,
-            "recommended": name == recommended, "eligible": bool(eligible),
+            "recommended": name == recommended, "status": _status(p, s, cert),
             "vals": [_value_cell(value.get(m["name"])) for m in metrics],
             "vs_control": _interval(vs_control, goal, control_value),
             "vs_best": _interval((p.get("lift_vs_best_arm") or {}).get(primary), goal),
             "rails": [next((b for b in badges if b["metric"] == g), None) for g in rail_names],
         })
     return {"rows": rows, "metrics": [m["name"] for m in metrics], "primary": primary or "", "guardrails": rail_names,
-            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num((s.get("evaluation_rows") or {}).get("n_units"))}
+            "limits": limits, "bound": _bound_name(level) if level is not None else "upper bound",
+            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num((s.get("evaluation_rows") or {}).get("n_units")),
+            "cert_text": str(cert.get("text") or ""), "has_cert": bool(cert),
+            "family_level": fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else "",
+            "k": cert.get("k") if _ok(cert.get("k")) else None}
+
+
+def _candidate_policies(candidates: list[dict], policies: list[dict], experiment: str) -> dict[int, dict]:
+    """The policy row each Pareto candidate became, by candidate index.
+
+    A tuned policy records the weights and budget of the candidate it was built from (its distilled tree copies them,
+    so value policies are matched first); rows named ``<experiment>-pareto-<i>`` are the fallback.
+    """
+    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: p.get("kind") != "value")
+    out: dict[int, dict] = {}
+    for i, c in enumerate(candidates):
+        match = next((p for p in tuned if (p.get("tuning") or {}).get("weights") == c.get("weights")
+                      and (p.get("tuning") or {}).get("budget") == c.get("budget")), None)
+        if match is None:
+            match = next((p for p in policies if p.get("name") == f"{experiment}-pareto-{i + 1}"), None)
+        if match is not None:
+            out[i] = match
+    return out
+
+
+def _search_limit(rail: dict | None) -> Any:
+    """A search guardrail's limit: max_harm when relative, 0 when absolute (as pex.guardrail)."""
+    rail = rail or {}
+    return rail.get("max_harm") if (rail.get("basis") or "relative") == "relative" else 0.0
 
 
 def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
@@ -382,21 +554,12 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
     fronts = pareto.get("fronts") or {}
     candidates = list(pareto.get("candidates") or [])
     experiment = s.get("experiment", "")
-    # A tuned policy records the weights and budget of the candidate it was built from.
-    labels: dict[int, str] = {}
-    names: dict[int, str] = {}
-    rec_index = None
-    for i, c in enumerate(candidates):
-        for p in policies:
-            t = p.get("tuning") or {}
-            if t and t.get("weights") == c.get("weights") and t.get("budget") == c.get("budget"):
-                names[i] = p.get("name", "")
-                labels[i] = _short(p.get("name", ""), experiment)
-                if p.get("name") == recommended:
-                    rec_index = i
-                break
-        else:
-            labels[i] = f"#{i + 1}"
+    cert = _certification(s)
+    rails_meta = pareto.get("guardrails") or {}
+    matched = _candidate_policies(candidates, policies, experiment)
+    labels = {i: _short(p.get("name", ""), experiment) if i in matched else f"#{i + 1}"
+              for i, p in ((i, matched.get(i, {})) for i in range(len(candidates)))}
+    rec_index = next((i for i, p in matched.items() if p.get("name") == recommended), None)
     methods = []
     for key in [k for k in ("ax", "dense", "kept") if k in fronts] + [k for k in fronts if k not in ("ax", "dense", "kept")]:
         f = fronts[key] or {}
@@ -405,17 +568,38 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
                         "hypervolume": fmt_num(f.get("hypervolume")), "points": len(f.get("pareto") or []),
                         "kept": key == "kept"})
     objectives = list(pareto.get("objectives") or [])
-    guardrails = list((pareto.get("guardrails") or {}).keys())
+    guardrails = list(rails_meta.keys())
+    goals = {m.get("name"): m.get("goal") for m in s.get("metrics") or [] if isinstance(m, dict)}
+    show = {g: fmt_pct if (rails_meta.get(g) or {}).get("basis", "relative") == "relative" else fmt_signed for g in guardrails}
     cand_rows = []
+    held_out: dict[int, dict] = {}
     for i, c in enumerate(candidates):
-        cand_rows.append({
-            "label": labels.get(i, f"#{i + 1}"), "policy": names.get(i, ""), "recommended": i == rec_index,
+        policy = matched.get(i)
+        bounds = []
+        for g in guardrails:
+            b, limit = (c.get("guardrail_bound") or {}).get(g), _search_limit(rails_meta.get(g))
+            bounds.append({"text": show[g](b), "cls": "bad" if _ok(b) and _ok(limit) and b > limit else ""})
+        row = {
+            "label": labels.get(i, f"#{i + 1}"), "policy": (policy or {}).get("name", ""), "recommended": i == rec_index,
             "weights": ", ".join(f"{m} {fmt_num(w, 2)}" for m, w in (c.get("weights") or {}).items()),
             "budget": fmt_pct(c.get("budget"), signed=False),
             "objectives": [fmt_signed((c.get("objectives") or {}).get(o)) for o in objectives],
-            "harm": [fmt_pct((c.get("guardrail_harm") or {}).get(g)) for g in guardrails],
-            "treated": fmt_pct(c.get("treated_share"), signed=False),
-        })
+            "harm": [show[g]((c.get("guardrail_harm") or {}).get(g)) for g in guardrails],
+            "bound": bounds if any(b["text"] != "–" for b in bounds) else [],
+            "treated": fmt_pct(c.get("treated_share"), signed=False), "held": None,
+        }
+        if policy is not None:  # the same candidate valued on the held-out units: its policy row
+            lifts = policy.get("lift_vs_control") or {}
+            rails = policy.get("guardrails") or {}
+            row["held"] = {"objectives": [_interval(lifts.get(o), goals.get(o)) for o in objectives],
+                           "rails": [_guardrail_cell(g, rails[g]) if isinstance(rails.get(g), dict) else None for g in guardrails],
+                           "status": _status(policy, s, cert)}
+            held_out[i] = {"objectives": {o: (lifts.get(o) or {}).get("estimate") for o in objectives},
+                           "guardrail_harm": {g: _guardrail_value(rails.get(g)) for g in guardrails}}
+            trees = [p.get("name", "") for p in policies if p.get("kind") == "tree"
+                     and str(p.get("name", "")).startswith(f"{policy.get('name')}-tree-d")]
+            row["trees"] = ", ".join(_short(t, experiment) for t in trees)
+        cand_rows.append(row)
     ref = pareto.get("reference_point") or {}
     if len(objectives) >= 2:
         axes = f"{objectives[0]} (across) and {objectives[1]} (up)"
@@ -429,21 +613,36 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
                for k in fronts if k != "kept" and isinstance((fronts.get(k) or {}).get("sample"), dict)}
     n_sampled = sum(samples.values())
     n_evaluated = sum(fronts[k].get("evaluated") for k in samples if _ok(fronts[k].get("evaluated")))
-    limit = ((pareto.get("guardrails") or {}).get(guardrails[0]) or {}).get("max_harm") if guardrails else None
-    tradeoff = {"chart": Markup(charts.tradeoff_chart(pareto, labels, rec_index)),
+    limit = (rails_meta.get(guardrails[0]) or {}).get("max_harm") if guardrails else None
+    # newer searches call a weighting feasible when its certifiable bound (harm plus a margin) is within the limit
+    by_bound = bool(pareto.get("feasible_means")) or any("guardrail_bound" in c for c in candidates)
+    tradeoff = {"chart": Markup(charts.tradeoff_chart(pareto, labels, rec_index, held_out)),
                 "guardrail": guardrails[0] if guardrails else "", "primary": objectives[0] if objectives else "",
-                "others": ", ".join(objectives[1:]), "has_limit": _ok(limit), "more_rails": len(guardrails) > 1}
+                "others": ", ".join(objectives[1:]), "has_limit": _ok(limit), "more_rails": len(guardrails) > 1,
+                "by_bound": by_bound}
+    in_sample = str(pareto.get("in_sample") or "")
     return {
-        "chart": Markup(charts.pareto_chart(pareto, labels, rec_index)), "tradeoff": tradeoff,
+        "chart": Markup(charts.pareto_chart(pareto, labels, rec_index, held_out)), "tradeoff": tradeoff,
         "sampled": fmt_num(n_sampled) if n_sampled else "",
         "evaluated": fmt_num(n_evaluated) if n_evaluated > n_sampled else "",
-        "methods": methods, "candidates": cand_rows,
+        "methods": methods, "candidates": cand_rows, "held_out": bool(held_out),
+        "has_bound": any(r["bound"] for r in cand_rows), "by_bound": by_bound,
         "objectives": objectives, "guardrails": guardrails, "axes": axes, "rows": pareto.get("rows") or "",
         "reference": ", ".join(f"{k} {fmt_num(v)}" for k, v in ref.items()),
         "limits": [{"metric": g, "max_harm": fmt_pct((v or {}).get("max_harm"), signed=False), "basis": (v or {}).get("basis", "")}
-                   for g, v in (pareto.get("guardrails") or {}).items()],
-        "has_ax": "ax" in fronts,
+                   for g, v in rails_meta.items()],
+        "has_ax": "ax" in fronts, "n_units": fmt_num(pareto.get("n_units")),
+        "in_sample": in_sample[:1].upper() + in_sample[1:].rstrip(".") if in_sample else "",
+        "feasible_means": str(pareto.get("feasible_means") or "").rstrip("."),
+        "n_eval": fmt_num(pareto.get("n_eval")) if _ok(pareto.get("n_eval")) and pareto.get("n_eval") else "",
     }
+
+
+def _guardrail_value(g: Any) -> Any:
+    """A guardrail cell's harm estimate (whatever the summary's age called it)."""
+    if not isinstance(g, dict):
+        return None
+    return g.get("estimate", g.get("relative_harm", g.get("absolute_harm")))
 
 
 def _tree_arms(node: Any) -> set[str]:

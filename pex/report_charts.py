@@ -225,10 +225,10 @@ def _scatter_tried(ax, ok: list[tuple[float, float]], bad: list[tuple[float, flo
     """The faint cloud of sampled weightings behind the fronts and candidates."""
     if ok:
         ax.scatter(*zip(*ok), marker="o", s=7, color=TRIED_OK, alpha=0.7, linewidths=0, zorder=0.6,
-                   label="tried, keeps the guardrails" if any_guardrail else "weighting tried")
+                   label="tried, feasible" if any_guardrail else "weighting tried")
     if bad:
         ax.scatter(*zip(*bad), marker="x", s=9, color=TRIED_BAD, alpha=0.8, linewidths=0.8, zorder=0.5,
-                   label="tried, breaks a guardrail")
+                   label="tried, not feasible")
 
 
 def _harm_scale(pareto: dict, guardrail: str | None) -> tuple[float, bool]:
@@ -238,15 +238,42 @@ def _harm_scale(pareto: dict, guardrail: str | None) -> tuple[float, bool]:
     return (100.0, True) if relative else (1.0, False)
 
 
+CANDIDATE = "#2c9a6c"
+
+
 def _mark_candidates(ax, cand: list[tuple[int, tuple[float, float]]], recommended: int | None) -> None:
-    """Candidates as green dots, the recommended one a star."""
+    """Candidates as green dots, the recommended one a star (their search values: in-sample, training units)."""
     plain = [p for i, p in cand if i != recommended]
     if plain:
-        ax.scatter(*zip(*plain), marker="o", s=26, color="#2c9a6c", zorder=4, label="candidate turned into a policy")
+        ax.scatter(*zip(*plain), marker="o", s=26, color=CANDIDATE, zorder=4, label="candidate: in-sample (training units)")
     rec = [p for i, p in cand if i == recommended]
     if rec:
-        ax.scatter(*zip(*rec), marker="*", s=220, color="#2c9a6c", edgecolors=INK, linewidths=0.8, zorder=5,
-                   label="recommended policy")
+        ax.scatter(*zip(*rec), marker="*", s=220, color=CANDIDATE, edgecolors=INK, linewidths=0.8, zorder=5,
+                   label="recommended: in-sample (training units)")
+
+
+def _mark_held_out(ax, cand: list[tuple[int, tuple[float, float]]], held: dict[int, tuple[float, float]]) -> list[tuple[float, float]]:
+    """Each candidate's held-out value as a hollow diamond, joined to its in-sample point by a dotted line: the
+    gap is the search's optimism. Returns the diamonds' positions (for labels to avoid)."""
+    pairs = [(p, held[i]) for i, p in cand if i in held]
+    if not pairs:
+        return []
+    for a, b in pairs:
+        ax.plot([a[0], b[0]], [a[1], b[1]], color=CANDIDATE, lw=0.9, ls=(0, (1.5, 2)), alpha=0.9, zorder=3.5)
+    points = [b for _, b in pairs]
+    ax.scatter(*zip(*points), marker="D", s=30, facecolors="white", edgecolors=CANDIDATE, linewidths=1.4, zorder=4.5,
+               label="same candidate on held-out units")
+    return points
+
+
+def _held_xy(held_out: dict[int, dict] | None, x_of, y_of) -> dict[int, tuple[float, float]]:
+    """Candidate index -> (x, y) of its held-out values, where both are finite."""
+    out = {}
+    for i, h in (held_out or {}).items():
+        x, y = x_of(h), y_of(h)
+        if _finite(x, y):
+            out[i] = (float(x), float(y))
+    return out
 
 
 def _label_candidates(fig: Figure, ax, cand: list[tuple[int, tuple[float, float]]], candidate_labels: dict[int, str],
@@ -312,14 +339,18 @@ def _label_candidates(fig: Figure, ax, cand: list[tuple[int, tuple[float, float]
                     bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
 
 
-def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None) -> str:
+def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None,
+                 held_out: dict[int, dict] | None = None) -> str:
     """The Pareto points of every search method over the objectives, kept front and candidates marked.
 
     ``candidate_labels`` maps the index of a ``pareto["candidates"]`` entry to a
     short label drawn next to it; ``recommended`` is the index of the candidate
     that became the recommended policy (drawn as a star). The weightings each
     method sampled (``fronts[method]["sample"]``, when the summary has them) are
-    drawn faintly behind, so the fronts read as the edge of that cloud.
+    drawn faintly behind, so the fronts read as the edge of that cloud. Every
+    search value is in-sample (training units); ``held_out`` maps a candidate's
+    index to its values on the held-out units (``{"objectives": {...},
+    "guardrail_harm": {...}}``, from its policy row), drawn beside it.
     """
     objectives = list(pareto.get("objectives") or [])
     fronts = pareto.get("fronts") or {}
@@ -397,6 +428,9 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         cand = [(i, xy(c, strip_rows.get("kept", 0))) for i, c in enumerate(candidates)]
         cand = [(i, p) for i, p in cand if p is not None]
         _mark_candidates(ax, cand, recommended)
+        held = []
+        if y_kind != "strip":  # a strip has no second axis to place a held-out value on
+            held = _mark_held_out(ax, cand, {i: p for i, h in (held_out or {}).items() if (p := xy(h, 0)) is not None})
         if y_kind == "guardrail":
             limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("max_harm")
             if _finite(limit):
@@ -419,20 +453,24 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         ax.set_axisbelow(True)
         ax.margins(x=0.12, y=0.18)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
-        _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=kept)
+        _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=kept + held)
 
     return _draw("pareto", 3.6, paint)
 
 
-def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None) -> str:
+def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None,
+                   held_out: dict[int, dict] | None = None) -> str:
     """Primary objective against the first guardrail's harm, for every weighting the search sampled.
 
     x is the estimated harm on the first guardrail (percent of the control mean
-    when its basis is relative), y the gain per unit on the first objective.
-    Sampled weightings that keep every guardrail are grey dots, those that
-    break one pink crosses; the guardrail's limit is a dashed vertical line and
-    the candidates are marked as in :func:`pareto_chart`. ``""`` without a
-    guardrail or without sampled weightings (older summaries).
+    when its basis is relative), y the gain per unit on the first objective, both
+    in-sample (training units). Feasible sampled weightings are grey dots, the
+    others pink crosses; the guardrail's limit is a dashed vertical line. Newer
+    searches call a weighting feasible when its *certifiable bound* (harm plus the
+    margin a held-out test will need) is within the limit, so crosses also sit left
+    of the line; each candidate's bound is drawn as a bar to its right. Candidates
+    and their held-out values (``held_out``) are marked as in :func:`pareto_chart`.
+    ``""`` without a guardrail or without sampled weightings (older summaries).
     """
     objectives = list(pareto.get("objectives") or [])
     rails = pareto.get("guardrails") or {}
@@ -452,11 +490,16 @@ def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None,
                 (ok if feasible else bad).append((scale * float(x), float(y)))
     if not ok and not bad:
         return ""
-    cand = []
+    cand, bars = [], []
     for i, c in enumerate(candidates):
         x, y = (c.get("guardrail_harm") or {}).get(g_name), (c.get("objectives") or {}).get(y_name)
         if _finite(x, y):
             cand.append((i, (scale * float(x), float(y))))
+            b = (c.get("guardrail_bound") or {}).get(g_name)
+            if _finite(b):
+                bars.append((scale * float(x), scale * float(b), float(y)))
+    held_xy = _held_xy(held_out, lambda h: (scale * v if _finite(v := (h.get("guardrail_harm") or {}).get(g_name)) else None),
+                       lambda h: (h.get("objectives") or {}).get(y_name))
     limit = (rails.get(g_name) or {}).get("max_harm")
 
     def paint(fig: Figure) -> None:
@@ -469,18 +512,23 @@ def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None,
         ax.axvline(0, color="#a0aec0", lw=0.8, zorder=0.4)
         ax.axhline(0, color="#a0aec0", lw=0.8, zorder=0.4)
         _scatter_tried(ax, ok, bad, True)
+        for k, (x0, x1, y) in enumerate(bars):  # harm -> certifiable bound: feasibility is the bar's end left of the limit
+            ax.plot([x0, x1], [y, y], color=CANDIDATE, lw=1.6, alpha=0.55, zorder=3.6, solid_capstyle="butt",
+                    label="candidate's certifiable bound (in-sample)" if k == 0 else None)
+            ax.plot([x1], [y], marker="|", ms=9, mew=1.6, color=CANDIDATE, zorder=3.6)
         _mark_candidates(ax, cand, recommended)
+        held = _mark_held_out(ax, cand, held_xy)
         if pct:
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:+.0f}%" if abs(v) >= 1 or not v else f"{v:+.1f}%"))
-            ax.set_xlabel(f"estimated harm on {g_name} (relative to control; right is worse)")
+            ax.set_xlabel(f"harm on {g_name} (relative to control; right is worse)")
         else:
-            ax.set_xlabel(f"estimated harm on {g_name} per unit vs control (right is worse)")
+            ax.set_xlabel(f"harm on {g_name} per unit vs control (right is worse)")
         ax.set_ylabel(f"{y_name}: gain per unit vs control", fontsize=9)
         ax.grid(color=GRID, lw=0.6)
         ax.set_axisbelow(True)
         ax.margins(x=0.06, y=0.1)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
-        _label_candidates(fig, ax, cand, candidate_labels, recommended)
+        _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=held + [(x1, y) for _, x1, y in bars])
 
     return _draw("tradeoff", 3.6, paint)
 

@@ -2,7 +2,8 @@
 
 Every simulated unit has expected and realised outcomes under *every* arm, so
 tests, benchmarks and the demo can compare estimates with the truth: average
-effects, conditional effects per unit, and (later) policy values.
+effects, conditional effects per unit, and policy values (:func:`policy_truth`,
+:func:`constrained_oracle`).
 
 Scenarios
 ---------
@@ -15,22 +16,47 @@ Scenarios
     Same units and metrics, but every arm's effect is the same for every unit.
 ``null``
     Same units and metrics, no effect at all.
+``segment_harm``
+    Two arms (control, treat, 50/50). ``treat`` lifts ``revenue`` for everyone
+    (more for active users) but raises the ``complaints`` guardrail (base rate
+    about 30%, ``max_harm`` 10%) by 60% relative on Android (40% of units) and
+    leaves it unchanged elsewhere: treating everyone costs about +21%, a
+    depth-1 tree that withholds ``treat`` from Android keeps the guardrail and
+    earns about two thirds of the best gain achievable within the limit.
+``aligned_harm``
+    Two arms (control, upsell, 50/50). The ``spend`` lift and the harm on the
+    ``churned`` guardrail (base rate about 15%, ``max_harm`` 8%) both grow
+    with the same latent engagement (seen through ``spend_pre``), the harm
+    faster than the lift, and the least engaged lose spend: the best policy
+    within the limit treats a middle slice, not the top gainers.
+
+Every scenario draws the same kind of units (age, tenure, country, platform,
+noise features ``x0..``, missing values) so they all look alike to the pipeline;
+a scenario fixes its own arms, metrics and default allocation (:func:`scenario_design`).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-SCENARIOS = ("notification_cadence", "constant", "null")
+if TYPE_CHECKING:
+    from pex.policy import Policy
+
+SCENARIOS = ("notification_cadence", "constant", "null", "segment_harm", "aligned_harm")
 COUNTRIES = ["US", "IN", "BR", "DE", "GB", "FR"]
 COUNTRY_P = [0.35, 0.2, 0.15, 0.1, 0.1, 0.1]
 PLATFORMS = ["ios", "android", "web"]
 PLATFORM_P = [0.4, 0.4, 0.2]
+# The defaults: arms, allocation and metrics of the notification_cadence, constant and null
+# scenarios (other code imports these); other scenarios have their own (see scenario_design).
 ARMS = ["control", "daily", "weekly"]
 DEFAULT_ALLOCATION = {"control": 0.34, "daily": 0.33, "weekly": 0.33}
 METRICS = {
@@ -38,6 +64,44 @@ METRICS = {
     "converted": {"goal": "increase", "role": "secondary", "kind": "binary"},
     "unsubscribes": {"goal": "decrease", "role": "guardrail", "max_harm": 0.05, "kind": "binary"},
 }
+SEGMENT_HARM_METRICS = {
+    "revenue": {"goal": "increase", "role": "primary", "pre": "revenue_pre", "kind": "continuous"},
+    "complaints": {"goal": "decrease", "role": "guardrail", "max_harm": 0.10, "kind": "binary"},
+}
+ALIGNED_HARM_METRICS = {
+    "spend": {"goal": "increase", "role": "primary", "pre": "spend_pre", "kind": "continuous"},
+    "churned": {"goal": "decrease", "role": "guardrail", "max_harm": 0.08, "kind": "binary"},
+}
+
+
+@dataclass
+class ScenarioDesign:
+    """What a scenario fixes before any unit is drawn: its arms (control first), default allocation and metrics.
+
+    ``metrics[name]`` holds ``goal``, ``role``, ``kind`` (``continuous`` or ``binary``) and, where
+    they apply, ``pre`` (the pre-period covariate's column) and ``max_harm`` (guardrails).
+    """
+
+    arms: list[str]
+    allocation: dict[str, float]
+    metrics: dict[str, dict[str, Any]]
+    control: str = "control"
+
+
+_DESIGNS = {
+    "notification_cadence": ScenarioDesign(ARMS, DEFAULT_ALLOCATION, METRICS),
+    "constant": ScenarioDesign(ARMS, DEFAULT_ALLOCATION, METRICS),
+    "null": ScenarioDesign(ARMS, DEFAULT_ALLOCATION, METRICS),
+    "segment_harm": ScenarioDesign(["control", "treat"], {"control": 0.5, "treat": 0.5}, SEGMENT_HARM_METRICS),
+    "aligned_harm": ScenarioDesign(["control", "upsell"], {"control": 0.5, "upsell": 0.5}, ALIGNED_HARM_METRICS),
+}
+
+
+def scenario_design(scenario: str) -> ScenarioDesign:
+    """The arms, default allocation and metrics of ``scenario`` (a copy: changing it changes nothing here)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {SCENARIOS}")
+    return copy.deepcopy(_DESIGNS[scenario])
 
 
 @dataclass
@@ -66,16 +130,35 @@ class Truth:
 
 @dataclass
 class SimulatedExperiment:
+    """Observed data plus the truth behind it, with the scenario's arms and metrics.
+
+    ``arms`` and ``metrics`` default to the module's :data:`ARMS` and :data:`METRICS`
+    (the notification-cadence design); scenarios with their own design set them.
+    """
+
     data: pd.DataFrame
     truth: Truth
     scenario: str
     allocation: dict[str, float]
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    metrics: dict[str, dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(METRICS))
+    control: str = "control"
+
+    @property
+    def primary(self) -> str:
+        """The primary metric (the first one with role ``primary``)."""
+        return next(m for m, meta in self.metrics.items() if meta["role"] == "primary")
+
+    @property
+    def guardrails(self) -> list[str]:
+        """Guardrail metrics that carry a ``max_harm``."""
+        return [m for m, meta in self.metrics.items() if meta["role"] == "guardrail" and meta.get("max_harm") is not None]
 
     def spec_toml(self, name: str, data_file: str) -> str:
         """A spec matching this data, as TOML text."""
         alloc = "\n".join(f"{arm} = {share}" for arm, share in self.allocation.items())
         metrics = []
-        for metric, meta in METRICS.items():
+        for metric, meta in self.metrics.items():
             lines = [f"[metrics.{metric}]", f'goal = "{meta["goal"]}"', f'role = "{meta["role"]}"']
             if "pre" in meta:
                 lines.append(f'pre = "{meta["pre"]}"')
@@ -89,7 +172,7 @@ class SimulatedExperiment:
             data = "{data_file}"
             unit = "user_id"
             arm = "arm"
-            control = "control"
+            control = "{self.control}"
 
             [allocation]
             """) + alloc + "\n\n" + "\n\n".join(metrics) + "\n"
@@ -107,6 +190,22 @@ class SimulatedExperiment:
         spec_path = directory / f"{name}.toml"
         spec_path.write_text(self.spec_toml(name, data_file), encoding="utf-8")
         return spec_path
+
+
+@dataclass
+class _Units:
+    """The complete (never missing) unit features every scenario's outcomes are built from."""
+
+    age: np.ndarray
+    tenure: np.ndarray
+    country: np.ndarray
+    platform: np.ndarray
+    activity: np.ndarray  # latent engagement, never observed directly
+    pre_noise: np.ndarray  # the pre-period covariate's noise around activity
+
+    @property
+    def n(self) -> int:
+        return len(self.age)
 
 
 def simulate(
@@ -129,35 +228,90 @@ def simulate(
     seed
         Seed of the random generator; the same seed gives the same experiment.
     allocation
-        Planned share per arm (defaults to 34/33/33); assignment is an
-        independent draw per unit, so realised shares vary as in a real test.
+        Planned share per arm (defaults to the scenario's, 34/33/33 for the three-arm
+        scenarios); assignment is an independent draw per unit, so realised shares vary as in a real test.
     n_noise
         Extra numeric features that have no effect on anything.
     missing_rate
         Share of missing values in ``age`` and ``platform`` (observed data only;
         outcomes depend on the complete features).
     """
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; choose one of {SCENARIOS}")
-    allocation = dict(allocation or DEFAULT_ALLOCATION)
-    if sorted(allocation) != sorted(ARMS):
-        raise ValueError(f"allocation must cover the arms {ARMS}")
+    design = scenario_design(scenario)
+    allocation = dict(allocation or design.allocation)
+    if sorted(allocation) != sorted(design.arms):
+        raise ValueError(f"allocation must cover the arms {design.arms}")
     rng = np.random.default_rng(seed)
 
+    # The draw order below is fixed: the first scenarios' experiments must stay bit-identical
+    # across versions (tests pin them), so new scenarios only change what is computed from the draws.
     age = np.clip(rng.normal(38, 12, n), 18, 80).round()
     tenure = np.floor(rng.exponential(300, n))
     country = rng.choice(COUNTRIES, n, p=COUNTRY_P)
     platform = rng.choice(PLATFORMS, n, p=PLATFORM_P)
     activity = rng.gamma(shape=2.0, scale=2.0, size=n)  # latent engagement
     noise = rng.normal(size=(n, n_noise))
-    sessions_pre = np.maximum(0, activity + rng.normal(0, 1.0, n)).round(1)
+    pre_noise = rng.normal(0, 1.0, n)
+    units = _Units(age=age, tenure=tenure, country=country, platform=platform, activity=activity, pre_noise=pre_noise)
 
-    is_new = tenure < 60
-    is_old = tenure > 365
-    ios = platform == "ios"
-    android = platform == "android"
+    if scenario == "segment_harm":
+        expected, pre = _segment_harm_truth(units)
+    elif scenario == "aligned_harm":
+        expected, pre = _aligned_harm_truth(units)
+    else:
+        expected, pre = _cadence_truth(units, scenario)
+    metrics = design.metrics
+    assert list(expected) == list(metrics), "outcomes are drawn in the metrics' order"
+
+    # Potential outcomes share one noise draw per unit (common random numbers),
+    # so Y(a) - Y(b) differs only through the effect: realistic and low-variance.
+    outcomes: dict[str, dict[str, np.ndarray]] = {}
+    for metric, by_arm in expected.items():
+        if metrics[metric]["kind"] == "binary":
+            u = rng.uniform(size=n)
+            outcomes[metric] = {arm: (u < mu).astype(float) for arm, mu in by_arm.items()}
+        else:
+            eps = rng.normal(0, 2.0, n)
+            outcomes[metric] = {arm: (mu + eps).round(3) for arm, mu in by_arm.items()}
+
+    arms = list(allocation)
+    probs = np.array([allocation[a] for a in arms], dtype=float)
+    assigned = rng.choice(arms, n, p=probs / probs.sum())
+
+    age_obs = age.copy()
+    age_obs[rng.uniform(size=n) < missing_rate] = np.nan
+    platform_obs = platform.astype(object)
+    platform_obs[rng.uniform(size=n) < missing_rate] = None
+
+    data = pd.DataFrame({
+        "user_id": [f"u{i:07d}" for i in range(n)],
+        "arm": assigned,
+        "age": age_obs,
+        "tenure_days": tenure,
+        "country": country,
+        "platform": platform_obs,
+        **{f"x{j}": noise[:, j].round(4) for j in range(n_noise)},
+        **pre,
+    })
+    for metric in metrics:
+        data[metric] = np.select([assigned == a for a in arms], [outcomes[metric][a] for a in arms])
+    truth = Truth(
+        arms=list(design.arms), control=design.control, expected=expected, outcomes=outcomes,
+        feature_names=[c for c in data.columns if c not in ("user_id", "arm", *pre, *metrics)],
+    )
+    return SimulatedExperiment(data=data, truth=truth, scenario=scenario, allocation=allocation, arms=list(design.arms),
+                               metrics=metrics, control=design.control)
+
+
+def _cadence_truth(u: _Units, scenario: str) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Expected outcomes and the pre-period covariate of ``notification_cadence``, ``constant`` and ``null``."""
+    n, activity, age = u.n, u.activity, u.age
+    sessions_pre = np.maximum(0, activity + u.pre_noise).round(1)
+    is_new = u.tenure < 60
+    is_old = u.tenure > 365
+    ios = u.platform == "ios"
+    android = u.platform == "android"
     older = age > 45
-    emerging = np.isin(country, ["IN", "BR"])
+    emerging = np.isin(u.country, ["IN", "BR"])
 
     base = {
         "sessions": 1.0 + 1.1 * activity + 0.3 * ios - 0.005 * (age - 38),
@@ -193,44 +347,49 @@ def simulate(
             if METRICS[metric]["kind"] == "binary":
                 mu = np.clip(mu, 0.0, 1.0)
             expected[metric][arm] = mu
+    return expected, {"sessions_pre": sessions_pre}
 
-    # Potential outcomes share one noise draw per unit (common random numbers),
-    # so Y(a) - Y(b) differs only through the effect: realistic and low-variance.
-    outcomes: dict[str, dict[str, np.ndarray]] = {}
-    for metric, by_arm in expected.items():
-        if METRICS[metric]["kind"] == "binary":
-            u = rng.uniform(size=n)
-            outcomes[metric] = {arm: (u < mu).astype(float) for arm, mu in by_arm.items()}
-        else:
-            eps = rng.normal(0, 2.0, n)
-            outcomes[metric] = {arm: (mu + eps).round(3) for arm, mu in by_arm.items()}
 
-    arms = list(allocation)
-    probs = np.array([allocation[a] for a in arms], dtype=float)
-    assigned = rng.choice(arms, n, p=probs / probs.sum())
+def _segment_harm_truth(u: _Units) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """``segment_harm``: ``treat`` lifts revenue for all, and raises complaints by 60% relative on Android only."""
+    activity, age = u.activity, u.age
+    ios = u.platform == "ios"
+    android = u.platform == "android"
+    is_new = u.tenure < 60
+    emerging = np.isin(u.country, ["IN", "BR"])
+    revenue_pre = np.maximum(0, 2.0 + 1.2 * (activity + u.pre_noise)).round(2)
+    revenue0 = 2.0 + 1.2 * activity + 0.3 * ios - 0.005 * (age - 38)
+    # Positive for everyone, larger for active users; Android users gain somewhat more,
+    # so withholding treat from the whole segment leaves real gain on the table.
+    lift = 0.2 + 0.1 * activity + 0.1 * emerging + 0.3 * android
+    complaints0 = _logit_inv(-0.85 - 0.05 * (activity - 4.0) + 0.3 * is_new - 0.2 * android)
+    # Multiplicative, so the segment's relative harm is exactly 60% whatever its base rate; Android's
+    # slightly lower base rate puts treating everyone at about +21% overall.
+    complaints1 = np.clip(complaints0 * (1.0 + 0.6 * android), 0.0, 1.0)
+    expected = {
+        "revenue": {"control": revenue0, "treat": revenue0 + lift},
+        "complaints": {"control": complaints0, "treat": complaints1},
+    }
+    return expected, {"revenue_pre": revenue_pre}
 
-    age_obs = age.copy()
-    age_obs[rng.uniform(size=n) < missing_rate] = np.nan
-    platform_obs = platform.astype(object)
-    platform_obs[rng.uniform(size=n) < missing_rate] = None
 
-    data = pd.DataFrame({
-        "user_id": [f"u{i:07d}" for i in range(n)],
-        "arm": assigned,
-        "age": age_obs,
-        "tenure_days": tenure,
-        "country": country,
-        "platform": platform_obs,
-        **{f"x{j}": noise[:, j].round(4) for j in range(n_noise)},
-        "sessions_pre": sessions_pre,
-    })
-    for metric in METRICS:
-        data[metric] = np.select([assigned == a for a in arms], [outcomes[metric][a] for a in arms])
-    truth = Truth(
-        arms=ARMS, control="control", expected=expected, outcomes=outcomes,
-        feature_names=[c for c in data.columns if c not in ("user_id", "arm", "sessions_pre", *METRICS)],
-    )
-    return SimulatedExperiment(data=data, truth=truth, scenario=scenario, allocation=allocation)
+def _aligned_harm_truth(u: _Units) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """``aligned_harm``: the spend lift and the churn harm both grow with engagement, the harm faster."""
+    activity, age = u.activity, u.age
+    is_new = u.tenure < 60
+    ios = u.platform == "ios"
+    spend_pre = np.maximum(0, 1.5 + 1.0 * (activity + u.pre_noise)).round(2)
+    spend0 = 1.5 + 1.0 * activity + 0.2 * ios - 0.004 * (age - 38)
+    # Linear in engagement and negative for the least engaged (an upsell annoys light users) ...
+    lift = 0.25 * (activity - 1.0)
+    churn0 = _logit_inv(-1.75 + 0.3 * is_new - 0.03 * (activity - 4.0))
+    # ... while the churn it causes grows faster than linearly: the lift per unit of harm peaks in the middle.
+    churn1 = np.clip(churn0 + 0.0025 * activity**1.6, 0.0, 1.0)
+    expected = {
+        "spend": {"control": spend0, "upsell": spend0 + lift},
+        "churned": {"control": churn0, "upsell": churn1},
+    }
+    return expected, {"spend_pre": spend_pre}
 
 
 def write_product_export(directory: str | Path, n: int = 8_000, seed: int = 0) -> Path:
@@ -291,6 +450,223 @@ def population_ate(scenario: str, metric: str, arm: str, n: int = 1_000_000, see
     """The population average effect, by Monte Carlo over a large draw of units."""
     sim = simulate(n, scenario=scenario, seed=seed, n_noise=0, missing_rate=0.0)
     return sim.truth.ate(metric, arm)
+
+
+# -- policy values under the truth -------------------------------------------------------
+
+TOLERANCE = 1e-9  # harms within this of the limit count as within it (floating-point sums, not statistics)
+
+
+def expected_matrix(sim: SimulatedExperiment, metric: str) -> np.ndarray:
+    """E[Y(a) | x] of ``metric`` per unit and arm, shape (n_units, n_arms) in ``sim.arms`` order."""
+    return np.column_stack([sim.truth.expected[metric][arm] for arm in sim.arms])
+
+
+def policy_probabilities(policy: Policy, sim: SimulatedExperiment) -> np.ndarray:
+    """``policy.action_probabilities(sim.data)`` with its columns in ``sim.arms`` order (exploration included).
+
+    The policy reads the *observed* features (missing values and all), as it would when serving.
+    """
+    probs = policy.action_probabilities(sim.data)
+    out = np.zeros((len(sim.data), len(sim.arms)))
+    for j, arm in enumerate(policy.arms):
+        if arm not in sim.arms:
+            raise ValueError(f"policy {policy.name!r} has arm {arm!r}, which scenario {sim.scenario!r} does not know ({sim.arms})")
+        out[:, sim.arms.index(arm)] = probs[:, j]
+    return out
+
+
+def distribution_truth(probabilities: np.ndarray, sim: SimulatedExperiment) -> dict[str, Any]:
+    """True values of serving arm probabilities ``probabilities`` (n_units, n_arms in ``sim.arms`` order).
+
+    Returns
+    -------
+    dict
+        ``metrics[m]``: ``value`` (mean over units of sum_a pi(a|x) E[Y_m(a)|x]), ``control``
+        (all-control's value) and ``lift`` (value - control); guardrails with a ``max_harm`` also
+        carry ``harm`` (the change in the harmful direction relative to the control mean, or absolute
+        when the control mean is 0), ``limit`` (``max_harm``, or 0 when absolute, as in
+        :mod:`pex.guardrail`), ``basis`` and ``within``. Top level: ``primary``, ``gain`` (the primary's
+        lift in its goal's direction), ``harm`` (guardrail -> harm), ``exceeds`` (some guardrail's
+        harm is beyond its limit) and ``arm_shares``.
+    """
+    probs = np.asarray(probabilities, dtype=float)
+    if probs.shape != (len(sim.data), len(sim.arms)):
+        raise ValueError(f"probabilities must have shape {(len(sim.data), len(sim.arms))}, got {probs.shape}")
+    c = sim.arms.index(sim.control)
+    guardrails = set(sim.guardrails)
+    metrics: dict[str, dict[str, Any]] = {}
+    harm: dict[str, float] = {}
+    for metric, meta in sim.metrics.items():
+        table = expected_matrix(sim, metric)
+        value = float((probs * table).sum(axis=1).mean())
+        control = float(table[:, c].mean())
+        entry: dict[str, Any] = {"value": value, "control": control, "lift": value - control}
+        if metric in guardrails:
+            rule = _GuardrailTruth.of(meta, control)
+            entry.update(harm=rule.harm(value - control), limit=rule.limit, max_harm=float(meta["max_harm"]), basis=rule.basis)
+            entry["within"] = entry["harm"] <= rule.limit + TOLERANCE
+            harm[metric] = entry["harm"]
+        metrics[metric] = entry
+    primary = sim.primary
+    sign = 1.0 if sim.metrics[primary]["goal"] == "increase" else -1.0
+    return {
+        "metrics": metrics,
+        "primary": primary,
+        "gain": sign * metrics[primary]["lift"],
+        "harm": harm,
+        "exceeds": not all(metrics[g]["within"] for g in harm),
+        "arm_shares": {arm: float(probs[:, j].mean()) for j, arm in enumerate(sim.arms)},
+    }
+
+
+def policy_truth(policy: Policy, sim: SimulatedExperiment) -> dict[str, Any]:
+    """True value, lift vs all-control and guardrail harm of ``policy`` on the units of ``sim``.
+
+    Pass a large, fresh draw of the scenario (not the experiment the policy was built on), so the
+    numbers are the policy's population values rather than values on its own training units.
+    The result is :func:`distribution_truth` of the policy's action probabilities (exploration included).
+    """
+    return distribution_truth(policy_probabilities(policy, sim), sim)
+
+
+@dataclass(frozen=True)
+class _GuardrailTruth:
+    """The guardrail rule of :mod:`pex.guardrail` applied to true means (no sampling error)."""
+
+    sign: float  # +1 when a rise is harm
+    scale: float  # |control mean|, or 1 when that mean is 0
+    limit: float
+    basis: str
+
+    @classmethod
+    def of(cls, meta: dict[str, Any], control_mean: float) -> _GuardrailTruth:
+        relative = control_mean != 0.0
+        return cls(sign=1.0 if meta["goal"] == "decrease" else -1.0, scale=abs(control_mean) if relative else 1.0,
+                   limit=float(meta["max_harm"]) if relative else 0.0, basis="relative" if relative else "absolute")
+
+    def harm(self, change: float | np.ndarray) -> float | np.ndarray:
+        return self.sign * change / self.scale
+
+
+def constrained_oracle(sim: SimulatedExperiment, exploration: float = 0.05) -> dict[str, Any]:
+    """The best policy under the truth whose true harm on every guardrail is within its limit.
+
+    Every unit gets the arm maximising its true primary effect (goal-signed) minus
+    ``lambda`` times the sum over guardrails of its true harm contribution, normalised by the
+    control mean (as the harm is) and by the limit (so one ``lambda`` weighs guardrails with
+    different limits alike). The served policy is ``(1 - exploration) * greedy + exploration *
+    uniform``, as the pipeline's policies are, and the smallest ``lambda`` whose served policy keeps
+    every guardrail is found by bisection. Units whose scores tie (effects that depend on a few
+    categories only) would make the greedy policy jump past the limit, so the result mixes the
+    policies just below and just above that ``lambda`` as far as the limits allow: the linear
+    programme's solution for one guardrail, close to it for several.
+
+    The oracle knows every unit's expected outcomes, latent features included, so no policy built
+    on observed features can beat it; a policy's gain divided by the oracle's measures how much of
+    the achievable gain within the limits it takes.
+
+    Parameters
+    ----------
+    sim
+        A (large, fresh) draw of the scenario.
+    exploration
+        Share of decisions spread uniformly over the arms, as in the served policies.
+
+    Returns
+    -------
+    dict
+        ``gain`` (true primary gain per unit vs all-control), ``harm`` (guardrail -> true harm),
+        ``feasible`` (False when even all-control with exploration breaks a limit: then ``gain`` is 0),
+        ``lambda``, ``mix`` (weight of the below-``lambda`` policy), ``exploration``, ``arm_shares``,
+        ``truth`` (:func:`distribution_truth` of the served policy) and ``probabilities``
+        (n_units, n_arms), the served policy.
+    """
+    if not 0.0 <= exploration <= 1.0:
+        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
+    n, k = len(sim.data), len(sim.arms)
+    c = sim.arms.index(sim.control)
+    primary = sim.primary
+    sign = 1.0 if sim.metrics[primary]["goal"] == "increase" else -1.0
+    table = expected_matrix(sim, primary)
+    effect = sign * (table - table[:, [c]])
+    contributions: dict[str, np.ndarray] = {}  # per unit and arm; a policy's harm is the mean of its chosen entries
+    limits: dict[str, float] = {}
+    penalty = np.zeros((n, k))
+    for g in sim.guardrails:
+        table = expected_matrix(sim, g)
+        rule = _GuardrailTruth.of(sim.metrics[g], float(table[:, c].mean()))
+        contributions[g] = rule.harm(table - table[:, [c]])
+        limits[g] = rule.limit
+        # A zero (absolute) limit gives no scale; the bisection over lambda finds it instead.
+        penalty += contributions[g] / (rule.limit if rule.limit > 0 else 1.0)
+
+    def served(greedy: np.ndarray) -> np.ndarray:
+        probs = np.full((n, k), exploration / k)
+        probs[np.arange(n), greedy] += 1.0 - exploration
+        return probs
+
+    def harms(probs: np.ndarray) -> dict[str, float]:
+        return {g: float((probs * contributions[g]).sum(axis=1).mean()) for g in contributions}
+
+    def keeps(probs: np.ndarray) -> bool:
+        h = harms(probs)
+        return all(h[g] <= limits[g] + TOLERANCE for g in h)
+
+    def greedy(lam: float) -> np.ndarray:
+        score = effect - lam * penalty
+        best = np.argmax(score, axis=1)
+        # control scores exactly 0; ties go to control, so "no better arm" never treats
+        return np.where(score[np.arange(n), best] > score[:, c], best, c)
+
+    all_control = served(np.full(n, c))
+    result: dict[str, Any] = {"exploration": float(exploration), "mix": 0.0}
+    if not keeps(all_control):
+        truth = distribution_truth(all_control, sim)
+        return {**result, "gain": 0.0, "harm": truth["harm"], "feasible": False, "lambda": math.inf,
+                "arm_shares": truth["arm_shares"], "truth": truth, "probabilities": all_control}
+
+    lo, probs_lo = 0.0, served(greedy(0.0))
+    if keeps(probs_lo):
+        lam, probs = 0.0, probs_lo
+    else:
+        # lambda at which an average effect and an average limit-sized harm weigh the same, doubled until feasible
+        hi = max(float(np.abs(effect).mean()), 1e-12) / max(float(np.abs(penalty).mean()), 1e-12)
+        probs_hi = served(greedy(hi))
+        for _ in range(200):
+            if keeps(probs_hi):
+                break
+            lo, probs_lo = hi, probs_hi
+            hi *= 2.0
+            probs_hi = served(greedy(hi))
+        else:  # no lambda keeps every guardrail at once (several guardrails pulling apart): all-control does
+            hi, probs_hi = math.inf, all_control
+        if math.isfinite(hi):
+            for _ in range(100):
+                mid = 0.5 * (lo + hi)
+                if mid <= lo or mid >= hi:
+                    break
+                probs_mid = served(greedy(mid))
+                if keeps(probs_mid):
+                    hi, probs_hi = mid, probs_mid
+                else:
+                    lo, probs_lo = mid, probs_mid
+        lam, probs = hi, probs_hi
+        # Harms and gain are linear in the mixing weight t of the infeasible policy: take the largest t that keeps all.
+        h_lo, h_hi = harms(probs_lo), harms(probs_hi)
+        t = 1.0
+        for g in h_lo:
+            if h_lo[g] > h_hi[g]:
+                t = min(t, (limits[g] - h_hi[g]) / (h_lo[g] - h_hi[g]))
+        t = float(np.clip(t, 0.0, 1.0))
+        gain_lo = float((probs_lo * effect).sum(axis=1).mean())
+        gain_hi = float((probs_hi * effect).sum(axis=1).mean())
+        if t > 0.0 and gain_lo > gain_hi:
+            probs = t * probs_lo + (1.0 - t) * probs_hi
+            result["mix"] = t
+    truth = distribution_truth(probs, sim)
+    return {**result, "gain": truth["gain"], "harm": truth["harm"], "feasible": True, "lambda": lam,
+            "arm_shares": truth["arm_shares"], "truth": truth, "probabilities": probs}
 
 
 def _logit_inv(z: np.ndarray) -> np.ndarray:

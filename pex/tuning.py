@@ -46,6 +46,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from pex.errors import PexError
+from pex.guardrail import GuardrailRule, best_certifiable_prefix, prefix_bounds
 from pex.value_policy import objective
 
 Say = Callable[[str], None]
@@ -73,7 +74,10 @@ class TuningProblem:
     scale: np.ndarray  # (M,)
     effects: np.ndarray  # (n, A, M) out-of-fold predicted effects, control 0
     signal: np.ndarray  # (n, A, M) out-of-fold DR pseudo-outcomes, control 0
-    budget: float = 1.0  # largest share of units a policy may treat
+    budget: float = 1.0  # largest share of units the greedy part of a policy may treat (exploration taken off)
+    rules: dict[str, GuardrailRule] = field(default_factory=dict)  # the guardrails' rule (pex.guardrail)
+    exploration: float = 0.0  # served policies mix this much uniform exploration in
+    n_eval: int = 0  # held-out units the chosen policies will be certified on (0: as many as here)
 
     @property
     def n(self) -> int:
@@ -84,8 +88,9 @@ class TuningProblem:
         return len(self.metrics) + 1  # the weights and the treated-share cap
 
     @classmethod
-    def from_fit(cls, ctx: Any, budget: float | None = None) -> TuningProblem:
-        """The problem on a stored fit (:class:`pex.policy_build.FitContext`)."""
+    def from_fit(cls, ctx: Any, budget: float | None = None, exploration: float = 0.0) -> TuningProblem:
+        """The problem on a stored fit (:class:`pex.policy_build.FitContext`); ``budget`` is the owner's largest
+        served treated share, exploration included."""
         spec, model = ctx.dataset.spec, ctx.model
         if budget is not None and not 0.0 <= budget <= 1.0:
             raise TuningError(f"budget must be a share from 0 to 1, got {budget}", "e.g. --budget 0.3: at most 30% of units treated")
@@ -106,17 +111,26 @@ class TuningProblem:
             for k, m in enumerate(metrics):
                 effects[:, j, k] = oof[(m, arm)]
                 signal[:, j, k] = pseudo[(m, arm)]
-        guardrails = {}
-        for m, rail in rails.items():
-            max_harm = spec.metrics[m].max_harm
-            relative = rail["control_mean"] != 0.0
-            guardrails[m] = {"max_harm": (max_harm if relative else 0.0) if max_harm is not None else None,
-                             "base": abs(rail["control_mean"]) if relative else 1.0,
-                             "basis": "relative" if relative else "absolute"}
+        rules = {c.rule.metric: c.rule for c in ctx.guardrail_constraints()}
+        guardrails = {m: {"max_harm": r.limit if r.max_harm is not None else None, "base": r.scale, "basis": r.basis}
+                      for m, r in rules.items()}
+        k = len(model.arms)
+        greedy_budget = 1.0
+        if budget is not None:  # the served treated share includes exploration's (k-1)/k of explored units
+            greedy_budget = min(max((budget - exploration * (k - 1) / k) / (1.0 - exploration), 0.0), 1.0) if exploration < 1 else 0.0
         return cls(experiment=spec.name, arms=list(model.arms), control=model.control, metrics=metrics, objectives=goals,
                    guardrails=guardrails, goal_sign=np.array([1.0 if metas[m]["goal"] == "increase" else -1.0 for m in metrics]),
                    scale=np.array([metas[m]["scale"] for m in metrics]), effects=effects, signal=signal,
-                   budget=1.0 if budget is None else float(budget))
+                   budget=greedy_budget, rules=rules, exploration=float(exploration), n_eval=ctx.n_eval())
+
+    def served_share(self, greedy_share: np.ndarray | float) -> np.ndarray:
+        """The treated share once served: the greedy part's, plus exploration's (k-1)/k of the explored units."""
+        k = len(self.arms)
+        return (1.0 - self.exploration) * np.asarray(greedy_share) + self.exploration * (k - 1) / k
+
+    def uniform_signal(self) -> np.ndarray:
+        """Per unit and metric, the average pseudo-outcome over all arms (control's 0 included): what exploration does."""
+        return self.signal.mean(axis=1)  # (n, M)
 
     # -- parameters -------------------------------------------------------------------------------------------------
     def weights(self, u: np.ndarray) -> np.ndarray:
@@ -169,14 +183,26 @@ class TuningProblem:
         """Objectives (K, O), guardrail harms (K, G), feasibility (K,) and treated share (K,) of K draws."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
         ctrl = self.arms.index(self.control)
+        index = {m: k for k, m in enumerate(self.metrics)}
         lifts, treated = np.zeros((len(u), len(self.metrics))), np.zeros(len(u))
+        bounds = np.zeros((len(u), len(self.rules)))
+        uniform = self.uniform_signal()
+        eps = self.exploration
         for start in range(0, len(u), CHUNK):
             chosen = self.choices(u[start:start + CHUNK])  # (k, n)
+            change = np.zeros((len(chosen), self.n, len(self.metrics)))
             for j in range(len(self.arms)):
                 if j != ctrl:  # control's pseudo-outcome is 0
-                    lifts[start:start + CHUNK] += ((chosen == j).astype(float) @ self.signal[:, j, :]) / self.n
-            treated[start:start + CHUNK] = (chosen != ctrl).mean(axis=1)
-        return self._outcomes(lifts, treated)
+                    change += (chosen == j)[:, :, None] * self.signal[None, :, j, :]
+            change = (1.0 - eps) * change + eps * uniform[None, :, :]
+            lifts[start:start + CHUNK] = change.mean(axis=1)
+            for g, rule in enumerate(self.rules.values()):
+                c = change[:, :, index[rule.metric]]
+                harm = rule.sign * c.mean(axis=1) / rule.scale
+                se = c.std(axis=1, ddof=1) / np.sqrt(self.n) / rule.scale
+                bounds[start:start + CHUNK, g] = [rule.certifiable(h, e, self.n, self.n_eval or self.n) for h, e in zip(harm, se)]
+            treated[start:start + CHUNK] = self.served_share((chosen != ctrl).mean(axis=1))
+        return self._outcomes(lifts, treated, bounds)
 
 
     def evaluate_caps(self, u: np.ndarray, levels: int = CAP_LEVELS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -190,8 +216,15 @@ class TuningProblem:
         """
         u = np.atleast_2d(np.asarray(u, dtype=float))
         M, ctrl = len(self.metrics), self.arms.index(self.control)
+        index = {m: k for k, m in enumerate(self.metrics)}
         shares = np.arange(1, levels + 1) / levels  # of the owner's budget
-        draws, lifts, treated = [], [], []
+        eps, n_eval = self.exploration, self.n_eval or self.n
+        uniform = self.uniform_signal()  # (n, M)
+        base_lift = eps * uniform.mean(axis=0)  # what exploration alone changes
+        # nobody treated by the greedy part: exploration's own harm, the same for every weight vector
+        bound0 = np.array([rule.certifiable(*rule.harm_and_se(eps * uniform[:, index[m]]), self.n, n_eval)
+                           for m, rule in self.rules.items()])
+        draws, lifts, treated, bounds = [], [], [], []
         for start in range(0, len(u), CURVE_CHUNK):
             chunk = u[start:start + CURVE_CHUNK].copy()
             chunk[:, M] = 1.0  # no cap: every unit whose best arm scores above control's 0
@@ -207,48 +240,44 @@ class TuningProblem:
                 best = np.where(here, coef @ self.effects[:, j, :].T, best)
                 value += here[:, :, None] * self.signal[None, :, j, :]
             order = np.argsort(-best, axis=1, kind="stable")  # treated units first, highest score first
-            ranked = np.take_along_axis(value, order[:, :, None], axis=1)
-            total = np.cumsum(ranked, axis=1) / self.n  # (k, n, M): lifts when the first L units are treated
+            ranked = (1.0 - eps) * np.take_along_axis(value, order[:, :, None], axis=1)
+            explored = eps * uniform[order]  # (k, n, M), in each vector's ranking
+            total = np.cumsum(ranked, axis=1) / self.n + base_lift  # (k, n, M): lifts when the first L units are treated
+            prefix = {m: prefix_bounds(rule, ranked[:, :, index[m]], explored[:, :, index[m]], n_eval=n_eval)
+                      for m, rule in self.rules.items()}
+            allowed = None
+            for m, rule in self.rules.items():
+                ok = prefix[m] <= rule.limit
+                allowed = ok if allowed is None else allowed & ok
             positive = (chosen != ctrl).sum(axis=1)  # units treated without a cap
-            best_prefixes = self._best_feasible_prefixes(total, np.minimum(positive, int(np.floor(self.budget * self.n))))
+            cap = np.minimum(positive, int(np.floor(self.budget * self.n)))
+            best_prefixes = np.column_stack([
+                best_certifiable_prefix(self.goal_sign[index[m]] * ranked[:, :, index[m]], [], max_count=cap, allowed=allowed)
+                for m in self.objectives])
             for i in range(len(chunk)):
                 count = np.minimum(np.round(shares * self.budget * self.n).astype(int), positive[i])
                 count = np.concatenate([count, best_prefixes[i]])
-                lift = np.where(count[:, None] > 0, total[i, np.maximum(count - 1, 0)], 0.0)
+                at = np.maximum(count - 1, 0)
+                lift = np.where(count[:, None] > 0, total[i, at], base_lift[None, :])
+                bound = np.column_stack([np.where(count > 0, prefix[m][i, at], bound0[g]) for g, m in enumerate(self.rules)]) \
+                    if self.rules else np.zeros((len(count), 0))
                 d = np.repeat(chunk[i : i + 1], len(count), axis=0)
                 d[:, M] = count / self.n / self.budget if self.budget > 0 else 0.0
                 draws.append(d)
                 lifts.append(lift)
-                treated.append(count / self.n)
-        draws_, lifts_ = np.vstack(draws), np.vstack(lifts)
-        return draws_, self._outcomes(lifts_, np.concatenate(treated))
+                bounds.append(bound)
+                treated.append(self.served_share(count / self.n))
+        return np.vstack(draws), self._outcomes(np.vstack(lifts), np.concatenate(treated), np.vstack(bounds))
 
-    def _best_feasible_prefixes(self, total: np.ndarray, limit: np.ndarray) -> np.ndarray:
-        """Per weight vector (row of ``total``) and goal metric, the number of top-ranked units to treat that
-        is best for that metric while every guardrail holds (0 when none does): the exact ends of the
-        vector's own trade-off, which a grid of caps would only approach."""
-        index = {m: k for k, m in enumerate(self.metrics)}
-        k, n, _ = total.shape
-        allowed = np.arange(1, n + 1)[None, :] <= limit[:, None]
-        for m, g in self.guardrails.items():
-            if g["max_harm"] is not None:
-                harm = -self.goal_sign[index[m]] * total[:, :, index[m]] / g["base"]
-                allowed &= harm <= g["max_harm"]
-        out = np.zeros((k, len(self.objectives)), dtype=int)
-        for j, m in enumerate(self.objectives):
-            gain = np.where(allowed, self.goal_sign[index[m]] * total[:, :, index[m]], -np.inf)
-            at = np.argmax(gain, axis=1)
-            out[:, j] = np.where(np.isfinite(gain[np.arange(k), at]) & (gain[np.arange(k), at] > 0), at + 1, 0)
-        return out
-
-    def _outcomes(self, lifts: np.ndarray, treated: np.ndarray) -> dict[str, np.ndarray]:
+    def _outcomes(self, lifts: np.ndarray, treated: np.ndarray, bounds: np.ndarray) -> dict[str, np.ndarray]:
+        """Objectives, guardrail harms (point estimates), certifiable bounds and feasibility (every bound within its limit)."""
         index = {m: k for k, m in enumerate(self.metrics)}
         objectives = np.column_stack([self.goal_sign[index[m]] * lifts[:, index[m]] for m in self.objectives])
-        harms = np.column_stack([-self.goal_sign[index[m]] * lifts[:, index[m]] / g["base"] for m, g in self.guardrails.items()]) \
-            if self.guardrails else np.zeros((len(lifts), 0))
-        limits = np.array([g["max_harm"] if g["max_harm"] is not None else np.inf for g in self.guardrails.values()])
-        feasible = (harms <= limits[None, :]).all(axis=1) if self.guardrails else np.ones(len(lifts), dtype=bool)
-        return {"objectives": objectives, "harms": harms, "feasible": feasible, "treated_share": treated}
+        harms = np.column_stack([rule.sign * lifts[:, index[m]] / rule.scale for m, rule in self.rules.items()]) \
+            if self.rules else np.zeros((len(lifts), 0))
+        limits = np.array([rule.limit for rule in self.rules.values()])
+        feasible = (bounds <= limits[None, :]).all(axis=1) if self.rules else np.ones(len(lifts), dtype=bool)
+        return {"objectives": objectives, "harms": harms, "bounds": bounds, "feasible": feasible, "treated_share": treated}
 
 
 @dataclass
@@ -265,6 +294,7 @@ class Front:
     pareto: np.ndarray = field(default=None)  # indices into the K draws
     hypervolume: float = float("nan")
     requested: int | None = None  # points asked for, when a budget may have stopped the method early
+    bounds: np.ndarray | None = None  # (K, G) certifiable harm bounds (what feasibility is judged by)
     weight_vectors: int | None = None  # distinct weight vectors behind the points (the dense sweep values each at many caps)
 
     def __post_init__(self) -> None:
@@ -279,7 +309,8 @@ class Front:
     def merge(cls, method: str, fronts: list[Front]) -> Front:
         return cls(method=method, draws=np.vstack([f.draws for f in fronts]), objectives=np.vstack([f.objectives for f in fronts]),
                    harms=np.vstack([f.harms for f in fronts]), feasible=np.concatenate([f.feasible for f in fronts]),
-                   treated_share=np.concatenate([f.treated_share for f in fronts]), seconds=sum(f.seconds for f in fronts))
+                   treated_share=np.concatenate([f.treated_share for f in fronts]), seconds=sum(f.seconds for f in fronts),
+                   bounds=np.vstack([f.bounds if f.bounds is not None else np.full_like(f.harms, np.nan) for f in fronts]))
 
 
 def pareto_indices(objectives: np.ndarray, feasible: np.ndarray) -> np.ndarray:
@@ -309,8 +340,10 @@ def hypervolume(front: np.ndarray, reference: np.ndarray) -> float:
         return 0.0
     if front.shape[1] == 1:
         return float(above.max() - reference[0])
-    import torch
-    from botorch.utils.multi_objective.hypervolume import Hypervolume
+    with warnings.catch_warnings():  # importing BoTorch trips torch's own deprecation warnings, not ours to act on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import torch
+        from botorch.utils.multi_objective.hypervolume import Hypervolume
 
     return float(Hypervolume(ref_point=torch.as_tensor(reference, dtype=torch.double)).compute(
         torch.as_tensor(above, dtype=torch.double)))
@@ -338,7 +371,7 @@ def dense_sweep(problem: TuningProblem, points: int = 2048, seed: int = 0, level
     weights = qmc.Sobol(d=problem.dimension, scramble=True, seed=seed).random_base2(m)[:points]
     draws, out = problem.evaluate_caps(weights, levels)
     return Front("dense", draws, out["objectives"], out["harms"], out["feasible"], out["treated_share"], time.perf_counter() - started,
-                 weight_vectors=points)
+                 weight_vectors=points, bounds=out["bounds"])
 
 
 def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 3, seed: int = 0, say: Say | None = None,
@@ -399,7 +432,7 @@ def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: 
         out = problem.evaluate(u)
         for i, trial in enumerate(proposed):
             data = {n: float(out["objectives"][i, j]) for j, n in enumerate(objective_names)}
-            data.update({n: float(out["harms"][i, j]) for j, n in enumerate(harm_names)})
+            data.update({n: float(out["bounds"][i, j]) for j, n in enumerate(harm_names)})  # certifiable, not point
             client.complete_trial(trial_index=trial, raw_data=data)
         draws.append(u)
         rows.append(out)
@@ -408,7 +441,7 @@ def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: 
     u = np.vstack(draws)
     return Front("ax", u, np.vstack([r["objectives"] for r in rows]), np.vstack([r["harms"] for r in rows]),
                  np.concatenate([r["feasible"] for r in rows]), np.concatenate([r["treated_share"] for r in rows]),
-                 time.perf_counter() - started, requested=trials)
+                 time.perf_counter() - started, requested=trials, bounds=np.vstack([r["bounds"] for r in rows]))
 
 
 @dataclass
@@ -424,10 +457,11 @@ class TuningResult:
         out = []
         for i in self.candidates:
             draw = kept.draws[i : i + 1]
-            out.append({"weights": p.weight_dict(p.weights(draw)[0]), "budget": float(p.budgets(draw)[0]),
+            out.append({"weights": p.weight_dict(p.weights(draw)[0]), "budget": float(p.served_share(p.budgets(draw)[0])),
                         "objectives": {m: float(v) for m, v in zip(p.objectives, kept.objectives[i])},
                         "guardrail_harm": {m: float(v) for m, v in zip(p.guardrails, kept.harms[i])},
-                        "treated_share": float(kept.treated_share[i])})
+                        "guardrail_bound": {m: float(v) for m, v in zip(p.guardrails, kept.bounds[i])},
+                        "treated_share": float(kept.treated_share[i]), "in_sample": True})
         return out
 
     def to_dict(self) -> dict:
@@ -445,14 +479,21 @@ class TuningResult:
                     "feasible": int(f.feasible.sum()), "seconds": round(f.seconds, 3),
                     "hypervolume": f.hypervolume, **({"sample": sample(f)} if f.method != "kept" else {}), "pareto": [
                         {"weights": p.weight_dict(p.weights(f.draws[i : i + 1])[0]),
-                         "budget": float(p.budgets(f.draws[i : i + 1])[0]),
+                         "budget": float(p.served_share(p.budgets(f.draws[i : i + 1])[0])),
                          "objectives": {m: float(v) for m, v in zip(p.objectives, f.objectives[i])},
                          "guardrail_harm": {m: float(v) for m, v in zip(p.guardrails, f.harms[i])},
+                         **({"guardrail_bound": {m: float(v) for m, v in zip(p.guardrails, f.bounds[i])}}
+                            if f.bounds is not None else {}),
                          "treated_share": float(f.treated_share[i])} for i in f.pareto]}
 
         return {"objectives": p.objectives, "guardrails": {m: {"max_harm": g["max_harm"], "basis": g["basis"]} for m, g in p.guardrails.items()},
                 "metrics": p.metrics, "budget": p.budget, "n_units": p.n,
                 "rows": "training units: out-of-fold predicted effects decide, out-of-fold doubly-robust pseudo-outcomes value",
+                "in_sample": "search values are in-sample: the best of many points on the same training units, so optimistic; "
+                             "each candidate's held-out value is in its policy row",
+                "feasible_means": "every guardrail's certifiable bound (harm plus the margin a held-out test will need, "
+                                  "exploration included) within its limit",
+                "exploration": p.exploration, "n_eval": p.n_eval,
                 "reference_point": {m: float(v) for m, v in zip(p.objectives, self.reference)},
                 "fronts": {name: front_dict(f) for name, f in self.fronts.items()},
                 "candidates": self.candidate_settings()}
@@ -460,14 +501,20 @@ class TuningResult:
 
 def optimize(problem: TuningProblem, trials: int = 30, batch: int = 3, dense: int = 2048, candidates: int = 4, seed: int = 0,
              use_ax: bool = True, say: Say | None = None, ax_seconds: float | None = None) -> TuningResult:
-    """Ax and the dense sweep on ``problem``; the kept front is the Pareto set of both; ``candidates`` spread points of it."""
+    """The dense sweep on ``problem``, then (``use_ax``) Ax refining it within ``ax_seconds``; the kept front is the
+    Pareto set of both; ``candidates`` spread points of it.
+
+    The dense sweep is the default searcher because it gives the larger hypervolume in a fixed time on these
+    problems (``bench/optimize.py``: about 97% of the reference hypervolume in ~20 s against Ax's 25% in 40-120 s);
+    Ax is the engine of the online loop, where each evaluation is a live experiment and cannot be swept.
+    """
     say = say or (lambda message: None)
     fronts: dict[str, Front] = {}
-    if use_ax and trials > 0:
-        fronts["ax"] = ax_search(problem, trials=trials, batch=batch, seed=seed, say=say, max_seconds=ax_seconds)
-        say(f"Ax: {len(fronts['ax'].pareto)} Pareto points from {trials} weight vectors in {fronts['ax'].seconds:.1f}s")
     fronts["dense"] = dense_sweep(problem, points=dense, seed=seed)
     say(f"dense sweep: {len(fronts['dense'].pareto)} Pareto points from {dense:,} weight vectors in {fronts['dense'].seconds:.1f}s")
+    if use_ax and trials > 0:
+        fronts["ax"] = ax_search(problem, trials=trials, batch=batch, seed=seed, say=say, max_seconds=ax_seconds)
+        say(f"Ax: {len(fronts['ax'].pareto)} Pareto points from {len(fronts['ax'].draws)} weight vectors in {fronts['ax'].seconds:.1f}s")
     fronts["kept"] = Front.merge("kept", list(fronts.values()))
     reference = reference_point(list(fronts.values()))
     for f in fronts.values():

@@ -18,15 +18,19 @@ control on metric ``m`` and
 * Guardrails enter as **constraints** by default: ``penalty_m`` is the smallest
   non-negative multiplier (found by bisection) for which the policy's predicted
   average harm on the guardrail, relative to its control mean, stays within the
-  spec's ``max_harm``. When an unbiased per-unit effect signal is given (the
-  fit's out-of-fold doubly-robust pseudo-outcomes), the harm is also measured
-  with it and, if still over the limit, ``min_score`` rises until it is not
-  (see :func:`build_value_policy`). With ``guardrails="penalty"`` they are
-  simply weighted metrics (default weight 1) and nothing is enforced.
-* A ``budget`` (largest share of units given a non-control arm) raises
-  ``min_score`` to the score quantile that treats that share of the units the
-  policy was built on; ``min_score`` (at least 0) is also what an arm must beat
-  to be preferred to control.
+  spec's ``max_harm``. That shapes the ranking of units; with ``guardrails="penalty"``
+  guardrails are instead weighted like any metric (default weight 1).
+* Either way, when an unbiased per-unit effect signal is given (the fit's
+  out-of-fold doubly-robust pseudo-outcomes), the policy is made
+  **certifiable** (:mod:`pex.guardrail`): units are ranked by their best arm's
+  score and the number treated is the one with the most objective value whose
+  harm bound, as the held-out test of ``n_eval`` units will need it, is within
+  every guardrail's limit at once. ``min_score`` is the resulting bar.
+* Budget and harm are about the **served** policy, exploration included: with
+  exploration ``e`` over ``k`` arms, ``e (k-1)/k`` of the units are treated
+  whatever the scores say, so a ``budget`` (largest share of units given a
+  non-control arm) leaves ``(budget - e (k-1)/k) / (1 - e)`` to the greedy part,
+  and exploration's own harm counts against each guardrail.
 
 The document (``kind: "value"``) names the fit whose model files (JSON plus LightGBM text)
 (:class:`pex.hte.EffectModel`) produce ``tau`` and carries the coefficients
@@ -42,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pex.guardrail import GuardrailRule, best_certifiable_prefix
 from pex.policy import FORMAT, Policy, PolicyError
 from pex.spec import ExperimentSpec
 
@@ -127,6 +132,7 @@ def build_value_policy(
     lineage: dict | None = None,
     effects: dict[tuple[str, str], np.ndarray] | None = None,
     harm_signal: dict[tuple[str, str], np.ndarray] | None = None,
+    n_eval: int | None = None,
 ) -> tuple[Policy, dict[str, Any]]:
     """The value-model policy over ``model``'s effects, calibrated on the units of ``frame``.
 
@@ -153,77 +159,127 @@ def build_value_policy(
     def decide(min_score: float) -> np.ndarray:
         return np.argmax(scores_from_effects(effects, arms, control, metrics, min_score, n), axis=1)
 
-    def harm(metric: str, chosen: np.ndarray, signal: dict | None = None, se: bool = False) -> float:
-        """Relative harm of the policy on a guardrail (positive = harmful), by ``signal`` (default: effects);
-        ``se``: its standard error instead (meaningful for a per-unit noisy signal)."""
-        signal = signal or effects
-        sign = 1.0 if metrics[metric]["goal"] == "decrease" else -1.0
-        total = np.zeros(n)
-        for j, arm in enumerate(arms):
-            if arm != control:
-                total += np.where(chosen == j, signal[(metric, arm)], 0.0)
-        # as in pex.effects: with a zero control mean relative harm is undefined, so the
-        # absolute change is what counts (objective() then sets its limit to 0)
-        base = abs(rails[metric]["control_mean"]) or 1.0
-        if se:
-            return float(total.std(ddof=1) / np.sqrt(n) / base) if n > 1 else float("nan")
-        return float(sign * total.mean() / base)
+    def harm(metric: str, chosen: np.ndarray) -> float:
+        """The policy's predicted harm on a guardrail (greedy part; positive = harmful)."""
+        return served_harm(rules[metric], effects, arms, control, chosen, 0.0)[0]
 
     def best_treated(min_score: float) -> np.ndarray:
         s = scores_from_effects(effects, arms, control, metrics, min_score, n)
         s[:, ctrl] = -np.inf
         return s.max(axis=1)
 
+    rules = {m: GuardrailRule(metric=m, goal=metrics[m]["goal"], max_harm=spec.metrics[m].max_harm,
+                              control_mean=r["control_mean"]) for m, r in rails.items()}
+    k = len(arms)
+    # the served policy mixes in uniform exploration, which treats (k-1)/k of the explored units whatever
+    # the scores say: budget and guardrails are about what is served, so the greedy part gets what is left
+    greedy_budget = None
+    if budget is not None:
+        explored = exploration * (k - 1) / k
+        greedy_budget = min(max((budget - explored) / (1.0 - exploration), 0.0), 1.0) if exploration < 1 else 0.0
     min_score = 0.0
     constrained = [m for m, r in rails.items() if r["mode"] == "constraint" and r["max_harm"] is not None]
     # Budget and constraints interact (fewer treated units harm less), so alternate a few rounds.
     for _round in range(3):
         for metric in constrained:
             _calibrate_penalty(metric, metrics, rails, lambda m=metric, t=min_score: harm(m, decide(t)))
-        if budget is not None:
+        if greedy_budget is not None:
             best = best_treated(min_score)
             treated_share = float((best > min_score).mean())
-            if treated_share > budget:
-                min_score = max(min_score, float(np.quantile(best, 1.0 - budget)) if budget > 0 else float(best.max()))
-    # The penalty weighs predicted harm against gain unit by unit, but the units it
-    # lets through are those whose predicted harm is low, partly by chance, so
-    # their real harm is larger than predicted. Measured with the unbiased signal,
-    # a guardrail still over its limit is met by treating fewer units: the
-    # threshold an arm's score must beat rises until it holds (everyone on
-    # control harms nothing, so it always can).
-    if harm_signal is not None:
-        for metric in constrained:
-            limit = rails[metric]["max_harm"]
-            if harm(metric, decide(min_score), harm_signal) > limit:
-                best = best_treated(min_score)
-                low, high = min_score, float(best.max()) + 1e-12
-                for _ in range(40):
-                    mid = 0.5 * (low + high)
-                    if harm(metric, decide(mid), harm_signal) > limit:
-                        low = mid
-                    else:
-                        high = mid
-                min_score = high
-            rails[metric]["met"] = bool(harm(metric, decide(min_score), harm_signal) <= limit)
+            if treated_share > greedy_budget:
+                min_score = max(min_score, float(np.quantile(best, 1.0 - greedy_budget)) if greedy_budget > 0 else float(best.max()))
+    # The penalty weighs predicted harm against gain unit by unit, but the units it lets through are those
+    # whose predicted harm is low, partly by chance, so their real harm is larger than predicted. Measured
+    # with the unbiased signal, the policy must be *certifiable*: the bound its harm will need on the
+    # held-out units (pex.guardrail) within the limit, for every guardrail at once. Among the units ranked
+    # by their best arm's score, the number treated is the one with the most objective value that meets
+    # that (everyone on control harms nothing, so a prefix always exists).
+    certified: dict[str, Any] = {}
+    if harm_signal is not None and any(r.max_harm is not None for r in rules.values()):
+        min_score, certified = _certifiable_threshold(
+            metrics, rules, effects, harm_signal, arms, control, min_score, exploration, n_eval or n)
+        for metric in rails:
+            rails[metric]["met"] = certified["met"].get(metric, True)
     chosen = decide(min_score)
     value_model = {"fit": fit_id, "metrics": metrics, "guardrails": rails, "budget": budget, "min_score": float(min_score)}
     policy = Policy(name=name, arms=arms, default_arm=control, kind="value", exploration=exploration, experiment=spec.name,
                     trained_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), lineage=dict(lineage or {}),
                     value_model=value_model, model=model)
     shares = np.bincount(chosen, minlength=len(arms)) / max(n, 1)
+    served = (1.0 - exploration) * shares + exploration / k
     info = {
         "n_units": n,
-        "arm_shares": {a: float(shares[j]) for j, a in enumerate(arms)},
-        "treated_share": float(1.0 - shares[ctrl]),
+        "arm_shares": {a: float(served[j]) for j, a in enumerate(arms)},
+        "treated_share": float(1.0 - served[ctrl]),
+        "greedy_treated_share": float(1.0 - shares[ctrl]),
+        "exploration": exploration,
         "predicted_guardrail_harm": {m: harm(m, chosen) for m in rails},
         "guardrail_harm_measured_by": "doubly-robust pseudo-outcomes" if harm_signal is not None else "predicted effects",
-        **({"estimated_guardrail_harm": {m: harm(m, chosen, harm_signal) for m in rails},
-            "estimated_guardrail_harm_se": {m: harm(m, chosen, harm_signal, se=True) for m in rails}}
-           if harm_signal is not None else {}),
+        **({"estimated_guardrail_harm": certified["harm"], "estimated_guardrail_harm_se": certified["se"],
+            "certifiable_bound": certified["bound"], "certify_for_units": certified["n_eval"]} if certified else {}),
         "penalties": {m: r["penalty"] for m, r in rails.items()},
         "min_score": float(min_score),
     }
     return policy, info
+
+
+def served_changes(signal: dict[tuple[str, str], np.ndarray], metric: str, arms: list[str], control: str,
+                   chosen: np.ndarray, exploration: float) -> np.ndarray:
+    """Per unit, the change in ``metric`` the served policy makes (greedy arm ``chosen`` mixed with uniform
+    exploration), by a per-unit effect ``signal`` (control 0)."""
+    out = np.zeros(len(chosen))
+    for j, arm in enumerate(arms):
+        if arm != control:
+            s = signal[(metric, arm)]
+            out += (1.0 - exploration) * np.where(chosen == j, s, 0.0) + exploration / len(arms) * s
+    return out
+
+
+def served_harm(rule: GuardrailRule, signal: dict, arms: list[str], control: str, chosen: np.ndarray,
+                exploration: float) -> tuple[float, float]:
+    """Harm and its standard error of the served policy on ``rule``'s guardrail, by a per-unit ``signal``."""
+    return rule.harm_and_se(served_changes(signal, rule.metric, arms, control, chosen, exploration))
+
+
+def _certifiable_threshold(metrics: dict, rules: dict[str, GuardrailRule], effects: dict, signal: dict, arms: list[str],
+                           control: str, min_score: float, exploration: float, n_eval: int) -> tuple[float, dict]:
+    """The score bar treating the ranked prefix with the most objective value whose certifiable harm bound is
+    within every limit (:func:`pex.guardrail.best_certifiable_prefix`), and what that prefix measures."""
+    n, ctrl = len(next(iter(signal.values()))), arms.index(control)
+    scores = scores_from_effects(effects, arms, control, metrics, 0.0, n)
+    scores[:, ctrl] = -np.inf
+    best_arm = np.argmax(scores, axis=1)
+    best = scores[np.arange(n), best_arm]
+    order = np.argsort(-best, kind="stable")
+    eligible = int((best > min_score).sum())  # the budget's bar, and never an arm scored below control
+    owner = {m: (1.0 if meta["goal"] == "increase" else -1.0) * meta["weight"] / meta["scale"] for m, meta in metrics.items()}
+    gain = np.zeros(n)
+    for j, arm in enumerate(arms):
+        if arm != control:
+            gain += np.where(best_arm == j, sum(c * signal[(m, arm)] for m, c in owner.items() if c), 0.0)
+    constraints = []
+    for m, rule in rules.items():
+        treated = np.zeros(n)
+        uniform = np.zeros(n)
+        for j, arm in enumerate(arms):
+            if arm != control:
+                treated += np.where(best_arm == j, signal[(m, arm)], 0.0)
+                uniform += signal[(m, arm)] / len(arms)
+        constraints.append((rule, (1.0 - exploration) * treated[order], exploration * uniform[order]))
+    count = best_certifiable_prefix(gain[order], constraints, n_eval=n_eval, max_count=eligible)
+    count = int(count)
+    bar = float(best[order[count]]) if count < n else min_score
+    new_min = max(min_score, bar) if count < eligible else min_score
+    if count == 0:
+        new_min = max(min_score, float(best.max()))
+    chosen = np.where(best > new_min, best_arm, ctrl)
+    out: dict[str, Any] = {"harm": {}, "se": {}, "bound": {}, "met": {}, "n_eval": int(n_eval)}
+    for m, rule in rules.items():
+        estimate, se = served_harm(rule, signal, arms, control, chosen, exploration)
+        out["harm"][m], out["se"][m] = estimate, se
+        out["bound"][m] = rule.certifiable(estimate, se, n, n_eval)
+        out["met"][m] = bool(out["bound"][m] <= rule.limit)
+    return float(new_min), out
 
 
 def _set_coefficients(metrics: dict[str, dict], rails: dict[str, dict]) -> None:

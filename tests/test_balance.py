@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.balance import covariate_balance
-from pex.data import validate
+from pex.balance import _smd, covariate_balance, inverse_propensity_weights
+from pex.data import PROPENSITY, validate
 from pex.spec import load_spec
 
 
@@ -55,3 +55,24 @@ def test_smd_matches_the_textbook_formula(spec, sim):
 
     assert _smd(x1.to_numpy(), x0.to_numpy()) == pytest.approx(expected)
     assert pd.notna(expected)
+
+
+def test_weighted_smd_matches_the_reliability_weighted_formula():
+    rng = np.random.default_rng(1)
+    x1, x0 = rng.normal(0.3, 1.0, 400), rng.normal(0.0, 1.5, 600)
+    w1, w0 = 1 / rng.uniform(0.2, 0.8, 400), 1 / rng.uniform(0.2, 0.8, 600)
+
+    def wvar(x, w):  # unbiased variance with reliability weights (Austin & Stuart 2015)
+        m = np.average(x, weights=w)
+        return w.sum() / (w.sum() ** 2 - (w**2).sum()) * (w * (x - m) ** 2).sum()
+
+    expected = (np.average(x1, weights=w1) - np.average(x0, weights=w0)) / np.sqrt((wvar(x1, w1) + wvar(x0, w0)) / 2)
+    assert _smd(x1, x0, w1, w0) == pytest.approx(expected, rel=1e-12)
+    assert _smd(x1, x0, np.ones(400), np.ones(600)) == pytest.approx(_smd(x1, x0), rel=1e-12)
+
+
+def test_propensities_from_the_allocation_give_no_weights(spec, sim):
+    f = validate(sim.data, spec).frame
+    assert inverse_propensity_weights(f[PROPENSITY].to_numpy(), f["arm"].to_numpy()) is None
+    varied = f[PROPENSITY].to_numpy() * np.where(f["age"] > 40, 1.0, 0.9)
+    assert inverse_propensity_weights(varied, f["arm"].to_numpy()) == pytest.approx(1 / varied)

@@ -286,3 +286,22 @@ def test_srm_with_unit_level_propensities_uses_horvitz_thompson_shares(tmp_path)
     # losing a fifth of the treated units is a sample-ratio mismatch
     lost = d[~(treated & (rng.uniform(size=n) < 0.2))]
     assert not srm_test(validate(lost, spec)).ok
+
+
+def test_guardrail_verdicts_are_the_shared_rule(dataset, effects):
+    from pex.guardrail import GuardrailRule
+
+    verdicts = guardrail_verdicts(dataset, list(effects.values()))
+    assert verdicts
+    for g in verdicts:
+        e = effects[(g.metric, g.arm)]
+        rule = GuardrailRule(g.metric, "decrease", g.max_harm, e.control_mean)
+        harm = rule.verdict(e.relative, e.relative_se, n=e.n_control + e.n_arm)
+        assert (g.harm, g.se, g.harm_upper, g.harm_lower, g.verdict) == (harm.estimate, harm.se, harm.upper, harm.lower, harm.verdict)
+        assert g.level == pytest.approx(0.95) and g.units_to_certify == harm.units_to_certify()
+        assert {"se", "level", "units_to_certify", "basis"} <= set(g.to_dict())
+
+
+def test_allocation_propensities_keep_the_unweighted_methods(effects):
+    assert {e.method for e in effects.values()} == {"ols", "cuped"}
+    assert all((e.method == "cuped") == e.cuped for e in effects.values())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pex.simulate import METRICS, population_ate, simulate
+from pex.policy import Policy, constant_policy
+from pex.simulate import (ARMS, DEFAULT_ALLOCATION, METRICS, SimulatedExperiment, constrained_oracle, policy_truth,
+                          population_ate, simulate)
 
 
 def test_observed_outcomes_are_the_assigned_arms_potential_outcomes(sim):
@@ -55,3 +57,117 @@ def test_allocation_is_respected():
 def test_unknown_scenario():
     with pytest.raises(ValueError, match="unknown scenario"):
         simulate(10, scenario="nope")
+
+
+# -- scenarios in which a guardrail binds -------------------------------------------------
+
+NEW_SCENARIOS = ["segment_harm", "aligned_harm"]
+
+
+@pytest.fixture(scope="module")
+def segment() -> SimulatedExperiment:
+    """A large segment_harm draw without missing values, so the segment is known for every unit."""
+    return simulate(100_000, scenario="segment_harm", seed=3, missing_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def aligned() -> SimulatedExperiment:
+    return simulate(100_000, scenario="aligned_harm", seed=3)
+
+
+def withhold_from_android(arms: list[str], exploration: float = 0.05) -> Policy:
+    """The depth-1 tree that serves control on Android and treat elsewhere (missing platform: treat)."""
+    return Policy(name="no-treat-on-android", arms=arms, default_arm="treat", kind="tree", exploration=exploration,
+                  tree={"feature": "platform", "op": "in", "value": ["android"], "left": {"arm": "control"}, "right": {"arm": "treat"}})
+
+
+@pytest.mark.parametrize("scenario", NEW_SCENARIOS)
+def test_new_scenarios_observe_the_assigned_arms_potential_outcomes(scenario):
+    sim = simulate(4000, scenario=scenario, seed=5)
+    d, t = sim.data, sim.truth
+    assert set(d["arm"]) == set(sim.arms) == set(t.arms) and t.control == sim.control == "control"
+    assert sim.arms != ARMS and set(sim.metrics) != set(METRICS)
+    for metric, meta in sim.metrics.items():
+        for arm in t.arms:
+            rows = (d["arm"] == arm).to_numpy()
+            np.testing.assert_array_equal(d.loc[rows, metric].to_numpy(), t.outcomes[metric][arm][rows])
+        if meta["kind"] == "binary":
+            assert set(d[metric].unique()) == {0.0, 1.0}
+            for arm in t.arms:  # a realised binary outcome is a draw at its expected rate
+                assert np.all((t.expected[metric][arm] >= 0) & (t.expected[metric][arm] <= 1))
+    # the same units as the other scenarios: the shared features and missing values, plus the scenario's pre-period column
+    assert {"age", "tenure_days", "country", "platform", "x0", "x7"} <= set(t.feature_names)
+    assert d["platform"].isna().mean() == pytest.approx(0.05, abs=0.015)
+    pre = sim.metrics[sim.primary]["pre"]
+    assert pre in d.columns and pre not in t.feature_names
+    assert np.corrcoef(d[pre], d[sim.primary])[0, 1] > 0.5
+    assert (d["arm"] == "control").mean() == pytest.approx(0.5, abs=0.03)
+
+
+@pytest.mark.parametrize("scenario", NEW_SCENARIOS)
+def test_new_scenarios_write_a_spec_with_their_own_arms_and_metrics(tmp_path, scenario):
+    from pex.spec import load_spec
+
+    sim = simulate(500, scenario=scenario, seed=1)
+    spec = load_spec(sim.write(tmp_path, name="exp"))
+    assert spec.control == "control" and sorted(spec.allocation) == sorted(sim.arms)
+    assert {m: (s.goal, s.role, s.max_harm) for m, s in spec.metrics.items()} == {
+        m: (meta["goal"], meta["role"], meta.get("max_harm")) for m, meta in sim.metrics.items()}
+    assert sim.guardrails == [m for m, s in spec.metrics.items() if s.role == "guardrail"]
+
+
+def test_other_scenarios_keep_the_module_defaults():
+    sim = simulate(200, seed=0)
+    assert sim.arms == ARMS and sim.metrics == METRICS and sim.primary == "sessions" and sim.guardrails == ["unsubscribes"]
+    with pytest.raises(ValueError, match="allocation must cover"):
+        simulate(200, scenario="segment_harm", allocation=DEFAULT_ALLOCATION)
+
+
+def test_segment_harm_raises_the_guardrail_by_60_percent_in_one_segment_only(segment):
+    d, t = segment.data, segment.truth
+    android = (d["platform"] == "android").to_numpy()
+    assert 0.35 <= android.mean() <= 0.42
+    rate0, rate1 = t.expected["complaints"]["control"], t.expected["complaints"]["treat"]
+    assert 0.25 <= rate0.mean() <= 0.35
+    assert rate1[android].mean() / rate0[android].mean() - 1 == pytest.approx(0.6, abs=0.01)
+    np.testing.assert_array_equal(rate1[~android], rate0[~android])
+    # treat lifts the primary for every unit, by amounts that differ
+    lift = t.cate("revenue", "treat")
+    assert lift.min() > 0 and lift.std() > 0.2
+    assert segment.metrics["complaints"]["max_harm"] == 0.10
+
+
+def test_segment_harm_treating_everyone_breaks_the_limit_withholding_keeps_it(segment):
+    everyone = policy_truth(constant_policy(segment.arms, "treat", exploration=0.05), segment)
+    assert everyone["exceeds"] and 0.17 <= everyone["harm"]["complaints"] <= 0.25
+    tree = policy_truth(withhold_from_android(segment.arms), segment)
+    assert not tree["exceeds"] and tree["harm"]["complaints"] < 0.05  # within the limit, with room to spare
+    # ... and takes about two thirds of the best gain achievable within the limit
+    oracle = constrained_oracle(segment, exploration=0.05)
+    assert 0.55 <= tree["gain"] / oracle["gain"] <= 0.8
+
+
+def test_segment_harm_withholding_keeps_the_limit_with_missing_platforms():
+    sim = simulate(100_000, scenario="segment_harm", seed=4)  # 5% of platforms missing: those units are treated
+    truth = policy_truth(withhold_from_android(sim.arms), sim)
+    assert truth["harm"]["complaints"] < sim.metrics["complaints"]["max_harm"]
+
+
+def test_aligned_harm_the_biggest_gainers_are_the_most_harmed(aligned):
+    t = aligned.truth
+    lift, harm = t.cate("spend", "upsell"), t.cate("churned", "upsell")
+    assert np.corrcoef(lift, harm)[0, 1] > 0.8
+    assert 0.10 <= t.expected["churned"]["control"].mean() <= 0.20
+    assert 0.05 <= aligned.metrics["churned"]["max_harm"] <= 0.10
+    assert lift.min() < 0 < lift.mean()  # the least engaged lose a little
+    assert policy_truth(constant_policy(aligned.arms, "upsell", exploration=0.05), aligned)["exceeds"]
+
+
+def test_aligned_harm_best_policy_within_the_limit_treats_a_middle_slice(aligned):
+    oracle = constrained_oracle(aligned, exploration=0.05)
+    lift = aligned.truth.cate("spend", "upsell")
+    treated = oracle["probabilities"][:, 1] > 0.5
+    assert 0.3 <= treated.mean() <= 0.8
+    assert treated[lift > np.quantile(lift, 0.9)].mean() < 0.05  # not the top gainers ...
+    assert treated[lift < 0].mean() < 0.05  # ... nor those who lose
+    assert treated[(lift > np.quantile(lift, 0.3)) & (lift < np.quantile(lift, 0.6))].mean() > 0.95

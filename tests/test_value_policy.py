@@ -175,9 +175,9 @@ def test_tree_document_matches_the_fitted_sklearn_tree_on_100k_rows(built):
 
     for depth in (2, 4):
         tree = _fit_tree(X, scores, depth, 0.02, seed=0)
-        doc_tree = _to_node(tree, X, scores, enc, policy.arms)
         leaf_of = tree.apply(X)
-        leaf_arm = {leaf: int(np.argmax(scores[leaf_of == leaf].sum(axis=0))) for leaf in np.unique(leaf_of)}
+        leaf_arm = {int(leaf): int(np.argmax(scores[leaf_of == leaf].sum(axis=0))) for leaf in np.unique(leaf_of)}
+        doc_tree = _to_node(tree, leaf_arm, enc, policy.arms)
         rows = simulate(100_000, scenario="notification_cadence", seed=8, missing_rate=0.2).data
         rows.loc[rows.index[:500], "country"] = "ZZ"  # never seen in training
         expected = np.array([leaf_arm[leaf] for leaf in tree.apply(enc.transform(rows, strict=False))])
