@@ -26,9 +26,10 @@ bound, not its point estimate (:mod:`pex.guardrail`). The rule:
 5. A personalized policy must beat the best certified single arm (control
    included) by its lower bound; a single arm other than control must beat
    control by its lower bound. Otherwise the simpler option is recommended.
-6. When no candidate could be certified, the recommendation is control, and
-   says so plainly: which candidate came closest, its harm and standard error,
-   and roughly how many units would certify it.
+6. When control is recommended although a candidate did better on the
+   held-out units but could not be certified ("cannot certify"), it says so
+   plainly: the best such candidate, its harm and standard error, and roughly
+   how many units would certify it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 
 from pex import ope
 from pex.guardrail import ALPHA, Harm, z_value
-from pex.policy import Policy
+from pex.policy import Policy, constant_policy
 from pex.policy_eval import EvaluationData, action_distribution
 from pex.spec import ExperimentSpec
 
@@ -146,9 +147,21 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}
 
+    served: dict[tuple[str, float], ope.Estimate] = {}
+
+    def baseline(b: Policy, exploration: float) -> ope.Estimate:
+        """``b`` as it would be served with ``exploration``: a personalized policy is compared with one arm for
+        everyone mixed with the same exploration, so exploration's own effect is not counted as its gain."""
+        if b.kind != "constant" or b.exploration == exploration:
+            return estimates[b.name]
+        key = (b.default_arm, exploration)
+        if key not in served:
+            served[key] = contributions(constant_policy(b.arms, b.default_arm, exploration=exploration, name=b.name))
+        return served[key]
+
     def lift(a: Policy, b: Policy) -> tuple[float, float, float]:
         """How much better ``a`` is than ``b`` on the primary (goal-signed), with its bounds at the family's level."""
-        d = ope.difference(estimates[a.name], estimates[b.name])
+        d = ope.difference(estimates[a.name], baseline(b, a.exploration))
         gap = sign * d.value
         return gap, gap - z * d.se, gap + z * d.se
 
@@ -186,23 +199,19 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         reasons.append(f"{p.name} was dropped before the held-out test: on the building units its {', '.join(failing)} harm "
                        "could not be certified even if the estimate were exact")
 
-    # "cannot certify" is about a candidate that looked better than control but could not be shown safe,
-    # not about candidates that are simply no better
-    better = [p for p in candidates if score[p.name] > score[control.name]]
-    cannot = not certified and bool(better)
+    # "cannot certify": control is recommended although a candidate looked better on the held-out units, because
+    # it could not be shown to keep the guardrails (not because it was simply no better)
+    uncertified = [p for p in candidates if p not in certified and score[p.name] > score[control.name]]
+    cannot = choice is control and bool(uncertified)
     if cannot:
-        tested = [p for p in better if p in family]
-        if tested:
-            closest = max(tested, key=lambda p: score[p.name])
-            reasons.insert(0, _cannot_certify_text(closest, judged[closest.name], holdout_share))
-        else:
-            reasons.insert(0, "Nothing could be certified: every candidate that did better than control on the held-out "
-                              "units had already failed the building-units screen on a guardrail")
+        closest = max(uncertified, key=lambda p: score[p.name])
+        rails = judged.get(closest.name) or {m: Harm.from_dict(g) for m, g in by_name[closest.name][1].get("guardrails", {}).items()}
+        reasons.insert(0, _cannot_certify_text(closest, rails, holdout_share, score[closest.name] - score[control.name], label))
     if choice.kind == "constant":
         verdict = "keep_control" if choice is control else "ship_arm"
         if verdict == "keep_control" and cannot:
-            headline = (f"Keep {spec.control!r} for everyone: no personalized policy and no single arm could be certified "
-                        "to keep the guardrails on units it was not chosen on.")
+            headline = (f"Keep {spec.control!r} for everyone: what did better on {label} could not be certified to keep "
+                        "the guardrails on units it was not chosen on.")
         elif verdict == "keep_control":
             headline = (f"Keep {spec.control!r} for everyone: no certified arm or personalized policy did better on {label}.")
         else:
@@ -222,7 +231,8 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                  "screen, Bonferroni) is within its max_harm."),
         "harms": {p.name: {m: h.to_dict() for m, h in judged[p.name].items()} for p in family},
         "value": _bounds(estimates[choice.name], z),
-        "lift_vs_control": _bounds(ope.difference(estimates[choice.name], estimates[control.name]), z),
+        "lift_vs_control": _bounds(ope.difference(estimates[choice.name], baseline(control, choice.exploration)), z),
+        "lift_vs_control_note": "against control served with the recommended policy's own exploration",
     }
     return Recommendation(policy=choice.name, kind=choice.kind, verdict=verdict, headline=headline, reasons=reasons,
                           primary=primary, eligible=[control.name, *[p.name for p in certified]], cannot_certify=cannot,
@@ -251,7 +261,7 @@ def _fmt(h: Harm, value: float) -> str:
     return f"{value:+.1%}" if h.basis == "relative" else f"{value:+.4g}"
 
 
-def _cannot_certify_text(policy: Policy, harms: dict[str, Harm], holdout_share: float | None) -> str:
+def _cannot_certify_text(policy: Policy, harms: dict[str, Harm], holdout_share: float | None, gain: float, label: str) -> str:
     parts = []
     for h in harms.values():
         if h.passed:
@@ -264,4 +274,5 @@ def _cannot_certify_text(policy: Policy, harms: dict[str, Harm], holdout_share: 
         parts[-1] += (f", upper bound {_fmt(h, h.upper)} vs limit {_fmt(h, h.limit)}); "
                       + (f"certifying it would take {size} if the harm stayed as estimated" if size else
                          "its estimate itself is at or over the limit, so more units would not certify it"))
-    return f"Nothing could be certified. The best candidate, {policy.name}, has " + "; ".join(parts)
+    return (f"Nothing that beats control could be certified. The best candidate, {policy.name} ({gain:+.4g} on {label} "
+            f"per unit), has " + "; ".join(parts))

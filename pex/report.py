@@ -104,23 +104,23 @@ def _direction(metric_goal: str | None, lo: Any, hi: Any) -> str:
     return "good" if a > 0 else "bad" if b < 0 else ""
 
 
-def _interval(d: dict | None, goal: str | None = None, relative_to: Any = None) -> dict:
-    """An estimate with its CI ready for the template (formatted strings + a good/bad class)."""
+def _interval(d: dict | None, goal: str | None = None, relative_to: Any = None, sig: int = 4) -> dict:
+    """An estimate with its CI ready for the template (formatted strings + a good/bad class); ``sig`` digits for the CI."""
     d = d or {}
     est, lo, hi = d.get("estimate"), d.get("ci_low"), d.get("ci_high")
     if est == 0 and lo == 0 and hi == 0:  # a policy compared with itself
         return {"est": "baseline", "ci": "", "cls": "", "rel": ""}
-    out = {"est": fmt_signed(est), "ci": f"{fmt_num(lo)} to {fmt_num(hi)}" if _ok(lo) and _ok(hi) else "",
+    out = {"est": fmt_signed(est), "ci": f"{fmt_num(lo, sig)} to {fmt_num(hi, sig)}" if _ok(lo) and _ok(hi) else "",
            "cls": _direction(goal, lo, hi), "rel": ""}
     if _ok(relative_to) and relative_to != 0 and _ok(est):
         out["rel"] = fmt_pct(est / relative_to)
     return out
 
 
-def _value_cell(d: dict | None) -> dict:
+def _value_cell(d: dict | None, sig: int = 4) -> dict:
     d = d or {}
     lo, hi = d.get("ci_low"), d.get("ci_high")
-    return {"est": fmt_num(d.get("estimate")), "ci": f"{fmt_num(lo)} to {fmt_num(hi)}" if _ok(lo) and _ok(hi) else "",
+    return {"est": fmt_num(d.get("estimate")), "ci": f"{fmt_num(lo, sig)} to {fmt_num(hi, sig)}" if _ok(lo) and _ok(hi) else "",
             "cls": "", "rel": ""}
 
 
@@ -191,8 +191,8 @@ def _certification(s: dict) -> dict:
 def _family_bounds(cert: dict, name: str) -> str:
     """The family-level upper bounds of one candidate, e.g. 'at 97.5%: unsubscribes ≤ +2.26%'."""
     harms = (cert.get("harms") or {}).get(name) or {}
-    parts = [f"{m} ≤ {_harm_fmt(h)(h.get('upper'))}" for m, h in harms.items() if isinstance(h, dict)]
-    return f"at {fmt_pct(cert.get('level'), signed=False)}: " + ", ".join(parts) if parts and _ok(cert.get("level")) else ""
+    parts = [(f"{m} " if len(harms) > 1 else "") + f"upper {_harm_fmt(h)(h.get('upper'))}" for m, h in harms.items() if isinstance(h, dict)]
+    return ", ".join(parts) + f" at {fmt_pct(cert.get('level'), signed=False)}" if parts and _ok(cert.get("level")) else ""
 
 
 def _screen_text(screen: dict | None) -> str:
@@ -202,8 +202,8 @@ def _screen_text(screen: dict | None) -> str:
         if not isinstance(c, dict):
             continue
         show = fmt_pct if _ok(c.get("limit")) and c.get("limit") != 0 else fmt_signed
-        parts.append(f"{m} harm {show(c.get('harm'))}, bound {show(c.get('bound'))} vs limit "
-                     f"{show(c.get('limit')).lstrip('+')}{'' if c.get('passed', True) else ' (over)'}")
+        parts.append(f"{m} harm {show(c.get('harm'))}, bound {show(c.get('bound'))} "
+                     f"{'within' if c.get('passed', True) else 'over'} the {show(c.get('limit')).lstrip('+')} limit")
     return "on the building units: " + "; ".join(parts) if parts else ""
 
 
@@ -221,12 +221,15 @@ def _status(p: dict, s: dict, cert: dict) -> dict:
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
                 "title": f"every guardrail's upper bound at {level} (simultaneous over the {cert.get('k')} candidates) is within its limit"}
     if name in (cert.get("family") or []):
-        return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name),
-                "title": f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"}
+        title = f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"
+        return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name), "title": title,
+                "why": f"it was {title} ({_family_bounds(cert, name)})"}
     if name in (cert.get("screened_out") or []):
+        screen = f" ({_screen_text(p.get('screen'))})" if p.get("screen") else ""
         return {"label": "screened out", "cls": "screened", "key": "screened", "note": "",
-                "title": "dropped before the held-out test: its harm on the building units could not pass even if the estimate were exact"
-                + (f" ({_screen_text(p.get('screen'))})" if p.get("screen") else "")}
+                "title": "dropped before the held-out test: its harm on the building units could not pass even if the estimate were exact" + screen,
+                "why": "it was screened out before the held-out test, because its harm on the building units could not pass "
+                       "even if the estimate were exact" + screen}
     if p.get("kind") == "constant" and p.get("arm") is not None and p.get("arm") == s.get("control"):
         return {"label": "fallback", "cls": "fallback", "key": "fallback", "note": "",
                 "title": "everyone keeps control: it harms nothing, so it needs no certificate and is chosen when nothing certified beats it"}
@@ -274,7 +277,7 @@ def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], co
     if best_arm and best_policy is not None and best_policy.get("name") != name:
         status = _status(best_policy, s, cert)
         if status["key"] in ("family", "screened"):
-            best_note = f"Giving everyone {best_arm} is not an option: it is {status['label']}, {status['title']} (see section 6)."
+            best_note = f"Giving everyone {best_arm} is not an option: {status['why']} (see section 6)."
         elif not cert and best_policy.get("eligible") is False:
             broken = [f"its {c['metric']} {_bound_name(None)} ({c['upper']}) is over the {c['limit']} limit"
                       for c in _guardrail_badges(best_policy.get("guardrails")) if c["verdict"] != "pass"]
@@ -287,7 +290,7 @@ def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], co
     alert = ""
     if cannot:  # say it first and plainly, instead of letting a "keep control" headline read as a success
         alert = reasons.pop(0) if reasons else "Nothing could be certified."
-        if not alert.startswith("Nothing could be certified"):
+        if not alert.lower().startswith("nothing"):  # the engine's first reason normally says so itself
             alert = "Nothing could be certified: " + alert
     # the recommended policy's guardrails at the level that certified it (the family's), else its own 95% row
     family_harms = (cert.get("harms") or {}).get(name)
@@ -316,9 +319,8 @@ def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: s
     level = fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else ""
     rows = str(cert.get("rows") or "held-out units")
     if _ok(k) and k > 0:
-        units = (f"These numbers come from {rows}. Their bounds are simultaneous over the {fmt_num(k)} candidate"
-                 f"{'s' if k != 1 else ''} that passed the building-units screen (Bonferroni: each bound one-sided at {level}), "
-                 "so all of them hold together with 95% probability.")
+        units = (f"The numbers in this box come from {rows}; their bounds are simultaneous over the {fmt_num(k)} candidate"
+                 f"{'s' if k != 1 else ''} that passed the building-units screen (Bonferroni, each one-sided at {level}).")
     else:
         units = (f"No candidate passed the building-units screen, so none was tested on the {rows.split(' (')[0]}; "
                  "the recommendation falls back to control.")
@@ -338,7 +340,7 @@ def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: s
     experiment = s.get("experiment", "")
     return {"text": str(cert.get("text") or ""), "units": units, "metric": metric, "policy": _short(name, experiment),
             "value": bounded(cert.get("value"), False), "lift": None if is_control else bounded(cert.get("lift_vs_control"), True),
-            "is_control": is_control, "level": level,
+            "is_control": is_control, "level": level, "lift_note": str(cert.get("lift_vs_control_note") or ""),
             "groups": [{"label": k_, "names": ", ".join(_short(n, experiment) for n in v)} for k_, v in counts.items() if v]}
 
 
@@ -512,9 +514,10 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
         rows.append({
             "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail,
             "recommended": name == recommended, "status": _status(p, s, cert),
-            "vals": [_value_cell(value.get(m["name"])) for m in metrics],
-            "vs_control": _interval(vs_control, goal, control_value),
-            "vs_best": _interval((p.get("lift_vs_best_arm") or {}).get(primary), goal),
+            # three digits for the interval ends keep this wide table within the page
+            "vals": [_value_cell(value.get(m["name"]), sig=3) for m in metrics],
+            "vs_control": _interval(vs_control, goal, control_value, sig=3),
+            "vs_best": _interval((p.get("lift_vs_best_arm") or {}).get(primary), goal, sig=3),
             "rails": [next((b for b in badges if b["metric"] == g), None) for g in rail_names],
         })
     return {"rows": rows, "metrics": [m["name"] for m in metrics], "primary": primary or "", "guardrails": rail_names,
@@ -583,7 +586,7 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
             "label": labels.get(i, f"#{i + 1}"), "policy": (policy or {}).get("name", ""), "recommended": i == rec_index,
             "weights": ", ".join(f"{m} {fmt_num(w, 2)}" for m, w in (c.get("weights") or {}).items()),
             "budget": fmt_pct(c.get("budget"), signed=False),
-            "objectives": [fmt_signed((c.get("objectives") or {}).get(o)) for o in objectives],
+            "objectives": [fmt_signed((c.get("objectives") or {}).get(o), 3) for o in objectives],
             "harm": [show[g]((c.get("guardrail_harm") or {}).get(g)) for g in guardrails],
             "bound": bounds if any(b["text"] != "–" for b in bounds) else [],
             "treated": fmt_pct(c.get("treated_share"), signed=False), "held": None,
@@ -591,7 +594,10 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
         if policy is not None:  # the same candidate valued on the held-out units: its policy row
             lifts = policy.get("lift_vs_control") or {}
             rails = policy.get("guardrails") or {}
-            row["held"] = {"objectives": [_interval(lifts.get(o), goals.get(o)) for o in objectives],
+            shares = policy.get("arm_shares") or {}
+            treated = 1.0 - shares[s.get("control")] if _ok(shares.get(s.get("control"))) else None
+            row["held"] = {"objectives": [_interval(lifts.get(o), goals.get(o), sig=3) for o in objectives],
+                           "treated": fmt_pct(treated, signed=False),
                            "rails": [_guardrail_cell(g, rails[g]) if isinstance(rails.get(g), dict) else None for g in guardrails],
                            "status": _status(policy, s, cert)}
             held_out[i] = {"objectives": {o: (lifts.get(o) or {}).get("estimate") for o in objectives},

@@ -339,6 +339,16 @@ def _label_candidates(fig: Figure, ax, cand: list[tuple[int, tuple[float, float]
                     bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
 
 
+def _frame(ax, points: list[tuple[float, float]], pad: float = 0.15) -> None:
+    """Set the view to ``points`` plus ``pad`` of their span on each side (at least two distinct points needed)."""
+    if len(set(points)) < 2:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    for lo, hi, setter in ((min(xs), max(xs), ax.set_xlim), (min(ys), max(ys), ax.set_ylim)):
+        span = (hi - lo) or max(abs(hi), 1e-9)
+        setter(lo - pad * span, hi + pad * span)
+
+
 def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None,
                  held_out: dict[int, dict] | None = None) -> str:
     """The Pareto points of every search method over the objectives, kept front and candidates marked.
@@ -452,6 +462,14 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         ax.grid(color=GRID, lw=0.6)
         ax.set_axisbelow(True)
         ax.margins(x=0.12, y=0.18)
+        if y_kind != "strip":
+            # frame what the chart is about (fronts, candidates, feasible weightings): with certifiable bounds the
+            # feasible region can be a sliver of the cloud, which would otherwise squash it into a corner
+            focus = ok + kept + held + [p for _, p in cand] + [q for m in methods for q in rows_of(fronts[m].get("pareto") or [], 0)]
+            limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("max_harm") if y_kind == "guardrail" else None
+            if focus and _finite(limit):  # keep the guardrail's limit line (and its label) in view
+                focus.append((focus[0][0], harm_scale * limit))
+            _frame(ax, focus)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
         _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=kept + held)
 

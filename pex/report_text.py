@@ -127,19 +127,68 @@ def _ci(d: dict, digits: int = 3) -> str:
     return f"{fmt_num(d['value'], digits)} [{fmt_num(d['ci_low'], digits)}, {fmt_num(d['ci_high'], digits)}]"
 
 
+def _relative(g: dict) -> bool:
+    """Whether a guardrail cell's harm is relative to the control mean (older cells only name the harm's key)."""
+    return g.get("basis") == "relative" or (g.get("basis") is None and "absolute_harm" not in g)
+
+
+def _harm(g: dict, x: float | None) -> str:
+    """A harm, its bound or its limit in the cell's units: percent when relative, the metric's units when absolute."""
+    return fmt_pct(x) if _relative(g) else ("-" if x is None or not math.isfinite(x) else f"{x:+.4g}")
+
+
+def _limit(g: dict) -> str:
+    limit = g.get("limit")
+    if limit is None:
+        limit = g.get("max_harm") if _relative(g) else 0.0
+    if limit is None or not math.isfinite(limit):
+        return "none"
+    return fmt_pct(limit, signed=False) if _relative(g) else f"{limit:g} (abs.)"
+
+
+def _level(g: dict) -> str:
+    """'one-sided 95%' (older cells carry no level: theirs were the ends of a two-sided interval)."""
+    level = g.get("level")
+    return f"one-sided {level:.1%}".replace(".0%", "%") if isinstance(level, (int, float)) else "two-sided 95%"
+
+
+def _harm_of(g: dict) -> float | None:
+    return g.get("estimate", g.get("relative_harm", g.get("absolute_harm", g.get("harm"))))
+
+
+def _upper_of(g: dict) -> float | None:
+    return g.get("upper", g.get("harm_upper", g.get("ci_high")))
+
+
+def rail_summary(metric: str, g: dict) -> str:
+    """One guardrail in a table cell: verdict, harm and its upper bound against the limit."""
+    return f"{metric} {g.get('verdict', '?')} (harm {_harm(g, _harm_of(g))}, upper {_harm(g, _upper_of(g))} vs {_limit(g)})"
+
+
+def _screened_out(row: dict) -> list[str]:
+    """The guardrails whose building-units check failed (pex.recommend drops such a policy before the held-out test)."""
+    return [m for m, c in (row.get("screen") or {}).items() if isinstance(c, dict) and not c.get("passed", True)]
+
+
 def render_policies(rows: list[dict], report: dict | None = None) -> str:
-    """The comparison table: objective and per-metric lift over all-control (DR, 95% CI) per policy."""
+    """The comparison table: objective and per-metric lift over all-control (DR, 95% CI) per policy, and each
+    guardrail's harm with its one-sided 95% upper bound against the limit."""
     if not rows:
         return "no policies yet: run `pex policies NAME` after `pex fit NAME`"
     metrics = list(rows[0]["value"])
     ev = rows[0].get("evaluation_rows", {})
     out = [f"Policies, valued off-policy (doubly robust, 95% CI) on {ev.get('n_units', '?'):,} held-out units "
            f"that no model saw (share {ev.get('share', 0):.0%}, seed {ev.get('seed', 0)})",
-           f"objective = weighted sum of metrics in control-arm SDs; best single arm: {rows[0]['best_arm']}", ""]
+           f"objective = weighted sum of metrics in control-arm SDs; best single arm: {rows[0]['best_arm']}"]
+    if any(r.get("guardrails") for r in rows):
+        level = next((_level(g) for r in rows for g in r.get("guardrails", {}).values()), "one-sided 95%")
+        out.append(f"guardrails: harm on the held-out units and its {level} upper bound vs the limit "
+                   "(pass: upper bound within it; fail: lower bound beyond it; else inconclusive)")
+    out.append("")
     body = []
     for r in rows:
         rails = r.get("guardrails", {})
-        rail = ", ".join(f"{m} {g['verdict']}" for m, g in rails.items()) or "-"
+        rail = "; ".join(rail_summary(m, g) for m, g in rails.items()) or "-"
         flags = []
         if any(r["disagreement"].values()):
             flags.append("estimators disagree")
@@ -147,6 +196,9 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
             flags.append("overlap warning")
         if r.get("fidelity", {}).get("chosen"):
             flags.append("chosen depth")
+        failing = _screened_out(r)
+        if failing:
+            flags.append(f"screened out on building units ({', '.join(failing)})")
         body.append([r["name"], r["kind"], _ci(r["objective_lift_vs_control"]), _ci(r["objective_lift_vs_best_arm"]),
                      *[_ci(r["lift_vs_control"][m]) for m in metrics], rail, "; ".join(flags)])
     out.append(table(body, ["policy", "kind", "objective lift vs control", "vs best arm",
@@ -160,17 +212,42 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
                            "yes" if r["fidelity"]["chosen"] else ""] for r in trees],
                          ["tree", "depth", "agrees (held-out)", "value (validation half)", "value lost vs value policy", "chosen"]))
     if report and report.get("calibration"):
-        cal = report["calibration"]
-        pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in cal["penalties"].items())
-        out += ["", f"value policy calibration: treats {fmt_pct(cal['treated_share'], signed=False)} of training units"
-                    + (f"; {pens}" if pens else "")
-                    + "; guardrail harm on training units " + ", ".join(
-                        f"{m} {fmt_pct(cal.get('estimated_guardrail_harm', {}).get(m, v))}"
-                        + (f" ± {fmt_pct(1.96 * cal['estimated_guardrail_harm_se'][m], signed=False)}"
-                           if "estimated_guardrail_harm_se" in cal else "")
-                        + f" (models predict {fmt_pct(v)})"
-                        for m, v in cal["predicted_guardrail_harm"].items())]
+        out += ["", render_calibration(report["calibration"])]
     return "\n".join(out)
+
+
+def render_calibration(cal: dict) -> str:
+    """The value policy's calibration on the training units: who it serves, and each guardrail's harm there with the
+    certifiable bound it was calibrated to (harm plus the margin the held-out test will need)."""
+    served = fmt_pct(cal.get("treated_share"), signed=False)
+    greedy = cal.get("greedy_treated_share")
+    expl = cal.get("exploration")
+    line = f"value policy calibration: serves a non-control arm to {served} of training units"
+    if greedy is not None:
+        line += f" ({fmt_pct(greedy, signed=False)} chosen by the model" + (f", the rest by {fmt_pct(expl, signed=False)} exploration)"
+                                                                            if expl else ")")
+    pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in (cal.get("penalties") or {}).items())
+    if pens:
+        line += f"; {pens}"
+    harms = cal.get("estimated_guardrail_harm") or {}
+    ses = cal.get("estimated_guardrail_harm_se") or {}
+    bounds = cal.get("certifiable_bound") or {}
+    predicted = cal.get("predicted_guardrail_harm") or {}
+    parts = []
+    for m in dict.fromkeys([*harms, *predicted]):
+        text = f"{m} {fmt_pct(harms.get(m, predicted.get(m)))}"
+        if m in ses:
+            text += f" (standard error {fmt_pct(ses[m], signed=False)})"
+        if m in bounds:
+            text += f", certifiable bound {fmt_pct(bounds[m])}"
+            if cal.get("certify_for_units"):
+                text += f" for a held-out test of {cal['certify_for_units']:,} units"
+        if m in predicted:
+            text += f" (models predict {fmt_pct(predicted[m])})"
+        parts.append(text)
+    if parts:
+        line += "; guardrail harm on training units: " + ", ".join(parts)
+    return line
 
 
 def render_evaluation(row: dict) -> str:
@@ -192,35 +269,134 @@ def render_evaluation(row: dict) -> str:
     out += ["", f"objective {_ci(row['objective'])}; lift vs control {_ci(row['objective_lift_vs_control'])}; "
                 f"vs best arm {_ci(row['objective_lift_vs_best_arm'])}"]
     for m, g in row.get("guardrails", {}).items():
-        if g.get("basis") == "absolute":
-            head = (f"guardrail {m}: absolute harm {fmt_num(g['absolute_harm'])} [{fmt_num(g['ci_low'])}, {fmt_num(g['ci_high'])}]"
-                    " vs max 0 (control mean is 0): ")
-        else:
-            head = (f"guardrail {m}: relative harm {fmt_pct(g['relative_harm'])} [{fmt_pct(g['ci_low'])}, {fmt_pct(g['ci_high'])}]"
-                    f" vs max {fmt_pct(g['max_harm'], signed=False) if g['max_harm'] is not None else '-'}: ")
-        out.append(head + {"pass": "pass (95% upper bound within the limit)", "fail": "FAIL (95% lower bound beyond the limit)",
-                      "inconclusive": "inconclusive (the 95% interval straddles the limit)"}[g["verdict"]])
+        out.append(guardrail_line(m, g))
+    for m, c in (row.get("screen") or {}).items():
+        if isinstance(c, dict):
+            rel = c.get("limit") not in (None, 0, 0.0)
+            show = fmt_pct if rel else (lambda x: "-" if x is None else f"{x:+.4g}")
+            out.append(f"building-units screen {m}: harm {show(c.get('harm'))}, bound {show(c.get('bound'))} vs limit "
+                       f"{show(c.get('limit'))}: " + ("passed" if c.get("passed", True) else
+                                                      "FAILED (the recommendation drops it before the held-out test)"))
     out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
                f"largest weight {fmt_num(diag['max_weight'], 2)}")
     out += [f"warning: {w}" for w in diag.get("warnings", [])]
     return "\n".join(out)
 
 
-def render_tuning(search: dict) -> str:
-    """The weight search: each method's front (points, hypervolume, time) and the Pareto candidates."""
+VERDICT_MEANING = {"pass": "pass (upper bound within the limit)", "fail": "FAIL (lower bound beyond the limit)",
+                   "inconclusive": "inconclusive (the limit lies between the lower and upper bounds)"}
+
+
+def guardrail_line(metric: str, g: dict) -> str:
+    """A guardrail's harm with its standard error and one-sided bounds against the limit, the verdict, and roughly how
+    many units would certify it when inconclusive."""
+    basis = "relative" if _relative(g) else "absolute"
+    lower, upper = g.get("lower", g.get("harm_lower", g.get("ci_low"))), _upper_of(g)
+    se = g.get("se")
+    text = (f"guardrail {metric}: {basis} harm {_harm(g, _harm_of(g))}"
+            + (f" (standard error {fmt_pct(se, signed=False) if basis == 'relative' else f'{se:.4g}'})"
+               if isinstance(se, (int, float)) and math.isfinite(se) else "")
+            + f", {_level(g)} bounds {_harm(g, lower)} to {_harm(g, upper)}, vs limit {_limit(g)}"
+            + (" (control mean is 0)" if basis == "absolute" else "") + ": "
+            + VERDICT_MEANING.get(g.get("verdict"), str(g.get("verdict"))))
+    need = g.get("units_to_certify")
+    if g.get("verdict") == "inconclusive" and need:
+        text += f"; about {need:,} units would certify it if the harm stayed as estimated"
+    return text
+
+
+def _match_candidates(candidates: list[dict], policies: list[dict]) -> dict[int, dict]:
+    """The policy row each Pareto candidate became (same weights and budget; value policies before their trees)."""
+    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: p.get("kind") != "value")
+    out = {}
+    for i, c in enumerate(candidates):
+        match = next((p for p in tuned if p["tuning"].get("weights") == c.get("weights")
+                      and p["tuning"].get("budget") == c.get("budget")), None)
+        if match is not None:
+            out[i] = match
+    return out
+
+
+def _estimate(d: dict | None) -> float | None:
+    """An interval's point value, whether a comparison row's (``value``) or a summary's (``estimate``)."""
+    d = d or {}
+    return d.get("estimate", d.get("value"))
+
+
+def render_tuning(search: dict, policies: list[dict] | None = None) -> str:
+    """The weight search: each method's front (points, hypervolume, time) and the Pareto candidates, whose search
+    values are in-sample (training units); with ``policies`` (comparison rows or summary policy rows), each
+    candidate's held-out values from its policy row stand beside them."""
     objectives = search["objectives"]
     rails = search.get("guardrails", {})
-    limits = [f"{m} harm <= {g['max_harm']:.0%}" for m, g in rails.items() if g["max_harm"] is not None]
+    limits = [f"{m} harm <= {g['max_harm'] * 100:.3g}%" for m, g in rails.items() if g["max_harm"] is not None]
     out = [f"Weight search on {search['n_units']:,} training units (objectives: lift of {', '.join(objectives)}; "
-           f"constraints: {', '.join(limits) or 'none'})", ""]
+           f"constraints: {', '.join(limits) or 'none'})"]
+    if search.get("feasible_means"):
+        out.append(f"feasible: {search['feasible_means']}")
+    out.append("")
     body = [[name, f"{f['evaluated']:,}" + (f" of {f['requested']:,} (time budget)" if f.get("requested", 0) > f["evaluated"] else ""),
              f"{f['feasible']:,}", str(len(f["pareto"])), fmt_num(f["hypervolume"]), f"{f['seconds']:.1f}s"]
             for name, f in search["fronts"].items()]
     out.append(table(body, ["method", "evaluated", "feasible", "Pareto points", "hypervolume", "time"]))
-    if search.get("candidates"):
-        out += ["", "Pareto candidates (training-unit estimates; their held-out values are in the policy table)"]
-        rows = [[f"{i + 1}", ", ".join(f"{m} {w:.2f}" for m, w in c["weights"].items()), fmt_pct(c["treated_share"], signed=False),
-                 *[fmt_num(c["objectives"][m]) for m in objectives], *[fmt_pct(c["guardrail_harm"][m]) for m in rails]]
-                for i, c in enumerate(search["candidates"])]
-        out.append(table(rows, ["#", "weights", "treated", *[f"{m} lift" for m in objectives], *[f"{m} harm" for m in rails]]))
+    candidates = search.get("candidates") or []
+    if candidates:
+        matched = _match_candidates(candidates, policies or [])
+        out += ["", "Pareto candidates: search values are in-sample (training units), so optimistic"
+                + ("; held-out values are from each candidate's policy row" if matched else
+                   "; their held-out values are in the policy table")]
+        rows = []
+        for i, c in enumerate(candidates):
+            bound = c.get("guardrail_bound") or {}
+            rows.append([f"{i + 1}", "in-sample", ", ".join(f"{m} {w:.2f}" for m, w in c["weights"].items()),
+                         fmt_pct(c["treated_share"], signed=False), *[fmt_num(c["objectives"][m]) for m in objectives],
+                         *[f"{fmt_pct(c['guardrail_harm'][m])}" + (f" (bound {fmt_pct(bound[m])})" if m in bound else "")
+                           for m in rails]])
+            p = matched.get(i)
+            if p is not None:
+                rows.append(["", f"held-out: {p['name']}", "", "",
+                             *[fmt_num(_estimate((p.get("lift_vs_control") or {}).get(m))) for m in objectives],
+                             *[(f"{_harm(g, _harm_of(g))} (upper {_harm(g, _upper_of(g))}, {g.get('verdict', '?')})"
+                                if isinstance(g := (p.get("guardrails") or {}).get(m), dict) else "-") for m in rails]])
+        out.append(table(rows, ["#", "values", "weights", "treated", *[f"{m} lift" for m in objectives],
+                                *[f"{m} harm" for m in rails]]))
+    return "\n".join(out)
+
+
+def render_recommendation(summary: dict) -> str:
+    """The recommendation of a run summary: headline, a plain "nothing could be certified" when so, what certified
+    means and which units and bounds the numbers rest on, the recommended policy's value and lift, and the reasons."""
+    rec = summary.get("recommendation") or {}
+    cert = rec.get("certification") or {}
+    reasons = [str(r) for r in rec.get("reasons") or []]
+    out = ["Recommendation: " + str(rec.get("headline") or rec.get("policy") or "-")]
+    if rec.get("cannot_certify"):
+        first = reasons.pop(0) if reasons else "Nothing could be certified."
+        out.append("  " + (first if first.lower().startswith("nothing") else "Nothing could be certified: " + first))
+    if cert:
+        if cert.get("text"):
+            out.append("  " + str(cert["text"]))
+        k = cert.get("k") or 0
+        rows = cert.get("rows") or "held-out units"
+        if k:
+            out.append(f"  numbers from {rows}; bounds simultaneous over {k} candidate{'s' if k != 1 else ''} "
+                       f"(Bonferroni, each one-sided at {cert.get('level', 0.95):.1%})".replace(".0%)", "%)"))
+        else:
+            out.append(f"  numbers from {rows}; no candidate passed the building-units screen, so none was tested on them")
+        primary = rec.get("primary") or "the primary metric"
+        value, lift = cert.get("value") or {}, cert.get("lift_vs_control") or {}
+        if value:
+            line = (f"  {primary} per unit under {rec.get('policy')}: {fmt_num(value.get('estimate'), 4)} "
+                    f"[{fmt_num(value.get('low'), 4)}, {fmt_num(value.get('high'), 4)}]")
+            if lift and (lift.get("se") or lift.get("estimate")):
+                line += (f"; lift vs all-{summary.get('control', 'control')} {lift['estimate']:+.4g} "
+                         f"[{lift.get('low', float('nan')):+.4g}, {lift.get('high', float('nan')):+.4g}]")
+            out.append(line)
+        groups = [("certified", cert.get("certified")),
+                  ("not certified", [n for n in cert.get("family") or [] if n not in (cert.get("certified") or [])]),
+                  ("screened out", cert.get("screened_out"))]
+        listed = "; ".join(f"{label}: {', '.join(names)}" for label, names in groups if names)
+        if listed:
+            out.append(f"  {listed}")
+    out += [f"  - {r}" for r in reasons]
     return "\n".join(out)

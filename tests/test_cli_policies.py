@@ -34,7 +34,7 @@ HIGH, LOW = 1.0 - EXPLORATION + EXPLORATION / N_ARMS, EXPLORATION / N_ARMS
 ARMS = ["control", "daily", "weekly"]
 METRICS = ["sessions", "converted", "unsubscribes"]
 TREES = [f"exp-tree-d{d}" for d in (1, 2, 3, 4)]
-NAMES = ["exp-all-control", "exp-all-daily", "exp-all-weekly", "exp-uniform", "exp-value", *TREES]
+NAMES = ["exp-all-control", "exp-all-daily", "exp-all-weekly", "exp-uniform", "exp-value", *TREES, "exp-policy-tree"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
 
 
@@ -135,7 +135,7 @@ def test_policies_builds_and_lists_the_standard_set(ws):
     assert ws.listing["fit"] == ws.fit_id
     assert [p["name"] for p in ws.listing["policies"]] == NAMES
     kinds = {p["name"]: p["kind"] for p in ws.listing["policies"]}
-    assert kinds == {**{n: "constant" for n in NAMES[:4]}, "exp-value": "value", **{t: "tree" for t in TREES}}
+    assert kinds == {**{n: "constant" for n in NAMES[:4]}, "exp-value": "value", **{t: "tree" for t in TREES}, "exp-policy-tree": "tree"}
     for p in ws.listing["policies"]:
         assert p["experiment"] == "exp" and p["fit_id"] == ws.fit_id and p["version"] == 1
         doc = p["document"]

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from pex.report import fmt_num, fmt_p, fmt_pct, render_report
+from pex.report import fmt_num, fmt_p, fmt_pct, fmt_signed, render_report
 from pex.report_charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
 
 SECTION_HEADINGS = [
@@ -288,9 +288,10 @@ def chart_svg(page: str, key: str) -> str:
 
 def test_summary_has_sampled_weightings(summary):
     fronts = summary["pareto"]["fronts"]
-    assert {"ax", "dense"} <= set(fronts)
+    methods = [m for m in fronts if m != "kept"]
+    assert "dense" in methods  # the default search is the dense sweep (Ax only when enabled)
     n_obj, n_rail = len(summary["pareto"]["objectives"]), len(summary["pareto"]["guardrails"])
-    for method in ("ax", "dense"):
+    for method in methods:
         sample = fronts[method]["sample"]
         assert 0 < len(sample["objectives"]) == len(sample["guardrail_harm"]) == len(sample["feasible"]) <= 400
         assert {len(o) for o in sample["objectives"]} == {n_obj} and {len(h) for h in sample["guardrail_harm"]} == {n_rail}
@@ -308,8 +309,11 @@ def test_tradeoff_chart_follows_the_pareto_chart(summary):
     caption = html.unescape(pareto[pareto.index('data-chart="tradeoff"'):])
     caption = caption[caption.index("<figcaption>"):caption.index("</figcaption>")]
     assert "Every dot is one weighting the search tried" in caption
-    assert f"further right harms {rail} more, higher gains more {primary}" in " ".join(caption.split())
-    assert "left of the dashed line keep the" in caption
+    caption = " ".join(caption.split())
+    assert f"further right harms {rail} more, higher gains more {primary}" in caption
+    # feasible means the certifiable bound, not the harm, is within the limit: crosses can sit left of the line
+    assert "feasible (grey dot) when its certifiable bound" in caption and "is left of the dashed line" in caption
+    assert "in-sample (training units)" in caption
     # the sampled cloud is mentioned under the Pareto chart too
     assert "faint dots and crosses behind are other weightings the search tried" in pareto
     # one caption per chart in the section, the trade-off chart before the search-method table
@@ -358,6 +362,8 @@ def test_malformed_or_infeasible_samples_still_render(s):
     dense["objectives"][1] = "broken"
     dense["guardrail_harm"] = dense["guardrail_harm"][: len(dense["guardrail_harm"]) // 2]  # ragged
     dense.pop("feasible")  # treated as feasible
+    # a second method that sampled nothing (Ax is off by default, so add one)
+    s["pareto"]["fronts"].setdefault("ax", copy.deepcopy(s["pareto"]["fronts"]["dense"]))
     s["pareto"]["fronts"]["ax"]["sample"] = {"objectives": [], "guardrail_harm": [], "feasible": []}
     page = render_report(s)
     assert {"pareto", "tradeoff"} <= set(chart_keys(page))
@@ -444,6 +450,251 @@ def test_distilled_tree_without_its_document_is_only_named(s):
     assert "tree-svg" not in policy and "Its readable approximation" not in policy
     assert f"A readable approximation: <code>{tree['name']}</code> is a depth-" in policy
     assert "no tree to draw" in policy
+
+
+# --------------------------------------------------------------------------- certification and guardrail bounds
+
+
+def policy_row(table: str, name: str) -> str:
+    """The <tr> of policy ``name`` in a rendered table (rows carry the full name as their first cell's title)."""
+    start = table.index(f'title="{name}"')
+    return table[table.rindex("<tr", 0, start):table.index("</tr>", start)]
+
+
+def status_label(row: str) -> str:
+    return re.search(r'<span class="badge (?:yes|no|screened|fallback|unknown)"[^>]*>([^<]+)</span>', row).group(1)
+
+
+def old_style(s: dict) -> dict:
+    """``s`` as a summary written before certification: two-sided guardrail cells, no certificate, no bounds."""
+    rec = s["recommendation"]
+    rec.pop("certification", None)
+    rec.pop("cannot_certify", None)
+    for p in s["policies"]:
+        p.pop("screen", None)
+        p["guardrails"] = {m: {"relative_harm": g["estimate"], "ci_low": g["lower"], "ci_high": g["upper"],
+                               "max_harm": g["max_harm"], "basis": "relative", "verdict": g["verdict"]}
+                           for m, g in p["guardrails"].items()}
+    for key in ("in_sample", "feasible_means", "exploration", "n_eval"):
+        s["pareto"].pop(key, None)
+    for point in [*s["pareto"]["candidates"], *(q for f in s["pareto"]["fronts"].values() for q in f["pareto"])]:
+        point.pop("guardrail_bound", None)
+        point.pop("in_sample", None)
+    for g in s["guardrails"]:
+        for key in ("se", "level", "units_to_certify"):
+            g.pop(key, None)
+    return s
+
+
+def test_summary_carries_the_certificate(summary):
+    rec = summary["recommendation"]
+    cert = rec["certification"]
+    assert isinstance(rec["cannot_certify"], bool)
+    assert cert["method"] == "simultaneous" and cert["k"] == len(cert["family"])
+    assert set(cert["certified"]) <= set(cert["family"]) and not set(cert["family"]) & set(cert["screened_out"])
+    for p in summary["policies"]:
+        for g in p["guardrails"].values():
+            assert g["level"] == 0.95 and g["lower"] <= g["estimate"] <= g["upper"]
+
+
+def test_verdict_states_what_certified_means_and_where_the_numbers_come_from(summary):
+    rec, cert = summary["recommendation"], summary["recommendation"]["certification"]
+    verdict = html.unescape(section(render_report(summary), "verdict", "data-health"))
+    assert cert["text"] and cert["text"] in verdict
+    assert cert["rows"] in verdict
+    if cert["k"]:
+        assert f"simultaneous over the {cert['k']} candidate" in verdict and "Bonferroni" in verdict
+    value = cert["value"]
+    assert f"<b>{fmt_num(value['estimate'])}</b> (bounds {fmt_num(value['low'])} to {fmt_num(value['high'])})" in verdict
+    control = next(p["name"] for p in summary["policies"] if p["kind"] == "constant" and p.get("arm") == summary["control"])
+    lift = cert["lift_vs_control"]
+    if rec["policy"] != control:
+        assert f"{fmt_signed(lift['estimate'])}</b> (bounds {fmt_signed(lift['low'])} to {fmt_signed(lift['high'])})" in verdict
+    else:
+        assert "there is no lift to bound" in verdict
+    assert ('role="alert"' in verdict) == rec["cannot_certify"]
+
+
+def test_cannot_certify_is_said_plainly_first(s):
+    control = next(p["name"] for p in s["policies"] if p["kind"] == "constant" and p.get("arm") == s["control"])
+    first = ("Nothing could be certified. The best candidate, exp-value, has unsubscribes harm +3.1% (standard error 1.2%, "
+             "upper bound +5.1% vs limit +5.0%); certifying it would take about 9,000 held-out units")
+    s["recommendation"].update(policy=control, kind="constant", verdict="keep_control", cannot_certify=True,
+                               headline="Keep 'control' for everyone: nothing could be certified.",
+                               reasons=[first, "another reason"])
+    s["recommendation"]["certification"].update(certified=[], value={"estimate": 1.0, "se": 0.1, "low": 0.8, "high": 1.2},
+                                                lift_vs_control={"estimate": 0.0, "se": 0.0, "low": 0.0, "high": 0.0})
+    s["recommended_policy"] = control
+    verdict = html.unescape(section(render_report(s), "verdict", "data-health"))
+    alert = re.search(r'<div class="alert" role="alert">(.*?)</div>', verdict, re.DOTALL).group(1)
+    assert alert == first
+    assert verdict.index(alert) < verdict.index("another reason")  # before the other reasons, and only once
+    assert verdict.count(first) == 1
+    assert "Keep control · nothing certified" in verdict
+    # a first reason in other words still reads as "nothing could be certified"
+    s["recommendation"]["reasons"] = ["the best candidate's harm bound is over the limit"]
+    verdict = html.unescape(section(render_report(s), "verdict", "data-health"))
+    assert "Nothing could be certified: the best candidate's harm bound is over the limit" in verdict
+    # nothing certified and no reason at all
+    s["recommendation"]["reasons"] = []
+    assert 'role="alert">Nothing could be certified.</div>' in render_report(s)
+
+
+def test_guardrails_show_one_sided_upper_bounds_not_a_ci(summary):
+    page = html.unescape(render_report(summary))
+    assert "95% CI" not in page
+    table = section(page, "policies", "pareto")
+    assert "one-sided 95% upper bound (not a two-sided interval)" in table
+    for p in summary["policies"]:
+        row = policy_row(table, p["name"])
+        for m, g in p["guardrails"].items():
+            assert f"harm {fmt_pct(g['estimate'])}; one-sided 95% upper bound {fmt_pct(g['upper'])} vs limit " \
+                   f"{fmt_pct(g['limit'], signed=False)}" in row
+            assert f"upper {fmt_pct(g['upper'])}" in row
+            assert f'class="badge {g["verdict"]}"' in row
+    # the per-arm guardrails of `pex analyze` in section 3 say the same
+    effects = section(page, "average-effects", "heterogeneity")
+    for g in summary["guardrails"]:
+        assert f"harm {fmt_pct(g['harm'])}, upper {fmt_pct(g['harm_upper'])}" in effects
+    assert "one-sided 95% upper bound" in effects
+
+
+def test_every_policy_shows_where_it_stands_in_the_certification(summary):
+    cert = summary["recommendation"]["certification"]
+    table = section(render_report(summary), "policies", "pareto")
+    assert ">Certified<" in table and ">Eligible<" not in table
+    for p in summary["policies"]:
+        label = status_label(policy_row(table, p["name"]))
+        if p["name"] in cert["certified"]:
+            assert label == "certified" and p["eligible"]
+        elif p["name"] in cert["family"]:
+            assert label == "not certified" and not p["eligible"]
+        elif p["name"] in cert["screened_out"]:
+            assert label == "screened out" and not p["eligible"]
+        elif p["kind"] == "constant" and p.get("arm") == summary["control"]:
+            assert label == "fallback" and p["eligible"]
+        else:
+            assert label == "not a candidate" and not p["eligible"]
+
+
+def test_a_tested_but_uncertified_candidate_shows_its_family_bound(s):
+    cert = s["recommendation"]["certification"]
+    name = next(p["name"] for p in s["policies"] if p["kind"] == "tree")
+    cert["family"] = [*cert["family"], name]
+    cert["k"] = len(cert["family"])
+    cert["harms"][name] = {m: {**g, "upper": 0.5, "level": cert["level"], "verdict": "inconclusive"}
+                           for m, g in next(p for p in s["policies"] if p["name"] == name)["guardrails"].items()}
+    row = policy_row(section(render_report(s), "policies", "pareto"), name)
+    assert status_label(row) == "not certified"
+    assert f"upper +50% at {fmt_pct(cert['level'], signed=False)}" in row
+
+
+def test_weight_search_values_are_labelled_in_sample_with_held_out_values_beside(summary):
+    pareto = summary["pareto"]
+    assert pareto["candidates"], "the test run turns Pareto points into policies"
+    page = html.unescape(render_report(summary))
+    part = section(page, "pareto", "policy")
+    assert "in-sample (training units)" in part and pareto["in_sample"][1:].rstrip(".") in part
+    assert f"Feasible: {pareto['feasible_means']}" in part
+    by_name = {p["name"]: p for p in summary["policies"]}
+    table = part[part.index(">Candidate<"):]
+    for i, c in enumerate(pareto["candidates"]):
+        assert c["in_sample"] is True
+        name = next(p["name"] for p in summary["policies"] if p["kind"] == "value" and (p.get("tuning") or {}).get("weights") == c["weights"])
+        assert name == f"{summary['experiment']}-pareto-{i + 1}"  # as the pipeline names them
+        block = table[table.index(f'title="{name}"'):]
+        block = block[:block.index("</tbody>")]
+        search, held = block.split("held-out<span", 1)
+        for g, bound in c["guardrail_bound"].items():
+            assert fmt_pct(bound) in search and fmt_pct(c["guardrail_harm"][g]) in search
+        policy = by_name[name]
+        for o in pareto["objectives"]:
+            assert fmt_signed(policy["lift_vs_control"][o]["estimate"]) in held
+        for g in pareto["guardrails"]:
+            assert fmt_pct(policy["guardrails"][g]["upper"]) in held
+        assert re.search(r">(certified|not certified|screened out|not a candidate)<", held)
+    # the distilled tree of the first candidate is named beside it
+    tree = f"{summary['experiment']}-pareto-1-tree-d"
+    if any(p["name"].startswith(tree) for p in summary["policies"]):
+        assert "distilled: pareto-1-tree-d" in table
+
+
+def test_older_summary_without_certification_renders(s):
+    page = render_report(old_style(s))
+    assert_self_contained(page)
+    text = html.unescape(page)
+    assert "Certified means" not in text and 'role="alert"' not in text
+    table = section(text, "policies", "pareto")
+    assert ">Eligible<" in table and "upper bound (not a two-sided interval)" in table and "one-sided" not in table
+    for p in s["policies"]:
+        assert status_label(policy_row(table, p["name"])) == ("eligible" if p["eligible"] else "not eligible")
+    assert "pareto" in chart_keys(page)
+    assert "Feasible:" not in section(text, "pareto", "policy")
+
+
+def test_a_summary_without_recommendation_details_renders(s):
+    s["recommendation"] = {"policy": s["recommended_policy"]}
+    for p in s["policies"]:
+        p["guardrails"] = {m: {"verdict": g["verdict"]} for m, g in p["guardrails"].items()}
+    page = render_report(s)
+    assert_self_contained(page)
+    assert "harm –; upper bound – vs limit 5%" in html.unescape(page)
+
+
+# --------------------------------------------------------------------------- the terminal text
+
+
+def test_text_recommendation_says_what_certified_means(summary):
+    from pex.report_text import render_recommendation
+
+    rec, cert = summary["recommendation"], summary["recommendation"]["certification"]
+    text = render_recommendation(summary)
+    lines = text.splitlines()
+    assert lines[0] == "Recommendation: " + rec["headline"]
+    assert cert["text"] in text and cert["rows"] in text
+    if cert["k"]:
+        assert f"simultaneous over {cert['k']} candidate" in text and "Bonferroni" in text
+    for reason in rec["reasons"]:
+        assert reason in text
+
+
+def test_text_recommendation_when_nothing_could_be_certified(s):
+    from pex.report_text import render_recommendation
+
+    s["recommendation"].update(cannot_certify=True, reasons=["Nothing could be certified. The best candidate, x, has ...", "more"])
+    lines = render_recommendation(s).splitlines()
+    assert lines[1] == "  Nothing could be certified. The best candidate, x, has ..."
+    assert lines[-1] == "  - more" and sum("Nothing could be certified" in line for line in lines) == 1
+
+
+def test_text_guardrails_use_one_sided_bounds(pipeline_run):
+    from pex.report_text import render_evaluation, render_policies
+
+    rows = pipeline_run.details["rows"]
+    table = render_policies(rows, pipeline_run.details["build_report"])
+    assert "one-sided 95% upper bound vs the limit" in table and "held-out units that no model saw" in table
+    cal = pipeline_run.details["build_report"]["calibration"]
+    if cal.get("certifiable_bound"):
+        assert "certifiable bound" in table and "standard error" in table
+    for row in rows:
+        text = render_evaluation(row)
+        for m, g in row["guardrails"].items():
+            line = next(line for line in text.splitlines() if line.startswith(f"guardrail {m}:"))
+            assert "one-sided 95% bounds" in line and "interval" not in line and "CI" not in line
+            assert line.endswith(("within the limit)", "beyond the limit)", "upper bounds)")) or "would certify it" in line
+
+
+def test_text_tuning_labels_in_sample_values_and_shows_held_out_ones(summary):
+    from pex.report_text import render_tuning
+
+    text = render_tuning(summary["pareto"], summary["policies"])
+    assert "search values are in-sample (training units)" in text
+    assert f"feasible: {summary['pareto']['feasible_means']}" in text
+    for i, c in enumerate(summary["pareto"]["candidates"]):
+        assert f"held-out: {summary['experiment']}-pareto-{i + 1}" in text
+        assert all(f"(bound {v * 100:+.1f}%)" in text for v in c["guardrail_bound"].values())
+    # without the policy rows it points to them instead
+    assert "their held-out values are in the policy table" in render_tuning(summary["pareto"])
 
 
 # --------------------------------------------------------------------------- pieces
