@@ -152,7 +152,7 @@ def _limit_text(g: dict) -> str:
     if not _ok(limit):
         limit = g.get("max_harm") if _relative(g) else 0.0
     if not _ok(limit):
-        return "none"
+        return ""
     return fmt_pct(limit, signed=False) if _relative(g) else fmt_num(limit)
 
 
@@ -168,7 +168,7 @@ def _guardrail_cell(metric: str, g: dict) -> dict:
     harm = g.get("estimate", g.get("relative_harm", g.get("absolute_harm", g.get("harm"))))
     upper = g.get("upper", g.get("harm_upper", g.get("ci_high")))
     limit = _limit_text(g)
-    detail = f"harm {show(harm)}; {_bound_name(g.get('level'))} {show(upper)} vs limit {limit}"
+    detail = f"harm {show(harm)}; {_bound_name(g.get('level'))} {show(upper)}" + (f" vs limit {limit}" if limit else "")
     if verdict in VERDICT_MEANING:
         detail += f": {VERDICT_MEANING[verdict]}"
     need = g.get("units_to_certify")
@@ -322,8 +322,8 @@ def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: s
         units = (f"The numbers in this box come from {rows}; their bounds are simultaneous over the {fmt_num(k)} candidate"
                  f"{'s' if k != 1 else ''} that passed the building-units screen (Bonferroni, each one-sided at {level}).")
     else:
-        units = (f"No candidate passed the building-units screen, so none was tested on the {rows.split(' (')[0]}; "
-                 "the recommendation falls back to control.")
+        units = (f"The numbers in this box come from {rows}. No candidate passed the building-units screen, so none "
+                 "was tested there and the recommendation falls back to control.")
 
     def bounded(d: Any, signed: bool) -> dict | None:
         if not isinstance(d, dict) or not _ok(d.get("estimate")):

@@ -90,6 +90,35 @@ def test_budget_limits_the_treated_share(built):
     assert 0.2 <= fresh_share <= 0.4
 
 
+def test_budget_counts_the_served_mixture_with_exploration(built):
+    """The served policy is (1 - e) greedy + e uniform: a 30% budget with 5% exploration over 3 arms leaves the
+    greedy part (0.30 - 0.05 * 2/3) / 0.95 = 28.1%, so what is served treats at most 30%."""
+    fit = built["fit"]
+    policy, info = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                      fit_id="test", budget=0.3, exploration=0.05, effects=built["oof"])
+    assert info["greedy_treated_share"] == pytest.approx((0.3 - 0.05 * 2 / 3) / 0.95, abs=2e-3)
+    served = policy.action_probabilities(built["frame"])[:, policy.arms.index("control")]
+    assert 1 - served.mean() <= 0.3 + 1e-3
+    assert info["treated_share"] == pytest.approx(0.3, abs=2e-3)  # on the out-of-fold effects it was calibrated on
+
+
+def test_certifiable_calibration_keeps_every_guardrail_on_its_bound(built):
+    """With the pseudo-outcome signal, the policy's harm bound for a held-out test of the given size is within the
+    limit (not its point estimate sitting at the limit), and the true harm on fresh units stays within it."""
+    fit = built["fit"]
+    train = built["train"]
+    pseudo = {(m, a): train[f"pseudo__{m}__{a}"].to_numpy(float) for m in fit.metrics for a in fit.model.treated_arms}
+    policy, info = build_value_policy(name="vp-value", spec=built["dataset"].spec, model=fit.model, frame=built["frame"],
+                                      fit_id="test", exploration=0.05, effects=built["oof"], harm_signal=pseudo,
+                                      n_eval=12_500)
+    bound = info["certifiable_bound"]["unsubscribes"]
+    assert bound <= 0.05
+    assert info["estimated_guardrail_harm"]["unsubscribes"] < bound
+    from pex.simulate import policy_truth
+
+    assert policy_truth(policy, built["fresh"])["harm"]["unsubscribes"] <= 0.05
+
+
 @pytest.mark.parametrize(("weights", "match"), [
     ({"nope": 1.0}, "unknown metric 'nope'"),
     ({"sessions": 0.0, "converted": 0.0}, "every metric weight is 0"),
