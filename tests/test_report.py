@@ -555,7 +555,7 @@ def test_guardrails_show_one_sided_upper_bounds_not_a_ci(summary):
     # the per-arm guardrails of `pex analyze` in section 3 say the same
     effects = section(page, "average-effects", "heterogeneity")
     for g in summary["guardrails"]:
-        assert f"harm {fmt_pct(g['harm'])}, upper {fmt_pct(g['harm_upper'])}" in effects
+        assert f"harm {fmt_pct(g['harm'])}</span><span class=\"ci\">upper {fmt_pct(g['harm_upper'])}" in effects
     assert "one-sided 95% upper bound" in effects
 
 
@@ -575,6 +575,33 @@ def test_every_policy_shows_where_it_stands_in_the_certification(summary):
             assert label == "fallback" and p["eligible"]
         else:
             assert label == "not a candidate" and not p["eligible"]
+
+
+def test_a_certified_recommendation_shows_its_bounds_and_status(s):
+    """Whatever the engine decided on the test data: a personalized policy certified and recommended."""
+    name = f"{s['experiment']}-pareto-1"
+    policy = next(p for p in s["policies"] if p["name"] == name)
+    harms = {m: {**g, "upper": 0.031, "level": 0.975, "verdict": "pass"} for m, g in policy["guardrails"].items()}
+    s["recommendation"].update(policy=name, kind="value", verdict="personalize", cannot_certify=False,
+                               headline=f"Personalize with {name}.", reasons=["it beats the best arm"])
+    s["recommendation"]["certification"].update(
+        family=[name, f"{s['experiment']}-pareto-2"], k=2, certified=[name], level=0.975, harms={name: harms},
+        text="Certified means: on held-out units, each guardrail's one-sided upper bound at level 97.50% is within its max_harm.",
+        value={"estimate": 5.5, "se": 0.07, "low": 5.36, "high": 5.64},
+        lift_vs_control={"estimate": 0.013, "se": 0.0024, "low": 0.0084, "high": 0.0176})
+    s["recommended_policy"] = name
+    page = html.unescape(render_report(s))
+    verdict = section(page, "verdict", "data-health")
+    assert 'role="alert"' not in verdict and "nothing certified" not in verdict
+    assert "simultaneous over the 2 candidates" in verdict and "each one-sided at 97.5%" in verdict
+    assert "<b>5.5</b> (bounds 5.36 to 5.64)" in verdict
+    assert '<b class="good">+0.013</b> (bounds +0.0084 to +0.0176)' in verdict
+    assert "one-sided 97.5% upper bound +3.1%" in verdict  # its guardrails at the family's level
+    table = section(page, "policies", "pareto")
+    row = policy_row(table, name)
+    assert status_label(row) == "certified" and "upper +3.1% at 97.5%" in row
+    assert status_label(policy_row(table, f"{s['experiment']}-pareto-2")) == "not certified"
+    assert "(97.5% one-sided, simultaneous over 2 candidates)" in table
 
 
 def test_a_tested_but_uncertified_candidate_shows_its_family_bound(s):
