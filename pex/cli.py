@@ -302,7 +302,7 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
 
 def _print_run(result) -> None:
     """The text version of a pipeline run: health, effects, HTE, policies, weight search, recommendation."""
-    from pex.report_text import render_analysis, render_fit, render_policies, render_tuning
+    from pex.report_text import render_analysis, render_fit, render_policies, render_recommendation, render_tuning
 
     d = result.details
     click.echo("")
@@ -312,11 +312,9 @@ def _print_run(result) -> None:
     click.echo("")
     click.echo(render_policies(d["rows"], d["build_report"]))
     click.echo("")
-    click.echo(render_tuning(result.summary["pareto"]))
-    rec = result.summary["recommendation"]
-    click.echo("\nRecommendation: " + rec["headline"])
-    for reason in rec["reasons"]:
-        click.echo(f"  - {reason}")
+    click.echo(render_tuning(result.summary["pareto"], result.summary["policies"]))
+    click.echo("")
+    click.echo(render_recommendation(result.summary))
     if result.out is not None:
         click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
 

@@ -29,10 +29,21 @@ STEPS = 12
 
 @dataclass(frozen=True)
 class Constraint:
-    """One guardrail with its per-unit, per-arm change signal (n, A), control's column 0."""
+    """One guardrail with its per-unit, per-arm change signals (n, A), control's column 0.
+
+    ``change`` (unbiased per unit, e.g. doubly-robust pseudo-outcomes) is what the harm is *measured* with;
+    ``guide`` (e.g. out-of-fold predicted effects) is what the *penalty* steering the choice uses. Keeping the
+    two apart matters: a search that penalizes the very noise it is then measured with picks units whose
+    noise happens to look harmless, and its measured harm comes out optimistic.
+    """
 
     rule: GuardrailRule
     change: np.ndarray
+    guide: np.ndarray | None = None
+
+    def rows(self, index: np.ndarray) -> Constraint:
+        """The same constraint for a subset of units."""
+        return Constraint(self.rule, self.change[index], None if self.guide is None else self.guide[index])
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ def choose_constrained(choose: Chooser, value: np.ndarray, constraints: list[Con
     spread_v = float(np.std(value)) or 1.0
     penalty = np.zeros_like(value)
     for c in active:
-        harm = c.rule.sign * np.asarray(c.change, dtype=float) / c.rule.scale
+        harm = c.rule.sign * np.asarray(c.change if c.guide is None else c.guide, dtype=float) / c.rule.scale
         penalty += harm / (float(np.std(harm)) or 1.0)
     penalty *= spread_v
 

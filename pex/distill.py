@@ -13,7 +13,8 @@ Depth is chosen on held-out value: trees are fitted on one half of the
 building units and valued on the other half with out-of-fold doubly-robust
 pseudo-outcomes (honest per-unit effect signals, see :mod:`pex.hte`). The
 smallest depth within one standard error of the best is kept: a tree people
-can read beats a deeper one that is not measurably better. Final trees are
+can read beats a deeper one that is not measurably better (a tree giving every
+unit one arm is passed over when a depth within reach personalizes). Final trees are
 refitted on all building units.
 
 scikit-learn's CART does the fitting (it handles missing values natively and
@@ -115,7 +116,7 @@ def distill(
         tree = _fit_tree(X[rows], scores[rows], depth, min_leaf_share, seed)
         leaf_of = tree.apply(X[rows])
         if guardrails:
-            constraints = [Constraint(c.rule, c.change[rows]) for c in guardrails]
+            constraints = [c.rows(rows) for c in guardrails]
             picked = choose_constrained(group_chooser(leaf_of), honest_value[rows], constraints, ctrl, exploration,
                                         n_eval or len(rows)).chosen
         else:  # the imitation target: each leaf's best arm by total score
@@ -138,9 +139,12 @@ def distill(
                       "agreement": float((chosen == target[val_rows]).mean()),
                       "value_lost": float(lost.mean()), "value_lost_se": _se(lost)})
     best = max(depths, key=lambda d: per_depth[d].mean())
-    chosen_depth = min(d for d in depths
-                       if per_depth[d].mean() >= per_depth[best].mean() - _se(per_depth[best] - per_depth[d]))
+    near = [d for d in depths if per_depth[d].mean() >= per_depth[best].mean() - _se(per_depth[best] - per_depth[d])]
     trees = {d: make(d, np.arange(n)) for d in depths}
+    # a tree that gives everyone one arm (the guardrails left nothing to personalize at that depth) is only
+    # chosen when no depth within reach personalizes
+    personal = [d for d in near if "arm" not in trees[d].tree]
+    chosen_depth = min(personal or near)
     for d, tree in trees.items():  # only the chosen depth competes for the recommendation; the others are shown
         tree.lineage["candidate"] = d == chosen_depth
     return Distillation(trees=trees, chosen_depth=chosen_depth, curve=curve, value_policy_value=float(vp.mean()),

@@ -354,9 +354,10 @@ def caveats(spec, evaluation: dict, fit: dict) -> list[str]:
         f"Policy values are doubly-robust estimates on {evaluation['n_units']:,} held-out units "
         f"({holdout['share']:.0%} of the experiment, chosen by a hash of the unit id) that no effect model, reward model "
         "or policy-building step saw. Value and lift intervals are two-sided 95%; guardrail bounds are one-sided 95%.",
-        "Certified means: on the held-out units, each guardrail's one-sided upper bound of harm is within its max_harm, "
-        "with the bounds made simultaneous over every candidate policy tested (Bonferroni), so picking the best of them "
-        "cannot make a harmful one look safe. The recommendation's own value and lift are given at that same level.",
+        "Certified means: on the held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
+        "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), stopping "
+        "at the first that fails, so the 95% holds for every certified policy at once; the recommended policy's value "
+        "and lift bounds are adjusted for having been chosen among the certified ones.",
         "Policies, trees and the weight search were built on the other units (out-of-fold estimates); values the search "
         "reports there are in-sample (the best of many points on the same units) and optimistic, which is why each "
         "candidate is judged on the held-out units.",

@@ -92,12 +92,13 @@ class FitContext:
         share = float((self.summary.get("holdout") or {}).get("share", 0.0))
         return max(int(round(len(self.training) * share / (1.0 - share))), 1) if share > 0 else len(self.training)
 
-    def arm_signal(self, metric: str) -> np.ndarray:
-        """Out-of-fold doubly-robust pseudo-outcomes of ``metric`` per training unit and arm (n, A), control 0."""
+    def arm_signal(self, metric: str, kind: str = "pseudo") -> np.ndarray:
+        """Per training unit and arm (n, A), control 0: out-of-fold doubly-robust pseudo-outcomes of ``metric``
+        (``kind="pseudo"``) or its out-of-fold predicted effects (``kind="oof"``)."""
         out = np.zeros((len(self.training), len(self.model.arms)))
         for j, arm in enumerate(self.model.arms):
             if arm != self.model.control:
-                out[:, j] = self.training[f"pseudo__{metric}__{arm}"].to_numpy(dtype=float)
+                out[:, j] = self.training[f"{kind}__{metric}__{arm}"].to_numpy(dtype=float)
         return out
 
     def honest_values(self, coefficients: dict[str, float]) -> np.ndarray:
@@ -116,7 +117,8 @@ class FitContext:
         control_rows = (train[spec.arm] == spec.control).to_numpy()
         means = {m: float(train.loc[control_rows, meta.column].to_numpy(dtype=float).mean()) if control_rows.any() else 0.0
                  for m, meta in spec.metrics.items()}
-        return [Constraint(rule, self.arm_signal(m)) for m, rule in rules_for(spec, means).items()]
+        # measured with pseudo-outcomes, steered by predictions that never saw the unit's outcome
+        return [Constraint(rule, self.arm_signal(m), guide=self.arm_signal(m, "oof")) for m, rule in rules_for(spec, means).items()]
 
     def training_choices(self, policy: Policy) -> np.ndarray:
         """The greedy arm ``policy`` gives each training unit; a value policy decides on out-of-fold effects, as

@@ -12,17 +12,21 @@ bound, not its point estimate (:mod:`pex.guardrail`). The rule:
    estimate were exact (its certifiable bound is over the limit) is dropped
    before the held-out units are looked at. The screen uses no held-out unit,
    so it costs the held-out test nothing.
-3. **Certify on the held-out units, simultaneously.** The ``k`` candidates
-   left form the family; each gets Bonferroni-adjusted one-sided bounds at
-   level ``1 - 0.05 / k``, so every bound in the family holds at once with 95%
-   probability, and so does the one of whichever candidate is then chosen
-   (choosing the best of several on the same units cannot inflate it). A
-   candidate is **certified** when every guardrail passes at that level.
+3. **Certify on the held-out units, in a fixed sequence.** The candidates
+   left are ordered on the building units alone, safest first (the most room
+   between their building-units bound and the limit), and tested on the
+   held-out units one at a time, each at the full one-sided 95% level,
+   stopping at the first that does not pass (fixed-sequence testing: the
+   chance that any certified policy truly breaks a guardrail stays within 5%,
+   without splitting the level across candidates). A candidate is
+   **certified** when every guardrail passes.
 4. The **best** certified policy (control included) has the largest primary
    value (goal-signed doubly-robust value of the primary metric; with several
    primary metrics, the owner's objective). Among certified policies not
    significantly worse (the bound of "best minus this one" reaches 0), the
    simplest wins: one arm for everyone, then shallower trees, then value models.
+   Claims about the chosen policy (its lift over an arm or control) use bounds
+   Bonferroni-adjusted over the certified set, since it was chosen among them.
 5. A personalized policy must beat the best certified single arm (control
    included) by its lower bound; a single arm other than control must beat
    control by its lower bound. Otherwise the simpler option is recommended.
@@ -46,7 +50,7 @@ from pex.policy_eval import EvaluationData, action_distribution
 from pex.spec import ExperimentSpec
 
 UNIFORM_EXPLORATION = 1.0
-CERTIFICATION = "simultaneous"
+CERTIFICATION = "fixed-sequence"
 
 
 def complexity(policy: Policy) -> int:
@@ -134,16 +138,22 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
             continue
         candidates.append(p)
     screened_out = [p for p in candidates if not all(c.get("passed", True) for c in screen.get(p.name, {}).values())]
-    family = [p for p in candidates if p not in screened_out]
-    k = max(len(family), 1)
-    alpha = ALPHA / k
+    # the order of the held-out tests is fixed on the building units alone: safest first (the largest room
+    # between the building-units bound and the limit), so a test is rarely spent on a long shot early
+    family = sorted((p for p in candidates if p not in screened_out), key=lambda p: _room(screen.get(p.name, {})),
+                    reverse=True)
+    judged: dict[str, dict[str, Harm]] = {}
+    certified: list[Policy] = []
+    for p in family:  # fixed-sequence testing: each at the full level, stopping at the first that does not pass
+        judged[p.name] = {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
+        if not all(h.passed for h in judged[p.name].values()):
+            break
+        certified.append(p)
+    untested = [p for p in family if p.name not in judged]
+    # claims about the policy then chosen among the certified (its lift over an arm, over control) hold
+    # simultaneously over that choice: Bonferroni over the certified set
+    alpha = ALPHA / max(len(certified), 1)
     z = z_value(alpha)
-
-    def harms(p: Policy) -> dict[str, Harm]:
-        return {m: Harm.from_dict(g).at(alpha) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
-
-    judged = {p.name: harms(p) for p in family}
-    certified = [p for p in family if all(h.passed for h in judged[p.name].values())]
     estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}
 
@@ -176,7 +186,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     arms_pool = [p for p in pool if p.kind == "constant"]
     best_arm = max(arms_pool, key=lambda p: score[p.name])
     for p in family:
-        if p.kind == "constant" and p not in certified and score[p.name] > score[best_arm.name]:
+        if p.kind == "constant" and p.name in judged and p not in certified and score[p.name] > score[best_arm.name]:
             reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({score[p.name]:+.4g} vs "
                            f"{score[best_arm.name]:+.4g}) but {_not_certified(judged[p.name])}, so it is not an option")
     if choice.kind != "constant":
@@ -205,7 +215,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     cannot = choice is control and bool(uncertified)
     if cannot:
         closest = max(uncertified, key=lambda p: score[p.name])
-        rails = judged.get(closest.name) or {m: Harm.from_dict(g) for m, g in by_name[closest.name][1].get("guardrails", {}).items()}
+        rails = judged.get(closest.name) or {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[closest.name][1].get("guardrails", {}).items()}
         reasons.insert(0, _cannot_certify_text(closest, rails, holdout_share, score[closest.name] - score[control.name], label))
     if choice.kind == "constant":
         verdict = "keep_control" if choice is control else "ship_arm"
@@ -223,13 +233,15 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         headline = (f"Personalize with {choice.name} ({kind}): it beats the best single arm on {label} and is certified "
                     "to keep the guardrails.")
     certification = {
-        "method": CERTIFICATION, "level": 1.0 - alpha, "family": [p.name for p in family], "k": len(family),
+        "method": CERTIFICATION, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
+        "order": [p.name for p in family], "tested": list(judged), "untested": [p.name for p in untested],
+        "lift_level": 1.0 - alpha,
         "screened_out": [p.name for p in screened_out], "certified": [p.name for p in certified],
         "rows": "held-out units (no model, reward model or policy-building step used them)",
-        "text": (f"Certified means: on held-out units, each guardrail's one-sided upper bound at level "
-                 f"{1 - alpha:.2%} (95% simultaneously over the {len(family)} candidates that passed the building-units "
-                 "screen, Bonferroni) is within its max_harm."),
-        "harms": {p.name: {m: h.to_dict() for m, h in judged[p.name].items()} for p in family},
+        "text": ("Certified means: on held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
+                 "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), "
+                 "stopping at the first that fails, so the 95% holds for every certified policy at once."),
+        "harms": {name: {m: h.to_dict() for m, h in rails.items()} for name, rails in judged.items()},
         "value": _bounds(estimates[choice.name], z),
         "lift_vs_control": _bounds(ope.difference(estimates[choice.name], baseline(control, choice.exploration)), z),
         "lift_vs_control_note": "against control served with the recommended policy's own exploration",
@@ -237,6 +249,14 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     return Recommendation(policy=choice.name, kind=choice.kind, verdict=verdict, headline=headline, reasons=reasons,
                           primary=primary, eligible=[control.name, *[p.name for p in certified]], cannot_certify=cannot,
                           certification=certification)
+
+
+def _room(screen: dict[str, dict]) -> float:
+    """How far the building-units bound stays below the limit on the tightest guardrail (relative to the limit
+    where it is not 0); larger is safer."""
+    rooms = [(c["limit"] - c["bound"]) / (abs(c["limit"]) or 1.0) for c in screen.values()
+             if c.get("limit") is not None and c.get("bound") is not None]
+    return min(rooms) if rooms else float("inf")
 
 
 def _constant_equivalent(policy: Policy, data: EvaluationData) -> str | None:

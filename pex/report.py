@@ -219,7 +219,10 @@ def _status(p: dict, s: dict, cert: dict) -> dict:
     level = fmt_pct(cert.get("level"), signed=False)
     if name in (cert.get("certified") or []):
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
-                "title": f"every guardrail's upper bound at {level} (simultaneous over the {cert.get('k')} candidates) is within its limit"}
+                "title": f"every guardrail's one-sided upper bound at {level} is within its limit (tested in a fixed sequence, safest first)"}
+    if name in (cert.get("untested") or []):
+        title = "not tested: an earlier candidate in the fixed sequence did not pass, and the sequence stops there"
+        return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
     if name in (cert.get("family") or []):
         title = f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"
         return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name), "title": title,
@@ -319,8 +322,11 @@ def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: s
     level = fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else ""
     rows = str(cert.get("rows") or "held-out units")
     if _ok(k) and k > 0:
-        units = (f"The numbers in this box come from {rows}; their bounds are simultaneous over the {fmt_num(k)} candidate"
-                 f"{'s' if k != 1 else ''} that passed the building-units screen (Bonferroni, each one-sided at {level}).")
+        lift_level = fmt_pct(cert.get("lift_level"), signed=False) if _ok(cert.get("lift_level")) else level
+        units = (f"The numbers in this box come from {rows}. The {fmt_num(k)} candidate{'s' if k != 1 else ''} that passed "
+                 f"the building-units screen were tested there one at a time, safest first, each guardrail at the one-sided "
+                 f"{level} level, stopping at the first that failed (fixed-sequence testing); value and lift bounds are "
+                 f"one-sided {lift_level}, adjusted for choosing among the certified policies.")
     else:
         units = (f"The numbers in this box come from {rows}. No candidate passed the building-units screen, so none "
                  "was tested there and the recommendation falls back to control.")

@@ -379,8 +379,10 @@ def render_recommendation(summary: dict) -> str:
         k = cert.get("k") or 0
         rows = cert.get("rows") or "held-out units"
         if k:
-            out.append(f"  numbers from {rows}; bounds simultaneous over {k} candidate{'s' if k != 1 else ''} "
-                       f"(Bonferroni, each one-sided at {cert.get('level', 0.95):.1%})".replace(".0%)", "%)"))
+            out.append(f"  numbers from {rows}; {k} candidate{'s' if k != 1 else ''} tested one at a time, safest first, "
+                       f"each guardrail one-sided at {cert.get('level', 0.95):.0%}, stopping at the first failure "
+                       f"(fixed-sequence testing); value and lift bounds one-sided at "
+                       f"{cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%"))
         else:
             out.append(f"  numbers from {rows}; no candidate passed the building-units screen, so none was tested on them")
         primary = rec.get("primary") or "the primary metric"

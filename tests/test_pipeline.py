@@ -76,8 +76,11 @@ def test_the_trade_off_scenario_never_recommends_a_truly_harmful_policy(pipeline
         assert rec["policy"] in rec["certification"]["certified"]
         assert truth["gain"] > 0
     cert = rec["certification"]
-    assert cert["method"] == "simultaneous" and cert["level"] == pytest.approx(1 - 0.05 / max(cert["k"], 1))
-    assert set(cert["certified"]) <= set(cert["family"])
+    assert cert["method"] == "fixed-sequence" and cert["level"] == pytest.approx(0.95)
+    assert set(cert["certified"]) <= set(cert["family"]) and cert["order"] == cert["family"]
+    # the sequence stops at the first failure: the certified ones are exactly a prefix of the order
+    assert cert["certified"] == cert["order"][: len(cert["certified"])]
+    assert cert["lift_level"] == pytest.approx(1 - 0.05 / max(len(cert["certified"]), 1))
 
 
 @pytest.fixture(scope="module")

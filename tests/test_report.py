@@ -490,7 +490,7 @@ def test_summary_carries_the_certificate(summary):
     rec = summary["recommendation"]
     cert = rec["certification"]
     assert isinstance(rec["cannot_certify"], bool)
-    assert cert["method"] == "simultaneous" and cert["k"] == len(cert["family"])
+    assert cert["method"] == "fixed-sequence" and cert["k"] == len(cert["family"])
     assert set(cert["certified"]) <= set(cert["family"]) and not set(cert["family"]) & set(cert["screened_out"])
     for p in summary["policies"]:
         for g in p["guardrails"].values():
@@ -503,7 +503,7 @@ def test_verdict_states_what_certified_means_and_where_the_numbers_come_from(sum
     assert cert["text"] and cert["text"] in verdict
     assert f"The numbers in this box come from {cert['rows']}" in verdict
     if cert["k"]:
-        assert f"simultaneous over the {cert['k']} candidate" in verdict and "Bonferroni" in verdict
+        assert "one at a time, safest first" in verdict and "fixed-sequence testing" in verdict
     value = cert["value"]
     assert f"<b>{fmt_num(value['estimate'])}</b> (bounds {fmt_num(value['low'])} to {fmt_num(value['high'])})" in verdict
     control = next(p["name"] for p in summary["policies"] if p["kind"] == "constant" and p.get("arm") == summary["control"])
@@ -593,7 +593,7 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
     page = html.unescape(render_report(s))
     verdict = section(page, "verdict", "data-health")
     assert 'role="alert"' not in verdict and "nothing certified" not in verdict
-    assert "simultaneous over the 2 candidates" in verdict and "each one-sided at 97.5%" in verdict
+    assert "one at a time, safest first" in verdict and "one-sided 97.5% level" in verdict
     assert "<b>5.5</b> (bounds 5.36 to 5.64)" in verdict
     assert '<b class="good">+0.013</b> (bounds +0.0084 to +0.0176)' in verdict
     assert "one-sided 97.5% upper bound +3.1%" in verdict  # its guardrails at the family's level
@@ -601,7 +601,7 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
     row = policy_row(table, name)
     assert status_label(row) == "certified" and "upper +3.1% at 97.5%" in row
     assert status_label(policy_row(table, f"{s['experiment']}-pareto-2")) == "not certified"
-    assert "(97.5% one-sided, simultaneous over 2 candidates)" in table
+    assert "2 candidates that passed the building-units screen one at a time at this same 97.5% one-sided level" in table
 
 
 def test_a_tested_but_uncertified_candidate_shows_its_family_bound(s):
