@@ -214,9 +214,16 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     uncertified = [p for p in candidates if p not in certified and score[p.name] > score[control.name]]
     cannot = choice is control and bool(uncertified)
     if cannot:
+        def text(p: Policy) -> str:
+            rails = judged.get(p.name) or {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
+            return _cannot_certify_text(p, rails, holdout_share, score[p.name] - score[control.name], label)
+
         closest = max(uncertified, key=lambda p: score[p.name])
-        rails = judged.get(closest.name) or {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[closest.name][1].get("guardrails", {}).items()}
-        reasons.insert(0, _cannot_certify_text(closest, rails, holdout_share, score[closest.name] - score[control.name], label))
+        personal = [p for p in uncertified if p.kind != "constant"]
+        if closest.kind == "constant" and personal:  # also the personalized option that did best: often the nearer miss
+            reasons.insert(0, text(max(personal, key=lambda p: score[p.name])).replace(
+                "Nothing that beats control could be certified. The best candidate", "The best personalized candidate"))
+        reasons.insert(0, text(closest))
     if choice.kind == "constant":
         verdict = "keep_control" if choice is control else "ship_arm"
         if verdict == "keep_control" and cannot:
