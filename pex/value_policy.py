@@ -108,10 +108,9 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
                          "coefficient": 0.0}
         if m.role == "guardrail":
             control_mean = float(y.mean()) if len(y) else 0.0
+            rule = GuardrailRule(metric=name, goal=m.goal, max_harm=m.max_harm, control_mean=control_mean)
             rails[name] = {"mode": guardrails, "control_mean": control_mean, "penalty": 0.0,
-                           # relative harm is undefined at a zero control mean: no absolute harm is tolerated
-                           "max_harm": m.max_harm if (control_mean != 0.0 or m.max_harm is None) else 0.0,
-                           "basis": "relative" if control_mean != 0.0 else "absolute"}
+                           "max_harm": rule.limit if m.max_harm is not None else None, "basis": rule.basis}
     if not any(meta["weight"] > 0 for meta in metrics.values()):
         raise PolicyError("every metric weight is 0, so no arm can be better than another", "give at least one metric a positive weight")
     _set_coefficients(metrics, rails)
