@@ -7,6 +7,7 @@ print results accept ``--json``.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
@@ -329,6 +330,13 @@ def _serve_report(folder: Path, host: str, port: int) -> None:
         server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         raise PexError(f"cannot serve on {host}:{port}: {exc.strerror}", "pick another port with --port, or --no-serve") from None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # a process started in the background inherits SIGINT ignored; Ctrl-C and SIGTERM must stop the server anyway
+    # (installed before the address is announced, so a signal sent on seeing it is never lost)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     click.echo(f"serving the report at http://{host}:{server.server_address[1]}/report.html (Ctrl-C stops)")
     try:
         server.serve_forever()
@@ -336,6 +344,8 @@ def _serve_report(folder: Path, host: str, port: int) -> None:
         pass
     finally:
         server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
