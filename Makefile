@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.pex-installed
 PYTEST_FLAGS ?=
 
-.PHONY: install demo test test-slow test-postgres test-all bench clean
+.PHONY: install demo test test-slow test-postgres test-all bench bench-guardrails clean
 
 # torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -47,6 +47,10 @@ bench: $(STAMP)
 	$(PY) bench/hte.py $(BENCH_FLAGS)
 	$(PY) bench/policy.py
 	$(PY) bench/optimize.py
+
+# Do recommended policies truly keep their guardrails? 108 whole pipeline runs against the simulator's truth.
+bench-guardrails: $(STAMP)
+	$(PY) bench/guardrails.py
 
 clean:
 	rm -rf $(VENV) .pex .pytest_cache build *.egg-info
