@@ -174,22 +174,26 @@ def _to_node(tree: DecisionTreeClassifier, leaf_arm: dict[int, int], encoder: Fe
         if left == -1:
             # a leaf no building unit reaches cannot happen in CART; keep the class vote just in case
             return {"arm": arms[leaf_arm.get(i, int(np.argmax(t.value[i][0])))]}
-        a, b = node(left), node(right)
-        if "arm" in a and a == b:
-            return a  # both sides choose the same arm: the split decides nothing
-        column = encoder.columns[int(t.feature[i])]
-        threshold = float(t.threshold[i])
-        missing_left = bool(t.missing_go_to_left[i])
-        if encoder.kinds[column] == "numeric":
-            return {"feature": column, "op": "<=", "value": threshold, "missing": "left" if missing_left else "right",
-                    "left": a, "right": b}
-        levels = encoder.categories[column]
-        low = [lv for code, lv in enumerate(levels) if code <= threshold]
-        high = [lv for code, lv in enumerate(levels) if code > threshold]
-        # "in" lists the labels of the side missing values do NOT take, so that
-        # labels never seen in training follow missing values, as in training
-        if missing_left:
-            return {"feature": column, "op": "in", "value": high, "missing": "right", "left": b, "right": a}
-        return {"feature": column, "op": "in", "value": low, "missing": "right", "left": a, "right": b}
+        return split_node(encoder, int(t.feature[i]), float(t.threshold[i]), bool(t.missing_go_to_left[i]),
+                          node(left), node(right))
 
     return node(0)
+
+
+def split_node(encoder: FeatureEncoder, feature: int, threshold: float, missing_left: bool, left: dict, right: dict) -> dict:
+    """One ``pex.policy/1`` split on encoded column ``feature`` ("value <= threshold" goes left, categories by
+    their codes), or ``left`` itself when both sides are the same leaf (the split decides nothing)."""
+    if "arm" in left and left == right:
+        return left
+    column = encoder.columns[feature]
+    if encoder.kinds[column] == "numeric":
+        return {"feature": column, "op": "<=", "value": threshold, "missing": "left" if missing_left else "right",
+                "left": left, "right": right}
+    levels = encoder.categories[column]
+    low = [lv for code, lv in enumerate(levels) if code <= threshold]
+    high = [lv for code, lv in enumerate(levels) if code > threshold]
+    # "in" lists the labels of the side missing values do NOT take, so that
+    # labels never seen in training follow missing values, as in training
+    if missing_left:
+        return {"feature": column, "op": "in", "value": high, "missing": "right", "left": right, "right": left}
+    return {"feature": column, "op": "in", "value": low, "missing": "right", "left": left, "right": right}

@@ -38,7 +38,7 @@ Splits are ``x <= t`` (left) at up to ``bins`` thresholds per feature, each the
 midpoint between two distinct observed values near a quantile; categorical
 features are integer codes (:class:`pex.features.FeatureEncoder`) split the
 same way, ``code <= t``, which :func:`to_policy_node` writes as an ``"in"``
-list exactly as :func:`pex.distill._to_node` does for scikit-learn trees.
+list exactly as :func:`pex.distill.split_node` does for scikit-learn trees.
 A split on codes can only cut the category order once, so isolating a level
 in the middle of the order takes two splits (one level of depth).
 """
@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pex.distill import split_node
 from pex.features import FeatureEncoder
 
 MAX_DEPTH = 3
@@ -196,7 +197,7 @@ def to_policy_node(fit_node: dict, encoder: FeatureEncoder, arms: list[str]) -> 
         categorical splits as ``{"op": "in"}`` listing the labels of the side
         missing values do not take, with ``"missing": "right"``, so that labels
         the encoder never saw (NaN codes when fitting) follow missing values, as
-        in :func:`pex.distill._to_node`. Sibling leaves with the same arm are merged.
+        in :func:`pex.distill.split_node`. Sibling leaves with the same arm are merged.
     """
 
     def node(d: dict) -> dict:
@@ -205,21 +206,8 @@ def to_policy_node(fit_node: dict, encoder: FeatureEncoder, arms: list[str]) -> 
             if not 0 <= a < len(arms):
                 raise ValueError(f"leaf arm index {a} is outside the {len(arms)} arm labels given")
             return {"arm": arms[a]}
-        left, right = node(d["left"]), node(d["right"])
-        if "arm" in left and left == right:
-            return left  # the split decides nothing
-        column = encoder.columns[int(d["feature"])]
-        threshold = float(d["threshold"])
-        missing_left = bool(d["missing_left"])
-        if encoder.kinds[column] == "numeric":
-            return {"feature": column, "op": "<=", "value": threshold, "missing": "left" if missing_left else "right",
-                    "left": left, "right": right}
-        levels = encoder.categories[column]
-        low = [lv for code, lv in enumerate(levels) if code <= threshold]
-        high = [lv for code, lv in enumerate(levels) if code > threshold]
-        if missing_left:
-            return {"feature": column, "op": "in", "value": high, "missing": "right", "left": right, "right": left}
-        return {"feature": column, "op": "in", "value": low, "missing": "right", "left": left, "right": right}
+        return split_node(encoder, int(d["feature"]), float(d["threshold"]), bool(d["missing_left"]),
+                          node(d["left"]), node(d["right"]))
 
     return node(fit_node)
 

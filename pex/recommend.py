@@ -170,7 +170,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         return served[key]
 
     def lift(a: Policy, b: Policy) -> tuple[float, float, float]:
-        """How much better ``a`` is than ``b`` on the primary (goal-signed), with its bounds at the family's level."""
+        """How much better ``a`` is than ``b`` on the primary (goal-signed), with bounds adjusted over the certified set."""
         d = ope.difference(estimates[a.name], baseline(b, a.exploration))
         gap = sign * d.value
         return gap, gap - z * d.se, gap + z * d.se

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pex.constrained import served_change
 from pex.guardrail import GuardrailRule, best_certifiable_prefix
 from pex.policy import FORMAT, Policy, PolicyError
 from pex.spec import ExperimentSpec
@@ -226,12 +227,8 @@ def served_changes(signal: dict[tuple[str, str], np.ndarray], metric: str, arms:
                    chosen: np.ndarray, exploration: float) -> np.ndarray:
     """Per unit, the change in ``metric`` the served policy makes (greedy arm ``chosen`` mixed with uniform
     exploration), by a per-unit effect ``signal`` (control 0)."""
-    out = np.zeros(len(chosen))
-    for j, arm in enumerate(arms):
-        if arm != control:
-            s = signal[(metric, arm)]
-            out += (1.0 - exploration) * np.where(chosen == j, s, 0.0) + exploration / len(arms) * s
-    return out
+    by_arm = np.column_stack([np.zeros(len(chosen)) if arm == control else signal[(metric, arm)] for arm in arms])
+    return served_change(by_arm, chosen, exploration)
 
 
 def served_harm(rule: GuardrailRule, signal: dict, arms: list[str], control: str, chosen: np.ndarray,

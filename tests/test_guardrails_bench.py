@@ -184,9 +184,6 @@ def test_main_rejects_an_unknown_scenario(capsys):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-# The run's report.html is drawn too; a chart-layout warning there is the report's concern (its own tests
-# cover it), not a guardrail outcome, so it must not fail this benchmark. Only that message is ignored.
-@pytest.mark.filterwarnings("ignore:constrained_layout not applied:UserWarning")
 def test_recommended_policies_rarely_break_a_guardrail_under_the_truth(tmp_path):
     cases = plan([10_000], 9, DEFAULT_SCENARIOS, seed=100)
     records = run_benchmark(cases, stop_on_error=True)
