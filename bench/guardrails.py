@@ -10,7 +10,11 @@ is known:
 * its true primary gain vs all-control as a share of the constrained oracle's gain (the best
   policy under the truth that keeps every guardrail, :func:`pex.simulate.constrained_oracle`);
   0 when the recommendation keeps control;
-* whether the recommendation said it cannot certify the guardrails, its kind and run time.
+* whether the recommendation said it cannot certify the guardrails, its kind and run time;
+* the certification ceiling (:func:`pex.simulate.certification_ceiling`): the gain to expect, as a
+  share of the oracle's, from testing the oracle's own policies safest first on as many held-out units
+  as the pipeline has, knowing every true effect. No procedure that certifies on those units can be
+  expected to do much better, so it says how much of the gap to the oracle is the price of certifying.
 
 It prints one line per experiment to stderr and, at the end, tables per size and per
 scenario (share truly beyond the limit with a Wilson 95% interval, mean gain share, shares
@@ -32,13 +36,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pex.simulate import SCENARIOS, SimulatedExperiment, constrained_oracle, policy_truth, simulate
+from pex.simulate import SCENARIOS, SimulatedExperiment, certification_ceiling, constrained_oracle, policy_truth, simulate
 
 DEFAULT_SIZES = (10_000, 20_000, 50_000)
 DEFAULT_SCENARIOS = ("segment_harm", "aligned_harm", "notification_cadence")
@@ -64,6 +68,13 @@ class Reference:
 
     sim: SimulatedExperiment
     oracle: dict[str, Any]
+    ceilings: dict[int, dict[str, Any]] = field(default_factory=dict)  # by held-out units
+
+    def ceiling(self, n_eval: int) -> dict[str, Any]:
+        """:func:`pex.simulate.certification_ceiling` for ``n_eval`` held-out units (computed once)."""
+        if n_eval not in self.ceilings:
+            self.ceilings[n_eval] = certification_ceiling(self.sim, n_eval, exploration=self.oracle["exploration"])
+        return self.ceilings[n_eval]
 
 
 def plan(sizes: Sequence[int], per_size: int, scenarios: Sequence[str], seed: int = 0) -> list[Case]:
@@ -109,6 +120,8 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
 
     sim = simulate(case.size, scenario=case.scenario, seed=case.seed)
     spec_path = sim.write(workdir / "exp", name=case.scenario.replace("_", "-"))
+    from pex.pipeline import HOLDOUT
+
     options = {"seed": case.seed, "use_ax": False, **run_options}
     started = time.perf_counter()
     result = pex.run(spec_path, out=workdir / "out", home=workdir / "ws", **options)
@@ -124,6 +137,8 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
         share = truth["gain"] / oracle_gain
     else:  # nothing to gain within the limits (e.g. a null scenario): a share is undefined
         share = math.nan
+    n_eval = int(round(case.size * float(options.get("holdout", HOLDOUT))))
+    ceiling = ref.ceiling(n_eval)["fixed_sequence"] / oracle_gain if oracle_gain > 1e-12 else math.nan
     recommendation = result.summary["recommendation"]
     estimated = next((p.get("guardrails", {}) for p in result.summary["policies"] if p["name"] == policy.name), {})
     return {
@@ -134,7 +149,7 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
         "harm": truth["harm"],
         "limit": {g: truth["metrics"][g]["limit"] for g in truth["harm"]},
         "exceeds": bool(truth["exceeds"]),
-        "gain": truth["gain"], "oracle_gain": oracle_gain, "gain_share": share,
+        "gain": truth["gain"], "oracle_gain": oracle_gain, "gain_share": share, "ceiling_share": ceiling,
         "arm_shares": truth["arm_shares"],
         "estimated_guardrails": estimated,  # the pipeline's own (held-out) view of the same harms, to compare
         "timings": result.summary.get("timings", {}),
@@ -217,10 +232,12 @@ def _row(key: Any, group: list[dict[str, Any]]) -> dict[str, Any]:
     exceed = sum(r["exceeds"] for r in ok)
     low, high = wilson(exceed, n)
     shares = [r["gain_share"] for r in ok if not math.isnan(r["gain_share"])]
+    ceilings = [r["ceiling_share"] for r in ok if not math.isnan(r.get("ceiling_share", math.nan))]
     return {
         "group": key, "experiments": n, "errors": len(group) - n,
         "exceed": exceed, "exceed_share": exceed / n if n else math.nan, "exceed_ci": [low, high],
         "mean_gain_share": float(np.mean(shares)) if shares else math.nan,
+        "mean_ceiling": float(np.mean(ceilings)) if ceilings else math.nan,
         "cannot_certify": sum(r["cannot_certify"] for r in ok) / n if n else math.nan,
         **{c: sum(r["category"] == c for r in ok) / n if n else math.nan for c in CATEGORIES},
         "mean_seconds": float(np.mean([r["seconds"] for r in ok])) if ok else math.nan,
@@ -229,14 +246,14 @@ def _row(key: Any, group: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_table(rows: Sequence[dict[str, Any]], label: str) -> str:
     """The rows of :func:`summarize` as a fixed-width text table."""
-    header = (f"{label:<22}{'n':>5}{'err':>5}  {'exceeds max_harm (95% CI)':<28}{'gain/oracle':>12}{'cannot':>8}"
+    header = (f"{label:<22}{'n':>5}{'err':>5}  {'exceeds max_harm (95% CI)':<28}{'gain/oracle':>12}{'ceiling':>9}{'cannot':>8}"
               f"{'pers':>7}{'arm':>7}{'ctrl':>7}{'sec':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
         lo, hi = r["exceed_ci"]
         exceed = f"{r['exceed']}/{r['experiments']} {r['exceed_share']:.0%} ({lo:.0%}-{hi:.0%})" if r["experiments"] else "-"
         group = f"{r['group']:,}" if isinstance(r["group"], int) else str(r["group"])
-        lines.append(f"{group:<22}{r['experiments']:>5}{r['errors']:>5}  {exceed:<28}{r['mean_gain_share']:>12.2f}"
+        lines.append(f"{group:<22}{r['experiments']:>5}{r['errors']:>5}  {exceed:<28}{r['mean_gain_share']:>12.2f}{r['mean_ceiling']:>9.2f}"
                      f"{r['cannot_certify']:>8.0%}{r['personalized']:>7.0%}{r['arm']:>7.0%}{r['control']:>7.0%}{r['mean_seconds']:>8.1f}")
     return "\n".join(lines)
 
@@ -262,17 +279,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first experiment's seed; the others count up from it")
     ap.add_argument("--truth-units", type=int, default=TRUTH_UNITS, help="size of the fresh draw the truth is measured on")
     ap.add_argument("--out", type=Path, default=None, help="write every record and both tables as JSON")
+    ap.add_argument("--holdout", type=float, default=None,
+                    help="share of units held out for certification (default: the pipeline's own)")
     args = ap.parse_args(argv)
     sizes, per_size = ([10_000], 3) if args.quick else (args.sizes, args.per_size)
     cases = plan(sizes, per_size, args.scenarios, seed=args.seed)
     print(f"{len(cases)} experiments: sizes {', '.join(f'{s:,}' for s in sizes)}, {per_size} per size over "
           f"{', '.join(args.scenarios)}; truth on {args.truth_units:,} fresh units per scenario", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    records = run_benchmark(cases, truth_units=args.truth_units, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    run_options = {} if args.holdout is None else {"holdout": args.holdout}
+    records = run_benchmark(cases, truth_units=args.truth_units, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                            **run_options)
     by_size, by_scenario = summarize(records, "size"), summarize(records, "scenario")
     print(f"\nRecommended policies against the truth ({len(records)} experiments, {time.perf_counter() - started:.0f}s; "
           "exceeds = true harm beyond max_harm on some guardrail; gain/oracle = true primary gain vs all-control as a share "
-          "of the best policy within the limits, 0 when keeping control)\n")
+          "of the best policy within the limits, 0 when keeping control; ceiling = the same share to expect from "
+          "certifying the oracle's own policies on as many held-out units, knowing every true effect)\n")
     print(format_table(by_size, "units"))
     print()
     print(format_table(by_scenario, "scenario"))

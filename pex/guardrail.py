@@ -36,6 +36,9 @@ ALPHA = 0.05  # one-sided: the upper bound is a 95% bound
 LEVEL = 1.0 - ALPHA
 POWER = 0.8  # building stages aim so that a policy whose training harm holds on held-out units passes 80% of the time
 PLANNED_FAMILY = 1  # the held-out test judges each candidate at the full level (fixed-sequence testing, pex.recommend)
+# A ladder of the same policy planned for other powers: safer steps are tested first in the fixed sequence, so a
+# miss at 80% can still certify a safer step, and bolder steps are tried once the default has passed.
+LADDER_POWERS = (0.99, 0.95, 0.9, POWER, 0.65, 0.5)
 
 
 def z_value(alpha: float = ALPHA) -> float:

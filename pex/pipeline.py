@@ -299,6 +299,8 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
         }
         if row.get("screen"):
             entry["screen"] = row["screen"]
+        if "planned_power" in policy.lineage:  # a step of the value policy's ladder
+            entry["planned_power"] = policy.lineage["planned_power"]
         if policy.kind == "constant":
             entry["arm"] = None if policy.exploration >= 1.0 else policy.default_arm
         if "fidelity" in row:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pex.constrained import Constraint, check, choose_constrained
 from pex.distill import DEPTHS, Distillation, distill
-from pex.guardrail import rules_for, z_value
+from pex.guardrail import LADDER_POWERS, POWER, certify_margin, rules_for, z_value
 from pex.errors import DataError, StoreError
 from pex.hte import TRAINING_FILE, EffectModel
 from pex.policy import Policy, constant_policy, uniform_policy
@@ -45,10 +45,11 @@ class BuildOptions:
     depths: tuple[int, ...] = DEPTHS
     min_leaf_share: float = 0.05
     seed: int = 0
+    ladder: bool = True  # also the value policy planned for the other powers of pex.guardrail.LADDER_POWERS
 
     def to_dict(self) -> dict[str, Any]:
         return {"weights": self.weights, "guardrails": self.guardrails, "budget": self.budget, "exploration": self.exploration,
-                "depths": list(self.depths), "min_leaf_share": self.min_leaf_share, "seed": self.seed}
+                "depths": list(self.depths), "min_leaf_share": self.min_leaf_share, "seed": self.seed, "ladder": self.ladder}
 
 
 @dataclass
@@ -180,6 +181,8 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
         name=f"{experiment}-value", spec=spec, model=model, frame=train, fit_id=ctx.record.id, weights=options.weights,
         guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=lineage, effects=oof,
         harm_signal=pseudo, n_eval=ctx.n_eval())
+    ladder = value_ladder(ctx, value, options, lineage=lineage) if options.ladder else []
+    calibrations = {value.name: calibration, **{p.name: info for p, info in ladder}}
     owner_objective = objective_coefficients(spec, train, options.weights, options.guardrails)
     say(f"distilling trees of depth {', '.join(map(str, options.depths))} (leaf arms certifiable on every guardrail)")
     distilled = distill_value_policy(ctx, value, owner_objective, options, name_prefix=experiment, lineage=lineage)
@@ -189,7 +192,7 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     baselines.append(uniform_policy(value.arms, name=f"{experiment}-uniform"))
     for p in baselines:
         p.experiment, p.lineage = experiment, dict(lineage)
-    policies = [*baselines, value, *distilled.trees.values(), learned]
+    policies = [*baselines, value, *(p for p, _info in ladder), *distilled.trees.values(), learned]
     data = ctx.evaluation()
     say(f"evaluating {len(policies)} policies on {data.n:,} held-out units (IPS, SNIPS, DM, DR)")
     rows = compare(policies, data, owner_objective, spec)
@@ -204,12 +207,44 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
             row["fidelity"] = {"depth": depth, "chosen": depth == distilled.chosen_depth,
                                "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
                                "held_out_curve": next(c for c in distilled.curve if c["depth"] == depth)}
-        if policy.kind == "value":
-            row["calibration"] = calibration
+        if policy.name in calibrations:
+            row["calibration"] = calibrations[policy.name]
         row["screen"] = ctx.screen(policy)
         items.append((policy.to_document(), row))
     records = ws.put_policies(experiment, items, fit_id=ctx.record.id)
     return records, report
+
+
+def value_ladder(ctx: FitContext, value: Policy, options: BuildOptions, *, lineage: dict) -> list[tuple[Policy, dict]]:
+    """``value`` re-thresholded for each power of :data:`pex.guardrail.LADDER_POWERS` but the default.
+
+    A step planned for power ``p`` treats the most valuable prefix whose building-units bound, with the margin
+    a held-out test needs to pass with probability ``p`` if that estimate held, is within every limit: steps
+    above 80% are safer than ``value``, those below bolder. The fixed-sequence test of :mod:`pex.recommend`
+    tries them safest first, so the certified step is the boldest the held-out units support, at no cost to
+    the 95% level. Steps that treat the same units as ``value`` or as a safer step are left out. Empty when
+    no guardrail has a limit (there is nothing to certify). Each step comes with its calibration info.
+    """
+    spec = ctx.dataset.spec
+    if not any(m.role == "guardrail" and m.max_harm is not None for m in spec.metrics.values()):
+        return []
+    train = ctx.training_frame()
+    oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
+    seen = {value.value_model["min_score"]}
+    steps: list[tuple[Policy, dict]] = []
+    for power in LADDER_POWERS:
+        if power == POWER:
+            continue
+        policy, info = build_value_policy(
+            name=f"{value.name}-p{round(power * 100)}", spec=spec, model=ctx.model, frame=train, fit_id=ctx.record.id,
+            weights=options.weights, guardrails=options.guardrails, budget=options.budget, exploration=options.exploration,
+            lineage=dict(lineage, ladder_of=value.name, planned_power=power, candidate=True), effects=oof,
+            harm_signal=pseudo, n_eval=ctx.n_eval(), margin=certify_margin(power=power))
+        if policy.value_model["min_score"] in seen:
+            continue
+        seen.add(policy.value_model["min_score"])
+        steps.append((policy, info))
+    return steps
 
 
 def distill_value_policy(ctx: FitContext, value: Policy, owner_objective: dict[str, float], options: BuildOptions, *,

@@ -26,7 +26,9 @@ bound, not its point estimate (:mod:`pex.guardrail`). The rule:
    significantly worse (the bound of "best minus this one" reaches 0), the
    simplest wins: one arm for everyone, then shallower trees, then value models.
    Claims about the chosen policy (its lift over an arm or control) use bounds
-   Bonferroni-adjusted over the certified set, since it was chosen among them.
+   that hold simultaneously over every certified candidate against every
+   certified single arm, since it was chosen among them (one critical value
+   from their joint normal law, :func:`pex.ope.simultaneous_z`).
 5. A personalized policy must beat the best certified single arm (control
    included) by its lower bound; a single arm other than control must beat
    control by its lower bound. Otherwise the simpler option is recommended.
@@ -42,9 +44,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
 from pex import ope
-from pex.guardrail import ALPHA, Harm, z_value
+from pex.guardrail import ALPHA, Harm
 from pex.policy import Policy, constant_policy
 from pex.policy_eval import EvaluationData, action_distribution
 from pex.spec import ExperimentSpec
@@ -150,10 +153,6 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
             break
         certified.append(p)
     untested = [p for p in family if p.name not in judged]
-    # claims about the policy then chosen among the certified (its lift over an arm, over control) hold
-    # simultaneously over that choice: Bonferroni over the certified set
-    alpha = ALPHA / max(len(certified), 1)
-    z = z_value(alpha)
     estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}
 
@@ -168,6 +167,14 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         if key not in served:
             served[key] = contributions(constant_policy(b.arms, b.default_arm, exploration=exploration, name=b.name))
         return served[key]
+
+    # claims about the policy then chosen among the certified (its lift over an arm, over control) hold
+    # simultaneously over that choice: one critical value for every certified candidate against every
+    # certified single arm, from their joint law (max-t; alike candidates make it far tighter than Bonferroni)
+    arms_certified = [control, *(p for p in certified if p.kind == "constant")]
+    z = ope.simultaneous_z([ope.difference(estimates[p.name], baseline(b, p.exploration))
+                            for p in certified for b in arms_certified if b is not p], ALPHA)
+    alpha = 1.0 - float(stats.norm.cdf(z))  # the level each claim is held to on its own
 
     def lift(a: Policy, b: Policy) -> tuple[float, float, float]:
         """How much better ``a`` is than ``b`` on the primary (goal-signed), with bounds adjusted over the certified set."""
@@ -242,7 +249,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     certification = {
         "method": CERTIFICATION, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
         "order": [p.name for p in family], "tested": list(judged), "untested": [p.name for p in untested],
-        "lift_level": 1.0 - alpha,
+        "lift_level": 1.0 - alpha, "lift_method": "max-t over the certified candidates and single arms",
         "screened_out": [p.name for p in screened_out], "certified": [p.name for p in certified],
         "rows": "held-out units (no model, reward model or policy-building step used them)",
         "text": ("Certified means: on held-out units, each guardrail's one-sided 95% upper bound of harm is within its "

@@ -19,6 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from pex import report_charts as charts
+from pex.guardrail import POWER
 
 LEARNER_NAMES = {"s": "S-learner", "t": "T-learner", "x": "X-learner", "dr": "DR-learner", "r": "R-learner",
                  "ensemble": "ensemble", "causal_forest": "causal forest"}
@@ -326,7 +327,8 @@ def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: s
         units = (f"The numbers in this box come from {rows}. The {fmt_num(k)} candidate{'s' if k != 1 else ''} that passed "
                  f"the building-units screen were tested there one at a time, safest first, each guardrail at the one-sided "
                  f"{level} level, stopping at the first that failed (fixed-sequence testing); value and lift bounds are "
-                 f"one-sided {lift_level}, adjusted for choosing among the certified policies.")
+                 f"one-sided {lift_level}, so that they hold for every certified policy at once (the choice among them "
+                 "is paid for).")
     else:
         units = (f"The numbers in this box come from {rows}. No candidate passed the building-units screen, so none "
                  "was tested there and the recommendation falls back to control.")
@@ -517,6 +519,9 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
             detail = f"everyone: {p['arm']}" if p.get("arm") else "random arm"
         elif kind == "value":
             detail = "value model"
+            if _ok(p.get("planned_power")):
+                detail += f", bolder (planned to pass {p['planned_power']:.0%} of the time)" if p["planned_power"] < POWER else \
+                          f", safer (planned to pass {p['planned_power']:.0%} of the time)"
         rows.append({
             "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail,
             "recommended": name == recommended, "status": _status(p, s, cert),

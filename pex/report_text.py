@@ -382,7 +382,8 @@ def render_recommendation(summary: dict) -> str:
             out.append(f"  numbers from {rows}; {k} candidate{'s' if k != 1 else ''} tested one at a time, safest first, "
                        f"each guardrail one-sided at {cert.get('level', 0.95):.0%}, stopping at the first failure "
                        f"(fixed-sequence testing); value and lift bounds one-sided at "
-                       f"{cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%"))
+                       f"{cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%")
+                       + ", so they hold for every certified candidate at once")
         else:
             out.append(f"  numbers from {rows}; no candidate passed the building-units screen, so none was tested on them")
         primary = rec.get("primary") or "the primary metric"

@@ -549,6 +549,67 @@ class _GuardrailTruth:
         return self.sign * change / self.scale
 
 
+@dataclass
+class _OracleFamily:
+    """The truth's Lagrangian policies: per unit, the arm maximising its true primary effect minus
+    ``lambda`` times its true guardrail harms (each normalised by its limit), served with exploration."""
+
+    n: int
+    k: int
+    c: int
+    exploration: float
+    effect: np.ndarray  # (n, k): goal-signed true primary effect vs control
+    contributions: dict[str, np.ndarray]  # guardrail -> (n, k): a policy's harm is the mean of its chosen entries
+    limits: dict[str, float]
+    penalty: np.ndarray  # (n, k): sum over guardrails of contribution / limit
+
+    @classmethod
+    def of(cls, sim: SimulatedExperiment, exploration: float) -> _OracleFamily:
+        if not 0.0 <= exploration <= 1.0:
+            raise ValueError(f"exploration must be in [0, 1], got {exploration}")
+        n, k = len(sim.data), len(sim.arms)
+        c = sim.arms.index(sim.control)
+        sign = 1.0 if sim.metrics[sim.primary]["goal"] == "increase" else -1.0
+        table = expected_matrix(sim, sim.primary)
+        contributions: dict[str, np.ndarray] = {}
+        limits: dict[str, float] = {}
+        penalty = np.zeros((n, k))
+        for g in sim.guardrails:
+            table_g = expected_matrix(sim, g)
+            rule = _GuardrailTruth.of(sim.metrics[g], float(table_g[:, c].mean()))
+            contributions[g] = rule.harm(table_g - table_g[:, [c]])
+            limits[g] = rule.limit
+            # A zero (absolute) limit gives no scale; the bisection over lambda finds it instead.
+            penalty += contributions[g] / (rule.limit if rule.limit > 0 else 1.0)
+        return cls(n=n, k=k, c=c, exploration=float(exploration), effect=sign * (table - table[:, [c]]),
+                   contributions=contributions, limits=limits, penalty=penalty)
+
+    def served(self, greedy: np.ndarray) -> np.ndarray:
+        probs = np.full((self.n, self.k), self.exploration / self.k)
+        probs[np.arange(self.n), greedy] += 1.0 - self.exploration
+        return probs
+
+    def harms(self, probs: np.ndarray) -> dict[str, float]:
+        return {g: float((probs * self.contributions[g]).sum(axis=1).mean()) for g in self.contributions}
+
+    def keeps(self, probs: np.ndarray) -> bool:
+        h = self.harms(probs)
+        return all(h[g] <= self.limits[g] + TOLERANCE for g in h)
+
+    def greedy(self, lam: float) -> np.ndarray:
+        score = self.effect - lam * self.penalty
+        best = np.argmax(score, axis=1)
+        # control scores exactly 0; ties go to control, so "no better arm" never treats
+        return np.where(score[np.arange(self.n), best] > score[:, self.c], best, self.c)
+
+    def gain(self, probs: np.ndarray) -> float:
+        return float((probs * self.effect).sum(axis=1).mean())
+
+    def lambda_scale(self) -> float:
+        """The lambda at which an average effect and an average limit-sized harm weigh the same."""
+        return max(float(np.abs(self.effect).mean()), 1e-12) / max(float(np.abs(self.penalty).mean()), 1e-12)
+
+
 def constrained_oracle(sim: SimulatedExperiment, exploration: float = 0.05) -> dict[str, Any]:
     """The best policy under the truth whose true harm on every guardrail is within its limit.
 
@@ -582,42 +643,9 @@ def constrained_oracle(sim: SimulatedExperiment, exploration: float = 0.05) -> d
         ``truth`` (:func:`distribution_truth` of the served policy) and ``probabilities``
         (n_units, n_arms), the served policy.
     """
-    if not 0.0 <= exploration <= 1.0:
-        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
-    n, k = len(sim.data), len(sim.arms)
-    c = sim.arms.index(sim.control)
-    primary = sim.primary
-    sign = 1.0 if sim.metrics[primary]["goal"] == "increase" else -1.0
-    table = expected_matrix(sim, primary)
-    effect = sign * (table - table[:, [c]])
-    contributions: dict[str, np.ndarray] = {}  # per unit and arm; a policy's harm is the mean of its chosen entries
-    limits: dict[str, float] = {}
-    penalty = np.zeros((n, k))
-    for g in sim.guardrails:
-        table = expected_matrix(sim, g)
-        rule = _GuardrailTruth.of(sim.metrics[g], float(table[:, c].mean()))
-        contributions[g] = rule.harm(table - table[:, [c]])
-        limits[g] = rule.limit
-        # A zero (absolute) limit gives no scale; the bisection over lambda finds it instead.
-        penalty += contributions[g] / (rule.limit if rule.limit > 0 else 1.0)
-
-    def served(greedy: np.ndarray) -> np.ndarray:
-        probs = np.full((n, k), exploration / k)
-        probs[np.arange(n), greedy] += 1.0 - exploration
-        return probs
-
-    def harms(probs: np.ndarray) -> dict[str, float]:
-        return {g: float((probs * contributions[g]).sum(axis=1).mean()) for g in contributions}
-
-    def keeps(probs: np.ndarray) -> bool:
-        h = harms(probs)
-        return all(h[g] <= limits[g] + TOLERANCE for g in h)
-
-    def greedy(lam: float) -> np.ndarray:
-        score = effect - lam * penalty
-        best = np.argmax(score, axis=1)
-        # control scores exactly 0; ties go to control, so "no better arm" never treats
-        return np.where(score[np.arange(n), best] > score[:, c], best, c)
+    family = _OracleFamily.of(sim, exploration)
+    n, c = family.n, family.c
+    served, harms, keeps, greedy = family.served, family.harms, family.keeps, family.greedy
 
     all_control = served(np.full(n, c))
     result: dict[str, Any] = {"exploration": float(exploration), "mix": 0.0}
@@ -631,7 +659,7 @@ def constrained_oracle(sim: SimulatedExperiment, exploration: float = 0.05) -> d
         lam, probs = 0.0, probs_lo
     else:
         # lambda at which an average effect and an average limit-sized harm weigh the same, doubled until feasible
-        hi = max(float(np.abs(effect).mean()), 1e-12) / max(float(np.abs(penalty).mean()), 1e-12)
+        hi = family.lambda_scale()
         probs_hi = served(greedy(hi))
         for _ in range(200):
             if keeps(probs_hi):
@@ -657,16 +685,135 @@ def constrained_oracle(sim: SimulatedExperiment, exploration: float = 0.05) -> d
         t = 1.0
         for g in h_lo:
             if h_lo[g] > h_hi[g]:
-                t = min(t, (limits[g] - h_hi[g]) / (h_lo[g] - h_hi[g]))
+                t = min(t, (family.limits[g] - h_hi[g]) / (h_lo[g] - h_hi[g]))
         t = float(np.clip(t, 0.0, 1.0))
-        gain_lo = float((probs_lo * effect).sum(axis=1).mean())
-        gain_hi = float((probs_hi * effect).sum(axis=1).mean())
+        gain_lo, gain_hi = family.gain(probs_lo), family.gain(probs_hi)
         if t > 0.0 and gain_lo > gain_hi:
             probs = t * probs_lo + (1.0 - t) * probs_hi
             result["mix"] = t
     truth = distribution_truth(probs, sim)
     return {**result, "gain": truth["gain"], "harm": truth["harm"], "feasible": True, "lambda": lam,
             "arm_shares": truth["arm_shares"], "truth": truth, "probabilities": probs}
+
+
+def oracle_policy(sim: SimulatedExperiment, lam: float, exploration: float = 0.05) -> np.ndarray:
+    """Served arm probabilities (n_units, n_arms) of the truth's Lagrangian policy with multiplier ``lam`` on the
+    units of ``sim``: the policies :func:`constrained_oracle` and :func:`certification_ceiling` search over."""
+    family = _OracleFamily.of(sim, exploration)
+    return family.served(family.greedy(float(lam)))
+
+
+def certification_ceiling(sim: SimulatedExperiment, n_eval: int, exploration: float = 0.05, alpha: float = 0.05,
+                          steps: int = 60, draws: int = 4000, seed: int = 0) -> dict[str, Any]:
+    """The most primary gain to expect from policies that must be *certified* on ``n_eval`` units.
+
+    A policy is certified when, on ``n_eval`` units that played no part in choosing it, the one-sided
+    ``1 - alpha`` upper bound of each guardrail's harm is within its limit (:mod:`pex.guardrail`).
+    Even knowing every unit's true effects, a policy whose harm sits at the limit passes only
+    ``alpha`` of the time, so the constrained oracle's gain is out of reach of any honest procedure;
+    this is the reference that is not. It takes the oracle's own path of policies (per unit, the arm
+    maximising true primary effect minus ``lambda`` times true harm, served with ``exploration``; up to
+    ``steps`` of them, from all-control to the unconstrained best) and gives each guardrail harm its
+    smallest possible standard error on ``n_eval`` units, the semiparametric efficiency bound of a
+    randomized experiment with the scenario's allocation, which doubly-robust estimation with the true
+    outcome models attains:
+
+        Var = Var_x(sum_a w_a(x) mu_a(x)) + E_x[sum_a w_a(x)^2 sigma_a^2(x) / p_a],  w = pi - control.
+
+    Two references come out of it:
+
+    * ``single_test``: the best ``P(pass) * gain`` of one policy tested once (normal estimate, the
+      smallest pass probability over guardrails);
+    * ``fixed_sequence``: the expected gain when the whole path is tested safest first, each at the
+      full level, keeping the last policy before the first failure (fixed-sequence testing, as
+      :mod:`pex.recommend` does): the estimates along the path are drawn ``draws`` times from their
+      joint normal law (covariances as above, from up to 40,000 of the units).
+
+    The control mean's own error (the delta-method term) is left out, which can only flatter both.
+
+    Returns
+    -------
+    dict
+        ``single_test`` and ``fixed_sequence`` (expected gains per unit, 0 when only control can be
+        certified), ``best_single`` (the single test's policy: ``gain``, ``harm`` and ``se`` per
+        guardrail, ``p_pass``, ``treated_share``, ``lambda``: the path's multiplier, so :func:`oracle_policy`
+        rebuilds it on other units), ``steps`` (path policies used) and ``n_eval``.
+    """
+    from scipy.stats import norm
+
+    if n_eval < 1:
+        raise ValueError(f"n_eval must be at least 1, got {n_eval}")
+    family = _OracleFamily.of(sim, exploration)
+    shares = np.array([sim.allocation[a] for a in sim.arms], dtype=float)
+    shares /= shares.sum()
+    scales, noise = {}, {}  # per guardrail: |control mean| (or 1), and (n, k) outcome variance per unit and arm
+    for g in sim.guardrails:
+        table = expected_matrix(sim, g)
+        scales[g] = _GuardrailTruth.of(sim.metrics[g], float(table[:, family.c].mean())).scale
+        if sim.metrics[g]["kind"] == "binary":
+            noise[g] = table * (1.0 - table)
+        else:
+            realised = np.column_stack([sim.truth.outcomes[g][a] for a in sim.arms])
+            noise[g] = np.broadcast_to((realised - table).var(axis=0), table.shape)
+
+    path: list[np.ndarray] = []  # greedy arms, safest (all control) first
+    path_lambdas: list[float] = []
+    for lam in [*(family.lambda_scale() * np.geomspace(1e4, 1e-4, 801)), 0.0]:
+        greedy = family.greedy(float(lam))
+        if not path or not np.array_equal(greedy, path[-1]):
+            path.append(greedy)
+            path_lambdas.append(float(lam))
+    # evenly spaced in gain, where it matters, rather than in lambda
+    path_gains = np.array([family.gain(family.served(g)) for g in path])
+    targets = np.linspace(path_gains.min(), path_gains.max(), max(2, steps))
+    keep = np.unique(np.concatenate([[0], np.abs(path_gains[None, :] - targets[:, None]).argmin(axis=1)]))
+    keep = keep[np.argsort(path_gains[keep], kind="stable")]
+    policies = [family.served(path[i]) for i in keep]
+    gains = path_gains[keep]
+    guardrails = list(family.contributions)
+    rows = np.random.default_rng(seed).permutation(family.n)[:40_000]
+    harm = np.zeros((len(guardrails), len(policies)))
+    changes = np.zeros((len(guardrails), len(policies), len(rows)))  # per unit, relative to the scale
+    weights = []
+    for j, probs in enumerate(policies):
+        w = probs.copy()
+        w[:, family.c] -= 1.0
+        weights.append(w[rows])
+        for i, g in enumerate(guardrails):
+            change = (w * family.contributions[g]).sum(axis=1)
+            harm[i, j] = float(change.mean())
+            changes[i, j] = change[rows]
+    flat = changes.reshape(-1, len(rows))
+    cov = np.cov(flat) if flat.shape[0] > 1 else np.atleast_2d(flat.var(ddof=1))
+    size = len(policies)
+    for i, g in enumerate(guardrails):  # the outcome noise, within each guardrail (simulated metrics draw their noise apart)
+        per_arm = noise[g][rows] / shares / scales[g] ** 2
+        for j in range(size):
+            for k in range(j, size):
+                cov[i * size + j, i * size + k] += float((weights[j] * weights[k] * per_arm).sum(axis=1).mean())
+                cov[i * size + k, i * size + j] = cov[i * size + j, i * size + k]
+    cov /= n_eval
+    se = np.sqrt(np.diag(cov)).reshape(len(guardrails), size)
+    limits = np.array([family.limits[g] for g in guardrails])[:, None]
+    z = float(norm.ppf(1.0 - alpha))
+
+    p_pass = norm.cdf((limits - harm) / np.maximum(se, 1e-300) - z).min(axis=0)
+    best = int(np.argmax(p_pass * gains))
+    single = float(max(p_pass[best] * gains[best], 0.0))
+
+    values, vectors = np.linalg.eigh(cov)
+    root = vectors * np.sqrt(np.clip(values, 0.0, None))
+    estimates = harm.reshape(-1) + np.random.default_rng(seed + 1).standard_normal((draws, len(values))) @ root.T
+    passed = (estimates.reshape(draws, len(guardrails), size) + z * se <= limits).all(axis=1)
+    first_fail = np.where(passed.all(axis=1), size, np.argmin(passed, axis=1))
+    kept = np.where(first_fail > 0, gains[np.maximum(first_fail - 1, 0)], 0.0)
+    return {
+        "single_test": single, "fixed_sequence": float(max(kept.mean(), 0.0)), "n_eval": int(n_eval), "steps": size,
+        "best_single": {"gain": float(gains[best]), "p_pass": float(p_pass[best]), "lambda": path_lambdas[keep[best]],
+                        "harm": {g: float(harm[i, best]) for i, g in enumerate(guardrails)},
+                        "se": {g: float(se[i, best]) for i, g in enumerate(guardrails)},
+                        "treated_share": float(1.0 - policies[best][:, family.c].mean())},
+    }
 
 
 def _logit_inv(z: np.ndarray) -> np.ndarray:

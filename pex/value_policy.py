@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from pex.constrained import served_change
-from pex.guardrail import GuardrailRule, best_certifiable_prefix
+from pex.guardrail import GuardrailRule, best_certifiable_prefix, certify_margin
 from pex.policy import FORMAT, Policy, PolicyError
 from pex.spec import ExperimentSpec
 
@@ -133,6 +133,7 @@ def build_value_policy(
     effects: dict[tuple[str, str], np.ndarray] | None = None,
     harm_signal: dict[tuple[str, str], np.ndarray] | None = None,
     n_eval: int | None = None,
+    margin: float | None = None,
 ) -> tuple[Policy, dict[str, Any]]:
     """The value-model policy over ``model``'s effects, calibrated on the units of ``frame``.
 
@@ -146,7 +147,8 @@ def build_value_policy(
     signal of the effect that the decision did not see measures the harm of
     the selected units without that optimism. Returns the policy and what the
     calibration predicts for those units (share treated, arm shares, each
-    guardrail's relative harm).
+    guardrail's relative harm). ``margin`` is how many standard errors the
+    certifiable bound adds (:func:`pex.guardrail.certify_margin` by default).
     """
     if budget is not None and not 0.0 <= budget <= 1.0:
         raise PolicyError(f"budget must be a share from 0 to 1, got {budget}", "e.g. --budget 0.3: at most 30% of units get a non-control arm")
@@ -197,7 +199,7 @@ def build_value_policy(
     certified: dict[str, Any] = {}
     if harm_signal is not None and any(r.max_harm is not None for r in rules.values()):
         min_score, certified = _certifiable_threshold(
-            metrics, rules, effects, harm_signal, arms, control, min_score, exploration, n_eval or n)
+            metrics, rules, effects, harm_signal, arms, control, min_score, exploration, n_eval or n, margin)
         for metric in rails:
             rails[metric]["met"] = certified["met"].get(metric, True)
     chosen = decide(min_score)
@@ -216,7 +218,8 @@ def build_value_policy(
         "predicted_guardrail_harm": {m: harm(m, chosen) for m in rails},
         "guardrail_harm_measured_by": "doubly-robust pseudo-outcomes" if harm_signal is not None else "predicted effects",
         **({"estimated_guardrail_harm": certified["harm"], "estimated_guardrail_harm_se": certified["se"],
-            "certifiable_bound": certified["bound"], "certify_for_units": certified["n_eval"]} if certified else {}),
+            "certifiable_bound": certified["bound"], "certify_for_units": certified["n_eval"],
+            "certify_margin": certified["margin"]} if certified else {}),
         "penalties": {m: r["penalty"] for m, r in rails.items()},
         "min_score": float(min_score),
     }
@@ -238,7 +241,8 @@ def served_harm(rule: GuardrailRule, signal: dict, arms: list[str], control: str
 
 
 def _certifiable_threshold(metrics: dict, rules: dict[str, GuardrailRule], effects: dict, signal: dict, arms: list[str],
-                           control: str, min_score: float, exploration: float, n_eval: int) -> tuple[float, dict]:
+                           control: str, min_score: float, exploration: float, n_eval: int,
+                           margin: float | None = None) -> tuple[float, dict]:
     """The score bar treating the ranked prefix with the most objective value whose certifiable harm bound is
     within every limit (:func:`pex.guardrail.best_certifiable_prefix`), and what that prefix measures."""
     n, ctrl = len(next(iter(signal.values()))), arms.index(control)
@@ -262,18 +266,19 @@ def _certifiable_threshold(metrics: dict, rules: dict[str, GuardrailRule], effec
                 treated += np.where(best_arm == j, signal[(m, arm)], 0.0)
                 uniform += signal[(m, arm)] / len(arms)
         constraints.append((rule, (1.0 - exploration) * treated[order], exploration * uniform[order]))
-    count = best_certifiable_prefix(gain[order], constraints, n_eval=n_eval, max_count=eligible)
+    margin = certify_margin() if margin is None else float(margin)
+    count = best_certifiable_prefix(gain[order], constraints, n_eval=n_eval, max_count=eligible, margin=margin)
     count = int(count)
     bar = float(best[order[count]]) if count < n else min_score
     new_min = max(min_score, bar) if count < eligible else min_score
     if count == 0:
         new_min = max(min_score, float(best.max()))
     chosen = np.where(best > new_min, best_arm, ctrl)
-    out: dict[str, Any] = {"harm": {}, "se": {}, "bound": {}, "met": {}, "n_eval": int(n_eval)}
+    out: dict[str, Any] = {"harm": {}, "se": {}, "bound": {}, "met": {}, "n_eval": int(n_eval), "margin": margin}
     for m, rule in rules.items():
         estimate, se = served_harm(rule, signal, arms, control, chosen, exploration)
         out["harm"][m], out["se"][m] = estimate, se
-        out["bound"][m] = rule.certifiable(estimate, se, n, n_eval)
+        out["bound"][m] = rule.certifiable(estimate, se, n, n_eval, margin)
         out["met"][m] = bool(out["bound"][m] <= rule.limit)
     return float(new_min), out
 

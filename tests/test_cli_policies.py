@@ -24,6 +24,7 @@ from conftest import N_UNITS, CliResult, snapshot
 
 from pex.cli import main
 from pex.data import read_table
+from pex.guardrail import LADDER_POWERS, POWER
 from pex.policy import FORMAT, Policy, PolicyError
 from pex.simulate import simulate
 from pex.split import evaluation_mask
@@ -35,6 +36,17 @@ ARMS = ["control", "daily", "weekly"]
 METRICS = ["sessions", "converted", "unsubscribes"]
 TREES = [f"exp-tree-d{d}" for d in (1, 2, 3, 4)]
 NAMES = ["exp-all-control", "exp-all-daily", "exp-all-weekly", "exp-uniform", "exp-value", *TREES, "exp-policy-tree"]
+# the value policy's ladder (pex.guardrail.LADDER_POWERS but the default); steps that treat the same units are left out
+LADDER = [f"exp-value-p{round(p * 100)}" for p in LADDER_POWERS if p != POWER]
+
+
+def standard_set(names: list[str]) -> list[str]:
+    """``names`` without the ladder steps, after checking those that are there sit right after the value policy."""
+    steps = [n for n in names if n in LADDER]
+    assert steps == [n for n in LADDER if n in steps]
+    at = names.index("exp-value")
+    assert names[at + 1:at + 1 + len(steps)] == steps
+    return [n for n in names if n not in LADDER]
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
 
 
@@ -133,9 +145,12 @@ def test_policies_builds_and_lists_the_standard_set(ws):
     assert "held-out units that no model saw" in r.out and "Distilled trees" in r.out
 
     assert ws.listing["fit"] == ws.fit_id
-    assert [p["name"] for p in ws.listing["policies"]] == NAMES
+    listed = [p["name"] for p in ws.listing["policies"]]
+    assert standard_set(listed) == NAMES
+    assert any(n in LADDER for n in listed)  # the guardrail binds here: some step differs from the value policy
     kinds = {p["name"]: p["kind"] for p in ws.listing["policies"]}
-    assert kinds == {**{n: "constant" for n in NAMES[:4]}, "exp-value": "value", **{t: "tree" for t in TREES}, "exp-policy-tree": "tree"}
+    assert kinds == {**{n: "constant" for n in NAMES[:4]}, "exp-value": "value", **{t: "tree" for t in TREES}, "exp-policy-tree": "tree",
+                     **{n: "value" for n in listed if n in LADDER}}
     for p in ws.listing["policies"]:
         assert p["experiment"] == "exp" and p["fit_id"] == ws.fit_id and p["version"] == 1
         doc = p["document"]
@@ -190,12 +205,13 @@ def rebuilt(ws, tmp_path_factory) -> Rebuilt:
 def test_second_call_does_not_build_again_and_rebuild_makes_version_2(ws, rebuilt):
     assert ws.listing["built"] is False and ws.listing["report"] is None  # the fixture's second call
     assert rebuilt.again["built"] is False and rebuilt.unchanged
-    assert [(p["name"], p["version"]) for p in rebuilt.again["policies"]] == [(n, 1) for n in NAMES]
+    assert [(p["name"], p["version"]) for p in rebuilt.again["policies"] if p["name"] not in LADDER] == [(n, 1) for n in NAMES]
 
     assert rebuilt.rebuilt["built"] is True and rebuilt.rebuilt["report"]["fit"] == ws.fit_id
-    assert [(p["name"], p["version"], p["document"]["version"]) for p in rebuilt.rebuilt["policies"]] == [(n, 2, 2) for n in NAMES]
+    assert [(p["name"], p["version"], p["document"]["version"]) for p in rebuilt.rebuilt["policies"]
+            if p["name"] not in LADDER] == [(n, 2, 2) for n in NAMES]
     assert rebuilt.latest["built"] is False
-    assert [(p["name"], p["version"]) for p in rebuilt.latest["policies"]] == [(n, 2) for n in NAMES]
+    assert [(p["name"], p["version"]) for p in rebuilt.latest["policies"] if p["name"] not in LADDER] == [(n, 2) for n in NAMES]
     with Workspace(rebuilt.home, create=False) as w:
         assert w.get_policy("exp-tree-d2", version=1).document == ws.document("exp-tree-d2")
         assert w.get_policy("exp-tree-d2").version == 2

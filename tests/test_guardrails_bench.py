@@ -162,7 +162,7 @@ def test_category_of_a_recommendation():
 def test_summaries_and_tables_from_records():
     def record(size: int, scenario: str, exceeds: bool, share: float, kind: str) -> dict:
         return {"size": size, "scenario": scenario, "seed": 0, "seconds": 10.0, "exceeds": exceeds, "gain_share": share,
-                "cannot_certify": kind == "control", "category": kind}
+                "cannot_certify": kind == "control", "category": kind, "ceiling_share": 0.6 if scenario == "a" else 0.2}
 
     records = [record(10_000, "a", True, 0.5, "personalized"), record(10_000, "b", False, 0.0, "control"),
                record(20_000, "a", False, math.nan, "arm"), {"size": 20_000, "scenario": "b", "seed": 1, "error": "boom"}]
@@ -170,6 +170,7 @@ def test_summaries_and_tables_from_records():
     assert rows[10_000]["experiments"] == 2 and rows[10_000]["exceed"] == 1 and rows[10_000]["mean_gain_share"] == 0.25
     assert rows[20_000]["errors"] == 1 and rows[20_000]["arm"] == 1.0 and math.isnan(rows[20_000]["mean_gain_share"])
     assert rows["all"]["experiments"] == 3 and rows["all"]["cannot_certify"] == pytest.approx(1 / 3)
+    assert rows[10_000]["mean_ceiling"] == pytest.approx(0.4) and rows[20_000]["mean_ceiling"] == pytest.approx(0.6)
     table = format_table(list(rows.values()), "units")
     assert "10,000" in table and "1/2 50%" in table and table.count("\n") == 4
 
@@ -232,3 +233,6 @@ def test_run_case_records_one_experiment_without_the_pipeline(monkeypatch, tmp_p
     assert record["category"] == "personalized" and not record["cannot_certify"] and not record["exceeds"]
     assert record["gain_share"] == pytest.approx(policy_truth(policy, ref.sim)["gain"] / ref.oracle["gain"])
     assert 0.5 < record["gain_share"] < 0.85  # the depth-1 tree gets about two thirds of the oracle
+    # certifying on 500 held-out units costs much of the oracle's gain, even knowing the truth
+    assert record["ceiling_share"] == pytest.approx(ref.ceiling(500)["fixed_sequence"] / ref.oracle["gain"])
+    assert 0.0 < record["ceiling_share"] < 0.8

@@ -683,7 +683,8 @@ def test_text_recommendation_says_what_certified_means(summary):
     assert lines[0] == "Recommendation: " + rec["headline"]
     assert cert["text"] in text and cert["rows"] in text
     if cert["k"]:
-        assert f"simultaneous over {cert['k']} candidate" in text and "Bonferroni" in text
+        assert f"{cert['k']} candidate{'s' if cert['k'] != 1 else ''} tested one at a time" in text
+        assert "fixed-sequence testing" in text and "hold for every certified candidate at once" in text
     for reason in rec["reasons"]:
         assert reason in text
 

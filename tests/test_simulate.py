@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pex.policy import Policy, constant_policy
-from pex.simulate import (ARMS, DEFAULT_ALLOCATION, METRICS, SimulatedExperiment, constrained_oracle, policy_truth,
-                          population_ate, simulate)
+from pex.simulate import (ARMS, DEFAULT_ALLOCATION, METRICS, SimulatedExperiment, certification_ceiling, constrained_oracle,
+                          expected_matrix, oracle_policy, policy_truth, population_ate, simulate)
 
 
 def test_observed_outcomes_are_the_assigned_arms_potential_outcomes(sim):
@@ -171,3 +171,43 @@ def test_aligned_harm_best_policy_within_the_limit_treats_a_middle_slice(aligned
     assert treated[lift > np.quantile(lift, 0.9)].mean() < 0.05  # not the top gainers ...
     assert treated[lift < 0].mean() < 0.05  # ... nor those who lose
     assert treated[(lift > np.quantile(lift, 0.3)) & (lift < np.quantile(lift, 0.6))].mean() > 0.95
+
+
+# -- certification_ceiling ----------------------------------------------------------------
+
+
+def test_certification_ceiling_standard_error_is_what_dr_with_true_models_attains(segment):
+    """The ceiling's standard error (the efficiency bound) against the spread of doubly-robust harm estimates with
+    the true outcome models over 300 fresh experiments of the same size, for the policy it picked."""
+    n_eval = 3_000
+    ceiling = certification_ceiling(segment, n_eval)
+    best = ceiling["best_single"]
+    assert 0.0 < best["treated_share"] < 1.0  # a personalized policy, not a corner
+    estimates = []
+    for seed in range(300):
+        sim = simulate(n_eval, scenario="segment_harm", seed=10_000 + seed)
+        probs = oracle_policy(sim, best["lambda"])
+        mu = expected_matrix(sim, "complaints")
+        arm = np.array([sim.arms.index(a) for a in sim.data["arm"]])
+        p = np.array([sim.allocation[a] for a in sim.arms])
+        y = sim.data["complaints"].to_numpy(dtype=float)
+        scores = mu.copy()  # doubly-robust score of every arm per unit
+        rows = np.arange(len(y))
+        scores[rows, arm] += (y - mu[rows, arm]) / p[arm]
+        change = (probs * scores).sum(axis=1) - scores[:, 0]
+        estimates.append(change.mean() / mu[:, 0].mean())
+    estimates = np.array(estimates)
+    assert np.std(estimates, ddof=1) == pytest.approx(best["se"]["complaints"], rel=0.15)
+    assert np.mean(estimates) == pytest.approx(best["harm"]["complaints"], abs=3 * best["se"]["complaints"] / np.sqrt(300))
+
+
+def test_certification_ceiling_grows_with_the_units_and_stays_below_the_oracle(segment):
+    oracle = constrained_oracle(segment, exploration=0.05)["gain"]
+    small, large, huge = (certification_ceiling(segment, n) for n in (2_000, 20_000, 5_000_000))
+    for c in (small, large, huge):
+        assert 0.0 <= c["single_test"] <= oracle * 1.001 and 0.0 <= c["fixed_sequence"] <= oracle * 1.001
+        # testing the path safest first keeps at least what one test of its best policy would (up to draw noise)
+        assert c["fixed_sequence"] >= c["single_test"] - 0.02 * oracle
+    assert small["fixed_sequence"] < large["fixed_sequence"] < huge["fixed_sequence"]
+    assert huge["fixed_sequence"] > 0.95 * oracle  # with unlimited units certifying costs (almost) nothing
+    assert small["fixed_sequence"] < 0.8 * oracle  # with few it costs a lot: the oracle itself is out of reach
