@@ -152,6 +152,8 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
         "gain": truth["gain"], "oracle_gain": oracle_gain, "gain_share": share, "ceiling_share": ceiling,
         "arm_shares": truth["arm_shares"],
         "estimated_guardrails": estimated,  # the pipeline's own (held-out) view of the same harms, to compare
+        "certification": {k: (recommendation.get("certification") or {}).get(k, [])
+                          for k in ("order", "certified", "untested", "screened_out")},
         "timings": result.summary.get("timings", {}),
     }
 
