@@ -21,7 +21,10 @@ delta method.
 Certification needs units that played no part in choosing the policy; the
 stages that build policies therefore aim at a *certifiable* bound: the harm
 they measure on their own units plus the margin the bound will need on the
-held-out units (:meth:`GuardrailRule.certifiable`).
+held-out units (:meth:`GuardrailRule.certifiable`). That margin is planned for
+a pass probability (:data:`POWER`); the value policy is also built for the
+other :data:`LADDER_POWERS`, and the recommendation tests those steps safest
+first, so the held-out units decide how bold a step they support.
 """
 
 from __future__ import annotations

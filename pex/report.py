@@ -512,18 +512,19 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
         if p.get("best_arm"):
             best_arms.add(p["best_arm"])
         kind = p.get("kind", "")
-        detail = kind
+        detail, detail_title = kind, ""
         if kind == "tree":
             detail = f"tree, depth {p.get('complexity')}"
         elif kind == "constant":
             detail = f"everyone: {p['arm']}" if p.get("arm") else "random arm"
         elif kind == "value":
             detail = "value model"
-            if _ok(p.get("planned_power")):
-                detail += f", bolder (planned to pass {p['planned_power']:.0%} of the time)" if p["planned_power"] < POWER else \
-                          f", safer (planned to pass {p['planned_power']:.0%} of the time)"
+            if _ok(p.get("planned_power")):  # a ladder step: the long form goes in the tooltip, the table stays narrow
+                detail = "value, bolder step" if p["planned_power"] < POWER else "value, safer step"
+                detail_title = (f"the value policy re-thresholded so that its held-out test would pass "
+                                f"{p['planned_power']:.0%} of the time if its building-units harm held (the default plans for {POWER:.0%})")
         rows.append({
-            "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail,
+            "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail, "detail_title": detail_title,
             "recommended": name == recommended, "status": _status(p, s, cert),
             # three digits for the interval ends keep this wide table within the page
             "vals": [_value_cell(value.get(m["name"]), sig=3) for m in metrics],
