@@ -42,7 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from pex.simulate import SCENARIOS, SimulatedExperiment, certification_ceiling, constrained_oracle, policy_truth, simulate
+from pex.simulate import (
+    SCENARIOS,
+    SimulatedExperiment,
+    certification_ceiling,
+    constrained_oracle,
+    policy_truth,
+    simulate,
+)
 
 DEFAULT_SIZES = (10_000, 20_000, 50_000)
 DEFAULT_SCENARIOS = ("segment_harm", "aligned_harm", "notification_cadence")
@@ -187,7 +194,7 @@ def run_benchmark(cases: Iterable[Case], *, truth_units: int = TRUTH_UNITS, trut
         with tempfile.TemporaryDirectory(prefix="pex-guardrails-") as tmp:
             try:
                 record = run_case(case, refs[case.scenario], Path(tmp), **run_options)
-            except Exception as exc:  # noqa: BLE001 - recorded and reported; see the docstring
+            except Exception as exc:
                 if stop_on_error:
                     raise
                 record = {"size": case.size, "scenario": case.scenario, "seed": case.seed, "error": f"{type(exc).__name__}: {exc}"}

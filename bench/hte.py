@@ -231,7 +231,7 @@ def prepare_ihdp(directory: str, seed: int) -> dict:
         f'[metrics.{IHDP_METRIC}]\ngoal = "increase"\nrole = "primary"\n', encoding="utf-8")
     test_path, truth_path = _write_test(d, features, {f"{IHDP_METRIC}|treated": np.asarray(true_te, dtype=float)})
     return {"spec": str(d / "train.toml"), "test": test_path, "truth": truth_path,
-            "metrics": [IHDP_METRIC], "in_sample": True, "n_units": int(len(Y)), "n_treated": int(T.sum())}
+            "metrics": [IHDP_METRIC], "in_sample": True, "n_units": len(Y), "n_treated": int(T.sum())}
 
 
 # -- fitting (children) ---------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def _econml_estimator(learner: str, binary: bool, sizes: list[int], seed: int, n
 
 
 def fit_econml(learner: str, spec_path: str, test_path: str, truth_path: str, seed: int, n_jobs: int) -> dict:
-    import econml.dr  # noqa: F401  imported here so that "fit +MB" does not count importing them
+    import econml.dr
     import econml.metalearners  # noqa: F401
     import lightgbm  # noqa: F401
     import numpy as np

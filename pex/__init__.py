@@ -7,7 +7,7 @@ effects, policies, their off-policy value and a recommendation:
 
 __version__ = "0.1.0"
 
-from pex.errors import PexError  # noqa: E402
+from pex.errors import PexError
 
 
 def run(spec_path, out=None, **kwargs):

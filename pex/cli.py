@@ -254,8 +254,8 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
     """Run the whole pipeline on the bundled demo experiment and serve its report."""
     from pex.data import load_dataset
     from pex.effects import analyze as run_analysis
-    from pex.report_text import render_analysis
     from pex.errors import SpecError
+    from pex.report_text import render_analysis
     from pex.simulate import ARMS as SIMULATED_ARMS
     from pex.simulate import simulate as run_simulation
     from pex.spec import load_spec

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -108,7 +108,7 @@ def distill(
     target = np.argmax(scores, axis=1)
     half = np.random.default_rng(seed).permutation(n) < n // 2
     fit_rows, val_rows = np.flatnonzero(half), np.flatnonzero(~half)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     ctrl = arms.index(control)
 

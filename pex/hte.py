@@ -30,10 +30,13 @@ Design
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -127,6 +130,9 @@ def predict(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
 
 # -- the stored, pickle-free effect model -----------------------------------------------------
 
+MEMO_ENTRIES = 4  # e.g. the training units, the held-out units and a file being predicted
+MEMO_MIN_ROWS, MEMO_MAX_ROWS = 1_000, 500_000  # single units are cheap to predict; huge files are predicted once
+
 
 @dataclass
 class EffectModel:
@@ -145,13 +151,39 @@ class EffectModel:
     learners: dict[str, str]
     recipes: dict[str, dict[str, list[dict]]]
     boosters: dict[str, lgb.Booster] = field(repr=False)
+    _memo: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False, compare=False)
+    _memo_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @property
     def treated_arms(self) -> list[str]:
         return [a for a in self.arms if a != self.control]
 
     def effect(self, X: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
-        """Effects per (metric, arm) for an encoded feature matrix."""
+        """Effects per (metric, arm) for an encoded feature matrix.
+
+        The policies of one fit share this model and are valued on the same units many times over (building,
+        ladder steps, comparison, recommendation), and every booster predicting is most of a run's time, so
+        the last few large matrices' effects are kept, keyed by their content (a changed matrix is a new key).
+        The arrays returned from the memo are read-only.
+        """
+        X = np.ascontiguousarray(X)
+        if not MEMO_MIN_ROWS <= len(X) <= MEMO_MAX_ROWS:
+            return self._effect(X)
+        key = (X.shape, X.dtype.str, hashlib.blake2b(X.view(np.uint8), digest_size=16).digest())
+        with self._memo_lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return dict(self._memo[key])
+        out = self._effect(X)
+        for values in out.values():
+            values.flags.writeable = False
+        with self._memo_lock:
+            self._memo[key] = out
+            while len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
+        return dict(out)
+
+    def _effect(self, X: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
         keys = list(dict.fromkeys((term["model"], term.get("arm")) for metric in self.metrics for arm in self.treated_arms
                                   for term in self.recipes[metric][arm]))
 

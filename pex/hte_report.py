@@ -63,9 +63,9 @@ def fit_summary(fit: HTEFit, seed: int = 0) -> dict:
         "learner_names": LEARNER_NAMES,
         "score": SCORE_NAME,
         "folds": int(fit.folds.max()) + 1,
-        "n_units": int(len(fit.units)),
+        "n_units": len(fit.units),
         # the rule that recovers which units no model has seen (pex.split)
-        "holdout": {"share": fit.holdout, "seed": fit.seed, "rule": SPLIT_RULE, "n_training": int(len(fit.units)),
+        "holdout": {"share": fit.holdout, "seed": fit.seed, "rule": SPLIT_RULE, "n_training": len(fit.units),
                     "n_evaluation": fit.n_evaluation},
         "leaderboard": fit.leaderboard().to_dict(orient="records"),
         "heterogeneity": [t.to_dict() for t in tests],

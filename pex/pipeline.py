@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +316,7 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
         "experiment": spec.name,
         "description": spec.description,
         "owner": spec.owner,
-        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "pex_version": __version__,
         "options": options.to_dict(),
         "n_units": int(dataset.n_units),

@@ -29,8 +29,9 @@ decision has a known propensity and later rounds can be evaluated off-policy.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -22,12 +22,12 @@ import pandas as pd
 
 from pex.constrained import Constraint, check, choose_constrained
 from pex.distill import DEPTHS, Distillation, distill
-from pex.guardrail import LADDER_POWERS, POWER, certify_margin, rules_for, z_value
 from pex.errors import DataError, StoreError
+from pex.guardrail import LADDER_POWERS, POWER, certify_margin, rules_for, z_value
 from pex.hte import TRAINING_FILE, EffectModel
 from pex.policy import Policy, constant_policy, uniform_policy
-from pex.policy_tree import fit_policy_tree, to_policy_node
 from pex.policy_eval import EvaluationData, compare, evaluation_data
+from pex.policy_tree import fit_policy_tree, to_policy_node
 from pex.store import PolicyRecord, Workspace
 from pex.value_policy import build_value_policy, objective, scores_from_effects
 

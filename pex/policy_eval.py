@@ -69,7 +69,7 @@ def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, fo
         rewards[name] = y
         reward_hat[name] = ope.cross_fit_rewards(X, action, y, len(arms), binary=dataset.metric_types[name] == "binary",
                                                  categorical=encoder.categorical_indices, folds=folds, seed=seed)
-    description = {"n_units": int(len(held)), "share": share, "seed": seed, "rule": RULE,
+    description = {"n_units": len(held), "share": share, "seed": seed, "rule": RULE,
                    "arm_counts": {a: int(counts.get(a, 0)) for a in arms},
                    "note": "units whose id hashes into the held-out share; no effect model, reward model of another fold "
                            "or policy-building step used them"}

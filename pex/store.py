@@ -25,11 +25,12 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -336,7 +337,7 @@ class Workspace:
                 table = pa.Table.from_pandas(dataset.frame, preserve_index=False)
                 _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
                 wrote_file = True  # or rewritten: a row may point at a file lost since
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             spec_dict = spec.to_dict()
             try:
                 with self.engine.begin() as conn:
@@ -429,7 +430,7 @@ class Workspace:
         with self.engine.begin() as conn:
             return int(conn.execute(analyses.insert().values(
                 experiment=experiment, dataset_id=dataset_id, result=jsonable(result),
-                created_at=datetime.now(timezone.utc),
+                created_at=datetime.now(UTC),
             )).inserted_primary_key[0])
 
     @_db("read")
@@ -452,7 +453,7 @@ class Workspace:
             ds = conn.execute(sa.select(dataset_versions.c.experiment).where(dataset_versions.c.id == dataset_id)).first()
         if ds is None:
             raise NotFoundError(f"no dataset version {dataset_id!r}", "fit a stored dataset version")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         fit_id = f"{ds.experiment[:15]}-fit-{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"
         artifact = f"fits/{fit_id}"
         final = self.artifacts / artifact
@@ -536,7 +537,7 @@ class Workspace:
         A document's ``version`` is set to one more than the newest stored
         version of that name.
         """
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         out = []
         with self._lock(), self.engine.begin() as conn:
             if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
@@ -591,7 +592,7 @@ class Workspace:
         """Store the summary of one `pex run` (the report is rendered from it)."""
         with self.engine.begin() as conn:
             return int(conn.execute(runs.insert().values(
-                experiment=experiment, fit_id=fit_id, summary=jsonable(summary), created_at=datetime.now(timezone.utc),
+                experiment=experiment, fit_id=fit_id, summary=jsonable(summary), created_at=datetime.now(UTC),
             )).inserted_primary_key[0])
 
     @_db("read")
@@ -663,7 +664,7 @@ def _dataset_version(row: Any) -> DatasetVersion:
 
 def _utc(value: datetime) -> datetime:
     """SQLite hands timestamps back without their zone; they were stored in UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

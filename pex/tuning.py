@@ -474,7 +474,7 @@ class TuningResult:
                     "feasible": f.feasible[idx].tolist()}
 
         def front_dict(f: Front) -> dict:
-            return {"method": f.method, "evaluated": int(len(f.draws)), **({"requested": f.requested} if f.requested is not None else {}),
+            return {"method": f.method, "evaluated": len(f.draws), **({"requested": f.requested} if f.requested is not None else {}),
                     **({"weight_vectors": f.weight_vectors} if f.weight_vectors is not None else {}),
                     "feasible": int(f.feasible.sum()), "seconds": round(f.seconds, 3),
                     "hypervolume": f.hypervolume, **({"sample": sample(f)} if f.method != "kept" else {}), "pareto": [

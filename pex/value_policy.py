@@ -40,7 +40,7 @@ and ``min_score``; the other fields say how they were derived.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -205,7 +205,7 @@ def build_value_policy(
     chosen = decide(min_score)
     value_model = {"fit": fit_id, "metrics": metrics, "guardrails": rails, "budget": budget, "min_score": float(min_score)}
     policy = Policy(name=name, arms=arms, default_arm=control, kind="value", exploration=exploration, experiment=spec.name,
-                    trained_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), lineage=dict(lineage or {}),
+                    trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), lineage=dict(lineage or {}),
                     value_model=value_model, model=model)
     shares = np.bincount(chosen, minlength=len(arms)) / max(n, 1)
     served = (1.0 - exploration) * shares + exploration / k

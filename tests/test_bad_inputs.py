@@ -16,13 +16,12 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import pytest
-
 from conftest import snapshot
 
 N_ROWS = 2_000

@@ -190,8 +190,9 @@ def test_ci_coverage_of_the_true_ate_over_200_replications(sim_dir):
 # -- edge cases ----------------------------------------------------------------------------
 
 def _edge_spec(tmp_path, metric_block: str, pre: bool = False):
-    from pex.spec import parse_spec
     import tomllib
+
+    from pex.spec import parse_spec
 
     text = f"""
 name = "edge"
@@ -268,8 +269,9 @@ def test_pre_period_missing_in_one_arm_only(tmp_path):
 
 
 def test_srm_with_unit_level_propensities_uses_horvitz_thompson_shares(tmp_path):
-    from pex.spec import parse_spec
     import tomllib
+
+    from pex.spec import parse_spec
 
     spec = parse_spec(tomllib.loads('name = "s"\ndata = "s.csv"\nunit = "u"\narm = "arm"\ncontrol = "c"\n'
                                     'propensity = "p"\n[metrics.m]\ngoal = "increase"'), base_dir=tmp_path, require_data=False)

@@ -14,8 +14,18 @@ import math
 import numpy as np
 import pytest
 
-from bench.guardrails import (DEFAULT_SCENARIOS, Case, category, format_table, main, plan, reference, run_benchmark,
-                              summarize, wilson)
+from bench.guardrails import (
+    DEFAULT_SCENARIOS,
+    Case,
+    category,
+    format_table,
+    main,
+    plan,
+    reference,
+    run_benchmark,
+    summarize,
+    wilson,
+)
 from pex.policy import Policy, constant_policy
 from pex.simulate import SimulatedExperiment, constrained_oracle, distribution_truth, policy_truth, simulate
 

@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 
 from pex.policy import Policy, constant_policy
-from pex.simulate import (ARMS, DEFAULT_ALLOCATION, METRICS, SimulatedExperiment, certification_ceiling, constrained_oracle,
-                          expected_matrix, oracle_policy, policy_truth, population_ate, simulate)
+from pex.simulate import (
+    ARMS,
+    DEFAULT_ALLOCATION,
+    METRICS,
+    SimulatedExperiment,
+    certification_ceiling,
+    constrained_oracle,
+    expected_matrix,
+    oracle_policy,
+    policy_truth,
+    population_ate,
+    simulate,
+)
 
 
 def test_observed_outcomes_are_the_assigned_arms_potential_outcomes(sim):

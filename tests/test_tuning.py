@@ -7,7 +7,16 @@ import pytest
 
 from pex.policy_build import load_fit
 from pex.store import Workspace
-from pex.tuning import Front, TuningProblem, ax_search, dense_sweep, hypervolume, optimize, pareto_indices, reference_point
+from pex.tuning import (
+    Front,
+    TuningProblem,
+    ax_search,
+    dense_sweep,
+    hypervolume,
+    optimize,
+    pareto_indices,
+    reference_point,
+)
 from pex.value_policy import build_value_policy, scores_from_effects
 
 
