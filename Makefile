@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.pex-installed
 PYTEST_FLAGS ?=
 
-.PHONY: install demo test test-slow test-postgres test-all bench bench-guardrails clean
+.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails clean
 
 # torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -28,7 +28,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/pex demo
 
-test: $(STAMP) $(VENV)/.chromium
+# ruff's rules live in pyproject.toml ([tool.ruff]); `make test` fails on any finding.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint $(VENV)/.chromium
 	$(VENV)/bin/pytest $(PYTEST_FLAGS)
 
 test-slow: $(STAMP)

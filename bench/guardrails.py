@@ -144,7 +144,7 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
         share = truth["gain"] / oracle_gain
     else:  # nothing to gain within the limits (e.g. a null scenario): a share is undefined
         share = math.nan
-    n_eval = int(round(case.size * float(options.get("holdout", HOLDOUT))))
+    n_eval = round(case.size * float(options.get("holdout", HOLDOUT)))
     ceiling = ref.ceiling(n_eval)["fixed_sequence"] / oracle_gain if oracle_gain > 1e-12 else math.nan
     recommendation = result.summary["recommendation"]
     estimated = next((p.get("guardrails", {}) for p in result.summary["policies"] if p["name"] == policy.name), {})

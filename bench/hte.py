@@ -446,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-scale", action="store_true", help="skip the scale run")
     p.add_argument("--skip-econml", action="store_true", help="only pex auto (no EconML learners)")
     p.add_argument("--skip-ihdp", action="store_true", help="skip EconML's IHDP dataset")
-    p.add_argument("--quick", action="store_true", help="small sizes (5,000 units, scale run 100,000): about 2 minutes, 1 with --skip-econml")
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes (5,000 units, scale run 100,000): about 2 minutes, 1 with --skip-econml")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--econml-threads", type=int, default=_cores(),
                    help=f"n_jobs of EconML's LightGBM models (default: all {_cores()} cores, as pex uses)")

@@ -405,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({'reaches' if (axr >= ACCEPT).all() else 'does NOT reach'} {ACCEPT:.0%} at every seed); "
         f"dense {args.dense:,} alone: mean {pct(float(dnr.mean()))}, min {pct(float(dnr.min()))}")
     if head != 30 or args.dense != DENSE:
-        say(f"(note: the pipeline's default is the dense sweep alone ({DENSE:,} vectors; Ax only with --trials, at most {AX_SECONDS:g} s); this run used Ax {head} + dense {args.dense:,})")
+        say(f"(note: the pipeline's default is the dense sweep alone ({DENSE:,} vectors; Ax only with --trials, "
+            f"at most {AX_SECONDS:g} s); this run used Ax {head} + dense {args.dense:,})")
     say(f"total wall time {time.perf_counter() - total_started:.0f}s")
     print("\n".join(out))
     return 0

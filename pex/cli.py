@@ -152,7 +152,8 @@ def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, hold
 
 @cli.command()
 @click.argument("name")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV or Parquet with the unit and feature columns.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="CSV or Parquet with the unit and feature columns.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
 @click.option("--fit", "fit_id", default=None, help="Fit id (default: the newest fit of NAME).")
 @click.pass_context
@@ -203,13 +204,15 @@ def experiments(ctx: click.Context, as_json: bool) -> None:
     elif not rows:
         click.echo(f"no experiments in {home.resolve()}; add one with `pex ingest SPEC`")
     else:
-        click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]] for r in rows],
+        click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]]
+                          for r in rows],
                          ["name", "version", "units", "owner", "description"], right={1, 2}))
 
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--scenario", type=click.Choice(["notification_cadence", "constant", "null"]), default="notification_cadence", show_default=True)
+@click.option("--scenario", type=click.Choice(["notification_cadence", "constant", "null"]), default="notification_cadence",
+              show_default=True)
 @click.option("-n", "--units", type=click.IntRange(min=10), default=50_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, callback=lambda ctx, param, value: _check_name(value),
@@ -470,7 +473,8 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
 
 @cli.command()
 @click.argument("policy")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="CSV or Parquet with the unit and feature columns.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="CSV or Parquet with the unit and feature columns.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
 @click.option("--unit", "unit", default=None, help="Unit id column (default: the experiment's unit column).")
 @click.option("--seed", type=int, default=None, help="Seed of the exploration draws (default: fresh randomness).")

@@ -317,7 +317,8 @@ def _feature(series: pd.Series, col: str) -> tuple[pd.Series, str]:
         values = series.dropna()
         if len(values) and values.map(lambda v: isinstance(v, (bool, np.bool_))).all():
             series = series.astype("boolean")
-        elif len(values) and values.map(lambda v: isinstance(v, (int, float, np.number, decimal.Decimal)) and not isinstance(v, bool)).all():
+        elif len(values) and values.map(lambda v: isinstance(v, (int, float, np.number, decimal.Decimal))
+                                        and not isinstance(v, bool)).all():
             series = pd.to_numeric(series.astype(object), errors="raise")
         elif len(values) and values.map(lambda v: isinstance(v, (list, tuple, dict, set, bytes, np.ndarray, datetime.date))).any():
             raise DataError(
@@ -415,7 +416,8 @@ def _check_arms(frame: pd.DataFrame, spec: ExperimentSpec) -> list[str]:
         arms = sorted(observed.index)
     if spec.control not in observed.index:
         raise DataError(
-            f"no rows have the control arm {spec.control!r} in column {spec.arm!r} (labels found: {', '.join(map(repr, sorted(observed.index)[:6]))})",
+            f"no rows have the control arm {spec.control!r} in column {spec.arm!r} "
+            f"(labels found: {', '.join(map(repr, sorted(observed.index)[:6]))})",
             "set control in the spec to the control arm's label exactly as it appears in the data",
         )
     if len(arms) < 2:

@@ -102,7 +102,8 @@ def distill(
     if not depths or any(not 1 <= d <= 4 for d in depths):
         raise PolicyError(f"tree depths must be from 1 to 4, got {list(depths)}", "distilled trees are shallow; e.g. depths 1,2,3,4")
     if not 0.0 < min_leaf_share < 0.5:
-        raise PolicyError(f"min_leaf_share must be above 0 and below 0.5, got {min_leaf_share}", "e.g. 0.05: every leaf holds at least 5% of units")
+        raise PolicyError(f"min_leaf_share must be above 0 and below 0.5, got {min_leaf_share}",
+                          "e.g. 0.05: every leaf holds at least 5% of units")
     n = len(frame)
     X = encoder.transform(frame, strict=False)
     target = np.argmax(scores, axis=1)

@@ -49,6 +49,11 @@ def z_value(alpha: float = ALPHA) -> float:
     return float(stats.norm.ppf(1.0 - alpha))
 
 
+def tail_level(z: float) -> float:
+    """The one-sided level ``alpha`` whose normal quantile is ``z`` (the inverse of :func:`z_value`)."""
+    return float(stats.norm.sf(z))
+
+
 def certify_margin(family: int = PLANNED_FAMILY, alpha: float = ALPHA, power: float = POWER) -> float:
     """Standard errors between a building-stage harm estimate and the limit so that the held-out bound (at level
     ``1 - alpha / family``) passes with probability ``power`` if the harm is as estimated."""
@@ -100,7 +105,7 @@ class Harm:
         if slack <= 0:
             return None
         z = (self.upper - self.estimate) / self.se
-        return int(math.ceil(self.n * (z * self.se / slack) ** 2))
+        return math.ceil(self.n * (z * self.se / slack) ** 2)
 
     def at(self, alpha: float) -> Harm:
         """The same estimate judged at another one-sided level (e.g. Bonferroni-adjusted over candidates)."""

@@ -235,7 +235,8 @@ class EffectModel:
         try:
             manifest = json.loads(read("manifest.json"))
             if manifest.get("format") != FORMAT:
-                raise StoreError(f"unknown effect model format {manifest.get('format')!r}", f"this pex reads {FORMAT}; refit with `pex fit`")
+                raise StoreError(f"unknown effect model format {manifest.get('format')!r}",
+                                 f"this pex reads {FORMAT}; refit with `pex fit`")
             return cls(
                 encoder=FeatureEncoder.from_dict(manifest["encoder"]), control=manifest["control"], arms=list(manifest["arms"]),
                 metrics=list(manifest["metrics"]), learners=dict(manifest["learners"]), recipes=manifest["recipes"],
@@ -243,7 +244,8 @@ class EffectModel:
             )
         except (ValueError, KeyError, TypeError, AttributeError, lgb.basic.LightGBMError) as exc:
             # json.JSONDecodeError is a ValueError; a damaged file is not something the user can pass around
-            raise StoreError(f"the stored effect model is damaged ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            raise StoreError(f"the stored effect model is damaged ({exc.__class__.__name__}: {first_line})",
                              "fit the experiment again with `pex fit NAME`") from None
 
 
@@ -382,7 +384,8 @@ def fit_effects(
             f"effect models need at least {2 * folds * 5} units per arm; collect more data or merge arms",
         )
     if not dataset.features:
-        raise DataError("the experiment has no features", "effects can only differ across units by their features; list features in the spec")
+        raise DataError("the experiment has no features",
+                        "effects can only differ across units by their features; list features in the spec")
     encoder = FeatureEncoder.fit(frame, dataset.features)
     X = encoder.transform(frame)
     cat = encoder.categorical_indices
@@ -535,7 +538,7 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
                              lambda f=f, h=h, a=a: nested_task(f, h, a))
                  for f in range(K) for h in range(2) for a in range(k + 1)}
         mu_nested = np.full((K, n, k + 1), np.nan)
-        for (f, h, a), (target, pred) in _parallel(tasks, say).items():
+        for (f, _h, a), (target, pred) in _parallel(tasks, say).items():
             mu_nested[f, target, a] = pred
         for f in range(K):
             tr = fold != f

@@ -53,8 +53,8 @@ class RunOptions:
 
     def to_dict(self) -> dict:
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
-                "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates, "use_ax": self.use_ax,
-                "build": self.build.to_dict()}
+                "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
+                "use_ax": self.use_ax, "build": self.build.to_dict()}
 
 
 def fit_and_store(ws: Workspace, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,

@@ -303,7 +303,8 @@ def _validate_node(node: Any, arms: list[str], path: str, depth: int) -> None:
     if depth > MAX_TREE_DEPTH:
         raise PolicyError(f"policy tree is deeper than {MAX_TREE_DEPTH} at {path}", "policies are shallow trees; prune it")
     if not isinstance(node, dict):
-        raise PolicyError(f"policy tree node {path} must be an object", 'a node is {"arm": ...} or {"feature", "op", "value", "left", "right"}')
+        raise PolicyError(f"policy tree node {path} must be an object",
+                          'a node is {"arm": ...} or {"feature", "op", "value", "left", "right"}')
     if "arm" in node:
         if set(node) != {"arm"} or node["arm"] not in arms:
             raise PolicyError(f"policy leaf {path} must be {{\"arm\": one of {arms}}}, got {node!r}", "fix the leaf's arm label")

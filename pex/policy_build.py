@@ -91,7 +91,7 @@ class FitContext:
         """How many held-out units the policies will be certified on (from the fit's held-out share, so the
         held-out units need not be loaded to know it)."""
         share = float((self.summary.get("holdout") or {}).get("share", 0.0))
-        return max(int(round(len(self.training) * share / (1.0 - share))), 1) if share > 0 else len(self.training)
+        return max(round(len(self.training) * share / (1.0 - share)), 1) if share > 0 else len(self.training)
 
     def arm_signal(self, metric: str, kind: str = "pseudo") -> np.ndarray:
         """Per training unit and arm (n, A), control 0: out-of-fold doubly-robust pseudo-outcomes of ``metric``
@@ -137,7 +137,7 @@ class FitContext:
         whether a held-out test could pass if that estimate were exact (one-sided 95% bound, no margin for power)."""
         chosen = self.training_choices(policy)
         constraints = self.guardrail_constraints()
-        ok, bounds, harms = check(constraints, chosen, policy.exploration, self.n_eval(), margin=z_value())
+        _ok, bounds, harms = check(constraints, chosen, policy.exploration, self.n_eval(), margin=z_value())
         return {c.rule.metric: {"harm": harms[c.rule.metric][0], "se": harms[c.rule.metric][1], "bound": bounds[c.rule.metric],
                                 "limit": c.rule.limit, "passed": bool(bounds[c.rule.metric] <= c.rule.limit)}
                 for c in constraints}

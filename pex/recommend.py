@@ -44,10 +44,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
 
 from pex import ope
-from pex.guardrail import ALPHA, Harm
+from pex.guardrail import ALPHA, Harm, tail_level
 from pex.policy import Policy, constant_policy
 from pex.policy_eval import EvaluationData, action_distribution
 from pex.spec import ExperimentSpec
@@ -126,7 +125,8 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         dist = action_distribution(policy, data)
         if single:
             return dr.estimate(data.rewards[primary], data.action, data.pscore, dist, data.reward_hat[primary])
-        total = sum(coefficients.get(m, 0.0) * dr.estimate(data.rewards[m], data.action, data.pscore, dist, data.reward_hat[m]).contributions
+        total = sum(coefficients.get(m, 0.0)
+                    * dr.estimate(data.rewards[m], data.action, data.pscore, dist, data.reward_hat[m]).contributions
                     for m in data.rewards)
         return ope.Estimate.from_contributions("dr", np.asarray(total, dtype=float))
 
@@ -174,7 +174,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     arms_certified = [control, *(p for p in certified if p.kind == "constant")]
     z = ope.simultaneous_z([ope.difference(estimates[p.name], baseline(b, p.exploration))
                             for p in certified for b in arms_certified if b is not p], ALPHA)
-    alpha = 1.0 - float(stats.norm.cdf(z))  # the level each claim is held to on its own
+    alpha = tail_level(z)  # the level each claim is held to on its own
 
     def lift(a: Policy, b: Policy) -> tuple[float, float, float]:
         """How much better ``a`` is than ``b`` on the primary (goal-signed), with bounds adjusted over the certified set."""

@@ -220,7 +220,8 @@ def _status(p: dict, s: dict, cert: dict) -> dict:
     level = fmt_pct(cert.get("level"), signed=False)
     if name in (cert.get("certified") or []):
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
-                "title": f"every guardrail's one-sided upper bound at {level} is within its limit (tested in a fixed sequence, safest first)"}
+                "title": f"every guardrail's one-sided upper bound at {level} is within its limit "
+                         "(tested in a fixed sequence, safest first)"}
     if name in (cert.get("untested") or []):
         title = "not tested: an earlier candidate in the fixed sequence did not pass, and the sequence stops there"
         return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
@@ -231,12 +232,14 @@ def _status(p: dict, s: dict, cert: dict) -> dict:
     if name in (cert.get("screened_out") or []):
         screen = f" ({_screen_text(p.get('screen'))})" if p.get("screen") else ""
         return {"label": "screened out", "cls": "screened", "key": "screened", "note": "",
-                "title": "dropped before the held-out test: its harm on the building units could not pass even if the estimate were exact" + screen,
+                "title": "dropped before the held-out test: its harm on the building units could not pass "
+                         "even if the estimate were exact" + screen,
                 "why": "it was screened out before the held-out test, because its harm on the building units could not pass "
                        "even if the estimate were exact" + screen}
     if p.get("kind") == "constant" and p.get("arm") is not None and p.get("arm") == s.get("control"):
         return {"label": "fallback", "cls": "fallback", "key": "fallback", "note": "",
-                "title": "everyone keeps control: it harms nothing, so it needs no certificate and is chosen when nothing certified beats it"}
+                "title": "everyone keeps control: it harms nothing, so it needs no certificate "
+                         "and is chosen when nothing certified beats it"}
     why = next((r for r in rec.get("reasons") or [] if isinstance(r, str) and r.startswith(f"{name} gives every")), "")
     if not why:
         why = ("a baseline for comparison" if p.get("kind") == "constant" else
@@ -285,7 +288,8 @@ def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], co
         elif not cert and best_policy.get("eligible") is False:
             broken = [f"its {c['metric']} {_bound_name(None)} ({c['upper']}) is over the {c['limit']} limit"
                       for c in _guardrail_badges(best_policy.get("guardrails")) if c["verdict"] != "pass"]
-            best_note = f"Giving everyone {best_arm} is not an option: {'; '.join(broken) or 'it does not keep every guardrail'} (see section 6)."
+            best_note = (f"Giving everyone {best_arm} is not an option: "
+                         f"{'; '.join(broken) or 'it does not keep every guardrail'} (see section 6).")
     objective = None
     if primary and primary not in {m["name"] for m in metrics} and entry.get("objective"):
         objective = _value_cell(entry["objective"])

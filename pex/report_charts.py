@@ -396,7 +396,7 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
     drawn = sum(len(rows_of(f.get("pareto") or [], 0)) for f in fronts.values()) + len(rows_of(candidates, 0))
     if drawn == 0:
         return ""
-    strip_rows = {m: i for i, m in enumerate(methods + ["kept"])}
+    strip_rows = {m: i for i, m in enumerate([*methods, "kept"])}
 
     def tried(method: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         ok, bad = [], []

@@ -53,10 +53,12 @@ def render_analysis(a: Analysis) -> str:
     if bal.worst:
         top = bal.worst[0]
         if bal.ok:
-            out.append(f"Covariate balance: OK (largest standardized difference {abs(top.smd):.3f}: {top.column}, {top.detail}, {top.arm} vs {a.control})")
+            out.append(f"Covariate balance: OK (largest standardized difference {abs(top.smd):.3f}: "
+                       f"{top.column}, {top.detail}, {top.arm} vs {a.control})")
         else:
             flagged = ", ".join(f"{i.column} ({i.detail}, {i.arm}: {i.smd:+.2f})" for i in bal.flagged[:5])
-            out.append(f"Covariate balance: IMBALANCED - |standardized difference| > {bal.threshold} on {flagged}; check assignment and logging")
+            out.append(f"Covariate balance: IMBALANCED - |standardized difference| > {bal.threshold} on {flagged}; "
+                       "check assignment and logging")
     out.append(f"Propensities from: {ds.get('propensity_source')}")
     for w in ds.get("warnings", []):
         out.append(f"Warning: {w}")
@@ -70,14 +72,16 @@ def render_analysis(a: Analysis) -> str:
             fmt_pct(e.relative), f"[{fmt_pct(e.relative_ci_low)}, {fmt_pct(e.relative_ci_high)}]",
             fmt_p(e.p_holm), fmt_pct(e.variance_reduction, signed=False) if e.cuped else "-",
         ])
-    out.append(table(rows, ["metric", "arm", "control", "arm mean", "lift", "95% CI", "relative", "95% CI", "p (Holm)", "CUPED var. cut"], right={2, 3, 4, 6, 8, 9}))
+    out.append(table(rows, ["metric", "arm", "control", "arm mean", "lift", "95% CI", "relative", "95% CI", "p (Holm)", "CUPED var. cut"],
+                     right={2, 3, 4, 6, 8, 9}))
     if a.guardrails:
         out.append("")
         out.append("Guardrails (one-sided 95% test of harm beyond max_harm):")
         grows = [
             [g.metric, g.arm, fmt_pct(g.harm), fmt_pct(g.harm_upper), fmt_pct(g.max_harm, signed=False), g.verdict.upper()]
             if g.basis == "relative" else
-            [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", "0 (abs.)", g.verdict.upper() + " (control mean is 0: absolute test)"]
+            [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", "0 (abs.)",
+             g.verdict.upper() + " (control mean is 0: absolute test)"]
             for g in a.guardrails
         ]
         out.append(table(grows, ["metric", "arm", "harm", "upper bound", "max harm", "verdict"], right={2, 3, 4}))
@@ -99,7 +103,8 @@ def render_fit(summary: dict, fit_id: str = "") -> str:
     out.append("Do effects differ across units? (held-out calibration test, Holm-adjusted; Qini area > 0 = ranking works)")
     rows = []
     for h in summary["heterogeneity"]:
-        rows.append([h["metric"], h["arm"], h["verdict"], f"{h['slope']:.2f} [{fmt_num(h['slope_ci_low'], 2)}, {fmt_num(h['slope_ci_high'], 2)}]",
+        rows.append([h["metric"], h["arm"], h["verdict"],
+                     f"{h['slope']:.2f} [{fmt_num(h['slope_ci_low'], 2)}, {fmt_num(h['slope_ci_high'], 2)}]",
                      fmt_p(h["p_holm"]), f"{h['qini_area']:+.3g} ± {1.96 * h['qini_area_se']:.2g}"])
     out.append(table(rows, ["metric", "arm", "verdict", "calibration slope", "p (Holm)", "Qini area"], right={4}))
     segs = summary.get("segments") or []
@@ -208,7 +213,8 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
         out += ["", "Distilled trees (fidelity to the value policy)"]
         out.append(table([[r["name"], str(r["fidelity"]["depth"]), fmt_pct(r["fidelity"]["agreement_with_value_policy"], signed=False),
                            fmt_num(r["fidelity"]["held_out_curve"]["value"]),
-                           f"{fmt_num(r['fidelity']['held_out_curve']['value_lost'])} ± {fmt_num(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
+                           f"{fmt_num(r['fidelity']['held_out_curve']['value_lost'])} ± "
+                           f"{fmt_num(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
                            "yes" if r["fidelity"]["chosen"] else ""] for r in trees],
                          ["tree", "depth", "agrees (held-out)", "value (validation half)", "value lost vs value policy", "chosen"]))
     if report and report.get("calibration"):

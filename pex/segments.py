@@ -114,12 +114,12 @@ def _leaf_rules(tree: DecisionTreeRegressor, meta, D: np.ndarray) -> dict[int, s
         # "or missing" only where the feature has missing values to route
         miss_left = bool(t.missing_go_to_left[node]) if has_missing[j] else None
         if kind == "level":
-            walk(t.children_left[node], conds + [(name, "ne", level)])
-            walk(t.children_right[node], conds + [(name, "eq", level)])
+            walk(t.children_left[node], [*conds, (name, "ne", level)])
+            walk(t.children_right[node], [*conds, (name, "eq", level)])
         else:
             thr = _readable_threshold(D[:, j], float(t.threshold[node]))
-            walk(t.children_left[node], conds + [(name, "le", thr, miss_left is True)])
-            walk(t.children_right[node], conds + [(name, "gt", thr, miss_left is False)])
+            walk(t.children_left[node], [*conds, (name, "le", thr, miss_left is True)])
+            walk(t.children_right[node], [*conds, (name, "gt", thr, miss_left is False)])
 
     walk(0, [])
     return rules

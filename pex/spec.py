@@ -122,7 +122,8 @@ def load_spec(path: str | Path, *, require_data: bool = True) -> ExperimentSpec:
     """
     path = Path(path)
     if path.is_dir():
-        raise SpecError(f"spec {path} is a directory, not a file", "pass the spec's .toml file inside it, e.g. experiments/notification_cadence.toml")
+        raise SpecError(f"spec {path} is a directory, not a file",
+                        "pass the spec's .toml file inside it, e.g. experiments/notification_cadence.toml")
     if not path.is_file():
         raise SpecError(
             f"spec file not found: {path}",
@@ -307,12 +308,15 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
             if isinstance(max_harm, bool) or not isinstance(max_harm, (int, float)) or not math.isfinite(max_harm):
                 raise SpecError(f"spec key '{where}max_harm' must be a number, got {max_harm!r}", "write e.g. max_harm = 0.02 for 2%")
             if max_harm < 0:
-                raise SpecError(f"spec key '{where}max_harm' = {max_harm} is negative", "max_harm is a tolerated relative harm, 0 or more (0.02 = 2%)")
+                raise SpecError(f"spec key '{where}max_harm' = {max_harm} is negative",
+                                "max_harm is a tolerated relative harm, 0 or more (0.02 = 2%)")
             if role != "guardrail":
-                raise SpecError(f"spec key '{where}max_harm' is set on a {role} metric", 'max_harm only applies to role = "guardrail"; remove it or change the role')
+                raise SpecError(f"spec key '{where}max_harm' is set on a {role} metric",
+                                'max_harm only applies to role = "guardrail"; remove it or change the role')
             max_harm = float(max_harm)
         elif role == "guardrail":
-            raise SpecError(f"guardrail metric '{name}' has no max_harm", f"add {where}max_harm, the largest tolerated relative harm (e.g. 0.02 = 2%; 0 = none)")
+            raise SpecError(f"guardrail metric '{name}' has no max_harm",
+                            f"add {where}max_harm, the largest tolerated relative harm (e.g. 0.02 = 2%; 0 = none)")
         weight = entry.get("weight")
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)):
             raise SpecError(f"spec key '{where}weight' must be a number, got {weight!r}", "write e.g. weight = 1.0")
@@ -333,7 +337,8 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
 
 def _check_columns(spec: ExperimentSpec) -> None:
     if spec.unit == spec.arm:
-        raise SpecError(f"spec keys 'unit' and 'arm' both name column {spec.unit!r}", "the unit id and the assigned arm must be different columns")
+        raise SpecError(f"spec keys 'unit' and 'arm' both name column {spec.unit!r}",
+                        "the unit id and the assigned arm must be different columns")
     columns = spec.metric_columns
     dup = sorted({c for c in columns if columns.count(c) > 1})
     if dup:
@@ -341,9 +346,11 @@ def _check_columns(spec: ExperimentSpec) -> None:
     for m in spec.metrics.values():
         for key, col in (("column", m.column), ("pre", m.pre)):
             if col in (spec.unit, spec.arm):
-                raise SpecError(f"spec key 'metrics.{m.name}.{key}' = {col!r} is the unit or arm column", "point it at the metric's own column")
+                raise SpecError(f"spec key 'metrics.{m.name}.{key}' = {col!r} is the unit or arm column",
+                                "point it at the metric's own column")
         if m.pre and m.pre in columns:
-            raise SpecError(f"spec key 'metrics.{m.name}.pre' = {m.pre!r} is itself a metric", "pre must be a pre-period covariate measured before assignment")
+            raise SpecError(f"spec key 'metrics.{m.name}.pre' = {m.pre!r} is itself a metric",
+                            "pre must be a pre-period covariate measured before assignment")
     if spec.features is not None:
         clash = [f for f in spec.features if f in spec.reserved_columns]
         if clash:
@@ -352,7 +359,8 @@ def _check_columns(spec: ExperimentSpec) -> None:
                 "features are pre-treatment covariates only; remove it from features",
             )
     if spec.propensity and spec.propensity in (spec.unit, spec.arm, *columns, *spec.pre_columns):
-        raise SpecError(f"spec key 'propensity' = {spec.propensity!r} is already another column's role", "name the column holding assignment probabilities")
+        raise SpecError(f"spec key 'propensity' = {spec.propensity!r} is already another column's role",
+                        "name the column holding assignment probabilities")
 
 
 def spec_from_dict(d: dict[str, Any]) -> ExperimentSpec:

@@ -246,11 +246,13 @@ class Workspace:
             try:
                 self.home.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create the workspace {self.home}: {exc.strerror}", "point --home / PEX_HOME at a writable directory") from None
+                raise StoreError(f"cannot create the workspace {self.home}: {exc.strerror}",
+                                 "point --home / PEX_HOME at a writable directory") from None
         try:
             self.engine = sa.create_engine(url)
         except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot use database URL {_redact(url)}: {exc}", "check PEX_DATABASE_URL, e.g. postgresql+psycopg://user:pass@host/db") from None
+            raise StoreError(f"cannot use database URL {_redact(url)}: {exc}",
+                             "check PEX_DATABASE_URL, e.g. postgresql+psycopg://user:pass@host/db") from None
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._url = url
@@ -392,7 +394,8 @@ class Workspace:
         path = self.artifacts / dv.artifact
         if not path.is_file():
             raise StoreError(f"dataset artifact {path} is missing",
-                             "the artifact folder was changed by hand or belongs to another workspace; `pex ingest` the same data again to restore it")
+                             "the artifact folder was changed by hand or belongs to another workspace; "
+                             "`pex ingest` the same data again to restore it")
         try:
             frame = pq.read_table(path).to_pandas()
         except (pa.ArrowException, OSError) as exc:
@@ -524,7 +527,8 @@ class Workspace:
             row = conn.execute(sa.select(fits).where(fits.c.id == fit_id)).first()
         if row is None:
             raise NotFoundError(f"no fit {fit_id!r} in this workspace",
-                                "the policy was built in another workspace; point PEX_HOME there or rebuild it with `pex policies NAME --rebuild`")
+                                "the policy was built in another workspace; "
+                                "point PEX_HOME there or rebuild it with `pex policies NAME --rebuild`")
         return FitRecord(row.id, row.experiment, row.dataset_id, row.learner, row.artifact, _utc(row.created_at)), row.summary
 
     # -- policies --------------------------------------------------------------------
@@ -547,7 +551,8 @@ class Workspace:
                 latest = conn.execute(sa.select(sa.func.max(policies.c.version)).where(policies.c.name == name)).scalar()
                 other = conn.execute(sa.select(policies.c.experiment).where(policies.c.name == name).limit(1)).scalar()
                 if other is not None and other != experiment:
-                    raise StoreError(f"policy name {name!r} is already used by experiment {other!r}", "policy names are unique in a workspace; rename it")
+                    raise StoreError(f"policy name {name!r} is already used by experiment {other!r}",
+                                     "policy names are unique in a workspace; rename it")
                 doc = jsonable({**document, "version": (latest or 0) + 1})
                 if evaluation is not None:
                     evaluation = jsonable({**evaluation, "version": doc["version"]})
@@ -634,7 +639,8 @@ class Workspace:
     def _artifact_referenced(self, artifact: str) -> bool:
         try:
             with self._read() as conn:
-                return conn.execute(sa.select(dataset_versions.c.id).where(dataset_versions.c.artifact == artifact).limit(1)).first() is not None
+                return conn.execute(sa.select(dataset_versions.c.id)
+                                    .where(dataset_versions.c.artifact == artifact).limit(1)).first() is not None
         except SQLAlchemyError:
             return True  # cannot tell: keeping a complete file is safe, deleting a used one is not
 

@@ -99,7 +99,7 @@ class TuningProblem:
             raise TuningError(f"{spec.name} has only guardrail metrics, so there is nothing to optimise",
                               "give the spec a primary metric (role = \"primary\")")
         # scales and control means exactly as the value policy computes them
-        metas, rails = objective(spec, ctx.training_frame(), {m: 1.0 for m in spec.metrics}, "penalty")
+        metas, _rails = objective(spec, ctx.training_frame(), {m: 1.0 for m in spec.metrics}, "penalty")
         metrics = list(spec.metrics)
         oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
         n = len(ctx.training)
@@ -486,7 +486,8 @@ class TuningResult:
                             if f.bounds is not None else {}),
                          "treated_share": float(f.treated_share[i])} for i in f.pareto]}
 
-        return {"objectives": p.objectives, "guardrails": {m: {"max_harm": g["max_harm"], "basis": g["basis"]} for m, g in p.guardrails.items()},
+        return {"objectives": p.objectives,
+                "guardrails": {m: {"max_harm": g["max_harm"], "basis": g["basis"]} for m, g in p.guardrails.items()},
                 "metrics": p.metrics, "budget": p.budget, "n_units": p.n,
                 "rows": "training units: out-of-fold predicted effects decide, out-of-fold doubly-robust pseudo-outcomes value",
                 "in_sample": "search values are in-sample: the best of many points on the same training units, so optimistic; "

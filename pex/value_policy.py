@@ -61,7 +61,8 @@ def value_scores(policy: Policy, frame: pd.DataFrame) -> np.ndarray:
     if model is None:
         raise PolicyError(f"value policy {policy.name!r} has no effect model bound", "load it with Policy.from_document(doc, load_model)")
     effects = model.effect(model.encoder.transform(frame, strict=False))
-    return scores_from_effects(effects, policy.arms, model.control, policy.value_model["metrics"], policy.value_model["min_score"], len(frame))
+    vm = policy.value_model
+    return scores_from_effects(effects, policy.arms, model.control, vm["metrics"], vm["min_score"], len(frame))
 
 
 def scores_from_effects(effects: dict[tuple[str, str], np.ndarray], arms: list[str], control: str, metrics: dict[str, dict],
@@ -99,7 +100,8 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
         if weight is None:
             weight = 1.0 if (m.role == "guardrail" and guardrails == "penalty") else DEFAULT_WEIGHTS[m.role]
         if not math.isfinite(weight) or weight < 0:
-            raise PolicyError(f"weight of {name!r} must be a finite number >= 0, got {weight}", "a weight says how much the metric counts; use 0 to ignore it")
+            raise PolicyError(f"weight of {name!r} must be a finite number >= 0, got {weight}",
+                              "a weight says how much the metric counts; use 0 to ignore it")
         y = frame.loc[control_rows, m.column].to_numpy(dtype=float)
         scale = float(np.std(y, ddof=1)) if len(y) > 1 else 0.0
         if not scale > 0:  # constant in control: the spread over all arms, else raw units
@@ -151,7 +153,8 @@ def build_value_policy(
     certifiable bound adds (:func:`pex.guardrail.certify_margin` by default).
     """
     if budget is not None and not 0.0 <= budget <= 1.0:
-        raise PolicyError(f"budget must be a share from 0 to 1, got {budget}", "e.g. --budget 0.3: at most 30% of units get a non-control arm")
+        raise PolicyError(f"budget must be a share from 0 to 1, got {budget}",
+                          "e.g. --budget 0.3: at most 30% of units get a non-control arm")
     metrics, rails = objective(spec, frame, weights, guardrails)
     if effects is None:
         effects = model.effect(model.encoder.transform(frame, strict=False))
@@ -331,14 +334,17 @@ def validate_value_policy(policy: Policy) -> None:
         raise PolicyError("value_model.fit must name the fit whose models the policy uses", 'e.g. "fit": "notification_cad-fit-..."')
     metrics = vm.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
-        raise PolicyError("value_model.metrics must map metric names to their coefficients", '"metrics": {"sessions": {"coefficient": 0.4}}')
+        raise PolicyError("value_model.metrics must map metric names to their coefficients",
+                          '"metrics": {"sessions": {"coefficient": 0.4}}')
     for metric, meta in metrics.items():
         c = meta.get("coefficient") if isinstance(meta, dict) else None
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-            raise PolicyError(f"value_model.metrics.{metric}.coefficient must be a finite number, got {c!r}", "rebuild the policy with `pex policies NAME --rebuild`")
+            raise PolicyError(f"value_model.metrics.{metric}.coefficient must be a finite number, got {c!r}",
+                              "rebuild the policy with `pex policies NAME --rebuild`")
     ms = vm.get("min_score", 0.0)
     if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms):
-        raise PolicyError(f"value_model.min_score must be a finite number, got {ms!r}", "0 means: an arm must be predicted better than control")
+        raise PolicyError(f"value_model.min_score must be a finite number, got {ms!r}",
+                          "0 means: an arm must be predicted better than control")
     vm.setdefault("min_score", 0.0)
     model = policy.model
     if model is None:

@@ -134,7 +134,8 @@ def test_demo_console_script_end_to_end(tmp_path):
     assert "Weight search" in stdout and "Recommendation: " in stdout
     assert {"summary.json", "report.html", "policies"} <= {p.name for p in out_dir.iterdir()}
     # a second run reuses the data and the stored version
-    again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000", "--no-fit"], capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000", "--no-fit"],
+                           capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "already stored" in again.stdout
 
 

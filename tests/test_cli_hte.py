@@ -20,7 +20,7 @@ def small_exp(tmp_path_factory):
 
 @pytest.fixture
 def fitted(run, small_exp):
-    d, spec = small_exp
+    _d, spec = small_exp
     assert run("ingest", spec).code == 0
     r = run("fit", "small", "--quiet", "--json")
     assert r.code == 0, r
@@ -28,7 +28,7 @@ def fitted(run, small_exp):
 
 
 def test_fit_prints_and_stores_the_leaderboard(run, small_exp):
-    d, spec = small_exp
+    _d, spec = small_exp
     assert run("ingest", spec).code == 0
     r = run("fit", "small", "--learner", "auto")
     assert r.code == 0, r
@@ -38,7 +38,7 @@ def test_fit_prints_and_stores_the_leaderboard(run, small_exp):
 
 
 def test_fit_json_and_predict(run, fitted, small_exp, tmp_path):
-    d, _ = small_exp
+    _d, _ = small_exp
     assert fitted["fit"]["id"].startswith("small-fit-")
     assert set(fitted["selected"]) == {"sessions", "converted", "unsubscribes"}
     assert {r["learner"] for r in fitted["leaderboard"]} == {"t", "x", "s", "dr", "ensemble"}

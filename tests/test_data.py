@@ -126,7 +126,8 @@ def _two_arm_spec(tmp_path, control="control", arms=("control", "None"), feature
 
     alloc = "\n".join(f'"{a}" = {1 / len(arms)}' for a in arms)
     feats = f"features = {list(features)!r}\n".replace("'", '"') if features else ""
-    text = f'name = "t"\ndata = "t.csv"\nunit = "u"\narm = "arm"\ncontrol = "{control}"\n{feats}[allocation]\n{alloc}\n[metrics.m]\ngoal = "increase"\n'
+    text = (f'name = "t"\ndata = "t.csv"\nunit = "u"\narm = "arm"\ncontrol = "{control}"\n'
+            f'{feats}[allocation]\n{alloc}\n[metrics.m]\ngoal = "increase"\n')
     return parse_spec(tomllib.loads(text), base_dir=tmp_path, require_data=False)
 
 

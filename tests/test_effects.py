@@ -225,7 +225,7 @@ def test_zero_control_mean_guardrail_falls_back_to_an_absolute_test(tmp_path):
     [g] = guardrail_verdicts(ds, average_effects(ds))
     assert g.basis.startswith("absolute") and g.verdict == "fail"
     assert g.harm == pytest.approx(d.loc[d["arm"] == "t", "m"].mean())
-    e = [e for e in average_effects(ds) if e.metric == "m"][0]
+    e = next(e for e in average_effects(ds) if e.metric == "m")
     assert np.isnan(e.relative)
 
 
@@ -235,7 +235,7 @@ def test_negative_baseline_keeps_the_direction_of_change(tmp_path):
     rng = np.random.default_rng(1)
     d = _edge_frame(list(rng.normal(-10, 1, 500)), list(rng.normal(-8, 1, 500))).assign(k=rng.normal(size=1000))
     ds = validate(d, spec)
-    e = [e for e in average_effects(ds) if e.metric == "m"][0]
+    e = next(e for e in average_effects(ds) if e.metric == "m")
     assert e.relative == pytest.approx(0.2, abs=0.03)  # -10 -> -8 is up by a fifth of the baseline's size
     [g] = guardrail_verdicts(ds, average_effects(ds))
     assert g.verdict == "pass" and g.harm < 0

@@ -15,6 +15,7 @@ from pex.guardrail import (
     certify_margin,
     judge,
     prefix_bounds,
+    tail_level,
     z_value,
 )
 
@@ -182,3 +183,8 @@ def _spec(sim):
 
     folder = tempfile.mkdtemp()
     return load_spec(sim.write(folder, name="seg"))
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01, 0.2])
+def test_tail_level_inverts_the_one_sided_quantile(alpha):
+    assert tail_level(z_value(alpha)) == pytest.approx(alpha, rel=1e-9)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -226,8 +227,8 @@ def test_run_case_records_one_experiment_without_the_pipeline(monkeypatch, tmp_p
     seen = {}
 
     class Result:
-        summary = {"recommendation": {"verdict": "personalize"}, "policies": [{"name": "stub-tree", "guardrails": {}}],
-                   "timings": {"total": 0.0}}
+        summary: ClassVar[dict] = {"recommendation": {"verdict": "personalize"},
+                                   "policies": [{"name": "stub-tree", "guardrails": {}}], "timings": {"total": 0.0}}
 
         def policy(self):
             return policy

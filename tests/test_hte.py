@@ -12,7 +12,7 @@ import pytest
 from pex.data import validate
 from pex.errors import DataError, PexError
 from pex.heterogeneity import DIFFER, blp_test, qini
-from pex.hte import ENSEMBLE, LEARNERS, EffectModel, fit_effects
+from pex.hte import ENSEMBLE, LEARNERS, MEMO_ENTRIES, EffectModel, fit_effects
 from pex.hte_report import fit_summary
 from pex.simulate import simulate
 from pex.spec import load_spec
@@ -91,7 +91,7 @@ def test_out_of_fold_predictions_do_not_use_the_unit(spec):
 
 
 def test_heterogeneity_verdicts_on_the_demo_scenario(fits):
-    ds, _, by_learner = fits["notification_cadence"]
+    _ds, _, by_learner = fits["notification_cadence"]
     summary = fit_summary(by_learner["auto"])
     verdicts = {(h["metric"], h["arm"]): h for h in summary["heterogeneity"]}
     assert verdicts[("sessions", "daily")]["verdict"] == DIFFER
@@ -115,9 +115,9 @@ def test_blp_and_qini_against_known_cases():
     n = 20_000
     tau = rng.normal(1.0, 1.0, n)
     psi = tau + rng.normal(0, 3, n)
-    ate, slope, lo, hi, p = blp_test(psi, tau)  # perfect predictions: slope 1
+    ate, _slope, lo, hi, p = blp_test(psi, tau)  # perfect predictions: slope 1
     assert ate == pytest.approx(1.0, abs=0.06) and lo < 1 < hi and p < 1e-10
-    ate, slope, lo, hi, p = blp_test(psi, rng.normal(size=n))  # noise predictions: slope 0
+    ate, _slope, lo, hi, p = blp_test(psi, rng.normal(size=n))  # noise predictions: slope 0
     assert lo < 0 < hi and p > 0.01
     area, se, curve = qini(psi, tau)
     assert area > 5 * se and curve[0] == (0.0, 0.0) and curve[-1][1] == pytest.approx(psi.mean())
@@ -141,7 +141,7 @@ def test_segments_are_rules_with_honest_estimates(fits):
 
 
 def test_stored_model_reproduces_predictions_exactly(fits, tmp_path):
-    ds, test, by_learner = fits["notification_cadence"]
+    _ds, test, by_learner = fits["notification_cadence"]
     for learner in ("auto", "x", "dr"):
         model = by_learner[learner].model
         files = model.to_files()
@@ -149,10 +149,41 @@ def test_stored_model_reproduces_predictions_exactly(fits, tmp_path):
             (tmp_path / learner / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / learner / rel).write_text(text)
         assert not any(b"pickle" in (tmp_path / learner / rel).read_bytes()[:200] for rel in files)
-        loaded = EffectModel.from_files(lambda rel: (tmp_path / learner / rel).read_text())
+        loaded = EffectModel.from_files(lambda rel, learner=learner: (tmp_path / learner / rel).read_text())
         a = model.predict_frame(test.data, unit="user_id")
         b = loaded.predict_frame(test.data, unit="user_id")
         pd.testing.assert_frame_equal(a, b, rtol=0, atol=1e-9)
+
+
+def test_effects_of_a_matrix_are_memoized_by_content(fits, monkeypatch):
+    _, test, by_learner = fits["notification_cadence"]
+    model = by_learner["auto"].model
+    X = model.encoder.transform(test.data.iloc[:3000], strict=False)
+    fresh = EffectModel._effect(model, X)
+    calls = []
+    monkeypatch.setattr(model, "_effect", lambda M: calls.append(len(M)) or EffectModel._effect(model, M))
+    model._memo.clear()
+    first, second = model.effect(X), model.effect(X.copy())  # an equal copy is the same content
+    assert calls == [3000]
+    for key, values in fresh.items():
+        np.testing.assert_array_equal(first[key], values)
+        np.testing.assert_array_equal(second[key], values)
+    with pytest.raises(ValueError, match="read-only"):
+        first[next(iter(first))][0] = 1.0
+    changed = X.copy()
+    changed[0, 0] = changed[0, 0] + 1.0 if np.isfinite(changed[0, 0]) else 1.0
+    model.effect(changed)
+    assert calls == [3000, 3000]  # a changed matrix is predicted anew
+    expected = EffectModel._effect(model, changed)
+    for key, values in model.effect(changed).items():
+        np.testing.assert_array_equal(values, expected[key])
+    for i in range(1, MEMO_ENTRIES + 1):  # new matrices push the oldest out, X among them
+        model.effect(X[i:])
+    model.effect(X)
+    assert len(calls) == 3 + MEMO_ENTRIES and len(model._memo) == MEMO_ENTRIES
+    model.effect(X[:10])  # small matrices are never memoized
+    model.effect(X[:10])
+    assert calls[-2:] == [10, 10]
 
 
 def test_unseen_categories_and_missing_values_are_fine(fits):

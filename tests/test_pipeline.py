@@ -97,7 +97,7 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     gets at least half the gain of the best policy the truth allows."""
     from pex.simulate import constrained_oracle, policy_truth
 
-    sim, result = segment_run
+    _sim, result = segment_run
     big = simulate(200_000, scenario="segment_harm", seed=77)
     rec = result.summary["recommendation"]
     assert rec["verdict"] == "personalize", rec

@@ -173,7 +173,7 @@ def _serving_frames(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     def frame(labels: list[str], probs: list[float]) -> pd.DataFrame:
         tenure = rng.gamma(2.0, 50.0, size=n).round(1)
         tenure[rng.uniform(size=n) < 0.15] = np.nan
-        plan = rng.choice(np.array(labels + [None], dtype=object), size=n, p=probs)
+        plan = rng.choice(np.array([*labels, None], dtype=object), size=n, p=probs)
         return pd.DataFrame({"tenure": tenure, "plan": plan})
 
     return (frame(["basic", "plus", "pro"], [0.4, 0.25, 0.25, 0.1]),

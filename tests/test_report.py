@@ -547,7 +547,7 @@ def test_guardrails_show_one_sided_upper_bounds_not_a_ci(summary):
     assert "one-sided 95% upper bound (not a two-sided interval)" in table
     for p in summary["policies"]:
         row = policy_row(table, p["name"])
-        for m, g in p["guardrails"].items():
+        for _m, g in p["guardrails"].items():
             assert f"harm {fmt_pct(g['estimate'])}; one-sided 95% upper bound {fmt_pct(g['upper'])} vs limit " \
                    f"{fmt_pct(g['limit'], signed=False)}" in row
             assert f"upper {fmt_pct(g['upper'])}" in row
@@ -627,7 +627,8 @@ def test_weight_search_values_are_labelled_in_sample_with_held_out_values_beside
     table = part[part.index(">Candidate<"):]
     for i, c in enumerate(pareto["candidates"]):
         assert c["in_sample"] is True
-        name = next(p["name"] for p in summary["policies"] if p["kind"] == "value" and (p.get("tuning") or {}).get("weights") == c["weights"])
+        name = next(p["name"] for p in summary["policies"]
+                    if p["kind"] == "value" and (p.get("tuning") or {}).get("weights") == c["weights"])
         assert name == f"{summary['experiment']}-pareto-{i + 1}"  # as the pipeline names them
         block = table[table.index(f'title="{name}"'):]
         block = block[:block.index("</tbody>")]
@@ -709,7 +710,7 @@ def test_text_guardrails_use_one_sided_bounds(pipeline_run):
         assert "certifiable bound" in table and "standard error" in table
     for row in rows:
         text = render_evaluation(row)
-        for m, g in row["guardrails"].items():
+        for m, _g in row["guardrails"].items():
             line = next(line for line in text.splitlines() if line.startswith(f"guardrail {m}:"))
             assert "one-sided 95% bounds" in line and "interval" not in line and "CI" not in line
             assert line.endswith(("within the limit)", "beyond the limit)", "upper bounds)")) or "would certify it" in line

@@ -189,7 +189,7 @@ def test_corrupt_database_is_a_store_error(home, dataset):
     (home / "pex.db").write_bytes(b"this is not a database" * 100)
     for suffix in ("-wal", "-shm"):
         (home / f"pex.db{suffix}").unlink(missing_ok=True)
-    with pytest.raises(StoreError, match="cannot (open|read) the metadata database"):
+    with pytest.raises(StoreError, match=r"cannot (open|read) the metadata database"):
         Workspace(home, create=False).list_experiments()
 
 
@@ -237,7 +237,7 @@ def test_policies_are_versioned_per_name_and_linked_to_their_fit(workspace, data
     assert [r.name for r in workspace.list_policies("exp")] == ["exp-tree-d1", "exp-all-control"]
     assert workspace.list_policies("exp", fit_id="other") == []
     assert workspace.find_fit(fit.id)[0].id == fit.id
-    with pytest.raises(NotFoundError, match="no policy 'nope'.*"):
+    with pytest.raises(NotFoundError, match=r"no policy 'nope'.*"):
         workspace.get_policy("nope")
     with pytest.raises(NotFoundError, match="no experiment 'other'"):
         workspace.put_policies("other", [(doc, None)])
