@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from pex.recommend import CERTIFICATIONS
 from pex.simulate import (
     SCENARIOS,
     SimulatedExperiment,
@@ -290,13 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write every record and both tables as JSON")
     ap.add_argument("--holdout", type=float, default=None,
                     help="share of units held out for certification (default: the pipeline's own)")
+    ap.add_argument("--certification", choices=CERTIFICATIONS, default=None,
+                    help="the recommendation's multiple-testing procedure (default: the pipeline's own)")
     args = ap.parse_args(argv)
     sizes, per_size = ([10_000], 3) if args.quick else (args.sizes, args.per_size)
     cases = plan(sizes, per_size, args.scenarios, seed=args.seed)
     print(f"{len(cases)} experiments: sizes {', '.join(f'{s:,}' for s in sizes)}, {per_size} per size over "
           f"{', '.join(args.scenarios)}; truth on {args.truth_units:,} fresh units per scenario", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    run_options = {} if args.holdout is None else {"holdout": args.holdout}
+    run_options = {k: v for k, v in (("holdout", args.holdout), ("certification", args.certification)) if v is not None}
     records = run_benchmark(cases, truth_units=args.truth_units, progress=lambda line: print(line, file=sys.stderr, flush=True),
                             **run_options)
     by_size, by_scenario = summarize(records, "size"), summarize(records, "scenario")

@@ -23,6 +23,9 @@ _state = {"verbose": False}
 # default share of units no model sees, so policies can be evaluated honestly; equal to pex.pipeline.HOLDOUT
 # (repeated so that `pex --help` imports no numpy)
 HOLDOUT = 0.25
+# the recommendation's multiple-testing procedures, default first; equal to pex.recommend.CERTIFICATIONS (kept here so
+# that `pex --help` does not import the modelling stack)
+CERTIFICATIONS = ("fixed-sequence", "step-down")
 
 
 def _echo_json(obj: object) -> None:
@@ -538,17 +541,20 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
               help="Quasi-random weight vectors of the dense sweep (each valued at every treated-share cap).")
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
               help="Largest share of units a policy may give a non-control arm.")
+@click.option("--certification", type=click.Choice(CERTIFICATIONS), default=CERTIFICATIONS[0], show_default=True,
+              help="How the held-out test covers every candidate at once: fixed-sequence (safest first, stop at the "
+                   "first failure) or step-down (max-t over all candidates together).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context
 def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, holdout: float, trials: int,
-                ax_seconds: float, dense: int, budget: float | None, quiet: bool, as_json: bool) -> None:
+                ax_seconds: float, dense: int, budget: float | None, certification: str, quiet: bool, as_json: bool) -> None:
     """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
     from pex.pipeline import RunOptions, run
     from pex.policy_build import BuildOptions
 
     options = RunOptions(learner=learner, seed=seed, holdout=holdout, trials=trials, ax_seconds=ax_seconds, dense=dense,
-                         use_ax=trials > 0, build=BuildOptions(budget=budget))
+                         use_ax=trials > 0, certification=certification, build=BuildOptions(budget=budget))
     quiet = quiet or as_json
     result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
                  progress=None if quiet else _Progress())

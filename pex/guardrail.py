@@ -167,25 +167,30 @@ class GuardrailRule:
         control mean, whose sampling error enters by the delta method. Without ``control`` the control mean
         is taken as known (``self.control_mean``).
         """
+        estimate, influence = self.harm_influence(change, control)
+        n = len(influence)
+        se = float(influence.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        return estimate, se
+
+    def harm_influence(self, change: np.ndarray, control: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Harm and its per-unit influence values (up to a constant) from the inputs of :meth:`harm_and_se`:
+        their spread is the harm's standard error, and their correlation across policies on the same units is
+        how alike those policies' harm estimates err (what simultaneous bounds need)."""
         change = np.asarray(change, dtype=float)
         n = len(change)
         if n == 0:
-            return float("nan"), float("nan")
+            return float("nan"), np.zeros(0)
         d = float(change.mean())
         if control is None or not self.relative:
             base = self.scale
-            influence = change / base
-            estimate = self.sign * d / base
-        else:
-            control = np.asarray(control, dtype=float)
-            c = float(control.mean())
-            if c == 0.0:
-                return float("nan"), float("nan")
-            # influence function of d / |c|: (change_i - d) / |c| - d * sign(c) * (control_i - c) / c^2
-            influence = change / abs(c) - d * math.copysign(1.0, c) * control / c**2
-            estimate = self.sign * d / abs(c)
-        se = float(influence.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-        return float(estimate), se
+            return float(self.sign * d / base), self.sign * change / base
+        control = np.asarray(control, dtype=float)
+        c = float(control.mean())
+        if c == 0.0:
+            return float("nan"), np.full(n, np.nan)
+        # influence function of d / |c|: (change_i - d) / |c| - d * sign(c) * (control_i - c) / c^2
+        influence = change / abs(c) - d * math.copysign(1.0, c) * control / c**2
+        return float(self.sign * d / abs(c)), self.sign * influence
 
     def assess(self, change: np.ndarray, control: np.ndarray | None = None, alpha: float = ALPHA) -> Harm:
         """:meth:`harm_and_se` followed by :meth:`verdict`."""

@@ -164,6 +164,34 @@ def simultaneous_z(estimates: Sequence[Estimate], alpha: float = 0.05, draws: in
     return float(np.clip(np.quantile(z.max(axis=1), 1.0 - alpha), single, bonferroni))
 
 
+def step_down_upper(estimates: Sequence[Estimate], limits: Sequence[float], alpha: float = 0.05,
+                    seed: int = 0) -> list[float | None]:
+    """Which of several "value below its limit" claims hold together: step-down max-t (Romano & Wolf, 2005).
+
+    Claim ``j`` is that the true value of ``estimates[j]`` is below ``limits[j]``. Starting with every claim,
+    the critical value ``c`` of :func:`simultaneous_z` over the claims not yet made is computed, every claim
+    whose upper bound ``value + c * se`` is within its limit is made, and the procedure repeats over the rest
+    (``c`` shrinks as claims are made) until none is. The chance that any claim made is false stays within
+    ``alpha`` however many there are, with no order fixed in advance and no stop at the first failure; alike
+    estimates (correlated contributions) cost little. Returns, per claim, the critical value it was made at,
+    or None.
+    """
+    if len(estimates) != len(limits):
+        raise ValueError(f"step_down_upper() needs one limit per estimate, got {len(estimates)} and {len(limits)}")
+    made: list[float | None] = [None] * len(estimates)
+    open_ = [j for j, e in enumerate(estimates) if np.isfinite(e.value) and np.isfinite(limits[j])]
+    while open_:
+        z = simultaneous_z([estimates[j] for j in open_], alpha, seed=seed)
+        now = [j for j in open_ if estimates[j].value + z * (estimates[j].se if np.isfinite(estimates[j].se) else np.inf)
+               <= limits[j]]
+        if not now:
+            break
+        for j in now:
+            made[j] = float(z)
+        open_ = [j for j in open_ if j not in now]
+    return made
+
+
 # -- input checks ------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from pex.policy import Policy
 from pex.policy_build import BuildOptions, FitContext, build_policies, load_fit, objective_coefficients
 from pex.policy_eval import compare
-from pex.recommend import complexity, recommend
+from pex.recommend import CERTIFICATION, complexity, recommend
 from pex.store import Workspace
 
 Say = Callable[[str], None]
@@ -49,12 +49,13 @@ class RunOptions:
     dense: int = 1024  # Sobol weight vectors, each valued at every treated-share cap
     candidates: int = 2  # Pareto points turned into policies (each one more candidate to certify)
     use_ax: bool = False  # the dense sweep finds the larger front offline (bench/optimize.py); Ax can refine it
+    certification: str = CERTIFICATION  # how the held-out test covers every candidate at once (pex.recommend)
     build: BuildOptions = field(default_factory=BuildOptions)
 
     def to_dict(self) -> dict:
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
                 "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
-                "use_ax": self.use_ax, "build": self.build.to_dict()}
+                "use_ax": self.use_ax, "certification": self.certification, "build": self.build.to_dict()}
 
 
 def fit_and_store(ws: Workspace, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
@@ -214,7 +215,8 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     rows = [r.evaluation for r in records] + candidate_rows
     coefficients = build_report["objective_coefficients"]
     rec = recommend(policies, rows, ctx.evaluation(), spec, coefficients,
-                    screen={p.name: r.get("screen") or {} for p, r in zip(policies, rows)}, holdout_share=options.holdout)
+                    screen={p.name: r.get("screen") or {} for p, r in zip(policies, rows)}, holdout_share=options.holdout,
+                    certification=options.certification)
     say(f"      {rec.headline}")
 
     summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,

@@ -137,6 +137,26 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
     return rows
 
 
+def harm_estimates(policies: list[Policy], data: EvaluationData, spec: ExperimentSpec) -> dict[tuple[str, str], ope.Estimate]:
+    """Per (policy name, guardrail with a limit): its harm on ``data`` as an estimate whose contributions are the
+    harm's per-unit influence values, the same harm and standard error as :func:`compare`'s guardrail cells, in
+    the form simultaneous bounds need (:func:`pex.ope.step_down_upper`)."""
+    dr = ope.DoublyRobust()
+    control = {m: dr.estimate(data.rewards[m], data.action, data.pscore, _constant(data, data.arms.index(data.control)),
+                              data.reward_hat[m]).contributions for m in data.rewards}
+    rules = {m: r for m, r in rules_for(spec, {m: float(c.mean()) for m, c in control.items()}).items()
+             if r.max_harm is not None}
+    out: dict[tuple[str, str], ope.Estimate] = {}
+    for policy in policies:
+        dist = action_distribution(policy, data)
+        for m, rule in rules.items():
+            mine = dr.estimate(data.rewards[m], data.action, data.pscore, dist, data.reward_hat[m]).contributions
+            harm, influence = rule.harm_influence(mine - control[m], control[m])
+            # centred on the harm, so that the estimate's value is the harm and its spread the harm's standard error
+            out[(policy.name, m)] = ope.Estimate.from_contributions("harm", influence - influence.mean() + harm)
+    return out
+
+
 def guardrail_entry(harm: Harm) -> dict:
     """A comparison row's guardrail cell: the :class:`pex.guardrail.Harm` fields, plus the harm under the name
     of its basis (``relative_harm`` or ``absolute_harm``) and its one-sided bounds as ``ci_low``/``ci_high``."""

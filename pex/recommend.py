@@ -48,11 +48,28 @@ import numpy as np
 from pex import ope
 from pex.guardrail import ALPHA, Harm, tail_level
 from pex.policy import Policy, constant_policy
-from pex.policy_eval import EvaluationData, action_distribution
+from pex.policy_eval import EvaluationData, action_distribution, harm_estimates
 from pex.spec import ExperimentSpec
 
 UNIFORM_EXPLORATION = 1.0
 CERTIFICATION = "fixed-sequence"
+CERTIFICATIONS = ("fixed-sequence", "step-down")
+CERTIFIED_TEXT = {
+    "fixed-sequence": ("Certified means: on held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
+                       "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), "
+                       "stopping at the first that fails, so the 95% holds for every certified policy at once."),
+    "step-down": ("Certified means: on held-out units, each guardrail's one-sided upper bound of harm is within its max_harm, "
+                  "at a level raised so that it holds for every candidate at once (step-down max-t: all candidates are "
+                  "tested together, and each one certified lowers the bar for the rest), so the 95% holds for every "
+                  "certified policy at once."),
+}
+# how the candidates were tested, as a clause after "N candidates tested ..." in the report and the CLI text
+PROCEDURE = {
+    "fixed-sequence": ("one at a time in an order fixed on the building units, safest first, each guardrail one-sided "
+                       "at 95%, stopping at the first that fails (fixed-sequence testing)"),
+    "step-down": ("all together, each guardrail one-sided at a level raised so that 95% holds for every candidate at once "
+                  "and lowered for the rest as candidates are certified (step-down max-t)"),
+}
 
 
 def complexity(policy: Policy) -> int:
@@ -100,13 +117,17 @@ class Recommendation:
 
 def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, spec: ExperimentSpec,
               coefficients: dict[str, float], screen: dict[str, dict[str, dict]] | None = None,
-              holdout_share: float | None = None) -> Recommendation:
+              holdout_share: float | None = None, certification: str = CERTIFICATION) -> Recommendation:
     """Apply the module's rule to policies valued by :func:`pex.policy_eval.compare` (``rows``, same order).
 
     ``screen`` maps a policy name to its guardrails' building-unit check (``{metric: {"passed": bool, ...}}``);
     a name without an entry is not screened out. ``holdout_share`` turns held-out unit counts into
-    experiment sizes in the "cannot certify" message.
+    experiment sizes in the "cannot certify" message. ``certification`` is the multiple-testing procedure
+    of step 3: ``fixed-sequence`` (safest first, stop at the first failure) or ``step-down`` (max-t over every
+    candidate and guardrail at once, :func:`pex.ope.step_down_upper`).
     """
+    if certification not in CERTIFICATIONS:
+        raise ValueError(f"certification must be one of {', '.join(CERTIFICATIONS)}, got {certification!r}")
     primaries = [m for m, meta in spec.metrics.items() if meta.role == "primary"] or \
                 [m for m, meta in spec.metrics.items() if meta.role != "guardrail"]
     single = len(primaries) == 1
@@ -145,13 +166,10 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     # between the building-units bound and the limit), so a test is rarely spent on a long shot early
     family = sorted((p for p in candidates if p not in screened_out), key=lambda p: _room(screen.get(p.name, {})),
                     reverse=True)
-    judged: dict[str, dict[str, Harm]] = {}
-    certified: list[Policy] = []
-    for p in family:  # fixed-sequence testing: each at the full level, stopping at the first that does not pass
-        judged[p.name] = {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
-        if not all(h.passed for h in judged[p.name].values()):
-            break
-        certified.append(p)
+    if certification == "fixed-sequence":
+        judged, certified = _fixed_sequence(family, by_name)
+    else:
+        judged, certified = _step_down(family, by_name, data, spec)
     untested = [p for p in family if p.name not in judged]
     estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}
@@ -247,14 +265,12 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         headline = (f"Personalize with {choice.name} ({kind}): it beats the best single arm on {label} and is certified "
                     "to keep the guardrails.")
     certification = {
-        "method": CERTIFICATION, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
+        "method": certification, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
         "order": [p.name for p in family], "tested": list(judged), "untested": [p.name for p in untested],
         "lift_level": 1.0 - alpha, "lift_method": "max-t over the certified candidates and single arms",
         "screened_out": [p.name for p in screened_out], "certified": [p.name for p in certified],
         "rows": "held-out units (no model, reward model or policy-building step used them)",
-        "text": ("Certified means: on held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
-                 "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), "
-                 "stopping at the first that fails, so the 95% holds for every certified policy at once."),
+        "text": CERTIFIED_TEXT[certification], "procedure": PROCEDURE[certification],
         "harms": {name: {m: h.to_dict() for m, h in rails.items()} for name, rails in judged.items()},
         "value": _bounds(estimates[choice.name], z),
         "lift_vs_control": _bounds(ope.difference(estimates[choice.name], baseline(control, choice.exploration)), z),
@@ -263,6 +279,46 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     return Recommendation(policy=choice.name, kind=choice.kind, verdict=verdict, headline=headline, reasons=reasons,
                           primary=primary, eligible=[control.name, *[p.name for p in certified]], cannot_certify=cannot,
                           certification=certification)
+
+
+def _fixed_sequence(family: list[Policy], by_name: dict) -> tuple[dict[str, dict[str, Harm]], list[Policy]]:
+    """Fixed-sequence testing: each candidate at the full level in the given order, stopping at the first that
+    does not pass. Returns the guardrail verdicts of those tested and the certified candidates."""
+    judged: dict[str, dict[str, Harm]] = {}
+    certified: list[Policy] = []
+    for p in family:
+        judged[p.name] = {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
+        if not all(h.passed for h in judged[p.name].values()):
+            break
+        certified.append(p)
+    return judged, certified
+
+
+def _step_down(family: list[Policy], by_name: dict, data: EvaluationData,
+               spec: ExperimentSpec) -> tuple[dict[str, dict[str, Harm]], list[Policy]]:
+    """Step-down max-t over every (candidate, guardrail) harm on the held-out units at once
+    (:func:`pex.ope.step_down_upper`): a candidate is certified when each of its guardrails' claims is made.
+    Each verdict is reported at the level its claim was made at (the last critical value for the others)."""
+    if not family:
+        return {}, []
+    harms = harm_estimates(family, data, spec)
+    claims = list(harms)
+    estimates = [harms[c] for c in claims]
+    limits = [float(by_name[name][1]["guardrails"][m]["limit"]) for name, m in claims]
+    made = ope.step_down_upper(estimates, limits, ALPHA)
+    last = max((z for z in made if z is not None), default=None)
+    final = ope.simultaneous_z([e for e, z in zip(estimates, made) if z is None], ALPHA) if None in made else last
+    judged: dict[str, dict[str, Harm]] = {}
+    certified: list[Policy] = []
+    for p in family:
+        mine = [(m, z) for (name, m), z in zip(claims, made) if name == p.name]
+        ok = all(z is not None for _m, z in mine)
+        level_z = max(z for _m, z in mine) if ok and mine else final
+        alpha = tail_level(level_z) if level_z is not None else ALPHA
+        judged[p.name] = {m: Harm.from_dict(g).at(alpha) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
+        if ok:
+            certified.append(p)
+    return judged, certified
 
 
 def _room(screen: dict[str, dict]) -> float:

@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from pex import report_charts as charts
 from pex.guardrail import POWER
+from pex.recommend import PROCEDURE
 
 LEARNER_NAMES = {"s": "S-learner", "t": "T-learner", "x": "X-learner", "dr": "DR-learner", "r": "R-learner",
                  "ensemble": "ensemble", "causal_forest": "causal forest"}
@@ -193,7 +194,15 @@ def _family_bounds(cert: dict, name: str) -> str:
     """The family-level upper bounds of one candidate, e.g. 'at 97.5%: unsubscribes ≤ +2.26%'."""
     harms = (cert.get("harms") or {}).get(name) or {}
     parts = [(f"{m} " if len(harms) > 1 else "") + f"upper {_harm_fmt(h)(h.get('upper'))}" for m, h in harms.items() if isinstance(h, dict)]
-    return ", ".join(parts) + f" at {fmt_pct(cert.get('level'), signed=False)}" if parts and _ok(cert.get("level")) else ""
+    # each bound at the level it was judged at (step-down raises it above the family's), else the family's
+    level = next((h.get("level") for h in harms.values() if isinstance(h, dict) and _ok(h.get("level"))), cert.get("level"))
+    return ", ".join(parts) + f" at {fmt_pct(level, signed=False)}" if parts and _ok(level) else ""
+
+
+def _procedure(cert: dict) -> str:
+    """How the candidates were tested, as a clause ("one at a time ... (fixed-sequence testing)"); summaries
+    written before the procedure was recorded used fixed-sequence testing."""
+    return str(cert.get("procedure") or PROCEDURE["fixed-sequence"])
 
 
 def _screen_text(screen: dict | None) -> str:
@@ -220,8 +229,7 @@ def _status(p: dict, s: dict, cert: dict) -> dict:
     level = fmt_pct(cert.get("level"), signed=False)
     if name in (cert.get("certified") or []):
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
-                "title": f"every guardrail's one-sided upper bound at {level} is within its limit "
-                         "(tested in a fixed sequence, safest first)"}
+                "title": f"every guardrail's one-sided upper bound is within its limit (tested {_procedure(cert)})"}
     if name in (cert.get("untested") or []):
         title = "not tested: an earlier candidate in the fixed sequence did not pass, and the sequence stops there"
         return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
@@ -329,8 +337,7 @@ def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: s
     if _ok(k) and k > 0:
         lift_level = fmt_pct(cert.get("lift_level"), signed=False) if _ok(cert.get("lift_level")) else level
         units = (f"The numbers in this box come from {rows}. The {fmt_num(k)} candidate{'s' if k != 1 else ''} that passed "
-                 f"the building-units screen were tested there one at a time, safest first, each guardrail at the one-sided "
-                 f"{level} level, stopping at the first that failed (fixed-sequence testing); value and lift bounds are "
+                 f"the building-units screen were tested there {_procedure(cert)}; value and lift bounds are "
                  f"one-sided {lift_level}, so that they hold for every certified policy at once (the choice among them "
                  "is paid for).")
     else:
@@ -539,7 +546,7 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
     return {"rows": rows, "metrics": [m["name"] for m in metrics], "primary": primary or "", "guardrails": rail_names,
             "limits": limits, "bound": _bound_name(level) if level is not None else "upper bound",
             "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num((s.get("evaluation_rows") or {}).get("n_units")),
-            "cert_text": str(cert.get("text") or ""), "has_cert": bool(cert),
+            "cert_text": str(cert.get("text") or ""), "has_cert": bool(cert), "procedure": _procedure(cert),
             "family_level": fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else "",
             "k": cert.get("k") if _ok(cert.get("k")) else None}
 

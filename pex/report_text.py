@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from pex.effects import Analysis
+from pex.recommend import PROCEDURE
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
@@ -385,10 +386,9 @@ def render_recommendation(summary: dict) -> str:
         k = cert.get("k") or 0
         rows = cert.get("rows") or "held-out units"
         if k:
-            out.append(f"  numbers from {rows}; {k} candidate{'s' if k != 1 else ''} tested one at a time, safest first, "
-                       f"each guardrail one-sided at {cert.get('level', 0.95):.0%}, stopping at the first failure "
-                       f"(fixed-sequence testing); value and lift bounds one-sided at "
-                       f"{cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%")
+            procedure = cert.get("procedure") or PROCEDURE["fixed-sequence"]  # older summaries: fixed-sequence
+            out.append(f"  numbers from {rows}; {k} candidate{'s' if k != 1 else ''} tested {procedure}; value and lift "
+                       f"bounds one-sided at {cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%")
                        + ", so they hold for every certified candidate at once")
         else:
             out.append(f"  numbers from {rows}; no candidate passed the building-units screen, so none was tested on them")

@@ -511,3 +511,45 @@ def test_simultaneous_bounds_cover_every_estimate_at_once():
         unadjusted += all(e.value - 1.645 * e.se <= 0.0 for e in estimates)
     assert 0.92 <= held / 400 <= 0.98
     assert unadjusted / 400 < 0.9
+
+
+# -- step_down_upper ----------------------------------------------------------------------------
+
+
+def _exact(rng: np.random.Generator, value: float, se: float, n: int = 10_000) -> ope.Estimate:
+    """An estimate with exactly this value and standard error (independent noise)."""
+    noise = rng.normal(size=n)
+    noise = (noise - noise.mean()) / noise.std(ddof=1)
+    return _estimate(value + se * np.sqrt(n) * noise)
+
+
+def test_step_down_makes_each_claim_at_a_shrinking_critical_value():
+    rng = np.random.default_rng(3)
+    far, over = _exact(rng, -1.0, 0.01), _exact(rng, 1.0, 0.01)
+    near = _exact(rng, -2.03 * 0.01, 0.01)  # within at two independent claims' z (~1.95), not at three (~2.12)
+    first = ope.simultaneous_z([far, near, over])
+    second = ope.simultaneous_z([near, over])
+    assert near.value + first * near.se > 0.0 >= near.value + second * near.se
+    made = ope.step_down_upper([far, near, over], [0.0, 0.0, 0.0])
+    assert made[0] == pytest.approx(first) and made[2] is None
+    assert made[1] == pytest.approx(second) and made[1] < first  # made once "far" was out of the way
+    # the same claim alone among ones that are never made is never made: the bar does not drop for them
+    assert ope.step_down_upper([near, over, _exact(rng, 1.0, 0.01)], [0.0] * 3)[0] is None
+    with pytest.raises(ValueError, match="one limit per estimate"):
+        ope.step_down_upper([far], [0.0, 1.0])
+
+
+def test_step_down_claims_are_all_true_at_once_about_95_percent_of_the_time():
+    """Six alike estimates whose truths sit exactly at their limits (the hardest case) and three that are truly
+    within: over 400 replications some false claim is made about 5% of the time, while the true ones are made."""
+    rng = np.random.default_rng(13)
+    false_claims = made_true = 0
+    for _ in range(400):
+        common = rng.normal(size=2_000)
+        at_limit = [_estimate(common + 0.5 * rng.normal(size=2_000)) for _ in range(6)]  # truth 0, limit 0
+        within = [_estimate(common + 0.5 * rng.normal(size=2_000) - 0.5) for _ in range(3)]  # truth -0.5
+        made = ope.step_down_upper([*at_limit, *within], [0.0] * 9)
+        false_claims += any(z is not None for z in made[:6])
+        made_true += sum(z is not None for z in made[6:])
+    assert 0.02 <= false_claims / 400 <= 0.08
+    assert made_true / (3 * 400) > 0.99

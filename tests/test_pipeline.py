@@ -11,9 +11,11 @@ import jsonschema
 import pytest
 
 import pex
+from pex.cli import CERTIFICATIONS as CLI_CERTIFICATIONS
 from pex.cli import HOLDOUT as CLI_HOLDOUT
 from pex.pipeline import HOLDOUT, RunOptions
 from pex.policy import Policy
+from pex.recommend import CERTIFICATION, CERTIFICATIONS
 from pex.simulate import simulate, write_product_export
 
 SCHEMA = json.loads(resources.files("pex").joinpath("schemas/summary.schema.json").read_text())
@@ -112,6 +114,40 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     assert entry["certification"] in ("screened out", "not certified")
 
 
+def test_step_down_certification_on_the_same_run(segment_run):
+    """The other multiple-testing procedure on the segment run's own policies and held-out units: its harms are the
+    comparison's own, every candidate is tested (none left after a failure), a candidate is certified exactly when
+    each guardrail's bound at the level its claim was made at is within the limit, and those levels are at least 95%."""
+    from pex.policy_build import load_fit
+    from pex.policy_eval import harm_estimates
+    from pex.recommend import recommend
+    from pex.store import Workspace
+
+    _sim, result = segment_run
+    ctx = load_fit(Workspace(result.out.parent / "ws"), "seg", result.details["fit_id"])
+    policies = list(result.policy_objects.values())  # the order of the comparison rows
+    names = [p.name for p in policies]
+    rows = result.details["rows"]
+    data = ctx.evaluation()
+    for (name, metric), e in harm_estimates(policies, data, ctx.dataset.spec).items():
+        cell = rows[names.index(name)]["guardrails"][metric]
+        assert e.value == pytest.approx(cell["estimate"], rel=1e-9) and e.se == pytest.approx(cell["se"], rel=1e-9)
+    screen = {p.name: r.get("screen") or {} for p, r in zip(policies, rows)}
+    fixed = result.summary["recommendation"]["certification"]
+    rec = recommend(policies, rows, data, ctx.dataset.spec, result.details["build_report"]["objective_coefficients"],
+                    screen=screen, holdout_share=0.25, certification="step-down")
+    cert = rec.certification
+    assert cert["method"] == "step-down" and "step-down max-t" in cert["procedure"]
+    assert cert["family"] == fixed["family"] and cert["untested"] == [] and cert["tested"] == cert["family"]
+    for name in cert["family"]:
+        harms = cert["harms"][name]
+        assert all(h["level"] >= 0.95 - 1e-12 for h in harms.values())
+        assert (name in cert["certified"]) == all(h["upper"] <= h["limit"] for h in harms.values())
+    assert rec.policy in [*cert["certified"], "seg-all-control"]
+    with pytest.raises(ValueError, match="certification must be one of"):
+        recommend(policies, rows, data, ctx.dataset.spec, {}, certification="bonferroni")
+
+
 def test_result_frames_and_decisions(pipeline_run, sim):
     effects = pipeline_run.effects
     assert {"metric", "arm", "estimate", "ci_low", "ci_high", "p_value"} <= set(effects.columns)
@@ -136,6 +172,10 @@ def test_result_frames_and_decisions(pipeline_run, sim):
 
 def test_cli_and_pipeline_share_the_default_holdout():
     assert CLI_HOLDOUT == HOLDOUT == RunOptions().holdout
+
+
+def test_cli_and_recommendation_share_the_certification_procedures():
+    assert CLI_CERTIFICATIONS == CERTIFICATIONS and CERTIFICATIONS[0] == CERTIFICATION == RunOptions().certification
 
 
 @pytest.fixture(scope="module")
