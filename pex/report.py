@@ -308,11 +308,11 @@ def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], co
         alert = reasons.pop(0) if reasons else "Nothing could be certified."
         if not alert.lower().startswith("nothing"):  # the engine's first reason normally says so itself
             alert = "Nothing could be certified: " + alert
-    # the recommended policy's guardrails at the level that certified it (the family's), else its own 95% row
+    # the recommended policy's guardrails at the level that certified it, else its own 95% row
     family_harms = (cert.get("harms") or {}).get(name)
     rails = _guardrail_badges(family_harms if family_harms else entry.get("guardrails"))
-    rails_level = cert.get("level") if family_harms else next((g.get("level") for g in (entry.get("guardrails") or {}).values()
-                                                               if isinstance(g, dict) and _ok(g.get("level"))), None)
+    rails_level = next((g.get("level") for g in (family_harms or entry.get("guardrails") or {}).values()
+                        if isinstance(g, dict) and _ok(g.get("level"))), cert.get("level") if family_harms else None)
     return {
         "policy": name, "short": _short(name, s.get("experiment", "")), "kind": rec.get("kind") or entry.get("kind", ""),
         "verdict": rec.get("verdict", ""), "label": label + (" · nothing certified" if cannot else ""), "cls": cls,

@@ -503,7 +503,7 @@ def test_verdict_states_what_certified_means_and_where_the_numbers_come_from(sum
     assert cert["text"] and cert["text"] in verdict
     assert f"The numbers in this box come from {cert['rows']}" in verdict
     if cert["k"]:
-        assert "one at a time, safest first" in verdict and "fixed-sequence testing" in verdict
+        assert f"tested there {cert['procedure']}" in verdict and "fixed-sequence testing" in verdict
     value = cert["value"]
     assert f"<b>{fmt_num(value['estimate'])}</b> (bounds {fmt_num(value['low'])} to {fmt_num(value['high'])})" in verdict
     control = next(p["name"] for p in summary["policies"] if p["kind"] == "constant" and p.get("arm") == summary["control"])
@@ -587,13 +587,14 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
     s["recommendation"]["certification"].update(
         family=[name, f"{s['experiment']}-pareto-2"], k=2, certified=[name], level=0.975, harms={name: harms},
         text="Certified means: on held-out units, each guardrail's one-sided upper bound at level 97.50% is within its max_harm.",
+        procedure="one at a time at the one-sided 97.5% level, safest first (fixed-sequence testing)",
         value={"estimate": 5.5, "se": 0.07, "low": 5.36, "high": 5.64},
         lift_vs_control={"estimate": 0.013, "se": 0.0024, "low": 0.0084, "high": 0.0176})
     s["recommended_policy"] = name
     page = html.unescape(render_report(s))
     verdict = section(page, "verdict", "data-health")
     assert 'role="alert"' not in verdict and "nothing certified" not in verdict
-    assert "one at a time, safest first" in verdict and "one-sided 97.5% level" in verdict
+    assert "tested there one at a time at the one-sided 97.5% level, safest first (fixed-sequence testing)" in verdict
     assert "<b>5.5</b> (bounds 5.36 to 5.64)" in verdict
     assert '<b class="good">+0.013</b> (bounds +0.0084 to +0.0176)' in verdict
     assert "one-sided 97.5% upper bound +3.1%" in verdict  # its guardrails at the family's level
@@ -601,7 +602,8 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
     row = policy_row(table, name)
     assert status_label(row) == "certified" and "upper +3.1% at 97.5%" in row
     assert status_label(policy_row(table, f"{s['experiment']}-pareto-2")) == "not certified"
-    assert "2 candidates that passed the building-units screen one at a time at this same 97.5% one-sided level" in table
+    assert ("2 candidates that passed the building-units screen one at a time at the one-sided 97.5% level, safest first "
+            "(fixed-sequence testing); the upper bounds it used are under each tested candidate's badge") in table
 
 
 def test_a_tested_but_uncertified_candidate_shows_its_family_bound(s):
@@ -752,3 +754,24 @@ def test_number_formatting():
     assert fmt_num(None) == "–" and fmt_num(float("nan")) == "–"
     assert fmt_pct(0.0984) == "+9.84%" and fmt_pct(-0.136) == "-13.6%" and fmt_pct(0.25, signed=False) == "25%"
     assert fmt_p(1e-9) == "< 0.001" and fmt_p(0.30132) == "0.301"
+
+
+def test_a_step_down_certificate_shows_each_bound_at_the_level_it_was_made_at(s):
+    """Step-down certifies each candidate at its own raised level: the verdict box and the policy table show
+    that level, not the family's 95%, and the procedure the engine describes."""
+    from pex.recommend import PROCEDURE
+
+    name = f"{s['experiment']}-pareto-1"
+    policy = next(p for p in s["policies"] if p["name"] == name)
+    harms = {m: {**g, "upper": 0.031, "level": 0.992, "verdict": "pass"} for m, g in policy["guardrails"].items()}
+    s["recommendation"].update(policy=name, kind="value", verdict="personalize", cannot_certify=False,
+                               headline=f"Personalize with {name}.", reasons=["it beats the best arm"])
+    s["recommendation"]["certification"].update(method="step-down", procedure=PROCEDURE["step-down"], family=[name], k=1,
+                                                certified=[name], untested=[], level=0.95, harms={name: harms})
+    s["recommended_policy"] = name
+    page = html.unescape(render_report(s))
+    verdict = section(page, "verdict", "data-health")
+    assert f"tested there {PROCEDURE['step-down']}" in verdict
+    assert "one-sided 99.2% upper bound +3.1%" in verdict and "(the level at which it was certified)" in verdict
+    row = policy_row(section(page, "policies", "pareto"), name)
+    assert status_label(row) == "certified" and "upper +3.1% at 99.2%" in row
