@@ -25,7 +25,7 @@ _state = {"verbose": False}
 HOLDOUT = 0.25
 # the recommendation's multiple-testing procedures, default first; equal to pex.recommend.CERTIFICATIONS (kept here so
 # that `pex --help` does not import the modelling stack)
-CERTIFICATIONS = ("fixed-sequence", "step-down")
+CERTIFICATIONS = ("gated", "fixed-sequence", "step-down")
 
 
 def _echo_json(obj: object) -> None:
@@ -542,8 +542,9 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
               help="Largest share of units a policy may give a non-control arm.")
 @click.option("--certification", type=click.Choice(CERTIFICATIONS), default=CERTIFICATIONS[0], show_default=True,
-              help="How the held-out test covers every candidate at once: fixed-sequence (safest first, stop at the "
-                   "first failure) or step-down (max-t over all candidates together).")
+              help="How the held-out test covers every candidate at once: gated (the safest alone at the full level, "
+                   "then step-down over the rest), fixed-sequence (safest first, stop at the first failure) or step-down "
+                   "(max-t over all candidates together).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context

@@ -12,14 +12,18 @@ bound, not its point estimate (:mod:`pex.guardrail`). The rule:
    estimate were exact (its certifiable bound is over the limit) is dropped
    before the held-out units are looked at. The screen uses no held-out unit,
    so it costs the held-out test nothing.
-3. **Certify on the held-out units, in a fixed sequence.** The candidates
-   left are ordered on the building units alone, safest first (the most room
-   between their building-units bound and the limit), and tested on the
-   held-out units one at a time, each at the full one-sided 95% level,
-   stopping at the first that does not pass (fixed-sequence testing: the
-   chance that any certified policy truly breaks a guardrail stays within 5%,
-   without splitting the level across candidates). A candidate is
-   **certified** when every guardrail passes.
+3. **Certify on the held-out units.** The candidates left are ordered on the
+   building units alone, safest first (the most room between their
+   building-units bound and the limit). By default (``gated``) the safest is
+   tested alone at the full one-sided 95% level; only if it passes are the
+   others tested, all together, by step-down max-t (each guardrail's bound at
+   a level raised so that it holds for all of them at once, lowered for the
+   rest as candidates pass; :func:`pex.ope.step_down_upper`). This is serial
+   gatekeeping: the chance that any certified policy truly breaks a guardrail
+   stays within 5%. ``fixed-sequence`` instead tests them one at a time, each
+   at the full level, stopping at the first that does not pass; ``step-down``
+   tests all of them together from the start. A candidate is **certified**
+   when every guardrail passes.
 4. The **best** certified policy (control included) has the largest primary
    value (goal-signed doubly-robust value of the primary metric; with several
    primary metrics, the owner's objective). Among certified policies not
@@ -52,8 +56,12 @@ from pex.policy_eval import EvaluationData, action_distribution, harm_estimates
 from pex.spec import ExperimentSpec
 
 UNIFORM_EXPLORATION = 1.0
-CERTIFICATION = "fixed-sequence"
-CERTIFICATIONS = ("fixed-sequence", "step-down")
+# bench/guardrails.py-style comparison, 35 experiments of 50,000 units (README): mean gain share of the oracle 0.392
+# gated, 0.390 step-down, 0.377 fixed-sequence, none truly beyond a limit. Gated keeps step-down's power where the
+# safe candidates differ (no stop at the first failure) without its loss where only marginal ones pass (the safest
+# gets the whole level), so it is the default.
+CERTIFICATION = "gated"
+CERTIFICATIONS = ("gated", "fixed-sequence", "step-down")
 CERTIFIED_TEXT = {
     "fixed-sequence": ("Certified means: on held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
                        "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), "
@@ -62,6 +70,10 @@ CERTIFIED_TEXT = {
                   "at a level raised so that it holds for every candidate at once (step-down max-t: all candidates are "
                   "tested together, and each one certified lowers the bar for the rest), so the 95% holds for every "
                   "certified policy at once."),
+    "gated": ("Certified means: on held-out units, each guardrail's one-sided upper bound of harm is within its max_harm. "
+              "The safest candidate (chosen on the building units) is tested first at the full 95% level; only if it "
+              "passes are the others tested, all together, at a level raised so that it holds for every one of them at "
+              "once (step-down max-t), so the 95% holds for every certified policy at once."),
 }
 # how the candidates were tested, as a clause after "N candidates tested ..." in the report and the CLI text
 PROCEDURE = {
@@ -69,6 +81,8 @@ PROCEDURE = {
                        "at 95%, stopping at the first that fails (fixed-sequence testing)"),
     "step-down": ("all together, each guardrail one-sided at a level raised so that 95% holds for every candidate at once "
                   "and lowered for the rest as candidates are certified (step-down max-t)"),
+    "gated": ("the safest first, alone, each guardrail one-sided at 95%; once it passed, all the others together at a level "
+              "raised so that 95% holds for every one of them at once (a gatekeeper, then step-down max-t)"),
 }
 
 
@@ -123,8 +137,9 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     ``screen`` maps a policy name to its guardrails' building-unit check (``{metric: {"passed": bool, ...}}``);
     a name without an entry is not screened out. ``holdout_share`` turns held-out unit counts into
     experiment sizes in the "cannot certify" message. ``certification`` is the multiple-testing procedure
-    of step 3: ``fixed-sequence`` (safest first, stop at the first failure) or ``step-down`` (max-t over every
-    candidate and guardrail at once, :func:`pex.ope.step_down_upper`).
+    of step 3: ``fixed-sequence`` (safest first, stop at the first failure), ``step-down`` (max-t over every
+    candidate and guardrail at once, :func:`pex.ope.step_down_upper`) or ``gated`` (the safest candidate alone
+    at the full level, then, if it passed, step-down over the rest).
     """
     if certification not in CERTIFICATIONS:
         raise ValueError(f"certification must be one of {', '.join(CERTIFICATIONS)}, got {certification!r}")
@@ -168,8 +183,14 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                     reverse=True)
     if certification == "fixed-sequence":
         judged, certified = _fixed_sequence(family, by_name)
-    else:
+    elif certification == "step-down":
         judged, certified = _step_down(family, by_name, data, spec)
+    else:  # serial gatekeeping: the rest is tested only once the safest passed, so each stage has the whole level
+        judged, certified = _fixed_sequence(family[:1], by_name)
+        if certified:
+            rest_judged, rest_certified = _step_down(family[1:], by_name, data, spec)
+            judged.update(rest_judged)
+            certified += rest_certified
     untested = [p for p in family if p.name not in judged]
     estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}

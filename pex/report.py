@@ -231,7 +231,7 @@ def _status(p: dict, s: dict, cert: dict) -> dict:
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
                 "title": f"every guardrail's one-sided upper bound is within its limit (tested {_procedure(cert)})"}
     if name in (cert.get("untested") or []):
-        title = "not tested: an earlier candidate in the fixed sequence did not pass, and the sequence stops there"
+        title = "not tested: a candidate tested before it did not pass, and the test stops there"
         return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
     if name in (cert.get("family") or []):
         title = f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"
