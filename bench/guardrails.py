@@ -195,7 +195,7 @@ def run_benchmark(cases: Iterable[Case], *, truth_units: int = TRUTH_UNITS, trut
         with tempfile.TemporaryDirectory(prefix="pex-guardrails-") as tmp:
             try:
                 record = run_case(case, refs[case.scenario], Path(tmp), **run_options)
-            except Exception as exc:
+            except Exception as exc:  # recorded and reported, not raised: see the docstring
                 if stop_on_error:
                     raise
                 record = {"size": case.size, "scenario": case.scenario, "seed": case.seed, "error": f"{type(exc).__name__}: {exc}"}

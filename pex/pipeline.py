@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pex.errors import PexError
 from pex.policy import Policy
 from pex.policy_build import BuildOptions, FitContext, build_policies, load_fit, objective_coefficients
 from pex.policy_eval import compare
-from pex.recommend import CERTIFICATION, complexity, recommend
+from pex.recommend import CERTIFICATION, CERTIFICATIONS, complexity, recommend
 from pex.store import Workspace
 
 Say = Callable[[str], None]
@@ -182,6 +183,9 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     if "build" in overrides:
         options.build = overrides["build"]
     options.build.seed = options.seed
+    if options.certification not in CERTIFICATIONS:  # before any work is done or stored
+        raise PexError(f"certification {options.certification!r} is not one of {', '.join(CERTIFICATIONS)}",
+                       "gated (the default) tests the safest candidate alone, then the rest together")
     say = say or (lambda message: None)
     started = time.perf_counter()
     stages = _Stages(6, say)

@@ -62,19 +62,6 @@ UNIFORM_EXPLORATION = 1.0
 # gets the whole level), so it is the default.
 CERTIFICATION = "gated"
 CERTIFICATIONS = ("gated", "fixed-sequence", "step-down")
-CERTIFIED_TEXT = {
-    "fixed-sequence": ("Certified means: on held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
-                       "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), "
-                       "stopping at the first that fails, so the 95% holds for every certified policy at once."),
-    "step-down": ("Certified means: on held-out units, each guardrail's one-sided upper bound of harm is within its max_harm, "
-                  "at a level raised so that it holds for every candidate at once (step-down max-t: all candidates are "
-                  "tested together, and each one certified lowers the bar for the rest), so the 95% holds for every "
-                  "certified policy at once."),
-    "gated": ("Certified means: on held-out units, each guardrail's one-sided upper bound of harm is within its max_harm. "
-              "The safest candidate (chosen on the building units) is tested first at the full 95% level; only if it "
-              "passes are the others tested, all together, at a level raised so that it holds for every one of them at "
-              "once (step-down max-t), so the 95% holds for every certified policy at once."),
-}
 # how the candidates were tested, as a clause after "N candidates tested ..." in the report and the CLI text
 PROCEDURE = {
     "fixed-sequence": ("one at a time in an order fixed on the building units, safest first, each guardrail one-sided "
@@ -84,6 +71,12 @@ PROCEDURE = {
     "gated": ("the safest first, alone, each guardrail one-sided at 95%; once it passed, all the others together at a level "
               "raised so that 95% holds for every one of them at once (a gatekeeper, then step-down max-t)"),
 }
+
+
+def certified_text(certification: str) -> str:
+    """What "certified" means, in plain words, for one of :data:`CERTIFICATIONS`."""
+    return ("Certified means: on held-out units, each guardrail's one-sided upper bound of harm is within its max_harm, "
+            f"and the 95% holds for every certified policy at once. Candidates are tested {PROCEDURE[certification]}.")
 
 
 def complexity(policy: Policy) -> int:
@@ -291,7 +284,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         "lift_level": 1.0 - alpha, "lift_method": "max-t over the certified candidates and single arms",
         "screened_out": [p.name for p in screened_out], "certified": [p.name for p in certified],
         "rows": "held-out units (no model, reward model or policy-building step used them)",
-        "text": CERTIFIED_TEXT[certification], "procedure": PROCEDURE[certification],
+        "text": certified_text(certification), "procedure": PROCEDURE[certification],
         "harms": {name: {m: h.to_dict() for m, h in rails.items()} for name, rails in judged.items()},
         "value": _bounds(estimates[choice.name], z),
         "lift_vs_control": _bounds(ope.difference(estimates[choice.name], baseline(control, choice.exploration)), z),

@@ -13,6 +13,7 @@ import pytest
 import pex
 from pex.cli import CERTIFICATIONS as CLI_CERTIFICATIONS
 from pex.cli import HOLDOUT as CLI_HOLDOUT
+from pex.errors import PexError
 from pex.pipeline import HOLDOUT, RunOptions
 from pex.policy import Policy
 from pex.recommend import CERTIFICATION, CERTIFICATIONS
@@ -246,6 +247,11 @@ def test_cli_run_json_and_bad_inputs(tmp_path, run, null_dir):
     assert r.code == 0, r
     r = run("report", "flat", "--out", tmp_path / "r.html")
     assert r.code == 2 and "pex run" in r.err and not (tmp_path / "r.html").exists()
+    r = run("run", null_dir / "flat.toml", "--out", tmp_path / "bad", "--certification", "bonferroni")
+    assert r.code == 2 and "bonferroni" in r.err and not (tmp_path / "bad").exists()
+    with pytest.raises(PexError, match="certification 'bonferroni' is not one of gated") as caught:
+        pex.run(null_dir / "flat.toml", tmp_path / "bad", home=tmp_path / "ws-bad", certification="bonferroni")
+    assert caught.value.hint and not (tmp_path / "bad").exists() and not (tmp_path / "ws-bad").exists()
     r = run("run", null_dir / "flat.toml", "--out", tmp_path / "o", "--trials", "0", "--dense", "64", "--json")
     assert r.code == 0, r
     summary = json.loads(r.out)
