@@ -8,10 +8,10 @@ is known:
 * its true harm on each guardrail, and whether any exceeds ``max_harm`` (the failure the
   guardrail logic exists to prevent: the estimate said "within", the truth says "beyond");
 * its true primary gain vs all-control as a share of the constrained oracle's gain (the best
-  policy under the truth that keeps every guardrail, :func:`pex.simulate.constrained_oracle`);
+  policy under the truth that keeps every guardrail, :func:`pex.experiment.simulate.constrained_oracle`);
   0 when the recommendation keeps control;
 * whether the recommendation said it cannot certify the guardrails, its kind and run time;
-* the certification ceiling (:func:`pex.simulate.certification_ceiling`): the gain to expect, as a
+* the certification ceiling (:func:`pex.experiment.simulate.certification_ceiling`): the gain to expect, as a
   share of the oracle's, from testing the oracle's own policies safest first on as many held-out units
   as the pipeline has, knowing every true effect. No procedure that certifies on those units can be
   expected to do much better, so it says how much of the gap to the oracle is the price of certifying.
@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from pex.recommend import CERTIFICATIONS
-from pex.simulate import (
+from pex.evaluation.recommendation import CERTIFICATIONS
+from pex.experiment.simulate import (
     SCENARIOS,
     SimulatedExperiment,
     certification_ceiling,
@@ -79,7 +79,7 @@ class Reference:
     ceilings: dict[int, dict[str, Any]] = field(default_factory=dict)  # by held-out units
 
     def ceiling(self, n_eval: int) -> dict[str, Any]:
-        """:func:`pex.simulate.certification_ceiling` for ``n_eval`` held-out units (computed once)."""
+        """:func:`pex.experiment.simulate.certification_ceiling` for ``n_eval`` held-out units (computed once)."""
         if n_eval not in self.ceilings:
             self.ceilings[n_eval] = certification_ceiling(self.sim, n_eval, exploration=self.oracle["exploration"])
         return self.ceilings[n_eval]
@@ -99,7 +99,7 @@ def plan(sizes: Sequence[int], per_size: int, scenarios: Sequence[str], seed: in
 
 def default_exploration() -> float:
     """The exploration share the pipeline's policies are served with (the oracle is served alike)."""
-    from pex.policy_build import BuildOptions
+    from pex.services.policies import BuildOptions
 
     return float(BuildOptions().exploration)
 
@@ -128,7 +128,7 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
 
     sim = simulate(case.size, scenario=case.scenario, seed=case.seed)
     spec_path = sim.write(workdir / "exp", name=case.scenario.replace("_", "-"))
-    from pex.pipeline import HOLDOUT
+    from pex.services.run import HOLDOUT
 
     options = {"seed": case.seed, "use_ax": False, **run_options}
     started = time.perf_counter()

@@ -8,7 +8,7 @@ What it measures, side by side in one run:
 
 * **PEHE** - root mean squared error of the predicted effect against the true
   effect, per metric, as the RMS over the non-control arms:
-  ``sqrt(mean_arms(mean_units((tau_hat - tau)^2)))``. For the ``pex.simulate``
+  ``sqrt(mean_arms(mean_units((tau_hat - tau)^2)))``. For the ``pex.experiment.simulate``
   scenarios it is computed on a separate, freshly simulated test sample; EconML's
   IHDP surface B has no test set, so there it is in-sample (the training units).
 * **fit s** - wall seconds of fitting: ``fit_effects(...)`` for pex (all metrics,
@@ -194,7 +194,7 @@ def _write_test(directory: Path, frame, truth: dict) -> tuple[str, str]:
 
 def prepare_sim(directory: str, scenario: str, n: int, n_test: int, seed: int, n_noise: int, fmt: str) -> dict:
     """Simulate training data (spec + data file) and a fresh test sample with its true effects."""
-    from pex.simulate import simulate
+    from pex.experiment.simulate import simulate
 
     d = Path(directory)
     train = simulate(n, scenario=scenario, seed=seed, n_noise=n_noise)
@@ -238,8 +238,8 @@ def prepare_ihdp(directory: str, seed: int) -> dict:
 
 
 def _load(spec_path: str):
-    from pex.data import load_dataset
-    from pex.spec import load_spec
+    from pex.experiment.data import load_dataset
+    from pex.experiment.spec import load_spec
 
     started = time.perf_counter()
     ds = load_dataset(load_spec(spec_path))
@@ -261,7 +261,7 @@ def _pehe(predicted: dict, truth_path: str) -> dict:
 def fit_pex(spec_path: str, test_path: str, truth_path: str, seed: int, folds: int) -> dict:
     import pandas as pd
 
-    from pex.hte import fit_effects
+    from pex.hte.learners import fit_effects
 
     ds, load_s = _load(spec_path)
     with _FitMemory() as mem:
@@ -299,7 +299,7 @@ def _lgbm(kind: str, n: int, seed: int, n_jobs: int):
     """
     from lightgbm import LGBMClassifier, LGBMRegressor
 
-    from pex.hte import effect_params, outcome_params
+    from pex.hte.boosting import effect_params, outcome_params
 
     if kind == "effect":
         return LGBMRegressor(**_sk(effect_params(n, seed), n_jobs))
@@ -345,7 +345,7 @@ def fit_econml(learner: str, spec_path: str, test_path: str, truth_path: str, se
     import pandas as pd
 
     import pex.hte  # noqa: F401
-    from pex.features import FeatureEncoder
+    from pex.experiment.features import FeatureEncoder
 
     ds, load_s = _load(spec_path)
     frame, spec = ds.frame, ds.spec

@@ -1,4 +1,4 @@
-"""Quality and cost of the offline policy-weight search (pex.tuning): Ax vs the dense sweep.
+"""Quality and cost of the offline policy-weight search (pex.search.tuning): Ax vs the dense sweep.
 
 Usage (from the repository root)::
 
@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pex.pipeline import RunOptions  # noqa: E402 - after the path tweak above
+from pex.services.run import RunOptions  # noqa: E402 - after the path tweak above
 
 SCENARIO = "notification_cadence"
 NAME = "bench"
@@ -125,13 +125,13 @@ def pct(x: float) -> str:
 
 def prepare(n: int, data_seed: int, tmp: Path):
     """Simulate, ingest and fit into a temporary workspace; return the tuning problem and setup timings."""
-    from pex.data import load_dataset
-    from pex.pipeline import fit_and_store
-    from pex.policy_build import load_fit
-    from pex.simulate import simulate
-    from pex.spec import load_spec
-    from pex.store import Workspace
-    from pex.tuning import TuningProblem
+    from pex.experiment.data import load_dataset
+    from pex.experiment.simulate import simulate
+    from pex.experiment.spec import load_spec
+    from pex.search.tuning import TuningProblem
+    from pex.services.policies import load_fit
+    from pex.services.run import fit_and_store
+    from pex.store.workspace import Workspace
 
     t = {}
     started = time.perf_counter()
@@ -163,7 +163,7 @@ def prepare(n: int, data_seed: int, tmp: Path):
 
 def warm_imports() -> float:
     """Import Ax and BoTorch's hypervolume once, so no search pays for them inside its timing."""
-    from pex.tuning import quiet_ax
+    from pex.search.tuning import quiet_ax
 
     started = time.perf_counter()
     with quiet_ax():
@@ -200,7 +200,7 @@ def eval_seconds(problem, draws: np.ndarray) -> float:
 
 def run_seed(problem, seed: int, budgets: list[int], dense: int, reference_points: int) -> dict:
     """Every method's front on ``problem`` for search seed ``seed``, with one common reference point."""
-    from pex.tuning import Front, ax_search, dense_sweep, hypervolume, reference_point
+    from pex.search.tuning import Front, ax_search, dense_sweep, hypervolume, reference_point
 
     fronts: dict[str, Front] = {}
     eval_s: dict[str, float] = {}
@@ -275,7 +275,7 @@ def extremes(problem, res: dict) -> list[list]:
 
 def check_reference(problem, results: list[dict], points: int, dense: int):
     """Each seed's reference sweep, pipeline sweep and kept front against one big sweep and the union of everything."""
-    from pex.tuning import Front, dense_sweep, hypervolume, reference_point
+    from pex.search.tuning import Front, dense_sweep, hypervolume, reference_point
 
     log(f"convergence check: dense sweep, {points:,} points (seed {CONVERGE_SEED}) ...")
     big = dense_sweep(problem, points=points, seed=CONVERGE_SEED)
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     head = budgets[0]
     kept_name = f"kept (ax {head} + dense {args.dense})"
     ax_name, dense_name = f"ax {head}", f"dense {args.dense}"
-    say("pex weight-search benchmark (pex.tuning): Ax vs the dense sweep vs a 10k-point reference sweep")
+    say("pex weight-search benchmark (pex.search.tuning): Ax vs the dense sweep vs a 10k-point reference sweep")
     say(f"python {sys.version.split()[0]}, numpy {_version('numpy')}, ax-platform {_version('ax-platform')}, "
         f"botorch {_version('botorch')}, torch {_version('torch')}")
     say(f"scenario {SCENARIO}: {n:,} simulated units (data/fit seed {args.data_seed}), search on {problem.n:,} training units "

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import pex
-from pex.simulate import simulate, write_product_export
+from pex.experiment.simulate import simulate, write_product_export
 
 STAGES = ("ingest", "effects", "fit", "policies", "optimize", "recommend")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pex.policy import Policy
-from pex.simulate import simulate
+from pex.experiment.simulate import simulate
+from pex.policy.base import Policy
 
 
 def best_rate(fn, n: int, repeat: int) -> float:
@@ -52,10 +52,11 @@ def main() -> None:
 def value_policy(n: int, repeat: int) -> None:
     import tempfile
 
-    from pex.data import load_dataset
-    from pex.hte import EffectModel, fit_effects
-    from pex.spec import load_spec
-    from pex.value_policy import build_value_policy
+    from pex.experiment.data import load_dataset
+    from pex.experiment.spec import load_spec
+    from pex.hte.learners import fit_effects
+    from pex.hte.model import EffectModel
+    from pex.policy.value import build_value_policy
 
     with tempfile.TemporaryDirectory() as d:
         dataset = load_dataset(load_spec(simulate(50_000, seed=1).write(d, name="bench")))

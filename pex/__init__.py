@@ -2,17 +2,19 @@
 
 From one experiment's data to health checks, average effects, heterogeneous
 effects, policies, their off-policy value and a recommendation:
-``pex.run("experiments/x.toml")`` does it all (see :func:`pex.pipeline.run`).
+``pex.run("experiments/x.toml")`` does it all (see :func:`pex.services.run.run`).
 """
 
-__version__ = "0.1.0"
-
+from pex import compat
 from pex.errors import PexError
+from pex.version import __version__
+
+compat.install()
 
 
 def run(spec_path, out=None, **kwargs):
-    """The whole offline pipeline (:func:`pex.pipeline.run`); imported on first use to keep ``import pex`` light."""
-    from pex.pipeline import run as _run
+    """The whole offline pipeline (:func:`pex.services.run.run`); imported on first use to keep ``import pex`` light."""
+    from pex.services.run import run as _run
 
     return _run(spec_path, out, **kwargs)
 

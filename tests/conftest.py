@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pex.cli import main
-from pex.simulate import SimulatedExperiment, simulate
+from pex.cli.main import main
+from pex.experiment.simulate import SimulatedExperiment, simulate
 
 N_UNITS = 20_000
 
@@ -94,9 +94,9 @@ def postgres_url() -> str:
 def pipeline_run(tmp_path_factory, sim_dir):
     """One whole `pex.run` on the 20k simulated experiment (small Ax budget), shared by pipeline and report tests.
 
-    Returns the :class:`pex.pipeline.RunResult`; ``result.out`` holds summary.json, report.html and policies/.
+    Returns the :class:`pex.services.run.RunResult`; ``result.out`` holds summary.json, report.html and policies/.
     """
-    from pex.pipeline import run
+    from pex.services.run import run
 
     base = tmp_path_factory.mktemp("pipeline")
     exp = base / "exp"

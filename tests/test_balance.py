@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.balance import _smd, covariate_balance, inverse_propensity_weights
-from pex.data import PROPENSITY, validate
-from pex.spec import load_spec
+from pex.experiment.balance import _smd, covariate_balance, inverse_propensity_weights
+from pex.experiment.data import PROPENSITY, validate
+from pex.experiment.spec import load_spec
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_smd_matches_the_textbook_formula(spec, sim):
     x1 = f.loc[f["arm"] == "weekly", "tenure_days"]
     x0 = f.loc[f["arm"] == "control", "tenure_days"]
     expected = (x1.mean() - x0.mean()) / np.sqrt((x1.var() + x0.var()) / 2)
-    from pex.balance import _smd
+    from pex.experiment.balance import _smd
 
     assert _smd(x1.to_numpy(), x0.to_numpy()) == pytest.approx(expected)
     assert pd.notna(expected)

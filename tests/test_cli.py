@@ -143,7 +143,7 @@ def test_demo_console_script_end_to_end(tmp_path):
 def test_cli_against_postgresql(tmp_path, sim_dir, postgres_url):
     import sqlalchemy as sa
 
-    from pex.store import _metadata
+    from pex.store.workspace import _metadata
 
     engine = sa.create_engine(postgres_url)
     _metadata.drop_all(engine)

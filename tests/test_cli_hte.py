@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.simulate import simulate
+from pex.experiment.simulate import simulate
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +145,8 @@ def test_damaged_model_files_are_a_clear_error(run, fitted, small_exp, home, tmp
 
 
 def test_segments_without_usable_features_are_one_segment():
-    from pex.features import FeatureEncoder
-    from pex.segments import find_segments
+    from pex.experiment.features import FeatureEncoder
+    from pex.hte.segments import find_segments
 
     enc = FeatureEncoder(columns=["c"], kinds={"c": "categorical"}, categories={"c": []})
     X = np.full((100, 1), np.nan)

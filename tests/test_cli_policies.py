@@ -22,13 +22,14 @@ import pandas as pd
 import pytest
 from conftest import N_UNITS, CliResult, snapshot
 
-from pex.cli import main
-from pex.data import read_table
-from pex.guardrail import LADDER_POWERS, POWER
-from pex.policy import FORMAT, Policy, PolicyError
-from pex.simulate import simulate
-from pex.split import evaluation_mask
-from pex.store import Workspace
+from pex.cli.main import main
+from pex.experiment.data import read_table
+from pex.experiment.guardrail import LADDER_POWERS, POWER
+from pex.experiment.simulate import simulate
+from pex.experiment.split import evaluation_mask
+from pex.policy.base import FORMAT, Policy, PolicyError
+from pex.services.models import effect_model_by_id
+from pex.store.workspace import Workspace
 
 EXPLORATION, N_ARMS = 0.05, 3
 HIGH, LOW = 1.0 - EXPLORATION + EXPLORATION / N_ARMS, EXPLORATION / N_ARMS
@@ -36,7 +37,7 @@ ARMS = ["control", "daily", "weekly"]
 METRICS = ["sessions", "converted", "unsubscribes"]
 TREES = [f"exp-tree-d{d}" for d in (1, 2, 3, 4)]
 NAMES = ["exp-all-control", "exp-all-daily", "exp-all-weekly", "exp-uniform", "exp-value", *TREES, "exp-policy-tree"]
-# the value policy's ladder (pex.guardrail.LADDER_POWERS but the default); steps that treat the same units are left out
+# the value policy's ladder (pex.experiment.guardrail.LADDER_POWERS but the default); steps that treat the same units are left out
 LADDER = [f"exp-value-p{round(p * 100)}" for p in LADDER_POWERS if p != POWER]
 
 
@@ -299,7 +300,7 @@ def test_value_policy_document_names_its_fit_and_tree_documents_stand_alone(ws):
     with pytest.raises(PolicyError, match="needs its stored effect models"):
         Policy.from_document(doc)
     with Workspace(ws.home, create=False) as w:
-        bound = Policy.from_document(doc, lambda v: w.load_effect_model(v["fit"]))
+        bound = Policy.from_document(doc, lambda v: effect_model_by_id(w, v["fit"]))
         assert bound.kind == "value" and set(bound.features) >= {"age", "tenure_days", "country", "platform"}
 
     for depth, name in enumerate(TREES, start=1):
@@ -401,7 +402,7 @@ def test_decide_with_the_value_policy_is_reproducible_with_a_seed(ws, tmp_path):
     some = tmp_path / "some.csv"
     data.to_csv(some, index=False)
     with Workspace(ws.home, create=False) as w:
-        policy = Policy.from_document(ws.document("exp-value"), lambda v: w.load_effect_model(v["fit"]))
+        policy = Policy.from_document(ws.document("exp-value"), lambda v: effect_model_by_id(w, v["fit"]))
         greedy = _greedy_labels(policy, some)
     outs = []
     for name, seed in [("a.csv", 7), ("b.csv", 7), ("c.csv", 8)]:

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.data import PROPENSITY, load_dataset, read_table, validate
 from pex.errors import DataError
-from pex.spec import load_spec
+from pex.experiment.data import PROPENSITY, load_dataset, read_table, validate
+from pex.experiment.spec import load_spec
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_load_dataset_reads_the_spec_file(spec):
 def _two_arm_spec(tmp_path, control="control", arms=("control", "None"), features=None):
     import tomllib
 
-    from pex.spec import parse_spec
+    from pex.experiment.spec import parse_spec
 
     alloc = "\n".join(f'"{a}" = {1 / len(arms)}' for a in arms)
     feats = f"features = {list(features)!r}\n".replace("'", '"') if features else ""

@@ -8,10 +8,10 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats
 
-from pex.data import validate
-from pex.effects import analyze, average_effects, guardrail_verdicts, srm_test, srm_test_counts
-from pex.simulate import METRICS, population_ate, simulate
-from pex.spec import load_spec
+from pex.experiment.data import validate
+from pex.experiment.effects import analyze, average_effects, guardrail_verdicts, srm_test, srm_test_counts
+from pex.experiment.simulate import METRICS, population_ate, simulate
+from pex.experiment.spec import load_spec
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_ci_coverage_of_the_true_ate_over_200_replications(sim_dir):
 def _edge_spec(tmp_path, metric_block: str, pre: bool = False):
     import tomllib
 
-    from pex.spec import parse_spec
+    from pex.experiment.spec import parse_spec
 
     text = f"""
 name = "edge"
@@ -271,7 +271,7 @@ def test_pre_period_missing_in_one_arm_only(tmp_path):
 def test_srm_with_unit_level_propensities_uses_horvitz_thompson_shares(tmp_path):
     import tomllib
 
-    from pex.spec import parse_spec
+    from pex.experiment.spec import parse_spec
 
     spec = parse_spec(tomllib.loads('name = "s"\ndata = "s.csv"\nunit = "u"\narm = "arm"\ncontrol = "c"\n'
                                     'propensity = "p"\n[metrics.m]\ngoal = "increase"'), base_dir=tmp_path, require_data=False)
@@ -291,7 +291,7 @@ def test_srm_with_unit_level_propensities_uses_horvitz_thompson_shares(tmp_path)
 
 
 def test_guardrail_verdicts_are_the_shared_rule(dataset, effects):
-    from pex.guardrail import GuardrailRule
+    from pex.experiment.guardrail import GuardrailRule
 
     verdicts = guardrail_verdicts(dataset, list(effects.values()))
     assert verdicts

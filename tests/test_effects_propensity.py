@@ -1,7 +1,7 @@
 """Average effects and covariate balance when assignment propensities vary between units.
 
 Every dataset goes through the real path: a CSV and a spec naming a ``propensity`` column are
-written to disk and read back by :func:`pex.spec.load_spec` and :func:`pex.data.load_dataset`.
+written to disk and read back by :func:`pex.experiment.spec.load_spec` and :func:`pex.experiment.data.load_dataset`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
-from pex.balance import SMD_THRESHOLD, _smd, covariate_balance
-from pex.data import Dataset, load_dataset
-from pex.effects import analyze, average_effects
-from pex.guardrail import GuardrailRule
-from pex.spec import load_spec
+from pex.experiment.balance import SMD_THRESHOLD, _smd, covariate_balance
+from pex.experiment.data import Dataset, load_dataset
+from pex.experiment.effects import analyze, average_effects
+from pex.experiment.guardrail import GuardrailRule
+from pex.experiment.spec import load_spec
 
 SPEC = """
 name = "ipw"

@@ -1,4 +1,4 @@
-"""The guardrail rule (pex.guardrail): verdicts, delta-method standard errors, certifiable prefixes, and (slow)
+"""The guardrail rule (pex.experiment.guardrail): verdicts, delta-method standard errors, certifiable prefixes, and (slow)
 coverage of a policy's harm bound over repeated simulated experiments."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pex.guardrail import (
+from pex.experiment.guardrail import (
     GuardrailRule,
     Harm,
     best_certifiable_prefix,
@@ -135,11 +135,11 @@ def test_policy_harm_bounds_cover_the_true_harm():
     """Over 200 simulated experiments (segment_harm, 4,000 units, cross-fitted reward models), the doubly-robust
     harm of a fixed tree policy with 5% exploration and of treating everyone: the one-sided 95% upper bound
     covers the true harm at least 93% of the time, and so does the two-sided 95% interval."""
-    from pex.features import FeatureEncoder
-    from pex.guardrail import rules_for
-    from pex.ope import DoublyRobust, cross_fit_rewards
-    from pex.policy import Policy
-    from pex.simulate import policy_truth, simulate
+    from pex.evaluation.estimators import DoublyRobust, cross_fit_rewards
+    from pex.experiment.features import FeatureEncoder
+    from pex.experiment.guardrail import rules_for
+    from pex.experiment.simulate import policy_truth, simulate
+    from pex.policy.base import Policy
 
     tree = Policy(name="t", arms=["control", "treat"], default_arm="control", kind="tree", exploration=0.05,
                   tree={"feature": "platform", "op": "in", "value": ["android"], "missing": "right",
@@ -179,7 +179,7 @@ def _spec(sim):
     """A spec object for the simulated experiment (through the real TOML loader)."""
     import tempfile
 
-    from pex.spec import load_spec
+    from pex.experiment.spec import load_spec
 
     folder = tempfile.mkdtemp()
     return load_spec(sim.write(folder, name="seg"))

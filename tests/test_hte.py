@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.data import validate
 from pex.errors import DataError, PexError
-from pex.heterogeneity import DIFFER, blp_test, qini
-from pex.hte import ENSEMBLE, LEARNERS, MEMO_ENTRIES, EffectModel, fit_effects
-from pex.hte_report import fit_summary
-from pex.simulate import simulate
-from pex.spec import load_spec
+from pex.experiment.data import validate
+from pex.experiment.simulate import simulate
+from pex.experiment.spec import load_spec
+from pex.hte.heterogeneity import DIFFER, blp_test, qini
+from pex.hte.learners import ENSEMBLE, LEARNERS, fit_effects
+from pex.hte.model import MEMO_ENTRIES, EffectModel
+from pex.hte.summary import fit_summary
 
 METRICS = ("sessions", "converted", "unsubscribes")
 ARMS = ("daily", "weekly")
@@ -215,7 +216,7 @@ def test_bad_arguments(spec):
 
 def test_estimator_wrapper_follows_scikit_learn(spec, fits):
     from pex.errors import NotFittedError
-    from pex.hte import EffectEstimator
+    from pex.hte.learners import EffectEstimator
 
     est = EffectEstimator(learner="s", folds=2, seed=1)
     assert (est.learner, est.folds, est.seed) == ("s", 2, 1) and not hasattr(est, "model_")

@@ -11,10 +11,9 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from pex import ope
 from pex.errors import DataError
-from pex.features import FeatureEncoder
-from pex.ope import (
+from pex.evaluation import estimators as ope
+from pex.evaluation.estimators import (
     ESTIMATORS,
     DirectMethod,
     DoublyRobust,
@@ -27,8 +26,9 @@ from pex.ope import (
     disagreement,
     evaluate,
 )
-from pex.policy import Policy
-from pex.simulate import SimulatedExperiment, simulate
+from pex.experiment.features import FeatureEncoder
+from pex.experiment.simulate import SimulatedExperiment, simulate
+from pex.policy.base import Policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
 Z95 = 1.959963984540054

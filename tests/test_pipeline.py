@@ -11,13 +11,13 @@ import jsonschema
 import pytest
 
 import pex
-from pex.cli import CERTIFICATIONS as CLI_CERTIFICATIONS
-from pex.cli import HOLDOUT as CLI_HOLDOUT
+from pex.cli.main import CERTIFICATIONS as CLI_CERTIFICATIONS
+from pex.cli.main import HOLDOUT as CLI_HOLDOUT
 from pex.errors import PexError
-from pex.pipeline import HOLDOUT, RunOptions
-from pex.policy import Policy
-from pex.recommend import CERTIFICATION, CERTIFICATIONS
-from pex.simulate import simulate, write_product_export
+from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS
+from pex.experiment.simulate import simulate, write_product_export
+from pex.policy.base import Policy
+from pex.services.run import HOLDOUT, RunOptions
 
 SCHEMA = json.loads(resources.files("pex").joinpath("schemas/summary.schema.json").read_text())
 VOLATILE = {"generated_at", "timings"}
@@ -64,7 +64,7 @@ def test_the_trade_off_scenario_never_recommends_a_truly_harmful_policy(pipeline
     """Known truth: all-daily gains most sessions but truly breaks the 5% unsubscribes limit; with 5,000 held-out
     units a rare guardrail cannot be certified for much, so whatever is recommended must truly keep it, and
     when that is control because nothing better could be certified, the recommendation says so with numbers."""
-    from pex.simulate import policy_truth
+    from pex.experiment.simulate import policy_truth
 
     rec = pipeline_run.summary["recommendation"]
     truth = policy_truth(pipeline_run.policy(), sim)
@@ -105,7 +105,7 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     """The issue's case: treating everyone breaks the 10% limit (+24% complaints), withholding the arm from the
     harmed segment keeps it; pex must recommend a certified personalization that truly keeps the guardrail and
     gets at least half the gain of the best policy the truth allows."""
-    from pex.simulate import constrained_oracle, policy_truth
+    from pex.experiment.simulate import constrained_oracle, policy_truth
 
     _sim, result = segment_run
     big = simulate(200_000, scenario="segment_harm", seed=77)
@@ -127,10 +127,10 @@ def test_step_down_and_gated_certification_on_the_same_run(segment_run):
     the comparison's own; step-down tests every candidate (none left after a failure), gated tests the safest alone
     first, as fixed-sequence does; a candidate is certified exactly when each guardrail's bound at the level its claim
     was made at is within the limit, and those levels are at least 95%."""
-    from pex.policy_build import load_fit
-    from pex.policy_eval import harm_estimates
-    from pex.recommend import recommend
-    from pex.store import Workspace
+    from pex.evaluation.comparison import harm_estimates
+    from pex.evaluation.recommendation import recommend
+    from pex.services.policies import load_fit
+    from pex.store.workspace import Workspace
 
     _sim, result = segment_run
     ctx = load_fit(Workspace(result.out.parent / "ws"), "seg", result.details["fit_id"])

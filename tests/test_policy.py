@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.policy import Policy, PolicyError, constant_policy, uniform_policy
-from pex.simulate import simulate
+from pex.experiment.simulate import simulate
+from pex.policy.base import Policy, PolicyError, constant_policy, uniform_policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
 

@@ -1,4 +1,4 @@
-"""Policy trees searched exhaustively on per-unit rewards (pex.policy_tree)."""
+"""Policy trees searched exhaustively on per-unit rewards (pex.policy.policy_tree)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pex.features import FeatureEncoder
-from pex.policy import Policy
-from pex.policy_tree import PolicyTreeFit, candidate_thresholds, fit_policy_tree, to_policy_node
+from pex.experiment.features import FeatureEncoder
+from pex.policy.base import Policy
+from pex.policy.policy_tree import PolicyTreeFit, candidate_thresholds, fit_policy_tree, to_policy_node
 
 KINDS = {"x0": "numeric", "x1": "categorical", "noise_num": "numeric", "noise_cat": "categorical"}
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from pex.recommend import CERTIFICATION
-from pex.report import fmt_num, fmt_p, fmt_pct, fmt_signed, render_report
-from pex.report_charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
+from pex.evaluation.recommendation import CERTIFICATION
+from pex.report.charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
+from pex.report.html import fmt_num, fmt_p, fmt_pct, fmt_signed, render_report
 
 SECTION_HEADINGS = [
     "Verdict and recommendation",
@@ -679,7 +679,7 @@ def test_a_summary_without_recommendation_details_renders(s):
 
 
 def test_text_recommendation_says_what_certified_means(summary):
-    from pex.report_text import render_recommendation
+    from pex.report.text import render_recommendation
 
     rec, cert = summary["recommendation"], summary["recommendation"]["certification"]
     text = render_recommendation(summary)
@@ -694,7 +694,7 @@ def test_text_recommendation_says_what_certified_means(summary):
 
 
 def test_text_recommendation_when_nothing_could_be_certified(s):
-    from pex.report_text import render_recommendation
+    from pex.report.text import render_recommendation
 
     s["recommendation"].update(cannot_certify=True, reasons=["Nothing could be certified. The best candidate, x, has ...", "more"])
     lines = render_recommendation(s).splitlines()
@@ -703,7 +703,7 @@ def test_text_recommendation_when_nothing_could_be_certified(s):
 
 
 def test_text_guardrails_use_one_sided_bounds(pipeline_run):
-    from pex.report_text import render_evaluation, render_policies
+    from pex.report.text import render_evaluation, render_policies
 
     rows = pipeline_run.details["rows"]
     table = render_policies(rows, pipeline_run.details["build_report"])
@@ -720,7 +720,7 @@ def test_text_guardrails_use_one_sided_bounds(pipeline_run):
 
 
 def test_text_tuning_labels_in_sample_values_and_shows_held_out_ones(summary):
-    from pex.report_text import render_tuning
+    from pex.report.text import render_tuning
 
     text = render_tuning(summary["pareto"], summary["policies"])
     assert "search values are in-sample (training units)" in text
@@ -760,7 +760,7 @@ def test_number_formatting():
 def test_a_step_down_certificate_shows_each_bound_at_the_level_it_was_made_at(s):
     """Step-down certifies each candidate at its own raised level: the verdict box and the policy table show
     that level, not the family's 95%, and the procedure the engine describes."""
-    from pex.recommend import PROCEDURE
+    from pex.evaluation.recommendation import PROCEDURE
 
     name = f"{s['experiment']}-pareto-1"
     policy = next(p for p in s["policies"] if p["name"] == name)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from pex.report import render_report
+from pex.report.html import render_report
 
 
 @pytest.fixture(scope="module")

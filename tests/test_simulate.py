@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pex.policy import Policy, constant_policy
-from pex.simulate import (
+from pex.experiment.simulate import (
     ARMS,
     DEFAULT_ALLOCATION,
     METRICS,
@@ -19,6 +18,7 @@ from pex.simulate import (
     population_ate,
     simulate,
 )
+from pex.policy.base import Policy, constant_policy
 
 
 def test_observed_outcomes_are_the_assigned_arms_potential_outcomes(sim):
@@ -117,7 +117,7 @@ def test_new_scenarios_observe_the_assigned_arms_potential_outcomes(scenario):
 
 @pytest.mark.parametrize("scenario", NEW_SCENARIOS)
 def test_new_scenarios_write_a_spec_with_their_own_arms_and_metrics(tmp_path, scenario):
-    from pex.spec import load_spec
+    from pex.experiment.spec import load_spec
 
     sim = simulate(500, scenario=scenario, seed=1)
     spec = load_spec(sim.write(tmp_path, name="exp"))

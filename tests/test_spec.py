@@ -1,4 +1,4 @@
-"""Unit tests of pex.spec: the TOML experiment spec and its validation."""
+"""Unit tests of pex.experiment.spec: the TOML experiment spec and its validation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pex.errors import PexError, SpecError
-from pex.spec import ExperimentSpec, MetricSpec, load_spec, parse_spec, spec_from_dict
+from pex.experiment.spec import ExperimentSpec, MetricSpec, load_spec, parse_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "experiments" / "notification_cadence.toml"

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pex.data import load_dataset
 from pex.errors import NotFoundError, StoreError
-from pex.spec import load_spec
-from pex.store import Workspace, _metadata
+from pex.experiment.data import load_dataset
+from pex.experiment.spec import load_spec
+from pex.store.workspace import Workspace, _metadata
 from tests.conftest import snapshot
 
 
@@ -46,7 +46,7 @@ def test_ingesting_identical_data_returns_the_existing_version(workspace, datase
 def test_changed_data_makes_a_new_version_and_old_versions_stay_readable(workspace, dataset, sim_dir):
     v1 = workspace.put_dataset(dataset)
     spec = load_spec(sim_dir / "exp.toml")
-    from pex.data import validate
+    from pex.experiment.data import validate
 
     frame = dataset.frame.drop(columns="_pex_propensity").iloc[:5000]
     v2 = workspace.put_dataset(validate(frame, spec))
@@ -100,7 +100,7 @@ def test_failed_metadata_write_leaves_the_old_state(home, dataset, sim_dir):
     con.commit()
     con.close()
     before = snapshot(home)
-    from pex.data import validate
+    from pex.experiment.data import validate
 
     smaller = validate(dataset.frame.drop(columns="_pex_propensity").iloc[:3000], load_spec(sim_dir / "exp.toml"))
     with Workspace(home) as ws:
@@ -124,9 +124,9 @@ def test_unusable_database_url_is_a_clear_error(home):
 
 def _ingest_in_subprocess(args):
     home, spec_path, url, n = args
-    from pex.data import validate
-    from pex.spec import load_spec
-    from pex.store import Workspace
+    from pex.experiment.data import validate
+    from pex.experiment.spec import load_spec
+    from pex.store.workspace import Workspace
 
     spec = load_spec(spec_path)
     frame = pd.read_csv(spec.data, dtype={"user_id": "string", "arm": "string"}, nrows=n)
@@ -170,7 +170,7 @@ def test_reingesting_restores_a_lost_artifact(home, dataset):
 
 
 def test_the_last_ingested_version_is_current(home, dataset, sim_dir):
-    from pex.data import validate
+    from pex.experiment.data import validate
 
     smaller = validate(dataset.frame.drop(columns="_pex_propensity").iloc[:4000], load_spec(sim_dir / "exp.toml"))
     with Workspace(home) as ws:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pex.policy_build import load_fit
-from pex.store import Workspace
-from pex.tuning import (
+from pex.policy.value import build_value_policy, scores_from_effects
+from pex.search.tuning import (
     Front,
     TuningProblem,
     ax_search,
@@ -17,7 +16,8 @@ from pex.tuning import (
     pareto_indices,
     reference_point,
 )
-from pex.value_policy import build_value_policy, scores_from_effects
+from pex.services.policies import load_fit
+from pex.store.workspace import Workspace
 
 
 @pytest.fixture(scope="module")

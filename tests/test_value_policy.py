@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from pex.data import validate
-from pex.distill import _fit_tree, distill
 from pex.errors import DataError
-from pex.hte import EffectModel, fit_effects
-from pex.policy import Policy, PolicyError
-from pex.simulate import simulate
-from pex.spec import spec_from_dict
-from pex.value_policy import build_value_policy, objective, scores_from_effects
+from pex.experiment.data import validate
+from pex.experiment.simulate import simulate
+from pex.experiment.spec import spec_from_dict
+from pex.hte.learners import fit_effects
+from pex.hte.model import EffectModel
+from pex.policy.base import Policy, PolicyError
+from pex.policy.distill import _fit_tree, distill
+from pex.policy.value import build_value_policy, objective, scores_from_effects
 
 N_BUILD = 50_000
 
@@ -25,7 +26,7 @@ def built(tmp_path_factory):
     sim = simulate(N_BUILD, scenario="notification_cadence", seed=2027)
     d = tmp_path_factory.mktemp("vp")
     spec_path = sim.write(d, name="vp")
-    from pex.spec import load_spec
+    from pex.experiment.spec import load_spec
 
     dataset = validate(sim.data, load_spec(spec_path))
     fit = fit_effects(dataset, holdout=0.25, seed=0)
@@ -114,7 +115,7 @@ def test_certifiable_calibration_keeps_every_guardrail_on_its_bound(built):
     bound = info["certifiable_bound"]["unsubscribes"]
     assert bound <= 0.05
     assert info["estimated_guardrail_harm"]["unsubscribes"] < bound
-    from pex.simulate import policy_truth
+    from pex.experiment.simulate import policy_truth
 
     assert policy_truth(policy, built["fresh"])["harm"]["unsubscribes"] <= 0.05
 
@@ -200,7 +201,7 @@ def test_tree_document_matches_the_fitted_sklearn_tree_on_100k_rows(built):
                                    fit_id="f", effects=built["oof"])
     scores, _ = _honest_and_scores(built, policy)
     X = enc.transform(built["frame"], strict=False)
-    from pex.distill import _to_node
+    from pex.policy.distill import _to_node
 
     for depth in (2, 4):
         tree = _fit_tree(X, scores, depth, 0.02, seed=0)
@@ -260,7 +261,7 @@ def test_unbiased_harm_signal_keeps_the_true_guardrail_harm_down(built):
 
 
 def test_guardrail_with_a_zero_control_mean_tolerates_no_absolute_harm(built):
-    """Relative harm is undefined when the control mean is 0: as in pex.effects, the absolute change must not be harmful."""
+    """Relative harm is undefined when the control mean is 0: as in pex.experiment.effects, the absolute change must not be harmful."""
     frame = built["frame"].copy()
     frame.loc[frame["arm"] == "control", "unsubscribes"] = 0.0
     metrics, rails = objective(built["dataset"].spec, frame)

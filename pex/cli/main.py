@@ -1,0 +1,649 @@
+"""The ``pex`` command line.
+
+Every command exits 0 on success and 2 on bad input, printing a one-line
+cause and a hint on stderr (``--verbose`` adds the traceback). Commands that
+print results accept ``--json``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from pex.errors import PexError
+from pex.version import __version__
+
+_state = {"verbose": False}
+# default share of units no model sees, so policies can be evaluated honestly; equal to pex.services.run.HOLDOUT
+# (repeated so that `pex --help` imports no numpy)
+HOLDOUT = 0.25
+# the recommendation's multiple-testing procedures, default first; equal to pex.evaluation.recommendation.CERTIFICATIONS (kept here so
+# that `pex --help` does not import the modelling stack)
+CERTIFICATIONS = ("gated", "fixed-sequence", "step-down")
+
+
+def _echo_json(obj: object) -> None:
+    from pex.serialize import dumps
+
+    click.echo(dumps(obj))
+
+
+def _workspace(ctx: click.Context, create: bool):
+    from pex.store.workspace import Workspace
+
+    ws = Workspace(ctx.obj.get("home"), create=create)
+    ctx.call_on_close(ws.close)
+    return ws
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pex")
+@click.option("--home", type=click.Path(file_okay=False), default=None, envvar="PEX_HOME",
+              help="Workspace directory (default: $PEX_HOME or ./.pex).")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:
+    """pex: personalized experimentation from randomized A/B tests."""
+    _state["verbose"] = verbose
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+@cli.command()
+@click.argument("spec")
+@click.option("--drop-invalid", is_flag=True, help="Drop rows with a missing arm, unit id or metric value (counted and recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored dataset version as JSON.")
+@click.pass_context
+def ingest(ctx: click.Context, spec: str, drop_invalid: bool, as_json: bool) -> None:
+    """Validate SPEC's data and store it as a new dataset version."""
+    from pex.experiment.data import load_dataset
+    from pex.experiment.spec import load_spec
+
+    # Everything is validated before the workspace is touched, so bad input
+    # leaves the store exactly as it was.
+    exp = load_spec(spec)
+    dataset = load_dataset(exp, drop_invalid=drop_invalid)
+    dv = _workspace(ctx, create=True).put_dataset(dataset, source=str(exp.data))
+    if as_json:
+        _echo_json({**dv.to_dict(), "dataset": dataset.summary()})
+        return
+    state = "stored as new" if dv.created else "identical to existing"
+    click.echo(f"{exp.name}: {dataset.n_units:,} units, {len(dataset.arms)} arms, {len(dataset.features)} features, "
+               f"{len(exp.metrics)} metrics; {state} dataset version {dv.version} ({dv.id})")
+    if dataset.n_dropped:
+        click.echo(f"dropped {dataset.n_dropped:,} invalid rows: " + ", ".join(f"{k} ({v})" for k, v in dataset.dropped.items()))
+    for w in dataset.warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None, help="Dataset version (default: latest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+@click.pass_context
+def analyze(ctx: click.Context, name: str, version: int | None, as_json: bool) -> None:
+    """Sample-ratio check and average effects per arm and metric for experiment NAME."""
+    from pex.experiment.effects import analyze as run_analysis
+    from pex.report.text import render_analysis
+
+    ws = _workspace(ctx, create=False)
+    dataset, dv = ws.load_dataset(name, version)
+    analysis = run_analysis(dataset)
+    result = {**analysis.to_dict(), "dataset_version": dv.to_dict()}
+    ws.put_analysis(name, dv.id, result)
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(render_analysis(analysis))
+
+
+class _Progress:
+    """Model-by-model progress on stderr: one updating line on a terminal, a line per step otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        line = f"[{done:>3}/{total}] {time.perf_counter() - self.started:6.1f}s  {message}"
+        if self.tty:
+            click.echo("\r" + line[:110].ljust(110), err=True, nl=done == total)
+        else:
+            click.echo(line, err=True)
+
+
+def _fit_and_store(ws, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
+                   quiet: bool = False):
+    """Fit effect models on a stored dataset version and store them with their summary (`pex fit`)."""
+    from pex.services.run import fit_and_store
+
+    return fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout,
+                         progress=None if quiet else _Progress())
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
+              help="auto fits all four and keeps the best per metric (or their mean).")
+@click.option("--folds", type=click.IntRange(min=2, max=10), default=2, show_default=True, help="Cross-fitting folds.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--holdout", type=click.FloatRange(min=0.0, max=0.9), default=HOLDOUT, show_default=True,
+              help="Share of units kept out of every model, to evaluate policies on (0: fit on all units).")
+@click.option("--version", "version", type=int, default=None, help="Dataset version (default: current).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit summary as JSON.")
+@click.pass_context
+def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, holdout: float, version: int | None, quiet: bool,
+        as_json: bool) -> None:
+    """Fit heterogeneous-effect models for experiment NAME and print the leaderboard."""
+    from pex.report.text import render_fit
+
+    ws = _workspace(ctx, create=False)
+    dataset, dv = ws.load_dataset(name, version)
+    record, summary = _fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout, quiet=quiet)
+    if as_json:
+        _echo_json({"fit": record.to_dict(), **summary})
+    else:
+        click.echo(render_fit(summary, record.id))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="CSV or Parquet with the unit and feature columns.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
+@click.option("--fit", "fit_id", default=None, help="Fit id (default: the newest fit of NAME).")
+@click.pass_context
+def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id: str | None) -> None:
+    """Write predicted effects per unit: the unit column plus cate__<metric>__<arm> columns."""
+    from pex.errors import DataError
+    from pex.experiment.data import read_table
+    from pex.services.models import effect_model
+
+    out = Path(out_path)
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. effects.csv or effects.parquet")
+    ws = _workspace(ctx, create=False)
+    record, _summary = ws.get_fit(name, fit_id)
+    unit = ws.load_dataset_spec(record.dataset_id).unit
+    model = effect_model(ws, record)
+    # categorical features are labels: read them as text so "007" or "1" keep their meaning
+    categorical = tuple(c for c in model.encoder.columns if model.encoder.kinds[c] == "categorical")
+    frame = read_table(data_path, text_columns=(unit, *categorical))
+    if unit not in frame.columns:
+        raise DataError(f"unit column {unit!r} is not in {Path(data_path).name}", f"the output is keyed by {unit!r}; add that column")
+    if len(frame) == 0:
+        raise DataError(f"{Path(data_path).name} has no rows", "pass a file with one row per unit to score")
+    result = model.predict_frame(frame, unit=unit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        result.to_csv(out, index=False)
+    else:
+        result.to_parquet(out, index=False)
+    click.echo(f"wrote {len(result):,} rows x {len(result.columns) - 1} effect columns to {out} (fit {record.id})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def experiments(ctx: click.Context, as_json: bool) -> None:
+    """List the experiments in the workspace."""
+    from pex.report.text import table
+    from pex.store.workspace import default_home, workspace_exists
+
+    home = Path(ctx.obj.get("home") or default_home())
+    if not workspace_exists(home):
+        rows = []
+    else:
+        rows = _workspace(ctx, create=False).list_experiments()
+    if as_json:
+        _echo_json(rows)
+    elif not rows:
+        click.echo(f"no experiments in {home.resolve()}; add one with `pex ingest SPEC`")
+    else:
+        click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]]
+                          for r in rows],
+                         ["name", "version", "units", "owner", "description"], right={1, 2}))
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--scenario", type=click.Choice(["notification_cadence", "constant", "null"]), default="notification_cadence",
+              show_default=True)
+@click.option("-n", "--units", type=click.IntRange(min=10), default=50_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default=None, callback=lambda ctx, param, value: _check_name(value),
+              help="Experiment name (default: the scenario).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+def simulate(out_dir: str, scenario: str, units: int, seed: int, name: str | None, fmt: str) -> None:
+    """Write a simulated experiment (data + spec) into OUT_DIR."""
+    from pex.experiment.simulate import simulate as run_simulation
+
+    sim = run_simulation(units, scenario=scenario, seed=seed)
+    spec_path = sim.write(out_dir, name=name, fmt=fmt)
+    click.echo(f"wrote {spec_path} and its data ({units:,} units, scenario {scenario!r})")
+
+
+def _check_name(value: str | None) -> str | None:
+    from pex.experiment.spec import NAME_PATTERN
+
+    if value is not None and not NAME_PATTERN.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a valid experiment name: use 1-64 lowercase letters, digits, '_' or '-'")
+    return value
+
+
+DEMO_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "notification_cadence.toml"
+
+
+@cli.command()
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(DEMO_SPEC), show_default=True,
+              help="Demo experiment spec; its data is simulated when the file is absent.")
+@click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
+@click.option("--fit/--no-fit", "fit_models", default=True, show_default=True,
+              help="Run the whole pipeline (effect models, policies, weight search, report); --no-fit only checks and analyses.")
+@click.option("--out", default="pex-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for summary.json, report.html and policies/.")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ax weight vectors refining the weight search (0: the dense sweep alone).")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the report over HTTP when done.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, serve: bool, host: str,
+         port: int) -> None:
+    """Run the whole pipeline on the bundled demo experiment and serve its report."""
+    from pex.errors import SpecError
+    from pex.experiment.data import load_dataset
+    from pex.experiment.effects import analyze as run_analysis
+    from pex.experiment.simulate import ARMS as SIMULATED_ARMS
+    from pex.experiment.simulate import simulate as run_simulation
+    from pex.experiment.spec import load_spec
+    from pex.report.text import render_analysis
+
+    started = time.perf_counter()
+    spec = load_spec(spec_path, require_data=False)
+    if not spec.data.exists():
+        if sorted(spec.allocation or {}) != sorted(SIMULATED_ARMS):
+            raise SpecError(
+                f"the demo can only simulate data for the arms {', '.join(SIMULATED_ARMS)}; {spec_path} plans "
+                f"{', '.join(spec.allocation or {}) or 'no allocation'}",
+                "give the demo spec an [allocation] over those arms, or create its data file yourself",
+            )
+        click.echo(f"[1/2] simulating the demo experiment ({units:,} units) -> {spec.data}")
+        sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
+        spec.data.parent.mkdir(parents=True, exist_ok=True)
+        if spec.data.suffix.lower() == ".csv":
+            sim.data.to_csv(spec.data, index=False)
+        else:
+            sim.data.to_parquet(spec.data, index=False)
+    else:
+        click.echo(f"[1/2] using existing demo data {spec.data}")
+    if not fit_models:
+        click.echo("[2/2] validating, storing and analysing the data")
+        dataset = load_dataset(spec)
+        ws = _workspace(ctx, create=True)
+        dv = ws.put_dataset(dataset, source=str(spec.data))
+        click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
+        analysis = run_analysis(dataset)
+        ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
+        click.echo("")
+        click.echo(render_analysis(analysis))
+        click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+        return
+    from pex.services.run import run as run_pipeline
+
+    click.echo("[2/2] the whole offline pipeline (pex run)")
+    result = run_pipeline(spec_path, out, home=ctx.obj.get("home"), seed=0, trials=trials, use_ax=trials > 0,
+                          say=lambda m: click.echo(f"      {m}"), progress=_Progress())
+    _print_run(result)
+    click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+    if serve:
+        _serve_report(Path(out), host, port)
+
+
+def _print_run(result) -> None:
+    """The text version of a pipeline run: health, effects, HTE, policies, weight search, recommendation."""
+    from pex.report.text import render_analysis, render_fit, render_policies, render_recommendation, render_tuning
+
+    d = result.details
+    click.echo("")
+    click.echo(render_analysis(d["analysis"]))
+    click.echo("")
+    click.echo(render_fit(d["fit"], d["fit_id"]))
+    click.echo("")
+    click.echo(render_policies(d["rows"], d["build_report"]))
+    click.echo("")
+    click.echo(render_tuning(result.summary["pareto"], result.summary["policies"]))
+    click.echo("")
+    click.echo(render_recommendation(result.summary))
+    if result.out is not None:
+        click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
+
+
+def _serve_report(folder: Path, host: str, port: int) -> None:
+    """Serve the run's folder (report.html, summary.json, policies/) until interrupted."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder.resolve()))
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise PexError(f"cannot serve on {host}:{port}: {exc.strerror}", "pick another port with --port, or --no-serve") from None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # a process started in the background inherits SIGINT ignored; Ctrl-C and SIGTERM must stop the server anyway
+    # (installed before the address is announced, so a signal sent on seeing it is never lost)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    click.echo(f"serving the report at http://{host}:{server.server_address[1]}/report.html (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
+    from pex.errors import PexError as _PexError
+
+    weights = {}
+    for pair in pairs:
+        metric, sep, value = pair.partition("=")
+        try:
+            weights[metric.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not metric.strip():
+            raise _PexError(f"--weight {pair!r} is not METRIC=NUMBER", "e.g. --weight sessions=1 --weight converted=0.5")
+    return weights
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--rebuild", is_flag=True, help="Build a new policy set even when the newest fit already has one.")
+@click.option("--fit", "fit_id", default=None, help="Fit id to build from (default: the newest fit of NAME).")
+@click.option("--weight", "weights", multiple=True, metavar="METRIC=W",
+              help="Metric weight in the value model (repeatable; default: spec weight, else primary 1, secondary 0.5, guardrail 0).")
+@click.option("--guardrails", type=click.Choice(["constraint", "penalty"]), default="constraint", show_default=True,
+              help="constraint: keep each guardrail within its max_harm; penalty: weigh it like any metric.")
+@click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
+              help="Largest share of units given a non-control arm.")
+@click.option("--exploration", type=click.FloatRange(min=0.0, max=1.0), default=0.05, show_default=True,
+              help="Share of decisions spread uniformly over arms (value and tree policies).")
+@click.option("--min-leaf", "min_leaf", type=click.FloatRange(min=0.001, max=0.49), default=0.05, show_default=True,
+              help="Smallest share of units in a tree leaf.")
+@click.option("--json", "as_json", is_flag=True, help="Print the policies and their evaluation as JSON.")
+@click.pass_context
+def policies(ctx: click.Context, name: str, rebuild: bool, fit_id: str | None, weights: tuple[str, ...], guardrails: str,
+             budget: float | None, exploration: float, min_leaf: float, as_json: bool) -> None:
+    """List NAME's policies with their off-policy values; builds the set from the newest fit when needed."""
+    from pex.report.text import render_policies
+    from pex.services.policies import BuildOptions, build_policies
+
+    ws = _workspace(ctx, create=False)
+    record, _summary = ws.get_fit(name, fit_id)
+    stored = ws.list_policies(name, fit_id=record.id)
+    report = None
+    # any build option given on the command line means "build with it", never "ignore it"
+    given = [p for p in ("weights", "guardrails", "budget", "exploration", "min_leaf")
+             if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)]
+    building = rebuild or not stored or bool(given)
+    if building:
+        options = BuildOptions(weights=_parse_weights(weights), guardrails=guardrails, budget=budget, exploration=exploration,
+                               min_leaf_share=min_leaf)
+        stored, report = build_policies(ws, name, options, fit_id=record.id,
+                                        say=None if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _echo_json({"fit": record.id, "built": building, "report": report,
+                    "policies": [{**r.to_dict(), "document": r.document, "evaluation": r.evaluation} for r in stored]})
+    else:
+        click.echo(render_policies([r.evaluation for r in stored if r.evaluation], report))
+
+
+def _load_policy(ctx: click.Context, ref: str):
+    """A policy from a JSON file or a stored name, with a value policy's effect model bound."""
+    from pex.services.models import load_policy
+
+    state: dict = {}
+
+    def workspace():
+        if "ws" not in state:
+            state["ws"] = _workspace(ctx, create=False)
+        return state["ws"]
+
+    return load_policy(ref, workspace)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("policy")
+@click.option("--fit", "fit_id", default=None,
+              help="Whose held-out units to evaluate on (default: the fit the policy was built from, else the newest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+@click.pass_context
+def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_json: bool) -> None:
+    """Off-policy value of POLICY (stored name or JSON file) on NAME's held-out units, per metric with CIs."""
+    from pex.evaluation.comparison import compare
+    from pex.report.text import render_evaluation
+    from pex.services.policies import load_fit, objective_coefficients
+
+    pol, record = _load_policy(ctx, policy)
+    if pol.experiment and pol.experiment != name:
+        raise PexError(f"policy {pol.name!r} was built for experiment {pol.experiment!r}, not {name!r}",
+                       f"run `pex evaluate {pol.experiment} {policy}`")
+    ws = _workspace(ctx, create=False)
+    # Value a policy on the held-out units of the fit it was built from: another
+    # fit's held-out units may be units this policy's models were trained on.
+    own_fit = (pol.value_model["fit"] if pol.kind == "value" else
+               (record.fit_id if record is not None and record.fit_id else
+                (pol.lineage.get("fit_run") if isinstance(pol.lineage, dict) else None)))
+    if fit_id is not None and own_fit is not None and fit_id != own_fit:
+        raise PexError(f"policy {pol.name!r} was built from fit {own_fit}; the held-out units of fit {fit_id} may include "
+                       "units its models were trained on", f"leave out --fit to evaluate it on the held-out units of {own_fit}")
+    ctx_fit = load_fit(ws, name, fit_id or own_fit)
+    data = ctx_fit.evaluation()
+    # the objective the policy was built for (policies built by pex record it), else the defaults
+    built_for = pol.lineage.get("objective", {}) if isinstance(pol.lineage, dict) else {}
+    coefficients = objective_coefficients(ctx_fit.dataset.spec, ctx_fit.training_frame(), built_for.get("weights"),
+                                          built_for.get("guardrails", "constraint"))
+    row = compare([pol], data, coefficients, ctx_fit.dataset.spec)[0]
+    row["evaluation_rows"] = {**data.description, "fit": ctx_fit.record.id}
+    if as_json:
+        _echo_json(row)
+    else:
+        click.echo(render_evaluation(row))
+
+
+@cli.command()
+@click.argument("policy")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+              help="CSV or Parquet with the unit and feature columns.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
+@click.option("--unit", "unit", default=None, help="Unit id column (default: the experiment's unit column).")
+@click.option("--seed", type=int, default=None, help="Seed of the exploration draws (default: fresh randomness).")
+@click.pass_context
+def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit: str | None, seed: int | None) -> None:
+    """Batch decisions: write the unit column, the chosen arm and its propensity for every row of --data."""
+    import numpy as np
+    import pandas as pd
+
+    from pex.errors import DataError, NotFoundError
+    from pex.experiment.data import read_table
+    from pex.store.workspace import workspace_exists
+
+    out = Path(out_path)
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. decisions.csv or decisions.parquet")
+    pol, _record = _load_policy(ctx, policy)
+    if unit is None and pol.experiment and workspace_exists(ctx.obj.get("home")):
+        ws = _workspace(ctx, create=False)
+        try:
+            unit = ws.load_dataset_spec(ws.dataset_version(pol.experiment).id).unit
+        except NotFoundError:
+            pass
+    if unit is None:
+        raise PexError(f"which column identifies the units? policy {pol.name!r} belongs to no experiment in this workspace",
+                       "pass --unit COLUMN")
+    categorical = pol.categorical_features()
+    frame = read_table(data_path, text_columns=(unit, *categorical))
+    name = Path(data_path).name
+    if unit not in frame.columns:
+        raise DataError(f"unit column {unit!r} is not in {name}", "add it, or name the id column with --unit")
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows", "pass a file with one row per unit to decide for")
+    pol.check_frame(frame, source=name)
+    arms, propensity = pol.decide(frame, np.random.default_rng(seed))
+    result = pd.DataFrame({unit: frame[unit].to_numpy(), "arm": arms, "propensity": propensity})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        result.to_csv(out, index=False)
+    else:
+        result.to_parquet(out, index=False)
+    shares = result["arm"].value_counts(normalize=True)
+    click.echo(f"wrote {len(result):,} decisions to {out} (policy {pol.name} v{pol.version}): "
+               + ", ".join(f"{a} {shares.get(a, 0.0):.1%}" for a in pol.arms))
+
+
+@cli.command(name="run")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Folder for summary.json, report.html and policies/ (default: pex-run-<experiment>).")
+@click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
+              help="Effect learner; auto fits all and keeps the best on held-out data per metric.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step: a re-run gives the same result.")
+@click.option("--holdout", type=click.FloatRange(min=0.05, max=0.9), default=HOLDOUT, show_default=True,
+              help="Share of units kept out of every model; policies are compared on them.")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ax weight vectors refining the dense sweep's front (0: the dense sweep alone, which finds the larger front offline).")
+@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0, max=20.0), default=20.0, show_default=True,
+              help="Ax asks for no new batch of weight vectors after this many seconds (at most 20: offline it rarely earns more).")
+@click.option("--dense", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Quasi-random weight vectors of the dense sweep (each valued at every treated-share cap).")
+@click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
+              help="Largest share of units a policy may give a non-control arm.")
+@click.option("--certification", type=click.Choice(CERTIFICATIONS), default=CERTIFICATIONS[0], show_default=True,
+              help="How the held-out test covers every candidate at once: gated (the safest alone at the full level, "
+                   "then step-down over the rest), fixed-sequence (safest first, stop at the first failure) or step-down "
+                   "(max-t over all candidates together).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
+@click.pass_context
+def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, holdout: float, trials: int,
+                ax_seconds: float, dense: int, budget: float | None, certification: str, quiet: bool, as_json: bool) -> None:
+    """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
+    from pex.services.policies import BuildOptions
+    from pex.services.run import RunOptions, run
+
+    options = RunOptions(learner=learner, seed=seed, holdout=holdout, trials=trials, ax_seconds=ax_seconds, dense=dense,
+                         use_ax=trials > 0, certification=certification, build=BuildOptions(budget=budget))
+    quiet = quiet or as_json
+    result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
+                 progress=None if quiet else _Progress())
+    if as_json:
+        _echo_json(result.summary)
+    else:
+        _print_run(result)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--fit", "fit_id", default=None, help="Fit id to search on (default: the newest fit of NAME).")
+@click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Ax weight vectors refining the dense sweep's front (0: the dense sweep alone, which finds the larger front offline).")
+@click.option("--dense", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Quasi-random weight vectors of the dense sweep (each valued at every treated-share cap).")
+@click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0, max=20.0), default=20.0, show_default=True,
+              help="Ax asks for no new batch of weight vectors after this many seconds (at most 20: offline it rarely earns more).")
+@click.option("--candidates", type=click.IntRange(min=1, max=20), default=2, show_default=True,
+              help="Pareto points turned into stored, evaluated value policies (each is one more candidate to certify).")
+@click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
+              help="Largest share of units a policy may give a non-control arm.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the fronts and the candidates' evaluation as JSON.")
+@click.pass_context
+def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, dense: int, ax_seconds: float, candidates: int,
+             budget: float | None, seed: int, as_json: bool) -> None:
+    """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
+    from pex.report.text import render_policies, render_tuning
+    from pex.services.policies import BuildOptions, load_fit
+    from pex.services.run import RunOptions, optimize_policies
+
+    ws = _workspace(ctx, create=False)
+    fit_ctx = load_fit(ws, name, fit_id)
+    options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0, ax_seconds=ax_seconds,
+                         build=BuildOptions(budget=budget, seed=seed))
+    result, _policies, rows = optimize_policies(ws, fit_ctx, options, say=None if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        _echo_json({"fit": fit_ctx.record.id, "search": result.to_dict(), "policies": rows})
+        return
+    click.echo(render_tuning(result.to_dict()))
+    if rows:
+        click.echo("")
+        click.echo(render_policies(rows, None))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.pass_context
+def report(ctx: click.Context, name: str, out_path: str) -> None:
+    """Write the offline evaluation report (one self-contained HTML file) of NAME's newest `pex run`."""
+    from pex.report.html import render_report
+    from pex.services.run import write_atomic
+
+    ws = _workspace(ctx, create=False)
+    summary = ws.latest_run(name)
+    html = render_report(summary)
+    out = Path(out_path)
+    write_atomic(out, html)
+    click.echo(f"wrote {out} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 2 bad input)."""
+    try:
+        cli.main(args=argv, prog_name="pex", standalone_mode=False)
+    except PexError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        click.echo(f"error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        return 2
+    except OSError as exc:
+        # files and folders the user named: not writable, not a directory, disk full
+        if _state["verbose"]:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        click.echo("hint: check that the path exists, is the right kind (file or folder) and is writable", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "pex"
+        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"hint: see `{command} --help`", err=True)
+        return 2
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

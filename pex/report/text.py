@@ -1,0 +1,411 @@
+"""Plain-text rendering of results for the terminal."""
+
+from __future__ import annotations
+
+import math
+
+from pex.evaluation.recommendation import PROCEDURE
+from pex.experiment.effects import Analysis
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if x != 0 and abs(x) < 10 ** -(digits - 1):
+        return f"{x:.{digits}g}"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None or not math.isfinite(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_pct(x: float | None, signed: bool = True) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+
+
+def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
+    right = right or set()
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render_analysis(a: Analysis) -> str:
+    srm = a.srm
+    shares = "/".join(f"{s * 100:.0f}" for s in srm.expected_shares.values())
+    counts = ", ".join(f"{arm} {n:,}" for arm, n in srm.counts.items())
+    verdict = "OK" if srm.ok else "MISMATCH - the split differs from the plan; effects may be biased"
+    out = [
+        f"Experiment {a.experiment}: {a.n_units:,} units in {len(a.arms)} arms ({counts})",
+        f"Sample ratio: {verdict} (chi2 = {srm.chi2:.2f}, p = {fmt_p(srm.p_value)}; expected {shares} from {srm.basis})",
+    ]
+    ds = a.dataset
+    if ds.get("n_dropped"):
+        out.append(f"Dropped {ds['n_dropped']:,} invalid rows at ingestion: " + ", ".join(f"{k} ({v})" for k, v in ds["dropped"].items()))
+    if ds.get("missing"):
+        out.append("Missing feature values: " + ", ".join(f"{k} {v:,} ({v / a.n_units:.1%})" for k, v in ds["missing"].items()))
+    bal = a.balance
+    if bal.worst:
+        top = bal.worst[0]
+        if bal.ok:
+            out.append(f"Covariate balance: OK (largest standardized difference {abs(top.smd):.3f}: "
+                       f"{top.column}, {top.detail}, {top.arm} vs {a.control})")
+        else:
+            flagged = ", ".join(f"{i.column} ({i.detail}, {i.arm}: {i.smd:+.2f})" for i in bal.flagged[:5])
+            out.append(f"Covariate balance: IMBALANCED - |standardized difference| > {bal.threshold} on {flagged}; "
+                       "check assignment and logging")
+    out.append(f"Propensities from: {ds.get('propensity_source')}")
+    for w in ds.get("warnings", []):
+        out.append(f"Warning: {w}")
+    out.append("")
+    out.append(f"Average effects vs {a.control} (95% CI; p-values Holm-adjusted across {len(a.effects)} comparisons):")
+    rows = []
+    for e in a.effects:
+        rows.append([
+            e.metric, e.arm, fmt_num(e.control_mean), fmt_num(e.arm_mean),
+            f"{e.estimate:+.4g}", f"[{e.ci_low:.4g}, {e.ci_high:.4g}]",
+            fmt_pct(e.relative), f"[{fmt_pct(e.relative_ci_low)}, {fmt_pct(e.relative_ci_high)}]",
+            fmt_p(e.p_holm), fmt_pct(e.variance_reduction, signed=False) if e.cuped else "-",
+        ])
+    out.append(table(rows, ["metric", "arm", "control", "arm mean", "lift", "95% CI", "relative", "95% CI", "p (Holm)", "CUPED var. cut"],
+                     right={2, 3, 4, 6, 8, 9}))
+    if a.guardrails:
+        out.append("")
+        out.append("Guardrails (one-sided 95% test of harm beyond max_harm):")
+        grows = [
+            [g.metric, g.arm, fmt_pct(g.harm), fmt_pct(g.harm_upper), fmt_pct(g.max_harm, signed=False), g.verdict.upper()]
+            if g.basis == "relative" else
+            [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", "0 (abs.)",
+             g.verdict.upper() + " (control mean is 0: absolute test)"]
+            for g in a.guardrails
+        ]
+        out.append(table(grows, ["metric", "arm", "harm", "upper bound", "max harm", "verdict"], right={2, 3, 4}))
+    return "\n".join(out)
+
+
+def render_fit(summary: dict, fit_id: str = "") -> str:
+    """Leaderboard, heterogeneity verdicts, top segments and drivers of a fit."""
+    names = summary.get("learner_names", {})
+    out = [f"Effect models{' ' + fit_id if fit_id else ''}: {summary['n_units']:,} units, {summary['folds']}-fold cross-fitting, "
+           f"learner {summary['requested']}"]
+    out.append(f"Leaderboard per metric ({summary['score']}; difference to the selected one with 95% CI):")
+    rows = []
+    for r in summary["leaderboard"]:
+        diff = "selected" if r["selected"] else f"{r['vs_selected']:+.4g} [{r['vs_selected_ci_low']:+.3g}, {r['vs_selected_ci_high']:+.3g}]"
+        rows.append([r["metric"], names.get(r["learner"], r["learner"]), f"{r['score']:.5g}", diff, f"{r['fit_seconds']:.1f}"])
+    out.append(table(rows, ["metric", "learner", "score", "vs selected", "fit s"], right={2, 4}))
+    out.append("")
+    out.append("Do effects differ across units? (held-out calibration test, Holm-adjusted; Qini area > 0 = ranking works)")
+    rows = []
+    for h in summary["heterogeneity"]:
+        rows.append([h["metric"], h["arm"], h["verdict"],
+                     f"{h['slope']:.2f} [{fmt_num(h['slope_ci_low'], 2)}, {fmt_num(h['slope_ci_high'], 2)}]",
+                     fmt_p(h["p_holm"]), f"{h['qini_area']:+.3g} ± {1.96 * h['qini_area_se']:.2g}"])
+    out.append(table(rows, ["metric", "arm", "verdict", "calibration slope", "p (Holm)", "Qini area"], right={4}))
+    segs = summary.get("segments") or []
+    if segs:
+        out.append("")
+        out.append("Segments (honest tree: rules from one half of the units, effects with 95% CI from the other):")
+        metrics = list(dict.fromkeys(e["metric"] for e in segs[0]["effects"]))
+        for s in sorted(segs, key=lambda s: -s["share"]):
+            out.append(f"  {s['rule']}: {s['share']:.0%} of units")
+            for metric in metrics:
+                parts = [f"{e['arm']} {e['estimate']:+.3g} [{e['ci_low']:+.3g}, {e['ci_high']:+.3g}]"
+                         for e in s["effects"] if e["metric"] == metric]
+                out.append(f"      {metric}: " + "; ".join(parts))
+    imp = summary.get("importance") or []
+    if imp:
+        out.append("")
+        out.append("What drives the differences (share of split gain of a surrogate model of the predicted effects):")
+        for metric in dict.fromkeys(r["metric"] for r in imp):
+            top = [r for r in imp if r["metric"] == metric][:4]
+            out.append(f"  {metric}: " + ", ".join(f"{r['feature']} {r['importance']:.0%}" for r in top))
+    return "\n".join(out)
+
+
+def _ci(d: dict, digits: int = 3) -> str:
+    return f"{fmt_num(d['value'], digits)} [{fmt_num(d['ci_low'], digits)}, {fmt_num(d['ci_high'], digits)}]"
+
+
+def _relative(g: dict) -> bool:
+    """Whether a guardrail cell's harm is relative to the control mean (older cells only name the harm's key)."""
+    return g.get("basis") == "relative" or (g.get("basis") is None and "absolute_harm" not in g)
+
+
+def _harm(g: dict, x: float | None) -> str:
+    """A harm, its bound or its limit in the cell's units: percent when relative, the metric's units when absolute."""
+    return fmt_pct(x) if _relative(g) else ("-" if x is None or not math.isfinite(x) else f"{x:+.4g}")
+
+
+def _limit(g: dict) -> str:
+    limit = g.get("limit")
+    if limit is None:
+        limit = g.get("max_harm") if _relative(g) else 0.0
+    if limit is None or not math.isfinite(limit):
+        return "none"
+    return fmt_pct(limit, signed=False) if _relative(g) else f"{limit:g} (abs.)"
+
+
+def _level(g: dict) -> str:
+    """'one-sided 95%' (older cells carry no level: theirs were the ends of a two-sided interval)."""
+    level = g.get("level")
+    return f"one-sided {level:.1%}".replace(".0%", "%") if isinstance(level, (int, float)) else "two-sided 95%"
+
+
+def _harm_of(g: dict) -> float | None:
+    return g.get("estimate", g.get("relative_harm", g.get("absolute_harm", g.get("harm"))))
+
+
+def _upper_of(g: dict) -> float | None:
+    return g.get("upper", g.get("harm_upper", g.get("ci_high")))
+
+
+def rail_summary(metric: str, g: dict) -> str:
+    """One guardrail in a table cell: verdict, harm and its upper bound against the limit."""
+    return f"{metric} {g.get('verdict', '?')} (harm {_harm(g, _harm_of(g))}, upper {_harm(g, _upper_of(g))} vs {_limit(g)})"
+
+
+def _screened_out(row: dict) -> list[str]:
+    """The guardrails whose building-units check failed (pex.evaluation.recommendation drops such a policy before the held-out test)."""
+    return [m for m, c in (row.get("screen") or {}).items() if isinstance(c, dict) and not c.get("passed", True)]
+
+
+def render_policies(rows: list[dict], report: dict | None = None) -> str:
+    """The comparison table: objective and per-metric lift over all-control (DR, 95% CI) per policy, and each
+    guardrail's harm with its one-sided 95% upper bound against the limit."""
+    if not rows:
+        return "no policies yet: run `pex policies NAME` after `pex fit NAME`"
+    metrics = list(rows[0]["value"])
+    ev = rows[0].get("evaluation_rows", {})
+    out = [f"Policies, valued off-policy (doubly robust, 95% CI) on {ev.get('n_units', '?'):,} held-out units "
+           f"that no model saw (share {ev.get('share', 0):.0%}, seed {ev.get('seed', 0)})",
+           f"objective = weighted sum of metrics in control-arm SDs; best single arm: {rows[0]['best_arm']}"]
+    if any(r.get("guardrails") for r in rows):
+        level = next((_level(g) for r in rows for g in r.get("guardrails", {}).values()), "one-sided 95%")
+        out.append(f"guardrails: harm on the held-out units and its {level} upper bound vs the limit "
+                   "(pass: upper bound within it; fail: lower bound beyond it; else inconclusive)")
+    out.append("")
+    body = []
+    for r in rows:
+        rails = r.get("guardrails", {})
+        rail = "; ".join(rail_summary(m, g) for m, g in rails.items()) or "-"
+        flags = []
+        if any(r["disagreement"].values()):
+            flags.append("estimators disagree")
+        if r["diagnostics"].get("warnings"):
+            flags.append("overlap warning")
+        if r.get("fidelity", {}).get("chosen"):
+            flags.append("chosen depth")
+        failing = _screened_out(r)
+        if failing:
+            flags.append(f"screened out on building units ({', '.join(failing)})")
+        body.append([r["name"], r["kind"], _ci(r["objective_lift_vs_control"]), _ci(r["objective_lift_vs_best_arm"]),
+                     *[_ci(r["lift_vs_control"][m]) for m in metrics], rail, "; ".join(flags)])
+    out.append(table(body, ["policy", "kind", "objective lift vs control", "vs best arm",
+                            *[f"{m} lift vs control" for m in metrics], "guardrails", "notes"]))
+    trees = [r for r in rows if r.get("fidelity")]
+    if trees:
+        out += ["", "Distilled trees (fidelity to the value policy)"]
+        out.append(table([[r["name"], str(r["fidelity"]["depth"]), fmt_pct(r["fidelity"]["agreement_with_value_policy"], signed=False),
+                           fmt_num(r["fidelity"]["held_out_curve"]["value"]),
+                           f"{fmt_num(r['fidelity']['held_out_curve']['value_lost'])} ± "
+                           f"{fmt_num(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
+                           "yes" if r["fidelity"]["chosen"] else ""] for r in trees],
+                         ["tree", "depth", "agrees (held-out)", "value (validation half)", "value lost vs value policy", "chosen"]))
+    if report and report.get("calibration"):
+        out += ["", render_calibration(report["calibration"])]
+    return "\n".join(out)
+
+
+def render_calibration(cal: dict) -> str:
+    """The value policy's calibration on the training units: who it serves, and each guardrail's harm there with the
+    certifiable bound it was calibrated to (harm plus the margin the held-out test will need)."""
+    served = fmt_pct(cal.get("treated_share"), signed=False)
+    greedy = cal.get("greedy_treated_share")
+    expl = cal.get("exploration")
+    line = f"value policy calibration: serves a non-control arm to {served} of training units"
+    if greedy is not None:
+        line += f" ({fmt_pct(greedy, signed=False)} chosen by the model" + (f", the rest by {fmt_pct(expl, signed=False)} exploration)"
+                                                                            if expl else ")")
+    pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in (cal.get("penalties") or {}).items())
+    if pens:
+        line += f"; {pens}"
+    harms = cal.get("estimated_guardrail_harm") or {}
+    ses = cal.get("estimated_guardrail_harm_se") or {}
+    bounds = cal.get("certifiable_bound") or {}
+    predicted = cal.get("predicted_guardrail_harm") or {}
+    parts = []
+    for m in dict.fromkeys([*harms, *predicted]):
+        text = f"{m} {fmt_pct(harms.get(m, predicted.get(m)))}"
+        if m in ses:
+            text += f" (standard error {fmt_pct(ses[m], signed=False)})"
+        if m in bounds:
+            text += f", certifiable bound {fmt_pct(bounds[m])}"
+            if cal.get("certify_for_units"):
+                text += f" for a held-out test of {cal['certify_for_units']:,} units"
+        if m in predicted:
+            text += f" (models predict {fmt_pct(predicted[m])})"
+        parts.append(text)
+    if parts:
+        line += "; guardrail harm on training units: " + ", ".join(parts)
+    return line
+
+
+def render_evaluation(row: dict) -> str:
+    """One policy: every estimator per metric, lifts, guardrails and diagnostics."""
+    ev = row.get("evaluation_rows", {})
+    diag = row["diagnostics"]
+    out = [f"Policy {row['name']} ({row['kind']}, exploration {row['exploration']:.0%}) on {ev.get('n_units', 0):,} held-out units"
+           + (f" of fit {ev['fit']}" if ev.get("fit") else ""),
+           f"held-out rule: {ev.get('rule', '')} (share {ev.get('share', 0)}, seed {ev.get('seed', 0)})",
+           "arm shares: " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["arm_shares"].items()), ""]
+    body = []
+    for metric, by in row["estimators"].items():
+        for name, e in by.items():
+            body.append([metric, name, _ci(e), fmt_num(e["se"], 4),
+                         "DISAGREE" if (name == "dr" and row["disagreement"][metric]) else ""])
+    out.append(table(body, ["metric", "estimator", "value [95% CI]", "se", ""]))
+    out += ["", table([[m, _ci(row["lift_vs_control"][m]), _ci(row["lift_vs_best_arm"][m])] for m in row["value"]],
+                      ["metric", "lift vs all-control (DR)", f"lift vs all-{row['best_arm']} (best arm)"])]
+    out += ["", f"objective {_ci(row['objective'])}; lift vs control {_ci(row['objective_lift_vs_control'])}; "
+                f"vs best arm {_ci(row['objective_lift_vs_best_arm'])}"]
+    for m, g in row.get("guardrails", {}).items():
+        out.append(guardrail_line(m, g))
+    for m, c in (row.get("screen") or {}).items():
+        if isinstance(c, dict):
+            rel = c.get("limit") not in (None, 0, 0.0)
+            show = fmt_pct if rel else (lambda x: "-" if x is None else f"{x:+.4g}")
+            out.append(f"building-units screen {m}: harm {show(c.get('harm'))}, bound {show(c.get('bound'))} vs limit "
+                       f"{show(c.get('limit'))}: " + ("passed" if c.get("passed", True) else
+                                                      "FAILED (the recommendation drops it before the held-out test)"))
+    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
+               f"largest weight {fmt_num(diag['max_weight'], 2)}")
+    out += [f"warning: {w}" for w in diag.get("warnings", [])]
+    return "\n".join(out)
+
+
+VERDICT_MEANING = {"pass": "pass (upper bound within the limit)", "fail": "FAIL (lower bound beyond the limit)",
+                   "inconclusive": "inconclusive (the limit lies between the lower and upper bounds)"}
+
+
+def guardrail_line(metric: str, g: dict) -> str:
+    """A guardrail's harm with its standard error and one-sided bounds against the limit, the verdict, and roughly how
+    many units would certify it when inconclusive."""
+    basis = "relative" if _relative(g) else "absolute"
+    lower, upper = g.get("lower", g.get("harm_lower", g.get("ci_low"))), _upper_of(g)
+    se = g.get("se")
+    text = (f"guardrail {metric}: {basis} harm {_harm(g, _harm_of(g))}"
+            + (f" (standard error {fmt_pct(se, signed=False) if basis == 'relative' else f'{se:.4g}'})"
+               if isinstance(se, (int, float)) and math.isfinite(se) else "")
+            + f", {_level(g)} bounds {_harm(g, lower)} to {_harm(g, upper)}, vs limit {_limit(g)}"
+            + (" (control mean is 0)" if basis == "absolute" else "") + ": "
+            + VERDICT_MEANING.get(g.get("verdict"), str(g.get("verdict"))))
+    need = g.get("units_to_certify")
+    if g.get("verdict") == "inconclusive" and need:
+        text += f"; about {need:,} units would certify it if the harm stayed as estimated"
+    return text
+
+
+def _match_candidates(candidates: list[dict], policies: list[dict]) -> dict[int, dict]:
+    """The policy row each Pareto candidate became (same weights and budget; value policies before their trees)."""
+    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: p.get("kind") != "value")
+    out = {}
+    for i, c in enumerate(candidates):
+        match = next((p for p in tuned if p["tuning"].get("weights") == c.get("weights")
+                      and p["tuning"].get("budget") == c.get("budget")), None)
+        if match is not None:
+            out[i] = match
+    return out
+
+
+def _estimate(d: dict | None) -> float | None:
+    """An interval's point value, whether a comparison row's (``value``) or a summary's (``estimate``)."""
+    d = d or {}
+    return d.get("estimate", d.get("value"))
+
+
+def render_tuning(search: dict, policies: list[dict] | None = None) -> str:
+    """The weight search: each method's front (points, hypervolume, time) and the Pareto candidates, whose search
+    values are in-sample (training units); with ``policies`` (comparison rows or summary policy rows), each
+    candidate's held-out values from its policy row stand beside them."""
+    objectives = search["objectives"]
+    rails = search.get("guardrails", {})
+    limits = [f"{m} harm <= {g['max_harm'] * 100:.3g}%" for m, g in rails.items() if g["max_harm"] is not None]
+    out = [f"Weight search on {search['n_units']:,} training units (objectives: lift of {', '.join(objectives)}; "
+           f"constraints: {', '.join(limits) or 'none'})"]
+    if search.get("feasible_means"):
+        out.append(f"feasible: {search['feasible_means']}")
+    out.append("")
+    body = [[name, f"{f['evaluated']:,}" + (f" of {f['requested']:,} (time budget)" if f.get("requested", 0) > f["evaluated"] else ""),
+             f"{f['feasible']:,}", str(len(f["pareto"])), fmt_num(f["hypervolume"]), f"{f['seconds']:.1f}s"]
+            for name, f in search["fronts"].items()]
+    out.append(table(body, ["method", "evaluated", "feasible", "Pareto points", "hypervolume", "time"]))
+    candidates = search.get("candidates") or []
+    if candidates:
+        matched = _match_candidates(candidates, policies or [])
+        out += ["", "Pareto candidates: search values are in-sample (training units), so optimistic"
+                + ("; held-out values are from each candidate's policy row" if matched else
+                   "; their held-out values are in the policy table")]
+        rows = []
+        for i, c in enumerate(candidates):
+            bound = c.get("guardrail_bound") or {}
+            rows.append([f"{i + 1}", "in-sample", ", ".join(f"{m} {w:.2f}" for m, w in c["weights"].items()),
+                         fmt_pct(c["treated_share"], signed=False), *[fmt_num(c["objectives"][m]) for m in objectives],
+                         *[f"{fmt_pct(c['guardrail_harm'][m])}" + (f" (bound {fmt_pct(bound[m])})" if m in bound else "")
+                           for m in rails]])
+            p = matched.get(i)
+            if p is not None:
+                rows.append(["", f"held-out: {p['name']}", "", "",
+                             *[fmt_num(_estimate((p.get("lift_vs_control") or {}).get(m))) for m in objectives],
+                             *[(f"{_harm(g, _harm_of(g))} (upper {_harm(g, _upper_of(g))}, {g.get('verdict', '?')})"
+                                if isinstance(g := (p.get("guardrails") or {}).get(m), dict) else "-") for m in rails]])
+        out.append(table(rows, ["#", "values", "weights", "treated", *[f"{m} lift" for m in objectives],
+                                *[f"{m} harm" for m in rails]]))
+    return "\n".join(out)
+
+
+def render_recommendation(summary: dict) -> str:
+    """The recommendation of a run summary: headline, a plain "nothing could be certified" when so, what certified
+    means and which units and bounds the numbers rest on, the recommended policy's value and lift, and the reasons."""
+    rec = summary.get("recommendation") or {}
+    cert = rec.get("certification") or {}
+    reasons = [str(r) for r in rec.get("reasons") or []]
+    out = ["Recommendation: " + str(rec.get("headline") or rec.get("policy") or "-")]
+    if rec.get("cannot_certify"):
+        first = reasons.pop(0) if reasons else "Nothing could be certified."
+        out.append("  " + (first if first.lower().startswith("nothing") else "Nothing could be certified: " + first))
+    if cert:
+        if cert.get("text"):
+            out.append("  " + str(cert["text"]))
+        k = cert.get("k") or 0
+        rows = cert.get("rows") or "held-out units"
+        if k:
+            procedure = cert.get("procedure") or PROCEDURE["fixed-sequence"]  # older summaries: fixed-sequence
+            out.append(f"  numbers from {rows}; {k} candidate{'s' if k != 1 else ''} tested {procedure}; value and lift "
+                       f"bounds one-sided at {cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%")
+                       + ", so they hold for every certified candidate at once")
+        else:
+            out.append(f"  numbers from {rows}; no candidate passed the building-units screen, so none was tested on them")
+        primary = rec.get("primary") or "the primary metric"
+        value, lift = cert.get("value") or {}, cert.get("lift_vs_control") or {}
+        if value:
+            line = (f"  {primary} per unit under {rec.get('policy')}: {fmt_num(value.get('estimate'), 4)} "
+                    f"[{fmt_num(value.get('low'), 4)}, {fmt_num(value.get('high'), 4)}]")
+            if lift and (lift.get("se") or lift.get("estimate")):
+                line += (f"; lift vs all-{summary.get('control', 'control')} {lift['estimate']:+.4g} "
+                         f"[{lift.get('low', float('nan')):+.4g}, {lift.get('high', float('nan')):+.4g}]")
+            out.append(line)
+        groups = [("certified", cert.get("certified")),
+                  ("not certified", [n for n in cert.get("family") or [] if n not in (cert.get("certified") or [])]),
+                  ("screened out", cert.get("screened_out"))]
+        listed = "; ".join(f"{label}: {', '.join(names)}" for label, names in groups if names)
+        if listed:
+            out.append(f"  {listed}")
+    out += [f"  - {r}" for r in reasons]
+    return "\n".join(out)

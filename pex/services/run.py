@@ -1,0 +1,438 @@
+"""The whole offline pipeline in one call (``pex run``, ``pex.run``).
+
+ingest -> health and average effects -> HTE fit -> policies (baselines, value
+model, distilled trees) -> offline weight search (:mod:`pex.search.tuning`, its
+Pareto candidates become value policies) -> off-policy comparison on the
+held-out units -> recommendation (:mod:`pex.evaluation.recommendation`) -> outputs:
+``summary.json``, ``policies/*.json`` and ``report.html`` in the output
+folder, and the same summary stored in the workspace for ``pex report``.
+
+Everything random is seeded from one ``seed``, so a re-run on the same data
+gives the same fit, policies and recommendation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pex.errors import PexError
+from pex.evaluation.comparison import compare
+from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, complexity, recommend
+from pex.policy.base import Policy
+from pex.services.policies import BuildOptions, FitContext, build_policies, load_fit, objective_coefficients
+from pex.store.workspace import Workspace
+
+Say = Callable[[str], None]
+HOLDOUT = 0.25  # share of units no model sees; policies are compared on them
+SUMMARY_FORMAT = "pex.summary/1"
+
+
+@dataclass
+class RunOptions:
+    """Knobs of :func:`run`; the defaults are what ``pex run`` uses."""
+
+    learner: str = "auto"
+    seed: int = 0
+    folds: int = 2
+    holdout: float = HOLDOUT
+    trials: int = 30  # Ax weight vectors (only with use_ax)
+    batch: int = 3  # Ax trials per round (a joint batch of q costs more than q times one)
+    ax_seconds: float | None = 20.0  # Ax asks for no new batch after this; None: always all trials
+    dense: int = 1024  # Sobol weight vectors, each valued at every treated-share cap
+    candidates: int = 2  # Pareto points turned into policies (each one more candidate to certify)
+    use_ax: bool = False  # the dense sweep finds the larger front offline (bench/optimize.py); Ax can refine it
+    certification: str = CERTIFICATION  # how the held-out test covers every candidate at once (pex.evaluation.recommendation)
+    build: BuildOptions = field(default_factory=BuildOptions)
+
+    def to_dict(self) -> dict:
+        return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
+                "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
+                "use_ax": self.use_ax, "certification": self.certification, "build": self.build.to_dict()}
+
+
+def fit_and_store(ws: Workspace, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
+                  progress: Callable[[int, int, str], None] | None = None):
+    """Fit effect models on a stored dataset version and store them with their summary."""
+    from pex.hte.learners import fit_effects
+    from pex.hte.summary import fit_summary
+
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=progress)
+    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
+    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
+
+
+def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: Say | None = None):
+    """Search value-model weights on ``ctx`` and store the Pareto candidates as evaluated value policies.
+
+    Returns the :class:`pex.search.tuning.TuningResult`, the candidate policies and their comparison rows.
+    """
+    from pex.policy.value import build_value_policy
+    from pex.search.tuning import TuningProblem, optimize
+
+    say = say or (lambda message: None)
+    spec, model = ctx.dataset.spec, ctx.model
+    experiment = spec.name
+    problem = TuningProblem.from_fit(ctx, budget=options.build.budget, exploration=options.build.exploration)
+    say(f"searching metric weights on {problem.n:,} training units: a dense sweep ({options.dense:,} weight vectors)"
+        + (f" refined by Ax ({options.trials} trials, at most {options.ax_seconds:g} s)" if options.use_ax else ""))
+    result = optimize(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
+                      seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
+    train = ctx.training_frame()
+    oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
+    policies = []
+    for setting in result.candidate_settings():
+        if setting["treated_share"] <= 0:  # all-control is already a baseline
+            continue
+        lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
+                   "objective": {"weights": dict(options.build.weights), "guardrails": options.build.guardrails},
+                   "tuning": {"weights": setting["weights"], "budget": setting["budget"], "training_objectives": setting["objectives"],
+                              "training_guardrail_harm": setting["guardrail_harm"],
+                              "training_guardrail_bound": setting["guardrail_bound"], "in_sample": True}}
+        policy, _info = build_value_policy(
+            name=f"{experiment}-pareto-{len(policies) + 1}", spec=spec, model=model, frame=train, fit_id=ctx.record.id,
+            weights=setting["weights"], guardrails="penalty", budget=setting["budget"], exploration=options.build.exploration,
+            lineage=lineage, effects=oof, harm_signal=pseudo, n_eval=ctx.n_eval())
+        policies.append(policy)
+    if policies:  # the recommended Pareto policy may be a value model: its readable, model-free version competes too
+        from pex.services.policies import distill_value_policy
+
+        owner = objective_coefficients(spec, train, options.build.weights, options.build.guardrails)
+        first = policies[0]
+        distilled = distill_value_policy(ctx, first, owner, options.build, name_prefix=first.name,
+                                         lineage={**first.lineage, "distilled_from": first.name})
+        tree = distilled.chosen
+        tree.lineage["candidate"] = True
+        policies.append(tree)
+    rows: list[dict] = []
+    if policies:
+        data = ctx.evaluation()
+        say(f"evaluating {len(policies)} Pareto candidates on {data.n:,} held-out units")
+        coefficients = objective_coefficients(spec, train, options.build.weights, options.build.guardrails)
+        rows = compare(policies, data, coefficients, spec)
+        for policy, row in zip(policies, rows):
+            row["evaluation_rows"] = data.description
+            row["tuning"] = policy.lineage["tuning"]
+            row["screen"] = ctx.screen(policy)
+        records = ws.put_policies(experiment, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
+        for policy, record in zip(policies, records):
+            policy.version = record.version
+    return result, policies, rows
+
+
+class _Stages:
+    """``[i/n] what`` progress lines and per-stage wall time."""
+
+    def __init__(self, total: int, say: Say) -> None:
+        self.total, self.say, self.i = total, say, 0
+        self.seconds: dict[str, float] = {}
+        self._name: str | None = None
+        self._t = time.perf_counter()
+
+    def next(self, name: str, message: str) -> None:
+        self._close()
+        self.i += 1
+        self._name = name
+        self.say(f"[{self.i}/{self.total}] {message}")
+
+    def _close(self) -> None:
+        now = time.perf_counter()
+        if self._name is not None:
+            self.seconds[self._name] = round(now - self._t, 2)
+        self._name, self._t = None, now
+
+    def done(self) -> dict[str, float]:
+        self._close()
+        return self.seconds
+
+
+def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Path | None = None,
+        options: RunOptions | None = None, say: Say | None = None, progress: Callable[[int, int, str], None] | None = None,
+        **overrides: Any) -> RunResult:
+    """Run the whole offline pipeline on the experiment described by ``spec_path``.
+
+    Parameters
+    ----------
+    spec_path
+        The experiment spec (TOML); its data file is ingested as a new dataset version if it changed.
+    out
+        Folder for ``summary.json``, ``report.html`` and ``policies/*.json`` (default: ``pex-run-<name>``).
+    home
+        Workspace folder (default: ``PEX_HOME`` or ``./.pex``).
+    options, overrides
+        :class:`RunOptions`, or its fields as keywords (``learner="x"``, ``seed=1``).
+    say, progress
+        Callbacks for stage messages and for the fit's progress.
+    """
+    from pex.experiment.data import load_dataset
+    from pex.experiment.effects import analyze
+    from pex.experiment.spec import load_spec
+    from pex.report.html import render_report
+
+    if options is not None and overrides:
+        raise TypeError(f"pass either options or keyword overrides, not both (got {', '.join(overrides)})")
+    options = options or RunOptions(**{k: v for k, v in overrides.items() if k != "build"})
+    if "build" in overrides:
+        options.build = overrides["build"]
+    options.build.seed = options.seed
+    if options.certification not in CERTIFICATIONS:  # before any work is done or stored
+        raise PexError(f"certification {options.certification!r} is not one of {', '.join(CERTIFICATIONS)}",
+                       "gated (the default) tests the safest candidate alone, then the rest together")
+    say = say or (lambda message: None)
+    started = time.perf_counter()
+    stages = _Stages(6, say)
+
+    stages.next("ingest", f"reading and validating {spec_path}")
+    spec = load_spec(spec_path)
+    dataset = load_dataset(spec)
+    ws = Workspace(home)
+    dv = ws.put_dataset(dataset, source=str(spec.data))
+    say(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}): {dataset.n_units:,} units")
+
+    stages.next("effects", "checking health (sample ratio, balance, missing values) and measuring average effects")
+    analysis = analyze(dataset)
+    ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
+
+    stages.next("fit", f"fitting heterogeneous-effect models (learner {options.learner}, {options.holdout:.0%} of units held out)")
+    record, fit = fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
+                                holdout=options.holdout, progress=progress)
+
+    stages.next("policies", "building the value-model policy and distilled trees, evaluating them off-policy")
+    ctx = load_fit(ws, spec.name, record.id)
+    records, build_report = build_policies(ws, spec.name, options.build, fit_id=record.id, ctx=ctx,
+                                           say=lambda m: say(f"      {m}"))
+
+    stages.next("optimize", "searching the weight trade-offs (Ax and a dense sweep) for Pareto candidates")
+    tuning, candidates, candidate_rows = optimize_policies(ws, ctx, options, say=lambda m: say(f"      {m}"))
+
+    stages.next("recommend", "choosing the policy to recommend")
+    load = lambda vm: ctx.model  # noqa: E731 - every value policy of this run names this fit
+    policies = [Policy.from_document(r.document, load) for r in records] + candidates
+    rows = [r.evaluation for r in records] + candidate_rows
+    coefficients = build_report["objective_coefficients"]
+    rec = recommend(policies, rows, ctx.evaluation(), spec, coefficients,
+                    screen={p.name: r.get("screen") or {} for p, r in zip(policies, rows)}, holdout_share=options.holdout,
+                    certification=options.certification)
+    say(f"      {rec.headline}")
+
+    summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
+                            policies=policies, rows=rows, build_report=build_report, tuning=tuning.to_dict(),
+                            recommendation=rec, options=options, evaluation=ctx.evaluation().description)
+    out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
+    summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
+    say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
+    write_outputs(out_dir, summary, policies, render_report)
+    ws.put_run(spec.name, summary, fit_id=record.id)
+    return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
+                     details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
+                              "tuning": tuning})
+
+
+def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: Callable[[dict], str]) -> None:
+    """summary.json, one JSON document per policy, and the HTML report, into ``out_dir``.
+
+    The report is rendered before anything is written, and each file appears whole (written
+    beside its final name, then renamed), so a failure never leaves half a file behind.
+    Policy files of an earlier run into the same folder that this run did not produce are
+    removed, so ``policies/`` always matches ``summary.json``.
+    """
+    files = {f"policies/{p.name}.json": p.to_json() + "\n" for p in policies}
+    files["summary.json"] = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    files["report.html"] = render(summary)
+    (out_dir / "policies").mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        write_atomic(out_dir / rel, text)
+    prefix = f"{summary['experiment']}-"
+    for old in (out_dir / "policies").glob(f"{prefix}*.json"):
+        if f"policies/{old.name}" not in files:
+            old.unlink()
+
+
+def write_atomic(target: Path, text: str) -> None:
+    """Write beside ``target``, then rename: a reader sees the old file or the whole new one, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+
+
+def _certification_status(name: str, recommendation) -> str:
+    """Where a policy stood in the recommendation: certified, tested but not certified, screened out, or not a candidate."""
+    cert = recommendation.certification
+    if name in cert.get("certified", []):
+        return "certified"
+    if name in cert.get("family", []):
+        return "not certified"
+    if name in cert.get("screened_out", []):
+        return "screened out"
+    return "not a candidate"
+
+
+def _ci(est: dict) -> dict:
+    return {"estimate": est["value"], "ci_low": est["ci_low"], "ci_high": est["ci_high"], "se": est["se"]}
+
+
+def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policies: list[Policy], rows: list[dict],
+                  build_report: dict, tuning: dict, recommendation, options: RunOptions, evaluation: dict) -> dict:
+    """The run's results as plain JSON (the keys DESIGN.md promises, plus what the report shows)."""
+    from pex.version import __version__
+
+    chosen = next(p for p in policies if p.name == recommendation.policy)
+    policy_rows = []
+    for policy, row in zip(policies, rows):
+        entry = {
+            "name": policy.name, "kind": policy.kind, "version": policy.version, "complexity": complexity(policy),
+            "exploration": policy.exploration, "file": f"policies/{policy.name}.json",
+            "value": {m: _ci(v) for m, v in row["value"].items()},
+            "lift_vs_control": {m: _ci(v) for m, v in row["lift_vs_control"].items()},
+            "lift_vs_best_arm": {m: _ci(v) for m, v in row["lift_vs_best_arm"].items()},
+            "best_arm": row["best_arm"],
+            "objective": _ci(row["objective"]),
+            "guardrails": row["guardrails"],
+            "arm_shares": row["arm_shares"],
+            "disagreement": row["disagreement"],
+            "diagnostics": row["diagnostics"],
+            "eligible": policy.name in recommendation.eligible,
+            "certification": _certification_status(policy.name, recommendation),
+        }
+        if row.get("screen"):
+            entry["screen"] = row["screen"]
+        if "planned_power" in policy.lineage:  # a step of the value policy's ladder
+            entry["planned_power"] = policy.lineage["planned_power"]
+        if policy.kind == "constant":
+            entry["arm"] = None if policy.exploration >= 1.0 else policy.default_arm
+        if "fidelity" in row:
+            entry["fidelity"] = row["fidelity"]
+        if policy.tree is not None:  # small, and the report draws it
+            entry["tree"] = policy.tree
+        if "tuning" in row:
+            entry["tuning"] = row["tuning"]
+        policy_rows.append(entry)
+    data_summary = analysis.dataset
+    return {
+        "format": SUMMARY_FORMAT,
+        "experiment": spec.name,
+        "description": spec.description,
+        "owner": spec.owner,
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "pex_version": __version__,
+        "options": options.to_dict(),
+        "n_units": int(dataset.n_units),
+        "arms": list(dataset.arms),
+        "control": spec.control,
+        "metrics": [{"name": m, "role": meta.role, "goal": meta.goal, "max_harm": meta.max_harm,
+                     "type": dataset.metric_types[m], "description": meta.description} for m, meta in spec.metrics.items()],
+        "dataset": {"id": dv.id, "version": dv.version, "source": str(spec.data), "n_rows_read": data_summary.get("n_rows_read"),
+                    "n_dropped": data_summary.get("n_dropped"), "dropped": data_summary.get("dropped"),
+                    "arm_counts": data_summary.get("arm_counts"), "missing": data_summary.get("missing", {}),
+                    "features": data_summary.get("features", {}), "warnings": data_summary.get("warnings", [])},
+        "srm": analysis.srm.to_dict(),
+        "balance": analysis.balance.to_dict(),
+        "effects": [e.to_dict() for e in analysis.effects],
+        "guardrails": [g.to_dict() for g in analysis.guardrails],
+        "hte": {"fit": fit_record.id, "requested": fit["requested"], "selected": fit["selected"], "score": fit["score"],
+                "leaderboard": fit["leaderboard"], "heterogeneity": fit["heterogeneity"], "segments": fit["segments"],
+                "importance": fit["importance"], "holdout": fit["holdout"], "seconds": fit["seconds"]},
+        "evaluation_rows": evaluation,
+        "objective_coefficients": build_report["objective_coefficients"],
+        "calibration": build_report["calibration"],
+        "distillation": build_report["distillation"],
+        "policies": policy_rows,
+        "pareto": tuning,
+        "recommended_policy": recommendation.policy,
+        "recommendation": {**recommendation.to_dict(), "document": chosen.to_document()},
+        "caveats": caveats(spec, evaluation, fit),
+    }
+
+
+def caveats(spec, evaluation: dict, fit: dict) -> list[str]:
+    """What the estimates assume and which rows they rest on, in plain words."""
+    holdout = fit["holdout"]
+    return [
+        "Assignment was random with the stated propensities (the experiment's allocation or its propensity column); "
+        "every off-policy value rests on that. A sample-ratio mismatch above means this may not hold.",
+        f"Policy values are doubly-robust estimates on {evaluation['n_units']:,} held-out units "
+        f"({holdout['share']:.0%} of the experiment, chosen by a hash of the unit id) that no effect model, reward model "
+        "or policy-building step saw. Value and lift intervals are two-sided 95%; guardrail bounds are one-sided 95%.",
+        "Certified means: on the held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
+        "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), stopping "
+        "at the first that fails, so the 95% holds for every certified policy at once; the recommended policy's value "
+        "and lift bounds are adjusted for having been chosen among the certified ones.",
+        "Policies, trees and the weight search were built on the other units (out-of-fold estimates); values the search "
+        "reports there are in-sample (the best of many points on the same units) and optimistic, which is why each "
+        "candidate is judged on the held-out units.",
+        "Estimates describe the population and period of the experiment: effects can drift after launch (novelty, "
+        "seasonality, a changed product), so keep some exploration and re-evaluate with the logged decisions.",
+        "Served policies include their exploration share: budgets, treated shares and guardrail harms are those of the "
+        "mixture that is actually served.",
+    ]
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced: the summary plus the policies, ready for notebooks."""
+
+    summary: dict
+    out: Path | None
+    policy_objects: dict[str, Policy]
+    details: dict = field(default_factory=dict, repr=False)  # the Python objects behind the summary (analysis, tuning, rows)
+
+    @property
+    def recommended_policy(self) -> str:
+        return self.summary["recommended_policy"]
+
+    @property
+    def effects(self) -> pd.DataFrame:
+        """Average effect per metric and arm (CUPED where a pre-period covariate exists)."""
+        return pd.DataFrame(self.summary["effects"])
+
+    @property
+    def leaderboard(self) -> pd.DataFrame:
+        """Effect learners per metric with their held-out score; ``selected`` marks the one used."""
+        return pd.DataFrame(self.summary["hte"]["leaderboard"])
+
+    @property
+    def policies(self) -> pd.DataFrame:
+        """One row per policy and metric: doubly-robust value and lift over control with 95% CIs."""
+        rows = []
+        for p in self.summary["policies"]:
+            for metric, v in p["value"].items():
+                lift = p["lift_vs_control"][metric]
+                rows.append({"policy": p["name"], "kind": p["kind"], "metric": metric, "value": v["estimate"],
+                             "ci_low": v["ci_low"], "ci_high": v["ci_high"], "lift_vs_control": lift["estimate"],
+                             "lift_ci_low": lift["ci_low"], "lift_ci_high": lift["ci_high"], "eligible": p["eligible"],
+                             "recommended": p["name"] == self.recommended_policy})
+        return pd.DataFrame(rows)
+
+    @property
+    def pareto(self) -> pd.DataFrame:
+        """The kept Pareto front: weights, treated-share cap, training-unit objectives and guardrail harm."""
+        rows = []
+        for point in self.summary["pareto"]["fronts"]["kept"]["pareto"]:
+            rows.append({**{f"weight_{m}": w for m, w in point["weights"].items()}, "budget": point["budget"],
+                         **{f"lift_{m}": v for m, v in point["objectives"].items()},
+                         **{f"harm_{m}": v for m, v in point["guardrail_harm"].items()}, "treated_share": point["treated_share"]})
+        return pd.DataFrame(rows)
+
+    def policy(self, name: str | None = None) -> Policy:
+        """A policy of this run by name (default: the recommended one)."""
+        name = name or self.recommended_policy
+        if name not in self.policy_objects:
+            from pex.errors import NotFoundError
+
+            raise NotFoundError(f"this run has no policy {name!r}", f"policies: {', '.join(self.policy_objects)}")
+        return self.policy_objects[name]
+
+    def decide(self, frame: pd.DataFrame, policy: str | None = None, seed: int | None = None) -> pd.DataFrame:
+        """Decisions for the rows of ``frame`` (features by name): ``arm`` and its ``propensity``, in row order."""
+        p = self.policy(policy)
+        arms, propensity = p.decide(frame, rng=np.random.default_rng(seed))
+        return pd.DataFrame({"arm": arms, "propensity": propensity}, index=frame.index)
