@@ -81,3 +81,25 @@ def test_a_cycle_is_caught(copy: Path):
     _add_import(copy, "pex.experiment.spec", "import pex.experiment.effects")
     found = cycles(copy)
     assert any({"pex.experiment.spec", "pex.experiment.effects"} <= c for c in found)
+
+
+def test_old_flat_module_paths_still_import_as_the_same_modules():
+    import importlib
+
+    from pex.compat import OLD_PATHS
+
+    for old, new in OLD_PATHS.items():
+        assert importlib.import_module(old) is importlib.import_module(new), old
+    from pex.spec import load_spec  # the README's Python API of pex 0.1
+
+    assert load_spec is importlib.import_module("pex.experiment.spec").load_spec
+
+
+def test_serving_a_value_policy_imports_no_training_code():
+    """Loading the policy modules and an effect model, as a decision service does, leaves the learners,
+    EconML and Ax unimported (the contract above, checked at run time in a fresh interpreter)."""
+    code = ("import sys, pex.policy, pex.hte.model, pex.services.models; "
+            "print(sorted(m for m in ('pex.hte.learners', 'econml', 'ax', 'pex.search.tuning') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"

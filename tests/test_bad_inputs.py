@@ -1,6 +1,6 @@
 """Bad inputs to `pex ingest SPEC`: a table of broken specs and data files.
 
-Every case must fail the same way (DESIGN.md, "Command line"): exit code 2, a
+Every case must fail the same way (README, "Command line"): exit code 2, a
 one-line ``error:`` naming the problem, a ``hint:``, no traceback, and the
 workspace exactly as it was before (validation happens before the store is
 touched).

@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import started
 
 PEX = str(Path(sys.executable).parent / "pex")
 
@@ -97,34 +97,17 @@ def test_demo_console_script_end_to_end(tmp_path):
     env.pop("PEX_DATABASE_URL", None)
     out_dir = tmp_path / "demo-out"
     err_path = tmp_path / "demo.err"
-    # progress goes to stderr (a file, so a full pipe can never stall the demo); stdout is read line by line
-    with open(err_path, "w") as err, subprocess.Popen(
-            [PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env) as proc:
-        lines = []
-        try:
-            deadline = time.monotonic() + 400
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                lines.append(line)
-                if line.startswith("serving the report at "):
-                    break
-            stdout = "".join(lines)
-            assert lines and lines[-1].startswith("serving the report at "), stdout + err_path.read_text()
-            url = lines[-1].split()[4]
-            with urllib.request.urlopen(url, timeout=30) as response:
-                page = response.read().decode()
-            assert response.status == 200 and "<svg" in page
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # never hang the suite: kill, then fail below on the return code
-                proc.kill()
-                proc.wait(timeout=30)
-    assert proc.returncode == 0
+    # started as a background job would be, with SIGINT ignored: Ctrl-C's signal must stop the server all the same
+    with started([PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
+                 stderr=err_path, env=env, sigint_ignored=True) as demo:
+        line = demo.wait_for_line("serving the report at ", timeout=400)
+        stdout = demo.stdout()
+        assert line, stdout + err_path.read_text()
+        with urllib.request.urlopen(line.split()[4], timeout=30) as response:
+            page = response.read().decode()
+        assert response.status == 200 and "<svg" in page
+        returncode = demo.signal_and_wait(signal.SIGINT, timeout=30)
+    assert returncode == 0
     assert (tmp_path / "notification_cadence.csv").is_file()
     assert "Sample ratio: OK" in stdout and "Average effects vs control" in stdout
     assert (tmp_path / "ws" / "pex.db").is_file()

@@ -35,11 +35,20 @@ def _echo_json(obj: object) -> None:
 
 
 def _workspace(ctx: click.Context, create: bool):
+    """The command's workspace, opened once and closed when the command ends."""
     from pex.store.workspace import Workspace
 
-    ws = Workspace(ctx.obj.get("home"), create=create)
-    ctx.call_on_close(ws.close)
-    return ws
+    key = ("workspace", create)
+    if key not in ctx.obj:
+        ws = Workspace(ctx.obj.get("home"), create=create)
+        ctx.call_on_close(ws.close)
+        ctx.obj[key] = ws
+    return ctx.obj[key]
+
+
+def _lazy_workspace(ctx: click.Context):
+    """Opens the existing workspace on first call: for commands that may not need one (e.g. a policy file)."""
+    return lambda: _workspace(ctx, create=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,20 +71,16 @@ def cli(ctx: click.Context, home: str | None, verbose: bool) -> None:
 @click.pass_context
 def ingest(ctx: click.Context, spec: str, drop_invalid: bool, as_json: bool) -> None:
     """Validate SPEC's data and store it as a new dataset version."""
-    from pex.experiment.data import load_dataset
-    from pex.experiment.spec import load_spec
+    from pex.services.experiments import ingest as ingest_spec
 
-    # Everything is validated before the workspace is touched, so bad input
-    # leaves the store exactly as it was.
-    exp = load_spec(spec)
-    dataset = load_dataset(exp, drop_invalid=drop_invalid)
-    dv = _workspace(ctx, create=True).put_dataset(dataset, source=str(exp.data))
+    done = ingest_spec(spec, lambda: _workspace(ctx, create=True), drop_invalid=drop_invalid)
+    dataset, dv = done.dataset, done.version
     if as_json:
         _echo_json({**dv.to_dict(), "dataset": dataset.summary()})
         return
     state = "stored as new" if dv.created else "identical to existing"
-    click.echo(f"{exp.name}: {dataset.n_units:,} units, {len(dataset.arms)} arms, {len(dataset.features)} features, "
-               f"{len(exp.metrics)} metrics; {state} dataset version {dv.version} ({dv.id})")
+    click.echo(f"{dataset.spec.name}: {dataset.n_units:,} units, {len(dataset.arms)} arms, {len(dataset.features)} features, "
+               f"{len(dataset.spec.metrics)} metrics; {state} dataset version {dv.version} ({dv.id})")
     if dataset.n_dropped:
         click.echo(f"dropped {dataset.n_dropped:,} invalid rows: " + ", ".join(f"{k} ({v})" for k, v in dataset.dropped.items()))
     for w in dataset.warnings:
@@ -89,14 +94,10 @@ def ingest(ctx: click.Context, spec: str, drop_invalid: bool, as_json: bool) -> 
 @click.pass_context
 def analyze(ctx: click.Context, name: str, version: int | None, as_json: bool) -> None:
     """Sample-ratio check and average effects per arm and metric for experiment NAME."""
-    from pex.experiment.effects import analyze as run_analysis
     from pex.report.text import render_analysis
+    from pex.services.experiments import analyze_stored
 
-    ws = _workspace(ctx, create=False)
-    dataset, dv = ws.load_dataset(name, version)
-    analysis = run_analysis(dataset)
-    result = {**analysis.to_dict(), "dataset_version": dv.to_dict()}
-    ws.put_analysis(name, dv.id, result)
+    analysis, result = analyze_stored(_workspace(ctx, create=False), name, version)
     if as_json:
         _echo_json(result)
     else:
@@ -118,15 +119,6 @@ class _Progress:
             click.echo(line, err=True)
 
 
-def _fit_and_store(ws, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
-                   quiet: bool = False):
-    """Fit effect models on a stored dataset version and store them with their summary (`pex fit`)."""
-    from pex.services.run import fit_and_store
-
-    return fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout,
-                         progress=None if quiet else _Progress())
-
-
 @cli.command()
 @click.argument("name")
 @click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
@@ -143,10 +135,10 @@ def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, hold
         as_json: bool) -> None:
     """Fit heterogeneous-effect models for experiment NAME and print the leaderboard."""
     from pex.report.text import render_fit
+    from pex.services.fitting import fit as fit_models
 
-    ws = _workspace(ctx, create=False)
-    dataset, dv = ws.load_dataset(name, version)
-    record, summary = _fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout, quiet=quiet)
+    record, summary = fit_models(_workspace(ctx, create=False), name, version=version, learner=learner, folds=folds, seed=seed,
+                                 holdout=holdout, progress=None if quiet else _Progress())
     if as_json:
         _echo_json({"fit": record.to_dict(), **summary})
     else:
@@ -162,30 +154,12 @@ def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, hold
 @click.pass_context
 def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id: str | None) -> None:
     """Write predicted effects per unit: the unit column plus cate__<metric>__<arm> columns."""
-    from pex.errors import DataError
-    from pex.experiment.data import read_table
-    from pex.services.models import effect_model
+    from pex.services.fitting import predict as predict_effects
+    from pex.services.tables import check_output, write_table
 
-    out = Path(out_path)
-    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. effects.csv or effects.parquet")
-    ws = _workspace(ctx, create=False)
-    record, _summary = ws.get_fit(name, fit_id)
-    unit = ws.load_dataset_spec(record.dataset_id).unit
-    model = effect_model(ws, record)
-    # categorical features are labels: read them as text so "007" or "1" keep their meaning
-    categorical = tuple(c for c in model.encoder.columns if model.encoder.kinds[c] == "categorical")
-    frame = read_table(data_path, text_columns=(unit, *categorical))
-    if unit not in frame.columns:
-        raise DataError(f"unit column {unit!r} is not in {Path(data_path).name}", f"the output is keyed by {unit!r}; add that column")
-    if len(frame) == 0:
-        raise DataError(f"{Path(data_path).name} has no rows", "pass a file with one row per unit to score")
-    result = model.predict_frame(frame, unit=unit)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        result.to_csv(out, index=False)
-    else:
-        result.to_parquet(out, index=False)
+    out = check_output(out_path, "effects")
+    result, record = predict_effects(_workspace(ctx, create=False), name, data_path, fit_id)
+    write_table(result, out)
     click.echo(f"wrote {len(result):,} rows x {len(result.columns) - 1} effect columns to {out} (fit {record.id})")
 
 
@@ -195,13 +169,9 @@ def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id
 def experiments(ctx: click.Context, as_json: bool) -> None:
     """List the experiments in the workspace."""
     from pex.report.text import table
-    from pex.store.workspace import default_home, workspace_exists
+    from pex.services.experiments import list_experiments
 
-    home = Path(ctx.obj.get("home") or default_home())
-    if not workspace_exists(home):
-        rows = []
-    else:
-        rows = _workspace(ctx, create=False).list_experiments()
+    home, rows = list_experiments(ctx.obj.get("home"), lambda: _workspace(ctx, create=False))
     if as_json:
         _echo_json(rows)
     elif not rows:
@@ -238,11 +208,13 @@ def _check_name(value: str | None) -> str | None:
     return value
 
 
-DEMO_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "notification_cadence.toml"
+def _demo_spec_path() -> Path:
+    """The bundled demo spec, beside the package in a checkout."""
+    return Path(__file__).resolve().parents[2] / "experiments" / "notification_cadence.toml"
 
 
 @cli.command()
-@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(DEMO_SPEC), show_default=True,
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(_demo_spec_path()), show_default=True,
               help="Demo experiment spec; its data is simulated when the file is absent.")
 @click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
 @click.option("--fit/--no-fit", "fit_models", default=True, show_default=True,
@@ -258,40 +230,20 @@ DEMO_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "notification_
 def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, serve: bool, host: str,
          port: int) -> None:
     """Run the whole pipeline on the bundled demo experiment and serve its report."""
-    from pex.errors import SpecError
     from pex.experiment.data import load_dataset
-    from pex.experiment.effects import analyze as run_analysis
-    from pex.experiment.simulate import ARMS as SIMULATED_ARMS
-    from pex.experiment.simulate import simulate as run_simulation
-    from pex.experiment.spec import load_spec
     from pex.report.text import render_analysis
+    from pex.services.demo import demo_spec
+    from pex.services.experiments import record_analysis
 
     started = time.perf_counter()
-    spec = load_spec(spec_path, require_data=False)
-    if not spec.data.exists():
-        if sorted(spec.allocation or {}) != sorted(SIMULATED_ARMS):
-            raise SpecError(
-                f"the demo can only simulate data for the arms {', '.join(SIMULATED_ARMS)}; {spec_path} plans "
-                f"{', '.join(spec.allocation or {}) or 'no allocation'}",
-                "give the demo spec an [allocation] over those arms, or create its data file yourself",
-            )
-        click.echo(f"[1/2] simulating the demo experiment ({units:,} units) -> {spec.data}")
-        sim = run_simulation(units, scenario="notification_cadence", seed=2026, allocation=spec.allocation)
-        spec.data.parent.mkdir(parents=True, exist_ok=True)
-        if spec.data.suffix.lower() == ".csv":
-            sim.data.to_csv(spec.data, index=False)
-        else:
-            sim.data.to_parquet(spec.data, index=False)
-    else:
-        click.echo(f"[1/2] using existing demo data {spec.data}")
+    spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"[1/2] {m}"))
     if not fit_models:
         click.echo("[2/2] validating, storing and analysing the data")
         dataset = load_dataset(spec)
         ws = _workspace(ctx, create=True)
         dv = ws.put_dataset(dataset, source=str(spec.data))
         click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
-        analysis = run_analysis(dataset)
-        ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
+        analysis, _stored = record_analysis(ws, dataset, dv)
         click.echo("")
         click.echo(render_analysis(analysis))
         click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
@@ -304,7 +256,9 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
     _print_run(result)
     click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
     if serve:
-        _serve_report(Path(out), host, port)
+        from pex.cli.report_server import serve_folder
+
+        serve_folder(Path(out), host, port, say=click.echo)
 
 
 def _print_run(result) -> None:
@@ -324,34 +278,6 @@ def _print_run(result) -> None:
     click.echo(render_recommendation(result.summary))
     if result.out is not None:
         click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
-
-
-def _serve_report(folder: Path, host: str, port: int) -> None:
-    """Serve the run's folder (report.html, summary.json, policies/) until interrupted."""
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder.resolve()))
-    try:
-        server = ThreadingHTTPServer((host, port), handler)
-    except OSError as exc:
-        raise PexError(f"cannot serve on {host}:{port}: {exc.strerror}", "pick another port with --port, or --no-serve") from None
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    # a process started in the background inherits SIGINT ignored; Ctrl-C and SIGTERM must stop the server anyway
-    # (installed before the address is announced, so a signal sent on seeing it is never lost)
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    click.echo(f"serving the report at http://{host}:{server.server_address[1]}/report.html (Ctrl-C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
@@ -389,40 +315,21 @@ def policies(ctx: click.Context, name: str, rebuild: bool, fit_id: str | None, w
              budget: float | None, exploration: float, min_leaf: float, as_json: bool) -> None:
     """List NAME's policies with their off-policy values; builds the set from the newest fit when needed."""
     from pex.report.text import render_policies
-    from pex.services.policies import BuildOptions, build_policies
+    from pex.services.catalog import policy_set
+    from pex.services.policies import BuildOptions
 
-    ws = _workspace(ctx, create=False)
-    record, _summary = ws.get_fit(name, fit_id)
-    stored = ws.list_policies(name, fit_id=record.id)
-    report = None
-    # any build option given on the command line means "build with it", never "ignore it"
+    # a rebuild, or any build option given on the command line, means "build with it", never "ignore it"
     given = [p for p in ("weights", "guardrails", "budget", "exploration", "min_leaf")
              if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)]
-    building = rebuild or not stored or bool(given)
-    if building:
-        options = BuildOptions(weights=_parse_weights(weights), guardrails=guardrails, budget=budget, exploration=exploration,
-                               min_leaf_share=min_leaf)
-        stored, report = build_policies(ws, name, options, fit_id=record.id,
-                                        say=None if as_json else (lambda m: click.echo(m, err=True)))
+    options = (BuildOptions(weights=_parse_weights(weights), guardrails=guardrails, budget=budget, exploration=exploration,
+                            min_leaf_share=min_leaf) if rebuild or given else None)
+    found = policy_set(_workspace(ctx, create=False), name, fit_id=fit_id, options=options,
+                       say=None if as_json else (lambda m: click.echo(m, err=True)))
     if as_json:
-        _echo_json({"fit": record.id, "built": building, "report": report,
-                    "policies": [{**r.to_dict(), "document": r.document, "evaluation": r.evaluation} for r in stored]})
+        _echo_json({"fit": found.fit.id, "built": found.built, "report": found.report,
+                    "policies": [{**r.to_dict(), "document": r.document, "evaluation": r.evaluation} for r in found.policies]})
     else:
-        click.echo(render_policies([r.evaluation for r in stored if r.evaluation], report))
-
-
-def _load_policy(ctx: click.Context, ref: str):
-    """A policy from a JSON file or a stored name, with a value policy's effect model bound."""
-    from pex.services.models import load_policy
-
-    state: dict = {}
-
-    def workspace():
-        if "ws" not in state:
-            state["ws"] = _workspace(ctx, create=False)
-        return state["ws"]
-
-    return load_policy(ref, workspace)
+        click.echo(render_policies([r.evaluation for r in found.policies if r.evaluation], found.report))
 
 
 @cli.command()
@@ -434,31 +341,10 @@ def _load_policy(ctx: click.Context, ref: str):
 @click.pass_context
 def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_json: bool) -> None:
     """Off-policy value of POLICY (stored name or JSON file) on NAME's held-out units, per metric with CIs."""
-    from pex.evaluation.comparison import compare
     from pex.report.text import render_evaluation
-    from pex.services.policies import load_fit, objective_coefficients
+    from pex.services.evaluate import evaluate_policy
 
-    pol, record = _load_policy(ctx, policy)
-    if pol.experiment and pol.experiment != name:
-        raise PexError(f"policy {pol.name!r} was built for experiment {pol.experiment!r}, not {name!r}",
-                       f"run `pex evaluate {pol.experiment} {policy}`")
-    ws = _workspace(ctx, create=False)
-    # Value a policy on the held-out units of the fit it was built from: another
-    # fit's held-out units may be units this policy's models were trained on.
-    own_fit = (pol.value_model["fit"] if pol.kind == "value" else
-               (record.fit_id if record is not None and record.fit_id else
-                (pol.lineage.get("fit_run") if isinstance(pol.lineage, dict) else None)))
-    if fit_id is not None and own_fit is not None and fit_id != own_fit:
-        raise PexError(f"policy {pol.name!r} was built from fit {own_fit}; the held-out units of fit {fit_id} may include "
-                       "units its models were trained on", f"leave out --fit to evaluate it on the held-out units of {own_fit}")
-    ctx_fit = load_fit(ws, name, fit_id or own_fit)
-    data = ctx_fit.evaluation()
-    # the objective the policy was built for (policies built by pex record it), else the defaults
-    built_for = pol.lineage.get("objective", {}) if isinstance(pol.lineage, dict) else {}
-    coefficients = objective_coefficients(ctx_fit.dataset.spec, ctx_fit.training_frame(), built_for.get("weights"),
-                                          built_for.get("guardrails", "constraint"))
-    row = compare([pol], data, coefficients, ctx_fit.dataset.spec)[0]
-    row["evaluation_rows"] = {**data.description, "fit": ctx_fit.record.id}
+    row = evaluate_policy(_lazy_workspace(ctx), name, policy, fit_id)
     if as_json:
         _echo_json(row)
     else:
@@ -475,44 +361,14 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
 @click.pass_context
 def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit: str | None, seed: int | None) -> None:
     """Batch decisions: write the unit column, the chosen arm and its propensity for every row of --data."""
-    import numpy as np
-    import pandas as pd
+    from pex.services.decisions import decide_file
+    from pex.services.tables import check_output, write_table
 
-    from pex.errors import DataError, NotFoundError
-    from pex.experiment.data import read_table
-    from pex.store.workspace import workspace_exists
-
-    out = Path(out_path)
-    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise DataError(f"output file {out} is neither .csv nor .parquet", "name the output e.g. decisions.csv or decisions.parquet")
-    pol, _record = _load_policy(ctx, policy)
-    if unit is None and pol.experiment and workspace_exists(ctx.obj.get("home")):
-        ws = _workspace(ctx, create=False)
-        try:
-            unit = ws.load_dataset_spec(ws.dataset_version(pol.experiment).id).unit
-        except NotFoundError:
-            pass
-    if unit is None:
-        raise PexError(f"which column identifies the units? policy {pol.name!r} belongs to no experiment in this workspace",
-                       "pass --unit COLUMN")
-    categorical = pol.categorical_features()
-    frame = read_table(data_path, text_columns=(unit, *categorical))
-    name = Path(data_path).name
-    if unit not in frame.columns:
-        raise DataError(f"unit column {unit!r} is not in {name}", "add it, or name the id column with --unit")
-    if len(frame) == 0:
-        raise DataError(f"{name} has no rows", "pass a file with one row per unit to decide for")
-    pol.check_frame(frame, source=name)
-    arms, propensity = pol.decide(frame, np.random.default_rng(seed))
-    result = pd.DataFrame({unit: frame[unit].to_numpy(), "arm": arms, "propensity": propensity})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        result.to_csv(out, index=False)
-    else:
-        result.to_parquet(out, index=False)
-    shares = result["arm"].value_counts(normalize=True)
-    click.echo(f"wrote {len(result):,} decisions to {out} (policy {pol.name} v{pol.version}): "
-               + ", ".join(f"{a} {shares.get(a, 0.0):.1%}" for a in pol.arms))
+    out = check_output(out_path, "decisions")
+    made = decide_file(policy, data_path, _lazy_workspace(ctx), unit=unit, seed=seed)
+    write_table(made.frame, out)
+    click.echo(f"wrote {len(made.frame):,} decisions to {out} (policy {made.policy.name} v{made.policy.version}): "
+               + ", ".join(f"{a} {share:.1%}" for a, share in made.shares().items()))
 
 
 @cli.command(name="run")
@@ -599,15 +455,10 @@ def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, den
 @click.pass_context
 def report(ctx: click.Context, name: str, out_path: str) -> None:
     """Write the offline evaluation report (one self-contained HTML file) of NAME's newest `pex run`."""
-    from pex.report.html import render_report
-    from pex.services.run import write_atomic
+    from pex.services.reports import write_report
 
-    ws = _workspace(ctx, create=False)
-    summary = ws.latest_run(name)
-    html = render_report(summary)
-    out = Path(out_path)
-    write_atomic(out, html)
-    click.echo(f"wrote {out} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
+    summary = write_report(_workspace(ctx, create=False), name, out_path)
+    click.echo(f"wrote {out_path} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -645,5 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def entry() -> None:
+    """The console script: SIGTERM, and SIGINT even when inherited ignored (a background job), stop a command
+    cleanly: the interrupt unwinds through every ``finally`` (temporary files removed, transactions rolled back)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     sys.exit(main())

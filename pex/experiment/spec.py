@@ -1,6 +1,6 @@
 """The experiment spec: a TOML file that says what the columns of an experiment mean.
 
-``load_spec`` turns the TOML of DESIGN.md into an :class:`ExperimentSpec`. Every
+``load_spec`` turns the TOML of the README (The experiment spec) into an :class:`ExperimentSpec`. Every
 mistake raises :class:`~pex.errors.SpecError` naming the offending key, with a
 hint that says how to fix it, so that a typo never turns into a silent default.
 """

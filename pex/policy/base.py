@@ -1,7 +1,7 @@
 """Decision policies as data: the ``pex.policy/1`` document and its vectorised evaluator.
 
 A policy maps units to a distribution over arms, shape (n_units, n_arms).
-Policies are JSON documents (DESIGN.md, "Policy document") that can be
+Policies are JSON documents (docs/policy-document.md) that can be
 reviewed in a diff and evaluated without executing anything: plain JSON in, numpy out.
 
 Kinds: ``constant`` (one arm for everyone; with ``exploration = 1`` the
@@ -235,7 +235,7 @@ class Policy:
             raise PolicyError(f"unknown policy key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(known))}")
         for key in ("name", "arms", "default_arm"):
             if key not in doc:
-                raise PolicyError(f"policy document is missing {key!r}", f"add {key!r} (see DESIGN.md, policy document)")
+                raise PolicyError(f"policy document is missing {key!r}", f"add {key!r} (see docs/policy-document.md)")
         model = None
         if doc.get("kind") == "value":
             if load_model is None:

@@ -329,7 +329,8 @@ def validate_value_policy(policy: Policy) -> None:
     """Check a value policy's ``value_model`` block and that its bound model fits it."""
     vm = policy.value_model
     if not isinstance(vm, dict):
-        raise PolicyError("a value policy needs a 'value_model' object", f'see DESIGN.md; build one with `pex policies NAME` ({FORMAT})')
+        raise PolicyError("a value policy needs a 'value_model' object",
+                          f"see docs/policy-document.md; build one with `pex policies NAME` ({FORMAT})")
     if not isinstance(vm.get("fit"), str) or not vm["fit"]:
         raise PolicyError("value_model.fit must name the fit whose models the policy uses", 'e.g. "fit": "notification_cad-fit-..."')
     metrics = vm.get("metrics")

@@ -282,7 +282,7 @@ def _ci(est: dict) -> dict:
 
 def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policies: list[Policy], rows: list[dict],
                   build_report: dict, tuning: dict, recommendation, options: RunOptions, evaluation: dict) -> dict:
-    """The run's results as plain JSON (the keys DESIGN.md promises, plus what the report shows)."""
+    """The run's results as plain JSON (the keys docs/architecture.md lists under "Outputs", plus what the report shows)."""
     from pex.version import __version__
 
     chosen = next(p for p in policies if p.name == recommendation.policy)

@@ -1,0 +1,31 @@
+"""Effect models: fit them on a stored dataset version, and predict effects for new units with a stored fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pex.hte.learners import Progress
+from pex.services.models import effect_model
+from pex.services.run import HOLDOUT, fit_and_store
+from pex.services.tables import read_units
+from pex.store.workspace import FitRecord, Workspace
+
+
+def fit(ws: Workspace, name: str, *, version: int | None = None, learner: str = "auto", folds: int = 2, seed: int = 0,
+        holdout: float = HOLDOUT, progress: Progress | None = None) -> tuple[FitRecord, dict[str, Any]]:
+    """Fit effect models on experiment ``name``'s dataset version (default: current) and store them with their summary."""
+    dataset, dv = ws.load_dataset(name, version)
+    return fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=progress)
+
+
+def predict(ws: Workspace, name: str, data_path: str | Path, fit_id: str | None = None) -> tuple[pd.DataFrame, FitRecord]:
+    """Predicted effects per unit of a file: the unit column plus ``cate__<metric>__<arm>``, from a stored fit."""
+    record, _summary = ws.get_fit(name, fit_id)
+    unit = ws.load_dataset_spec(record.dataset_id).unit
+    model = effect_model(ws, record)
+    categorical = tuple(c for c in model.encoder.columns if model.encoder.kinds[c] == "categorical")
+    frame = read_units(data_path, unit, categorical, "score")
+    return model.predict_frame(frame, unit=unit), record
