@@ -39,6 +39,7 @@ class OldPathFinder(importlib.abc.MetaPathFinder):
     """Resolves an old flat module path to the module at its new place."""
 
     def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+        """The spec of an old module path (None for every other name)."""
         if fullname not in OLD_PATHS:
             return None
         return importlib.util.spec_from_loader(fullname, _Loader())

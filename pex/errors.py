@@ -23,6 +23,7 @@ class PexError(Exception):
         return self.message
 
     def to_dict(self) -> dict:
+        """The error as JSON: message, hint and status."""
         return {"ok": False, "error": self.message, "hint": self.hint, "status": self.status}
 
 

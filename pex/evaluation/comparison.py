@@ -44,6 +44,7 @@ class EvaluationData:
 
     @property
     def n(self) -> int:
+        """Number of held-out units."""
         return len(self.frame)
 
 

@@ -291,7 +291,9 @@ class OffPolicyEstimator(Protocol):
     name: str
 
     def estimate(self, reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray,
-                 reward_hat: np.ndarray | None = None) -> Estimate: ...
+                 reward_hat: np.ndarray | None = None) -> Estimate:
+        """The value of the policy ``action_dist`` from logged rewards, actions and propensities."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -42,23 +42,28 @@ class Imbalance:
     detail: str  # which comparison: "mean", "missing", or "level <name>"
 
     def to_dict(self) -> dict:
+        """The imbalance as JSON."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class BalanceResult:
+    """Covariate balance across arms: one test per feature and arm, and the overall verdict."""
     worst: list[Imbalance]  # per column, the largest |SMD| over arms, largest first
     threshold: float = SMD_THRESHOLD
 
     @property
     def ok(self) -> bool:
+        """True when no feature is flagged as imbalanced."""
         return all(abs(i.smd) <= self.threshold for i in self.worst)
 
     @property
     def flagged(self) -> list[Imbalance]:
+        """The features flagged as imbalanced."""
         return [i for i in self.worst if abs(i.smd) > self.threshold]
 
     def to_dict(self) -> dict:
+        """The balance check as JSON."""
         return {"ok": self.ok, "threshold": self.threshold, "worst": [i.to_dict() for i in self.worst]}
 
 

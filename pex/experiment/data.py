@@ -55,13 +55,16 @@ class Dataset:
 
     @property
     def n_units(self) -> int:
+        """Number of units (rows) kept."""
         return len(self.frame)
 
     @property
     def n_dropped(self) -> int:
+        """Number of invalid rows dropped (with ``--drop-invalid``)."""
         return self.n_rows_read - len(self.frame)
 
     def arm_counts(self) -> dict[str, int]:
+        """Units per arm."""
         counts = self.frame[self.spec.arm].value_counts()
         return {arm: int(counts.get(arm, 0)) for arm in self.arms}
 

@@ -63,6 +63,7 @@ class SRMResult:
     threshold: float = SRM_THRESHOLD
 
     def to_dict(self) -> dict:
+        """The result as JSON."""
         return asdict(self)
 
 
@@ -98,6 +99,7 @@ class ArmEffect:
     method: str = "ols"
 
     def to_dict(self) -> dict:
+        """The result as JSON."""
         return asdict(self)
 
 
@@ -130,6 +132,7 @@ class GuardrailVerdict:
     units_to_certify: int | None = None
 
     def to_dict(self) -> dict:
+        """The result as JSON."""
         return asdict(self)
 
 
@@ -390,9 +393,11 @@ class Analysis:
     dataset: dict
 
     def effects_frame(self) -> pd.DataFrame:
+        """The average effects as a table, one row per metric and arm."""
         return pd.DataFrame([e.to_dict() for e in self.effects])
 
     def to_dict(self) -> dict:
+        """The whole analysis as JSON."""
         return {
             "experiment": self.experiment,
             "n_units": self.n_units,

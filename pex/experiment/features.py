@@ -38,6 +38,7 @@ class FeatureEncoder:
 
     @property
     def categorical_indices(self) -> list[int]:
+        """Column indices of the categorical features in the encoded matrix."""
         return [i for i, c in enumerate(self.columns) if self.kinds[c] == "categorical"]
 
     def transform(self, frame: pd.DataFrame, strict: bool = True) -> np.ndarray:
@@ -78,8 +79,10 @@ class FeatureEncoder:
         return out
 
     def to_dict(self) -> dict:
+        """The encoder as JSON (stored with the effect model)."""
         return {"columns": self.columns, "kinds": self.kinds, "categories": self.categories}
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureEncoder:
+        """Rebuild an encoder from :meth:`to_dict` output."""
         return cls(columns=list(d["columns"]), kinds=dict(d["kinds"]), categories={k: list(v) for k, v in d["categories"].items()})

@@ -94,6 +94,7 @@ class Harm:
 
     @property
     def passed(self) -> bool:
+        """True when the upper bound is within the limit (the guardrail is kept)."""
         return self.verdict == "pass"
 
     def units_to_certify(self) -> int | None:
@@ -113,10 +114,12 @@ class Harm:
         return replace(self, lower=lower, upper=upper, level=1.0 - alpha, verdict=verdict)
 
     def to_dict(self) -> dict:
+        """The harm as JSON."""
         return {**asdict(self), "units_to_certify": self.units_to_certify()}
 
     @classmethod
     def from_dict(cls, d: dict) -> Harm:
+        """Rebuild a harm from :meth:`to_dict` output."""
         return cls(**{f: d[f] for f in cls.__dataclass_fields__})
 
 
@@ -131,10 +134,12 @@ class GuardrailRule:
 
     @property
     def relative(self) -> bool:
+        """True when harm is relative to the control mean (False: absolute, the control mean is 0)."""
         return self.control_mean != 0.0
 
     @property
     def basis(self) -> str:
+        """``relative`` or ``absolute``: what the harm is measured against."""
         return "relative" if self.relative else "absolute"
 
     @property
@@ -151,6 +156,7 @@ class GuardrailRule:
 
     @property
     def scale(self) -> float:
+        """What one unit of harm is divided by: the control mean's size, or 1 when harm is absolute."""
         return abs(self.control_mean) if self.relative else 1.0
 
     def verdict(self, estimate: float, se: float, n: int = 0, alpha: float = ALPHA) -> Harm:

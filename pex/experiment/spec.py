@@ -73,10 +73,12 @@ class ExperimentSpec:
 
     @property
     def metric_columns(self) -> list[str]:
+        """The data columns holding the metrics."""
         return [m.column for m in self.metrics.values()]
 
     @property
     def pre_columns(self) -> list[str]:
+        """The data columns holding pre-period covariates (CUPED)."""
         return [m.pre for m in self.metrics.values() if m.pre]
 
     @property

@@ -33,6 +33,7 @@ NO_EVIDENCE = "no evidence that effects differ"
 
 @dataclass(frozen=True)
 class HeterogeneityTest:
+    """Do the effects of one arm on one metric differ across units? Calibration slope and Qini area, with tests."""
     metric: str
     arm: str
     ate: float  # BLP intercept: the average effect
@@ -47,6 +48,7 @@ class HeterogeneityTest:
     qini_curve: list[tuple[float, float]]  # (share targeted, cumulative effect per unit)
 
     def to_dict(self) -> dict:
+        """The test as JSON."""
         return asdict(self)
 
 

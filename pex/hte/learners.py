@@ -74,6 +74,7 @@ class MetricFit:
     selected: str
 
     def leaderboard(self) -> list[dict]:
+        """One row per learner: its held-out score and its difference from the selected learner, with CIs."""
         best = self.losses[self.selected]
         rows = []
         for learner, loss in self.losses.items():
@@ -109,6 +110,7 @@ class HTEFit:
     n_evaluation: int = 0
 
     def leaderboard(self) -> pd.DataFrame:
+        """The leaderboards of every metric as one table."""
         return pd.DataFrame([row for m in self.metrics.values() for row in m.leaderboard()])
 
     def training_frame(self) -> pd.DataFrame:
@@ -239,6 +241,7 @@ class EffectEstimator:
         self.holdout = holdout
 
     def fit(self, dataset: Dataset, progress: Progress | None = None) -> EffectEstimator:
+        """Fit the effect models on ``dataset``; returns self."""
         self.result_ = fit_effects(dataset, learner=self.learner, folds=self.folds, seed=self.seed, holdout=self.holdout,
                                    progress=progress)
         self.model_ = self.result_.model

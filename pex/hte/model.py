@@ -50,6 +50,7 @@ class EffectModel:
 
     @property
     def treated_arms(self) -> list[str]:
+        """The arms other than control, whose effects are predicted."""
         return [a for a in self.arms if a != self.control]
 
     def effect(self, X: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
@@ -109,6 +110,7 @@ class EffectModel:
         return pd.DataFrame(cols)
 
     def manifest(self) -> dict:
+        """The model's description as JSON (everything but the boosters' text)."""
         return {
             "format": FORMAT, "encoder": self.encoder.to_dict(), "control": self.control, "arms": self.arms,
             "metrics": self.metrics, "learners": self.learners, "recipes": self.recipes,

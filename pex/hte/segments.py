@@ -26,12 +26,14 @@ from pex.experiment.features import FeatureEncoder
 
 @dataclass(frozen=True)
 class Segment:
+    """A group of units, described by feature conditions, whose effect differs from the average."""
     rule: str
     share: float  # of all units
     n_estimation: int
     effects: list[dict]  # per metric x arm: predicted, estimate, ci_low, ci_high
 
     def to_dict(self) -> dict:
+        """The segment as JSON."""
         return asdict(self)
 
 
@@ -176,6 +178,7 @@ def _num(x: float) -> str:
 
 
 def segments_frame(segments: list[Segment]) -> pd.DataFrame:
+    """Segments as a table, one row per segment."""
     rows = []
     for s in segments:
         for e in s.effects:

@@ -20,10 +20,9 @@ from markupsafe import Markup
 
 from pex.evaluation.recommendation import PROCEDURE
 from pex.experiment.guardrail import POWER
+from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
 
-LEARNER_NAMES = {"s": "S-learner", "t": "T-learner", "x": "X-learner", "dr": "DR-learner", "r": "R-learner",
-                 "ensemble": "ensemble", "causal_forest": "causal forest"}
 METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
 VERDICTS = {
     "personalize": ("Personalize", "personalize"),
@@ -58,6 +57,7 @@ def fmt_num(x: Any, sig: int = 4) -> str:
 
 
 def fmt_signed(x: Any, sig: int = 4) -> str:
+    """``x`` as :func:`fmt_num`, with a plus sign when positive."""
     s = fmt_num(x, sig)
     return "+" + s if _ok(x) and x > 0 else s
 
@@ -73,12 +73,14 @@ def fmt_pct(x: Any, signed: bool = True) -> str:
 
 
 def fmt_p(p: Any) -> str:
+    """A p-value with three decimals, or '< 0.001'."""
     if not _ok(p):
         return "–"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def fmt_seconds(s: Any) -> str:
+    """A duration in seconds or minutes."""
     if not _ok(s):
         return "–"
     return f"{s:.2g} s" if s < 1 else f"{s:.1f} s" if s < 100 else f"{s / 60:.1f} min"

@@ -9,6 +9,7 @@ from pex.experiment.effects import Analysis
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
+    """``x`` with ``digits`` decimals (significant digits when tiny); '-' when missing."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     if x != 0 and abs(x) < 10 ** -(digits - 1):
@@ -17,18 +18,21 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
 
 
 def fmt_p(p: float | None) -> str:
+    """A p-value with three decimals, or '<0.001'."""
     if p is None or not math.isfinite(p):
         return "-"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def fmt_pct(x: float | None, signed: bool = True) -> str:
+    """A share or relative change as a percentage with one decimal."""
     if x is None or not math.isfinite(x):
         return "-"
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
 def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
+    """Rows as an aligned plain-text table under ``header``; ``right`` are right-aligned columns."""
     right = right or set()
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     def line(cells: list[str]) -> str:
@@ -37,6 +41,7 @@ def table(rows: list[list[str]], header: list[str], right: set[int] | None = Non
 
 
 def render_analysis(a: Analysis) -> str:
+    """The terminal view of an analysis: sample ratio, average effects, guardrails."""
     srm = a.srm
     shares = "/".join(f"{s * 100:.0f}" for s in srm.expected_shares.values())
     counts = ", ".join(f"{arm} {n:,}" for arm, n in srm.counts.items())
