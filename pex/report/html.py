@@ -22,6 +22,7 @@ from pex.evaluation.recommendation import PROCEDURE
 from pex.experiment.guardrail import POWER
 from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
+from pex.report.cells import is_relative, limit_of
 
 METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
 VERDICTS = {
@@ -141,23 +142,16 @@ VERDICT_MEANING = {
 }
 
 
-def _relative(g: dict) -> bool:
-    """Whether a guardrail cell's harm is relative to the control mean (older cells only name the harm's key)."""
-    return g.get("basis") == "relative" or (g.get("basis") is None and "absolute_harm" not in g)
-
-
 def _harm_fmt(g: dict):
-    return fmt_pct if _relative(g) else fmt_signed
+    return fmt_pct if is_relative(g) else fmt_signed
 
 
 def _limit_text(g: dict) -> str:
     """The limit harm must stay within: max_harm for a relative harm, 0 for an absolute one (control mean 0)."""
-    limit = g.get("limit")
-    if not _ok(limit):
-        limit = g.get("max_harm") if _relative(g) else 0.0
-    if not _ok(limit):
+    limit = limit_of(g)
+    if limit is None:
         return ""
-    return fmt_pct(limit, signed=False) if _relative(g) else fmt_num(limit)
+    return fmt_pct(limit, signed=False) if is_relative(g) else fmt_num(limit)
 
 
 def _bound_name(level: Any) -> str:
@@ -573,8 +567,7 @@ def _candidate_policies(candidates: list[dict], policies: list[dict], experiment
 
 def _search_limit(rail: dict | None) -> Any:
     """A search guardrail's limit: max_harm when relative, 0 when absolute (as pex.experiment.guardrail)."""
-    rail = rail or {}
-    return rail.get("max_harm") if (rail.get("basis") or "relative") == "relative" else 0.0
+    return limit_of({"basis": "relative", **(rail or {})})
 
 
 def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:

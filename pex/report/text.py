@@ -6,6 +6,7 @@ import math
 
 from pex.evaluation.recommendation import PROCEDURE
 from pex.experiment.effects import Analysis
+from pex.report.cells import is_relative, limit_of
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
@@ -138,23 +139,16 @@ def _ci(d: dict, digits: int = 3) -> str:
     return f"{fmt_num(d['value'], digits)} [{fmt_num(d['ci_low'], digits)}, {fmt_num(d['ci_high'], digits)}]"
 
 
-def _relative(g: dict) -> bool:
-    """Whether a guardrail cell's harm is relative to the control mean (older cells only name the harm's key)."""
-    return g.get("basis") == "relative" or (g.get("basis") is None and "absolute_harm" not in g)
-
-
 def _harm(g: dict, x: float | None) -> str:
     """A harm, its bound or its limit in the cell's units: percent when relative, the metric's units when absolute."""
-    return fmt_pct(x) if _relative(g) else ("-" if x is None or not math.isfinite(x) else f"{x:+.4g}")
+    return fmt_pct(x) if is_relative(g) else ("-" if x is None or not math.isfinite(x) else f"{x:+.4g}")
 
 
 def _limit(g: dict) -> str:
-    limit = g.get("limit")
+    limit = limit_of(g)
     if limit is None:
-        limit = g.get("max_harm") if _relative(g) else 0.0
-    if limit is None or not math.isfinite(limit):
         return "none"
-    return fmt_pct(limit, signed=False) if _relative(g) else f"{limit:g} (abs.)"
+    return fmt_pct(limit, signed=False) if is_relative(g) else f"{limit:g} (abs.)"
 
 
 def _level(g: dict) -> str:
@@ -302,7 +296,7 @@ VERDICT_MEANING = {"pass": "pass (upper bound within the limit)", "fail": "FAIL 
 def guardrail_line(metric: str, g: dict) -> str:
     """A guardrail's harm with its standard error and one-sided bounds against the limit, the verdict, and roughly how
     many units would certify it when inconclusive."""
-    basis = "relative" if _relative(g) else "absolute"
+    basis = "relative" if is_relative(g) else "absolute"
     lower, upper = g.get("lower", g.get("harm_lower", g.get("ci_low"))), _upper_of(g)
     se = g.get("se")
     text = (f"guardrail {metric}: {basis} harm {_harm(g, _harm_of(g))}"
