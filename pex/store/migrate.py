@@ -141,9 +141,11 @@ def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState
             state = schema_state(conn, url)
     except SQLAlchemyError:
         raise _open_error(url) from None
-    if state.effective_revision == head:
+    if state.kind == "revision" and state.revision == head:
         return state
     if not writable:
+        if state.effective_revision == head:
+            return state  # release 1 while head is still 0001: the same tables; the next writable open stamps it
         if state.kind == "empty":
             raise StoreError(f"the metadata database {redact(url)} holds no pex workspace (no such table: schema_info)",
                              "check PEX_DATABASE_URL / PEX_HOME; the workspace was created by pex with `pex ingest SPEC`")
@@ -154,7 +156,7 @@ def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState
         with engine.connect() as conn:
             _lock_for_migration(conn)
             state = schema_state(conn, url)  # again, under the lock: another process may have done it meanwhile
-            if state.effective_revision != head:
+            if not (state.kind == "revision" and state.revision == head):
                 cfg = alembic_config(conn)
                 if state.kind == "release-1":
                     _adopt_release_1(conn)
