@@ -258,10 +258,9 @@ def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: 
 
 def write_atomic(target: Path, text: str) -> None:
     """Write beside ``target``, then rename: a reader sees the old file or the whole new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    from pex.files import write_atomic as write
+
+    write(target, text)
 
 
 def _certification_status(name: str, recommendation) -> str:

@@ -1,0 +1,85 @@
+"""The state every part of a workspace shares: its folder, its database engine, and the writers' lock."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from pex.errors import NotFoundError, StoreError
+from pex.store.engine import DATABASE_FILE, configured_url, database_error, default_home, make_engine, sqlite_url
+from pex.store.migrate import ensure_schema
+
+
+class WorkspaceBase:
+    """Opens a workspace: finds its database, checks (and when writable migrates) its schema.
+
+    Opening takes no file lock and, with ``create=False``, writes nothing: readers rely on the
+    database (SQLite in WAL mode, PostgreSQL) for consistent concurrent reads.
+    """
+
+    def __init__(self, home: str | Path | None = None, database_url: str | None = None, *, create: bool = True) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self.artifacts = self.home / "artifacts"
+        url = configured_url(database_url)
+        self.is_sqlite = url is None or url.startswith("sqlite")
+        if url is None:
+            if not (self.home / DATABASE_FILE).exists() and not create:
+                raise NotFoundError(
+                    f"no pex workspace at {self.home.resolve()}",
+                    "ingest an experiment first (`pex ingest SPEC`), or point PEX_HOME at an existing workspace",
+                )
+            url = sqlite_url(self.home)
+        if create:
+            try:
+                self.home.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the workspace {self.home}: {exc.strerror}",
+                                 "point --home / PEX_HOME at a writable directory") from None
+        self._url = url
+        self.engine: sa.Engine = make_engine(url)
+        try:
+            # create=True: a new database is created at head, an older schema upgraded; create=False: only checked
+            self.schema = ensure_schema(self.engine, url, writable=create)
+        except BaseException:
+            self.engine.dispose()  # a refused database is left alone, with no connection kept open
+            raise
+
+    def _error(self, doing: str) -> StoreError:
+        return database_error(self._url, doing)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self) -> sa.Connection:
+        return self.engine.connect()
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """An exclusive advisory lock on the workspace (across processes on this host), for writers only.
+
+        Writers that write an artifact and then its row (a dataset version) or allocate a version number
+        (datasets, policies) hold it, so that the file and the row stay in step and two writers do not pick
+        the same number; the database's unique constraints back it up across hosts. Readers never take it.
+        """
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fh = open(self.home / ".lock", "a+b")
+        except OSError as exc:
+            raise StoreError(f"cannot lock the workspace {self.home}: {exc.strerror}", "check that PEX_HOME is writable") from None
+        with fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

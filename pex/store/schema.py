@@ -1,0 +1,118 @@
+"""The tables of a workspace's metadata database, as SQLAlchemy Core (the shape at the newest migration).
+
+The migrations in ``pex/store/migrations/versions`` create and change these tables; this module is what the
+code queries. The two must agree: tests/test_store_migrations.py compares a database migrated to head with
+:data:`metadata`. Change a table here only together with a new migration.
+
+Room for what comes next: an append-only decision log (one row per served decision) will be a table of its
+own, written with plain INSERTs and no workspace lock (many serving processes append at once; nothing is
+read-modify-written), and so needs no version allocation: give it an autoincrement id, never UPDATE or
+DELETE rows in it, and add it in its own migration (0002 or later).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# The schema generation written by releases before migrations: they created the tables with
+# ``metadata.create_all`` and wrote ``schema_info.schema_version = "1"``, but never checked it. The Alembic
+# revision in ``alembic_version`` is now the version that counts; revision 0001 is exactly generation 1, and
+# the row stays (with this value) so that such a workspace is recognised: pex.store.migrate refuses a
+# database without an ``alembic_version`` table unless this row says 1 and its tables are generation 1's.
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "schema_info", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+experiments = sa.Table(
+    "experiments", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("owner", sa.String(256), nullable=False, default=""),
+    sa.Column("spec", sa.JSON, nullable=False),
+    # the dataset version that commands use by default: the one ingested last,
+    # also when that ingest found identical data already stored
+    sa.Column("current_dataset", sa.String(32), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+dataset_versions = sa.Table(
+    "dataset_versions", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("artifact", sa.String(512), nullable=False),
+    sa.Column("n_units", sa.Integer, nullable=False),
+    sa.Column("n_dropped", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("experiment", "version", name="uq_dataset_version"),
+    sa.UniqueConstraint("experiment", "content_hash", name="uq_dataset_content"),
+)
+
+analyses = sa.Table(
+    "analyses", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("dataset_id", sa.String(32), sa.ForeignKey("dataset_versions.id"), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+fits = sa.Table(
+    "fits", metadata,
+    sa.Column("id", sa.String(48), primary_key=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("dataset_id", sa.String(32), sa.ForeignKey("dataset_versions.id"), nullable=False),
+    sa.Column("learner", sa.String(16), nullable=False),
+    sa.Column("artifact", sa.String(512), nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+policies = sa.Table(
+    "policies", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("fit_id", sa.String(48), sa.ForeignKey("fits.id"), nullable=True),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("evaluation", sa.JSON, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_policy_version"),
+)
+
+# one row per `pex run`: its summary.json, which `pex report` renders again later
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("fit_id", sa.String(48), sa.ForeignKey("fits.id"), nullable=True),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Alembic's own bookkeeping (the revision a database is at), created and written by Alembic, never by
+# ``create_all``. It is declared here, in the shape Alembic gives it, only so that ``metadata.drop_all``
+# empties a database completely: a database left with its revision row but without the tables would be
+# refused as damaged.
+VERSION_TABLE = "alembic_version"
+alembic_version = sa.Table(
+    VERSION_TABLE, metadata,
+    sa.Column("version_num", sa.String(32), nullable=False),
+    sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
+
+# the tables pex owns (all but Alembic's), for recognising a workspace
+PEX_TABLES = frozenset(t.name for t in metadata.sorted_tables) - {VERSION_TABLE}
