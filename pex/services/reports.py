@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pex.files import write_atomic
 from pex.report.html import render_report
-from pex.services.run import write_atomic
 from pex.store.workspace import Workspace
 
 

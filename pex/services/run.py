@@ -27,6 +27,7 @@ import pandas as pd
 from pex.errors import PexError
 from pex.evaluation.comparison import compare
 from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, complexity, recommend
+from pex.files import write_atomic
 from pex.policy.base import Policy
 from pex.services.policies import BuildOptions, FitContext, build_policies, load_fit, objective_coefficients
 from pex.store.workspace import Workspace
@@ -254,13 +255,6 @@ def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: 
     for old in (out_dir / "policies").glob(f"{prefix}*.json"):
         if f"policies/{old.name}" not in files:
             old.unlink()
-
-
-def write_atomic(target: Path, text: str) -> None:
-    """Write beside ``target``, then rename: a reader sees the old file or the whole new one, never half."""
-    from pex.files import write_atomic as write
-
-    write(target, text)
 
 
 def _certification_status(name: str, recommendation) -> str:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from pex.errors import DataError
 from pex.experiment.data import read_table
+from pex.files import replacing
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -38,20 +36,9 @@ def read_units(path: str | Path, unit: str, text_columns: tuple[str, ...], purpo
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV or Parquet (by suffix) beside ``path``, then rename: never a half-written file."""
-    buffer = io.BytesIO()
-    if path.suffix.lower() == ".csv":
-        buffer.write(frame.to_csv(index=False).encode("utf-8"))
-    else:
-        frame.to_parquet(buffer, index=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``frame`` as CSV or Parquet (by suffix), whole or not at all (:func:`pex.files.replacing`)."""
+    with replacing(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
