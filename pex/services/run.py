@@ -110,8 +110,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
         distilled = distill_value_policy(ctx, first, owner, options.build, name_prefix=first.name,
                                          lineage={**first.lineage, "distilled_from": first.name})
         tree = distilled.chosen
-        tree.lineage["candidate"] = True
-        policies.append(tree)
+        policies.append(tree.replace(lineage={**tree.lineage, "candidate": True}))
     rows: list[dict] = []
     if policies:
         data = ctx.evaluation()
@@ -123,8 +122,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
             row["tuning"] = policy.lineage["tuning"]
             row["screen"] = ctx.screen(policy)
         records = ws.put_policies(experiment, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
-        for policy, record in zip(policies, records):
-            policy.version = record.version
+        policies = [policy.replace(version=record.version) for policy, record in zip(policies, records)]
     return result, policies, rows
 
 
@@ -307,12 +305,9 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
             entry["screen"] = row["screen"]
         if "planned_power" in policy.lineage:  # a step of the value policy's ladder
             entry["planned_power"] = policy.lineage["planned_power"]
-        if policy.kind == "constant":
-            entry["arm"] = None if policy.exploration >= 1.0 else policy.default_arm
         if "fidelity" in row:
             entry["fidelity"] = row["fidelity"]
-        if policy.tree is not None:  # small, and the report draws it
-            entry["tree"] = policy.tree
+        entry.update(policy.summary_fields())  # a constant's arm, a tree's tree
         if "tuning" in row:
             entry["tuning"] = row["tuning"]
         policy_rows.append(entry)
