@@ -17,8 +17,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pex.experiment.simulate import simulate
 from pex.policy.base import Policy
 
@@ -41,11 +39,10 @@ def main() -> None:
     doc = json.loads((Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json").read_text())
     policy = Policy.from_document(doc)
     data = simulate(args.n, seed=0, n_noise=0).data
-    rng = np.random.default_rng(0)
     print(f"tree policy {policy.name!r}, {args.n:,} units (best of {args.repeat}):")
     print(f"  greedy arms          {best_rate(lambda: policy.greedy_arms(data), args.n, args.repeat):>14,.0f} decisions/s")
     print(f"  action probabilities {best_rate(lambda: policy.action_probabilities(data), args.n, args.repeat):>14,.0f} units/s")
-    print(f"  sampled decisions    {best_rate(lambda: policy.decide(data, rng), args.n, args.repeat):>14,.0f} decisions/s")
+    print(f"  sampled decisions    {best_rate(lambda: policy.decide(data, data['user_id']), args.n, args.repeat):>14,.0f} decisions/s")
     value_policy(args.value_n, args.repeat)
 
 
@@ -69,11 +66,10 @@ def value_policy(n: int, repeat: int) -> None:
     files = fit.model.to_files()
     policy = Policy.from_json(json.dumps(built.to_document()), lambda vm: EffectModel.from_files(files.__getitem__))
     data = simulate(n, seed=3, n_noise=8).data
-    rng = np.random.default_rng(0)
     trees = len(fit.model.boosters)
     print(f"value policy over {trees} LightGBM boosters (fit on 50k units in {fit_s:.1f}s), {n:,} units (best of {repeat}):")
     print(f"  greedy arms          {best_rate(lambda: policy.greedy_arms(data), n, repeat):>14,.0f} decisions/s")
-    print(f"  sampled decisions    {best_rate(lambda: policy.decide(data, rng), n, repeat):>14,.0f} decisions/s")
+    print(f"  sampled decisions    {best_rate(lambda: policy.decide(data, data['user_id']), n, repeat):>14,.0f} decisions/s")
 
 
 if __name__ == "__main__":

@@ -396,6 +396,27 @@ def test_decide_with_a_tree(ws, tmp_path):
     assert snapshot(ws.home) == before
 
 
+def test_decide_twice_gives_identical_files_and_a_unit_keeps_its_arm(ws, tmp_path):
+    """No seed needed: a unit's decision is a keyed hash of the policy version and its id, not of the run or
+    of the other rows of the file."""
+    outs = []
+    for name in ("a.csv", "b.csv"):
+        r = cli(ws.home, "decide", "exp-tree-d3", "--data", ws.data, "--out", tmp_path / name)
+        assert r.code == 0, r
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1]
+    whole = pd.read_csv(tmp_path / "a.csv", dtype={"user_id": str}).set_index("user_id")
+    assert 0 < (whole["propensity"] < 0.5).sum() < len(whole)  # some units explored, most not
+    # the same units in another order and in a smaller file: every unit gets the same arm as before
+    data = pd.read_csv(ws.data, dtype={"user_id": str}).sample(frac=0.3, random_state=3)
+    part = tmp_path / "part.csv"
+    data.to_csv(part, index=False)
+    r = cli(ws.home, "decide", "exp-tree-d3", "--data", part, "--out", tmp_path / "p.csv")
+    assert r.code == 0, r
+    again = pd.read_csv(tmp_path / "p.csv", dtype={"user_id": str}).set_index("user_id")
+    pd.testing.assert_frame_equal(again, whole.loc[again.index])
+
+
 def test_decide_with_the_value_policy_is_reproducible_with_a_seed(ws, tmp_path):
     # a slice of the experiment's file: the value policy predicts effects for every row, which takes a while
     data = pd.read_csv(ws.data, dtype={"user_id": str}).iloc[:4000]

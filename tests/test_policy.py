@@ -73,7 +73,7 @@ def test_exploration_gives_known_propensities(doc):
     probs = policy.action_probabilities(data)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     assert set(np.round(np.unique(probs), 10)) == {round(0.05 / 3, 10), round(0.95 + 0.05 / 3, 10)}
-    arms, propensity = policy.decide(data, rng=np.random.default_rng(0))
+    arms, propensity = policy.decide(data, data["user_id"])
     index = {a: i for i, a in enumerate(policy.arms)}
     np.testing.assert_allclose(propensity, probs[np.arange(len(data)), [index[a] for a in arms]])
     greedy = np.asarray(policy.arms)[policy.greedy_arms(data)]

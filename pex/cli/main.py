@@ -357,7 +357,7 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
               help="CSV or Parquet with the unit and feature columns.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
 @click.option("--unit", "unit", default=None, help="Unit id column (default: the experiment's unit column).")
-@click.option("--seed", type=int, default=None, help="Seed of the exploration draws (default: fresh randomness).")
+@click.option("--seed", type=int, default=None, help="Salt of the exploration draws. Decisions are reproducible per unit: the same policy version, unit and seed always give the same arm.")
 @click.pass_context
 def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit: str | None, seed: int | None) -> None:
     """Batch decisions: write the unit column, the chosen arm and its propensity for every row of --data."""

@@ -81,24 +81,14 @@ def certified_text(certification: str) -> str:
 
 def complexity(policy: Policy) -> int:
     """How much there is to understand and serve: one arm 0, a tree its depth, a value model 10."""
-    if policy.kind == "constant":
-        return 0
-    if policy.kind == "tree":
-        return int(policy.lineage.get("distilled_depth") or _depth(policy.tree))
-    return 10
-
-
-def _depth(node: dict | None) -> int:
-    if not node or "arm" in node:
-        return 0
-    return 1 + max(_depth(node.get("left")), _depth(node.get("right")))
+    return policy.complexity
 
 
 def is_candidate(policy: Policy, control: str) -> bool:
     """Whether the recommendation considers ``policy``: not uniform random, not all-control (the fallback), and
     for distilled trees only the depth their distillation chose."""
-    if policy.kind == "constant":
-        return policy.exploration < UNIFORM_EXPLORATION and policy.default_arm != control
+    if policy.single_arm is not None:
+        return policy.exploration < UNIFORM_EXPLORATION and policy.single_arm != control
     return bool(policy.lineage.get("candidate", True))
 
 
@@ -144,8 +134,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     sign = (1.0 if spec.metrics[primary].goal == "increase" else -1.0) if single else 1.0
     dr = ope.DoublyRobust()
     by_name = {p.name: (p, r) for p, r in zip(policies, rows)}
-    control = next((p for p in policies if p.kind == "constant" and p.default_arm == spec.control
-                    and p.exploration < UNIFORM_EXPLORATION), None)
+    control = next((p for p in policies if p.single_arm == spec.control and p.exploration < UNIFORM_EXPLORATION), None)
     if control is None:
         raise ValueError("the recommendation needs the all-control baseline among the policies")
     screen = screen or {}
@@ -193,7 +182,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     def baseline(b: Policy, exploration: float) -> ope.Estimate:
         """``b`` as it would be served with ``exploration``: a personalized policy is compared with one arm for
         everyone mixed with the same exploration, so exploration's own effect is not counted as its gain."""
-        if b.kind != "constant" or b.exploration == exploration:
+        if b.single_arm is None or b.exploration == exploration:
             return estimates[b.name]
         key = (b.default_arm, exploration)
         if key not in served:
@@ -203,7 +192,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     # claims about the policy then chosen among the certified (its lift over an arm, over control) hold
     # simultaneously over that choice: one critical value for every certified candidate against every
     # certified single arm, from their joint law (max-t; alike candidates make it far tighter than Bonferroni)
-    arms_certified = [control, *(p for p in certified if p.kind == "constant")]
+    arms_certified = [control, *(p for p in certified if p.single_arm is not None)]
     z = ope.simultaneous_z([ope.difference(estimates[p.name], baseline(b, p.exploration))
                             for p in certified for b in arms_certified if b is not p], ALPHA)
     alpha = tail_level(z)  # the level each claim is held to on its own
@@ -222,13 +211,13 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         gap, lo, hi = lift(best, choice)
         reasons.append(f"{best.name} has the highest {label} value, but {choice.name} is simpler and not significantly worse "
                        f"(difference {gap:+.4g}, bounds {lo:+.4g} to {hi:+.4g})")
-    arms_pool = [p for p in pool if p.kind == "constant"]
+    arms_pool = [p for p in pool if p.single_arm is not None]
     best_arm = max(arms_pool, key=lambda p: score[p.name])
     for p in family:
-        if p.kind == "constant" and p.name in judged and p not in certified and score[p.name] > score[best_arm.name]:
+        if p.single_arm is not None and p.name in judged and p not in certified and score[p.name] > score[best_arm.name]:
             reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({score[p.name]:+.4g} vs "
                            f"{score[best_arm.name]:+.4g}) but {_not_certified(judged[p.name])}, so it is not an option")
-    if choice.kind != "constant":
+    if choice.single_arm is None:
         gain, lo, hi = lift(choice, best_arm)
         if lo <= 0:
             reasons.append(f"{choice.name} does not beat giving everyone {best_arm.default_arm!r} on {label} by its "
@@ -237,7 +226,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
         else:
             reasons.append(f"{choice.name} beats giving everyone {best_arm.default_arm!r} on {label} by {gain:+.4g} "
                            f"per unit (bounds {lo:+.4g} to {hi:+.4g})")
-    if choice.kind == "constant" and choice is not control:
+    if choice.single_arm is not None and choice is not control:
         gain, lo, hi = lift(choice, control)
         if lo <= 0:
             reasons.append(f"giving everyone {choice.default_arm!r} does not beat {spec.control!r} on {label} by its lower "
@@ -258,12 +247,12 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
             return _cannot_certify_text(p, rails, holdout_share, score[p.name] - score[control.name], label)
 
         closest = max(uncertified, key=lambda p: score[p.name])
-        personal = [p for p in uncertified if p.kind != "constant"]
-        if closest.kind == "constant" and personal:  # also the personalized option that did best: often the nearer miss
+        personal = [p for p in uncertified if p.single_arm is None]
+        if closest.single_arm is not None and personal:  # also the personalized option that did best: often the nearer miss
             reasons.insert(0, text(max(personal, key=lambda p: score[p.name])).replace(
                 "Nothing that beats control could be certified. The best candidate", "The best personalized candidate"))
         reasons.insert(0, text(closest))
-    if choice.kind == "constant":
+    if choice.single_arm is not None:
         verdict = "keep_control" if choice is control else "ship_arm"
         if verdict == "keep_control" and cannot:
             headline = (f"Keep {spec.control!r} for everyone: what did better on {label} could not be certified to keep "
@@ -275,8 +264,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                         "keep the guardrails; no personalized policy did significantly better.")
     else:
         verdict = "personalize"
-        kind = "a decision tree of depth " + str(complexity(choice)) if choice.kind == "tree" else "a value-model policy"
-        headline = (f"Personalize with {choice.name} ({kind}): it beats the best single arm on {label} and is certified "
+        headline = (f"Personalize with {choice.name} ({choice.description}): it beats the best single arm on {label} and is certified "
                     "to keep the guardrails.")
     certification = {
         "method": certification, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
@@ -345,7 +333,7 @@ def _room(screen: dict[str, dict]) -> float:
 
 def _constant_equivalent(policy: Policy, data: EvaluationData) -> str | None:
     """The arm a non-constant policy gives every held-out unit, if it gives them all the same one."""
-    if policy.kind == "constant":
+    if policy.single_arm is not None:
         return None
     greedy = np.argmax(action_distribution(policy, data), axis=1)
     return data.arms[int(greedy[0])] if len(greedy) and (greedy == greedy[0]).all() else None

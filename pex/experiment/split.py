@@ -1,4 +1,4 @@
-"""Which units are held out for evaluation.
+"""Which units are held out for evaluation, and the keyed unit hash behind it.
 
 Policies must be evaluated on randomized units that none of the models behind
 them has seen (issue 4). The evaluation set is defined by a rule on the unit id
@@ -7,6 +7,9 @@ So the split is reproducible from the fit's record (share and seed), it is the
 same for a unit in every dataset version, and it is independent of the arm
 and of the outcomes (the hash knows only the id), so the held-out units are
 still a randomized experiment.
+
+The same hash (:func:`keyed_hash`, :func:`keyed_uniform`) gives policies their
+reproducible exploration draws (:meth:`pex.policy.base.Policy.draw`).
 """
 
 from __future__ import annotations
@@ -19,14 +22,23 @@ from pex.errors import PexError
 RULE = "siphash(unit id, key from seed) / 2**64 < share"
 
 
+def keyed_hash(values: np.ndarray | pd.Series, key: str) -> np.ndarray:
+    """SipHash of each value's text under ``key`` (16 bytes), as uint64: the same in every process and version."""
+    # pandas' hash is a keyed SipHash with a documented, stable output for a given
+    # key, unlike Python's hash() which changes per process
+    return pd.util.hash_array(np.asarray(pd.Series(values).astype(str), dtype=object), hash_key=key)
+
+
+def keyed_uniform(values: np.ndarray | pd.Series, key: str) -> np.ndarray:
+    """One uniform draw in [0, 1) per value from :func:`keyed_hash`: its top 53 bits over 2**53."""
+    # 53 bits are what a float64 holds exactly; dividing all 64 by 2**64 could round up to 1.0
+    return (keyed_hash(values, key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
 def evaluation_mask(units: np.ndarray | pd.Series, share: float, seed: int = 0) -> np.ndarray:
     """Boolean mask of the held-out (evaluation) units among ``units``."""
     if not 0.0 <= share < 1.0:
         raise PexError(f"the held-out share must be at least 0 and below 1, got {share}", "e.g. --holdout 0.25")
     if share == 0.0:
         return np.zeros(len(units), dtype=bool)
-    # pandas' hash is a keyed SipHash with a documented, stable output for a given
-    # key, unlike Python's hash() which changes per process
-    key = f"pex-split-{seed % 10**6:06d}"
-    hashed = pd.util.hash_array(np.asarray(pd.Series(units).astype(str), dtype=object), hash_key=key)
-    return hashed < np.uint64(share * 2.0**64)
+    return keyed_hash(units, f"pex-split-{seed % 10**6:06d}") < np.uint64(share * 2.0**64)

@@ -9,7 +9,11 @@ uniform random policy), ``tree`` (a shallow if-else tree that needs no model
 to serve) and ``value`` (the arm with the best weighted sum of predicted
 effects; the document names its stored effect model (a JSON manifest plus LightGBM
 text models, nothing executable) and holds the
-weights, see :mod:`pex.policy.value`). Tree node semantics:
+weights, see :mod:`pex.policy.value`). Each kind is a class registered by
+subclassing :class:`Policy` (:class:`ConstantPolicy`, :class:`TreePolicy`,
+:class:`pex.policy.value.ValuePolicy`) that owns its validation, features,
+decisions, document keys and description; policies are frozen values.
+Tree node semantics:
 
 * ``{"feature", "op": "<=", "value": number, "left", "right"}``: numeric test;
 * ``{"feature", "op": "in", "value": [labels], "left", "right"}``: category test,
@@ -24,37 +28,39 @@ models' own learned missing-value branches.
 
 ``exploration`` spreads that probability mass uniformly over all arms, so every
 decision has a known propensity and later rounds can be evaluated off-policy.
+:meth:`Policy.draw` makes the draws reproducible: a keyed hash of the policy's
+name and version and the unit id (:data:`DRAW_RULE`), the hash the held-out
+split uses (:mod:`pex.experiment.split`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from pex.errors import DataError, PexError
 from pex.experiment.data import as_text
+from pex.experiment.split import keyed_uniform
 
 FORMAT = "pex.policy/1"
 KINDS = ("constant", "tree", "value")
 MAX_TREE_DEPTH = 12
+COMMON_KEYS = ("format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "trained_at", "lineage")
+DRAW_KEY = "pex-decide-key-1"  # SipHash key of the exploration draws (16 bytes, as pandas requires)
+DRAW_RULE = ("u = (siphash(json [name, version, salt] + str(unit id), key DRAW_KEY) >> 11) / 2**53; "
+             "explore when u < exploration and then take arm floor(u / exploration * n_arms), else the greedy arm")
 
-# Kinds defined in their own modules register how they score units and check their document here, so this
-# module (what every policy needs) does not import them: pex.policy.value registers "value" on import, and
-# importing pex.policy.base imports the pex.policy package, which imports pex.policy.value.
-_SCORERS: dict[str, Callable[[Policy, pd.DataFrame], np.ndarray]] = {}
-_VALIDATORS: dict[str, Callable[[Policy], None]] = {}
-
-
-def register_kind(kind: str, *, scores: Callable[[Policy, pd.DataFrame], np.ndarray],
-                  validate: Callable[[Policy], None]) -> None:
-    """Make ``kind`` decide by the argmax of ``scores`` per unit and check its documents with ``validate``."""
-    _SCORERS[kind] = scores
-    _VALIDATORS[kind] = validate
+# kind -> its class. Kinds defined in other modules register by subclassing Policy, so this module (what every
+# policy needs) does not import them: importing pex.policy.base imports the pex.policy package, which imports
+# pex.policy.value and so registers "value".
+_REGISTRY: dict[str, type[Policy]] = {}
 
 
 class PolicyError(PexError):
@@ -63,64 +69,96 @@ class PolicyError(PexError):
     status = 422
 
 
-@dataclass
-class Policy:
-    """A ``constant``, ``tree`` or ``value`` policy (see the module docstring).
+def kind_class(kind: str) -> type[Policy] | None:
+    """The registered class of policy kind ``kind`` (None if there is none)."""
+    return _REGISTRY.get(kind)
 
-    A value policy needs its effect model bound (``model``) to decide;
-    :meth:`from_document` binds it through a loader.
+
+class _PolicyType(type):
+    """Lets ``Policy(..., kind="tree", ...)`` build the registered class of that kind, as the one class did before."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        kind = kwargs.pop("kind", getattr(cls, "kind", None) or "constant")
+        target = (_REGISTRY.get(kind) if isinstance(kind, str) else None) if cls is Policy else cls
+        if target is not None and target.kind != kind:
+            raise PolicyError(f"a {target.kind} policy cannot have kind {kind!r}", f"build it with Policy(..., kind={kind!r})")
+        own = {f.name for f in dataclasses.fields(target)} if target is not None else set()
+        # the fields of other kinds: absent (None) is fine, a value is a document mixing kinds up
+        foreign = [k for k in kwargs if k not in own and k in _kind_fields()]
+        for key in [k for k in foreign if kwargs[k] is None]:
+            del kwargs[key]
+            foreign.remove(key)
+        if target is None or foreign:
+            _check_common(kwargs.get("name"), kwargs.get("arms"), kwargs.get("default_arm"), kwargs.get("exploration", 0.0))
+            if target is None:
+                raise PolicyError(f"policy kind {kind!r} is not one of {', '.join(KINDS)}", 'use "kind": "constant", "tree" or "value"')
+            owner = next(c.kind for c in _REGISTRY.values() if any(f.name == foreign[0] for f in dataclasses.fields(c)))
+            raise PolicyError(f"a {kind} policy has no {foreign[0]!r}", f'remove "{foreign[0]}" or set "kind": "{owner}"')
+        return super(_PolicyType, target).__call__(*args, **kwargs)
+
+
+def _kind_fields() -> set[str]:
+    common = {f.name for f in dataclasses.fields(Policy)}
+    return {f.name for c in _REGISTRY.values() for f in dataclasses.fields(c)} - common
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy(metaclass=_PolicyType):
+    """A policy of one of the registered kinds (see the module docstring): an immutable value.
+
+    ``Policy(..., kind=...)`` and :meth:`from_document` build the class registered for the kind
+    (:class:`ConstantPolicy`, :class:`TreePolicy`, :class:`pex.policy.value.ValuePolicy`);
+    :meth:`replace` returns a changed copy.
     """
+
+    kind: ClassVar[str] = ""
+    document_keys: ClassVar[tuple[str, ...]] = ()  # the document keys this kind adds to COMMON_KEYS
+    # what the kinds without them read as: callers written for the one Policy class read these on any policy
+    tree: ClassVar[dict | None] = None
+    value_model: ClassVar[dict | None] = None
+    model: ClassVar[Any] = None
 
     name: str
     arms: list[str]
     default_arm: str
-    kind: str = "constant"
     exploration: float = 0.0
-    tree: dict | None = None
     experiment: str = ""
     version: int = 1
     trained_at: str = ""
     lineage: dict = field(default_factory=dict)
-    value_model: dict | None = None
-    model: Any = field(default=None, repr=False, compare=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("kind"):
+            _REGISTRY[cls.kind] = cls
 
     def __post_init__(self) -> None:
-        _validate(self)
+        if not self.kind:
+            raise PolicyError("Policy is the base of the policy kinds", "build one with Policy(..., kind=...) or a kind's class")
+        _check_common(self.name, self.arms, self.default_arm, self.exploration)
+        object.__setattr__(self, "exploration", float(self.exploration))  # normalising its own construction
+        self._check()
+
+    def _check(self) -> None:
+        """Validate the kind's own fields (raise :class:`PolicyError`)."""
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy with ``changes`` (field=value), validated again; a bound effect model is kept, not copied."""
+        return dataclasses.replace(self, **changes)
+
+    # -- what the policy reads ---------------------------------------------------------
 
     @property
     def features(self) -> list[str]:
         """The feature columns this policy reads."""
-        if self.kind == "value":
-            return list(self.model.encoder.columns) if self.model is not None else []
-        found: list[str] = []
-        stack = [self.tree] if self.tree else []
-        while stack:
-            node = stack.pop()
-            if "feature" in node:
-                if node["feature"] not in found:
-                    found.append(node["feature"])
-                stack += [node["right"], node["left"]]
-        return found
+        return []
 
     def categorical_features(self) -> list[str]:
         """Features read as labels (to be loaded as text, so "007" stays "007")."""
-        if self.kind == "value":
-            enc = self.model.encoder if self.model is not None else None
-            return [c for c in enc.columns if enc.kinds[c] == "categorical"] if enc else []
-        return [f for f in self.features if any(op == "in" for op in self._ops(f))]
-
-    def _ops(self, feature: str) -> set[str]:
-        ops, stack = set(), [self.tree] if self.tree else []
-        while stack:
-            node = stack.pop()
-            if "feature" in node:
-                if node["feature"] == feature:
-                    ops.add(node["op"])
-                stack += [node["left"], node["right"]]
-        return ops
+        return []
 
     def check_frame(self, frame: pd.DataFrame, source: str = "the data") -> None:
-        """Strict input check for batch files: every feature present, numbers where numbers are compared.
+        """Strict input check for batch files: every feature present, values of the type the policy compares.
 
         Serving single units is lenient (missing values follow the declared
         path); in a file a missing column or text among numbers is a mistake.
@@ -130,9 +168,223 @@ class Policy:
             raise DataError(f"feature column {missing[0]!r} is missing from {source}"
                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                             f"policy {self.name!r} reads {', '.join(self.features)}; add the column (empty cells are fine)")
-        if self.kind == "value":
-            self.model.encoder.transform(frame, strict=True)
-            return
+        self._check_values(frame, source)
+
+    def _check_values(self, frame: pd.DataFrame, source: str) -> None:
+        """The kind's strict check of the feature values in ``frame`` (raise :class:`DataError`)."""
+
+    # -- description -----------------------------------------------------------------
+
+    @property
+    def single_arm(self) -> str | None:
+        """The arm this policy gives every unit before exploration, if it is a one-arm baseline; else None."""
+        return None
+
+    @property
+    def complexity(self) -> int:
+        """How much there is to understand and serve: one arm 0, a tree its depth, a value model 10."""
+        raise NotImplementedError
+
+    @property
+    def description(self) -> str:
+        """What the policy is, in a few words for a headline."""
+        raise NotImplementedError
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The kind's entries in the run summary's policy row (see :func:`pex.services.run.build_summary`)."""
+        return {}
+
+    # -- evaluation ------------------------------------------------------------------
+
+    def greedy_arms(self, frame: pd.DataFrame, effects: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
+        """The arm index each unit gets before exploration, shape (n_units,).
+
+        ``effects`` (per (metric, arm), for the rows of ``frame``) replaces the
+        predictions of a policy that decides on predicted effects; the other kinds ignore it.
+        """
+        raise NotImplementedError
+
+    def action_probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability of each arm for each unit, shape (n_units, n_arms); rows sum to 1."""
+        k = len(self.arms)
+        probs = np.full((len(frame), k), self.exploration / k)
+        probs[np.arange(len(frame)), self.greedy_arms(frame)] += 1.0 - self.exploration
+        return probs
+
+    def decide(self, frame: pd.DataFrame, units: np.ndarray | pd.Series, *, salt: str | int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Reproducible decisions: (arm label, propensity of that arm) per row of ``frame``, unit ``units[i]``.
+
+        A unit's draw is a keyed hash of (name, version, ``salt``, unit id) (:data:`DRAW_RULE`), so the same
+        unit gets the same arm from the same policy version in any process, and units are independent
+        uniform draws. ``salt`` (e.g. a ``--seed``) gives a different, equally reproducible, set of draws.
+        """
+        if len(units) != len(frame):
+            raise DataError(f"{len(units)} unit ids for {len(frame)} rows", "pass one unit id per row of the frame")
+        greedy = self.greedy_arms(frame)
+        prefix = json.dumps([self.name, int(self.version), salt], separators=(",", ":"))
+        u = keyed_uniform(prefix + pd.Series(np.asarray(units, dtype=object)).astype(str), DRAW_KEY)
+        k, e = len(self.arms), self.exploration
+        explore = u < e
+        # given u < e, u / e is uniform on [0, 1): exploration's arm, uniform over all arms
+        scaled = np.divide(u, e, out=np.zeros_like(u), where=explore)
+        chosen = np.where(explore, np.minimum((scaled * k).astype(np.int64), k - 1), greedy)
+        return np.asarray(self.arms, dtype=object)[chosen], self._propensity(chosen, greedy)
+
+    def _propensity(self, chosen: np.ndarray, greedy: np.ndarray) -> np.ndarray:
+        k = len(self.arms)
+        return np.where(chosen == greedy, 1.0 - self.exploration + self.exploration / k, self.exploration / k)
+
+    # -- documents -------------------------------------------------------------------
+
+    def to_document(self) -> dict[str, Any]:
+        """The ``pex.policy/1`` document (a fresh copy: changing it does not change the policy)."""
+        doc = {"format": FORMAT, "name": self.name, "version": self.version, "experiment": self.experiment,
+               "kind": self.kind, "arms": list(self.arms), "default_arm": self.default_arm,
+               "exploration": self.exploration}
+        doc.update(copy.deepcopy(self._document_fields()))
+        doc["trained_at"] = self.trained_at
+        doc["lineage"] = copy.deepcopy(self.lineage)
+        return doc
+
+    def _document_fields(self) -> dict[str, Any]:
+        """The kind's own document keys and values (placed after ``exploration``)."""
+        return {}
+
+    def to_json(self) -> str:
+        """The document as indented JSON."""
+        return json.dumps(self.to_document(), indent=2)
+
+    @classmethod
+    def from_document(cls, doc: Any, load_model: Callable[[dict], Any] | None = None) -> Policy:
+        """Validate a ``pex.policy/1`` document; ``load_model(value_model)`` returns the
+        :class:`pex.hte.EffectModel` a value policy names (it is not needed for other kinds)."""
+        if not isinstance(doc, dict):
+            raise PolicyError("a policy document must be a JSON object", f'start from {{"format": "{FORMAT}", ...}}')
+        if doc.get("format") != FORMAT:
+            raise PolicyError(f"policy format is {doc.get('format')!r}, not {FORMAT!r}", f'set "format": "{FORMAT}"')
+        known = set(COMMON_KEYS).union(*(c.document_keys for c in _REGISTRY.values()))
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise PolicyError(f"unknown policy key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(known))}")
+        for key in ("name", "arms", "default_arm"):
+            if key not in doc:
+                raise PolicyError(f"policy document is missing {key!r}", f"add {key!r} (see docs/policy-document.md)")
+        kind = doc.get("kind", "constant")
+        common = {"name": doc["name"], "arms": doc["arms"], "default_arm": doc["default_arm"], "kind": kind,
+                  "exploration": doc.get("exploration", 0.0), "experiment": doc.get("experiment", ""),
+                  "version": doc.get("version", 1), "trained_at": doc.get("trained_at", ""),
+                  "lineage": copy.deepcopy(doc.get("lineage", {}))}
+        own = {k: copy.deepcopy(doc.get(k)) for k in known - set(COMMON_KEYS)}
+        target = _REGISTRY.get(kind) if isinstance(kind, str) else None
+        if target is not None:
+            own.update(target._parse(doc, load_model))
+        return Policy(**common, **own)
+
+    @classmethod
+    def _parse(cls, doc: dict, load_model: Callable[[dict], Any] | None) -> dict[str, Any]:
+        """Fields the kind derives from its document beyond its keys (e.g. a bound model)."""
+        return {}
+
+    @classmethod
+    def from_json(cls, text: str, load_model: Callable[[dict], Any] | None = None) -> Policy:
+        """Parse and validate a JSON policy document (see :meth:`from_document`)."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"policy file is not valid JSON: {exc}", "check quotes, commas and brackets") from None
+        return cls.from_document(doc, load_model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConstantPolicy(Policy):
+    """One arm for everyone (``default_arm``); with ``exploration = 1`` the uniform random policy."""
+
+    kind: ClassVar[str] = "constant"
+
+    @property
+    def single_arm(self) -> str | None:
+        """The arm everyone gets before exploration."""
+        return self.default_arm
+
+    @property
+    def complexity(self) -> int:
+        """Nothing to understand: 0."""
+        return 0
+
+    @property
+    def description(self) -> str:
+        """Who gets what."""
+        return "every arm at random" if self.exploration >= 1.0 else f"{self.default_arm!r} for everyone"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The arm everyone gets (None for uniform random)."""
+        return {"arm": None if self.exploration >= 1.0 else self.default_arm}
+
+    def greedy_arms(self, frame: pd.DataFrame, effects: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
+        """``default_arm`` for every unit."""
+        return np.full(len(frame), self.arms.index(self.default_arm), dtype=np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TreePolicy(Policy):
+    """A shallow if-else tree over features (node semantics in the module docstring); serves without a model."""
+
+    kind: ClassVar[str] = "tree"
+    document_keys: ClassVar[tuple[str, ...]] = ("tree",)
+
+    tree: dict | None = None
+
+    def _check(self) -> None:
+        if not isinstance(self.tree, dict):
+            raise PolicyError("a tree policy needs a 'tree' object", 'e.g. "tree": {"arm": "control"}')
+        _validate_node(self.tree, self.arms, "tree", 0)
+
+    def _document_fields(self) -> dict[str, Any]:
+        return {"tree": self.tree}
+
+    @property
+    def complexity(self) -> int:
+        """The tree's depth (the depth its distillation asked for, if any)."""
+        return int(self.lineage.get("distilled_depth") or _depth(self.tree))
+
+    @property
+    def description(self) -> str:
+        """Like "a decision tree of depth 3"."""
+        return f"a decision tree of depth {self.complexity}"
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The tree itself: small, and the report draws it."""
+        return {"tree": self.tree}
+
+    @property
+    def features(self) -> list[str]:
+        """The features the tree's splits test, in reading order."""
+        found: list[str] = []
+        stack = [self.tree]
+        while stack:
+            node = stack.pop()
+            if "feature" in node:
+                if node["feature"] not in found:
+                    found.append(node["feature"])
+                stack += [node["right"], node["left"]]
+        return found
+
+    def categorical_features(self) -> list[str]:
+        """Features some split tests by category membership."""
+        return [f for f in self.features if any(op == "in" for op in self._ops(f))]
+
+    def _ops(self, feature: str) -> set[str]:
+        ops, stack = set(), [self.tree]
+        while stack:
+            node = stack.pop()
+            if "feature" in node:
+                if node["feature"] == feature:
+                    ops.add(node["op"])
+                stack += [node["left"], node["right"]]
+        return ops
+
+    def _check_values(self, frame: pd.DataFrame, source: str) -> None:
         for feature in self.features:
             if "<=" in self._ops(feature):
                 col = frame[feature]
@@ -142,16 +394,10 @@ class Policy:
                     raise DataError(f"feature {feature!r} in {source} must be numeric but has text such as {str(col[bad].iloc[0])!r}",
                                     "fix those cells or leave them empty (missing values follow the policy's missing path)")
 
-    # -- evaluation ------------------------------------------------------------------
-
-    def greedy_arms(self, frame: pd.DataFrame) -> np.ndarray:
-        """The arm index each unit gets before exploration, shape (n_units,)."""
+    def greedy_arms(self, frame: pd.DataFrame, effects: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
+        """Each unit's leaf arm."""
         n = len(frame)
         index = {a: i for i, a in enumerate(self.arms)}
-        if self.kind in _SCORERS:
-            return np.argmax(_SCORERS[self.kind](self, frame), axis=1)
-        if self.kind == "constant" or self.tree is None:
-            return np.full(n, index[self.default_arm], dtype=np.int64)
         out = np.empty(n, dtype=np.int64)
         columns: dict = {}
         stack: list[tuple[dict, np.ndarray]] = [(self.tree, np.arange(n))]
@@ -166,23 +412,6 @@ class Policy:
             stack.append((node["left"], rows[goes_left]))
             stack.append((node["right"], rows[~goes_left]))
         return out
-
-    def action_probabilities(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probability of each arm for each unit, shape (n_units, n_arms); rows sum to 1."""
-        k = len(self.arms)
-        probs = np.full((len(frame), k), self.exploration / k)
-        probs[np.arange(len(frame)), self.greedy_arms(frame)] += 1.0 - self.exploration
-        return probs
-
-    def decide(self, frame: pd.DataFrame, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Draw an arm per unit; returns (arm labels, propensity of the drawn arm)."""
-        rng = rng or np.random.default_rng()
-        greedy = self.greedy_arms(frame)
-        k, n = len(self.arms), len(frame)
-        explore = rng.uniform(size=n) < self.exploration
-        chosen = np.where(explore, rng.integers(0, k, size=n), greedy)
-        propensity = np.where(chosen == greedy, 1.0 - self.exploration + self.exploration / k, self.exploration / k)
-        return np.asarray(self.arms, dtype=object)[chosen], propensity
 
     def _test(self, node: dict, frame: pd.DataFrame, rows: np.ndarray, columns: dict) -> np.ndarray:
         feature, op = node["feature"], node["op"]
@@ -203,69 +432,21 @@ class Policy:
         member, missing = columns[key]
         return np.where(missing[rows], missing_left, member[rows])
 
-    # -- documents -------------------------------------------------------------------
-
-    def to_document(self) -> dict[str, Any]:
-        doc = {"format": FORMAT, "name": self.name, "version": self.version, "experiment": self.experiment,
-               "kind": self.kind, "arms": list(self.arms), "default_arm": self.default_arm,
-               "exploration": self.exploration}
-        if self.tree is not None:
-            doc["tree"] = self.tree
-        if self.value_model is not None:
-            doc["value_model"] = self.value_model
-        doc["trained_at"] = self.trained_at
-        doc["lineage"] = self.lineage
-        return doc
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_document(), indent=2)
-
-    @classmethod
-    def from_document(cls, doc: Any, load_model: Callable[[dict], Any] | None = None) -> Policy:
-        """Validate a ``pex.policy/1`` document; ``load_model(value_model)`` returns the
-        :class:`pex.hte.EffectModel` a value policy names (it is not needed for other kinds)."""
-        if not isinstance(doc, dict):
-            raise PolicyError("a policy document must be a JSON object", f'start from {{"format": "{FORMAT}", ...}}')
-        if doc.get("format") != FORMAT:
-            raise PolicyError(f"policy format is {doc.get('format')!r}, not {FORMAT!r}", f'set "format": "{FORMAT}"')
-        known = {"format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "tree", "trained_at",
-                 "lineage", "value_model"}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise PolicyError(f"unknown policy key {unknown[0]!r}", f"allowed keys: {', '.join(sorted(known))}")
-        for key in ("name", "arms", "default_arm"):
-            if key not in doc:
-                raise PolicyError(f"policy document is missing {key!r}", f"add {key!r} (see docs/policy-document.md)")
-        model = None
-        if doc.get("kind") == "value":
-            if load_model is None:
-                raise PolicyError(f"policy {doc['name']!r} is a value-model policy and needs its stored effect models",
-                                  "evaluate it inside the workspace that built it (PEX_HOME), or use a tree policy")
-            if not isinstance(doc.get("value_model"), dict):
-                raise PolicyError("a value policy needs a 'value_model' object", "rebuild it with `pex policies NAME --rebuild`")
-            model = load_model(doc["value_model"])
-        return cls(name=doc["name"], arms=doc["arms"], default_arm=doc["default_arm"], kind=doc.get("kind", "constant"),
-                   exploration=doc.get("exploration", 0.0), tree=doc.get("tree"), experiment=doc.get("experiment", ""),
-                   version=doc.get("version", 1), trained_at=doc.get("trained_at", ""), lineage=doc.get("lineage", {}),
-                   value_model=doc.get("value_model"), model=model)
-
-    @classmethod
-    def from_json(cls, text: str, load_model: Callable[[dict], Any] | None = None) -> Policy:
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"policy file is not valid JSON: {exc}", "check quotes, commas and brackets") from None
-        return cls.from_document(doc, load_model)
-
 
 def constant_policy(arms: list[str], arm: str, exploration: float = 0.0, name: str | None = None) -> Policy:
     """Everyone gets ``arm`` (a baseline every comparison includes)."""
-    return Policy(name=name or f"all-{arm}", arms=list(arms), default_arm=arm, kind="constant", exploration=exploration)
+    return ConstantPolicy(name=name or f"all-{arm}", arms=list(arms), default_arm=arm, exploration=exploration)
 
 
 def uniform_policy(arms: list[str], name: str = "uniform-random") -> Policy:
     """Every arm with equal probability: exploration 1."""
-    return Policy(name=name, arms=list(arms), default_arm=arms[0], kind="constant", exploration=1.0)
+    return ConstantPolicy(name=name, arms=list(arms), default_arm=arms[0], exploration=1.0)
+
+
+def _depth(node: dict | None) -> int:
+    if not node or "arm" in node:
+        return 0
+    return 1 + max(_depth(node.get("left")), _depth(node.get("right")))
 
 
 def _numeric_column(series: pd.Series) -> np.ndarray:
@@ -282,30 +463,17 @@ def _label_column(series: pd.Series) -> pd.Series:
     return as_text(series)
 
 
-def _validate(p: Policy) -> None:
-    if not isinstance(p.name, str) or not p.name:
+def _check_common(name: Any, arms: Any, default_arm: Any, exploration: Any) -> None:
+    if not isinstance(name, str) or not name:
         raise PolicyError("policy name must be a non-empty string", 'set "name", e.g. "notification_cadence-tree-d3"')
-    if not isinstance(p.arms, list) or len(p.arms) < 1 or not all(isinstance(a, str) and a for a in p.arms):
+    if not isinstance(arms, list) or len(arms) < 1 or not all(isinstance(a, str) and a for a in arms):
         raise PolicyError("policy arms must be a non-empty list of arm labels", 'e.g. "arms": ["control", "daily"]')
-    if len(set(p.arms)) != len(p.arms):
+    if len(set(arms)) != len(arms):
         raise PolicyError("policy arms list an arm more than once", "list each arm once")
-    if p.default_arm not in p.arms:
-        raise PolicyError(f"default_arm {p.default_arm!r} is not among the arms {p.arms}", "set default_arm to one of the arms")
-    if p.kind not in KINDS:
-        raise PolicyError(f"policy kind {p.kind!r} is not one of {', '.join(KINDS)}", 'use "kind": "constant", "tree" or "value"')
-    if isinstance(p.exploration, bool) or not isinstance(p.exploration, (int, float)) or not 0.0 <= p.exploration <= 1.0:
-        raise PolicyError(f"exploration must be a number from 0 to 1, got {p.exploration!r}", "e.g. 0.05 spreads 5% of decisions uniformly")
-    p.exploration = float(p.exploration)
-    if p.kind == "tree":
-        if not isinstance(p.tree, dict):
-            raise PolicyError("a tree policy needs a 'tree' object", 'e.g. "tree": {"arm": "control"}')
-        _validate_node(p.tree, p.arms, "tree", 0)
-    elif p.tree is not None:
-        raise PolicyError(f"a {p.kind} policy has no 'tree'", 'remove "tree" or set "kind": "tree"')
-    if p.kind in _VALIDATORS:
-        _VALIDATORS[p.kind](p)
-    elif p.value_model is not None:
-        raise PolicyError(f"a {p.kind} policy has no 'value_model'", 'remove "value_model" or set "kind": "value"')
+    if default_arm not in arms:
+        raise PolicyError(f"default_arm {default_arm!r} is not among the arms {arms}", "set default_arm to one of the arms")
+    if isinstance(exploration, bool) or not isinstance(exploration, (int, float)) or not 0.0 <= exploration <= 1.0:
+        raise PolicyError(f"exploration must be a number from 0 to 1, got {exploration!r}", "e.g. 0.05 spreads 5% of decisions uniformly")
 
 
 def _validate_node(node: Any, arms: list[str], path: str, depth: int) -> None:

@@ -35,7 +35,7 @@ import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
 from pex.experiment.features import FeatureEncoder
-from pex.policy.base import Policy, PolicyError
+from pex.policy.base import Policy, PolicyError, TreePolicy
 from pex.policy.constrained import Constraint, choose_constrained, group_chooser
 
 DEPTHS = (1, 2, 3, 4)
@@ -123,9 +123,9 @@ def distill(
         else:  # the imitation target: each leaf's best arm by total score
             picked = group_chooser(leaf_of)(scores[rows])
         leaf_arm = {int(leaf): int(arm) for leaf, arm in zip(leaf_of, picked)}
-        return Policy(name=f"{name_prefix}-tree-d{depth}", arms=list(arms), default_arm=control, kind="tree",
-                      exploration=exploration, tree=_to_node(tree, leaf_arm, encoder, arms), experiment=experiment,
-                      trained_at=stamp, lineage=dict(lineage or {}, distilled_depth=depth))
+        return TreePolicy(name=f"{name_prefix}-tree-d{depth}", arms=list(arms), default_arm=control,
+                          exploration=exploration, tree=_to_node(tree, leaf_arm, encoder, arms), experiment=experiment,
+                          trained_at=stamp, lineage=dict(lineage or {}, distilled_depth=depth))
 
     hv = honest_value[val_rows]
     vp = hv[np.arange(len(val_rows)), target[val_rows]]
@@ -146,8 +146,8 @@ def distill(
     # chosen when no depth within reach personalizes
     personal = [d for d in near if "arm" not in trees[d].tree]
     chosen_depth = min(personal or near)
-    for d, tree in trees.items():  # only the chosen depth competes for the recommendation; the others are shown
-        tree.lineage["candidate"] = d == chosen_depth
+    # only the chosen depth competes for the recommendation; the others are shown
+    trees = {d: tree.replace(lineage={**tree.lineage, "candidate": d == chosen_depth}) for d, tree in trees.items()}
     return Distillation(trees=trees, chosen_depth=chosen_depth, curve=curve, value_policy_value=float(vp.mean()),
                         value_policy_se=_se(vp), n_fit=len(fit_rows), n_validation=len(val_rows))
 

@@ -40,42 +40,198 @@ and ``min_score``; the other fields say how they were derived.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from pex.experiment.guardrail import GuardrailRule, best_certifiable_prefix, certify_margin
 from pex.experiment.spec import ExperimentSpec
-from pex.policy.base import FORMAT, Policy, PolicyError, register_kind
+from pex.policy.base import FORMAT, Policy, PolicyError
 from pex.policy.constrained import served_change
 
 DEFAULT_WEIGHTS = {"primary": 1.0, "secondary": 0.5, "guardrail": 0.0}
 GUARDRAIL_MODES = ("constraint", "penalty")
 
 
-def value_scores(policy: Policy, frame: pd.DataFrame) -> np.ndarray:
-    """Scores of every arm for every unit, shape (n_units, n_arms); control scores ``min_score``."""
-    model = policy.model
-    if model is None:
-        raise PolicyError(f"value policy {policy.name!r} has no effect model bound", "load it with Policy.from_document(doc, load_model)")
-    effects = model.effect(model.encoder.transform(frame, strict=False))
-    vm = policy.value_model
-    return scores_from_effects(effects, policy.arms, model.control, vm["metrics"], vm["min_score"], len(frame))
+@dataclass(frozen=True, kw_only=True)
+class ValuePolicy(Policy):
+    """Per unit, the arm whose predicted effects (by its bound effect model) are worth most (module docstring)."""
+
+    kind: ClassVar[str] = "value"
+    document_keys: ClassVar[tuple[str, ...]] = ("value_model",)
+
+    value_model: dict | None = None
+    model: Any = field(default=None, repr=False, compare=False)  # held, not copied: models are large and read-only
+
+    @classmethod
+    def _parse(cls, doc: dict, load_model: Callable[[dict], Any] | None) -> dict[str, Any]:
+        if load_model is None:
+            raise PolicyError(f"policy {doc['name']!r} is a value-model policy and needs its stored effect models",
+                              "evaluate it inside the workspace that built it (PEX_HOME), or use a tree policy")
+        if not isinstance(doc.get("value_model"), dict):
+            raise PolicyError("a value policy needs a 'value_model' object", "rebuild it with `pex policies NAME --rebuild`")
+        return {"model": load_model(doc["value_model"])}
+
+    def _check(self) -> None:
+        """Check the ``value_model`` block and that the bound model fits it."""
+        vm = self.value_model
+        if not isinstance(vm, dict):
+            raise PolicyError("a value policy needs a 'value_model' object",
+                              f"see docs/policy-document.md; build one with `pex policies NAME` ({FORMAT})")
+        if not isinstance(vm.get("fit"), str) or not vm["fit"]:
+            raise PolicyError("value_model.fit must name the fit whose models the policy uses", 'e.g. "fit": "notification_cad-fit-..."')
+        metrics = vm.get("metrics")
+        if not isinstance(metrics, dict) or not metrics:
+            raise PolicyError("value_model.metrics must map metric names to their coefficients",
+                              '"metrics": {"sessions": {"coefficient": 0.4}}')
+        for metric, meta in metrics.items():
+            c = meta.get("coefficient") if isinstance(meta, dict) else None
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                raise PolicyError(f"value_model.metrics.{metric}.coefficient must be a finite number, got {c!r}",
+                                  "rebuild the policy with `pex policies NAME --rebuild`")
+        ms = vm.get("min_score", 0.0)
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms):
+            raise PolicyError(f"value_model.min_score must be a finite number, got {ms!r}",
+                              "0 means: an arm must be predicted better than control")
+        if "min_score" not in vm:  # a new dict: the document it came from stays as it was
+            object.__setattr__(self, "value_model", {**vm, "min_score": 0.0})
+        model = self.model
+        if model is None:
+            return
+        if list(model.arms) != list(self.arms) or model.control != self.default_arm:
+            raise PolicyError(f"value policy {self.name!r} lists arms {self.arms} (default {self.default_arm!r}) but its fit "
+                              f"{vm['fit']!r} has {model.arms} (control {model.control!r})", "rebuild the policy from the fit")
+        missing = sorted(set(metrics) - set(model.metrics))
+        if missing:
+            raise PolicyError(f"value policy {self.name!r} weighs metric {missing[0]!r} that fit {vm['fit']!r} has no model for",
+                              "rebuild the policy from the fit")
+
+    def _document_fields(self) -> dict[str, Any]:
+        return {"value_model": self.value_model}
+
+    def _bound(self) -> Any:
+        if self.model is None:
+            raise PolicyError(f"value policy {self.name!r} has no effect model bound", "load it with Policy.from_document(doc, load_model)")
+        return self.model
+
+    @property
+    def complexity(self) -> int:
+        """A value model is the hardest to understand and serve: 10."""
+        return 10
+
+    @property
+    def description(self) -> str:
+        """The words "a value-model policy"."""
+        return "a value-model policy"
+
+    @property
+    def features(self) -> list[str]:
+        """The columns the bound effect model reads (none while unbound)."""
+        return list(self.model.encoder.columns) if self.model is not None else []
+
+    def categorical_features(self) -> list[str]:
+        """The effect model's categorical columns."""
+        enc = self.model.encoder if self.model is not None else None
+        return [c for c in enc.columns if enc.kinds[c] == "categorical"] if enc else []
+
+    def _check_values(self, frame: pd.DataFrame, source: str) -> None:
+        self._bound().encoder.transform(frame, strict=True)
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores of every arm for every unit, shape (n_units, n_arms); control scores ``min_score``."""
+        model = self._bound()
+        effects = model.effect(model.encoder.transform(frame, strict=False))
+        vm = self.value_model
+        return scores_from_effects(effects, self.arms, model.control, vm["metrics"], vm["min_score"], len(frame))
+
+    def greedy_arms(self, frame: pd.DataFrame, effects: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
+        """Each unit's best-scoring arm by :func:`choose_arms`, on ``effects`` if given, else the model's predictions."""
+        if effects is None:
+            model = self._bound()
+            effects = model.effect(model.encoder.transform(frame, strict=False))
+        vm = self.value_model
+        by_arm = arm_scores(effects, self.arms, self.default_arm, vm["metrics"], len(frame))
+        return choose_arms(by_arm, self.arms.index(self.default_arm), vm["min_score"])
+
+
+def arm_scores(effects: dict[tuple[str, str], np.ndarray], arms: list[str], control: str, metrics: dict[str, dict],
+               n: int) -> list[np.ndarray | None]:
+    """Each treated arm's score per unit, sum over metrics of coefficient * effect (None for control)."""
+    out: list[np.ndarray | None] = []
+    for arm in arms:
+        if arm == control:
+            out.append(None)
+            continue
+        score = np.zeros(n)
+        for metric, meta in metrics.items():
+            if meta["coefficient"] != 0.0:
+                score += meta["coefficient"] * effects[(metric, arm)]
+        out.append(score)
+    return out
 
 
 def scores_from_effects(effects: dict[tuple[str, str], np.ndarray], arms: list[str], control: str, metrics: dict[str, dict],
                         min_score: float, n: int) -> np.ndarray:
+    """:func:`arm_scores` as one (n, n_arms) array, control scoring ``min_score``."""
     scores = np.zeros((n, len(arms)))
-    for j, arm in enumerate(arms):
-        if arm == control:
-            scores[:, j] = min_score
-            continue
-        for metric, meta in metrics.items():
-            if meta["coefficient"] != 0.0:
-                scores[:, j] += meta["coefficient"] * effects[(metric, arm)]
+    for j, s in enumerate(arm_scores(effects, arms, control, metrics, n)):
+        scores[:, j] = min_score if s is None else s
     return scores
+
+
+# -- the decision rule, shared with the weight search (pex.search.tuning) ------------------------------------------
+
+def best_treated(by_arm: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Per unit, the best score of a non-control arm (``by_arm`` as from :func:`arm_scores`, any common shape)."""
+    return np.maximum.reduce([s for s in by_arm if s is not None])
+
+
+def budget_bar(best: np.ndarray, cap: np.ndarray | float, floor: np.ndarray | float = 0.0) -> np.ndarray:
+    """Control's score so that at most ``cap`` of the units are treated: per row of ``best`` (policies x units,
+    each unit's :func:`best_treated` score), ``floor``, raised to the score quantile that treats ``cap`` when
+    more than that many units score above ``floor`` (the best score when ``cap`` is 0)."""
+    best = np.atleast_2d(best)
+    caps = np.broadcast_to(np.asarray(cap, dtype=float), (len(best),))
+    bar = np.array(np.broadcast_to(np.asarray(floor, dtype=float), caps.shape))
+    over = (best > bar[:, None]).mean(axis=1) > caps
+    for k in np.flatnonzero(over):
+        bar[k] = max(bar[k], float(best[k].max()) if caps[k] <= 0 else linear_quantile(best[k], 1.0 - caps[k]))
+    return bar
+
+
+def linear_quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear method, the same float operations) by a partial sort, not a full one."""
+    n, q = values.size, min(max(float(q), 0.0), 1.0)
+    virtual = (n - 1) * q  # numpy's virtual index for the linear method
+    if virtual >= n - 1:
+        return float(values.max())
+    if virtual < 0:
+        return float(values.min())
+    lo = math.floor(virtual)
+    gamma = virtual - lo
+    part = np.partition(values, (lo, lo + 1))
+    a, b = float(part[lo]), float(part[lo + 1])
+    diff = b - a
+    # numpy interpolates from the nearer end (numpy.lib._function_base_impl._lerp)
+    return b - diff * (1.0 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
+def choose_arms(by_arm: Sequence[np.ndarray | None], control_index: int, bar: np.ndarray | float) -> np.ndarray:
+    """The value policy's decision: per unit the arm with the highest score, control scoring ``bar``, ties to the
+    first arm (as ``np.argmax``). ``by_arm[j]`` holds arm j's scores (the control entry is ignored); ``bar``
+    broadcasts against them (e.g. shape (policies, 1) for scores of shape (policies, units))."""
+    shape = np.broadcast_shapes(*(s.shape for s in by_arm if s is not None), np.shape(bar))
+    scores = [np.broadcast_to(bar, shape) if j == control_index else s for j, s in enumerate(by_arm)]
+    best, chosen = np.broadcast_to(scores[0], shape), np.zeros(shape, dtype=np.int64)
+    for j in range(1, len(scores)):
+        better = scores[j] > best
+        chosen[better] = j
+        best = np.where(better, scores[j], best)
+    return chosen
 
 
 def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, float] | None = None,
@@ -162,16 +318,11 @@ def build_value_policy(
     ctrl = arms.index(control)
 
     def decide(min_score: float) -> np.ndarray:
-        return np.argmax(scores_from_effects(effects, arms, control, metrics, min_score, n), axis=1)
+        return choose_arms(arm_scores(effects, arms, control, metrics, n), ctrl, min_score)
 
     def harm(metric: str, chosen: np.ndarray) -> float:
         """The policy's predicted harm on a guardrail (greedy part; positive = harmful)."""
         return served_harm(rules[metric], effects, arms, control, chosen, 0.0)[0]
-
-    def best_treated(min_score: float) -> np.ndarray:
-        s = scores_from_effects(effects, arms, control, metrics, min_score, n)
-        s[:, ctrl] = -np.inf
-        return s.max(axis=1)
 
     rules = {m: GuardrailRule(metric=m, goal=metrics[m]["goal"], max_harm=spec.metrics[m].max_harm,
                               control_mean=r["control_mean"]) for m, r in rails.items()}
@@ -189,10 +340,8 @@ def build_value_policy(
         for metric in constrained:
             _calibrate_penalty(metric, metrics, rails, lambda m=metric, t=min_score: harm(m, decide(t)))
         if greedy_budget is not None:
-            best = best_treated(min_score)
-            treated_share = float((best > min_score).mean())
-            if treated_share > greedy_budget:
-                min_score = max(min_score, float(np.quantile(best, 1.0 - greedy_budget)) if greedy_budget > 0 else float(best.max()))
+            best = best_treated(arm_scores(effects, arms, control, metrics, n))
+            min_score = float(budget_bar(best, greedy_budget, min_score)[0])
     # The penalty weighs predicted harm against gain unit by unit, but the units it lets through are those
     # whose predicted harm is low, partly by chance, so their real harm is larger than predicted. Measured
     # with the unbiased signal, the policy must be *certifiable*: the bound its harm will need on the
@@ -207,9 +356,9 @@ def build_value_policy(
             rails[metric]["met"] = certified["met"].get(metric, True)
     chosen = decide(min_score)
     value_model = {"fit": fit_id, "metrics": metrics, "guardrails": rails, "budget": budget, "min_score": float(min_score)}
-    policy = Policy(name=name, arms=arms, default_arm=control, kind="value", exploration=exploration, experiment=spec.name,
-                    trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), lineage=dict(lineage or {}),
-                    value_model=value_model, model=model)
+    policy = ValuePolicy(name=name, arms=arms, default_arm=control, exploration=exploration, experiment=spec.name,
+                         trained_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), lineage=dict(lineage or {}),
+                         value_model=value_model, model=model)
     shares = np.bincount(chosen, minlength=len(arms)) / max(n, 1)
     served = (1.0 - exploration) * shares + exploration / k
     info = {
@@ -323,40 +472,3 @@ def _calibrate_penalty(metric: str, metrics: dict, rails: dict, predicted_harm) 
         if high - low <= 1e-4 * high:
             break
     rails[metric]["met"] = bool(harm_at(high) <= limit)
-
-
-def validate_value_policy(policy: Policy) -> None:
-    """Check a value policy's ``value_model`` block and that its bound model fits it."""
-    vm = policy.value_model
-    if not isinstance(vm, dict):
-        raise PolicyError("a value policy needs a 'value_model' object",
-                          f"see docs/policy-document.md; build one with `pex policies NAME` ({FORMAT})")
-    if not isinstance(vm.get("fit"), str) or not vm["fit"]:
-        raise PolicyError("value_model.fit must name the fit whose models the policy uses", 'e.g. "fit": "notification_cad-fit-..."')
-    metrics = vm.get("metrics")
-    if not isinstance(metrics, dict) or not metrics:
-        raise PolicyError("value_model.metrics must map metric names to their coefficients",
-                          '"metrics": {"sessions": {"coefficient": 0.4}}')
-    for metric, meta in metrics.items():
-        c = meta.get("coefficient") if isinstance(meta, dict) else None
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-            raise PolicyError(f"value_model.metrics.{metric}.coefficient must be a finite number, got {c!r}",
-                              "rebuild the policy with `pex policies NAME --rebuild`")
-    ms = vm.get("min_score", 0.0)
-    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms):
-        raise PolicyError(f"value_model.min_score must be a finite number, got {ms!r}",
-                          "0 means: an arm must be predicted better than control")
-    vm.setdefault("min_score", 0.0)
-    model = policy.model
-    if model is None:
-        return
-    if list(model.arms) != list(policy.arms) or model.control != policy.default_arm:
-        raise PolicyError(f"value policy {policy.name!r} lists arms {policy.arms} (default {policy.default_arm!r}) but its fit "
-                          f"{vm['fit']!r} has {model.arms} (control {model.control!r})", "rebuild the policy from the fit")
-    missing = sorted(set(metrics) - set(model.metrics))
-    if missing:
-        raise PolicyError(f"value policy {policy.name!r} weighs metric {missing[0]!r} that fit {vm['fit']!r} has no model for",
-                          "rebuild the policy from the fit")
-
-
-register_kind("value", scores=value_scores, validate=validate_value_policy)

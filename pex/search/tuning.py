@@ -47,7 +47,7 @@ from scipy.stats import qmc
 
 from pex.errors import PexError
 from pex.experiment.guardrail import GuardrailRule, best_certifiable_prefix, prefix_bounds
-from pex.policy.value import objective
+from pex.policy.value import best_treated, budget_bar, choose_arms, objective
 
 Say = Callable[[str], None]
 CHUNK = 256  # weight vectors scored at once: (n_units x arms x CHUNK) floats stay in the tens of MB
@@ -151,33 +151,14 @@ class TuningProblem:
         """The arm index each policy (row) gives each training unit (column), shape (K, n)."""
         w = self.weights(u)
         coef = w * (self.goal_sign / self.scale)[None, :]  # (K, M)
-        n, A, _ = self.effects.shape
+        A = self.effects.shape[1]
         ctrl = self.arms.index(self.control)
         # policies in rows, units in columns: every per-policy operation below reads contiguous memory
         scores = [None if j == ctrl else coef @ self.effects[:, j, :].T for j in range(A)]
-        treated = np.maximum.reduce([s for s in scores if s is not None])  # (K, n): best non-control score
-        caps = self.budgets(u)
-        bar = np.zeros(len(caps))  # the control arm's score, min_score
-        over = (treated > 0).mean(axis=1) > caps
-        # as build_value_policy: over budget, the bar rises to the score quantile that treats that share
-        # (np.quantile's linear rule with a partial sort: a full sort of every row costs most of the sweep)
-        for k in np.flatnonzero(over):
-            if caps[k] <= 0:
-                bar[k] = treated[k].max()
-                continue
-            pos = min(max(1.0 - caps[k], 0.0), 1.0) * (n - 1)
-            lo = int(np.floor(pos))
-            hi = min(lo + 1, n - 1)
-            part = np.partition(treated[k], (lo, hi))
-            bar[k] = max(part[lo] + (pos - lo) * (part[hi] - part[lo]), 0.0)
-        scores[ctrl] = np.broadcast_to(bar[:, None], treated.shape)
-        # argmax with ties to the first arm, like np.argmax in the value policy
-        best, chosen = scores[0], np.zeros(treated.shape, dtype=int)
-        for j in range(1, A):
-            better = scores[j] > best
-            chosen[better] = j
-            best = np.where(better, scores[j], best)
-        return chosen
+        # the value policy's own rule (pex.policy.value): over budget, control's score rises to the quantile
+        # that treats that share; then each unit's best arm, ties to the first
+        bar = budget_bar(best_treated(scores), self.budgets(u))
+        return choose_arms(scores, ctrl, bar[:, None])
 
     def evaluate(self, u: np.ndarray) -> dict[str, np.ndarray]:
         """Objectives (K, O), guardrail harms (K, G), feasibility (K,) and treated share (K,) of K draws."""

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pex.errors import NotFoundError, PexError
@@ -46,11 +45,12 @@ def decide_file(policy_ref: str, data_path: str | Path, workspace: Callable[[], 
                 unit: str | None = None, seed: int | None = None) -> Decisions:
     """Decide for every row of a CSV or Parquet file; every feature the policy reads must be a column of it.
 
-    ``workspace`` opens the store only when needed: a policy file with ``unit`` given needs none.
+    ``workspace`` opens the store only when needed: a policy file with ``unit`` given needs none. Decisions
+    are reproducible: a unit's arm depends on the policy's name and version, the unit id and ``seed`` only.
     """
     policy, _record = load_policy(policy_ref, workspace)
     unit = unit or unit_column(policy, workspace)
     frame = read_units(data_path, unit, tuple(policy.categorical_features()), "decide for")
     policy.check_frame(frame, source=Path(data_path).name)
-    arms, propensity = policy.decide(frame, np.random.default_rng(seed))
+    arms, propensity = policy.decide(frame, frame[unit], salt=seed)
     return Decisions(policy, unit, pd.DataFrame({unit: frame[unit].to_numpy(), "arm": arms, "propensity": propensity}))

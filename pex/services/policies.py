@@ -25,7 +25,7 @@ from pex.evaluation.comparison import EvaluationData, compare, evaluation_data
 from pex.experiment.guardrail import LADDER_POWERS, POWER, certify_margin, rules_for, z_value
 from pex.hte.learners import TRAINING_FILE
 from pex.hte.model import EffectModel
-from pex.policy.base import Policy, constant_policy, uniform_policy
+from pex.policy.base import Policy, TreePolicy, constant_policy, uniform_policy
 from pex.policy.constrained import Constraint, check, choose_constrained
 from pex.policy.distill import DEPTHS, Distillation, distill
 from pex.policy.policy_tree import fit_policy_tree, to_policy_node
@@ -126,13 +126,8 @@ class FitContext:
     def training_choices(self, policy: Policy) -> np.ndarray:
         """The greedy arm ``policy`` gives each training unit; a value policy decides on out-of-fold effects, as
         when it was built, so its choices do not lean on the units' own outcomes."""
-        if policy.kind == "value":
-            vm = policy.value_model
-            scores = scores_from_effects(self.oof_effects(), policy.arms, self.model.control, vm["metrics"], vm["min_score"],
-                                         len(self.training))
-            return np.argmax(scores, axis=1)
         to_model = np.array([list(self.model.arms).index(a) for a in policy.arms])
-        return to_model[policy.greedy_arms(self.training_frame())]
+        return to_model[policy.greedy_arms(self.training_frame(), effects=self.oof_effects())]
 
     def screen(self, policy: Policy) -> dict[str, dict]:
         """The building-units check of :mod:`pex.evaluation.recommendation`: per guardrail, the harm on the training units and
@@ -192,8 +187,7 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     learned = learn_policy_tree(ctx, owner_objective, options, name=f"{experiment}-policy-tree", lineage=lineage)
     baselines = [constant_policy(value.arms, a, name=f"{experiment}-all-{a}") for a in value.arms]
     baselines.append(uniform_policy(value.arms, name=f"{experiment}-uniform"))
-    for p in baselines:
-        p.experiment, p.lineage = experiment, dict(lineage)
+    baselines = [p.replace(experiment=experiment, lineage=dict(lineage)) for p in baselines]
     policies = [*baselines, value, *(p for p, _info in ladder), *distilled.trees.values(), learned]
     data = ctx.evaluation()
     say(f"evaluating {len(policies)} policies on {data.n:,} held-out units (IPS, SNIPS, DM, DR)")
@@ -204,7 +198,7 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     items = []
     for policy, row in zip(policies, rows):
         row["evaluation_rows"] = data.description
-        if policy.kind == "tree" and "distilled_depth" in policy.lineage:
+        if "distilled_depth" in policy.lineage:  # a distilled tree
             depth = policy.lineage["distilled_depth"]
             row["fidelity"] = {"depth": depth, "chosen": depth == distilled.chosen_depth,
                                "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
@@ -284,11 +278,11 @@ def learn_policy_tree(ctx: FitContext, owner_objective: dict[str, float], option
         node = to_policy_node(fits[id(result.chosen)][0].node, encoder, arms)
     else:  # no multiplier was certifiable: nobody treated
         node = {"arm": ctx.model.control}
-    return Policy(name=name, arms=arms, default_arm=ctx.model.control, kind="tree", exploration=options.exploration,
-                  tree=node, experiment=ctx.dataset.spec.name,
-                  trained_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
-                  lineage=dict(lineage, learned="policy tree on doubly-robust scores", depth=depth,
-                               guardrail_multiplier=result.multiplier, candidate=True))
+    return TreePolicy(name=name, arms=arms, default_arm=ctx.model.control, exploration=options.exploration,
+                      tree=node, experiment=ctx.dataset.spec.name,
+                      trained_at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      lineage=dict(lineage, learned="policy tree on doubly-robust scores", depth=depth,
+                                   guardrail_multiplier=result.multiplier, candidate=True))
 
 
 def _read_training(ws: Workspace, record) -> pd.DataFrame:

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pex.errors import PexError
@@ -111,8 +110,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
         distilled = distill_value_policy(ctx, first, owner, options.build, name_prefix=first.name,
                                          lineage={**first.lineage, "distilled_from": first.name})
         tree = distilled.chosen
-        tree.lineage["candidate"] = True
-        policies.append(tree)
+        policies.append(tree.replace(lineage={**tree.lineage, "candidate": True}))
     rows: list[dict] = []
     if policies:
         data = ctx.evaluation()
@@ -124,8 +122,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
             row["tuning"] = policy.lineage["tuning"]
             row["screen"] = ctx.screen(policy)
         records = ws.put_policies(experiment, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
-        for policy, record in zip(policies, records):
-            policy.version = record.version
+        policies = [policy.replace(version=record.version) for policy, record in zip(policies, records)]
     return result, policies, rows
 
 
@@ -234,7 +231,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     ws.put_run(spec.name, summary, fit_id=record.id)
     return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
                      details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
-                              "tuning": tuning})
+                              "tuning": tuning}, unit=spec.unit)
 
 
 def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: Callable[[dict], str]) -> None:
@@ -300,12 +297,9 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
             entry["screen"] = row["screen"]
         if "planned_power" in policy.lineage:  # a step of the value policy's ladder
             entry["planned_power"] = policy.lineage["planned_power"]
-        if policy.kind == "constant":
-            entry["arm"] = None if policy.exploration >= 1.0 else policy.default_arm
         if "fidelity" in row:
             entry["fidelity"] = row["fidelity"]
-        if policy.tree is not None:  # small, and the report draws it
-            entry["tree"] = policy.tree
+        entry.update(policy.summary_fields())  # a constant's arm, a tree's tree
         if "tuning" in row:
             entry["tuning"] = row["tuning"]
         policy_rows.append(entry)
@@ -377,6 +371,7 @@ class RunResult:
     out: Path | None
     policy_objects: dict[str, Policy]
     details: dict = field(default_factory=dict, repr=False)  # the Python objects behind the summary (analysis, tuning, rows)
+    unit: str | None = None  # the experiment's unit id column
 
     @property
     def recommended_policy(self) -> str:
@@ -425,7 +420,12 @@ class RunResult:
         return self.policy_objects[name]
 
     def decide(self, frame: pd.DataFrame, policy: str | None = None, seed: int | None = None) -> pd.DataFrame:
-        """Decisions for the rows of ``frame`` (features by name): ``arm`` and its ``propensity``, in row order."""
+        """Decisions for the rows of ``frame`` (features by name): ``arm`` and its ``propensity``, in row order.
+
+        Reproducible per unit (:meth:`pex.policy.base.Policy.decide`): the units are the experiment's unit column
+        when ``frame`` has it, else ``frame``'s index; ``seed`` salts the draws.
+        """
         p = self.policy(policy)
-        arms, propensity = p.decide(frame, rng=np.random.default_rng(seed))
+        units = frame[self.unit] if self.unit in frame.columns else pd.Series(frame.index, index=frame.index)
+        arms, propensity = p.decide(frame, units, salt=seed)
         return pd.DataFrame({"arm": arms, "propensity": propensity}, index=frame.index)
