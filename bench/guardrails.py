@@ -128,7 +128,7 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
 
     sim = simulate(case.size, scenario=case.scenario, seed=case.seed)
     spec_path = sim.write(workdir / "exp", name=case.scenario.replace("_", "-"))
-    from pex.services.run import HOLDOUT
+    from pex.experiment.split import HOLDOUT
 
     options = {"seed": case.seed, "use_ax": False, **run_options}
     started = time.perf_counter()

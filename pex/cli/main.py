@@ -17,15 +17,11 @@ import click
 from click.core import ParameterSource
 
 from pex.errors import PexError
+from pex.evaluation.procedures import CERTIFICATIONS
+from pex.experiment.split import HOLDOUT
 from pex.version import __version__
 
 _state = {"verbose": False}
-# default share of units no model sees, so policies can be evaluated honestly; equal to pex.services.run.HOLDOUT
-# (repeated so that `pex --help` imports no numpy)
-HOLDOUT = 0.25
-# the recommendation's multiple-testing procedures, default first; equal to pex.evaluation.recommendation.CERTIFICATIONS (kept here so
-# that `pex --help` does not import the modelling stack)
-CERTIFICATIONS = ("gated", "fixed-sequence", "step-down")
 
 
 def _echo_json(obj: object) -> None:
@@ -230,20 +226,18 @@ def _demo_spec_path() -> Path:
 def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, serve: bool, host: str,
          port: int) -> None:
     """Run the whole pipeline on the bundled demo experiment and serve its report."""
-    from pex.experiment.data import load_dataset
     from pex.report.text import render_analysis
     from pex.services.demo import demo_spec
-    from pex.services.experiments import record_analysis
+    from pex.services.experiments import ingest_and_analyze
 
     started = time.perf_counter()
     spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"[1/2] {m}"))
     if not fit_models:
         click.echo("[2/2] validating, storing and analysing the data")
-        dataset = load_dataset(spec)
-        ws = _workspace(ctx, create=True)
-        dv = ws.put_dataset(dataset, source=str(spec.data))
-        click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) in {ws.home.resolve()}")
-        analysis, _stored = record_analysis(ws, dataset, dv)
+        done, analysis = ingest_and_analyze(spec, lambda: _workspace(ctx, create=True))
+        dv = done.version
+        click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) "
+                   f"in {_workspace(ctx, create=True).home.resolve()}")
         click.echo("")
         click.echo(render_analysis(analysis))
         click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
@@ -357,7 +351,9 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
               help="CSV or Parquet with the unit and feature columns.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
 @click.option("--unit", "unit", default=None, help="Unit id column (default: the experiment's unit column).")
-@click.option("--seed", type=int, default=None, help="Salt of the exploration draws. Decisions are reproducible per unit: the same policy version, unit and seed always give the same arm.")
+@click.option("--seed", type=int, default=None,
+              help="Salt of the exploration draws. Decisions are reproducible per unit: the same policy version, unit "
+                   "and seed always give the same arm.")
 @click.pass_context
 def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit: str | None, seed: int | None) -> None:
     """Batch decisions: write the unit column, the chosen arm and its propensity for every row of --data."""
@@ -432,16 +428,16 @@ def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, den
              budget: float | None, seed: int, as_json: bool) -> None:
     """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
     from pex.report.text import render_policies, render_tuning
-    from pex.services.policies import BuildOptions, load_fit
-    from pex.services.run import RunOptions, optimize_policies
+    from pex.services.policies import BuildOptions
+    from pex.services.run import RunOptions
+    from pex.services.run import optimize as optimize_weights
 
-    ws = _workspace(ctx, create=False)
-    fit_ctx = load_fit(ws, name, fit_id)
     options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0, ax_seconds=ax_seconds,
                          build=BuildOptions(budget=budget, seed=seed))
-    result, _policies, rows = optimize_policies(ws, fit_ctx, options, say=None if as_json else (lambda m: click.echo(m, err=True)))
+    fit, result, rows = optimize_weights(_workspace(ctx, create=False), name, options, fit_id,
+                                         say=None if as_json else (lambda m: click.echo(m, err=True)))
     if as_json:
-        _echo_json({"fit": fit_ctx.record.id, "search": result.to_dict(), "policies": rows})
+        _echo_json({"fit": fit, "search": result.to_dict(), "policies": rows})
         return
     click.echo(render_tuning(result.to_dict()))
     if rows:

@@ -51,32 +51,12 @@ import numpy as np
 
 from pex.evaluation import estimators as ope
 from pex.evaluation.comparison import EvaluationData, action_distribution, harm_estimates
+from pex.evaluation.procedures import CERTIFICATION, CERTIFICATIONS, PROCEDURE, certified_text
 from pex.experiment.guardrail import ALPHA, Harm, tail_level
 from pex.experiment.spec import ExperimentSpec
 from pex.policy.base import Policy, constant_policy
 
 UNIFORM_EXPLORATION = 1.0
-# bench/guardrails.py-style comparison, 35 experiments of 50,000 units (README): mean gain share of the oracle 0.392
-# gated, 0.390 step-down, 0.377 fixed-sequence, none truly beyond a limit. Gated keeps step-down's power where the
-# safe candidates differ (no stop at the first failure) without its loss where only marginal ones pass (the safest
-# gets the whole level), so it is the default.
-CERTIFICATION = "gated"
-CERTIFICATIONS = ("gated", "fixed-sequence", "step-down")
-# how the candidates were tested, as a clause after "N candidates tested ..." in the report and the CLI text
-PROCEDURE = {
-    "fixed-sequence": ("one at a time in an order fixed on the building units, safest first, each guardrail one-sided "
-                       "at 95%, stopping at the first that fails (fixed-sequence testing)"),
-    "step-down": ("all together, each guardrail one-sided at a level raised so that 95% holds for every candidate at once "
-                  "and lowered for the rest as candidates are certified (step-down max-t)"),
-    "gated": ("the safest first, alone, each guardrail one-sided at 95%; once it passed, all the others together at a level "
-              "raised so that 95% holds for every one of them at once (a gatekeeper, then step-down max-t)"),
-}
-
-
-def certified_text(certification: str) -> str:
-    """What "certified" means, in plain words, for one of :data:`CERTIFICATIONS`."""
-    return ("Certified means: on held-out units, each guardrail's one-sided upper bound of harm is within its max_harm, "
-            f"and the 95% holds for every certified policy at once. Candidates are tested {PROCEDURE[certification]}.")
 
 
 def complexity(policy: Policy) -> int:
@@ -107,6 +87,7 @@ class Recommendation:
     certification: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The recommendation as JSON (what summary.json holds)."""
         return {"policy": self.policy, "kind": self.kind, "verdict": self.verdict, "headline": self.headline,
                 "reasons": self.reasons, "primary": self.primary, "eligible": self.eligible,
                 "cannot_certify": self.cannot_certify, "certification": self.certification}

@@ -9,7 +9,7 @@ and of the outcomes (the hash knows only the id), so the held-out units are
 still a randomized experiment.
 
 The same hash (:func:`keyed_hash`, :func:`keyed_uniform`) gives policies their
-reproducible exploration draws (:meth:`pex.policy.base.Policy.draw`).
+reproducible exploration draws (:meth:`pex.policy.base.Policy.decide`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 from pex.errors import PexError
 
 RULE = "siphash(unit id, key from seed) / 2**64 < share"
+HOLDOUT = 0.25  # default share of units no model sees; policies are compared and certified on them
 
 
 def keyed_hash(values: np.ndarray | pd.Series, key: str) -> np.ndarray:

@@ -55,9 +55,11 @@ class Distillation:
 
     @property
     def chosen(self) -> Policy:
+        """The tree of the chosen depth."""
         return self.trees[self.chosen_depth]
 
     def to_dict(self) -> dict[str, Any]:
+        """The distillation's depth curve and choice as JSON."""
         return {"chosen_depth": self.chosen_depth, "curve": self.curve, "value_policy_value": self.value_policy_value,
                 "value_policy_se": self.value_policy_se, "n_fit": self.n_fit, "n_validation": self.n_validation,
                 "value_unit": "weighted sum of effects in control-arm standard deviations per unit (the value policy's objective)"}

@@ -81,10 +81,12 @@ class TuningProblem:
 
     @property
     def n(self) -> int:
+        """Number of building units."""
         return self.effects.shape[0]
 
     @property
     def dimension(self) -> int:
+        """Dimension of the search space: one weight per metric plus the treated-share cap."""
         return len(self.metrics) + 1  # the weights and the treated-share cap
 
     @classmethod
@@ -144,6 +146,7 @@ class TuningProblem:
         return np.asarray(u, dtype=float)[:, len(self.metrics)] * self.budget
 
     def weight_dict(self, w: np.ndarray) -> dict[str, float]:
+        """A weight vector as {metric: weight}."""
         return {m: float(x) for m, x in zip(self.metrics, w)}
 
     # -- scoring ----------------------------------------------------------------------------------------------------
@@ -284,10 +287,12 @@ class Front:
 
     @property
     def front(self) -> np.ndarray:
+        """The objectives of the Pareto-optimal points."""
         return self.objectives[self.pareto]
 
     @classmethod
     def merge(cls, method: str, fronts: list[Front]) -> Front:
+        """One front from several methods' points, its Pareto set recomputed."""
         return cls(method=method, draws=np.vstack([f.draws for f in fronts]), objectives=np.vstack([f.objectives for f in fronts]),
                    harms=np.vstack([f.harms for f in fronts]), feasible=np.concatenate([f.feasible for f in fronts]),
                    treated_share=np.concatenate([f.treated_share for f in fronts]), seconds=sum(f.seconds for f in fronts),
@@ -427,6 +432,7 @@ def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: 
 
 @dataclass
 class TuningResult:
+    """The weight search's outcome: its problem, the fronts per method and the hypervolume reference point."""
     problem: TuningProblem
     fronts: dict[str, Front]  # "ax", "dense", "kept"
     reference: np.ndarray
@@ -446,6 +452,7 @@ class TuningResult:
         return out
 
     def to_dict(self) -> dict:
+        """The search as JSON (what summary.json's ``pareto`` holds)."""
         p = self.problem
 
         def sample(f: Front) -> dict:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pex.experiment.data import Dataset, load_dataset
 from pex.experiment.effects import Analysis, analyze
-from pex.experiment.spec import load_spec
+from pex.experiment.spec import ExperimentSpec, load_spec
 from pex.store.workspace import DatasetVersion, Workspace, default_home, workspace_exists
 
 
@@ -29,6 +29,14 @@ def ingest(spec_path: str | Path, workspace: Callable[[], Workspace], *, drop_in
     spec = load_spec(spec_path)
     dataset = load_dataset(spec, drop_invalid=drop_invalid)
     return Ingested(dataset, workspace().put_dataset(dataset, source=str(spec.data)))
+
+
+def ingest_and_analyze(spec: ExperimentSpec, workspace: Callable[[], Workspace]) -> tuple[Ingested, Analysis]:
+    """Validate the spec's data, store it as a dataset version and analyse it (what ``pex demo --no-fit`` does)."""
+    dataset = load_dataset(spec)
+    done = Ingested(dataset, workspace().put_dataset(dataset, source=str(spec.data)))
+    analysis, _stored = record_analysis(workspace(), dataset, done.version)
+    return done, analysis
 
 
 def analyze_stored(ws: Workspace, name: str, version: int | None = None) -> tuple[Analysis, dict[str, Any]]:

@@ -7,9 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from pex.experiment.split import HOLDOUT
 from pex.hte.learners import Progress
 from pex.services.models import effect_model
-from pex.services.run import HOLDOUT, fit_and_store
+from pex.services.run import fit_and_store
 from pex.services.tables import read_units
 from pex.store.workspace import FitRecord, Workspace
 

@@ -23,6 +23,7 @@ import pandas as pd
 from pex.errors import DataError, StoreError
 from pex.evaluation.comparison import EvaluationData, compare, evaluation_data
 from pex.experiment.guardrail import LADDER_POWERS, POWER, certify_margin, rules_for, z_value
+from pex.experiment.spec import ExperimentSpec
 from pex.hte.learners import TRAINING_FILE
 from pex.hte.model import EffectModel
 from pex.policy.base import Policy, TreePolicy, constant_policy, uniform_policy
@@ -50,6 +51,7 @@ class BuildOptions:
     ladder: bool = True  # also the value policy planned for the other powers of pex.experiment.guardrail.LADDER_POWERS
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as JSON (recorded in each policy's lineage)."""
         return {"weights": self.weights, "guardrails": self.guardrails, "budget": self.budget, "exploration": self.exploration,
                 "depths": list(self.depths), "min_leaf_share": self.min_leaf_share, "seed": self.seed, "ladder": self.ladder}
 
@@ -67,11 +69,13 @@ class FitContext:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def evaluation(self) -> EvaluationData:
+        """The fit's held-out units with cross-fitted reward models (built once)."""
         if self._evaluation is None:
             self._evaluation = evaluation_data(self.dataset, self.model.encoder, self.summary.get("holdout") or {})
         return self._evaluation
 
     def training_frame(self) -> pd.DataFrame:
+        """The fit's training units, in the fit's order (read once)."""
         if "train" not in self._cache:
             self._cache["train"] = self._training_frame()
         return self._cache["train"]
@@ -82,10 +86,12 @@ class FitContext:
         return frame.loc[self.training["unit"].to_numpy()].reset_index(drop=True)
 
     def oof_effects(self) -> dict[tuple[str, str], np.ndarray]:
+        """The fit's out-of-fold effects per (metric, arm) on the training units."""
         return {(m, a): self.training[f"oof__{m}__{a}"].to_numpy(dtype=float)
                 for m in self.model.metrics for a in self.model.treated_arms}
 
     def pseudo_outcomes(self) -> dict[tuple[str, str], np.ndarray]:
+        """The fit's out-of-fold DR pseudo-outcomes per (metric, arm) on the training units."""
         return {(m, a): self.training[f"pseudo__{m}__{a}"].to_numpy(dtype=float)
                 for m in self.model.metrics for a in self.model.treated_arms}
 
@@ -152,7 +158,7 @@ def load_fit(ws: Workspace, experiment: str, fit_id: str | None = None) -> FitCo
     return FitContext(record, summary, model, dataset, training)
 
 
-def objective_coefficients(spec, frame: pd.DataFrame, weights: dict[str, float] | None = None,
+def objective_coefficients(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, float] | None = None,
                            guardrails: str = "constraint") -> dict[str, float]:
     """The owner's objective per unit of each metric: weights over control-arm SDs, without the
     penalties that enforce guardrail constraints (those are a means, not a goal)."""

@@ -19,20 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from pex.errors import PexError
 from pex.evaluation.comparison import compare
 from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, complexity, recommend
+from pex.experiment.data import Dataset
+from pex.experiment.split import HOLDOUT
 from pex.files import write_atomic
 from pex.policy.base import Policy
 from pex.services.policies import BuildOptions, FitContext, build_policies, load_fit, objective_coefficients
-from pex.store.workspace import Workspace
+from pex.store.workspace import DatasetVersion, FitRecord, Workspace
+
+if TYPE_CHECKING:  # the search (and Ax behind it) is imported only when a search runs
+    from pex.search.tuning import TuningResult
 
 Say = Callable[[str], None]
-HOLDOUT = 0.25  # share of units no model sees; policies are compared on them
 SUMMARY_FORMAT = "pex.summary/1"
 
 
@@ -54,13 +58,15 @@ class RunOptions:
     build: BuildOptions = field(default_factory=BuildOptions)
 
     def to_dict(self) -> dict:
+        """The options as JSON (recorded in summary.json)."""
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
                 "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
                 "use_ax": self.use_ax, "certification": self.certification, "build": self.build.to_dict()}
 
 
-def fit_and_store(ws: Workspace, dataset, dv, *, learner: str = "auto", folds: int = 2, seed: int = 0, holdout: float = HOLDOUT,
-                  progress: Callable[[int, int, str], None] | None = None):
+def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learner: str = "auto", folds: int = 2, seed: int = 0,
+                  holdout: float = HOLDOUT, progress: Callable[[int, int, str], None] | None = None
+                  ) -> tuple[FitRecord, dict[str, Any]]:
     """Fit effect models on a stored dataset version and store them with their summary."""
     from pex.hte.learners import fit_effects
     from pex.hte.summary import fit_summary
@@ -70,13 +76,24 @@ def fit_and_store(ws: Workspace, dataset, dv, *, learner: str = "auto", folds: i
     return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
 
 
-def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: Say | None = None):
+def optimize(ws: Workspace, experiment: str, options: RunOptions, fit_id: str | None = None,
+             say: Say | None = None) -> tuple[str, TuningResult, list[dict[str, Any]]]:
+    """The weight search on a stored fit (default: the newest), its Pareto candidates stored as evaluated value
+    policies (``pex optimize``); returns the fit's id, the search and the candidates' comparison rows."""
+    ctx = load_fit(ws, experiment, fit_id)
+    result, _policies, rows = optimize_policies(ws, ctx, options, say=say)
+    return ctx.record.id, result, rows
+
+
+def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions,
+                      say: Say | None = None) -> tuple[TuningResult, list[Policy], list[dict[str, Any]]]:
     """Search value-model weights on ``ctx`` and store the Pareto candidates as evaluated value policies.
 
     Returns the :class:`pex.search.tuning.TuningResult`, the candidate policies and their comparison rows.
     """
     from pex.policy.value import build_value_policy
-    from pex.search.tuning import TuningProblem, optimize
+    from pex.search.tuning import TuningProblem
+    from pex.search.tuning import optimize as search
 
     say = say or (lambda message: None)
     spec, model = ctx.dataset.spec, ctx.model
@@ -84,7 +101,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions, say: 
     problem = TuningProblem.from_fit(ctx, budget=options.build.budget, exploration=options.build.exploration)
     say(f"searching metric weights on {problem.n:,} training units: a dense sweep ({options.dense:,} weight vectors)"
         + (f" refined by Ax ({options.trials} trials, at most {options.ax_seconds:g} s)" if options.use_ax else ""))
-    result = optimize(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
+    result = search(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
                       seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
     train = ctx.training_frame()
     oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
@@ -375,6 +392,7 @@ class RunResult:
 
     @property
     def recommended_policy(self) -> str:
+        """The name of the policy the run recommends."""
         return self.summary["recommended_policy"]
 
     @property

@@ -21,6 +21,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    """Create the tables of the first release."""
     op.create_table(
         "schema_info",
         sa.Column("key", sa.String(64), primary_key=True),
@@ -97,5 +98,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    """Drop every table of the first release."""
     for table in ("runs", "policies", "fits", "analyses", "dataset_versions", "experiments", "schema_info"):
         op.drop_table(table)
