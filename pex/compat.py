@@ -12,7 +12,9 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 OLD_PATHS = {
     "pex.spec": "pex.experiment.spec", "pex.data": "pex.experiment.data", "pex.features": "pex.experiment.features",
@@ -29,10 +31,15 @@ OLD_PATHS = {
 
 class _Loader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        return importlib.import_module(OLD_PATHS[spec.name])
+        """The module at the new path (imported if need be)."""
+        module = importlib.import_module(OLD_PATHS[spec.name])
+        self._own_spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """Nothing to run: the module is the new path's, already executed."""
+        """Nothing to run: the module is the new path's, already executed. importlib has just set its
+        ``__spec__`` to the old path's; it gets its own back, so that e.g. ``importlib.reload`` reloads it."""
+        module.__spec__ = self._own_spec
 
 
 class OldPathFinder(importlib.abc.MetaPathFinder):
@@ -43,6 +50,20 @@ class OldPathFinder(importlib.abc.MetaPathFinder):
         if fullname not in OLD_PATHS:
             return None
         return importlib.util.spec_from_loader(fullname, _Loader())
+
+
+def forward(package: str, *modules: str) -> Callable[[str], Any]:
+    """A package ``__getattr__`` that finds the names of pex 0.1's module of the same path in ``modules``, in order,
+    each imported on first use (``from pex.store import Workspace`` still works, and imports only the store)."""
+    def __getattr__(name: str) -> Any:
+        if not name.startswith("__"):
+            for module in modules:
+                target = importlib.import_module(module)
+                if hasattr(target, name):
+                    return getattr(target, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def install() -> None:

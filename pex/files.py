@@ -15,6 +15,11 @@ from pathlib import Path
 
 __all__ = ["fsync_dir", "replacing", "write_atomic", "write_folder_atomic"]
 
+# Python offers no way to read the umask without setting it; doing that per write would briefly give other
+# threads' new files mode 0666, so it is read once, at import
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def fsync_dir(path: str | Path) -> None:
     """Make a rename or a new entry inside the directory ``path`` durable."""
@@ -35,18 +40,32 @@ def replacing(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates the file private (0600); the result gets the mode a plain open() would give it:
+        # the replaced file's, else the umask's
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a new file at ``path`` would get: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

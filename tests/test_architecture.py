@@ -93,6 +93,22 @@ def test_old_flat_module_paths_still_import_as_the_same_modules():
     from pex.spec import load_spec  # the README's Python API of pex 0.1
 
     assert load_spec is importlib.import_module("pex.experiment.spec").load_spec
+    assert importlib.import_module("pex.spec").__spec__.name == "pex.experiment.spec"  # reload still reloads it
+    # modules of pex 0.1 that became packages keep their names
+    from pex.hte import EffectModel, fit_effects, predict
+    from pex.policy import MAX_TREE_DEPTH, Policy
+    from pex.report import render_report
+    from pex.store import Workspace, default_home
+
+    new = {name: importlib.import_module(module) for name, module in
+           [("model", "pex.hte.model"), ("learners", "pex.hte.learners"), ("boosting", "pex.hte.boosting"),
+            ("base", "pex.policy.base"), ("html", "pex.report.html"), ("workspace", "pex.store.workspace")]}
+    assert EffectModel is new["model"].EffectModel and fit_effects is new["learners"].fit_effects
+    assert predict is new["boosting"].predict and render_report is new["html"].render_report
+    assert Policy is new["base"].Policy and MAX_TREE_DEPTH == new["base"].MAX_TREE_DEPTH == 12
+    assert Workspace is new["workspace"].Workspace and default_home is new["workspace"].default_home
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        importlib.import_module("pex.store").nope  # noqa: B018
 
 
 def test_serving_a_value_policy_imports_no_training_code():
@@ -103,3 +119,19 @@ def test_serving_a_value_policy_imports_no_training_code():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True,
                             text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_docs_link_only_to_files_in_the_repository():
+    """README and docs/ stand alone: every relative link resolves to a file of the checkout, none leaves it."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 3
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            resolved = (page.parent / target).resolve()
+            assert resolved.is_relative_to(ROOT), f"{page.name} links outside the repository: {target}"
+            assert resolved.exists(), f"{page.name} links to a missing file: {target}"
+        assert "shared/DESIGN.md" not in page.read_text(), page.name

@@ -273,3 +273,44 @@ def test_a_folder_is_written_whole_or_not_at_all(tmp_path):
     with pytest.raises(TypeError):
         write_folder_atomic(tmp_path / "broken", {"manifest.json": "{}", "models/0000.txt": 7})  # type: ignore[dict-item]
     assert sorted(os.listdir(tmp_path)) == ["fit"]
+
+
+def test_written_files_get_the_mode_a_plain_write_would(tmp_path):
+    """Atomic writes go through a private temporary file; the result must still be readable like any new file
+    (the umask's mode), and a replaced file keeps its own mode."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        import importlib
+
+        import pex.files
+
+        importlib.reload(pex.files)
+        fresh = tmp_path / "fresh.txt"
+        pex.files.write_atomic(fresh, "x")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        pex.files.write_atomic(kept, "new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text() == "new"
+    finally:
+        os.umask(old)
+
+
+def test_an_unwritable_folder_is_reported_by_the_path_asked_for(tmp_path, monkeypatch):
+    """The temporary file is pex's business: when it cannot be created, the error names the user's path."""
+    import errno
+    import tempfile
+
+    import pytest
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".out.csv.x1y2.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as raised:
+        write_atomic(tmp_path / "out.csv", "x")
+    assert raised.value.filename == str(tmp_path / "out.csv") and raised.value.errno == errno.EACCES

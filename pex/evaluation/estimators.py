@@ -33,7 +33,6 @@ known propensities however good or bad the model is.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Protocol
@@ -544,7 +543,7 @@ def cross_fit_rewards(X: np.ndarray, action: np.ndarray, reward: np.ndarray, n_a
         return f, arm, boosting.predict(model, X[held_out])
 
     # LightGBM releases the GIL while it trains: one single-threaded booster per core
-    with ThreadPoolExecutor(max_workers=boosting.threads()) as pool:
+    with boosting.booster_pool() as pool:
         for f, arm, pred in pool.map(lambda job: task(*job), [(f, arm) for f in range(int(folds))
                                                                 for arm in range(int(n_arms))]):
             out[fold == f, arm] = pred

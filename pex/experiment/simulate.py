@@ -167,7 +167,7 @@ class SimulatedExperiment:
             metrics.append("\n".join(lines))
         return textwrap.dedent(f"""\
             name = "{name}"
-            description = "Simulated experiment (pex.experiment.simulate scenario '{self.scenario}')"
+            description = "Simulated experiment (pex.simulate scenario '{self.scenario}')"
             owner = "pex-simulate"
             data = "{data_file}"
             unit = "user_id"

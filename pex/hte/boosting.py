@@ -8,6 +8,9 @@ Shared by the effect learners (:mod:`pex.hte.learners`), the stored effect model
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import lightgbm as lgb
 import numpy as np
@@ -94,3 +97,17 @@ def assign_folds(arm_index: np.ndarray, k: int, seed: int) -> np.ndarray:
         fold[rng.permutation(idx)] = np.arange(len(idx)) % k
     return fold
 
+
+@contextmanager
+def booster_pool() -> Iterator[ThreadPoolExecutor]:
+    """A thread per core for single-threaded boosters (LightGBM releases the GIL while it trains and predicts).
+
+    On an interrupt (SIGINT, SIGTERM: see ``pex.cli.main.entry``) the boosters not yet started are cancelled,
+    so the process stops once the few running ones finish, not after the whole queue.
+    """
+    with ThreadPoolExecutor(max_workers=threads()) as pool:
+        try:
+            yield pool
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -11,7 +11,6 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -20,7 +19,7 @@ import pandas as pd
 
 from pex.errors import StoreError
 from pex.experiment.features import FeatureEncoder
-from pex.hte.boosting import predict, threads
+from pex.hte.boosting import booster_pool, predict, threads
 
 FORMAT = "pex.effects/1"
 
@@ -88,7 +87,7 @@ class EffectModel:
         # each booster predicts on one core (LightGBM releases the GIL), all cores busy;
         # a single unit is cheaper without the pool
         if len(X) >= 1000 and threads() > 1:
-            with ThreadPoolExecutor(max_workers=threads()) as pool:
+            with booster_pool() as pool:
                 cache = dict(zip(keys, pool.map(predict_one, keys)))
         else:
             cache = {key: predict_one(key) for key in keys}

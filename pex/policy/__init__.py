@@ -5,6 +5,7 @@ needs); :mod:`pex.policy.value` the value-model policy; :mod:`pex.policy.distill
 :mod:`pex.policy.policy_tree` and :mod:`pex.policy.constrained` build trees.
 """
 
+from pex.compat import forward
 from pex.policy.base import (
     FORMAT,
     KINDS,
@@ -19,3 +20,6 @@ from pex.policy.value import ValuePolicy  # importing it registers the "value" k
 
 __all__ = ["FORMAT", "KINDS", "ConstantPolicy", "Policy", "PolicyError", "TreePolicy", "ValuePolicy", "constant_policy",
            "uniform_policy"]
+
+# the other names of pex 0.1's pex/policy.py
+__getattr__ = forward(__name__, "pex.policy.base", "pex.policy.value")

@@ -271,7 +271,7 @@ class Policy(metaclass=_PolicyType):
             if key not in doc:
                 raise PolicyError(f"policy document is missing {key!r}", f"add {key!r} (see docs/policy-document.md)")
         kind = doc.get("kind", "constant")
-        common = {"name": doc["name"], "arms": doc["arms"], "default_arm": doc["default_arm"], "kind": kind,
+        common = {"name": doc["name"], "arms": copy.deepcopy(doc["arms"]), "default_arm": doc["default_arm"], "kind": kind,
                   "exploration": doc.get("exploration", 0.0), "experiment": doc.get("experiment", ""),
                   "version": doc.get("version", 1), "trained_at": doc.get("trained_at", ""),
                   "lineage": copy.deepcopy(doc.get("lineage", {}))}

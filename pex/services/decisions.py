@@ -50,7 +50,8 @@ def decide_file(policy_ref: str, data_path: str | Path, workspace: Callable[[], 
     """
     policy, _record = load_policy(policy_ref, workspace)
     unit = unit or unit_column(policy, workspace)
-    frame = read_units(data_path, unit, tuple(policy.categorical_features()), "decide for")
+    frame = read_units(data_path, unit, tuple(policy.categorical_features()), "decide for",
+                       "add it, or name the id column with --unit")
     policy.check_frame(frame, source=Path(data_path).name)
     arms, propensity = policy.decide(frame, frame[unit], salt=seed)
     return Decisions(policy, unit, pd.DataFrame({unit: frame[unit].to_numpy(), "arm": arms, "propensity": propensity}))

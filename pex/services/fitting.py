@@ -28,5 +28,5 @@ def predict(ws: Workspace, name: str, data_path: str | Path, fit_id: str | None 
     unit = ws.load_dataset_spec(record.dataset_id).unit
     model = effect_model(ws, record)
     categorical = tuple(c for c in model.encoder.columns if model.encoder.kinds[c] == "categorical")
-    frame = read_units(data_path, unit, categorical, "score")
+    frame = read_units(data_path, unit, categorical, "score", f"the output is keyed by {unit!r}; add that column")
     return model.predict_frame(frame, unit=unit), record

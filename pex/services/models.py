@@ -18,15 +18,16 @@ from pex.policy.base import Policy
 from pex.store.workspace import FitRecord, PolicyRecord, Workspace
 
 # A fit's files never change once written (a refit is a new fit id), so a model loaded once serves every later
-# request of the process. Keyed by workspace and fit id; a few models at most, each some MB of boosters.
-MODEL_CACHE_ENTRIES = 8
+# request of the process. Keyed by workspace folder and fit id. Few entries: each model holds some MB of boosters
+# plus the memo of its last predictions (pex.hte.model.MEMO_ENTRIES matrices of effects).
+MODEL_CACHE_ENTRIES = 3
 _models: OrderedDict[tuple[str, str], EffectModel] = OrderedDict()
 _models_lock = threading.Lock()
 
 
 def effect_model(ws: Workspace, record: FitRecord) -> EffectModel:
     """The effect model of a stored fit, read from its files once per process."""
-    key = (str(ws.home), record.id)
+    key = (str(ws.home.resolve()), record.id)
     with _models_lock:
         if key in _models:
             _models.move_to_end(key)

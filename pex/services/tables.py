@@ -21,15 +21,15 @@ def check_output(path: str | Path, example: str) -> Path:
     return out
 
 
-def read_units(path: str | Path, unit: str, text_columns: tuple[str, ...], purpose: str) -> pd.DataFrame:
-    """One row per unit from CSV or Parquet: the ``unit`` column must be there and the file not empty.
-
-    ``text_columns`` (the unit id and categorical features) are read as text, so "007" or "1" keep their meaning.
+def read_units(path: str | Path, unit: str, text_columns: tuple[str, ...], purpose: str, missing_unit_hint: str) -> pd.DataFrame:
+    """One row per unit from CSV or Parquet: the ``unit`` column must be there (else ``missing_unit_hint``) and the
+    file not empty. ``text_columns`` (categorical features) are read as text, as the unit id is, so "007" or "1"
+    keep their meaning.
     """
     frame = read_table(path, text_columns=(unit, *text_columns))
     name = Path(path).name
     if unit not in frame.columns:
-        raise DataError(f"unit column {unit!r} is not in {name}", "add that column, or name the id column with --unit")
+        raise DataError(f"unit column {unit!r} is not in {name}", missing_unit_hint)
     if len(frame) == 0:
         raise DataError(f"{name} has no rows", f"pass a file with one row per unit to {purpose}")
     return frame

@@ -38,13 +38,18 @@ class FitsMixin:
         artifact = f"fits/{fit_id}"
         final = self.artifacts / artifact
         write_folder_atomic(final, files)
+        committed = False
         try:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn:
                 conn.execute(fits.insert().values(id=fit_id, experiment=ds.experiment, dataset_id=dataset_id,
                                                   learner=learner, artifact=artifact, summary=jsonable(summary),
                                                   created_at=now))
+                conn.commit()
+                # from here the row exists: an interrupt while the connection closes must not delete its files
+                committed = True
         except BaseException:
-            shutil.rmtree(final, ignore_errors=True)
+            if not committed:
+                shutil.rmtree(final, ignore_errors=True)
             raise
         return FitRecord(fit_id, ds.experiment, dataset_id, learner, artifact, now)
 
