@@ -21,6 +21,7 @@ import pandas as pd
 
 from pex.errors import DataError
 from pex.evaluation import estimators as ope
+from pex.evaluation.feedback import LoggedFeedback
 from pex.experiment.data import PROPENSITY, Dataset
 from pex.experiment.features import FeatureEncoder
 from pex.experiment.guardrail import Harm, rules_for
@@ -31,21 +32,42 @@ from pex.policy.base import Policy
 
 @dataclass
 class EvaluationData:
-    """The held-out units with everything the estimators need."""
+    """The held-out units as logged feedback, with the cross-fitted reward models DM and DR need."""
 
-    frame: pd.DataFrame
-    arms: list[str]
+    feedback: LoggedFeedback
     control: str
-    action: np.ndarray
-    pscore: np.ndarray
-    rewards: dict[str, np.ndarray]
     reward_hat: dict[str, np.ndarray]
     description: dict
 
     @property
+    def frame(self) -> pd.DataFrame:
+        """The units' rows (features by name)."""
+        return self.feedback.context
+
+    @property
+    def arms(self) -> list[str]:
+        """The experiment's arms, in the order of the action indices."""
+        return list(self.feedback.arms)
+
+    @property
+    def action(self) -> np.ndarray:
+        """The logged (assigned) arm index per unit."""
+        return self.feedback.action
+
+    @property
+    def pscore(self) -> np.ndarray:
+        """The probability each unit had of its logged arm."""
+        return self.feedback.pscore
+
+    @property
+    def rewards(self) -> dict[str, np.ndarray]:
+        """The observed outcome per metric."""
+        return dict(self.feedback.rewards)
+
+    @property
     def n(self) -> int:
         """Number of held-out units."""
-        return len(self.frame)
+        return self.feedback.n
 
 
 def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, folds: int = 2) -> EvaluationData:
@@ -61,20 +83,18 @@ def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, fo
             f"the fit kept {int(mask.sum())} units out of its models: too few to evaluate policies honestly",
             f"refit with a held-out share, e.g. `pex fit {spec.name} --holdout 0.25` (every arm needs at least 20 held-out units)",
         )
-    action = held[spec.arm].map({a: i for i, a in enumerate(arms)}).to_numpy(dtype=int)
-    pscore = held[PROPENSITY].to_numpy(dtype=float)
+    feedback = LoggedFeedback.from_frame(held, arms=arms, arm_column=spec.arm, propensity_column=PROPENSITY,
+                                         reward_columns={name: m.column for name, m in spec.metrics.items()},
+                                         source="the experiment's held-out units, propensities = assignment probabilities")
     X = encoder.transform(held, strict=False)
-    rewards, reward_hat = {}, {}
-    for name, metric in spec.metrics.items():
-        y = held[metric.column].to_numpy(dtype=float)
-        rewards[name] = y
-        reward_hat[name] = ope.cross_fit_rewards(X, action, y, len(arms), binary=dataset.metric_types[name] == "binary",
-                                                 categorical=encoder.categorical_indices, folds=folds, seed=seed)
+    reward_hat = {name: ope.cross_fit_rewards(X, feedback.action, y, len(arms), binary=dataset.metric_types[name] == "binary",
+                                              categorical=encoder.categorical_indices, folds=folds, seed=seed)
+                  for name, y in feedback.rewards.items()}
     description = {"n_units": len(held), "share": share, "seed": seed, "rule": RULE,
                    "arm_counts": {a: int(counts.get(a, 0)) for a in arms},
                    "note": "units whose id hashes into the held-out share; no effect model, reward model of another fold "
                            "or policy-building step used them"}
-    return EvaluationData(held, arms, spec.control, action, pscore, rewards, reward_hat, description)
+    return EvaluationData(feedback, spec.control, reward_hat, description)
 
 
 def action_distribution(policy: Policy, data: EvaluationData) -> np.ndarray:
