@@ -23,7 +23,7 @@ def serve_folder(folder: Path, host: str, port: int, say: Callable[[str], None])
     except OSError as exc:
         raise PexError(f"cannot serve on {host}:{port}: {exc.strerror}", "pick another port with --port, or --no-serve") from None
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     # a process started in the background inherits SIGINT ignored; Ctrl-C and SIGTERM must stop the server anyway

@@ -31,9 +31,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:
+    from pex.experiment.spec import ExperimentSpec
 
 ALPHA = 0.05  # one-sided: the upper bound is a 95% bound
 LEVEL = 1.0 - ALPHA
@@ -210,7 +214,7 @@ class GuardrailRule:
         return float(estimate + margin * se * math.sqrt(n / max(n_eval, 1)))
 
 
-def rules_for(spec, control_means: dict[str, float]) -> dict[str, GuardrailRule]:
+def rules_for(spec: ExperimentSpec, control_means: dict[str, float]) -> dict[str, GuardrailRule]:
     """One rule per guardrail metric of ``spec`` with a ``max_harm``, given each metric's control mean."""
     return {name: GuardrailRule(metric=name, goal=m.goal, max_harm=m.max_harm, control_mean=float(control_means[name]))
             for name, m in spec.metrics.items() if m.role == "guardrail"}

@@ -294,7 +294,7 @@ def _label_candidates(fig: Figure, ax, cand: list[tuple[int, tuple[float, float]
     preferred = {i: off for i, _, off in _label_offsets(todo)}
     placed: list[tuple[float, float, float, float]] = []
 
-    def overlap(a, b) -> float:
+    def overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
         w = min(a[2], b[2]) - max(a[0], b[0])
         h = min(a[3], b[3]) - max(a[1], b[1])
         return w * h if w > 0 and h > 0 else 0.0

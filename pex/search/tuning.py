@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -375,7 +375,7 @@ def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 3, seed: in
 
 
 @contextmanager
-def quiet_ax():
+def quiet_ax() -> Iterator[None]:
     """Ax logs every trial (on its own handlers, with warnings when a batch comes back short) and BoTorch warns
     about numerics it then handles itself; neither tells an experiment owner anything, so both are quiet here."""
     previous = logging.root.manager.disable

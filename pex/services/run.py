@@ -25,8 +25,10 @@ import pandas as pd
 
 from pex.errors import PexError
 from pex.evaluation.comparison import compare
-from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, complexity, recommend
+from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, Recommendation, complexity, recommend
 from pex.experiment.data import Dataset
+from pex.experiment.effects import Analysis
+from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import HOLDOUT
 from pex.files import write_atomic
 from pex.policy.base import Policy
@@ -287,8 +289,9 @@ def _ci(est: dict) -> dict:
     return {"estimate": est["value"], "ci_low": est["ci_low"], "ci_high": est["ci_high"], "se": est["se"]}
 
 
-def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policies: list[Policy], rows: list[dict],
-                  build_report: dict, tuning: dict, recommendation, options: RunOptions, evaluation: dict) -> dict:
+def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dv: DatasetVersion, analysis: Analysis,
+                  fit_record: FitRecord, fit: dict, policies: list[Policy], rows: list[dict],
+                  build_report: dict, tuning: dict, recommendation: Recommendation, options: RunOptions, evaluation: dict) -> dict:
     """The run's results as plain JSON (the keys docs/architecture.md lists under "Outputs", plus what the report shows)."""
     from pex.version import __version__
 
@@ -357,7 +360,7 @@ def build_summary(*, spec, dataset, dv, analysis, fit_record, fit: dict, policie
     }
 
 
-def caveats(spec, evaluation: dict, fit: dict) -> list[str]:
+def caveats(spec: ExperimentSpec, evaluation: dict, fit: dict) -> list[str]:
     """What the estimates assume and which rows they rest on, in plain words."""
     holdout = fit["holdout"]
     return [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,12 @@ def database_error(url: str, doing: str) -> StoreError:
     )
 
 
-def db(doing: str):
+def db(doing: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a Workspace method: database failures become a StoreError with a hint, OS errors too."""
 
-    def wrap(method):
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
-        def inner(self, *args, **kwargs):
+        def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 return method(self, *args, **kwargs)
             except SQLAlchemyError:

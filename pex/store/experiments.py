@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pex.errors import NotFoundError, StoreError
 from pex.experiment.data import Dataset
-from pex.experiment.spec import spec_from_dict
+from pex.experiment.spec import ExperimentSpec, spec_from_dict
 from pex.files import replacing
 from pex.serialize import jsonable
 from pex.store.engine import db
@@ -129,7 +129,7 @@ class ExperimentsMixin:
         return dataset, dv
 
     @db("read")
-    def load_dataset_spec(self, dataset_id: str):
+    def load_dataset_spec(self, dataset_id: str) -> ExperimentSpec:
         """The spec a dataset version was ingested with."""
         with self._read() as conn:
             row = conn.execute(sa.select(dataset_versions.c.spec).where(dataset_versions.c.id == dataset_id)).first()
