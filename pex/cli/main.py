@@ -275,8 +275,6 @@ def _print_run(result) -> None:
 
 
 def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
-    from pex.errors import PexError as _PexError
-
     weights = {}
     for pair in pairs:
         metric, sep, value = pair.partition("=")
@@ -285,7 +283,7 @@ def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not metric.strip():
-            raise _PexError(f"--weight {pair!r} is not METRIC=NUMBER", "e.g. --weight sessions=1 --weight converted=0.5")
+            raise PexError(f"--weight {pair!r} is not METRIC=NUMBER", "e.g. --weight sessions=1 --weight converted=0.5")
     return weights
 
 
