@@ -436,6 +436,23 @@ def test_decide_with_the_value_policy_is_reproducible_with_a_seed(ws, tmp_path):
     assert len(set(greedy)) > 1  # personalised: not one arm for everyone
 
 
+def test_export_stored_policies(ws, tmp_path):
+    """A stored tree exports as SQL; a value policy needs its models, so it has no SQL form but exports as JSON."""
+    import duckdb
+
+    out = tmp_path / "d3.sql"
+    r = cli(ws.home, "export", "exp-tree-d3", "--format", "sql", "--out", out)
+    assert r.code == 0 and "wrote" in r.out, r
+    expression = "\n".join(line for line in out.read_text().splitlines() if not line.startswith("--"))
+    with duckdb.connect() as db:
+        db.register("units", pd.read_csv(ws.data, dtype={"user_id": str}))
+        arms = db.sql(f"SELECT {expression} AS arm FROM units").df()["arm"].to_numpy(dtype=object)
+    assert (arms == _greedy_labels(Policy.from_document(ws.document("exp-tree-d3")), ws.data)).all()
+    assert_bad_input(cli(ws.home, "export", "exp-value", "--format", "sql"), r"value policy, which has no SQL form")
+    r = cli(ws.home, "export", "exp-value", "--format", "json")
+    assert r.code == 0 and json.loads(r.out) == ws.document("exp-value")
+
+
 def test_decide_with_a_portable_tree_file_needs_the_unit_column(ws, tmp_path):
     out = tmp_path / "out.csv"
     assert_bad_input(cli(ws.home, "decide", EXAMPLE, "--data", ws.data, "--out", out), r"which column identifies the units")

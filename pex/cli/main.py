@@ -365,6 +365,25 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
                + ", ".join(f"{a} {share:.1%}" for a, share in made.shares().items()))
 
 
+@cli.command(name="export")
+@click.argument("policy")
+@click.option("--format", "fmt", type=click.Choice(["sql", "json"]), required=True,
+              help="sql: one CASE expression giving each row's greedy arm (constant and tree policies); json: the document.")
+@click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="File to write (default: standard output).")
+@click.pass_context
+def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | None) -> None:
+    """Write POLICY (stored name or JSON file) for use outside pex: as SQL for a warehouse, or its JSON document."""
+    from pex.files import write_atomic
+    from pex.services.exports import export_policy
+
+    text, exported = export_policy(policy, _lazy_workspace(ctx), fmt)
+    if out_path is None:
+        click.echo(text, nl=False)
+        return
+    write_atomic(Path(out_path), text)
+    click.echo(f"wrote {out_path} ({fmt}, policy {exported.name} v{exported.version})")
+
+
 @cli.command(name="run")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", default=None, type=click.Path(file_okay=False),

@@ -39,6 +39,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -196,6 +197,12 @@ class Policy(metaclass=_PolicyType):
         """The kind's entries in the run summary's policy row (see :func:`pex.services.run.build_summary`)."""
         return {}
 
+    def sql_case(self) -> str:
+        """The greedy arm as one SQL expression over the feature columns, for a warehouse to assign arms in a
+        query (exploration is not applied: a query cannot log propensities)."""
+        raise PolicyError(f"policy {self.name!r} is a {self.kind} policy, which has no SQL form",
+                          "SQL export covers constant and tree policies; distil a tree from it (`pex policies NAME`)")
+
     # -- evaluation ------------------------------------------------------------------
 
     def greedy_arms(self, frame: pd.DataFrame, effects: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
@@ -332,6 +339,10 @@ class ConstantPolicy(Policy):
         """``default_arm`` for every unit."""
         return np.full(len(frame), self.arms.index(self.default_arm), dtype=np.int64)
 
+    def sql_case(self) -> str:
+        """The arm everyone gets, as an SQL string literal."""
+        return sql_string(self.default_arm)
+
 
 @dataclass(frozen=True, kw_only=True)
 class TreePolicy(Policy):
@@ -420,6 +431,29 @@ class TreePolicy(Policy):
             stack.append((node["right"], rows[~goes_left]))
         return out
 
+    def sql_case(self) -> str:
+        """Nested ``CASE WHEN test THEN left ELSE right END``, with the same semantics as :meth:`greedy_arms`.
+
+        Missing values are SQL NULLs and take the node's ``missing`` side: the test reads ``(x IS NULL OR x <= v)``
+        when missing goes left and ``(x IS NOT NULL AND x <= v)`` when it goes right, so each subtree is written
+        once. Category tests compare the column cast to text, so category columns should hold text labels.
+        """
+        def expression(node: dict) -> str:
+            if "arm" in node:
+                return sql_string(node["arm"])
+            column = sql_identifier(node["feature"])
+            if node["op"] == "<=":
+                test = f"{column} <= {sql_number(node['value'])}"
+            else:
+                test = f"CAST({column} AS VARCHAR) IN ({', '.join(sql_string(str(v)) for v in node['value'])})"
+            if node.get("missing", "right") == "left":
+                test = f"({column} IS NULL OR {test})"
+            else:
+                test = f"({column} IS NOT NULL AND {test})"
+            return f"CASE WHEN {test} THEN {expression(node['left'])} ELSE {expression(node['right'])} END"
+
+        return expression(self.tree)
+
     def _test(self, node: dict, frame: pd.DataFrame, rows: np.ndarray, columns: dict) -> np.ndarray:
         feature, op = node["feature"], node["op"]
         missing_left = node.get("missing", "right") == "left"
@@ -438,6 +472,24 @@ class TreePolicy(Policy):
                             labels.isna().to_numpy(dtype=bool))
         member, missing = columns[key]
         return np.where(missing[rows], missing_left, member[rows])
+
+
+def sql_string(text: str) -> str:
+    """``text`` as an SQL string literal (single quotes doubled)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    """``name`` as a quoted SQL identifier (double quotes doubled), so any column name is safe."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def sql_number(value: float) -> str:
+    """A finite threshold as an SQL numeric literal that reads back as the same double."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise PolicyError(f"threshold {value!r} has no SQL form", "tree thresholds must be finite numbers")
+    return repr(number)
 
 
 def constant_policy(arms: list[str], arm: str, exploration: float = 0.0, name: str | None = None) -> Policy:
