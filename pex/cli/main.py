@@ -42,6 +42,14 @@ def _workspace(ctx: click.Context, create: bool):
     return ctx.obj[key]
 
 
+def _units_file_options(command):
+    """``--data`` (one row per unit) and ``--out`` (CSV or Parquet), as ``pex predict`` and ``pex decide`` take them."""
+    command = click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+                           help="Output file (.csv or .parquet).")(command)
+    return click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
+                        help="CSV or Parquet with the unit and feature columns.")(command)
+
+
 def _lazy_workspace(ctx: click.Context):
     """Opens the existing workspace on first call: for commands that may not need one (e.g. a policy file)."""
     return lambda: _workspace(ctx, create=False)
@@ -143,9 +151,7 @@ def fit(ctx: click.Context, name: str, learner: str, folds: int, seed: int, hold
 
 @cli.command()
 @click.argument("name")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="CSV or Parquet with the unit and feature columns.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
+@_units_file_options
 @click.option("--fit", "fit_id", default=None, help="Fit id (default: the newest fit of NAME).")
 @click.pass_context
 def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id: str | None) -> None:
@@ -345,9 +351,7 @@ def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_
 
 @cli.command()
 @click.argument("policy")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="CSV or Parquet with the unit and feature columns.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output file (.csv or .parquet).")
+@_units_file_options
 @click.option("--unit", "unit", default=None, help="Unit id column (default: the experiment's unit column).")
 @click.option("--seed", type=int, default=None,
               help="Salt of the exploration draws. Decisions are reproducible per unit: the same policy version, unit "
