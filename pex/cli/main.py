@@ -16,43 +16,13 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from pex.cli.common import _echo_json, _lazy_workspace, _units_file_options, _workspace
 from pex.errors import PexError
 from pex.evaluation.procedures import CERTIFICATIONS
 from pex.experiment.split import HOLDOUT
 from pex.version import __version__
 
 _state = {"verbose": False}
-
-
-def _echo_json(obj: object) -> None:
-    from pex.serialize import dumps
-
-    click.echo(dumps(obj))
-
-
-def _workspace(ctx: click.Context, create: bool):
-    """The command's workspace, opened once and closed when the command ends."""
-    from pex.store.workspace import Workspace
-
-    key = ("workspace", create)
-    if key not in ctx.obj:
-        ws = Workspace(ctx.obj.get("home"), create=create)
-        ctx.call_on_close(ws.close)
-        ctx.obj[key] = ws
-    return ctx.obj[key]
-
-
-def _units_file_options(command):
-    """``--data`` (one row per unit) and ``--out`` (CSV or Parquet), as ``pex predict`` and ``pex decide`` take them."""
-    command = click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-                           help="Output file (.csv or .parquet).")(command)
-    return click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-                        help="CSV or Parquet with the unit and feature columns.")(command)
-
-
-def _lazy_workspace(ctx: click.Context):
-    """Opens the existing workspace on first call: for commands that may not need one (e.g. a policy file)."""
-    return lambda: _workspace(ctx, create=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -476,6 +446,13 @@ def report(ctx: click.Context, name: str, out_path: str) -> None:
 
     summary = write_report(_workspace(ctx, create=False), name, out_path)
     click.echo(f"wrote {out_path} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
+
+
+# commands of their own modules (the serving side, and the logged feedback it produces)
+from pex.cli import feedback, serving  # noqa: E402  (they need `cli` to exist)
+
+feedback.register(cli)
+serving.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

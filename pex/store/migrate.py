@@ -7,7 +7,7 @@ one a database is at). On open, :func:`ensure_schema` looks at the database with
 * **release 1**: made by a pex before migrations (tables from ``create_all``, ``schema_info.schema_version``
   = 1, no ``alembic_version``). Its tables and columns are checked against revision 0001, which is exactly
   that schema; a writable open stamps it 0001 and upgrades it to head, keeping its rows. A read-only open
-  reads it as it stands when head is still 0001;
+  reads it as it stands (below);
 * **at a known revision**: at head nothing happens; an older one is upgraded by a writable open;
 * anything else (a revision this code does not know, i.e. written by a newer pex; several heads; pex-like
   tables that match no known schema): refused with a StoreError, and nothing is written to it.
@@ -34,6 +34,8 @@ from pex.store.schema import PEX_TABLES, SCHEMA_VERSION, VERSION_TABLE
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 RELEASE_1_REVISION = "0001"
+# every revision after this one only adds tables: a read-only open may read a database at it or later as it stands
+ADDITIVE_SINCE = "0001"
 # pg_advisory_xact_lock key held while migrating ("pex" + schema): any constant shared by all pex versions
 _PG_LOCK_KEY = 0x706578_0001
 
@@ -132,8 +134,9 @@ def schema_state(conn: sa.Connection, url: str) -> SchemaState:
 def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState:
     """Check the database and, when ``writable``, create or migrate it to head; returns the state found first.
 
-    A read-only open never writes: it accepts a database whose schema is head's (at head, or release 1 while
-    head is 0001) and refuses the rest with a hint.
+    A read-only open never writes: it reads a known older schema as it stands, because every revision after
+    0001 so far only adds tables (:data:`ADDITIVE_SINCE`), so the older tables read the same; a command that
+    reads a table the older schema lacks fails with a hint to upgrade. It refuses the rest with a hint.
     """
     head = head_revision()
     try:
@@ -144,8 +147,8 @@ def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState
     if state.kind == "revision" and state.revision == head:
         return state
     if not writable:
-        if state.effective_revision == head:
-            return state  # release 1 while head is still 0001: the same tables; the next writable open stamps it
+        if state.effective_revision is not None and int(state.effective_revision) >= int(ADDITIVE_SINCE):
+            return state  # older tables unchanged since; the next writable open upgrades it
         if state.kind == "empty":
             raise StoreError(f"the metadata database {redact(url)} holds no pex workspace (no such table: schema_info)",
                              "check PEX_DATABASE_URL / PEX_HOME; the workspace was created by pex with `pex ingest SPEC`")

@@ -4,10 +4,10 @@ The migrations in ``pex/store/migrations/versions`` create and change these tabl
 code queries. The two must agree: tests/test_store_migrations.py compares a database migrated to head with
 :data:`metadata`. Change a table here only together with a new migration.
 
-Room for what comes next: an append-only decision log (one row per served decision) will be a table of its
-own, written with plain INSERTs and no workspace lock (many serving processes append at once; nothing is
-read-modify-written), and so needs no version allocation: give it an autoincrement id, never UPDATE or
-DELETE rows in it, and add it in its own migration (0002 or later).
+The serving tables (revision 0002) are append-only: ``decisions`` (one row per served decision, many
+serving processes inserting at once with no workspace lock and no version allocation), ``outcomes`` (metric
+values reported for units), ``releases`` (every publish and rollback, whose replay gives the live version)
+and ``tokens`` (API tokens, of which only a hash is kept; revoking sets ``revoked_at``, the one UPDATE).
 """
 
 from __future__ import annotations
@@ -101,6 +101,61 @@ runs = sa.Table(
     sa.Column("fit_id", sa.String(48), sa.ForeignKey("fits.id"), nullable=True),
     sa.Column("summary", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Every decision a server made, appended by its decision-log flusher. ``decision_id`` is what the response
+# carried; ``features`` are the features the request sent (what the policy read).
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("decision_id", sa.String(32), nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("experiment", sa.String(64), nullable=True),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("unit", sa.String(256), nullable=False),
+    sa.Column("arm", sa.String(128), nullable=False),
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.UniqueConstraint("decision_id", name="uq_decision_id"),
+    sa.Index("ix_decisions_policy", "policy", "version"),
+    sa.Index("ix_decisions_experiment_unit", "experiment", "unit"),
+)
+
+# Metric values reported for units after their decisions (`POST /api/v1/outcomes`, `pex outcomes`).
+outcomes = sa.Table(
+    "outcomes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("unit", sa.String(256), nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_outcomes_experiment_unit", "experiment", "unit"),
+)
+
+# Publish and rollback events per policy name, in order; replaying them gives the live version.
+releases = sa.Table(
+    "releases", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # publish | rollback
+    sa.Column("from_version", sa.Integer, nullable=True),
+    sa.Column("to_version", sa.Integer, nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_releases_policy", "policy"),
+)
+
+# API tokens: the public id, and a SHA-256 of the secret part (the secret itself is shown once and never stored).
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
 )
 
 # Alembic's own bookkeeping (the revision a database is at), created and written by Alembic, never by

@@ -1,0 +1,78 @@
+"""The decision log and the outcomes reported back: append-only tables that many serving processes write at once.
+
+Nothing here takes the workspace lock or allocates a number: a decision is identified by the id its response
+carried, so appends from several workers (and, with PostgreSQL, several hosts) never contend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pex.errors import NotFoundError
+from pex.store.engine import db
+from pex.store.schema import decisions, experiments, outcomes
+
+# rows per INSERT statement: large enough to amortise the round trip, small enough to keep each statement short
+INSERT_CHUNK = 5_000
+
+
+class DecisionsMixin:
+    """Workspace methods for the decision log and outcomes."""
+
+    @db("append to the decision log of")
+    def append_decisions(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Append decisions (dicts with the columns of ``decisions`` but ``id``) in one transaction; returns the count."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), INSERT_CHUNK):
+                conn.execute(decisions.insert(), list(rows[start:start + INSERT_CHUNK]))
+        return len(rows)
+
+    @db("read the decision log of")
+    def read_decisions(self, experiment: str | None = None, policy: str | None = None) -> pd.DataFrame:
+        """Logged decisions (optionally of one experiment and/or policy), oldest first, as a frame."""
+        query = sa.select(decisions.c.decision_id, decisions.c.decided_at, decisions.c.experiment, decisions.c.policy,
+                          decisions.c.version, decisions.c.unit, decisions.c.arm, decisions.c.propensity,
+                          decisions.c.features)
+        if experiment is not None:
+            query = query.where(decisions.c.experiment == experiment)
+        if policy is not None:
+            query = query.where(decisions.c.policy == policy)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(decisions.c.id)).all()
+        return pd.DataFrame(rows, columns=["decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm",
+                                           "propensity", "features"])
+
+    @db("count the decision log of")
+    def count_decisions(self, policy: str | None = None) -> int:
+        """How many decisions are logged (of one policy, when given)."""
+        query = sa.select(sa.func.count()).select_from(decisions)
+        if policy is not None:
+            query = query.where(decisions.c.policy == policy)
+        with self._read() as conn:
+            return int(conn.execute(query).scalar())
+
+    @db("record outcomes in")
+    def put_outcomes(self, experiment: str, records: Iterable[tuple[str, str, float]]) -> int:
+        """Append (unit, metric, value) outcomes of an experiment in one transaction; returns the count."""
+        now = datetime.now(UTC)
+        rows = [{"experiment": experiment, "unit": u, "metric": m, "value": v, "recorded_at": now} for u, m, v in records]
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
+                raise NotFoundError(f"no experiment {experiment!r} in this workspace", "ingest it first with `pex ingest SPEC`")
+            for start in range(0, len(rows), INSERT_CHUNK):
+                conn.execute(outcomes.insert(), rows[start:start + INSERT_CHUNK])
+        return len(rows)
+
+    @db("read the outcomes of")
+    def read_outcomes(self, experiment: str) -> pd.DataFrame:
+        """Every outcome recorded for an experiment, oldest first: unit, metric, value, recorded_at."""
+        query = (sa.select(outcomes.c.unit, outcomes.c.metric, outcomes.c.value, outcomes.c.recorded_at)
+                 .where(outcomes.c.experiment == experiment).order_by(outcomes.c.id))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["unit", "metric", "value", "recorded_at"])
