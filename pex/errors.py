@@ -43,6 +43,18 @@ class NotFoundError(PexError):
     status = 404
 
 
+class UnauthorizedError(PexError):
+    """A request without a valid API token."""
+
+    status = 401
+
+
+class ForbiddenError(PexError):
+    """A valid API token whose scope does not cover the request."""
+
+    status = 403
+
+
 class StoreError(PexError):
     """The workspace cannot be opened or written."""
 

@@ -2,8 +2,148 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
+
 import click
+
+from pex.cli.common import _echo_json, _workspace
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True,
+              help="gunicorn worker processes (each holds the live policies and its own decision-log buffer).")
+@click.option("--dev", is_flag=True, help="Flask's own single-process server instead of gunicorn (for development).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> None:
+    """Serve the JSON API: decisions from published policies (every one logged), outcomes, publishing.
+
+    Upgrades the workspace's schema if needed. On the first start with no API token, creates an admin token
+    and prints it once. SIGTERM stops it gracefully: requests in flight finish and every decision is logged.
+    """
+    from pex.services.access import first_start_token
+
+    ws = _workspace(ctx, create=True)  # creates or upgrades the schema before any worker opens it read-only
+    token = first_start_token(ws)
+    if token is not None:
+        click.echo("created an admin token (shown only now; store it safely):", err=True)
+        click.echo(token)
+    env = dict(os.environ)
+    if ctx.obj.get("home"):
+        env["PEX_HOME"] = ctx.obj["home"]
+    if dev:
+        argv = [sys.executable, "-m", "web.dev", "--host", host, "--port", str(port)]
+    else:
+        # prometheus-client's multiprocess mode: one folder of value files per server, emptied at start
+        metrics_dir = os.path.join(tempfile.gettempdir(), f"pex-metrics-{port}")
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.makedirs(metrics_dir)
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        argv = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf", "--workers", str(workers),
+                "--bind", f"{host}:{port}", "web:create_app()"]
+    click.echo(f"serving on http://{host}:{port} ({'Flask dev server' if dev else f'gunicorn, {workers} workers'})", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ws.close()
+    # the server replaces this process, so signals reach it directly
+    os.execve(sys.executable, argv, env)
+
+
+@click.command()
+@click.argument("policy")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="Version to make live (default: newest).")
+@click.option("--json", "as_json", is_flag=True, help="Print the release as JSON.")
+@click.pass_context
+def publish(ctx: click.Context, policy: str, version: int | None, as_json: bool) -> None:
+    """Make a version of POLICY live; running servers switch to it within seconds, without a restart."""
+    from pex.services.publishing import publish as publish_version
+
+    release = publish_version(_workspace(ctx, create=True), policy, version)
+    if as_json:
+        _echo_json(release.to_dict())
+    else:
+        before = f"v{release.from_version}" if release.from_version else "nothing live"
+        click.echo(f"{policy}: v{release.to_version} is live (was {before})")
+
+
+@click.command()
+@click.argument("policy")
+@click.option("--json", "as_json", is_flag=True, help="Print the release as JSON.")
+@click.pass_context
+def rollback(ctx: click.Context, policy: str, as_json: bool) -> None:
+    """Return POLICY to the version that was live before the current one."""
+    from pex.services.publishing import rollback as roll_back
+
+    release = roll_back(_workspace(ctx, create=True), policy)
+    if as_json:
+        _echo_json(release.to_dict())
+    else:
+        click.echo(f"{policy}: v{release.to_version} is live again (rolled back from v{release.from_version})")
+
+
+@click.command()
+@click.argument("policy", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def releases(ctx: click.Context, policy: str | None, as_json: bool) -> None:
+    """Every publish and rollback (of POLICY, when given): who, when, from which version to which."""
+    found = _workspace(ctx, create=False).releases(policy)
+    if as_json:
+        _echo_json([r.to_dict() for r in found])
+        return
+    if not found:
+        click.echo("no releases yet: `pex publish POLICY` makes a version live")
+    for r in found:
+        before = f"v{r.from_version}" if r.from_version else "-"
+        click.echo(f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.policy}  {r.action:<8}  {before} -> v{r.to_version}  by {r.actor}")
+
+
+@click.group()
+def token() -> None:
+    """API tokens: scope 'decide' (decisions and outcomes) or 'admin' (everything)."""
+
+
+@token.command("create")
+@click.option("--scope", type=click.Choice(["decide", "admin"]), required=True)
+@click.option("--name", default=None, help="A name to recognise it by (default: SCOPE-ID).")
+@click.pass_context
+def token_create(ctx: click.Context, scope: str, name: str | None) -> None:
+    """Create a token; it is printed once and only its hash is stored."""
+    record, secret = _workspace(ctx, create=True).create_token(scope, name)
+    click.echo(f"created token {record.name!r} (id {record.id}, scope {scope}); shown only now:", err=True)
+    click.echo(secret)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def token_list(ctx: click.Context, as_json: bool) -> None:
+    """Every token (never its secret), revoked ones marked."""
+    found = _workspace(ctx, create=False).list_tokens()
+    if as_json:
+        _echo_json([t.to_dict() for t in found])
+        return
+    if not found:
+        click.echo("no tokens yet: `pex token create --scope decide`")
+    for t in found:
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        click.echo(f"{t.id}  {t.name:<24}  {t.scope:<7}  created {t.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@token.command("revoke")
+@click.argument("token_ref")
+@click.pass_context
+def token_revoke(ctx: click.Context, token_ref: str) -> None:
+    """Revoke a token by id or name; servers refuse it within seconds."""
+    record = _workspace(ctx, create=True).revoke_token(token_ref)
+    click.echo(f"revoked token {record.name!r} (id {record.id})")
 
 
 def register(cli: click.Group) -> None:
     """Add this module's commands to the ``pex`` group."""
+    for command in (serve, publish, rollback, releases, token):
+        cli.add_command(command)

@@ -40,7 +40,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -230,7 +230,20 @@ class Policy(metaclass=_PolicyType):
         """
         if len(units) != len(frame):
             raise DataError(f"{len(units)} unit ids for {len(frame)} rows", "pass one unit id per row of the frame")
-        greedy = self.greedy_arms(frame)
+        return self._draw(self.greedy_arms(frame), units, salt)
+
+    def decide_records(self, records: Sequence[Mapping[str, Any]], units: Sequence[str], *,
+                       salt: str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`decide` for units given as feature records (from :meth:`check_record`), as a server receives them.
+
+        The same arms and propensities as :meth:`decide` on the frame of those records, by the same draw.
+        """
+        if len(units) != len(records):
+            raise DataError(f"{len(units)} unit ids for {len(records)} records", "pass one unit id per record")
+        return self._draw(self.greedy_arms_of_records(records), np.asarray(units, dtype=object), salt)
+
+    def _draw(self, greedy: np.ndarray, units: np.ndarray | pd.Series, salt: str | int | None
+              ) -> tuple[np.ndarray, np.ndarray]:
         # one SipHash key per (policy version, salt) and the bare unit ids hashed under it: a third faster than
         # hashing a prefixed copy of every id, and the same independence between policies and versions
         identity = json.dumps([self.name, int(self.version), salt], separators=(",", ":")).encode()
@@ -244,6 +257,60 @@ class Policy(metaclass=_PolicyType):
         scaled = np.divide(u, e, out=np.zeros_like(u), where=explore)
         chosen = np.where(explore, np.minimum((scaled * k).astype(np.int64), k - 1), greedy)
         return np.asarray(self.arms, dtype=object)[chosen], self._propensity(chosen, greedy)
+
+    # -- single units, as a server receives them ---------------------------------------
+
+    def feature_kinds(self) -> dict[str, str]:
+        """Each feature the policy reads: ``"categorical"`` (compared as a label) or ``"numeric"``."""
+        categorical = set(self.categorical_features())
+        return {f: "categorical" if f in categorical else "numeric" for f in self.features}
+
+    def check_record(self, features: Any, where: str = "features") -> dict[str, float | str | None]:
+        """One unit's features as JSON sent them, checked and typed for :meth:`decide_records`.
+
+        Lenient where serving must be: a feature absent or null is missing (it follows the declared path) and
+        keys the policy does not read are left out. Strict about types: a numeric feature takes a JSON number,
+        a categorical one a string (or a number, read as its label, as files are); anything else is a
+        :class:`DataError`, since it is the caller's mistake rather than a missing value.
+        """
+        if not isinstance(features, Mapping):
+            example = ", ".join(f'"{f}": ...' for f in self.features[:3])
+            raise DataError(f"{where} must be an object mapping feature names to values, got {_json_type(features)}",
+                            f"send e.g. {{{example}}}")
+        out: dict[str, float | str | None] = {}
+        for name, kind in self.feature_kinds().items():
+            value = features.get(name)
+            if value is None:
+                out[name] = None
+            elif kind == "numeric":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise DataError(f"{where}.{name} must be a number or null, got {_json_type(value)} {value!r}"[:300],
+                                    f"policy {self.name!r} compares {name!r} as a number; send null when it is unknown")
+                out[name] = None if value != value else float(value)  # NaN is missing, as in a file
+            elif isinstance(value, str):
+                out[name] = value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[name] = _label(value)
+            else:
+                raise DataError(f"{where}.{name} must be a string label or null, got {_json_type(value)} {value!r}"[:300],
+                                f"policy {self.name!r} compares {name!r} as a category label")
+        return out
+
+    def records_frame(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """Checked records (:meth:`check_record`) as the frame :meth:`greedy_arms` reads: numbers as floats
+        (NaN where missing), labels as text (None where missing)."""
+        columns: dict[str, Any] = {}
+        for name, kind in self.feature_kinds().items():
+            values = [r[name] for r in records]
+            if kind == "numeric":
+                columns[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+            else:
+                columns[name] = np.array(values, dtype=object)
+        return pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
+
+    def greedy_arms_of_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`greedy_arms` of checked records; kinds that can, decide without building a frame."""
+        return self.greedy_arms(self.records_frame(records))
 
     def _propensity(self, chosen: np.ndarray, greedy: np.ndarray) -> np.ndarray:
         k = len(self.arms)
@@ -339,6 +406,10 @@ class ConstantPolicy(Policy):
         """``default_arm`` for every unit."""
         return np.full(len(frame), self.arms.index(self.default_arm), dtype=np.int64)
 
+    def greedy_arms_of_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``default_arm`` for every record."""
+        return np.full(len(records), self.arms.index(self.default_arm), dtype=np.int64)
+
     def sql_case(self) -> str:
         """The arm everyone gets, as an SQL string literal."""
         return sql_string(self.default_arm)
@@ -431,6 +502,25 @@ class TreePolicy(Policy):
             stack.append((node["right"], rows[~goes_left]))
         return out
 
+    def greedy_arms_of_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Each record's leaf arm by walking the tree in Python: for a few units far cheaper than a frame, and
+        the same tests as :meth:`_test` (missing takes the declared side; a label not listed goes right)."""
+        index = {a: i for i, a in enumerate(self.arms)}
+        out = np.empty(len(records), dtype=np.int64)
+        for i, record in enumerate(records):
+            node = self.tree
+            while "arm" not in node:
+                value = record.get(node["feature"])
+                if value is None:
+                    left = node.get("missing", "right") == "left"
+                elif node["op"] == "<=":
+                    left = value <= node["value"]
+                else:
+                    left = value in node["value"]
+                node = node["left"] if left else node["right"]
+            out[i] = index[node["arm"]]
+        return out
+
     def sql_case(self) -> str:
         """Nested ``CASE WHEN test THEN left ELSE right END``, with the same semantics as :meth:`greedy_arms`.
 
@@ -500,6 +590,26 @@ def constant_policy(arms: list[str], arm: str, exploration: float = 0.0, name: s
 def uniform_policy(arms: list[str], name: str = "uniform-random") -> Policy:
     """Every arm with equal probability: exploration 1."""
     return ConstantPolicy(name=name, arms=list(arms), default_arm=arms[0], exploration=1.0)
+
+
+def _json_type(value: Any) -> str:
+    """What JSON calls the type of a parsed value, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _label(value: int | float) -> str:
+    """A number read as a category label, as :func:`pex.experiment.data.as_text` reads a file's (1.0 -> "1")."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return str(value)
 
 
 def _depth(node: dict | None) -> int:

@@ -1,0 +1,28 @@
+"""Which policy version is live: publish and roll back, recorded with who did it."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+
+from pex.store.releases import Release
+from pex.store.workspace import Workspace
+
+
+def local_actor() -> str:
+    """Who is at this terminal, as ``user@host``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def publish(ws: Workspace, name: str, version: int | None = None, actor: str | None = None) -> Release:
+    """Make ``version`` (default: the newest) of policy ``name`` live; servers switch to it within seconds."""
+    return ws.publish(name, version, actor or local_actor())
+
+
+def rollback(ws: Workspace, name: str, actor: str | None = None) -> Release:
+    """Return policy ``name`` to the version live before the current one."""
+    return ws.rollback(name, actor or local_actor())

@@ -1,0 +1,192 @@
+"""Serving decisions: the live version of each published policy, decisions for units sent as JSON, and their log.
+
+A :class:`PolicyServer` lives in each serving process. It loads every published policy's live version at
+start and then polls the store every ``refresh_seconds``; a new live version is loaded completely (a value
+policy with its effect model) before it replaces the old one, so requests in flight finish on the version they
+started with and the switch needs no restart. Every decision goes to the :class:`DecisionLog`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pex.errors import DataError, NotFoundError, PexError
+from pex.policy.base import Policy
+from pex.services.decision_log import DecisionLog
+from pex.services.models import effect_model_by_id
+from pex.store.workspace import Workspace
+
+log = logging.getLogger("pex.serving")
+
+MAX_BATCH = 10_000
+MAX_UNIT_CHARS = 256  # the decision log's unit column
+
+
+@dataclass(frozen=True)
+class Served:
+    """Decisions of one request: per unit its arm and propensity, from one policy version."""
+
+    policy: Policy
+    units: list[str]
+    arms: np.ndarray
+    propensities: np.ndarray
+    decision_ids: list[str]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One response object per unit."""
+        name, version = self.policy.name, self.policy.version
+        return [{"unit": u, "arm": a, "policy": name, "version": version, "propensity": float(p), "decision_id": d}
+                for u, a, p, d in zip(self.units, self.arms.tolist(), self.propensities.tolist(), self.decision_ids)]
+
+
+class PolicyServer:
+    """The live policies of a workspace, kept current, and the decisions made with them."""
+
+    def __init__(self, ws: Workspace, decision_log: DecisionLog, refresh_seconds: float = 1.0,
+                 max_batch: int = MAX_BATCH) -> None:
+        self.ws = ws
+        self.decision_log = decision_log
+        self.refresh_seconds = refresh_seconds
+        self.max_batch = max_batch
+        self._live: dict[str, Policy] = {}  # replaced whole, never mutated: readers need no lock
+        self._failed: dict[str, str] = {}  # name -> why its live version could not be loaded
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshed_at: float | None = None
+
+    # -- the live policies ---------------------------------------------------------------
+
+    def start(self) -> PolicyServer:
+        """Load the live policies now, then keep them current in a background thread; start the log's flusher."""
+        self.refresh()
+        self.decision_log.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pex-policy-refresh", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            try:
+                self.refresh()
+            except Exception:  # the store is unreachable: keep serving what is loaded, try again next time
+                log.exception("refreshing the live policies failed; serving the versions loaded before")
+
+    def refresh(self) -> dict[str, int]:
+        """Read the live versions and load those not loaded yet; returns the live versions."""
+        with self._refresh_lock:
+            versions = self.ws.live_versions()
+            live, failed = {}, {}
+            for name, version in versions.items():
+                current = self._live.get(name)
+                if current is not None and current.version == version:
+                    live[name] = current
+                    continue
+                try:
+                    live[name] = self._load(name, version)
+                except PexError as exc:  # e.g. the fit's files are gone: this policy is not ready, the rest are
+                    failed[name] = f"version {version}: {exc.message}"
+                    log.error("cannot load live policy %s version %s: %s", name, version, exc.message)
+                    if current is not None:
+                        live[name] = current
+            self._live, self._failed = live, failed
+            self.refreshed_at = time.monotonic()
+            return versions
+
+    def _load(self, name: str, version: int) -> Policy:
+        record = self.ws.get_policy(name, version)
+        return Policy.from_document(record.document, lambda vm: effect_model_by_id(self.ws, vm["fit"]))
+
+    def live(self) -> dict[str, Policy]:
+        """The loaded live policies by name."""
+        return dict(self._live)
+
+    def readiness(self) -> dict[str, Any]:
+        """Whether this process can serve: the store answers, and every live version is loaded."""
+        store_ok, detail = True, "ok"
+        try:
+            self.ws.live_versions()
+        except PexError as exc:
+            store_ok, detail = False, exc.message
+        return {"ok": store_ok and not self._failed, "store": detail,
+                "policies": {n: p.version for n, p in sorted(self._live.items())},
+                "failed": dict(self._failed)}
+
+    def policy(self, name: str) -> Policy:
+        """The live version of policy ``name``."""
+        found = self._live.get(name)
+        if found is None:
+            live = sorted(self._live)
+            raise NotFoundError(f"policy {name!r} is not live on this server",
+                                f"publish it with `pex publish {name}`" + (f"; live: {', '.join(live[:8])}" if live else ""))
+        return found
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def decide(self, name: str, body: Any) -> dict[str, Any]:
+        """One unit's decision from a ``{"unit", "features"}`` body."""
+        policy = self.policy(name)
+        if not isinstance(body, Mapping):
+            raise DataError("the request body must be a JSON object", 'send {"unit": "u1", "features": {...}}')
+        served = self._serve(policy, [body], "")
+        row = served.rows()[0]
+        del row["unit"]
+        return row
+
+    def decide_batch(self, name: str, body: Any) -> dict[str, Any]:
+        """Decisions for ``{"units": [{"unit", "features"}, ...]}``, up to ``max_batch`` units, in order."""
+        policy = self.policy(name)
+        units = body.get("units") if isinstance(body, Mapping) else None
+        if not isinstance(units, list) or not units:
+            raise DataError("the request body must be an object with a non-empty list 'units'",
+                            'send {"units": [{"unit": "u1", "features": {...}}, ...]}')
+        if len(units) > self.max_batch:
+            raise DataError(f"{len(units)} units in one batch; at most {self.max_batch} are allowed",
+                            f"split the request into batches of {self.max_batch}")
+        return {"decisions": self._serve(policy, units, "units").rows()}
+
+    def _serve(self, policy: Policy, items: list, where: str) -> Served:
+        units, records = [], []
+        for i, item in enumerate(items):
+            at = f"{where}[{i}]." if where else ""
+            if not isinstance(item, Mapping):
+                raise DataError(f"{where}[{i}] must be an object with 'unit' and 'features'", '{"unit": "u1", "features": {...}}')
+            units.append(_unit_id(item.get("unit"), f"{at}unit"))
+            records.append(policy.check_record(item.get("features", {}), f"{at}features"))
+        arms, propensities = policy.decide_records(records, units)
+        ids = [uuid.uuid4().hex for _ in units]
+        now = datetime.now(UTC)
+        name, version, experiment = policy.name, policy.version, policy.experiment or None
+        self.decision_log.record([
+            {"decision_id": d, "decided_at": now, "experiment": experiment, "policy": name, "version": version,
+             "unit": u, "arm": a, "propensity": p, "features": r}
+            for d, u, a, p, r in zip(ids, units, arms.tolist(), propensities.tolist(), records)])
+        return Served(policy, units, arms, propensities, ids)
+
+    def close(self) -> None:
+        """Stop refreshing and write every buffered decision (a graceful stop loses none)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self.decision_log.close()
+
+
+def _unit_id(value: Any, where: str) -> str:
+    """A unit id as text: a non-empty string or an integer (the same unit as its digits)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{where} must be a string or an integer, got {type(value).__name__ if value is not None else 'null'}",
+                        'send the unit id, e.g. "unit": "u123"')
+    text = str(value)
+    if not text or len(text) > MAX_UNIT_CHARS:
+        raise DataError(f"{where} must have 1 to {MAX_UNIT_CHARS} characters, got {len(text)}", "send the unit's id")
+    return text

@@ -1,0 +1,84 @@
+"""The pex web application: the JSON API that serves decisions and takes outcomes back.
+
+``create_app()`` builds it; ``pex serve`` runs it under gunicorn (``--dev``: Flask's own server). Views parse
+the request, call one function of :mod:`pex.services` and format its answer; no modelling rule lives here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, g, request
+
+from pex.errors import StoreError
+from pex.services.access import TokenChecker
+from pex.services.decision_log import DecisionLog
+from pex.services.serving import PolicyServer
+from pex.store.migrate import head_revision
+from pex.store.workspace import Workspace
+from web import metrics
+from web.config import load_config
+
+
+@dataclass
+class State:
+    """What the views share in one process: the workspace, the policy server and the token checker."""
+
+    ws: Workspace
+    server: PolicyServer
+    tokens: TokenChecker
+    closed: bool = False
+
+    def close(self) -> None:
+        """Write every buffered decision and release the store (gunicorn's worker_exit hook, atexit)."""
+        if not self.closed:
+            self.closed = True
+            self.server.close()
+            self.ws.close()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """The application, with settings from defaults, ``PEX_CONFIG``, ``PEX_*`` variables and ``config``."""
+    settings = load_config(config)
+    app = Flask("web")
+    app.config.update(settings)
+    app.json.sort_keys = False
+    ws = Workspace(settings["HOME"], settings["DATABASE_URL"], create=False)
+    if not (ws.schema.kind == "revision" and ws.schema.revision == head_revision()):
+        ws.close()
+        raise StoreError(f"the workspace {ws.home} has an older schema than this server needs",
+                         "`pex serve` upgrades it on start; or run any writing pex command once")
+    server = PolicyServer(ws, DecisionLog(ws.append_decisions, settings["FLUSH_SECONDS"]),
+                          settings["REFRESH_SECONDS"], settings["MAX_BATCH"]).start()
+    state = State(ws, server, TokenChecker(ws, settings["TOKEN_TTL_SECONDS"]))
+    app.extensions["pex"] = state
+    atexit.register(state.close)
+
+    from web.api import api
+    from web.errors import register_errors
+    from web.health import health
+
+    app.register_blueprint(health)
+    app.register_blueprint(api, url_prefix="/api/v1")
+    register_errors(app)
+    _instrument(app, state)
+    return app
+
+
+def _instrument(app: Flask, state: State) -> None:
+    @app.before_request
+    def started() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observed(response: Any) -> Any:
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        if response.status_code >= 400:
+            metrics.ERRORS.labels(route, str(response.status_code)).inc()
+        metrics.LOG_BUFFER.set(state.server.decision_log.depth)
+        return response

@@ -1,0 +1,120 @@
+"""The JSON API under ``/api/v1``: decisions, outcomes, publishing, and the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, current_app, g, jsonify, request
+
+from pex.errors import DataError, PexError
+from pex.services import publishing
+from web import metrics
+from web.auth import requires
+
+api = Blueprint("api", __name__)
+
+
+def _state():
+    return current_app.extensions["pex"]
+
+
+def _body() -> Any:
+    """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON."""
+    body = request.get_json(force=True, silent=True)
+    if body is None and request.get_data(cache=True) not in (b"null",):
+        raise PexError("the request body is not valid JSON", "send a JSON object with Content-Type: application/json")
+    return body
+
+
+def _count(decisions: list[dict[str, Any]]) -> None:
+    if len(decisions) == 1:
+        d = decisions[0]
+        metrics.DECISIONS.labels(d["policy"], str(d["version"]), d["arm"]).inc()
+        return
+    arms, counts = np.unique([d["arm"] for d in decisions], return_counts=True)
+    for arm, count in zip(arms.tolist(), counts.tolist()):
+        metrics.DECISIONS.labels(decisions[0]["policy"], str(decisions[0]["version"]), arm).inc(count)
+
+
+@api.post("/policies/<name>/decide")
+@requires("decide")
+def decide(name: str):
+    """The arm for one unit: ``{"unit", "features"}`` -> ``{"arm", "policy", "version", "propensity", "decision_id"}``."""
+    decision = _state().server.decide(name, _body())
+    _count([decision])
+    return jsonify(decision)
+
+
+@api.post("/policies/<name>/decide-batch")
+@requires("decide")
+def decide_batch(name: str):
+    """Arms for up to 10,000 units: ``{"units": [{"unit", "features"}]}`` -> ``{"decisions": [...]}``, in order."""
+    answer = _state().server.decide_batch(name, _body())
+    _count(answer["decisions"])
+    return jsonify(answer)
+
+
+@api.post("/outcomes")
+@requires("decide")
+def outcomes():
+    """Metric values for units: ``{"experiment", "records": [{"unit", "metric", "value"}]}``, all or none stored."""
+    body = _body()
+    if not isinstance(body, Mapping) or not isinstance(body.get("experiment"), str):
+        raise DataError("the request body must be an object with 'experiment' (a name) and 'records' (a list)",
+                        'send {"experiment": "notification_cadence", "records": [{"unit": "u1", "metric": "sessions", '
+                        '"value": 3}]}')
+    from pex.services.outcomes import record_outcomes
+
+    n = record_outcomes(_state().ws, body["experiment"], body.get("records"))
+    return jsonify({"ok": True, "experiment": body["experiment"], "recorded": n})
+
+
+@api.get("/policies")
+@requires("admin")
+def live_policies():
+    """The live version of every published policy on this server."""
+    live = _state().server.live()
+    return jsonify({"policies": [{"name": n, "version": p.version, "kind": p.kind, "experiment": p.experiment,
+                                  "arms": list(p.arms), "exploration": p.exploration} for n, p in sorted(live.items())]})
+
+
+def _actor() -> str:
+    return f"token:{g.token.name}"
+
+
+@api.post("/policies/<name>/publish")
+@requires("admin")
+def publish(name: str):
+    """Make a version live: ``{"version": V}`` (default: the newest stored)."""
+    body = _body() if request.get_data(cache=True) else {}
+    version = body.get("version") if isinstance(body, Mapping) else None
+    if not isinstance(body, Mapping) or (version is not None and (isinstance(version, bool) or not isinstance(version, int))):
+        raise DataError("the request body must be empty or an object with an integer 'version'", 'send {"version": 3}')
+    release = publishing.publish(_state().ws, name, version, _actor())
+    return jsonify({"ok": True, **release.to_dict()})
+
+
+@api.post("/policies/<name>/rollback")
+@requires("admin")
+def rollback(name: str):
+    """Return to the version live before the current one."""
+    release = publishing.rollback(_state().ws, name, _actor())
+    return jsonify({"ok": True, **release.to_dict()})
+
+
+@api.get("/policies/<name>/releases")
+@requires("admin")
+def releases(name: str):
+    """Every publish and rollback of a policy, oldest first."""
+    return jsonify({"releases": [r.to_dict() for r in _state().ws.releases(name)]})
+
+
+@api.get("/openapi.json")
+@requires("admin")
+def openapi():
+    """The OpenAPI 3 document of every route."""
+    from web.openapi import document
+
+    return jsonify(document(current_app))

@@ -1,0 +1,62 @@
+"""The server's settings: defaults, then a TOML file (``PEX_CONFIG``), then ``PEX_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pex.errors import PexError
+
+# name -> default; each is also read from the file (lower case) and from PEX_<NAME>
+DEFAULTS: dict[str, Any] = {
+    "HOME": None,  # the workspace folder (PEX_HOME); None: ./.pex
+    "DATABASE_URL": None,  # PEX_DATABASE_URL; None: SQLite in the workspace
+    "REFRESH_SECONDS": 1.0,  # how often each process polls for newly published versions
+    "FLUSH_SECONDS": 0.5,  # how often the decision log is written (at most 1 s)
+    "MAX_BATCH": 10_000,  # units per decide-batch request
+    "TOKEN_TTL_SECONDS": 2.0,  # how long a token's verdict is reused (a revocation takes effect within it)
+    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # request bodies larger than this get 413
+}
+TYPES = {"REFRESH_SECONDS": float, "FLUSH_SECONDS": float, "MAX_BATCH": int, "TOKEN_TTL_SECONDS": float,
+         "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str}
+
+
+def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings in effect: defaults < ``PEX_CONFIG`` file < ``PEX_*`` variables < ``overrides`` (tests)."""
+    env = os.environ if environ is None else environ
+    values = dict(DEFAULTS)
+    path = (overrides or {}).get("CONFIG_FILE") or env.get("PEX_CONFIG")
+    if path:
+        values.update(_read_file(Path(path)))
+    for name in DEFAULTS:
+        if f"PEX_{name}" in env and env[f"PEX_{name}"] != "":
+            values[name] = _cast(name, env[f"PEX_{name}"], f"PEX_{name}")
+    for name, value in (overrides or {}).items():
+        if name != "CONFIG_FILE":
+            values[name] = value
+    return values
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PexError(f"cannot read the server config file {path}: {exc.strerror}", "check PEX_CONFIG") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PexError(f"the server config file {path} is not valid TOML: {exc}", "fix the file") from None
+    out = {}
+    for key, value in data.items():
+        name = key.upper()
+        if name not in DEFAULTS:
+            raise PexError(f"unknown setting {key!r} in {path}", f"known: {', '.join(k.lower() for k in DEFAULTS)}")
+        out[name] = _cast(name, value, f"{key} in {path}")
+    return out
+
+
+def _cast(name: str, value: Any, where: str) -> Any:
+    try:
+        return TYPES[name](value)
+    except (TypeError, ValueError):
+        raise PexError(f"{where} must be {TYPES[name].__name__}, got {value!r}", "fix the setting") from None

@@ -1,0 +1,24 @@
+"""gunicorn settings and hooks for ``pex serve`` (bind and workers come from its command line)."""
+
+from __future__ import annotations
+
+# a worker loads every live policy (value policies with their effect models) before it serves
+timeout = 120
+# SIGTERM: workers finish the requests they hold, then flush their decision log (worker_exit)
+graceful_timeout = 30
+accesslog = None
+
+
+def worker_exit(server, worker) -> None:
+    """Write the worker's buffered decisions before it exits."""
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("pex") if app is not None else None
+    if state is not None:
+        state.close()
+
+
+def child_exit(server, worker) -> None:
+    """Drop a dead worker's live gauges from the summed metrics."""
+    from web.metrics import worker_gone
+
+    worker_gone(worker.pid)
