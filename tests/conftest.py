@@ -102,3 +102,40 @@ def pipeline_run(tmp_path_factory, sim_dir):
     exp = base / "exp"
     shutil.copytree(sim_dir, exp)
     return run(exp / "exp.toml", base / "out", home=base / "ws", trials=8, batch=4, dense=512, seed=3)
+
+
+@pytest.fixture(scope="session")
+def serving_home(tmp_path_factory, pipeline_run) -> Path:
+    """A copy of :func:`pipeline_run`'s workspace (never modify it; :func:`served` copies it again)."""
+    base = tmp_path_factory.mktemp("serving")
+    shutil.copytree(Path(pipeline_run.out).parent / "ws", base / "ws")  # the workspace pipeline_run wrote
+    return base / "ws"
+
+
+class Served:
+    """A workspace with a published tree and value policy and one token per scope, for serving tests."""
+
+    def __init__(self, home: Path) -> None:
+        from pex.store.workspace import Workspace
+
+        self.home = home
+        with Workspace(home) as ws:
+            policies = ws.list_policies("exp")
+            self.tree = next(p.name for p in policies if p.kind == "tree")
+            self.value = next(p.name for p in policies if p.kind == "value")
+            self.constant = next(p.name for p in policies if p.kind == "constant")
+            for name in (self.tree, self.value, self.constant):
+                ws.publish(name, None, "tests")
+            self.admin = ws.create_token("admin", "test-admin")[1]
+            self.decide = ws.create_token("decide", "test-decide")[1]
+
+    def headers(self, scope: str = "decide") -> dict[str, str]:
+        """Authorization headers with the token of ``scope``."""
+        return {"Authorization": f"Bearer {self.admin if scope == 'admin' else self.decide}"}
+
+
+@pytest.fixture
+def served(tmp_path, serving_home) -> Served:
+    """A private copy of :func:`serving_home` with its policies published and tokens made."""
+    shutil.copytree(serving_home, tmp_path / "served")
+    return Served(tmp_path / "served")

@@ -51,7 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ws.close()
         raise StoreError(f"the workspace {ws.home} has an older schema than this server needs",
                          "`pex serve` upgrades it on start; or run any writing pex command once")
-    server = PolicyServer(ws, DecisionLog(ws.append_decisions, settings["FLUSH_SECONDS"]),
+    server = PolicyServer(ws, DecisionLog(ws.append_decisions, settings["FLUSH_SECONDS"], metrics.LOG_BUFFER.set),
                           settings["REFRESH_SECONDS"], settings["MAX_BATCH"]).start()
     state = State(ws, server, TokenChecker(ws, settings["TOKEN_TTL_SECONDS"]))
     app.extensions["pex"] = state
@@ -64,11 +64,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(api, url_prefix="/api/v1")
     register_errors(app)
-    _instrument(app, state)
+    _instrument(app)
     return app
 
 
-def _instrument(app: Flask, state: State) -> None:
+def _instrument(app: Flask) -> None:
     @app.before_request
     def started() -> None:
         g.started = time.perf_counter()
@@ -76,9 +76,9 @@ def _instrument(app: Flask, state: State) -> None:
     @app.after_request
     def observed(response: Any) -> Any:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
-        if response.status_code >= 400:
-            metrics.ERRORS.labels(route, str(response.status_code)).inc()
-        metrics.LOG_BUFFER.set(state.server.decision_log.depth)
+        status = response.status_code
+        metrics.request_counter(route, request.method, status).inc()
+        metrics.latency(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        if status >= 400:
+            metrics.ERRORS.labels(route, str(status)).inc()
         return response

@@ -7,7 +7,9 @@ process's own registry is served.
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +30,18 @@ ERRORS = Counter("pex_http_errors", "Responses with a 4xx or 5xx status, by rout
 DECISIONS = Counter("pex_decisions", "Decisions served, by policy, version and arm", ["policy", "version", "arm"])
 LOG_BUFFER = Gauge("pex_decision_log_buffered", "Decisions buffered in the serving processes, not yet written",
                    multiprocess_mode="livesum")
+
+
+@functools.lru_cache(maxsize=1024)
+def request_counter(route: str, method: str, status: int) -> Any:
+    """The requests counter of one label set (labels() takes a lock and builds a key: once per set, not per request)."""
+    return REQUESTS.labels(route, method, str(status))
+
+
+@functools.lru_cache(maxsize=256)
+def latency(route: str) -> Any:
+    """The latency histogram of one route."""
+    return LATENCY.labels(route)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -44,6 +44,16 @@ def _few_keyed_hash(values: np.ndarray, key: str) -> np.ndarray:
     from pandas._libs.hashing import hash_object_array
 
     h = hash_object_array(values, key, "utf8")
+    if len(h) <= 4:  # a served decision: Python's integers beat numpy's per-call cost on one value
+        mask = 2**64 - 1
+        mixed = []
+        for x in h.tolist():
+            x ^= x >> 30
+            x = (x * 0xBF58476D1CE4E5B9) & mask
+            x ^= x >> 27
+            x = (x * 0x94D049BB133111EB) & mask
+            mixed.append(x ^ (x >> 31))
+        return np.array(mixed, dtype=np.uint64)
     s1, m1, s2, m2, s3 = _MIX
     h ^= h >> s1
     h *= m1

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -246,22 +247,31 @@ class Policy(metaclass=_PolicyType):
               ) -> tuple[np.ndarray, np.ndarray]:
         # one SipHash key per (policy version, salt) and the bare unit ids hashed under it: a third faster than
         # hashing a prefixed copy of every id, and the same independence between policies and versions
-        identity = json.dumps([self.name, int(self.version), salt], separators=(",", ":")).encode()
-        key = hashlib.blake2b(identity, digest_size=8, person=DRAW_PERSON).hexdigest()  # 16 characters, as pandas needs
+        key = _draw_key(self.name, int(self.version), salt)
         k, e = len(self.arms), self.exploration
+        labels = self._arm_labels
         if e == 0.0:  # nothing to draw
-            return np.asarray(self.arms, dtype=object)[greedy], self._propensity(greedy, greedy)
+            return labels[greedy], self._propensity(greedy, greedy)
         u = keyed_uniform(np.asarray(units, dtype=object), key)
         explore = u < e
         # given u < e, u / e is uniform on [0, 1): exploration's arm, uniform over all arms
         scaled = np.divide(u, e, out=np.zeros_like(u), where=explore)
         chosen = np.where(explore, np.minimum((scaled * k).astype(np.int64), k - 1), greedy)
-        return np.asarray(self.arms, dtype=object)[chosen], self._propensity(chosen, greedy)
+        return labels[chosen], self._propensity(chosen, greedy)
+
+    @functools.cached_property
+    def _arm_labels(self) -> np.ndarray:
+        return np.asarray(self.arms, dtype=object)
 
     # -- single units, as a server receives them ---------------------------------------
 
     def feature_kinds(self) -> dict[str, str]:
         """Each feature the policy reads: ``"categorical"`` (compared as a label) or ``"numeric"``."""
+        return dict(self._feature_kinds)
+
+    @functools.cached_property
+    def _feature_kinds(self) -> dict[str, str]:
+        # once per policy value (they are frozen): a server checks every request's features against it
         categorical = set(self.categorical_features())
         return {f: "categorical" if f in categorical else "numeric" for f in self.features}
 
@@ -278,7 +288,7 @@ class Policy(metaclass=_PolicyType):
             raise DataError(f"{where} must be an object mapping feature names to values, got {_json_type(features)}",
                             f"send e.g. {{{example}}}")
         out: dict[str, float | str | None] = {}
-        for name, kind in self.feature_kinds().items():
+        for name, kind in self._feature_kinds.items():
             value = features.get(name)
             if value is None:
                 out[name] = None
@@ -286,7 +296,14 @@ class Policy(metaclass=_PolicyType):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise DataError(f"{where}.{name} must be a number or null, got {_json_type(value)} {value!r}"[:300],
                                     f"policy {self.name!r} compares {name!r} as a number; send null when it is unknown")
-                out[name] = None if value != value else float(value)  # NaN is missing, as in a file
+                value = float(value)
+                if value != value:  # NaN (Python's json reads it) is missing, as in a file
+                    out[name] = None
+                elif math.isinf(value):
+                    raise DataError(f"{where}.{name} must be a finite number, got {value}",
+                                    "JSON has no infinity; send the number, or null when it is unknown")
+                else:
+                    out[name] = value
             elif isinstance(value, str):
                 out[name] = value
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -300,7 +317,7 @@ class Policy(metaclass=_PolicyType):
         """Checked records (:meth:`check_record`) as the frame :meth:`greedy_arms` reads: numbers as floats
         (NaN where missing), labels as text (None where missing)."""
         columns: dict[str, Any] = {}
-        for name, kind in self.feature_kinds().items():
+        for name, kind in self._feature_kinds.items():
             values = [r[name] for r in records]
             if kind == "numeric":
                 columns[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -590,6 +607,13 @@ def constant_policy(arms: list[str], arm: str, exploration: float = 0.0, name: s
 def uniform_policy(arms: list[str], name: str = "uniform-random") -> Policy:
     """Every arm with equal probability: exploration 1."""
     return ConstantPolicy(name=name, arms=list(arms), default_arm=arms[0], exploration=1.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _draw_key(name: str, version: int, salt: str | int | None) -> str:
+    """The SipHash key of one policy version's draws (:data:`DRAW_RULE`); cached: a server draws per request."""
+    identity = json.dumps([name, version, salt], separators=(",", ":")).encode()
+    return hashlib.blake2b(identity, digest_size=8, person=DRAW_PERSON).hexdigest()  # 16 characters, as pandas needs
 
 
 def _json_type(value: Any) -> str:

@@ -22,7 +22,8 @@ MAX_FLUSH_SECONDS = 1.0
 class DecisionLog:
     """A per-process buffer of decision rows in front of ``append`` (e.g. ``Workspace.append_decisions``)."""
 
-    def __init__(self, append: Callable[[Sequence[dict[str, Any]]], int], flush_seconds: float = 0.5) -> None:
+    def __init__(self, append: Callable[[Sequence[dict[str, Any]]], int], flush_seconds: float = 0.5,
+                 observe_depth: Callable[[int], None] | None = None) -> None:
         if not 0 < flush_seconds <= MAX_FLUSH_SECONDS:
             raise ValueError(f"flush_seconds must be in (0, {MAX_FLUSH_SECONDS}], got {flush_seconds}")
         self._append = append
@@ -33,6 +34,7 @@ class DecisionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.logged = 0  # rows this process has written to the store
+        self._observe_depth = observe_depth  # told the buffer's depth after every flush (a metrics gauge)
 
     def record(self, rows: list[dict[str, Any]]) -> None:
         """Buffer decision rows; never touches the store."""
@@ -57,6 +59,8 @@ class DecisionLog:
                 self.flush()
             except Exception:  # the store is down or refused the rows: they stay buffered for the next try
                 log.exception("decision log flush failed; %d decisions stay buffered", self.depth)
+            if self._observe_depth is not None:
+                self._observe_depth(self.depth)
 
     def flush(self) -> int:
         """Write every buffered row to the store now; returns how many. On failure the rows go back in front."""

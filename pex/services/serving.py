@@ -9,9 +9,9 @@ started with and the switch needs no restart. Every decision goes to the :class:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +29,23 @@ log = logging.getLogger("pex.serving")
 
 MAX_BATCH = 10_000
 MAX_UNIT_CHARS = 256  # the decision log's unit column
+
+
+class DecisionIds:
+    """Decision ids, unique across processes and hosts without coordination: 20 random hex digits drawn when the
+    process starts serving, then a 12-digit counter (32 characters, like a UUID, at a tenth of uuid4's cost)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(10).hex()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> list[str]:
+        """``n`` new ids."""
+        with self._lock:
+            start, self._next = self._next, self._next + n
+        prefix = self._prefix
+        return [f"{prefix}{i:012x}" for i in range(start, start + n)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class PolicyServer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refreshed_at: float | None = None
+        self._ids = DecisionIds()
 
     # -- the live policies ---------------------------------------------------------------
 
@@ -164,7 +182,7 @@ class PolicyServer:
             units.append(_unit_id(item.get("unit"), f"{at}unit"))
             records.append(policy.check_record(item.get("features", {}), f"{at}features"))
         arms, propensities = policy.decide_records(records, units)
-        ids = [uuid.uuid4().hex for _ in units]
+        ids = self._ids.take(len(units))
         now = datetime.now(UTC)
         name, version, experiment = policy.name, policy.version, policy.experiment or None
         self.decision_log.record([

