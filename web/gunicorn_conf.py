@@ -22,3 +22,7 @@ def child_exit(server, worker) -> None:
     from web.metrics import worker_gone
 
     worker_gone(worker.pid)
+
+# gunicorn 25+ opens a control socket at one fixed path per user ($HOME/.gunicorn/gunicorn.ctl): several pex
+# servers on a host would take it from each other. pex serve is stopped and reloaded with signals instead.
+control_socket_disable = True

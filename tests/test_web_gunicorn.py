@@ -1,0 +1,206 @@
+"""`pex serve` as it runs in production: gunicorn with two workers, real sockets, signals, a shared store."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pex.store.workspace import Workspace
+from tests.processes import started
+
+PEX = [str(Path(sys.executable).parent / "pex")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(port: int, method: str, path: str, body: object = None, token: str | None = None,
+         timeout: float = 30) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, (json.loads(data) if data and response.getheader("Content-Type", "").startswith(
+            "application/json") else {"text": data.decode()})
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.proc.poll() is None, f"pex serve exited with {server.proc.returncode}"
+        try:
+            if call(port, "GET", "/readyz", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("pex serve did not become ready")
+
+
+def serve(home: Path, port: int, tmp_path: Path, *extra: str):
+    env = {**os.environ, "PEX_HOME": str(home), "PEX_REFRESH_SECONDS": "0.5"}
+    return started([*PEX, "serve", "--port", str(port), "--workers", "2", *extra], stderr=tmp_path / "serve.err", env=env)
+
+
+def test_first_start_prints_an_admin_token_once(tmp_path, served):
+    with Workspace(served.home) as ws:
+        before = len(ws.list_tokens())
+    fresh = tmp_path / "fresh"
+    with Workspace(fresh) as ws:  # a workspace with no token at all
+        assert not ws.has_tokens()
+    port = free_port()
+    with serve(fresh, port, tmp_path) as server:
+        line = server.wait_for_line("pex_", timeout=30)
+        assert line is not None, (tmp_path / "serve.err").read_text()
+        wait_ready(port, server)
+        token = line.strip()
+        assert call(port, "GET", "/api/v1/policies", token=token)[0] == 200
+        assert call(port, "GET", "/api/v1/policies")[0] == 401
+        assert server.signal_and_wait(signal.SIGTERM, timeout=30) == 0
+    with serve(fresh, port, tmp_path) as server:  # the second start creates none
+        wait_ready(port, server)
+        assert server.wait_for_line("pex_", timeout=1) is None
+    with Workspace(fresh, create=False) as ws:
+        assert [t.name for t in ws.list_tokens()] == ["admin-first-start"]
+    with Workspace(served.home) as ws:
+        assert len(ws.list_tokens()) == before
+
+
+def test_ten_thousand_concurrent_decisions_then_sigterm_logged_equals_served(tmp_path, served):
+    port = free_port()
+    units = [{"unit": f"u{i}", "features": {}} for i in range(10_000)]
+    with serve(served.home, port, tmp_path) as server:
+        wait_ready(port, server)
+
+        def one(body: dict) -> tuple[int, int]:
+            status, answer = call(port, "POST", f"/api/v1/policies/{served.tree}/decide", body, served.decide)
+            return status, os.getpid() if status != 200 else answer["version"]
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            results = list(pool.map(one, units))
+        served_ok = sum(status == 200 for status, _ in results)
+        assert served_ok == len(units), {s for s, _ in results}
+        assert server.signal_and_wait(signal.SIGTERM, timeout=60) == 0
+    with Workspace(served.home, create=False) as ws:
+        log = ws.read_decisions(policy=served.tree)
+    assert len(log) == served_ok  # exactly: none lost at shutdown, none twice
+    assert log["decision_id"].is_unique and set(log["unit"]) == {u["unit"] for u in units}
+    # both workers served (each logged its own decisions under its own id prefix)
+    assert log["decision_id"].str[:20].nunique() == 2
+
+
+def test_publish_under_load_then_rollback_no_errors_and_served_within_5s(tmp_path, served):
+    with Workspace(served.home) as ws:
+        record = ws.get_policy(served.tree)
+        ws.put_policies("exp", [({**record.document, "exploration": 0.3}, None)], fit_id=record.fit_id)
+    old, new = record.version, record.version + 1
+    port = free_port()
+    seen: list[tuple[float, int, int]] = []  # (time, status, version)
+    stop = threading.Event()
+
+    def load(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            status, answer = call(port, "POST", f"/api/v1/policies/{served.tree}/decide",
+                                  {"unit": f"w{worker}-{i}", "features": {}}, served.decide)
+            seen.append((time.monotonic(), status, answer.get("version", -1)))
+            i += 1
+
+    with serve(served.home, port, tmp_path) as server:
+        wait_ready(port, server)
+        threads = [threading.Thread(target=load, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)
+            switches = []
+            for args, want in ((["publish", served.tree, "--version", str(new)], new), (["rollback", served.tree], old)):
+                t0 = time.monotonic()
+                done = subprocess.run([*PEX, *args], env={**os.environ, "PEX_HOME": str(served.home)},
+                                                     capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, done.stderr
+                deadline = t0 + 5
+                while time.monotonic() < deadline:
+                    recent = [v for t, s, v in seen[-50:] if t > time.monotonic() - 0.3]
+                    if recent and all(v == want for v in recent):
+                        break
+                    time.sleep(0.05)
+                first_all_new = next((t for t, s, v in seen if t > t0 and v == want), None)
+                assert first_all_new is not None and first_all_new - t0 <= 5, f"{args[0]}: v{want} not served within 5 s"
+                switches.append(first_all_new - t0)
+                time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+        assert server.signal_and_wait(signal.SIGTERM, timeout=60) == 0
+    statuses = {s for _, s, _ in seen}
+    assert statuses == {200}, statuses
+    assert {v for _, _, v in seen} == {old, new}
+    assert len(seen) > 500
+    with Workspace(served.home, create=False) as ws:
+        history = [(r.action, r.from_version, r.to_version) for r in ws.releases(served.tree)]
+        assert history[-2:] == [("publish", old, new), ("rollback", new, old)]
+        assert ws.count_decisions(served.tree) == len(seen)
+
+
+def test_metrics_sum_over_both_workers(tmp_path, served):
+    port = free_port()
+    with serve(served.home, port, tmp_path) as server:
+        wait_ready(port, server)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(lambda i: call(port, "POST", f"/api/v1/policies/{served.constant}/decide",
+                                                    {"unit": f"m{i}"}, served.decide)[0], range(400)))
+        assert statuses.count(200) == 400
+        pids = set()
+        total = 0.0
+        for _ in range(6):  # scrapes land on either worker: each must report the sum over both
+            status, answer = call(port, "GET", "/metrics", token=served.admin)
+            assert status == 200
+            lines = [ln for ln in answer["text"].splitlines()
+                     if ln.startswith("pex_decisions_total{") and f'policy="{served.constant}"' in ln]
+            total = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+            assert total == 400, lines
+            pids.add(len(lines))
+        text = answer["text"]
+        assert 'pex_http_requests_total{method="POST",route="/api/v1/policies/<name>/decide",status="200"} 400.0' in text
+        assert "pex_decision_log_buffered" in text
+        assert server.signal_and_wait(signal.SIGTERM, timeout=60) == 0
+
+
+def test_dev_server_flushes_its_log_on_sigterm(tmp_path, served):
+    port = free_port()
+    with serve(served.home, port, tmp_path, "--dev") as server:
+        wait_ready(port, server)
+        for i in range(20):
+            assert call(port, "POST", f"/api/v1/policies/{served.tree}/decide", {"unit": f"d{i}"}, served.decide)[0] == 200
+        assert server.signal_and_wait(signal.SIGTERM, timeout=30) == 0
+    with Workspace(served.home, create=False) as ws:
+        assert ws.count_decisions(served.tree) == 20
+
+
+@pytest.mark.parametrize("argv", [["serve", "--workers", "0"], ["serve", "--port", "70000"]])
+def test_serve_refuses_bad_options(argv, tmp_path):
+    done = subprocess.run([*PEX, *argv], capture_output=True, text=True, timeout=60,
+                                        env={**os.environ, "PEX_HOME": str(tmp_path / "ws")})
+    assert done.returncode == 2 and "error:" in done.stderr
