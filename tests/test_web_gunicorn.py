@@ -204,3 +204,50 @@ def test_serve_refuses_bad_options(argv, tmp_path):
     done = subprocess.run([*PEX, *argv], capture_output=True, text=True, timeout=60,
                                         env={**os.environ, "PEX_HOME": str(tmp_path / "ws")})
     assert done.returncode == 2 and "error:" in done.stderr
+
+
+@pytest.mark.postgres
+def test_two_hosts_share_one_postgresql_store(tmp_path, pipeline_run, postgres_url):
+    """Two `pex serve` (as two hosts would run them) on one PostgreSQL database: one log, one live version."""
+    import shutil
+
+    import sqlalchemy as sa
+
+    from pex.services.experiments import ingest
+    from pex.store.schema import metadata
+
+    engine = sa.create_engine(postgres_url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    homes = [tmp_path / "host-a", tmp_path / "host-b"]
+    spec = Path(pipeline_run.out).parent / "exp" / "exp.toml"
+    with Workspace(homes[0], database_url=postgres_url) as ws:
+        ingest(spec, lambda: ws)
+        doc = json.loads((Path(__file__).resolve().parent.parent / "policies" /
+                          "notification_cadence-tree-example.json").read_text())
+        ws.put_policies("exp", [({**doc, "experiment": "exp"}, None), ({**doc, "experiment": "exp", "exploration": 0.5}, None)])
+        ws.publish(doc["name"], 1, "tests")
+        token = ws.create_token("decide")[1]
+    shutil.copytree(homes[0], homes[1])  # the artifacts each host keeps (tree policies need none)
+    ports = [free_port(), free_port()]
+    env = {**os.environ, "PEX_DATABASE_URL": postgres_url, "PEX_REFRESH_SECONDS": "0.5"}
+    with started([*PEX, "serve", "--port", str(ports[0])], stderr=tmp_path / "a.err", env={**env, "PEX_HOME": str(homes[0])}) as a, \
+         started([*PEX, "serve", "--port", str(ports[1])], stderr=tmp_path / "b.err", env={**env, "PEX_HOME": str(homes[1])}) as b:
+        wait_ready(ports[0], a)
+        wait_ready(ports[1], b)
+        url = f"/api/v1/policies/{doc['name']}/decide"
+        answers = [call(port, "POST", url, {"unit": f"u{i}"}, token) for i in range(100) for port in ports]
+        assert {s for s, _ in answers} == {200}
+        same = [(answers[2 * i][1]["arm"], answers[2 * i + 1][1]["arm"]) for i in range(100)]
+        assert all(x == y for x, y in same)  # the same unit, the same arm, on either host
+        with Workspace(homes[0], database_url=postgres_url) as ws:
+            ws.publish(doc["name"], 2, "tests")
+        deadline = time.monotonic() + 5
+        while {call(p, "POST", url, {"unit": "x"}, token)[1]["version"] for p in ports} != {2}:
+            assert time.monotonic() < deadline, "a host still serves version 1"
+            time.sleep(0.1)
+        for server in (a, b):
+            assert server.signal_and_wait(signal.SIGTERM, timeout=60) == 0
+    with Workspace(homes[1], database_url=postgres_url, create=False) as ws:
+        assert ws.count_decisions(doc["name"]) >= 200 + 2
+        assert ws.read_decisions(policy=doc["name"])["decision_id"].str[:20].nunique() >= 2  # both hosts logged
