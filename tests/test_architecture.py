@@ -53,6 +53,7 @@ def test_no_import_cycles():
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "pex", tmp_path / "pex", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "web", tmp_path / "web", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -69,6 +70,8 @@ def _add_import(root: Path, module: str, line: str) -> None:
     ("pex.policy.value", "from pex.evaluation import comparison", "What serving loads"),
     ("pex.evaluation.comparison", "import pex.store.workspace", "never touch the store"),
     ("pex.services.run", "import flask", "never imports a web framework"),
+    ("pex.services.serving", "import web.api", "pex never imports the web app"),
+    ("web.api", "from pex.policy.base import Policy", "Views hold no modelling"),
 ])
 def test_a_wrong_arrow_is_caught(copy: Path, module: str, line: str, contract: str):
     _add_import(copy, module, line)
