@@ -199,10 +199,11 @@ def test_dev_server_flushes_its_log_on_sigterm(tmp_path, served):
         assert ws.count_decisions(served.tree) == 20
 
 
-@pytest.mark.parametrize("argv", [["serve", "--workers", "0"], ["serve", "--port", "70000"]])
-def test_serve_refuses_bad_options(argv, tmp_path):
+@pytest.mark.parametrize(("argv", "env"), [(["serve", "--workers", "0"], {}), (["serve", "--port", "70000"], {}),
+                                           (["serve"], {"PEX_FLUSH_SECONDS": "5"})])
+def test_serve_refuses_bad_options(argv, env, tmp_path):
     done = subprocess.run([*PEX, *argv], capture_output=True, text=True, timeout=60,
-                                        env={**os.environ, "PEX_HOME": str(tmp_path / "ws")})
+                          env={**os.environ, "PEX_HOME": str(tmp_path / "ws"), **env})
     assert done.returncode == 2 and "error:" in done.stderr
 
 

@@ -17,10 +17,10 @@ from pex.errors import StoreError
 from pex.services.access import TokenChecker
 from pex.services.decision_log import DecisionLog
 from pex.services.serving import PolicyServer
+from pex.services.settings import load_config
 from pex.store.migrate import head_revision
 from pex.store.workspace import Workspace
 from web import metrics
-from web.config import load_config
 
 
 @dataclass

@@ -26,7 +26,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
     and prints it once. SIGTERM stops it gracefully: requests in flight finish and every decision is logged.
     """
     from pex.services.access import first_start_token
+    from pex.services.settings import load_config
 
+    load_config()  # bad PEX_* settings or PEX_CONFIG file: exit 2 here, not a worker that fails to boot
     ws = _workspace(ctx, create=True)  # creates or upgrades the schema before any worker opens it read-only
     token = first_start_token(ws)
     if token is not None:

@@ -1,4 +1,7 @@
-"""The server's settings: defaults, then a TOML file (``PEX_CONFIG``), then ``PEX_*`` environment variables."""
+"""The server's settings: defaults, then a TOML file (``PEX_CONFIG``), then ``PEX_*`` environment variables.
+
+Here rather than in the web app so that `pex serve` refuses bad settings (exit 2) before it starts gunicorn.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +39,19 @@ def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str]
     for name, value in (overrides or {}).items():
         if name != "CONFIG_FILE":
             values[name] = value
+    _check(values)
     return values
+
+
+def _check(values: dict[str, Any]) -> None:
+    limits = {"REFRESH_SECONDS": (0.0, 60.0), "FLUSH_SECONDS": (0.0, 1.0), "TOKEN_TTL_SECONDS": (0.0, 300.0)}
+    for name, (low, high) in limits.items():
+        if not low < values[name] <= high:
+            raise PexError(f"setting {name.lower()} must be above {low:g} and at most {high:g}, got {values[name]}",
+                           f"fix PEX_{name} or {name.lower()} in the PEX_CONFIG file")
+    for name in ("MAX_BATCH", "MAX_CONTENT_LENGTH"):
+        if values[name] < 1:
+            raise PexError(f"setting {name.lower()} must be at least 1, got {values[name]}", f"fix PEX_{name}")
 
 
 def _read_file(path: Path) -> dict[str, Any]:
