@@ -305,18 +305,29 @@ def policies(ctx: click.Context, name: str, rebuild: bool, fit_id: str | None, w
 @click.argument("policy")
 @click.option("--fit", "fit_id", default=None,
               help="Whose held-out units to evaluate on (default: the fit the policy was built from, else the newest).")
+@click.option("--logged", "logged_path", default=None, type=click.Path(dir_okay=False),
+              help="Value POLICY instead on this logged-feedback file (`pex decisions NAME --out FILE`): IPS and SNIPS "
+                   "with the served propensities, beside the served policy's observed mean.")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.pass_context
-def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, as_json: bool) -> None:
-    """Off-policy value of POLICY (stored name or JSON file) on NAME's held-out units, per metric with CIs."""
-    from pex.report.text import render_evaluation
-    from pex.services.evaluate import evaluate_policy
+def evaluate(ctx: click.Context, name: str, policy: str, fit_id: str | None, logged_path: str | None, as_json: bool) -> None:
+    """Off-policy value of POLICY (stored name or JSON file) on NAME's held-out units, or with --logged on logged
+    decisions, per metric with CIs."""
+    from pex.report.text import render_evaluation, render_logged_evaluation
+    from pex.services.evaluate import evaluate_logged, evaluate_policy
 
-    row = evaluate_policy(_lazy_workspace(ctx), name, policy, fit_id)
+    if logged_path is not None and fit_id is not None:
+        raise click.UsageError("--fit and --logged exclude each other: --logged values the policy on the logged decisions")
+    if logged_path is not None:
+        row = evaluate_logged(_lazy_workspace(ctx), name, policy, logged_path)
+        render = render_logged_evaluation
+    else:
+        row = evaluate_policy(_lazy_workspace(ctx), name, policy, fit_id)
+        render = render_evaluation
     if as_json:
         _echo_json(row)
     else:
-        click.echo(render_evaluation(row))
+        click.echo(render(row))
 
 
 @cli.command()

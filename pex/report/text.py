@@ -408,3 +408,32 @@ def render_recommendation(summary: dict) -> str:
             out.append(f"  {listed}")
     out += [f"  - {r}" for r in reasons]
     return "\n".join(out)
+
+
+def render_logged_evaluation(row: dict) -> str:
+    """One policy valued on logged feedback: IPS and SNIPS per metric beside the served mean, lifts, diagnostics."""
+    logged, diag = row["logged"], row["diagnostics"]
+    served = ", ".join(f"{k} ({v:,} rows)" for k, v in logged.get("served", {}).items()) or "?"
+    out = [f"Policy {row['name']} ({row['kind']}, exploration {row['exploration']:.0%}) on {logged['rows']:,} logged "
+           f"decisions of {row['experiment']} ({logged['file']})",
+           f"served: {served}",
+           "arm shares: candidate " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["arm_shares"].items())
+           + "; served " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["logged_arm_shares"].items()), ""]
+    body = []
+    for metric, e in row["metrics"].items():
+        if e["ips"] is None:
+            body.append([metric, f"{e['n']:,}", f"{e['missing']:,}", "-", "-", "-", "-"])
+            continue
+        body.append([metric, f"{e['n']:,}", f"{e['missing']:,}", _ci(e["ips"]), _ci(e["snips"]), _ci(e["logged"]),
+                     _ci(e["snips_lift"])])
+    out.append(table(body, ["metric", "rows", "no outcome", "IPS [95% CI]", "SNIPS [95% CI]", "served (observed mean)",
+                            "lift vs served (SNIPS)"], right={1, 2}))
+    missing = {m: e["missing"] for m, e in row["metrics"].items() if e["missing"]}
+    if missing:
+        out.append("rows without an outcome are left out of that metric's estimates: "
+                   + ", ".join(f"{m} {n:,}" for m, n in missing.items()))
+    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
+               f"largest weight {fmt_num(diag['max_weight'], 2)}, mean weight {fmt_num(diag['mean_weight'], 3)}, "
+               f"candidate never picks the logged arm on {fmt_pct(diag['zero_share'], signed=False)} of rows")
+    out += [f"warning: {w}" for w in diag.get("warnings", [])]
+    return "\n".join(out)

@@ -1,14 +1,19 @@
-"""Value one policy off-policy on the held-out units it may honestly be valued on."""
+"""Value one policy off-policy: on the held-out units it may honestly be valued on, or on logged feedback."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from pex.errors import PexError
+from pex.errors import DataError, PexError
 from pex.evaluation.comparison import compare
+from pex.evaluation.feedback import LoggedFeedback
+from pex.evaluation.logged import value_on_logged
+from pex.experiment.data import read_table
 from pex.policy.base import Policy
 from pex.services.models import load_policy
+from pex.services.outcomes import experiment_spec
 from pex.services.policies import load_fit, objective_coefficients
 from pex.store.workspace import PolicyRecord, Workspace
 
@@ -26,10 +31,7 @@ def evaluate_policy(workspace: Callable[[], Workspace], name: str, policy_ref: s
                     fit_id: str | None = None) -> dict[str, Any]:
     """Value, lifts, guardrail verdicts and diagnostics of one policy (a stored name or a JSON file) on ``name``'s
     held-out units, with the objective it was built for (the defaults when it does not say)."""
-    policy, record = load_policy(policy_ref, workspace)
-    if policy.experiment and policy.experiment != name:
-        raise PexError(f"policy {policy.name!r} was built for experiment {policy.experiment!r}, not {name!r}",
-                       f"run `pex evaluate {policy.experiment} {policy_ref}`")
+    policy, record = _checked_policy(workspace, name, policy_ref)
     # another fit's held-out units may be units this policy's models were trained on
     built_from = own_fit(policy, record)
     if fit_id is not None and built_from is not None and fit_id != built_from:
@@ -43,3 +45,52 @@ def evaluate_policy(workspace: Callable[[], Workspace], name: str, policy_ref: s
     row = compare([policy], data, coefficients, fit.dataset.spec)[0]
     row["evaluation_rows"] = {**data.description, "fit": fit.record.id}
     return row
+
+
+def _checked_policy(workspace: Callable[[], Workspace], name: str, policy_ref: str) -> tuple[Policy, PolicyRecord | None]:
+    policy, record = load_policy(policy_ref, workspace)
+    if policy.experiment and policy.experiment != name:
+        raise PexError(f"policy {policy.name!r} was built for experiment {policy.experiment!r}, not {name!r}",
+                       f"run `pex evaluate {policy.experiment} {policy_ref}`")
+    return policy, record
+
+
+def evaluate_logged(workspace: Callable[[], Workspace], name: str, policy_ref: str, path: str | Path) -> dict[str, Any]:
+    """IPS and SNIPS per metric of one policy (a stored name or a JSON file) on a logged-feedback file of ``name``
+    (``pex decisions NAME --out FILE``), beside the served policy's observed mean, with weight diagnostics."""
+    policy, _record = _checked_policy(workspace, name, policy_ref)
+    spec = experiment_spec(workspace(), name)
+    source = Path(path).name
+    frame = read_table(path, text_columns=("decision_id", "unit", "policy", "arm", *policy.categorical_features()))
+    hint = f"write it with `pex decisions {name} --out FILE`"
+    for column in ("arm", "propensity"):
+        if column not in frame.columns:
+            raise DataError(f"{source} has no {column!r} column: it is not a logged-feedback file", hint)
+    metrics = [m for m in spec.metrics if m in frame.columns]
+    if not metrics:
+        raise DataError(f"{source} has no column for a metric of {name!r} ({', '.join(spec.metrics)})", hint)
+    if len(frame) < 2:
+        raise DataError(f"{source} has {len(frame)} rows; off-policy estimates need at least 2", "log more decisions first")
+    missing_arm = frame["arm"].isna()
+    if missing_arm.any():
+        raise DataError(f"row {int(missing_arm.to_numpy().argmax()) + 1} of {source} has no arm", hint)
+    unknown = sorted(set(frame["arm"].astype(str)) - set(policy.arms))
+    if unknown:
+        raise DataError(f"the logged decisions chose arm {unknown[0]!r}, which policy {policy.name!r} does not have "
+                        f"(its arms: {', '.join(policy.arms)})",
+                        "evaluate a policy over the arms that were served, or export only the decisions of a policy with "
+                        "the same arms (`pex decisions NAME --policy P`)")
+    propensity = frame["propensity"]
+    if propensity.dtype.kind not in "fi":
+        raise DataError(f"the propensity column of {source} holds text", "a propensity is a probability in (0, 1]")
+    policy.check_frame(frame, source=source)
+    feedback = LoggedFeedback.from_frame(frame, arms=policy.arms, arm_column="arm", propensity_column="propensity",
+                                         reward_columns={m: m for m in metrics},
+                                         source=f"logged decisions in {source}, propensities as served")
+    result = value_on_logged(feedback, policy.action_probabilities(frame))
+    served = (frame.groupby(["policy", "version"]).size() if {"policy", "version"} <= set(frame.columns) else None)
+    return {"name": policy.name, "kind": policy.kind, "version": policy.version, "exploration": policy.exploration,
+            "experiment": name,
+            "logged": {"file": str(path), "rows": len(frame), "source": feedback.source,
+                       "served": {f"{p} v{v}": int(c) for (p, v), c in served.items()} if served is not None else {}},
+            **result}
