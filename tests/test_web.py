@@ -231,3 +231,31 @@ def test_readiness_metrics_and_openapi(served, client):
     assert "pex_http_request_seconds_bucket" in text and "pex_decision_log_buffered" in text
     doc = client.get("/api/v1/openapi.json", headers=served.headers("admin")).json
     assert doc["openapi"].startswith("3.") and "/api/v1/policies/{name}/decide" in doc["paths"]
+
+
+def test_outcomes_over_http_then_the_logged_feedback_values_a_candidate(served, app, client, tmp_path):
+    """The whole loop through the API: decide, report outcomes, export the log, value another policy on it."""
+    from pex.cli.main import main
+
+    policy = _policy(served, served.tree)
+    units = _units(served, 400)
+    body = {"units": [{"unit": u, "features": _features(r, policy.features)} for u, (_, r) in zip(units["user_id"], units.iterrows())]}
+    decisions = client.post(f"/api/v1/policies/{served.tree}/decide-batch", json=body, headers=served.headers()).json["decisions"]
+    records = [{"unit": d["unit"], "metric": "sessions", "value": float(i % 7)} for i, d in enumerate(decisions)]
+    r = client.post("/api/v1/outcomes", json={"experiment": "exp", "records": records}, headers=served.headers())
+    assert r.status_code == 200 and r.json == {"ok": True, "experiment": "exp", "recorded": 400}
+    bad = client.post("/api/v1/outcomes", json={"experiment": "exp", "records": records[:3] + [{"unit": "u", "metric": "nope",
+                                                                                              "value": 1}]},
+                      headers=served.headers())
+    assert bad.status_code == 422 and "nope" in bad.json["error"]
+    assert client.post("/api/v1/outcomes", json={"experiment": "ghost", "records": records[:1]},
+                       headers=served.headers()).status_code == 404
+    assert client.post("/api/v1/outcomes", json={"records": []}, headers=served.headers()).status_code == 422
+    app.extensions["pex"].close()
+    with Workspace(served.home, create=False) as ws:
+        assert len(ws.read_outcomes("exp")) == 400  # the refused calls stored nothing
+    out = tmp_path / "logged.parquet"
+    assert main(["--home", str(served.home), "decisions", "exp", "--policy", served.tree, "--out", str(out)]) == 0
+    logged = pd.read_parquet(out)
+    assert len(logged) == 400 and logged["sessions"].notna().all()
+    assert main(["--home", str(served.home), "evaluate", "exp", served.constant, "--logged", str(out), "--json"]) == 0
