@@ -352,15 +352,21 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
 
 @cli.command(name="export")
 @click.argument("policy")
-@click.option("--format", "fmt", type=click.Choice(["sql", "json"]), required=True,
-              help="sql: one CASE expression giving each row's greedy arm (constant and tree policies); json: the document.")
+@click.option("--format", "fmt", type=click.Choice(["sql", "json", "onnx"]), required=True,
+              help="sql: one CASE expression giving each row's greedy arm (constant and tree policies); json: the document; "
+                   "onnx: one ONNX graph from the raw features to each row's greedy arm and the arms' scores (value and tree "
+                   "policies; needs --out).")
 @click.option("--out", "out_path", default=None, type=click.Path(dir_okay=False), help="File to write (default: standard output).")
 @click.pass_context
 def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | None) -> None:
-    """Write POLICY (stored name or JSON file) for use outside pex: as SQL for a warehouse, or its JSON document."""
+    """Write POLICY (stored name or JSON file) for use outside pex: as SQL for a warehouse, as an ONNX model for any
+    ONNX runtime, or its JSON document."""
     from pex.files import write_atomic
-    from pex.services.exports import export_policy
+    from pex.services.exports import BINARY_FORMATS, export_policy
 
+    if out_path is None and fmt in BINARY_FORMATS:
+        raise PexError(f"--format {fmt} writes a binary file and needs --out",
+                       f"e.g. pex export {policy} --format {fmt} --out policy.{fmt}")
     text, exported = export_policy(policy, _lazy_workspace(ctx), fmt)
     if out_path is None:
         click.echo(text, nl=False)

@@ -202,7 +202,8 @@ class Policy(metaclass=_PolicyType):
         """The greedy arm as one SQL expression over the feature columns, for a warehouse to assign arms in a
         query (exploration is not applied: a query cannot log propensities)."""
         raise PolicyError(f"policy {self.name!r} is a {self.kind} policy, which has no SQL form",
-                          "SQL export covers constant and tree policies; distil a tree from it (`pex policies NAME`)")
+                          "SQL export covers constant and tree policies; export it with --format onnx, "
+                          "or distil a tree from it (`pex policies NAME`)")
 
     # -- evaluation ------------------------------------------------------------------
 
