@@ -84,10 +84,17 @@ def _check_record(i: int, record: Any, metrics: list[str], experiment: str, wher
     if metric not in metrics:
         raise DataError(f"{where(i)} has metric {metric!r}, which is not a metric of experiment {experiment!r}",
                         f"its metrics are {', '.join(metrics)}")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite(value):
         raise DataError(f"{where(i)} has value {value!r}: a value is a finite number",
                         "send the metric's value as a number, e.g. 1 or 0.25 (for a yes/no metric 1 or 0)")
     return unit, metric, float(value)
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer beyond the float range (1.8e308)
+        return False
 
 
 @dataclass(frozen=True)
