@@ -11,7 +11,7 @@ from pex.version import __version__
 ERROR = {"type": "object", "required": ["ok", "error", "hint", "status"], "properties": {
     "ok": {"const": False}, "error": {"type": "string"}, "hint": {"type": "string"}, "status": {"type": "integer"}}}
 FEATURE_VALUE = {"type": ["number", "string", "null"]}
-UNIT = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256}, {"type": "integer"}]}
+UNIT = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000]*$"}, {"type": "integer"}]}
 DECISION = {"type": "object", "required": ["arm", "policy", "version", "propensity", "decision_id"], "properties": {
     "arm": {"type": "string"}, "policy": {"type": "string"}, "version": {"type": "integer"},
     "propensity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},

@@ -78,6 +78,9 @@ def _check_record(i: int, record: Any, metrics: list[str], experiment: str, wher
     if not isinstance(unit, str) or not unit.strip():
         raise DataError(f"{where(i)} has unit {unit!r}: a unit is a non-empty string or an integer",
                         "send the id the decision was requested for, e.g. \"unit\": \"u123\"")
+    if "\x00" in unit:  # PostgreSQL refuses NUL in text (the store would fail, not this record)
+        raise DataError(f"{where(i)} has a unit id with the NUL character (\\u0000)",
+                        "send the id the decision was requested for")
     if len(unit) > MAX_UNIT_LENGTH:
         raise DataError(f"{where(i)} has a unit id of {len(unit)} characters (at most {MAX_UNIT_LENGTH})",
                         "send the id the decision was requested for")
