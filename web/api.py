@@ -14,6 +14,7 @@ from web import metrics
 from web.auth import requires
 
 api = Blueprint("api", __name__)
+MAX_VERSION = 2**31 - 1  # the store's version columns are 32-bit integers on PostgreSQL (larger ones overflow the driver)
 
 
 def _state():
@@ -90,8 +91,12 @@ def publish(name: str):
     """Make a version live: ``{"version": V}`` (default: the newest stored)."""
     body = _body() if request.get_data(cache=True) else {}
     version = body.get("version") if isinstance(body, Mapping) else None
-    if not isinstance(body, Mapping) or (version is not None and (isinstance(version, bool) or not isinstance(version, int))):
-        raise DataError("the request body must be empty or an object with an integer 'version'", 'send {"version": 3}')
+    if isinstance(version, float) and version.is_integer():  # 3.0 is an integer to JSON (and to the document)
+        version = int(version)
+    if not isinstance(body, Mapping) or (version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION)):
+        raise DataError(f"the request body must be empty or an object with an integer 'version' from 1 to {MAX_VERSION}",
+                        'send {"version": 3}')
     release = publishing.publish(_state().ws, name, version, _actor())
     return jsonify({"ok": True, **release.to_dict()})
 

@@ -11,7 +11,7 @@ from pex.version import __version__
 ERROR = {"type": "object", "required": ["ok", "error", "hint", "status"], "properties": {
     "ok": {"const": False}, "error": {"type": "string"}, "hint": {"type": "string"}, "status": {"type": "integer"}}}
 FEATURE_VALUE = {"type": ["number", "string", "null"]}
-UNIT = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256}, {"type": "integer"}]}
+UNIT = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000]*$"}, {"type": "integer"}]}
 DECISION = {"type": "object", "required": ["arm", "policy", "version", "propensity", "decision_id"], "properties": {
     "arm": {"type": "string"}, "policy": {"type": "string"}, "version": {"type": "integer"},
     "propensity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -20,11 +20,10 @@ DECIDE_REQUEST = {"type": "object", "required": ["unit"], "properties": {
     "unit": UNIT, "features": {"type": "object", "additionalProperties": FEATURE_VALUE,
                                "description": "Feature values; absent or null is missing and follows the policy's "
                                               "declared path. Numeric features take numbers, categorical ones labels."}}}
-RELEASE = {"type": "object", "required": ["ok", "policy", "action", "from_version", "to_version", "actor", "created_at"],
-           "properties": {"ok": {"const": True}, "policy": {"type": "string"},
-                          "action": {"enum": ["publish", "rollback"]}, "from_version": {"type": ["integer", "null"]},
-                          "to_version": {"type": "integer"}, "actor": {"type": "string"},
-                          "created_at": {"type": "string", "format": "date-time"}}}
+RELEASE_EVENT = {"type": "object", "required": ["policy", "action", "from_version", "to_version", "actor", "created_at"],
+                 "properties": {"policy": {"type": "string"}, "action": {"enum": ["publish", "rollback"]},
+                                "from_version": {"type": ["integer", "null"]}, "to_version": {"type": "integer"},
+                                "actor": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
     "DecideRequest": DECIDE_REQUEST,
@@ -41,13 +40,18 @@ SCHEMAS: dict[str, Any] = {
             "properties": {"unit": UNIT, "metric": {"type": "string"}, "value": {"type": "number"}}}}}},
     "OutcomesResponse": {"type": "object", "required": ["ok", "experiment", "recorded"], "properties": {
         "ok": {"const": True}, "experiment": {"type": "string"}, "recorded": {"type": "integer"}}},
-    "PublishRequest": {"type": "object", "properties": {"version": {"type": "integer", "minimum": 1}}},
-    "Release": RELEASE,
+    "PublishRequest": {"type": "object", "properties": {"version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}},
+    "ReleaseEvent": RELEASE_EVENT,
+    "Release": {"allOf": [{"$ref": "#/components/schemas/ReleaseEvent"},
+                          {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}}]},
     "Releases": {"type": "object", "required": ["releases"], "properties": {
-        "releases": {"type": "array", "items": {"type": "object"}}}},
+        "releases": {"type": "array", "items": {"$ref": "#/components/schemas/ReleaseEvent"}}}},
     "LivePolicies": {"type": "object", "required": ["policies"], "properties": {"policies": {"type": "array", "items": {
-        "type": "object", "required": ["name", "version", "kind"],
-        "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "kind": {"type": "string"}}}}}},
+        "type": "object", "required": ["name", "version", "kind", "experiment", "arms", "exploration"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "integer"}, "kind": {"type": "string"},
+                       "experiment": {"type": ["string", "null"]},
+                       "arms": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                       "exploration": {"type": "number", "minimum": 0, "maximum": 1}}}}}},
     "Health": {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
     "Readiness": {"type": "object", "required": ["ok", "store", "policies", "failed"], "properties": {
         "ok": {"type": "boolean"}, "store": {"type": "string"},
@@ -92,14 +96,18 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Record metric values for units (all records or none)", "x-scope": "decide",
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OutcomesRequest")}}},
         "responses": {"200": _json("OutcomesResponse", "recorded"), "404": _json("Error", "unknown experiment"),
+                      "400": _json("Error", "the body is not JSON, or 'experiment' is empty"),
                       "422": _json("Error", "a malformed record")}},
     ("/api/v1/policies/{name}/publish", "post"): {
         "summary": "Make a version live (default: the newest)", "x-scope": "admin", "parameters": [NAME],
         "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("PublishRequest")}}},
-        "responses": {"200": _json("Release", "published"), "404": _json("Error", "no such policy or version")}},
+        "responses": {"200": _json("Release", "published"), "404": _json("Error", "no such policy or version"),
+                      "400": _json("Error", "the body is not JSON, or that version is already live"),
+                      "422": _json("Error", "the body is not an object with an integer 'version'")}},
     ("/api/v1/policies/{name}/rollback", "post"): {
         "summary": "Return to the version live before the current one", "x-scope": "admin", "parameters": [NAME],
-        "responses": {"200": _json("Release", "rolled back"), "404": _json("Error", "never published")}},
+        "responses": {"200": _json("Release", "rolled back"), "404": _json("Error", "never published"),
+                      "400": _json("Error", "only one version was ever live: nothing to roll back to")}},
     ("/api/v1/policies/{name}/releases", "get"): {
         "summary": "Every publish and rollback of a policy", "x-scope": "admin", "parameters": [NAME],
         "responses": {"200": _json("Releases", "the releases, oldest first")}},
@@ -127,6 +135,8 @@ def document(app: Flask) -> dict[str, Any]:
             op["responses"].setdefault("403", _json("Error", f"the token's scope is not {op['x-scope']!r} or admin"))
         if "requestBody" in op:
             op["responses"].setdefault("400", _json("Error", "the body is not JSON"))
+        if path != "/healthz":  # every other route reads the store (a token, the live versions): down, it is a 503
+            op["responses"].setdefault("503", _json("Error", "the store is unavailable; retry later"))
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",

@@ -297,7 +297,11 @@ class Policy(metaclass=_PolicyType):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise DataError(f"{where}.{name} must be a number or null, got {_json_type(value)} {value!r}"[:300],
                                     f"policy {self.name!r} compares {name!r} as a number; send null when it is unknown")
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:  # JSON integers have no bound; floats end at 1.8e308
+                    raise DataError(f"{where}.{name} must be a finite number, got an integer beyond the float range",
+                                    "send the number as a float, or null when it is unknown") from None
                 if value != value:  # NaN (Python's json reads it) is missing, as in a file
                     out[name] = None
                 elif math.isinf(value):

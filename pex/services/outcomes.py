@@ -78,16 +78,26 @@ def _check_record(i: int, record: Any, metrics: list[str], experiment: str, wher
     if not isinstance(unit, str) or not unit.strip():
         raise DataError(f"{where(i)} has unit {unit!r}: a unit is a non-empty string or an integer",
                         "send the id the decision was requested for, e.g. \"unit\": \"u123\"")
+    if "\x00" in unit:  # PostgreSQL refuses NUL in text (the store would fail, not this record)
+        raise DataError(f"{where(i)} has a unit id with the NUL character (\\u0000)",
+                        "send the id the decision was requested for")
     if len(unit) > MAX_UNIT_LENGTH:
         raise DataError(f"{where(i)} has a unit id of {len(unit)} characters (at most {MAX_UNIT_LENGTH})",
                         "send the id the decision was requested for")
     if metric not in metrics:
         raise DataError(f"{where(i)} has metric {metric!r}, which is not a metric of experiment {experiment!r}",
                         f"its metrics are {', '.join(metrics)}")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite(value):
         raise DataError(f"{where(i)} has value {value!r}: a value is a finite number",
                         "send the metric's value as a number, e.g. 1 or 0.25 (for a yes/no metric 1 or 0)")
     return unit, metric, float(value)
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # a JSON integer beyond the float range (1.8e308)
+        return False
 
 
 @dataclass(frozen=True)

@@ -207,4 +207,6 @@ def _unit_id(value: Any, where: str) -> str:
     text = str(value)
     if not text or len(text) > MAX_UNIT_CHARS:
         raise DataError(f"{where} must have 1 to {MAX_UNIT_CHARS} characters, got {len(text)}", "send the unit's id")
+    if "\x00" in text:  # PostgreSQL refuses NUL in text: one such row would stop every later flush of the log
+        raise DataError(f"{where} must not contain the NUL character (\\u0000)", "send the unit's id")
     return text
