@@ -244,9 +244,8 @@ def test_outcomes_over_http_then_the_logged_feedback_values_a_candidate(served, 
     records = [{"unit": d["unit"], "metric": "sessions", "value": float(i % 7)} for i, d in enumerate(decisions)]
     r = client.post("/api/v1/outcomes", json={"experiment": "exp", "records": records}, headers=served.headers())
     assert r.status_code == 200 and r.json == {"ok": True, "experiment": "exp", "recorded": 400}
-    bad = client.post("/api/v1/outcomes", json={"experiment": "exp", "records": records[:3] + [{"unit": "u", "metric": "nope",
-                                                                                              "value": 1}]},
-                      headers=served.headers())
+    wrong = [*records[:3], {"unit": "u", "metric": "nope", "value": 1}]
+    bad = client.post("/api/v1/outcomes", json={"experiment": "exp", "records": wrong}, headers=served.headers())
     assert bad.status_code == 422 and "nope" in bad.json["error"]
     assert client.post("/api/v1/outcomes", json={"experiment": "ghost", "records": records[:1]},
                        headers=served.headers()).status_code == 404
