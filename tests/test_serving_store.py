@@ -164,3 +164,29 @@ def test_decide_records_equals_decide_on_frames_for_random_trees(sim):
             lambda v: v if v is None or isinstance(v, str) else str(v))), frame["user_id"])
         np.testing.assert_array_equal(arms, want_arms)
         np.testing.assert_allclose(p, want_p)
+
+
+def test_value_policy_records_decide_as_its_frames_do_with_holes(served):
+    from pex.services.models import effect_model_by_id
+
+    ws = Workspace(served.home, create=False)
+    policy = Policy.from_document(ws.get_policy(served.value).document, lambda vm: effect_model_by_id(ws, vm["fit"]))
+    frame = ws.load_dataset("exp")[0].frame[["user_id", *policy.features]].iloc[:2000].copy()
+    rng = np.random.default_rng(8)
+    kinds = policy.feature_kinds()
+    for column, kind in kinds.items():
+        holes = rng.random(len(frame)) < 0.1
+        if kind == "numeric":
+            frame.loc[holes, column] = np.nan
+        else:
+            frame[column] = frame[column].astype(object)
+            frame.loc[holes, column] = None
+            frame.loc[rng.random(len(frame)) < 0.05, column] = " never-seen "
+    sent = [{c: (None if pd.isna(v) else v) for c, v in row.items() if c != "user_id"} for row in frame.to_dict("records")]
+    arms, p = policy.replace(exploration=0.2).decide_records([policy.check_record(s) for s in sent], list(frame["user_id"]))
+    want_arms, want_p = policy.replace(exploration=0.2).decide(frame, frame["user_id"])
+    np.testing.assert_array_equal(arms, want_arms)
+    np.testing.assert_allclose(p, want_p)
+    one = [policy.greedy_arms_of_records([policy.check_record(s)])[0] for s in sent[:50]]
+    np.testing.assert_array_equal(one, policy.greedy_arms(frame.iloc[:50]))
+    ws.close()

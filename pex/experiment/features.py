@@ -78,6 +78,32 @@ class FeatureEncoder:
                 out[:, j] = np.where(codes < 0, np.nan, codes)  # unseen or missing -> NaN
         return out
 
+    def transform_records(self, records: list[dict]) -> np.ndarray:
+        """:meth:`transform` (lenient) of feature records as a server checks them: numbers (None when missing)
+        and text labels (None when missing). The same matrix, without building a frame: for one unit the
+        frame costs 3 ms of the 4 ms a value-policy decision took."""
+        out = np.full((len(records), len(self.columns)), np.nan)
+        for j, col in enumerate(self.columns):
+            if self.kinds[col] == "numeric":
+                for i, record in enumerate(records):
+                    value = record.get(col)
+                    if value is not None:
+                        out[i, j] = value
+            else:
+                codes = self._codes(col)
+                for i, record in enumerate(records):
+                    value = record.get(col)
+                    code = None if value is None else codes.get(value.strip())
+                    if code is not None:
+                        out[i, j] = code
+        return out
+
+    def _codes(self, col: str) -> dict[str, int]:
+        cache = self.__dict__.setdefault("_code_maps", {})
+        if col not in cache:
+            cache[col] = {label: i for i, label in enumerate(self.categories[col])}
+        return cache[col]
+
     def to_dict(self) -> dict:
         """The encoder as JSON (stored with the effect model)."""
         return {"columns": self.columns, "kinds": self.kinds, "categories": self.categories}

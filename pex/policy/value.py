@@ -40,7 +40,7 @@ and ``min_score``; the other fields say how they were derived.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -153,8 +153,16 @@ class ValuePolicy(Policy):
         if effects is None:
             model = self._bound()
             effects = model.effect(model.encoder.transform(frame, strict=False))
+        return self._choose(effects, len(frame))
+
+    def greedy_arms_of_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`greedy_arms` of checked records, encoded without a frame."""
+        model = self._bound()
+        return self._choose(model.effect(model.encoder.transform_records(list(records))), len(records))
+
+    def _choose(self, effects: dict[tuple[str, str], np.ndarray], n: int) -> np.ndarray:
         vm = self.value_model
-        by_arm = arm_scores(effects, self.arms, self.default_arm, vm["metrics"], len(frame))
+        by_arm = arm_scores(effects, self.arms, self.default_arm, vm["metrics"], n)
         return choose_arms(by_arm, self.arms.index(self.default_arm), vm["min_score"])
 
 
