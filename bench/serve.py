@@ -589,7 +589,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
     args = ap.parse_args()
     s = settings(args)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM unwinds like Ctrl-C: servers are stopped
+    for sig in (signal.SIGINT, signal.SIGTERM):  # both unwind (servers stopped), SIGINT even when inherited ignored
+        signal.signal(sig, signal.default_int_handler)
     print(f"machine: {machine(s.workers)}")
     try:
         with tempfile.TemporaryDirectory(prefix="pex-bench-serve-") as d:
@@ -602,6 +603,9 @@ def main() -> int:
     except BenchError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: the servers are stopped and the temporary workspace is removed", file=sys.stderr)
+        return 130
     rows = rows_of(bare, loads, ws, s)
     print(f"\nmachine after the runs: {machine(s.workers)}\n")
     print(table(rows))
