@@ -350,9 +350,9 @@ def parse_wrk(out: str, label: str, connections: int, units: int) -> Load:
 
 def wrk(url: str, script: Path, label: str, *, connections: int, seconds: float, units: int = 1,
         timeout_s: int = 30) -> Load:
-    """One wrk run (2 threads); a :class:`BenchError` when any answer was not 2xx."""
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s}s", "--latency", "-s", str(script),
-            url]
+    """One wrk run (2 threads, 1 for a single connection); a :class:`BenchError` when any answer was not 2xx."""
+    argv = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s}s",
+            "--latency", "-s", str(script), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + timeout_s + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}) for {label}:\n{done.stderr}{done.stdout}")
