@@ -455,11 +455,28 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def cpu_idle(seconds: float = 1.0) -> float | None:
+    """The share of all cores' time that was idle over the next ``seconds`` (from /proc/stat; None elsewhere)."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
 def machine(workers: int) -> str:
-    """Cores, workers, Python and the load average now."""
+    """Cores, workers, Python, the load average and how idle the cores are now (other work on the machine)."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    idle = cpu_idle()
     return (f"{os.cpu_count()} cores ({platform.machine()}), {workers} gunicorn sync workers per server, "
-            f"Python {platform.python_version()}, wrk -t2; load average {load}")
+            f"Python {platform.python_version()}, wrk -t2; load average {load}"
+            + ("" if idle is None else f"; CPU idle over 1 s: {idle:.0%}"))
 
 
 def check_log(home: Path, served: dict[str, list[Load]]) -> None:
