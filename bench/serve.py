@@ -234,7 +234,8 @@ def start_pex(root: Path, home: Path, workers: int) -> Server:
     """`pex serve` with ``workers`` gunicorn sync workers on ``home`` (it execs gunicorn: the pid is the master's)."""
     port = free_port()
     argv = [sys.executable, "-c", PEX_CLI, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
-    return Server("pex serve", argv, child_env(home), root / "pex.log", port)
+    # TMPDIR: `pex serve` makes its metrics folder (pex-metrics-PORT) in the temporary folder and leaves it there
+    return Server("pex serve", argv, {**child_env(home), "TMPDIR": str(root)}, root / "pex.log", port)
 
 
 def wait_ready(server: Server, workers: int) -> None:
