@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.pex-installed
 PYTEST_FLAGS ?=
 
-.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails clean
+.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails bench-serve clean
 
 # torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -55,6 +55,12 @@ bench: $(STAMP)
 # Do recommended policies truly keep their guardrails? 108 whole pipeline runs against the simulator's truth.
 bench-guardrails: $(STAMP)
 	$(PY) bench/guardrails.py
+
+# Requests/s and latency of `pex serve` over HTTP against a bare Flask endpoint, with Debian's wrk (installed once,
+# when missing) and an open-loop generator for the fixed-rate run (about 3 minutes; BENCH_FLAGS=--quick: 1 minute).
+bench-serve: $(STAMP)
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(PY) bench/serve.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) .pex .pytest_cache build *.egg-info
