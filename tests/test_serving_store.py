@@ -164,6 +164,9 @@ def test_decide_records_equals_decide_on_frames_for_random_trees(sim):
             lambda v: v if v is None or isinstance(v, str) else str(v))), frame["user_id"])
         np.testing.assert_array_equal(arms, want_arms)
         np.testing.assert_allclose(p, want_p)
+        one = [policy.decide_one(r, u) for r, u in zip(records, frame["user_id"])]  # a server's single decisions
+        assert [a for a, _ in one] == list(want_arms)
+        assert [q for _, q in one] == list(want_p)  # exactly, not approximately
 
 
 def test_value_policy_records_decide_as_its_frames_do_with_holes(served):
@@ -187,6 +190,7 @@ def test_value_policy_records_decide_as_its_frames_do_with_holes(served):
     want_arms, want_p = policy.replace(exploration=0.2).decide(frame, frame["user_id"])
     np.testing.assert_array_equal(arms, want_arms)
     np.testing.assert_allclose(p, want_p)
-    one = [policy.greedy_arms_of_records([policy.check_record(s)])[0] for s in sent[:50]]
-    np.testing.assert_array_equal(one, policy.greedy_arms(frame.iloc[:50]))
+    explored = policy.replace(exploration=0.2)
+    one = [explored.decide_one(explored.check_record(s), u) for s, u in zip(sent[:300], frame["user_id"][:300])]
+    assert one == list(zip(want_arms[:300], want_p[:300]))
     ws.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 
 import click
 
@@ -40,8 +39,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
     if dev:
         argv = [sys.executable, "-m", "web.dev", "--host", host, "--port", str(port)]
     else:
-        # prometheus-client's multiprocess mode: one folder of value files per server, emptied at start
-        metrics_dir = os.path.join(tempfile.gettempdir(), f"pex-metrics-{port}")
+        # prometheus-client's multiprocess mode: one folder of value files per server (in the workspace, one per
+        # port, so restarts reuse it rather than leaving folders behind), emptied at start
+        metrics_dir = os.path.abspath(os.path.join(ws.home, "serve", f"metrics-{port}"))
         shutil.rmtree(metrics_dir, ignore_errors=True)
         os.makedirs(metrics_dir)
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

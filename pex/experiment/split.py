@@ -69,6 +69,11 @@ def keyed_uniform(values: np.ndarray | pd.Series, key: str) -> np.ndarray:
     return (keyed_hash(values, key) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def keyed_uniform_one(value: str, key: str) -> float:
+    """:func:`keyed_uniform` of one string as a Python float (for a served decision: no numpy per call)."""
+    return (int(_few_keyed_hash(np.array([value], dtype=object), key)[0]) >> 11) * 2.0**-53
+
+
 def evaluation_mask(units: np.ndarray | pd.Series, share: float, seed: int = 0) -> np.ndarray:
     """Boolean mask of the held-out (evaluation) units among ``units``."""
     if not 0.0 <= share < 1.0:

@@ -156,10 +156,13 @@ class PolicyServer:
         policy = self.policy(name)
         if not isinstance(body, Mapping):
             raise DataError("the request body must be a JSON object", 'send {"unit": "u1", "features": {...}}')
-        served = self._serve(policy, [body], "")
-        row = served.rows()[0]
-        del row["unit"]
-        return row
+        unit = _unit_id(body.get("unit"), "unit")
+        record = policy.check_record(body.get("features", {}), "features")
+        arm, propensity = policy.decide_one(record, unit)
+        decision_id = self._ids.take(1)[0]
+        self.decision_log.record([self._row(policy, decision_id, datetime.now(UTC), unit, arm, propensity, record)])
+        return {"arm": arm, "policy": policy.name, "version": policy.version, "propensity": propensity,
+                "decision_id": decision_id}
 
     def decide_batch(self, name: str, body: Any) -> dict[str, Any]:
         """Decisions for ``{"units": [{"unit", "features"}, ...]}``, up to ``max_batch`` units, in order."""
@@ -176,7 +179,7 @@ class PolicyServer:
     def _serve(self, policy: Policy, items: list, where: str) -> Served:
         units, records = [], []
         for i, item in enumerate(items):
-            at = f"{where}[{i}]." if where else ""
+            at = f"{where}[{i}]."
             if not isinstance(item, Mapping):
                 raise DataError(f"{where}[{i}] must be an object with 'unit' and 'features'", '{"unit": "u1", "features": {...}}')
             units.append(_unit_id(item.get("unit"), f"{at}unit"))
@@ -184,12 +187,17 @@ class PolicyServer:
         arms, propensities = policy.decide_records(records, units)
         ids = self._ids.take(len(units))
         now = datetime.now(UTC)
-        name, version, experiment = policy.name, policy.version, policy.experiment or None
-        self.decision_log.record([
-            {"decision_id": d, "decided_at": now, "experiment": experiment, "policy": name, "version": version,
-             "unit": u, "arm": a, "propensity": p, "features": r}
-            for d, u, a, p, r in zip(ids, units, arms.tolist(), propensities.tolist(), records)])
+        self.decision_log.record([self._row(policy, d, now, u, a, p, r)
+                                  for d, u, a, p, r in zip(ids, units, arms.tolist(), propensities.tolist(), records)])
         return Served(policy, units, arms, propensities, ids)
+
+    @staticmethod
+    def _row(policy: Policy, decision_id: str, now: datetime, unit: str, arm: str, propensity: float,
+             record: dict[str, Any]) -> dict[str, Any]:
+        """One row of the decision log (the columns of ``decisions``)."""
+        return {"decision_id": decision_id, "decided_at": now, "experiment": policy.experiment or None,
+                "policy": policy.name, "version": policy.version, "unit": unit, "arm": arm,
+                "propensity": propensity, "features": record}
 
     def close(self) -> None:
         """Stop refreshing and write every buffered decision (a graceful stop loses none)."""
