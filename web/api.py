@@ -32,11 +32,11 @@ def _body() -> Any:
 def _count(decisions: list[dict[str, Any]]) -> None:
     if len(decisions) == 1:
         d = decisions[0]
-        metrics.DECISIONS.labels(d["policy"], str(d["version"]), d["arm"]).inc()
+        metrics.decisions(d["policy"], d["version"], d["arm"]).inc()
         return
     arms, counts = np.unique([d["arm"] for d in decisions], return_counts=True)
     for arm, count in zip(arms.tolist(), counts.tolist()):
-        metrics.DECISIONS.labels(decisions[0]["policy"], str(decisions[0]["version"]), arm).inc(count)
+        metrics.decisions(decisions[0]["policy"], decisions[0]["version"], arm).inc(count)
 
 
 @api.post("/policies/<name>/decide")

@@ -44,6 +44,12 @@ def latency(route: str) -> Any:
     return LATENCY.labels(route)
 
 
+@functools.lru_cache(maxsize=4096)
+def decisions(policy: str, version: int, arm: str) -> Any:
+    """The decisions counter of one policy version and arm."""
+    return DECISIONS.labels(policy, str(version), arm)
+
+
 def exposition() -> tuple[bytes, str]:
     """The metrics text and its content type: all workers' sum in multiprocess mode, else this process's."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
