@@ -258,3 +258,36 @@ def test_outcomes_over_http_then_the_logged_feedback_values_a_candidate(served, 
     logged = pd.read_parquet(out)
     assert len(logged) == 400 and logged["sessions"].notna().all()
     assert main(["--home", str(served.home), "evaluate", "exp", served.constant, "--logged", str(out), "--json"]) == 0
+
+
+def test_the_fast_decide_path_answers_as_the_flask_view_does(served, app):
+    """web.fast answers plain decides before Flask; the view behind it must give the same answers and log once."""
+    policy = _policy(served, served.value)
+    units = _units(served, 40)
+    bodies = [{"unit": u, "features": _features(r, policy.features)} for u, (_, r) in zip(units["user_id"], units.iterrows())]
+    bodies += [{"unit": "bad", "features": {policy.features[0]: "text"}}, {"features": {}}, "not json"]
+    url = f"/api/v1/policies/{served.value}/decide"
+    fast = app.test_client()
+    fast_wsgi = app.wsgi_app
+    view, calls = app.view_functions["api.decide"], []
+    app.view_functions["api.decide"] = lambda **kw: calls.append(1) or view(**kw)
+    answers = {}
+    for label, wsgi in (("fast", fast_wsgi), ("flask", fast_wsgi.flask)):
+        app.wsgi_app = wsgi
+        try:
+            answers[label] = []
+            for body in bodies:
+                kwargs = {"data": body} if isinstance(body, str) else {"json": body}
+                r = fast.post(url, headers=served.headers(), **kwargs)
+                answers[label].append((r.status_code, r.headers["Content-Type"],
+                                       {k: v for k, v in r.json.items() if k != "decision_id"}))
+        finally:
+            app.wsgi_app = fast_wsgi
+        answers[f"{label} views"] = len(calls)
+        calls.clear()
+    assert (answers.pop("fast views"), answers.pop("flask views")) == (3, 43)  # the fast path left Flask the errors
+    assert answers["fast"] == answers["flask"]
+    assert [s for s, _, _ in answers["fast"]] == [200] * 40 + [422, 422, 400]
+    app.extensions["pex"].close()
+    with Workspace(served.home, create=False) as ws:
+        assert ws.count_decisions(served.value) == 80  # each served decision logged once, errors none

@@ -70,15 +70,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def _instrument(app: Flask) -> None:
     """Requests, latency and errors per route template. The clock starts in a WSGI wrapper rather than a
-    before_request hook, and the request is read once: the tree policy's whole decision costs about as much as
-    Flask's hook machinery and request proxies, so these count against serving speed (bench/serve.py)."""
-    inner = app.wsgi_app
+    before_request hook, and the request is read once: the tree policy's whole decision costs less than Flask's
+    hook machinery and request proxies, so these count against serving speed (bench/serve.py)."""
+    from web.fast import fast_decide
 
-    def timed(environ: dict, start_response: Any) -> Any:
-        environ["pex.started"] = time.perf_counter()
-        return inner(environ, start_response)
-
-    app.wsgi_app = timed
+    # the wrapper starts the clock (environ["pex.started"]) for every request, and answers plain decides itself
+    app.wsgi_app = fast_decide(app.wsgi_app, app.extensions["pex"], app.config["MAX_CONTENT_LENGTH"])
 
     @app.after_request
     def observed(response: Any) -> Any:
