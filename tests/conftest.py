@@ -90,6 +90,19 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture
+def empty_postgres_url(postgres_url) -> str:
+    """:func:`postgres_url` with every pex table dropped first: each test starts from an empty database."""
+    import sqlalchemy as sa
+
+    from pex.store.schema import metadata
+
+    engine = sa.create_engine(postgres_url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    return postgres_url
+
+
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory, sim_dir):
     """One whole `pex.run` on the 20k simulated experiment (small Ax budget), shared by pipeline and report tests.
@@ -139,3 +152,20 @@ def served(tmp_path, serving_home) -> Served:
     """A private copy of :func:`serving_home` with its policies published and tokens made."""
     shutil.copytree(serving_home, tmp_path / "served")
     return Served(tmp_path / "served")
+
+
+@pytest.fixture(scope="session")
+def ingested_template(tmp_path_factory) -> Path:
+    """A workspace with a 2,000-unit experiment ``exp`` ingested and nothing logged (never modify it)."""
+    from tests.served import ingest
+
+    base = tmp_path_factory.mktemp("ingested")
+    ingest(base / "exp", base / "ws")
+    return base / "ws"
+
+
+@pytest.fixture
+def ws_home(ingested_template, home) -> Path:
+    """A private copy of :func:`ingested_template` at :func:`home`."""
+    shutil.copytree(ingested_template, home)
+    return home

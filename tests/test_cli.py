@@ -123,15 +123,8 @@ def test_demo_console_script_end_to_end(tmp_path):
 
 
 @pytest.mark.postgres
-def test_cli_against_postgresql(tmp_path, sim_dir, postgres_url):
-    import sqlalchemy as sa
-
-    from pex.store.workspace import _metadata
-
-    engine = sa.create_engine(postgres_url)
-    _metadata.drop_all(engine)
-    engine.dispose()
-    env = {**os.environ, "PEX_HOME": str(tmp_path / "ws"), "PEX_DATABASE_URL": postgres_url}
+def test_cli_against_postgresql(tmp_path, sim_dir, empty_postgres_url):
+    env = {**os.environ, "PEX_HOME": str(tmp_path / "ws"), "PEX_DATABASE_URL": empty_postgres_url}
     for args in (["ingest", str(sim_dir / "exp.toml")], ["analyze", "exp", "--json"], ["experiments", "--json"]):
         out = subprocess.run([PEX, *args], capture_output=True, text=True, env=env, timeout=300)
         assert out.returncode == 0, out.stderr

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-from served import NAME, constant, decision_rows, ingest, live_units, realised, served_tree
+from served import NAME, constant, decision_rows, live_units, realised, served_tree
 
 from pex.cli.main import main
 from pex.policy.base import Policy
@@ -22,20 +22,6 @@ from pex.store.workspace import Workspace
 
 N_LIVE = 20_000
 MISSING_CONVERTED = 0.1  # share of units whose `converted` never comes back (at random)
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """A workspace with the experiment ``exp`` ingested and nothing logged (copy it before writing)."""
-    base = tmp_path_factory.mktemp("logged-template")
-    ingest(base / "exp", base / "ws")
-    return base / "ws"
-
-
-@pytest.fixture
-def ws_home(template, home):
-    shutil.copytree(template, home)
-    return home
 
 
 def _cli(capsys, home, *args) -> tuple[int, str, str]:
@@ -46,11 +32,11 @@ def _cli(capsys, home, *args) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, template):
+def served(tmp_path_factory, ingested_template):
     """The served tree's decisions for 20,000 live units, their realised outcomes recorded, exported as logged feedback."""
     base = tmp_path_factory.mktemp("served")
     home = base / "ws"
-    shutil.copytree(template, home)
+    shutil.copytree(ingested_template, home)
     live = live_units(N_LIVE, seed=5)
     policy = served_tree(0.2)
     rows = decision_rows(policy, live.data, live.truth.feature_names)

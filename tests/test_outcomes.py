@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import math
-import shutil
 
 import pandas as pd
 import pytest
-from served import NAME, ingest
+from served import NAME
 
 from pex.errors import DataError, NotFoundError, PexError
 from pex.services.outcomes import MAX_RECORDS, record_outcomes
 from pex.store.workspace import Workspace
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    """A workspace with the experiment ``exp`` ingested (copied for each test)."""
-    base = tmp_path_factory.mktemp("outcomes")
-    ingest(base / "exp", base / "ws")
-    return base / "ws"
-
-
-@pytest.fixture
-def ws_home(template, home):
-    shutil.copytree(template, home)
-    return home
 
 
 @pytest.fixture

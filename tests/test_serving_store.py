@@ -15,7 +15,6 @@ from pex.errors import NotFoundError, PexError
 from pex.experiment.split import keyed_hash
 from pex.policy.base import Policy
 from pex.services.decision_log import DecisionLog
-from pex.store.schema import metadata
 from pex.store.workspace import Workspace
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
@@ -26,10 +25,7 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 def ws(request, tmp_path, exp_dir):
     url = None
     if request.param == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        engine = sa.create_engine(url)
-        metadata.drop_all(engine)
-        engine.dispose()
+        url = request.getfixturevalue("empty_postgres_url")
     from pex.services.experiments import ingest
 
     workspace = Workspace(tmp_path / "ws", database_url=url)

@@ -6,12 +6,11 @@ import sqlite3
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from pex.errors import NotFoundError, StoreError
 from pex.experiment.data import load_dataset
 from pex.experiment.spec import load_spec
-from pex.store.workspace import Workspace, _metadata
+from pex.store.workspace import Workspace
 from tests.conftest import snapshot
 
 
@@ -25,11 +24,7 @@ def workspace(request, home):
     if request.param == "sqlite":
         ws = Workspace(home)
     else:
-        url = request.getfixturevalue("postgres_url")
-        engine = sa.create_engine(url)
-        _metadata.drop_all(engine)  # each test starts from an empty database
-        engine.dispose()
-        ws = Workspace(home, database_url=url)
+        ws = Workspace(home, database_url=request.getfixturevalue("empty_postgres_url"))
     yield ws
     ws.close()
 
@@ -141,10 +136,7 @@ def test_concurrent_ingests_of_a_new_experiment(request, backend, home, sim_dir)
 
     url = None
     if backend == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-        engine = sa.create_engine(url)
-        _metadata.drop_all(engine)
-        engine.dispose()
+        url = request.getfixturevalue("empty_postgres_url")
     jobs = [(home, sim_dir / "exp.toml", url, n) for n in (3000, 3000, 4000, 5000)]
     with mp.get_context("spawn").Pool(4) as pool:
         versions = pool.map(_ingest_in_subprocess, jobs)

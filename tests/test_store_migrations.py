@@ -39,11 +39,7 @@ def database(request, tmp_path):
     if request.param == "sqlite":
         home.mkdir()
         return home, f"sqlite:///{home / 'pex.db'}"
-    url = request.getfixturevalue("postgres_url")
-    engine = sa.create_engine(url)
-    metadata.drop_all(engine)
-    engine.dispose()
-    return home, url
+    return home, request.getfixturevalue("empty_postgres_url")
 
 
 def revisions(url: str) -> list[str]:

@@ -208,18 +208,13 @@ def test_serve_refuses_bad_options(argv, env, tmp_path):
 
 
 @pytest.mark.postgres
-def test_two_hosts_share_one_postgresql_store(tmp_path, pipeline_run, postgres_url):
+def test_two_hosts_share_one_postgresql_store(tmp_path, pipeline_run, empty_postgres_url):
     """Two `pex serve` (as two hosts would run them) on one PostgreSQL database: one log, one live version."""
     import shutil
 
-    import sqlalchemy as sa
-
     from pex.services.experiments import ingest
-    from pex.store.schema import metadata
 
-    engine = sa.create_engine(postgres_url)
-    metadata.drop_all(engine)
-    engine.dispose()
+    postgres_url = empty_postgres_url
     homes = [tmp_path / "host-a", tmp_path / "host-b"]
     spec = Path(pipeline_run.out).parent / "exp" / "exp.toml"
     with Workspace(homes[0], database_url=postgres_url) as ws:
