@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from flask import Blueprint, current_app, g, jsonify, request
 
 from pex.errors import DataError, PexError
@@ -34,8 +34,7 @@ def _count(decisions: list[dict[str, Any]]) -> None:
         d = decisions[0]
         metrics.decisions(d["policy"], d["version"], d["arm"]).inc()
         return
-    arms, counts = np.unique([d["arm"] for d in decisions], return_counts=True)
-    for arm, count in zip(arms.tolist(), counts.tolist()):
+    for arm, count in Counter(d["arm"] for d in decisions).items():
         metrics.decisions(decisions[0]["policy"], decisions[0]["version"], arm).inc(count)
 
 

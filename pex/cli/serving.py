@@ -29,6 +29,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
 
     load_config()  # bad PEX_* settings or PEX_CONFIG file: exit 2 here, not a worker that fails to boot
     ws = _workspace(ctx, create=True)  # creates or upgrades the schema before any worker opens it read-only
+    if not ws.live_versions():
+        click.echo("note: no policy is published yet, so every decide answers 404; `pex publish POLICY` makes one "
+                   "live and running servers pick it up within seconds", err=True)
     token = first_start_token(ws)
     if token is not None:
         click.echo("created an admin token (shown only now; store it safely):", err=True)
