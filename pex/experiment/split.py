@@ -19,7 +19,7 @@ import pandas as pd
 
 from pex.errors import PexError
 
-RULE = "siphash(unit id, key from seed) / 2**64 < share"
+RULE = "offset <= siphash(unit id, key from seed) / 2**64 < offset + share (mod 1; offset 0 unless cross-fitted)"
 HOLDOUT = 0.25  # default share of units no model sees; policies are compared and certified on them
 
 
@@ -74,10 +74,38 @@ def keyed_uniform_one(value: str, key: str) -> float:
     return (int(_few_keyed_hash(np.array([value], dtype=object), key)[0]) >> 11) * 2.0**-53
 
 
-def evaluation_mask(units: np.ndarray | pd.Series, share: float, seed: int = 0) -> np.ndarray:
-    """Boolean mask of the held-out (evaluation) units among ``units``."""
+def split_key(seed: int) -> str:
+    """The SipHash key of the held-out split made from the fit's ``seed``."""
+    return f"pex-split-{seed % 10**6:06d}"
+
+
+def hash_interval_mask(hashes: np.ndarray, start: float, share: float) -> np.ndarray:
+    """Whether each uint64 hash falls in the arc of the unit circle from ``start`` of length ``share`` (fractions
+    of 2**64, wrapping past 1 to 0). Arcs that tile [0, 1) split units into disjoint groups: the held-out split
+    (start 0) and its complement, and the routes of a routing policy (:mod:`pex.policy.routing`)."""
+    if share >= 1.0:
+        return np.ones(len(hashes), dtype=bool)
+    if share <= 0.0:
+        return np.zeros(len(hashes), dtype=bool)
+    lo, hi = _point(start % 1.0), _point((start + share) % 1.0)
+    if lo < hi:
+        return (hashes >= lo) & (hashes < hi)
+    return (hashes >= lo) | (hashes < hi)  # the arc wraps past 2**64 (or ends exactly there: hi is 0)
+
+
+def _point(fraction: float) -> np.uint64:
+    # fraction * 2**64 as an exact uint64 for the fractions a split names (0.25, 0.5, ...), as the rule always did
+    return np.uint64(min(int(fraction * 2.0**64), 2**64 - 1)) if fraction > 0 else np.uint64(0)
+
+
+def evaluation_mask(units: np.ndarray | pd.Series, share: float, seed: int = 0, offset: float = 0.0) -> np.ndarray:
+    """Boolean mask of the held-out (evaluation) units among ``units``: those whose hash falls in the arc
+    [``offset``, ``offset + share``). ``offset`` 0 is the usual split; a cross-fitted run's second fit holds out
+    the complement of its first (share 0.5, offset 0.5)."""
     if not 0.0 <= share < 1.0:
         raise PexError(f"the held-out share must be at least 0 and below 1, got {share}", "e.g. --holdout 0.25")
+    if not 0.0 <= offset < 1.0:
+        raise PexError(f"the held-out offset must be at least 0 and below 1, got {offset}", "e.g. 0.5 for a second half")
     if share == 0.0:
         return np.zeros(len(units), dtype=bool)
-    return keyed_hash(units, f"pex-split-{seed % 10**6:06d}") < np.uint64(share * 2.0**64)
+    return hash_interval_mask(keyed_hash(units, split_key(seed)), offset, share)

@@ -53,7 +53,7 @@ from pex.experiment.data import as_text
 from pex.experiment.split import keyed_uniform, keyed_uniform_one
 
 FORMAT = "pex.policy/1"
-KINDS = ("constant", "tree", "value")
+KINDS = ("constant", "tree", "value", "routing")
 MAX_TREE_DEPTH = 12
 COMMON_KEYS = ("format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "trained_at", "lineage")
 DRAW_PERSON = b"pex-decide-v1"  # blake2b personalisation of the draw keys: no other pex hash can share them
@@ -95,7 +95,8 @@ class _PolicyType(type):
         if target is None or foreign:
             _check_common(kwargs.get("name"), kwargs.get("arms"), kwargs.get("default_arm"), kwargs.get("exploration", 0.0))
             if target is None:
-                raise PolicyError(f"policy kind {kind!r} is not one of {', '.join(KINDS)}", 'use "kind": "constant", "tree" or "value"')
+                raise PolicyError(f"policy kind {kind!r} is not one of {', '.join(KINDS)}",
+                                  'use "kind": "constant", "tree", "value" or "routing"')
             owner = next(c.kind for c in _REGISTRY.values() if any(f.name == foreign[0] for f in dataclasses.fields(c)))
             raise PolicyError(f"a {kind} policy has no {foreign[0]!r}", f'remove "{foreign[0]}" or set "kind": "{owner}"')
         return super(_PolicyType, target).__call__(*args, **kwargs)
@@ -232,7 +233,15 @@ class Policy(metaclass=_PolicyType):
         """
         if len(units) != len(frame):
             raise DataError(f"{len(units)} unit ids for {len(frame)} rows", "pass one unit id per row of the frame")
-        return self._draw(self.greedy_arms(frame), units, salt)
+        return self._draw(self._greedy_of_units(frame, units), units, salt)
+
+    def _greedy_of_units(self, frame: pd.DataFrame, units: np.ndarray | pd.Series) -> np.ndarray:
+        """:meth:`greedy_arms` of ``frame`` whose units are ``units``; a kind that routes by unit id uses them."""
+        return self.greedy_arms(frame)
+
+    def _greedy_of_unit_records(self, records: Sequence[Mapping[str, Any]], units: Sequence[str]) -> np.ndarray:
+        """:meth:`greedy_arms_of_records` of records whose units are ``units`` (see :meth:`_greedy_of_units`)."""
+        return self.greedy_arms_of_records(records)
 
     def decide_records(self, records: Sequence[Mapping[str, Any]], units: Sequence[str], *,
                        salt: str | int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -242,7 +251,7 @@ class Policy(metaclass=_PolicyType):
         """
         if len(units) != len(records):
             raise DataError(f"{len(units)} unit ids for {len(records)} records", "pass one unit id per record")
-        return self._draw(self.greedy_arms_of_records(records), np.asarray(units, dtype=object), salt)
+        return self._draw(self._greedy_of_unit_records(records, units), np.asarray(units, dtype=object), salt)
 
     def decide_one(self, record: Mapping[str, Any], unit: str, *, salt: str | int | None = None) -> tuple[str, float]:
         """:meth:`decide_records` of one unit, in Python scalars: a server's single decision.
@@ -251,7 +260,7 @@ class Policy(metaclass=_PolicyType):
         :data:`DRAW_RULE` again in the same floating-point operations, in the same order, so the arm and the
         propensity are exactly those of :meth:`decide` (tests/test_serving_store.py checks 45,000 tree decisions and 300 value ones).
         """
-        greedy = int(self.greedy_arms_of_records([record])[0])
+        greedy = int(self._greedy_of_unit_records([record], [unit])[0])
         k, e = len(self.arms), self.exploration
         chosen = greedy
         if e != 0.0:

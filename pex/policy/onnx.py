@@ -49,6 +49,9 @@ def policy_onnx(policy: Policy) -> onnx.ModelProto:
         return value_policy_onnx(policy)
     if isinstance(policy, TreePolicy) and policy.features:
         return tree_policy_onnx(policy)
+    if policy.kind == "routing":
+        raise PexError(f"policy {policy.name!r} routes units by a keyed hash of their id, which ONNX has no operator for",
+                       "export one route: `--format json` shows the routes' documents; save one to a file and export that file")
     raise PexError(f"policy {policy.name!r} ({policy.description}) reads no feature, so it has no ONNX form",
                    "export it with --format sql (a constant) or --format json")
 
