@@ -145,12 +145,14 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
         share = truth["gain"] / oracle_gain
     else:  # nothing to gain within the limits (e.g. a null scenario): a share is undefined
         share = math.nan
-    n_eval = round(case.size * float(options.get("holdout", HOLDOUT)))
+    # cross-fitted runs (the default) certify on every unit; a single fit on its held-out share
+    crossfit = bool(result.summary.get("crossfit"))
+    n_eval = case.size if crossfit else round(case.size * float(options.get("holdout", HOLDOUT)))
     ceiling = ref.ceiling(n_eval)["fixed_sequence"] / oracle_gain if oracle_gain > 1e-12 else math.nan
     recommendation = result.summary["recommendation"]
     estimated = next((p.get("guardrails", {}) for p in result.summary["policies"] if p["name"] == policy.name), {})
     return {
-        "size": case.size, "scenario": case.scenario, "seed": case.seed, "seconds": seconds,
+        "size": case.size, "scenario": case.scenario, "seed": case.seed, "seconds": seconds, "crossfit": crossfit,
         "policy": policy.name, "kind": policy.kind, "category": kind, "exploration": policy.exploration,
         "verdict": recommendation.get("verdict"),
         "cannot_certify": bool(recommendation.get("cannot_certify", False)),  # absent in older pipelines: False
@@ -290,7 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--truth-units", type=int, default=TRUTH_UNITS, help="size of the fresh draw the truth is measured on")
     ap.add_argument("--out", type=Path, default=None, help="write every record and both tables as JSON")
     ap.add_argument("--holdout", type=float, default=None,
-                    help="share of units held out for certification (default: the pipeline's own)")
+                    help="share of units held out for certification, with --no-crossfit (default: the pipeline's own)")
+    ap.add_argument("--no-crossfit", action="store_true",
+                    help="one fit certified on its held-out share, instead of the default two cross-fitted halves")
     ap.add_argument("--certification", choices=CERTIFICATIONS, default=None,
                     help="the recommendation's multiple-testing procedure (default: the pipeline's own)")
     args = ap.parse_args(argv)
@@ -300,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{', '.join(args.scenarios)}; truth on {args.truth_units:,} fresh units per scenario", file=sys.stderr, flush=True)
     started = time.perf_counter()
     run_options = {k: v for k, v in (("holdout", args.holdout), ("certification", args.certification)) if v is not None}
+    if args.no_crossfit:
+        run_options["crossfit"] = False
     records = run_benchmark(cases, truth_units=args.truth_units, progress=lambda line: print(line, file=sys.stderr, flush=True),
                             **run_options)
     by_size, by_scenario = summarize(records, "size"), summarize(records, "scenario")

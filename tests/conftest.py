@@ -126,7 +126,7 @@ def serving_home(tmp_path_factory, pipeline_run) -> Path:
 
 
 class Served:
-    """A workspace with a published tree and value policy and one token per scope, for serving tests."""
+    """A workspace with a published tree, value, constant and routing policy and one token per scope, for serving tests."""
 
     def __init__(self, home: Path) -> None:
         from pex.store.workspace import Workspace
@@ -134,10 +134,14 @@ class Served:
         self.home = home
         with Workspace(home) as ws:
             policies = ws.list_policies("exp")
-            self.tree = next(p.name for p in policies if p.kind == "tree")
-            self.value = next(p.name for p in policies if p.kind == "value")
+            # pex run's policies are cross-fitted (routing); their first routes, stored on their own, are plain kinds
+            self.routing = next(p.name for p in policies if p.kind == "routing" and p.name.endswith("-tree-d3"))
+            value = next(p for p in policies if p.kind == "routing" and p.name.endswith("-value"))
+            routes = [ws.get_policy(name).document["routing"]["routes"][0]["policy"] for name in (self.routing, value.name)]
+            stored = ws.put_policies("exp", [(doc, None) for doc in routes], fit_id=value.fit_id)
+            self.tree, self.value = (r.name for r in stored)
             self.constant = next(p.name for p in policies if p.kind == "constant")
-            for name in (self.tree, self.value, self.constant):
+            for name in (self.tree, self.value, self.constant, self.routing):
                 ws.publish(name, None, "tests")
             self.admin = ws.create_token("admin", "test-admin")[1]
             self.decide = ws.create_token("decide", "test-decide")[1]

@@ -48,12 +48,16 @@ def test_every_policy_file_loads_and_the_recommended_one_is_among_them(pipeline_
     names = {p["name"] for p in pipeline_run.summary["policies"]}
     assert pipeline_run.recommended_policy in names
     kinds = {p["kind"] for p in pipeline_run.summary["policies"]}
-    assert kinds == {"constant", "tree", "value"}
+    assert kinds == {"constant", "routing"}  # cross-fitted: every personalized policy routes to its two halves
+    routed = {r["kind"] for p in pipeline_run.summary["policies"] for r in p.get("routes", [])}
+    assert routed == {"tree", "value"}
     assert any(p["name"].startswith("exp-pareto-") for p in pipeline_run.summary["policies"])
+    models = {r.value_model["fit"]: r.model for p in pipeline_run.policy_objects.values()
+              for r in getattr(p, "routes", ()) if r.value_model}
+    assert len(models) == 2  # one effect model per half fit
     for entry in pipeline_run.summary["policies"]:
         doc = json.loads((pipeline_run.out / entry["file"]).read_text())
-        model = pipeline_run.policy(entry["name"]).model
-        policy = Policy.from_document(doc, lambda vm, model=model: model)
+        policy = Policy.from_document(doc, lambda vm: models[vm["fit"]])
         assert policy.name == entry["name"] and policy.kind == entry["kind"]
     assert (pipeline_run.out / "report.html").stat().st_size > 10_000
 
@@ -135,7 +139,8 @@ def test_step_down_and_gated_certification_on_the_same_run(segment_run):
     policies = list(result.policy_objects.values())  # the order of the comparison rows
     names = [p.name for p in policies]
     rows = result.details["rows"]
-    data = ctx.evaluation()
+    data = result.details["evaluation"]  # cross-fitted: every unit, each under the route that never saw it
+    assert data.n == 30_000
     for (name, metric), e in harm_estimates(policies, data, ctx.dataset.spec).items():
         cell = rows[names.index(name)]["guardrails"][metric]
         assert e.value == pytest.approx(cell["estimate"], rel=1e-9) and e.se == pytest.approx(cell["se"], rel=1e-9)
@@ -208,6 +213,9 @@ def test_null_scenario_keeps_control_and_a_rerun_reproduces_the_result(null_dir,
     def stable(summary: dict) -> dict:
         s = {k: v for k, v in summary.items() if k not in VOLATILE | {"hte", "recommendation"}}
         s["policies"] = [{k: v for k, v in p.items() if k != "version"} for p in s["policies"]]
+        # the two half fits are new fits, with new ids, but hold out the same units
+        s["crossfit"] = {**s["crossfit"], "fits": None,
+                         "halves": [{k: v for k, v in h.items() if k != "fit"} for h in s["crossfit"]["halves"]]}
         s["pareto"] = {k: v for k, v in s["pareto"].items() if k != "fronts"} | {
             "fronts": {n: {k: v for k, v in f.items() if k != "seconds"} for n, f in s["pareto"]["fronts"].items()}}
         return s

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from pex.evaluation.recommendation import CERTIFICATION
+from pex.report.cells import base_kind, tree_of
 from pex.report.charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
 from pex.report.html import fmt_num, fmt_p, fmt_pct, fmt_signed, render_report
 
@@ -229,7 +230,7 @@ def test_value_recommendation_lists_weights(s):
     page = render_report(s)
     policy = page[page.index('id="policy"'):page.index('id="caveats"')]
     assert "value-model policy" in policy
-    chosen_tree = any((p.get("fidelity") or {}).get("chosen") and p.get("tree") for p in s["policies"])
+    chosen_tree = any((p.get("fidelity") or {}).get("chosen") and tree_of(p) for p in s["policies"])
     assert ("not a tree;" in policy) == chosen_tree and ("no tree to draw" in policy) == (not chosen_tree)
     assert "<td>sessions</td>" in policy and "<td>unsubscribes</td>" in policy and ">0.6<" in policy
     assert "At most 30% of units" in policy and "fit-123" in policy
@@ -400,9 +401,14 @@ def tree_arms(node: dict) -> set[str]:
     return {node["arm"]} if "feature" not in node else tree_arms(node["left"]) | tree_arms(node["right"])
 
 
+def kind_of(p: dict) -> str:
+    """A policy row's kind, through a cross-fitted (routing) policy to its routes' kind."""
+    return base_kind(p)
+
+
 def chosen_tree(summary: dict) -> dict:
     chosen = [p for p in summary["policies"] if (p.get("fidelity") or {}).get("chosen")]
-    assert len(chosen) == 1 and chosen[0]["kind"] == "tree" and isinstance(chosen[0].get("tree"), dict)
+    assert len(chosen) == 1 and kind_of(chosen[0]) == "tree" and isinstance(tree_of(chosen[0]), dict)
     return chosen[0]
 
 
@@ -416,12 +422,12 @@ def recommend_value_policy(s: dict, name: str) -> None:
 
 def test_distilled_tree_is_drawn_under_a_tuned_value_recommendation(s):
     tree = chosen_tree(s)
-    tuned = next(p for p in s["policies"] if p["kind"] == "value" and p.get("tuning"))
+    tuned = next(p for p in s["policies"] if kind_of(p) == "value" and p.get("tuning"))
     recommend_value_policy(s, tuned["name"])
     page = render_report(s)
     policy = section(page, "policy", "caveats")
     assert "tree-svg" in policy
-    assert set(re.findall(r'class="leaf" data-arm="([^"]+)"', policy)) == tree_arms(tree["tree"])
+    assert set(re.findall(r'class="leaf" data-arm="([^"]+)"', policy)) == tree_arms(tree_of(tree))
     heading = re.sub(r"<[^>]+>", "", re.search(r"<h3>(Its readable approximation:.*?)</h3>", policy, re.DOTALL).group(1))
     agreement = fmt_pct(tree["fidelity"]["agreement_with_value_policy"], signed=False)
     assert f"{tree['name']} (depth {tree['fidelity']['depth']}, agrees with the default-weight value model on {agreement}" in heading
@@ -430,12 +436,12 @@ def test_distilled_tree_is_drawn_under_a_tuned_value_recommendation(s):
     assert policy.count("<figcaption>") == 1
     # the legend names exactly the arms at the leaves
     legend = policy[policy.rindex('<div class="legend">'):]
-    assert set(re.findall(r"</i>([^<]+)</span>", legend)) == tree_arms(tree["tree"])
+    assert set(re.findall(r"</i>([^<]+)</span>", legend)) == tree_arms(tree_of(tree))
 
 
 def test_distilled_tree_of_the_default_value_recommendation(s):
     tree = chosen_tree(s)
-    default = next(p for p in s["policies"] if p["kind"] == "value" and not p.get("tuning"))
+    default = next(p for p in s["policies"] if kind_of(p) == "value" and not p.get("tuning"))
     recommend_value_policy(s, default["name"])
     policy = section(render_report(s), "policy", "caveats")
     assert "tree-svg" in policy and "agrees with the recommended policy on" in policy
@@ -444,8 +450,10 @@ def test_distilled_tree_of_the_default_value_recommendation(s):
 
 def test_distilled_tree_without_its_document_is_only_named(s):
     tree = chosen_tree(s)
-    tree.pop("tree")
-    tuned = next(p for p in s["policies"] if p["kind"] == "value" and p.get("tuning"))
+    tree.pop("tree", None)
+    for route in tree.get("routes") or []:
+        route.pop("tree", None)
+    tuned = next(p for p in s["policies"] if kind_of(p) == "value" and p.get("tuning"))
     recommend_value_policy(s, tuned["name"])
     policy = section(render_report(s), "policy", "caveats")
     assert "tree-svg" not in policy and "Its readable approximation" not in policy
@@ -568,6 +576,8 @@ def test_every_policy_shows_where_it_stands_in_the_certification(summary):
         label = status_label(policy_row(table, p["name"]))
         if p["name"] in cert["certified"]:
             assert label == "certified" and p["eligible"]
+        elif p["name"] in cert.get("untested", []):  # after a failed gate or test, the rest is not tested
+            assert label == "not tested" and not p["eligible"]
         elif p["name"] in cert["family"]:
             assert label == "not certified" and not p["eligible"]
         elif p["name"] in cert["screened_out"]:
@@ -587,6 +597,7 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
                                headline=f"Personalize with {name}.", reasons=["it beats the best arm"])
     s["recommendation"]["certification"].update(
         family=[name, f"{s['experiment']}-pareto-2"], k=2, certified=[name], level=0.975, harms={name: harms},
+        tested=[name, f"{s['experiment']}-pareto-2"], untested=[],
         text="Certified means: on held-out units, each guardrail's one-sided upper bound at level 97.50% is within its max_harm.",
         procedure="one at a time at the one-sided 97.5% level, safest first (fixed-sequence testing)",
         value={"estimate": 5.5, "se": 0.07, "low": 5.36, "high": 5.64},
@@ -609,7 +620,7 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
 
 def test_a_tested_but_uncertified_candidate_shows_its_family_bound(s):
     cert = s["recommendation"]["certification"]
-    name = next(p["name"] for p in s["policies"] if p["kind"] == "tree")
+    name = next(p["name"] for p in s["policies"] if kind_of(p) == "tree")
     cert["family"] = [*cert["family"], name]
     cert["k"] = len(cert["family"])
     cert["harms"][name] = {m: {**g, "upper": 0.5, "level": cert["level"], "verdict": "inconclusive"}
@@ -631,7 +642,7 @@ def test_weight_search_values_are_labelled_in_sample_with_held_out_values_beside
     for i, c in enumerate(pareto["candidates"]):
         assert c["in_sample"] is True
         name = next(p["name"] for p in summary["policies"]
-                    if p["kind"] == "value" and (p.get("tuning") or {}).get("weights") == c["weights"])
+                    if kind_of(p) == "value" and (p.get("tuning") or {}).get("weights") == c["weights"])
         assert name == f"{summary['experiment']}-pareto-{i + 1}"  # as the pipeline names them
         block = table[table.index(f'title="{name}"'):]
         block = block[:block.index("</tbody>")]
@@ -643,7 +654,7 @@ def test_weight_search_values_are_labelled_in_sample_with_held_out_values_beside
             assert fmt_signed(policy["lift_vs_control"][o]["estimate"]) in held
         for g in pareto["guardrails"]:
             assert fmt_pct(policy["guardrails"][g]["upper"]) in held
-        assert re.search(r">(certified|not certified|screened out|not a candidate)<", held)
+        assert re.search(r">(certified|not certified|not tested|screened out|not a candidate)<", held)
     # the distilled tree of the first candidate is named beside it
     tree = f"{summary['experiment']}-pareto-1-tree-d"
     if any(p["name"].startswith(tree) for p in summary["policies"]):

@@ -45,12 +45,14 @@ def _features(row: pd.Series, names: list[str]) -> dict:
     return out
 
 
-@pytest.mark.parametrize("kind", ["tree", "value", "constant"])
+@pytest.mark.parametrize("kind", ["tree", "value", "constant", "routing"])
 def test_decide_gives_the_arms_and_propensities_of_pex_decide(served, client, kind):
     name = getattr(served, kind)
     policy = _policy(served, name)
     units = _units(served, 300)
     want_arms, want_p = policy.decide(units, units["user_id"])
+    if kind == "routing":  # a cross-fitted policy: both halves' routes serve some of these units
+        assert set(policy.route_of(units["user_id"])) == {0, 1}
     body = {"units": [{"unit": u, "features": _features(r, policy.features)} for u, (_, r) in zip(units["user_id"], units.iterrows())]}
     batch = client.post(f"/api/v1/policies/{name}/decide-batch", json=body, headers=served.headers())
     assert batch.status_code == 200, batch.json
@@ -224,7 +226,7 @@ def test_every_decision_served_is_logged_with_its_features_after_close(served, a
 
 def test_readiness_metrics_and_openapi(served, client):
     ready = client.get("/readyz").json
-    assert ready["ok"] and set(ready["policies"]) == {served.tree, served.value, served.constant}
+    assert ready["ok"] and set(ready["policies"]) == {served.tree, served.value, served.constant, served.routing}
     client.post(f"/api/v1/policies/{served.tree}/decide", json={"unit": "u1"}, headers=served.headers())
     text = client.get("/metrics", headers=served.headers("admin")).data.decode()
     assert 'pex_decisions_total{arm=' in text and f'policy="{served.tree}"' in text

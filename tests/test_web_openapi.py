@@ -100,7 +100,7 @@ def _strategy(app, served, path: str, method: str, mode):
     strategy = operation.as_strategy(generation_mode=mode)
     if "{name}" in path:  # random names are all 404s: real ones reach the decision and release code
         strategy = st.one_of(strategy, *(operation.as_strategy(generation_mode=mode, path_parameters={"name": n})
-                                         for n in (served.tree, served.value, served.constant)))
+                                         for n in (served.tree, served.value, served.constant, served.routing)))
     if path == "/api/v1/outcomes":  # likewise a random experiment or metric: half the cases name real ones
         metrics = _metrics(served)
 
@@ -308,7 +308,7 @@ def test_real_answers_validate_against_the_documented_schema_of_their_status(ser
     history = client.get(f"{tree}/releases", headers=admin).json["releases"]
     assert [h["action"] for h in history] == ["publish", "publish", "rollback"]  # the calls above did what they say
     live = {p["name"]: p for p in client.get("/api/v1/policies", headers=admin).json["policies"]}
-    assert set(live) == {served.tree, served.value, served.constant}
+    assert set(live) == {served.tree, served.value, served.constant, served.routing}
 
 
 def test_a_store_that_fails_gives_the_documented_503s(served, app, client, monkeypatch):

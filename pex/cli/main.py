@@ -382,8 +382,11 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
 @click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
               help="Effect learner; auto fits all and keeps the best on held-out data per metric.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step: a re-run gives the same result.")
-@click.option("--holdout", type=click.FloatRange(min=0.05, max=0.9), default=HOLDOUT, show_default=True,
-              help="Share of units kept out of every model; policies are compared on them.")
+@click.option("--crossfit/--no-crossfit", default=True, show_default=True,
+              help="Fit twice, each on half the units, and certify routing policies on every unit (each unit decided by "
+                   "the half that never saw it); --no-crossfit fits once and certifies on the --holdout share.")
+@click.option("--holdout", type=click.FloatRange(min=0.05, max=0.9), default=None,
+              help=f"With --no-crossfit: share of units kept out of every model, policies are certified on them [default: {HOLDOUT}].")
 @click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
               help="Ax weight vectors refining the dense sweep's front (0: the dense sweep alone, which finds the larger front offline).")
 @click.option("--ax-seconds", "ax_seconds", type=click.FloatRange(min=1.0, max=20.0), default=20.0, show_default=True,
@@ -399,14 +402,19 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context
-def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, holdout: float, trials: int,
-                ax_seconds: float, dense: int, budget: float | None, certification: str, quiet: bool, as_json: bool) -> None:
+def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, crossfit: bool, holdout: float | None,
+                trials: int, ax_seconds: float, dense: int, budget: float | None, certification: str, quiet: bool,
+                as_json: bool) -> None:
     """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
     from pex.services.policies import BuildOptions
     from pex.services.run import RunOptions, run
 
-    options = RunOptions(learner=learner, seed=seed, holdout=holdout, trials=trials, ax_seconds=ax_seconds, dense=dense,
-                         use_ax=trials > 0, certification=certification, build=BuildOptions(budget=budget))
+    if crossfit and holdout is not None:
+        raise click.UsageError("--holdout sets the held-out share of a single fit, but cross-fitted runs certify on every "
+                               "unit; add --no-crossfit to fit once with that share")
+    options = RunOptions(learner=learner, seed=seed, holdout=HOLDOUT if holdout is None else holdout, trials=trials,
+                         ax_seconds=ax_seconds, dense=dense, use_ax=trials > 0, certification=certification,
+                         crossfit=crossfit, build=BuildOptions(budget=budget))
     quiet = quiet or as_json
     result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
                  progress=None if quiet else _Progress())

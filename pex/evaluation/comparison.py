@@ -74,7 +74,8 @@ def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, fo
     """Held-out units of ``dataset`` under the fit's ``holdout`` rule, with cross-fitted reward models."""
     spec, frame = dataset.spec, dataset.frame
     share, seed = float(holdout.get("share", 0.0)), int(holdout.get("seed", 0))
-    mask = evaluation_mask(frame[spec.unit].to_numpy(), share, seed)
+    offset = float(holdout.get("offset", 0.0))  # absent in fits stored before cross-fitting: the arc from 0
+    mask = evaluation_mask(frame[spec.unit].to_numpy(), share, seed, offset)
     arms = list(dataset.arms)
     held = frame.loc[mask].reset_index(drop=True)
     counts = held[spec.arm].value_counts()
@@ -90,11 +91,31 @@ def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, fo
     reward_hat = {name: ope.cross_fit_rewards(X, feedback.action, y, len(arms), binary=dataset.metric_types[name] == "binary",
                                               categorical=encoder.categorical_indices, folds=folds, seed=seed)
                   for name, y in feedback.rewards.items()}
-    description = {"n_units": len(held), "share": share, "seed": seed, "rule": RULE,
+    description = {"n_units": len(held), "share": share, "seed": seed, "offset": offset, "rule": RULE,
                    "arm_counts": {a: int(counts.get(a, 0)) for a in arms},
                    "note": "units whose id hashes into the held-out share; no effect model, reward model of another fold "
                            "or policy-building step used them"}
     return EvaluationData(feedback, spec.control, reward_hat, description)
+
+
+def combined_evaluation(parts: list[EvaluationData], note: str) -> EvaluationData:
+    """Disjoint sets of held-out units as one (a cross-fitted run's two halves), each with its own reward models.
+
+    A unit's reward model never saw the unit either way (each part's models are cross-fitted within it), so DM
+    and DR stay honest on the union; the description lists the parts.
+    """
+    first = parts[0]
+    feedback = LoggedFeedback(
+        context=pd.concat([p.feedback.context for p in parts], ignore_index=True), arms=first.feedback.arms,
+        action=np.concatenate([p.action for p in parts]), pscore=np.concatenate([p.pscore for p in parts]),
+        rewards={m: np.concatenate([p.feedback.rewards[m] for p in parts]) for m in first.feedback.rewards},
+        source=first.feedback.source)
+    reward_hat = {m: np.concatenate([p.reward_hat[m] for p in parts]) for m in first.reward_hat}
+    arms = list(first.feedback.arms)
+    description = {"n_units": feedback.n, "share": sum(p.description["share"] for p in parts), "seed": first.description["seed"],
+                   "rule": RULE, "arm_counts": {a: sum(p.description["arm_counts"][a] for p in parts) for a in arms},
+                   "parts": [p.description for p in parts], "note": note}
+    return EvaluationData(feedback, first.control, reward_hat, description)
 
 
 def action_distribution(policy: Policy, data: EvaluationData) -> np.ndarray:

@@ -108,6 +108,7 @@ class HTEFit:
     seed: int = 0
     holdout: float = 0.0  # share of units held out for evaluation (pex.experiment.split); none of them is in ``units``
     n_evaluation: int = 0
+    holdout_offset: float = 0.0  # where the held-out arc starts (0.5: the second fit of a cross-fitted run)
 
     def leaderboard(self) -> pd.DataFrame:
         """The leaderboards of every metric as one table."""
@@ -148,6 +149,7 @@ def fit_effects(
     folds: int = 2,
     seed: int = 0,
     holdout: float = 0.0,
+    holdout_offset: float = 0.0,
     progress: Progress | None = None,
 ) -> HTEFit:
     """Fit T/X/S/DR learners for every non-control arm and metric of ``dataset``.
@@ -166,6 +168,9 @@ def fit_effects(
         Share of units kept out of every model (:func:`pex.experiment.split.evaluation_mask`
         with this seed) so that policies built from the models can be
         evaluated honestly on them; 0 fits on all units.
+    holdout_offset
+        Where the held-out arc of hashes starts: with ``holdout=0.5``, offset 0.5 holds out the units
+        offset 0 trains on (the two fits of a cross-fitted run, :mod:`pex.services.crossfit`).
     progress
         Called as ``progress(done, total, message)`` after each model is fitted.
     """
@@ -174,7 +179,7 @@ def fit_effects(
     if folds < 2:
         raise PexError(f"folds must be at least 2, got {folds}", "cross-fitting needs a held-out fold")
     spec, frame = dataset.spec, dataset.frame
-    held_out = evaluation_mask(frame[spec.unit].to_numpy(), holdout, seed)
+    held_out = evaluation_mask(frame[spec.unit].to_numpy(), holdout, seed, holdout_offset)
     if held_out.any():
         frame = frame.loc[~held_out]
     arms = list(dataset.arms)
@@ -222,7 +227,8 @@ def fit_effects(
                         learners=selected, recipes=recipes, boosters=boosters)
     return HTEFit(model=model, metrics=metric_fits, folds=fold, arm_index=arm_index,
                   units=frame[spec.unit].to_numpy(), X=X, seconds={"total": time.perf_counter() - started},
-                  requested=learner, seed=seed, holdout=holdout, n_evaluation=int(held_out.sum()))
+                  requested=learner, seed=seed, holdout=holdout, n_evaluation=int(held_out.sum()),
+                  holdout_offset=holdout_offset)
 
 
 class EffectEstimator:

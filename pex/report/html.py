@@ -22,7 +22,7 @@ from pex.evaluation.recommendation import PROCEDURE
 from pex.experiment.guardrail import POWER
 from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
-from pex.report.cells import is_relative, limit_of
+from pex.report.cells import base_kind, is_relative, limit_of, tree_of
 
 METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
 VERDICTS = {
@@ -518,7 +518,7 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
             control_value = value[primary]["estimate"] - vs_control["estimate"]
         if p.get("best_arm"):
             best_arms.add(p["best_arm"])
-        kind = p.get("kind", "")
+        kind = base_kind(p)
         detail, detail_title = kind, ""
         if kind == "tree":
             detail = f"tree, depth {p.get('complexity')}"
@@ -530,6 +530,11 @@ def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary:
                 detail = "value, bolder step" if p["planned_power"] < POWER else "value, safer step"
                 detail_title = (f"the value policy re-thresholded so that its held-out test would pass "
                                 f"{p['planned_power']:.0%} of the time if its building-units harm held (the default plans for {POWER:.0%})")
+        if p.get("kind") == "routing":
+            n = len(p.get("routes") or [])
+            detail = f"{detail} ×{n}"
+            detail_title = (f"{n} policies built the same way, one per part of the units by a hash of the unit id, each by a fit "
+                            "that never saw the units it serves (cross-fitted)" + (f"; each is {detail_title}" if detail_title else ""))
         rows.append({
             "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail, "detail_title": detail_title,
             "recommended": name == recommended, "status": _status(p, s, cert),
@@ -553,7 +558,7 @@ def _candidate_policies(candidates: list[dict], policies: list[dict], experiment
     A tuned policy records the weights and budget of the candidate it was built from (its distilled tree copies them,
     so value policies are matched first); rows named ``<experiment>-pareto-<i>`` are the fallback.
     """
-    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: p.get("kind") != "value")
+    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
     out: dict[int, dict] = {}
     for i, c in enumerate(candidates):
         match = next((p for p in tuned if (p.get("tuning") or {}).get("weights") == c.get("weights")
@@ -620,8 +625,8 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
                            "status": _status(policy, s, cert)}
             held_out[i] = {"objectives": {o: (lifts.get(o) or {}).get("estimate") for o in objectives},
                            "guardrail_harm": {g: _guardrail_value(rails.get(g)) for g in guardrails}}
-            trees = [p.get("name", "") for p in policies if p.get("kind") == "tree"
-                     and str(p.get("name", "")).startswith(f"{policy.get('name')}-tree-d")]
+            trees = [p.get("name", "") for p in policies if base_kind(p) == "tree"
+                     and str(p.get("name", "")).startswith(f"{policy.get('name')}-tree")]
             row["trees"] = ", ".join(_short(t, experiment) for t in trees)
         cand_rows.append(row)
     ref = pareto.get("reference_point") or {}
@@ -686,8 +691,45 @@ def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict
     out: dict[str, Any] = {"kind": kind, "name": doc.get("name") or rec.get("policy") or "", "tree": Markup(""),
                            "exploration": doc.get("exploration"), "default_arm": doc.get("default_arm") or s.get("control", ""),
                            "n_arms": len(arms), "weights": [], "legend": [], "arm": "", "uniform": False, "value": None,
-                           "distilled": None}
+                           "distilled": None, "routes": [], "crossfit": False}
     out["legend"] = [{"arm": a, "color": colors.get(a, charts.UNCLEAR)} for a in arms]
+    out.update(_kind_view(doc, colors))
+    if kind == "routing":
+        routes = (doc.get("routing") or {}).get("routes") or []
+        out["routes"] = []
+        for r in (r for r in routes if isinstance(r, dict)):
+            start, end = r.get("start") or 0.0, (r.get("start") or 0.0) + (r.get("share") or 0.0)
+            route = r.get("policy") or {}
+            out["routes"].append({"name": route.get("name", ""), "kind": route.get("kind", ""),
+                                  "arc": f"{fmt_pct(start, signed=False)} to {fmt_pct(end, signed=False)}", **_kind_view(route, colors)})
+        out["crossfit"] = bool((doc.get("lineage") or {}).get("crossfit"))
+    dist = s.get("distillation") or {}
+    chosen = next((p for p in policies_by_name.values() if (p.get("fidelity") or {}).get("chosen")), None)
+    if base_kind(doc) != "tree" and chosen:
+        fid = chosen.get("fidelity") or {}
+        curve = fid.get("held_out_curve") or {}
+        agreement = fid.get("agreement_with_value_policy")
+        if not _ok(agreement):
+            agreement = curve.get("agreement")
+        # Trees are distilled from the value model built with the run's default weights; the recommended policy may be
+        # a Pareto candidate with other weights, so the agreement is only "with the recommended policy" when it is that model.
+        source = next((p for p in policies_by_name.values() if base_kind(p) == "value" and not p.get("tuning")), None)
+        is_source = source is not None and source.get("name") == out["name"]
+        tree = tree_of(chosen)
+        svg = charts.tree_diagram(tree, colors) if kind != "constant" and isinstance(tree, dict) else ""
+        leaves = _tree_arms(tree) if svg else set()
+        out["distilled"] = {"name": chosen.get("name", ""), "depth": fid.get("depth", dist.get("chosen_depth")),
+                            "agreement": fmt_pct(agreement, signed=False) if _ok(agreement) else "",
+                            "of_recommended": is_source, "source": (source or {}).get("name") or "",
+                            "file": chosen.get("file") or f"policies/{chosen.get('name')}.json", "tree": Markup(svg),
+                            "legend": [{"arm": a, "color": colors.get(a, charts.UNCLEAR)}
+                                       for a in [*arms, *sorted(leaves - set(arms))] if a in leaves]}
+    return out
+
+
+def _kind_view(doc: dict, colors: dict[str, str]) -> dict[str, Any]:
+    """What section 8 draws of one policy document of kind tree, constant or value (a routing policy's routes too)."""
+    kind, out = doc.get("kind") or "", {}
     if kind == "tree" and isinstance(doc.get("tree"), dict):
         out["tree"] = Markup(charts.tree_diagram(doc["tree"], colors))
     elif kind == "constant":
@@ -702,27 +744,6 @@ def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict
                         "guardrails": [{"metric": g, "mode": v.get("mode", ""),
                                         "max_harm": fmt_pct(v.get("max_harm"), signed=False) if _ok(v.get("max_harm")) else ""}
                                        for g, v in (vm.get("guardrails") or {}).items()]}
-    dist = s.get("distillation") or {}
-    chosen = next((p for p in policies_by_name.values() if (p.get("fidelity") or {}).get("chosen")), None)
-    if kind != "tree" and chosen:
-        fid = chosen.get("fidelity") or {}
-        curve = fid.get("held_out_curve") or {}
-        agreement = fid.get("agreement_with_value_policy")
-        if not _ok(agreement):
-            agreement = curve.get("agreement")
-        # Trees are distilled from the value model built with the run's default weights; the recommended policy may be
-        # a Pareto candidate with other weights, so the agreement is only "with the recommended policy" when it is that model.
-        source = next((p for p in policies_by_name.values() if p.get("kind") == "value" and not p.get("tuning")), None)
-        is_source = source is not None and source.get("name") == out["name"]
-        tree = chosen.get("tree")
-        svg = charts.tree_diagram(tree, colors) if kind != "constant" and isinstance(tree, dict) else ""
-        leaves = _tree_arms(tree) if svg else set()
-        out["distilled"] = {"name": chosen.get("name", ""), "depth": fid.get("depth", dist.get("chosen_depth")),
-                            "agreement": fmt_pct(agreement, signed=False) if _ok(agreement) else "",
-                            "of_recommended": is_source, "source": (source or {}).get("name") or "",
-                            "file": chosen.get("file") or f"policies/{chosen.get('name')}.json", "tree": Markup(svg),
-                            "legend": [{"arm": a, "color": colors.get(a, charts.UNCLEAR)}
-                                       for a in [*arms, *sorted(leaves - set(arms))] if a in leaves]}
     return out
 
 

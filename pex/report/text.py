@@ -6,7 +6,7 @@ import math
 
 from pex.evaluation.recommendation import PROCEDURE
 from pex.experiment.effects import Analysis
-from pex.report.cells import is_relative, limit_of
+from pex.report.cells import base_kind, is_relative, limit_of
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
@@ -182,8 +182,10 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
         return "no policies yet: run `pex policies NAME` after `pex fit NAME`"
     metrics = list(rows[0]["value"])
     ev = rows[0].get("evaluation_rows", {})
-    out = [f"Policies, valued off-policy (doubly robust, 95% CI) on {ev.get('n_units', '?'):,} held-out units "
-           f"that no model saw (share {ev.get('share', 0):.0%}, seed {ev.get('seed', 0)})",
+    rows_text = (f"all {ev.get('n_units', 0):,} units, cross-fitted (each under the half-policy whose fit never saw it; "
+                 f"seed {ev.get('seed', 0)})" if ev.get("parts") else
+                 f"{ev.get('n_units', '?'):,} held-out units that no model saw (share {ev.get('share', 0):.0%}, seed {ev.get('seed', 0)})")
+    out = [f"Policies, valued off-policy (doubly robust, 95% CI) on {rows_text}",
            f"objective = weighted sum of metrics in control-arm SDs; best single arm: {rows[0]['best_arm']}"]
     if any(r.get("guardrails") for r in rows):
         level = next((_level(g) for r in rows for g in r.get("guardrails", {}).values()), "one-sided 95%")
@@ -260,8 +262,10 @@ def render_evaluation(row: dict) -> str:
     """One policy: every estimator per metric, lifts, guardrails and diagnostics."""
     ev = row.get("evaluation_rows", {})
     diag = row["diagnostics"]
-    out = [f"Policy {row['name']} ({row['kind']}, exploration {row['exploration']:.0%}) on {ev.get('n_units', 0):,} held-out units"
-           + (f" of fit {ev['fit']}" if ev.get("fit") else ""),
+    fits = ev.get("fit")
+    out = [f"Policy {row['name']} ({row['kind']}, exploration {row['exploration']:.0%}) on {ev.get('n_units', 0):,} "
+           + (f"units, each held out of one of fits {', '.join(fits)} and valued under that fit's half-policy"
+              if isinstance(fits, list) else "held-out units" + (f" of fit {fits}" if fits else "")),
            f"held-out rule: {ev.get('rule', '')} (share {ev.get('share', 0)}, seed {ev.get('seed', 0)})",
            "arm shares: " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["arm_shares"].items()), ""]
     body = []
@@ -313,7 +317,7 @@ def guardrail_line(metric: str, g: dict) -> str:
 
 def _match_candidates(candidates: list[dict], policies: list[dict]) -> dict[int, dict]:
     """The policy row each Pareto candidate became (same weights and budget; value policies before their trees)."""
-    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: p.get("kind") != "value")
+    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
     out = {}
     for i, c in enumerate(candidates):
         match = next((p for p in tuned if p["tuning"].get("weights") == c.get("weights")

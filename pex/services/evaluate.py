@@ -32,6 +32,9 @@ def evaluate_policy(workspace: Callable[[], Workspace], name: str, policy_ref: s
     """Value, lifts, guardrail verdicts and diagnostics of one policy (a stored name or a JSON file) on ``name``'s
     held-out units, with the objective it was built for (the defaults when it does not say)."""
     policy, record = _checked_policy(workspace, name, policy_ref)
+    halves = (policy.lineage.get("crossfit") or {}).get("fits") if isinstance(policy.lineage, dict) else None
+    if halves and fit_id is None:
+        return _evaluate_cross_fitted(workspace(), name, policy, halves)
     # another fit's held-out units may be units this policy's models were trained on
     built_from = own_fit(policy, record)
     if fit_id is not None and built_from is not None and fit_id != built_from:
@@ -44,6 +47,21 @@ def evaluate_policy(workspace: Callable[[], Workspace], name: str, policy_ref: s
                                           built_for.get("guardrails", "constraint"))
     row = compare([policy], data, coefficients, fit.dataset.spec)[0]
     row["evaluation_rows"] = {**data.description, "fit": fit.record.id}
+    return row
+
+
+def _evaluate_cross_fitted(ws: Workspace, name: str, policy: Policy, fits: list[str]) -> dict[str, Any]:
+    """A cross-fitted policy on every unit, each under the route its fit held out (:mod:`pex.services.crossfit`)."""
+    from pex.services.crossfit import CrossFitted
+
+    contexts = [load_fit(ws, name, fit) for fit in fits]
+    crossfit = CrossFitted.of(contexts)
+    spec = contexts[0].dataset.spec
+    built_for = policy.lineage.get("objective", {})
+    coefficients = objective_coefficients(spec, contexts[0].dataset.frame, built_for.get("weights"),
+                                          built_for.get("guardrails", "constraint"))
+    row = compare([policy], crossfit.evaluation, coefficients, spec)[0]
+    row["evaluation_rows"] = {**crossfit.evaluation.description, "fit": fits}
     return row
 
 

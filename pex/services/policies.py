@@ -65,6 +65,7 @@ class FitContext:
     model: EffectModel
     dataset: Any
     training: pd.DataFrame  # training.parquet rows (unit order of the fit)
+    certify_units: int | None = None  # units policies will be certified on, when not only this fit's held-out ones (cross-fitting)
     _evaluation: EvaluationData | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -97,7 +98,9 @@ class FitContext:
 
     def n_eval(self) -> int:
         """How many held-out units the policies will be certified on (from the fit's held-out share, so the
-        held-out units need not be loaded to know it)."""
+        held-out units need not be loaded to know it); a cross-fitted run certifies on every unit (``certify_units``)."""
+        if self.certify_units is not None:
+            return self.certify_units
         share = float((self.summary.get("holdout") or {}).get("share", 0.0))
         return max(round(len(self.training) * share / (1.0 - share)), 1) if share > 0 else len(self.training)
 
@@ -166,13 +169,24 @@ def objective_coefficients(spec: ExperimentSpec, frame: pd.DataFrame, weights: d
     return {m: meta["coefficient"] for m, meta in metrics.items()}
 
 
-def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None = None, fit_id: str | None = None,
-                   say: Say | None = None, ctx: FitContext | None = None) -> tuple[list[PolicyRecord], dict[str, Any]]:
-    """Build, evaluate and store the policy set of ``experiment`` from a fit (default: the newest; ``ctx``: one loaded)."""
-    options = options or BuildOptions()
+@dataclass
+class PolicySet:
+    """The policies built from one fit, before any is valued on held-out units."""
+
+    policies: list[Policy]
+    value: Policy
+    calibrations: dict[str, dict]  # value policy and ladder steps: how each was calibrated
+    calibration: dict  # the default value policy's
+    distilled: Distillation
+    owner_objective: dict[str, float]
+
+
+def assemble_policies(ctx: FitContext, options: BuildOptions, say: Say | None = None) -> PolicySet:
+    """Baselines, the value policy and its ladder, the distilled trees and the learned policy tree of ``ctx``'s fit,
+    all built from its training units only."""
     say = say or (lambda message: None)
-    ctx = ctx or load_fit(ws, experiment, fit_id)
     spec, model = ctx.dataset.spec, ctx.model
+    experiment = spec.name
     train = ctx.training_frame()
     # the objective travels with every policy of the set, so `pex evaluate` values them the same way later
     lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
@@ -180,11 +194,14 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     objective(spec, train, options.weights, options.guardrails)  # bad weights fail before any work is announced
     say(f"building the value policy on {len(train):,} training units (fit {ctx.record.id})")
     oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
+    # the value policy and its ladder choose arms by out-of-fold predictions alone, with no search over the
+    # pseudo-outcomes their building-units screen measures them with: that screen is not optimistic (unsearched)
+    honest = dict(lineage, unsearched=True)
     value, calibration = build_value_policy(
         name=f"{experiment}-value", spec=spec, model=model, frame=train, fit_id=ctx.record.id, weights=options.weights,
-        guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=lineage, effects=oof,
+        guardrails=options.guardrails, budget=options.budget, exploration=options.exploration, lineage=honest, effects=oof,
         harm_signal=pseudo, n_eval=ctx.n_eval())
-    ladder = value_ladder(ctx, value, options, lineage=lineage) if options.ladder else []
+    ladder = value_ladder(ctx, value, options, lineage=honest) if options.ladder else []
     calibrations = {value.name: calibration, **{p.name: info for p, info in ladder}}
     owner_objective = objective_coefficients(spec, train, options.weights, options.guardrails)
     say(f"distilling trees of depth {', '.join(map(str, options.depths))} (leaf arms certifiable on every guardrail)")
@@ -195,12 +212,24 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
     baselines.append(uniform_policy(value.arms, name=f"{experiment}-uniform"))
     baselines = [p.replace(experiment=experiment, lineage=dict(lineage)) for p in baselines]
     policies = [*baselines, value, *(p for p, _info in ladder), *distilled.trees.values(), learned]
+    return PolicySet(policies, value, calibrations, calibration, distilled, owner_objective)
+
+
+def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None = None, fit_id: str | None = None,
+                   say: Say | None = None, ctx: FitContext | None = None) -> tuple[list[PolicyRecord], dict[str, Any]]:
+    """Build, evaluate and store the policy set of ``experiment`` from a fit (default: the newest; ``ctx``: one loaded)."""
+    options = options or BuildOptions()
+    say = say or (lambda message: None)
+    ctx = ctx or load_fit(ws, experiment, fit_id)
+    spec = ctx.dataset.spec
+    built = assemble_policies(ctx, options, say)
+    policies, value, distilled, owner_objective = built.policies, built.value, built.distilled, built.owner_objective
     data = ctx.evaluation()
     say(f"evaluating {len(policies)} policies on {data.n:,} held-out units (IPS, SNIPS, DM, DR)")
     rows = compare(policies, data, owner_objective, spec)
     value_arms = value.greedy_arms(data.frame)
     report = {"fit": ctx.record.id, "options": options.to_dict(), "evaluation_rows": data.description,
-              "objective_coefficients": owner_objective, "calibration": calibration, "distillation": distilled.to_dict()}
+              "objective_coefficients": owner_objective, "calibration": built.calibration, "distillation": distilled.to_dict()}
     items = []
     for policy, row in zip(policies, rows):
         row["evaluation_rows"] = data.description
@@ -209,8 +238,8 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
             row["fidelity"] = {"depth": depth, "chosen": depth == distilled.chosen_depth,
                                "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
                                "held_out_curve": next(c for c in distilled.curve if c["depth"] == depth)}
-        if policy.name in calibrations:
-            row["calibration"] = calibrations[policy.name]
+        if policy.name in built.calibrations:
+            row["calibration"] = built.calibrations[policy.name]
         row["screen"] = ctx.screen(policy)
         items.append((policy.to_document(), row))
     records = ws.put_policies(experiment, items, fit_id=ctx.record.id)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from pex.errors import PexError
 from pex.evaluation.comparison import compare
+from pex.evaluation.procedures import certified_text
 from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, Recommendation, complexity, recommend
 from pex.experiment.data import Dataset
 from pex.experiment.effects import Analysis
@@ -32,7 +33,17 @@ from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import HOLDOUT
 from pex.files import write_atomic
 from pex.policy.base import Policy
-from pex.services.policies import BuildOptions, FitContext, build_policies, load_fit, objective_coefficients
+from pex.policy.routing import RoutingPolicy
+from pex.services.crossfit import HALVES, CrossFitted
+from pex.services.crossfit import SHARE as CROSSFIT_SHARE
+from pex.services.policies import (
+    BuildOptions,
+    FitContext,
+    assemble_policies,
+    build_policies,
+    load_fit,
+    objective_coefficients,
+)
 from pex.store.workspace import DatasetVersion, FitRecord, Workspace
 
 if TYPE_CHECKING:  # the search (and Ax behind it) is imported only when a search runs
@@ -57,23 +68,26 @@ class RunOptions:
     candidates: int = 2  # Pareto points turned into policies (each one more candidate to certify)
     use_ax: bool = False  # the dense sweep finds the larger front offline (bench/optimize.py); Ax can refine it
     certification: str = CERTIFICATION  # how the held-out test covers every candidate at once (pex.evaluation.recommendation)
+    crossfit: bool = True  # two half fits, routing policies certified on every unit (pex.services.crossfit); holdout unused
     build: BuildOptions = field(default_factory=BuildOptions)
 
     def to_dict(self) -> dict:
         """The options as JSON (recorded in summary.json)."""
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
                 "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
-                "use_ax": self.use_ax, "certification": self.certification, "build": self.build.to_dict()}
+                "use_ax": self.use_ax, "certification": self.certification, "crossfit": self.crossfit,
+                "build": self.build.to_dict()}
 
 
 def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learner: str = "auto", folds: int = 2, seed: int = 0,
-                  holdout: float = HOLDOUT, progress: Callable[[int, int, str], None] | None = None
-                  ) -> tuple[FitRecord, dict[str, Any]]:
+                  holdout: float = HOLDOUT, holdout_offset: float = 0.0,
+                  progress: Callable[[int, int, str], None] | None = None) -> tuple[FitRecord, dict[str, Any]]:
     """Fit effect models on a stored dataset version and store them with their summary."""
     from pex.hte.learners import fit_effects
     from pex.hte.summary import fit_summary
 
-    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=progress)
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, holdout_offset=holdout_offset,
+                         progress=progress)
     summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
     return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
 
@@ -93,18 +107,38 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions,
 
     Returns the :class:`pex.search.tuning.TuningResult`, the candidate policies and their comparison rows.
     """
+    say = say or (lambda message: None)
+    spec = ctx.dataset.spec
+    result, policies = pareto_policies(ctx, options, say)
+    rows: list[dict] = []
+    if policies:
+        data = ctx.evaluation()
+        say(f"evaluating {len(policies)} Pareto candidates on {data.n:,} held-out units")
+        coefficients = objective_coefficients(spec, ctx.training_frame(), options.build.weights, options.build.guardrails)
+        rows = compare(policies, data, coefficients, spec)
+        for policy, row in zip(policies, rows):
+            row["evaluation_rows"] = data.description
+            row["tuning"] = policy.lineage["tuning"]
+            row["screen"] = ctx.screen(policy)
+        records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
+        policies = [policy.replace(version=record.version) for policy, record in zip(policies, records)]
+    return result, policies, rows
+
+
+def pareto_policies(ctx: FitContext, options: RunOptions, say: Say) -> tuple[TuningResult, list[Policy]]:
+    """The weight search on ``ctx``'s training units and its Pareto candidates as value policies, with the first
+    one's distilled tree (nothing valued or stored)."""
     from pex.policy.value import build_value_policy
     from pex.search.tuning import TuningProblem
     from pex.search.tuning import optimize as search
 
-    say = say or (lambda message: None)
     spec, model = ctx.dataset.spec, ctx.model
     experiment = spec.name
     problem = TuningProblem.from_fit(ctx, budget=options.build.budget, exploration=options.build.exploration)
     say(f"searching metric weights on {problem.n:,} training units: a dense sweep ({options.dense:,} weight vectors)"
         + (f" refined by Ax ({options.trials} trials, at most {options.ax_seconds:g} s)" if options.use_ax else ""))
     result = search(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
-                      seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
+                    seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
     train = ctx.training_frame()
     oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
     policies = []
@@ -130,19 +164,7 @@ def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions,
                                          lineage={**first.lineage, "distilled_from": first.name})
         tree = distilled.chosen
         policies.append(tree.replace(lineage={**tree.lineage, "candidate": True}))
-    rows: list[dict] = []
-    if policies:
-        data = ctx.evaluation()
-        say(f"evaluating {len(policies)} Pareto candidates on {data.n:,} held-out units")
-        coefficients = objective_coefficients(spec, train, options.build.weights, options.build.guardrails)
-        rows = compare(policies, data, coefficients, spec)
-        for policy, row in zip(policies, rows):
-            row["evaluation_rows"] = data.description
-            row["tuning"] = policy.lineage["tuning"]
-            row["screen"] = ctx.screen(policy)
-        records = ws.put_policies(experiment, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
-        policies = [policy.replace(version=record.version) for policy, record in zip(policies, records)]
-    return result, policies, rows
+    return result, policies
 
 
 class _Stages:
@@ -218,31 +240,84 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     analysis = analyze(dataset)
     ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
 
-    stages.next("fit", f"fitting heterogeneous-effect models (learner {options.learner}, {options.holdout:.0%} of units held out)")
-    record, fit = fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
-                                holdout=options.holdout, progress=progress)
+    if options.crossfit:
+        stages.next("fit", f"fitting heterogeneous-effect models twice (learner {options.learner}), each on one half of the "
+                           "units, for policies certified on every unit (cross-fitting)")
+        halves = [fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
+                                holdout=CROSSFIT_SHARE, holdout_offset=offset, progress=progress) for offset in HALVES]
+        record, fit = halves[0]
+    else:
+        stages.next("fit", f"fitting heterogeneous-effect models (learner {options.learner}, {options.holdout:.0%} of units held out)")
+        record, fit = fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
+                                    holdout=options.holdout, progress=progress)
 
     stages.next("policies", "building the value-model policy and distilled trees, evaluating them off-policy")
-    ctx = load_fit(ws, spec.name, record.id)
-    records, build_report = build_policies(ws, spec.name, options.build, fit_id=record.id, ctx=ctx,
-                                           say=lambda m: say(f"      {m}"))
+    crossfit: CrossFitted | None = None
+    if options.crossfit:
+        contexts = [load_fit(ws, spec.name, r.id) for r, _summary in halves]
+        for c in contexts:
+            c.certify_units = dataset.n_units
+        sets = []
+        for i, c in enumerate(contexts):
+            sets.append(assemble_policies(c, options.build, say=lambda m, i=i: say(f"      half {i + 1}: {m}")))
+        crossfit = CrossFitted.of(contexts)
+        ctx = contexts[0]
+        build_report = {"fit": record.id, "options": options.build.to_dict(), "evaluation_rows": crossfit.evaluation.description,
+                        "objective_coefficients": objective_coefficients(spec, dataset.frame, options.build.weights,
+                                                                         options.build.guardrails),
+                        "calibration": sets[0].calibration, "distillation": sets[0].distilled.to_dict()}
+    else:
+        ctx = load_fit(ws, spec.name, record.id)
+        records, build_report = build_policies(ws, spec.name, options.build, fit_id=record.id, ctx=ctx,
+                                               say=lambda m: say(f"      {m}"))
 
     stages.next("optimize", "searching the weight trade-offs (Ax and a dense sweep) for Pareto candidates")
-    tuning, candidates, candidate_rows = optimize_policies(ws, ctx, options, say=lambda m: say(f"      {m}"))
+    coefficients = build_report["objective_coefficients"]
+    if crossfit is not None:
+        searched = [pareto_policies(c, options, say=lambda m, i=i: say(f"      half {i + 1}: {m}"))
+                    for i, c in enumerate(crossfit.contexts)]
+        tuning = searched[0][0]
+        data = crossfit.evaluation
+        policies = crossfit.route([[*built.policies, *found] for built, (_t, found) in zip(sets, searched)],
+                                  unit=spec.unit, experiment=spec.name)
+        say(f"      evaluating {len(policies)} cross-fitted policies on all {data.n:,} units (IPS, SNIPS, DM, DR)")
+        rows = compare(policies, data, coefficients, spec)
+        screens = [crossfit.screen(p) for p in policies]
+        value_arms = next(p for p in policies if p.name == sets[0].value.name).greedy_arms(data.frame)
+        curve = {c["depth"]: c for c in sets[0].distilled.curve}
+        for policy, row, screen in zip(policies, rows, screens):
+            row["evaluation_rows"] = data.description
+            row["screen"] = screen
+            if policy.name in sets[0].calibrations:
+                row["calibration"] = sets[0].calibrations[policy.name]
+            if isinstance(policy, RoutingPolicy) and "tuning" in policy.routes[0].lineage:
+                row["tuning"] = {**policy.routes[0].lineage["tuning"], "half": 1}  # the summary's search is the first half's
+            depth = policy.lineage.get("distilled_depth")
+            if depth is not None and "distilled_from" not in policy.lineage:  # a distilled tree depth, in both halves
+                row["fidelity"] = {"depth": depth, "chosen": bool(policy.lineage.get("candidate")),
+                                   "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
+                                   "held_out_curve": curve.get(depth, {})}
+        records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=record.id)
+        policies = [p.replace(version=r.version) for p, r in zip(policies, records)]
+        holdout_share = 1.0
+    else:
+        tuning, candidates, candidate_rows = optimize_policies(ws, ctx, options, say=lambda m: say(f"      {m}"))
+        load = lambda vm: ctx.model  # noqa: E731 - every value policy of this run names this fit
+        policies = [Policy.from_document(r.document, load) for r in records] + candidates
+        rows = [r.evaluation for r in records] + candidate_rows
+        data = ctx.evaluation()
+        screens = [r.get("screen") or {} for r in rows]
+        holdout_share = options.holdout
 
     stages.next("recommend", "choosing the policy to recommend")
-    load = lambda vm: ctx.model  # noqa: E731 - every value policy of this run names this fit
-    policies = [Policy.from_document(r.document, load) for r in records] + candidates
-    rows = [r.evaluation for r in records] + candidate_rows
-    coefficients = build_report["objective_coefficients"]
-    rec = recommend(policies, rows, ctx.evaluation(), spec, coefficients,
-                    screen={p.name: r.get("screen") or {} for p, r in zip(policies, rows)}, holdout_share=options.holdout,
-                    certification=options.certification)
+    rec = recommend(policies, rows, data, spec, coefficients, screen={p.name: sc for p, sc in zip(policies, screens)},
+                    holdout_share=holdout_share, certification=options.certification)
     say(f"      {rec.headline}")
 
     summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
                             policies=policies, rows=rows, build_report=build_report, tuning=tuning.to_dict(),
-                            recommendation=rec, options=options, evaluation=ctx.evaluation().description)
+                            recommendation=rec, options=options, evaluation=data.description,
+                            crossfit=crossfit.description() if crossfit is not None else None)
     out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
     summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
     say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
@@ -250,7 +325,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     ws.put_run(spec.name, summary, fit_id=record.id)
     return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
                      details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
-                              "tuning": tuning}, unit=spec.unit)
+                              "tuning": tuning, "evaluation": data, "crossfit": crossfit}, unit=spec.unit)
 
 
 def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: Callable[[dict], str]) -> None:
@@ -291,7 +366,8 @@ def _ci(est: dict) -> dict:
 
 def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dv: DatasetVersion, analysis: Analysis,
                   fit_record: FitRecord, fit: dict, policies: list[Policy], rows: list[dict],
-                  build_report: dict, tuning: dict, recommendation: Recommendation, options: RunOptions, evaluation: dict) -> dict:
+                  build_report: dict, tuning: dict, recommendation: Recommendation, options: RunOptions, evaluation: dict,
+                  crossfit: dict | None = None) -> dict:
     """The run's results as plain JSON (the keys docs/architecture.md lists under "Outputs", plus what the report shows)."""
     from pex.version import __version__
 
@@ -356,26 +432,35 @@ def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dv: DatasetVersion,
         "pareto": tuning,
         "recommended_policy": recommendation.policy,
         "recommendation": {**recommendation.to_dict(), "document": chosen.to_document()},
-        "caveats": caveats(spec, evaluation, fit),
+        "crossfit": crossfit,
+        "caveats": caveats(spec, evaluation, fit, crossfit, recommendation.certification.get("text")),
     }
 
 
-def caveats(spec: ExperimentSpec, evaluation: dict, fit: dict) -> list[str]:
-    """What the estimates assume and which rows they rest on, in plain words."""
+def caveats(spec: ExperimentSpec, evaluation: dict, fit: dict, crossfit: dict | None = None,
+            certified: str | None = None) -> list[str]:
+    """What the estimates assume and which rows they rest on, in plain words (``certified``: the recommendation's
+    sentence on what "certified" means, :func:`pex.evaluation.procedures.certified_text`)."""
+    certified = certified or certified_text(CERTIFICATION, crossfit is not None)
     holdout = fit["holdout"]
+    if crossfit is not None:
+        rows = (f"Policy values are doubly-robust estimates on all {evaluation['n_units']:,} units, cross-fitted: a hash of "
+                "the unit id splits them in two halves, each policy is two half-policies each built by a fit that never saw "
+                "one half, and each unit is valued (and served) with the half-policy that never saw it. The guarantee is "
+                "asymptotic (the half-policies settle as the sample grows). ")
+    else:
+        rows = (f"Policy values are doubly-robust estimates on {evaluation['n_units']:,} held-out units "
+                f"({holdout['share']:.0%} of the experiment, chosen by a hash of the unit id) that no effect model, reward "
+                "model or policy-building step saw. ")
     return [
         "Assignment was random with the stated propensities (the experiment's allocation or its propensity column); "
         "every off-policy value rests on that. A sample-ratio mismatch above means this may not hold.",
-        f"Policy values are doubly-robust estimates on {evaluation['n_units']:,} held-out units "
-        f"({holdout['share']:.0%} of the experiment, chosen by a hash of the unit id) that no effect model, reward model "
-        "or policy-building step saw. Value and lift intervals are two-sided 95%; guardrail bounds are one-sided 95%.",
-        "Certified means: on the held-out units, each guardrail's one-sided 95% upper bound of harm is within its "
-        "max_harm. Candidates are tested one at a time in an order fixed on the building units (safest first), stopping "
-        "at the first that fails, so the 95% holds for every certified policy at once; the recommended policy's value "
-        "and lift bounds are adjusted for having been chosen among the certified ones.",
+        rows + "Value and lift intervals are two-sided 95%; guardrail bounds are one-sided 95%.",
+        certified + " The recommended policy's value and lift bounds are adjusted for having been chosen among the "
+        "certified ones.",
         "Policies, trees and the weight search were built on the other units (out-of-fold estimates); values the search "
         "reports there are in-sample (the best of many points on the same units) and optimistic, which is why each "
-        "candidate is judged on the held-out units.",
+        "candidate is judged on units its models never saw.",
         "Estimates describe the population and period of the experiment: effects can drift after launch (novelty, "
         "seasonality, a changed product), so keep some exploration and re-evaluate with the logged decisions.",
         "Served policies include their exploration share: budgets, treated shares and guardrail harms are those of the "

@@ -1,0 +1,109 @@
+"""Cross-fitted runs (``pex run``'s default): two half fits, routing policies, certification on every unit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pex
+from pex.evaluation.comparison import compare
+from pex.experiment.simulate import simulate
+from pex.policy import RoutingPolicy
+from pex.services.policies import load_fit
+from pex.store.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def halves(pipeline_run):
+    """The run's two fits, loaded, in the order of summary.json's ``crossfit``."""
+    home = pipeline_run.out.parent / "ws"
+    with Workspace(home) as ws:
+        return [load_fit(ws, "exp", fit_id) for fit_id in pipeline_run.summary["crossfit"]["fits"]]
+
+
+def test_the_two_fits_hold_out_complementary_halves(pipeline_run, halves):
+    summary = pipeline_run.summary
+    assert summary["options"]["crossfit"] is True
+    assert [h.summary["holdout"]["offset"] for h in halves] == [0.0, 0.5]
+    held = [set(h.evaluation().frame["user_id"]) for h in halves]
+    trained = [set(h.training["unit"]) for h in halves]
+    assert not held[0] & held[1] and held[0] == trained[1] and held[1] == trained[0]
+    assert len(held[0] | held[1]) == summary["n_units"] == summary["evaluation_rows"]["n_units"]
+    assert summary["hte"]["fit"] == halves[0].record.id
+
+
+def test_every_unit_is_decided_by_the_half_policy_that_never_saw_it(pipeline_run, halves):
+    routed = [p for p in pipeline_run.policy_objects.values() if isinstance(p, RoutingPolicy)]
+    assert {p.name for p in routed} >= {"exp-value", "exp-tree-d2", "exp-policy-tree"}
+    for policy in routed:
+        for fit, route in zip(halves, policy.routes):
+            held = fit.evaluation().frame
+            # the route serving a fit's held-out units is the one built from that fit (its value model or its lineage)
+            built_by = route.value_model["fit"] if route.value_model else route.lineage["fit_run"]
+            assert built_by == fit.record.id, policy.name
+            assert np.array_equal(policy.greedy_arms(held), route.greedy_arms(held)), policy.name
+
+
+def test_a_routing_policy_is_valued_as_its_halves_on_the_halves_they_did_not_see(pipeline_run, halves):
+    """The DR value on every unit is the unit-weighted mean of each half-policy's DR value on its own fit's held-out
+    units: the estimate of serving the routing policy, built only from honest half estimates."""
+    summary = pipeline_run.summary
+    coefficients = summary["objective_coefficients"]
+    spec = halves[0].dataset.spec
+    for name in ("exp-value", "exp-tree-d2"):
+        policy = pipeline_run.policy(name)
+        row = next(p for p in summary["policies"] if p["name"] == name)
+        parts = [compare([route], fit.evaluation(), coefficients, spec)[0] for fit, route in zip(halves, policy.routes)]
+        n = [fit.evaluation().n for fit in halves]
+        for metric, cell in row["value"].items():
+            expected = sum(k * part["value"][metric]["value"] for k, part in zip(n, parts)) / sum(n)
+            assert cell["estimate"] == pytest.approx(expected, rel=1e-9, abs=1e-12), (name, metric)
+
+
+def test_the_recommended_policy_is_certified_on_every_unit(pipeline_run):
+    summary = pipeline_run.summary
+    rec = summary["recommendation"]
+    assert summary["evaluation_rows"]["parts"][0]["n_units"] + summary["evaluation_rows"]["parts"][1]["n_units"] == 20_000
+    if rec["verdict"] == "personalize":
+        assert rec["policy"] in rec["certification"]["certified"]
+        assert rec["document"]["kind"] == "routing"
+    assert any("cross-fitted" in c for c in summary["caveats"])
+
+
+def test_a_single_fit_run_is_still_available(tmp_path):
+    """``crossfit=False`` (``pex run --no-crossfit``) keeps one fit and certifies on its held-out share, no routing."""
+    sim = simulate(6_000, scenario="segment_harm", seed=8)
+    spec = sim.write(tmp_path / "exp", name="seg")
+    result = pex.run(spec, tmp_path / "out", home=tmp_path / "ws", dense=128, seed=8, crossfit=False, holdout=0.3)
+    assert result.summary["crossfit"] is None and result.summary["options"]["crossfit"] is False
+    assert all(p.kind != "routing" for p in result.policy_objects.values())
+    assert result.summary["evaluation_rows"]["share"] == 0.3
+    assert 0.25 * 6_000 < result.summary["evaluation_rows"]["n_units"] < 0.35 * 6_000
+
+
+def test_pex_evaluate_values_a_cross_fitted_policy_on_every_unit(pipeline_run, tmp_path, capsys):
+    """`pex evaluate` of a stored routing policy uses both halves, as the run did, and gives the run's own figures."""
+    import json
+    import shutil
+
+    from pex.cli.main import main
+
+    home = tmp_path / "ws"
+    shutil.copytree(pipeline_run.out.parent / "ws", home)
+    capsys.readouterr()
+    assert main(["--home", str(home), "evaluate", "exp", "exp-tree-d2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["kind"] == "routing" and row["evaluation_rows"]["n_units"] == 20_000
+    assert row["evaluation_rows"]["fit"] == pipeline_run.summary["crossfit"]["fits"]
+    entry = next(p for p in pipeline_run.summary["policies"] if p["name"] == "exp-tree-d2")
+    for metric, cell in entry["value"].items():
+        assert row["value"][metric]["value"] == pytest.approx(cell["estimate"], rel=1e-9)
+
+
+def test_holdout_without_no_crossfit_is_a_usage_error(sim_dir, tmp_path, capsys):
+    from pex.cli.main import main
+
+    code = main(["--home", str(tmp_path / "ws"), "run", str(sim_dir / "exp.toml"), "--holdout", "0.3", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--no-crossfit" in err
+    assert not (tmp_path / "ws").exists()  # refused before anything was stored
