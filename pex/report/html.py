@@ -797,6 +797,7 @@ def render_report(summary: dict) -> str:
     context = {
         "s": {"experiment": s.get("experiment", ""), "description": s.get("description") or "", "owner": s.get("owner") or "",
               "n_units": fmt_num(s.get("n_units")), "arms": arms, "control": s.get("control", ""),
+              "crossfit": bool(s.get("crossfit")),
               "metrics": [{"name": m["name"], "role": m.get("role", ""), "goal": m.get("goal", ""),
                            "description": m.get("description") or "", "type": m.get("type") or ""} for m in metrics]},
         "colors": colors,

@@ -189,7 +189,7 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
            f"objective = weighted sum of metrics in control-arm SDs; best single arm: {rows[0]['best_arm']}"]
     if any(r.get("guardrails") for r in rows):
         level = next((_level(g) for r in rows for g in r.get("guardrails", {}).values()), "one-sided 95%")
-        out.append(f"guardrails: harm on the held-out units and its {level} upper bound vs the limit "
+        out.append(f"guardrails: harm on those units and its {level} upper bound vs the limit "
                    "(pass: upper bound within it; fail: lower bound beyond it; else inconclusive)")
     out.append("")
     body = []
@@ -249,7 +249,7 @@ def render_calibration(cal: dict) -> str:
         if m in bounds:
             text += f", certifiable bound {fmt_pct(bounds[m])}"
             if cal.get("certify_for_units"):
-                text += f" for a held-out test of {cal['certify_for_units']:,} units"
+                text += f" for a test on {cal['certify_for_units']:,} units its models never saw"
         if m in predicted:
             text += f" (models predict {fmt_pct(predicted[m])})"
         parts.append(text)

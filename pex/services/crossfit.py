@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from pex.evaluation.comparison import EvaluationData, combined_evaluation
+from pex.evaluation.comparison import EvaluationData, combined_evaluation, compare
+from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import split_key
 from pex.policy.base import Policy
 from pex.policy.routing import RoutingPolicy, routing_policy
-from pex.services.policies import FitContext
+from pex.services.policies import FitContext, PolicySet
 
 HALVES = (0.0, 0.5)  # each fit's held-out arc starts here and covers half the hash circle
 SHARE = 0.5
@@ -88,6 +89,30 @@ class CrossFitted:
             out.append(routing_policy(key, routes, key=self.key, unit=unit, experiment=experiment,
                                       trained_at=first.trained_at, lineage=lineage))
         return out
+
+    def compare(self, policies: list[Policy], first: PolicySet, coefficients: dict[str, float],
+                spec: ExperimentSpec) -> tuple[list[dict], list[dict]]:
+        """The comparison rows of ``policies`` on every unit and their building-units screens. Rows also carry what
+        the report shows of the first half (``first``: its policy set), whose fit the summary describes: the value
+        policy's calibration, a distilled depth's fidelity, a Pareto policy's search values."""
+        data = self.evaluation
+        rows = compare(policies, data, coefficients, spec)
+        screens = [self.screen(p) for p in policies]
+        value_arms = next(p for p in policies if p.name == first.value.name).greedy_arms(data.frame)
+        curve = {c["depth"]: c for c in first.distilled.curve}
+        for policy, row, screen in zip(policies, rows, screens):
+            row["evaluation_rows"] = data.description
+            row["screen"] = screen
+            if policy.name in first.calibrations:
+                row["calibration"] = first.calibrations[policy.name]
+            if isinstance(policy, RoutingPolicy) and "tuning" in policy.routes[0].lineage:
+                row["tuning"] = {**policy.routes[0].lineage["tuning"], "half": 1}
+            depth = policy.lineage.get("distilled_depth")
+            if depth is not None and "distilled_from" not in policy.lineage:  # one depth of the distilled trees
+                row["fidelity"] = {"depth": depth, "chosen": bool(policy.lineage.get("candidate")),
+                                   "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
+                                   "held_out_curve": curve.get(depth, {})}
+        return rows, screens
 
     def screen(self, policy: Policy) -> dict[str, dict]:
         """The building-units check of a routing policy: each half-policy screened on its own fit's training units

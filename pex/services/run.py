@@ -33,7 +33,6 @@ from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import HOLDOUT
 from pex.files import write_atomic
 from pex.policy.base import Policy
-from pex.policy.routing import RoutingPolicy
 from pex.services.crossfit import HALVES, CrossFitted
 from pex.services.crossfit import SHARE as CROSSFIT_SHARE
 from pex.services.policies import (
@@ -281,22 +280,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         policies = crossfit.route([[*built.policies, *found] for built, (_t, found) in zip(sets, searched)],
                                   unit=spec.unit, experiment=spec.name)
         say(f"      evaluating {len(policies)} cross-fitted policies on all {data.n:,} units (IPS, SNIPS, DM, DR)")
-        rows = compare(policies, data, coefficients, spec)
-        screens = [crossfit.screen(p) for p in policies]
-        value_arms = next(p for p in policies if p.name == sets[0].value.name).greedy_arms(data.frame)
-        curve = {c["depth"]: c for c in sets[0].distilled.curve}
-        for policy, row, screen in zip(policies, rows, screens):
-            row["evaluation_rows"] = data.description
-            row["screen"] = screen
-            if policy.name in sets[0].calibrations:
-                row["calibration"] = sets[0].calibrations[policy.name]
-            if isinstance(policy, RoutingPolicy) and "tuning" in policy.routes[0].lineage:
-                row["tuning"] = {**policy.routes[0].lineage["tuning"], "half": 1}  # the summary's search is the first half's
-            depth = policy.lineage.get("distilled_depth")
-            if depth is not None and "distilled_from" not in policy.lineage:  # a distilled tree depth, in both halves
-                row["fidelity"] = {"depth": depth, "chosen": bool(policy.lineage.get("candidate")),
-                                   "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
-                                   "held_out_curve": curve.get(depth, {})}
+        rows, screens = crossfit.compare(policies, sets[0], coefficients, spec)
         records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=record.id)
         policies = [p.replace(version=r.version) for p, r in zip(policies, records)]
         holdout_share = 1.0
