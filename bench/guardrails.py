@@ -12,8 +12,9 @@ is known:
   0 when the recommendation keeps control;
 * whether the recommendation said it cannot certify the guardrails, its kind and run time;
 * the certification ceiling (:func:`pex.experiment.simulate.certification_ceiling`): the gain to expect, as a
-  share of the oracle's, from testing the oracle's own policies safest first on as many held-out units
-  as the pipeline has, knowing every true effect. No procedure that certifies on those units can be
+  share of the oracle's, from testing the oracle's own policies safest first on as many units as the
+  pipeline certifies on (every unit when cross-fitted, the default; the held-out share with
+  ``--no-crossfit``), knowing every true effect. No procedure that certifies on those units can be
   expected to do much better, so it says how much of the gap to the oracle is the price of certifying.
 
 It prints one line per experiment to stderr and, at the end, tables per size and per
