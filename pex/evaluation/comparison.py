@@ -69,6 +69,12 @@ class EvaluationData:
         """Number of held-out units."""
         return self.feedback.n
 
+    @property
+    def cross_fitted(self) -> bool:
+        """Whether these are the halves of a cross-fitted run (:func:`combined_evaluation`): every unit, each held
+        out of one of two fits."""
+        return "parts" in self.description
+
 
 def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, folds: int = 2) -> EvaluationData:
     """Held-out units of ``dataset`` under the fit's ``holdout`` rule, with cross-fitted reward models."""

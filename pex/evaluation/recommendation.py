@@ -122,7 +122,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     if control is None:
         raise ValueError("the recommendation needs the all-control baseline among the policies")
     screen = screen or {}
-    crossfitted = "parts" in data.description  # pex.services.crossfit: every unit, halves held out of one fit each
+    crossfitted = data.cross_fitted
 
     def contributions(policy: Policy) -> ope.Estimate:
         dist = action_distribution(policy, data)

@@ -32,7 +32,7 @@ from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import split_key
 from pex.policy.base import Policy
 from pex.policy.routing import RoutingPolicy, routing_policy
-from pex.services.policies import FitContext, PolicySet
+from pex.services.policies import FitContext, PolicySet, fidelity
 
 HALVES = (0.0, 0.5)  # each fit's held-out arc starts here and covers half the hash circle
 SHARE = 0.5
@@ -107,11 +107,9 @@ class CrossFitted:
                 row["calibration"] = first.calibrations[policy.name]
             if isinstance(policy, RoutingPolicy) and "tuning" in policy.routes[0].lineage:
                 row["tuning"] = {**policy.routes[0].lineage["tuning"], "half": 1}
-            depth = policy.lineage.get("distilled_depth")
-            if depth is not None and "distilled_from" not in policy.lineage:  # one depth of the distilled trees
-                row["fidelity"] = {"depth": depth, "chosen": bool(policy.lineage.get("candidate")),
-                                   "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
-                                   "held_out_curve": curve.get(depth, {})}
+            if _distilled(policy):
+                row["fidelity"] = fidelity(policy, data, value_arms, chosen=bool(policy.lineage.get("candidate")),
+                                           curve=curve.get(policy.lineage["distilled_depth"], {}))
         return rows, screens
 
     def screen(self, policy: Policy) -> dict[str, dict]:

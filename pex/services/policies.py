@@ -235,15 +235,22 @@ def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None 
         row["evaluation_rows"] = data.description
         if "distilled_depth" in policy.lineage:  # a distilled tree
             depth = policy.lineage["distilled_depth"]
-            row["fidelity"] = {"depth": depth, "chosen": depth == distilled.chosen_depth,
-                               "agreement_with_value_policy": float((policy.greedy_arms(data.frame) == value_arms).mean()),
-                               "held_out_curve": next(c for c in distilled.curve if c["depth"] == depth)}
+            row["fidelity"] = fidelity(policy, data, value_arms, chosen=depth == distilled.chosen_depth,
+                                       curve=next(c for c in distilled.curve if c["depth"] == depth))
         if policy.name in built.calibrations:
             row["calibration"] = built.calibrations[policy.name]
         row["screen"] = ctx.screen(policy)
         items.append((policy.to_document(), row))
     records = ws.put_policies(experiment, items, fit_id=ctx.record.id)
     return records, report
+
+
+def fidelity(tree: Policy, data: EvaluationData, value_arms: np.ndarray, *, chosen: bool, curve: dict) -> dict[str, Any]:
+    """A distilled tree's comparison-row entry: its depth, whether it is the depth that competes, how often it
+    gives ``data``'s units the value policy's arm (``value_arms``), and its point of the distillation's depth curve."""
+    return {"depth": tree.lineage["distilled_depth"], "chosen": chosen,
+            "agreement_with_value_policy": float((tree.greedy_arms(data.frame) == value_arms).mean()),
+            "held_out_curve": curve}
 
 
 def value_ladder(ctx: FitContext, value: Policy, options: BuildOptions, *, lineage: dict) -> list[tuple[Policy, dict]]:
