@@ -239,6 +239,11 @@ class Policy(metaclass=_PolicyType):
         """:meth:`greedy_arms` of ``frame`` whose units are ``units``; a kind that routes by unit id uses them."""
         return self.greedy_arms(frame)
 
+    def route_names(self, units: Sequence[str]) -> list[str | None]:
+        """The name of the policy that decides each unit inside this one (a routing policy's route); None for kinds
+        that decide themselves. The decision log keeps it, so an online round's lifts group by candidate."""
+        return [None] * len(units)
+
     def _greedy_of_unit_records(self, records: Sequence[Mapping[str, Any]], units: Sequence[str]) -> np.ndarray:
         """:meth:`greedy_arms_of_records` of records whose units are ``units`` (see :meth:`_greedy_of_units`)."""
         return self.greedy_arms_of_records(records)

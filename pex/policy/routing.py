@@ -154,6 +154,11 @@ class RoutingPolicy(Policy):
         out[out < 0] = len(self.routes) - 1  # a hash rounding past the last tolerated gap: the last arc's
         return out
 
+    def route_names(self, units: Sequence[str]) -> list[str | None]:
+        """The name of the route policy of each unit id."""
+        names = [p.name for p in self.routes]
+        return [names[i] for i in self.route_of(np.array(list(units), dtype=object)).tolist()]
+
     def greedy_arms(self, frame: pd.DataFrame, effects: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
         """Each unit's greedy arm from its route; the units are ``frame``'s unit id column (``routing.unit``)."""
         unit = self.routing["unit"]

@@ -29,8 +29,9 @@ from pex.errors import DataError, NotFoundError, PexError
 from pex.services.outcomes import experiment_spec
 from pex.store.workspace import Workspace
 
-# the decision's own columns, in the order of the logged-feedback file; features and metrics follow
-DECISION_COLUMNS = ("decision_id", "decided_at", "unit", "policy", "version", "arm", "propensity")
+# the decision's own columns, in the order of the logged-feedback file (``route``: the candidate of a routing
+# policy, empty for other kinds); features and metrics follow
+DECISION_COLUMNS = ("decision_id", "decided_at", "unit", "policy", "version", "arm", "propensity", "route")
 KEY = ["policy", "version", "unit"]
 
 

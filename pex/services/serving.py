@@ -160,7 +160,8 @@ class PolicyServer:
         record = policy.check_record(body.get("features", {}), "features")
         arm, propensity = policy.decide_one(record, unit)
         decision_id = self._ids.take(1)[0]
-        self.decision_log.record([self._row(policy, decision_id, datetime.now(UTC), unit, arm, propensity, record)])
+        route = policy.route_names([unit])[0]
+        self.decision_log.record([self._row(policy, decision_id, datetime.now(UTC), unit, arm, propensity, record, route)])
         return {"arm": arm, "policy": policy.name, "version": policy.version, "propensity": propensity,
                 "decision_id": decision_id}
 
@@ -187,17 +188,18 @@ class PolicyServer:
         arms, propensities = policy.decide_records(records, units)
         ids = self._ids.take(len(units))
         now = datetime.now(UTC)
-        self.decision_log.record([self._row(policy, d, now, u, a, p, r)
-                                  for d, u, a, p, r in zip(ids, units, arms.tolist(), propensities.tolist(), records)])
+        routes = policy.route_names(units)
+        self.decision_log.record([self._row(policy, d, now, u, a, p, r, route) for d, u, a, p, r, route
+                                  in zip(ids, units, arms.tolist(), propensities.tolist(), records, routes)])
         return Served(policy, units, arms, propensities, ids)
 
     @staticmethod
     def _row(policy: Policy, decision_id: str, now: datetime, unit: str, arm: str, propensity: float,
-             record: dict[str, Any]) -> dict[str, Any]:
+             record: dict[str, Any], route: str | None) -> dict[str, Any]:
         """One row of the decision log (the columns of ``decisions``)."""
         return {"decision_id": decision_id, "decided_at": now, "experiment": policy.experiment or None,
                 "policy": policy.name, "version": policy.version, "unit": unit, "arm": arm,
-                "propensity": propensity, "features": record}
+                "propensity": propensity, "features": record, "route": route}
 
     def close(self) -> None:
         """Stop refreshing and write every buffered decision (a graceful stop loses none)."""

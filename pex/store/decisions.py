@@ -33,7 +33,7 @@ class DecisionsMixin:
                 _append_sqlite(conn, rows)
             else:
                 for start in range(0, len(rows), INSERT_CHUNK):
-                    conn.execute(decisions.insert(), list(rows[start:start + INSERT_CHUNK]))
+                    conn.execute(decisions.insert(), [{"route": None, **r} for r in rows[start:start + INSERT_CHUNK]])
         return len(rows)
 
     @db("read the decision log of")
@@ -41,7 +41,7 @@ class DecisionsMixin:
         """Logged decisions (optionally of one experiment and/or policy), oldest first, as a frame."""
         query = sa.select(decisions.c.decision_id, decisions.c.decided_at, decisions.c.experiment, decisions.c.policy,
                           decisions.c.version, decisions.c.unit, decisions.c.arm, decisions.c.propensity,
-                          decisions.c.features)
+                          decisions.c.features, decisions.c.route)
         if experiment is not None:
             query = query.where(decisions.c.experiment == experiment)
         if policy is not None:
@@ -49,7 +49,7 @@ class DecisionsMixin:
         with self._read() as conn:
             rows = conn.execute(query.order_by(decisions.c.id)).all()
         frame = pd.DataFrame(rows, columns=["decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm",
-                                            "propensity", "features"])
+                                            "propensity", "features", "route"])
         frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)  # SQLite hands them back without a zone
         return frame
 
@@ -84,7 +84,7 @@ class DecisionsMixin:
         return pd.DataFrame(rows, columns=["unit", "metric", "value", "recorded_at"])
 
 
-_COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features")
+_COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features", "route")
 _SQLITE_INSERT = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -95,4 +95,4 @@ def _append_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     logs up to 100,000 decisions a second. tests/test_serving_store.py reads such rows back through SQLAlchemy."""
     conn.exec_driver_sql(_SQLITE_INSERT, [
         (r["decision_id"], r["decided_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), r["experiment"],
-         r["policy"], r["version"], r["unit"], r["arm"], r["propensity"], _dumps(r["features"])) for r in rows])
+         r["policy"], r["version"], r["unit"], r["arm"], r["propensity"], _dumps(r["features"]), r.get("route")) for r in rows])

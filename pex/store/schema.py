@@ -120,6 +120,8 @@ decisions = sa.Table(
     sa.Column("arm", sa.String(128), nullable=False),
     sa.Column("propensity", sa.Float, nullable=False),
     sa.Column("features", sa.JSON, nullable=False),
+    # the route of a routing policy that decided (an online round's candidate policy); empty for other kinds
+    sa.Column("route", sa.String(128), nullable=True),
 )
 
 # Metric values reported for units after their decisions (`POST /api/v1/outcomes`, `pex outcomes`).
@@ -156,6 +158,34 @@ tokens = sa.Table(
     sa.Column("secret_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# The online loop (revision 0003): one row per loop with its Ax experiment (Ax's own JSON snapshot, rewritten after
+# every ask and tell), and one row per round: the routing policy version serving it, its arms and, once
+# completed, the lifts measured from the decision log.
+online_loops = sa.Table(
+    "online_loops", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("experiment", sa.String(64), sa.ForeignKey("experiments.name"), nullable=False),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("ax_state", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+online_rounds = sa.Table(
+    "online_rounds", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("loop", sa.String(64), sa.ForeignKey("online_loops.name"), nullable=False),
+    sa.Column("round", sa.Integer, nullable=False),
+    sa.Column("policy_version", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open | complete
+    sa.Column("arms", sa.JSON, nullable=False),
+    sa.Column("results", sa.JSON, nullable=True),
+    sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("loop", "round", name="uq_online_round"),
 )
 
 # Alembic's own bookkeeping (the revision a database is at), created and written by Alembic, never by

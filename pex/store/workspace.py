@@ -18,7 +18,7 @@ transaction fails. A reader therefore sees either the old state or the new one.
 Reads take no lock.
 
 The parts live in their own modules (engine, schema, migrate, records, and one
-per aggregate: experiments, fits, policies, runs, decisions and outcomes, releases, tokens); this module composes them and
+per aggregate: experiments, fits, policies, runs, decisions and outcomes, releases, tokens, online loops); this module composes them and
 keeps the names the rest of pex imports.
 """
 
@@ -29,6 +29,7 @@ from pex.store.decisions import DecisionsMixin
 from pex.store.engine import default_home, workspace_exists
 from pex.store.experiments import ExperimentsMixin
 from pex.store.fits import FitsMixin
+from pex.store.online import OnlineLoop, OnlineMixin, OnlineRound
 from pex.store.policies import PoliciesMixin
 from pex.store.records import DatasetVersion, FitRecord, PolicyRecord
 from pex.store.releases import Release, ReleasesMixin
@@ -37,13 +38,14 @@ from pex.store.schema import SCHEMA_VERSION
 from pex.store.schema import metadata as _metadata
 from pex.store.tokens import TokenRecord, TokensMixin
 
-__all__ = ["SCHEMA_VERSION", "DatasetVersion", "FitRecord", "PolicyRecord", "Release", "TokenRecord", "Workspace", "_metadata",
+__all__ = ["SCHEMA_VERSION", "DatasetVersion", "FitRecord", "OnlineLoop", "OnlineRound", "PolicyRecord",
+           "Release", "TokenRecord", "Workspace", "_metadata",
            "default_home",
            "workspace_exists"]
 
 
 class Workspace(ExperimentsMixin, FitsMixin, PoliciesMixin, RunsMixin, DecisionsMixin, ReleasesMixin, TokensMixin,
-                WorkspaceBase):
+                OnlineMixin, WorkspaceBase):
     """Metadata database plus artifact folder.
 
     Parameters

@@ -1,0 +1,62 @@
+"""The online loop's status as terminal text: rounds, arms, lifts with CIs, guardrail verdicts, best so far."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pex.report.text import fmt_num, fmt_pct
+
+
+def _short(route: str, policy: str) -> str:
+    return route[len(policy) + 1:] if route.startswith(policy + "-") else route
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """``pex online status`` without ``--json``."""
+    s, policy = status["settings"], status["policy"]
+    lines = [f"{status['name']}: online loop of experiment {status['experiment']}, served as {policy} "
+             f"({s['arms']} candidate arms and a {fmt_pct(s['holdout'], signed=False)} control holdout per round, "
+             f"exploration {fmt_pct(s['exploration'], signed=False)})"]
+    live = status.get("live_version")
+    if live is None:
+        lines.append(f"  nothing live: `pex publish {policy}` serves the newest version")
+    elif status.get("live_round"):
+        lines.append(f"  live: v{live}, round {status['live_round']}")
+    else:
+        lines.append(f"  live: v{live} (a promoted arm)")
+    goals = s["objectives"]
+    rails = list(s["guardrails"])
+    for r in status["rounds"]:
+        res = r.get("results")
+        head = f"round {r['round']} (v{r['policy_version']}, {r['status']}"
+        head += f", {res['rows']:,} units)" if res else ", waiting for traffic and outcomes)" if r["status"] == "open" else ")"
+        lines.append(head)
+        cols = [f"{m} lift [95% CI]" for m in goals] + [f"{m} harm (limit)" for m in rails]
+        lines.append("  " + "  ".join([f"{'arm':<10}", f"{'units':>7}", *[f"{c:<28}" for c in cols]]))
+        for arm in r["arms"]:
+            name = _short(arm["route"], policy)
+            got = (res or {}).get("arms", {}).get(arm["route"])
+            if got is None:
+                weights = ", ".join(f"{m} {w:.2f}" for m, w in (arm.get("weights") or {}).items())
+                lines.append(f"  {name:<10}  {'-':>7}  " + (f"weights {weights}, cap {fmt_pct(arm['budget'], signed=False)}"
+                                                           if arm["role"] != "holdout" else "control"))
+                continue
+            cells = []
+            for m in goals:
+                lift = got["metrics"][m]["lift"]
+                cells.append(f"{fmt_num(lift['estimate'])} [{fmt_num(lift['ci_low'])}, {fmt_num(lift['ci_high'])}]"
+                             if lift else "no outcomes")
+            for m in rails:
+                h = got["harms"].get(m)
+                cells.append(f"{fmt_pct(h['estimate'])} (<= {fmt_pct(h['limit'])}) {h['verdict']}" if h else "-")
+            tag = (" abandoned" if got.get("abandoned") else "") + (" (champion)" if arm["role"] == "champion" else "")
+            lines.append("  " + "  ".join([f"{name:<10}", f"{got['units']:>7,}", *[f"{c:<28}" for c in cells]]) + tag)
+            if arm.get("offline"):
+                off = arm["offline"]
+                lines.append(f"  {'':<10}  {'':>7}  offline evidence (in-sample, not told to Ax): "
+                             + ", ".join(f"{m} {fmt_num(v)}" for m, v in off["objectives"].items()))
+    if status["pareto"]:
+        lines.append("Pareto front of the certified arms so far: "
+                     + ", ".join(f"{_short(p['route'], policy)} (round {p['round']})" for p in status["pareto"]))
+    lines.append(f"best so far: {status['best']['why']}")
+    return "\n".join(lines)

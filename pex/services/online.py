@@ -1,0 +1,392 @@
+"""The online loop's use cases: start a loop, complete a round (and open the next), status, promote.
+
+A loop belongs to an experiment and serves every round under one stable policy name, ``<experiment>-online``:
+a routing policy (:mod:`pex.policy.routing`) whose routes are the round's arms, a holdout of all-control and
+one value-model policy per Ax trial, built from the experiment's newest fit. Callers keep asking that name for
+decisions; each round is a new version of it, with its own hash key, so units are re-randomised per round and
+stay in their arm for the whole round. Every decision is logged with its version (the round), its route (the
+arm) and its propensity; :func:`complete_round` measures the round from that log joined with the outcomes
+(:mod:`pex.online.lifts`), tells Ax, and stores Ax's state with the results in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from pex.errors import DataError, NotFoundError, PexError
+from pex.online.choice import choose_best, judge_round
+from pex.online.lifts import MetricGoal, measure_round
+from pex.online.space import Measurement, OnlineSpace
+from pex.policy.base import Policy, constant_policy
+from pex.policy.routing import routing_policy
+from pex.services.models import effect_model_by_id
+from pex.services.outcomes import experiment_spec
+from pex.services.policies import FitContext, load_fit
+from pex.services.publishing import publish
+from pex.store.workspace import Workspace
+
+Say = Callable[[str], None]
+SUFFIX = "-online"
+METHODS = ("fast", "random_search")
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How a loop runs: candidates per round, the holdout's share of units, and where round 1 comes from."""
+
+    arms: int = 4
+    holdout: float = 0.2
+    from_offline: bool = False
+    exploration: float = 0.05
+    seed: int = 0
+    method: str = "fast"  # Ax's generation method: "fast" (Bayesian optimization) or "random_search" (the baseline)
+
+    def check(self) -> None:
+        """DataError on an option out of range."""
+        if not 1 <= self.arms <= 16:
+            raise DataError(f"--arms must be from 1 to 16, got {self.arms}", "e.g. --arms 4: four candidates per round")
+        if not 0.0 < self.holdout < 1.0:
+            raise DataError(f"--holdout must be a share strictly between 0 and 1, got {self.holdout}",
+                            "e.g. --holdout 0.2: a fifth of the units keep control, the comparison of every arm")
+        if self.method not in METHODS:
+            raise DataError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}",
+                            "fast: Ax's Bayesian optimization; random_search: quasi-random points, the baseline")
+        if not 0.0 < self.exploration <= 1.0:
+            raise DataError(f"exploration must be in (0, 1], got {self.exploration}",
+                            "live arms must explore so that every logged decision has a propensity above 0")
+
+
+def _goals(ws: Workspace, experiment: str) -> tuple[Any, dict[str, MetricGoal]]:
+    spec = experiment_spec(ws, experiment)
+    return spec, {m: MetricGoal(m, meta.goal, meta.role, meta.max_harm, meta.pre) for m, meta in spec.metrics.items()}
+
+
+def _space_settings(goals: dict[str, MetricGoal]) -> dict[str, Any]:
+    return {"metrics": list(goals), "objectives": [m for m, g in goals.items() if g.role != "guardrail"],
+            "guardrails": {m: g.max_harm for m, g in goals.items() if g.role == "guardrail" and g.max_harm is not None}}
+
+
+def _space(loop: Any) -> OnlineSpace:
+    s = loop.settings
+    return OnlineSpace.restore(loop.ax_state, s["metrics"], s["objectives"], s["guardrails"])
+
+
+def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = None, say: Say | None = None) -> dict[str, Any]:
+    """Create ``experiment``'s loop and open round 1 (Ax's quasi-random points, or the offline Pareto candidates)."""
+    options = options or LoopOptions()
+    options.check()
+    say = say or (lambda m: None)
+    spec, goals = _goals(ws, experiment)
+    try:
+        ws.get_loop(experiment)
+    except NotFoundError:
+        pass
+    else:
+        raise PexError(f"experiment {experiment!r} already has an online loop",
+                       f"see `pex online status {experiment}`; `pex online complete {experiment} --next` opens its next round")
+    ctx = load_fit(ws, experiment)
+    settings = {**asdict(options), **_space_settings(goals), "control": spec.control, "policy": experiment + SUFFIX}
+    offline = _offline_candidates(ctx, options, say) if options.from_offline else []
+    # round 1's offline candidates are attached; quasi-random points fill the rest of round 1, and Ax's model
+    # starts at round 2, from live data only
+    space = OnlineSpace.new(experiment, settings["metrics"], settings["objectives"], settings["guardrails"],
+                            seed=options.seed, initialization=options.arms - len(offline), method=options.method)
+    ws.create_loop(experiment, experiment, settings["policy"], settings, space.state())
+    trials: list[tuple[int, list[float], dict | None]] = [(space.attach(p), p, evidence) for p, evidence in offline]
+    if options.from_offline:
+        say(f"round 1: {len(trials)} offline Pareto candidates (their offline estimates kept as offline evidence)")
+    if len(trials) < options.arms:
+        say(f"asking Ax for {options.arms - len(trials)} configurations")
+        trials += [(t, p, None) for t, p in space.ask(options.arms - len(trials))]
+    return _open_round(ws, experiment, space, 1, trials, ctx, say)
+
+
+def _offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list[tuple[list[float], dict]]:
+    """The offline weight search's spread Pareto points on the fit's training units, with their in-sample estimates."""
+    from pex.search.tuning import TuningProblem, optimize
+
+    problem = TuningProblem.from_fit(ctx, exploration=options.exploration)
+    say(f"offline weight search on {problem.n:,} training units")
+    result = optimize(problem, dense=1024, candidates=options.arms, seed=options.seed, use_ax=False)
+    kept = result.fronts["kept"]
+    out = []
+    for i, setting in zip(result.candidates, result.candidate_settings()):
+        if setting["treated_share"] <= 0:
+            continue
+        evidence = {"source": "offline", "in_sample": True, "objectives": setting["objectives"],
+                    "guardrail_bound": setting["guardrail_bound"], "fit": ctx.record.id,
+                    "note": "the offline search's in-sample estimate on the fit's training units; not told to Ax"}
+        out.append(([float(x) for x in kept.draws[i]], evidence))
+    return out
+
+
+def candidate_policy(ctx: FitContext, point: list[float], name: str, exploration: float, lineage: dict) -> tuple[Policy, dict]:
+    """The value-model policy of one search point, built as the offline Pareto candidates are."""
+    from pex.policy.value import build_value_policy
+
+    problem = _problem(ctx, exploration)
+    u = np.asarray([point], dtype=float)
+    weights = problem.weight_dict(problem.weights(u)[0])
+    budget = float(problem.served_share(problem.budgets(u)[0]))
+    if not any(weights.values()):  # an all-zero draw: no metric to score by, so nobody is treated
+        return constant_policy(list(ctx.model.arms), ctx.model.control, exploration, name=name), {"weights": weights,
+                                                                                                    "budget": 0.0}
+    spec = ctx.dataset.spec
+    policy, _info = build_value_policy(
+        name=name, spec=spec, model=ctx.model, frame=ctx.training_frame(), fit_id=ctx.record.id, weights=weights,
+        guardrails="penalty", budget=budget, exploration=exploration, lineage=lineage, effects=ctx.oof_effects(),
+        harm_signal=ctx.pseudo_outcomes(), n_eval=ctx.n_eval())
+    return policy.replace(experiment=spec.name), {"weights": weights, "budget": budget}
+
+
+_PROBLEMS: dict[tuple[str, float], Any] = {}
+
+
+def _problem(ctx: FitContext, exploration: float):
+    """The fit's search problem (for turning a point into weights and a cap), built once per fit."""
+    from pex.search.tuning import TuningProblem
+
+    key = (ctx.record.id, exploration)
+    if key not in _PROBLEMS:
+        _PROBLEMS.clear()
+        _PROBLEMS[key] = TuningProblem.from_fit(ctx, exploration=exploration)
+    return _PROBLEMS[key]
+
+
+def _open_round(ws: Workspace, name: str, space: OnlineSpace, number: int, trials: list, ctx: FitContext,
+                say: Say, champion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the round's policies, store them and the routing version, save Ax's state with the round, publish."""
+    loop = ws.get_loop(name)
+    s = loop.settings
+    stable, spec = loop.policy, ctx.dataset.spec
+    arms_list, control = list(ctx.model.arms), ctx.model.control
+    holdout = constant_policy(arms_list, control, s["exploration"], name=f"{stable}-r{number}-holdout").replace(
+        experiment=spec.name, lineage={"online": {"loop": name, "round": number, "role": "holdout"}})
+    built = []
+    for i, (trial, point, evidence) in enumerate(trials, start=1):
+        if champion is not None and i == len(trials):  # the champion's own stored policy, not a rebuild
+            record = ws.get_policy(champion["policy"], champion["version"])
+            policy = Policy.from_document(record.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
+            built.append((trial, point, {"champion_of_round": number - 1}, policy,
+                          {"weights": champion["weights"], "budget": champion["budget"]}))
+            continue
+        route = f"{stable}-r{number}-a{i}"
+        lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
+                   "online": {"loop": name, "round": number, "trial": trial, "point": point}}
+        policy, setting = candidate_policy(ctx, point, route, s["exploration"], lineage)
+        built.append((trial, point, evidence, policy, setting))
+        say(f"  {route}: weights {', '.join(f'{m} {w:.2f}' for m, w in setting['weights'].items())}, "
+            f"at most {setting['budget']:.0%} treated")
+    fresh = [b[3] for b in built if champion is None or b[3].name != champion["policy"]]
+    records = ws.put_policies(spec.name, [(p.to_document(), None) for p in [holdout, *fresh]], fit_id=ctx.record.id)
+    if champion is not None:
+        records.append(ws.get_policy(champion["policy"], champion["version"]))
+    share = (1.0 - s["holdout"]) / len(built)
+    routes = [(0.0, s["holdout"], holdout)] + [(s["holdout"] + j * share, share, b[3]) for j, b in enumerate(built)]
+    routes[-1] = (routes[-1][0], 1.0 - routes[-1][0], routes[-1][2])  # the arcs tile [0, 1) exactly
+    routing = routing_policy(stable, routes, key=round_key(stable, number), unit=spec.unit, experiment=spec.name,
+                             lineage={"online": {"loop": name, "round": number}, "fit_run": ctx.record.id})
+    version = ws.put_policies(spec.name, [(routing.to_document(), None)], fit_id=ctx.record.id)[0].version
+    arms = [{"route": holdout.name, "role": "holdout", "policy": holdout.name, "version": records[0].version,
+             "share": s["holdout"]}]
+    for (trial, point, evidence, policy, setting), rec, (_start, sh, _p) in zip(built, records[1:], routes[1:]):
+        is_champion = champion is not None and policy.name == champion["policy"]
+        arms.append({"route": policy.name, "role": "champion" if is_champion else "candidate", "policy": policy.name,
+                     "version": rec.version, "trial": trial, "point": point, "weights": setting["weights"],
+                     "budget": setting["budget"], "share": sh, "offline": None if is_champion else evidence,
+                     "fit": champion["fit"] if is_champion else ctx.record.id})
+    ws.save_round(name, space.state(), number, policy_version=version, arms=arms)
+    publish(ws, stable, version)
+    say(f"round {number} is live as {stable} v{version}: holdout {s['holdout']:.0%}, {len(built)} candidates")
+    return status(ws, name)
+
+
+def round_key(stable: str, number: int) -> str:
+    """The SipHash key (16 characters) that routes round ``number``'s units: new per round, so units are randomised
+    afresh, and the same in every process."""
+    return hashlib.blake2b(f"{stable}/round/{number}".encode(), digest_size=8).hexdigest()
+
+
+def _frame(ws: Workspace, loop: Any, current: Any, routing: Policy):
+    from pex.services.feedback import feedback_table
+
+    try:
+        table = feedback_table(ws, loop.experiment, policy=loop.policy, version=current.policy_version)
+    except NotFoundError:
+        raise DataError(f"round {current.round} of {loop.name!r} has no logged decisions yet",
+                        f"serve traffic to policy {loop.policy!r} (version {current.policy_version}) first; "
+                        "decisions reach the log within a second of being served") from None
+    frame = table.frame
+    if frame["route"].isna().any():  # logged by a server older than the route column: the hash says it
+        missing = frame["route"].isna()
+        frame.loc[missing, "route"] = routing.route_names(frame.loc[missing, "unit"].tolist())
+    return table, frame
+
+
+def _routing(ws: Workspace, loop: Any, current: Any) -> Policy:
+    record = ws.get_policy(loop.policy, current.policy_version)
+    return Policy.from_document(record.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
+
+
+def complete_round(ws: Workspace, name: str, *, next_round: bool = False, abandon_empty: bool = False,
+                   say: Say | None = None) -> dict[str, Any]:
+    """Measure the open round, tell Ax (objectives and guardrail harms, with standard errors), save; with
+    ``next_round``, open the next one. When the newest round is already complete, ``next_round`` only opens the next."""
+    say = say or (lambda m: None)
+    loop = ws.get_loop(name)
+    rounds = ws.rounds(name)
+    current = rounds[-1]
+    space = _space(loop)
+    if current.status == "complete":
+        if not next_round:
+            raise PexError(f"round {current.round} of {name!r} is already complete",
+                           f"open the next one with `pex online complete {name} --next`")
+    else:
+        _complete(ws, loop, current, space, abandon_empty, say)
+    if not next_round:
+        return status(ws, name)
+    ctx = load_fit(ws, loop.experiment)
+    champion = _champion(ws, loop)
+    fresh = loop.settings["arms"] - (champion is not None)
+    say(f"asking Ax for {fresh} configurations (its model of every live measurement so far)")
+    trials = [(t, p, None) for t, p in space.ask(fresh)] if fresh else []
+    if champion is not None:
+        say(f"the champion, {champion['route']}, is served again to fresh units")
+        trials.append((space.attach(champion["point"]), champion["point"], None))
+    return _open_round(ws, name, space, current.round + 1, trials, ctx, say, champion=champion)
+
+
+def _champion(ws: Workspace, loop: Any) -> dict[str, Any] | None:
+    """The newest completed round's pick (:mod:`pex.online.choice`) with its arm record, or None (control)."""
+    rounds = ws.rounds(loop.name)
+    chosen = _best(ws, loop, rounds)["chosen"]
+    if chosen is None:
+        return None
+    arm = next(a for a in rounds[chosen["round"] - 1].arms if a["route"] == chosen["route"])
+    return dict(arm)
+
+
+def _best(ws: Workspace, loop: Any, rounds: list[Any]) -> dict[str, Any]:
+    goals = _goals(ws, loop.experiment)[1]
+    return choose_best(rounds, _signs(loop, goals), _primary(loop.settings, goals))
+
+
+def _signs(loop: Any, goals: dict[str, MetricGoal]) -> dict[str, float]:
+    return {m: goals[m].sign for m in loop.settings["objectives"]}
+
+
+def _primary(settings: dict[str, Any], goals: dict[str, MetricGoal]) -> str:
+    return next((m for m in settings["objectives"] if goals[m].role == "primary"), settings["objectives"][0])
+
+
+def _complete(ws: Workspace, loop: Any, current: Any, space: OnlineSpace, abandon_empty: bool, say: Say) -> None:
+    _spec, goals = _goals(ws, loop.experiment)
+    routing = _routing(ws, loop, current)
+    table, frame = _frame(ws, loop, current, routing)
+    holdout = next(a["route"] for a in current.arms if a["role"] == "holdout")
+    results = measure_round(frame, routing, holdout, loop.settings["control"], goals)
+    held = results["arms"][holdout]
+    thin = [m for m, c in held["metrics"].items() if c["value"] is None]
+    if thin:
+        raise DataError(f"round {current.round}: the holdout has {held['units']:,} units but too few outcomes of "
+                        f"{', '.join(thin)} to compare against", _wait_hint(loop.name))
+    empty = {a["route"]: results["arms"][a["route"]] for a in current.arms
+             if a["role"] != "holdout" and not results["arms"][a["route"]]["measured"]}
+    if empty and not abandon_empty:
+        detail = "; ".join(f"{r} has {e['units']:,} units and " + ", ".join(f"{c['n']} outcomes of {m}" for m, c in e["metrics"].items())
+                           for r, e in empty.items())
+        raise DataError(f"round {current.round}: {len(empty)} arm(s) cannot be measured yet ({detail})",
+                        _wait_hint(loop.name) + ", or pass --abandon-empty to complete the round without them "
+                        "(their Ax trials are marked abandoned)")
+    objectives = loop.settings["objectives"]
+    for arm in current.arms:
+        if arm["role"] == "holdout":
+            continue
+        got = results["arms"][arm["route"]]
+        if arm["route"] in empty:
+            space.abandon(arm["trial"])
+            got["abandoned"] = True
+            continue
+        measured = Measurement(
+            objectives={m: (goals[m].sign * got["metrics"][m]["lift"]["estimate"], got["metrics"][m]["lift"]["se"])
+                        for m in objectives},
+            harms={m: (h["estimate"], h["se"]) for m, h in got["harms"].items()})
+        space.tell(arm["trial"], measured)
+    results["log"] = {**table.summary(), "note": "outcomes of units with no decision in this round (another "
+                      "round's, or unknown units) are not used"}
+    ws.save_round(loop.name, space.state(), current.round, results=results, expect_status="open")
+    say(f"round {current.round} completed: {results['rows']:,} units, "
+        f"{sum(1 for a in current.arms if a['role'] != 'holdout') - len(empty)} arms measured and told to Ax")
+
+
+def _wait_hint(name: str) -> str:
+    return (f"outcomes arrive after decisions: wait for more traffic and outcomes, then run `pex online complete "
+            f"{name}` again")
+
+
+def status(ws: Workspace, name: str) -> dict[str, Any]:
+    """The loop: settings, rounds (arms, lifts with CIs, guardrail verdicts, offline evidence), the Pareto front of
+    the certified arms of every round, the best so far by :func:`pex.online.choice.choose_best`, and what is live."""
+    from pex.search.tuning import pareto_indices
+
+    loop = ws.get_loop(name)
+    rounds = ws.rounds(name)
+    s = loop.settings
+    goals = _goals(ws, loop.experiment)[1]
+    signs, primary = _signs(loop, goals), _primary(s, goals)
+    best = choose_best(rounds, signs, primary)
+    judged = [row for r in rounds for row in judge_round(r, signs, primary)]
+    front = []
+    if judged:
+        objectives = np.array([[row["objectives"][m] for m in s["objectives"]] for row in judged])
+        feasible = np.array([row["certified"] for row in judged])
+        front = [{"round": judged[i]["round"], "route": judged[i]["route"], "objectives": judged[i]["objectives"]}
+                 for i in pareto_indices(objectives, feasible)]
+    live = ws.live_versions().get(loop.policy)
+    serving = next((r.round for r in rounds if r.policy_version == live), None)
+    return {"name": loop.name, "experiment": loop.experiment, "policy": loop.policy, "settings": s,
+            "live_version": live, "live_round": serving, "rounds": [r.to_dict() for r in rounds],
+            "judged": judged, "pareto": front, "best": best, "created_at": loop.created_at.isoformat()}
+
+
+def promote(ws: Workspace, name: str, arm: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Publish the best arm so far (or ``arm``: a route name, ``rR-aI``, or ``control``) under the loop's stable name."""
+    info = status(ws, name)
+    loop = ws.get_loop(name)
+    best = info["best"]
+    rows = {r["route"]: r for r in info["judged"]}  # an arm measured twice (a champion): its newest measurement
+    if arm is None:
+        chosen = best["chosen"]
+        route = chosen["route"] if chosen else "control"
+    else:
+        route = arm if arm in rows or arm == "control" else f"{loop.policy}-{arm}"
+        if route not in rows and route != "control":
+            raise NotFoundError(f"no measured arm {arm!r} in {name!r}'s loop",
+                                "arms: " + (", ".join(sorted(rows)) or "none measured yet") + ", or control")
+        if route != "control" and not rows[route]["certified"] and not force:
+            raise PexError(f"arm {route} does not have every guardrail certified ({rows[route]['level']:.4g} level over "
+                           f"round {rows[route]['round']}'s {rows[route]['family']} arms)",
+                           "pass --force to publish it anyway, or promote without ARM")
+    if route == "control":
+        record = ws.get_policy(rounds_holdout(ws, name))
+    else:
+        record = ws.get_policy(rows[route]["policy"], rows[route]["version"])
+    doc = {**record.document}
+    doc["name"] = loop.policy
+    doc["lineage"] = {**(doc.get("lineage") or {}), "promoted_from": {"route": route, "policy": record.name,
+                                                                       "version": record.version}}
+    stored = ws.put_policies(loop.experiment, [(doc, None)], fit_id=record.fit_id)[0]
+    release = publish(ws, loop.policy, stored.version)
+    return {"promoted": route, "policy": loop.policy, "version": stored.version, "release": release.to_dict(),
+            "why": best["why"] if arm is None else f"{route}, chosen by hand", "best": best}
+
+
+def rounds_holdout(ws: Workspace, name: str) -> str:
+    """The newest round's holdout policy name (all-control with the loop's exploration)."""
+    last = ws.rounds(name)[-1]
+    return next(a["policy"] for a in last.arms if a["role"] == "holdout")
