@@ -9,12 +9,17 @@ best is *chosen* among that round's ``F`` arms, every bound is Bonferroni-adjust
    limit (the guardrail rule, :mod:`pex.experiment.guardrail`), so the chance that any certified arm of the round
    truly breaks a guardrail stays within ``alpha``;
 2. the **best** certified arm has the largest goal-signed lift of the primary metric;
-3. it is the pick only if that lift's lower bound at the same level is above 0 (it beats control); otherwise
-   control stays, and the answer says which arm came closest.
+3. the **champion** stays the pick when it is certified and the best is not significantly better (the lower
+   bound of "best minus champion" on the primary metric, at the same level, does not exceed 0): a challenger
+   measured once, and chosen as the largest of several noisy estimates, has to beat the incumbent by more than
+   the noise, as a more complex policy has to in the recommendation;
+4. the pick must beat control: its primary lift's lower bound at the same level is above 0; otherwise control
+   stays, and the answer says which arm came closest.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pex.experiment.guardrail import ALPHA, Harm, judge
@@ -36,8 +41,10 @@ def judge_round(r: Any, goals: dict[str, float], primary: str, alpha: float = AL
         harms = {m: Harm.from_dict(h).at(level) for m, h in got["harms"].items()}
         lift = got["metrics"][primary]["lift"]
         low, _high, _ = judge(goals[primary] * lift["estimate"], lift["se"], 0.0, level)
+        value = got["metrics"][primary]["value"]
         rows.append({"round": r.round, "route": arm["route"], "role": arm["role"], "policy": arm["policy"],
                      "version": arm["version"], "gain": goals[primary] * lift["estimate"], "gain_lower": low,
+                     "value": goals[primary] * value["value"], "value_se": value["se"],
                      "objectives": {m: sign * got["metrics"][m]["lift"]["estimate"] for m, sign in goals.items()},
                      "certified": all(h.passed for h in harms.values()), "level": 1 - level, "family": len(measured),
                      "harms": {m: {"estimate": h.estimate, "upper": h.upper, "limit": h.limit, "verdict": h.verdict}
@@ -53,9 +60,16 @@ def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha:
     level = alpha / family
     certified = [r for r in rows if r["certified"]]
     best = max(certified, key=lambda r: r["gain"]) if certified else None
+    champion = next((r for r in certified if r["role"] == "champion"), None)
+    kept = ""
+    if best is not None and champion is not None and best is not champion:
+        low, _high, _ = judge(best["value"] - champion["value"], math.hypot(best["value_se"], champion["value_se"]), 0.0, level)
+        if low <= 0:
+            kept = f" (the champion stays: {best['route']}'s {best['gain']:+.4g} is not significantly more)"
+            best = champion
     chosen = best if best is not None and best["gain_lower"] > 0 else None
     if chosen is not None:
-        why = (f"{chosen['route']} (round {chosen['round']}): every guardrail certified and a primary gain of "
+        why = (f"{chosen['route']} (round {chosen['round']}){kept}: every guardrail certified and a primary gain of "
                f"{chosen['gain']:+.4g} (lower bound {chosen['gain_lower']:+.4g}) over control, at the one-sided "
                f"{1 - level:.4g} level that holds over the round's {family} arms")
     elif best is not None:

@@ -60,10 +60,10 @@ class OnlineSpace:
             seed: int, initialization: int, method: str = "fast") -> OnlineSpace:
         """A fresh experiment; the first ``initialization`` asked points are quasi-random (Sobol), the rest Ax's
         Bayesian optimization (``method="fast"``), or every point quasi-random (``"random_search"``, the baseline)."""
-        from ax import Client, RangeParameterConfig
-
         space = cls(None, metrics, objectives, guardrails)
-        with quiet_ax():
+        with quiet_ax():  # importing Ax warns about its own moved modules
+            from ax import Client, RangeParameterConfig
+
             client = Client(random_seed=seed)
             client.configure_experiment(
                 parameters=[RangeParameterConfig(name=p, parameter_type="float", bounds=(0.0, 1.0)) for p in space.parameters],
@@ -82,9 +82,9 @@ class OnlineSpace:
     def restore(cls, state: Mapping[str, Any], metrics: Sequence[str], objectives: Sequence[str],
                 guardrails: Mapping[str, float]) -> OnlineSpace:
         """The experiment as saved by :meth:`state`."""
-        from ax import Client
-
         with tempfile.TemporaryDirectory() as folder, quiet_ax():
+            from ax import Client
+
             path = os.path.join(folder, "ax.json")
             with open(path, "w") as fh:
                 json.dump(state, fh)
@@ -105,10 +105,10 @@ class OnlineSpace:
 
     def ask(self, k: int) -> list[tuple[int, list[float]]]:
         """``k`` new trials: (trial index, point). Ax may return a batch short; asking again fills it."""
-        from ax.exceptions.core import DataRequiredError
-
         out: list[tuple[int, list[float]]] = []
         with quiet_ax():
+            from ax.exceptions.core import DataRequiredError
+
             for _attempt in range(3 * k):
                 if len(out) >= k:
                     break

@@ -1,0 +1,256 @@
+"""The online loop in process: the round's measurement against the simulator's truth, the promotion rule, and the
+loop's use cases on a fitted workspace (state in the store, clear answers to missing data). Over HTTP against
+gunicorn: tests/test_online_http.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pex.cli.main import main
+from pex.errors import DataError, PexError
+from pex.experiment.simulate import distribution_truth, simulate
+from pex.online.choice import choose_best
+from pex.online.lifts import MetricGoal, measure_round
+from pex.online.space import OnlineSpace
+from pex.policy.base import constant_policy
+from pex.policy.routing import routing_policy
+from pex.services import online
+from pex.services.decision_log import DecisionLog
+from pex.services.serving import PolicyServer
+from pex.store.workspace import Workspace
+from tests.served import served_tree
+
+PEX = [str(Path(sys.executable).parent / "pex")]
+GOALS = {m: MetricGoal(m, meta["goal"], meta["role"], meta.get("max_harm"), meta.get("pre"))
+         for m, meta in simulate(10).metrics.items()}
+
+
+# -- the measurement against the truth ------------------------------------------------------------------------
+
+def _round(sim, exploration: float = 0.2):
+    """A routing policy over all-control (holdout), all-daily and the example tree, decided for ``sim``'s units,
+    and the logged-feedback frame the decision log and the outcomes would give."""
+    arms = list(sim.arms)
+    tree = served_tree(exploration).replace(name="tree")
+    routes = [constant_policy(arms, "control", exploration, name="hold"), constant_policy(arms, "daily", exploration, name="daily"),
+              tree.replace(arms=arms)]
+    routing = routing_policy("exp-online", [(0.0, 0.3, routes[0]), (0.3, 0.3, routes[1]), (0.6, 0.4, routes[2])],
+                             key="0123456789abcdef", unit="user_id", experiment="exp").replace(version=1)
+    frame = sim.data.drop(columns=["arm"]).copy()
+    chosen, propensity = routing.decide(frame, frame["user_id"])
+    index = np.array([arms.index(a) for a in chosen])
+    for m in sim.metrics:
+        frame[m] = np.column_stack([sim.truth.outcomes[m][a] for a in arms])[np.arange(len(frame)), index]
+    frame["arm"], frame["propensity"] = chosen, propensity
+    frame["route"] = routing.route_names(frame["user_id"].tolist())
+    frame["unit"] = frame["user_id"]
+    return routing, frame
+
+
+def test_round_lifts_match_the_truth_within_their_standard_errors():
+    sim = simulate(60_000, seed=11)
+    routing, frame = _round(sim)
+    found = measure_round(frame, routing, "hold", "control", GOALS)
+    assert found["usable"]
+    for route in ("daily", "tree"):
+        rows = (frame["route"] == route).to_numpy()
+        sub = type(sim)(data=sim.data[rows].reset_index(drop=True), truth=_subset(sim.truth, rows), scenario=sim.scenario,
+                        allocation=sim.allocation)
+        policy = next(p for p in routing.routes if p.name == route)
+        probs = policy.action_probabilities(sub.data)  # as served: exploration included
+        truth = distribution_truth(probs, sub)
+        for m in sim.metrics:
+            lift = found["arms"][route]["metrics"][m]["lift"]
+            # the arm's own units: the true lift of the arm as served over all-control on them
+            assert abs(lift["estimate"] - truth["metrics"][m]["lift"]) < 4 * lift["se"], (route, m, lift, truth["metrics"][m])
+        harm = found["arms"][route]["harms"]["unsubscribes"]
+        assert abs(harm["estimate"] - truth["harm"]["unsubscribes"]) < 4 * harm["se"] + 0.01
+    # the pre-period covariate takes out much of the sessions noise; metrics without one are not adjusted
+    assert found["cuped"]["sessions"]["variance_reduction"] > 0.2
+    assert set(found["cuped"]) == {"sessions"}
+
+
+def _subset(truth, rows):
+    from pex.experiment.simulate import Truth
+
+    return Truth(arms=truth.arms, control=truth.control,
+                 expected={m: {a: v[rows] for a, v in by.items()} for m, by in truth.expected.items()},
+                 outcomes={m: {a: v[rows] for a, v in by.items()} for m, by in truth.outcomes.items()},
+                 feature_names=truth.feature_names)
+
+
+def test_missing_outcomes_are_left_out_and_counted_and_an_empty_arm_is_not_measured():
+    sim = simulate(6_000, seed=12)
+    routing, frame = _round(sim)
+    frame.loc[frame.index[::3], "sessions"] = np.nan
+    frame = frame[frame["route"] != "daily"]  # no traffic reached one arm
+    found = measure_round(frame, routing, "hold", "control", GOALS)
+    tree = found["arms"]["tree"]["metrics"]["sessions"]
+    assert tree["missing"] > 0 and tree["n"] + tree["missing"] == found["arms"]["tree"]["units"]
+    assert found["arms"]["daily"]["units"] == 0 and not found["arms"]["daily"]["measured"]
+    assert not found["usable"]
+
+
+# -- the promotion rule ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Round:
+    round: int
+    status: str
+    arms: list
+    results: dict
+
+
+def _measured(gain: float, gain_se: float, harm: float, harm_se: float) -> dict:
+    from pex.experiment.guardrail import GuardrailRule
+
+    h = GuardrailRule("g", "decrease", 0.05, 1.0).verdict(harm, harm_se, n=1000).to_dict()
+    lift = {"estimate": gain, "se": gain_se, "ci_low": gain - 1.96 * gain_se, "ci_high": gain + 1.96 * gain_se}
+    value = {"value": 10.0 + gain, "se": gain_se / 2**0.5}  # the arm's own value; the lift adds the holdout's error
+    return {"measured": True, "units": 1000, "metrics": {"y": {"lift": lift, "value": value}}, "harms": {"g": h}}
+
+
+def _rounds(*arms: dict, champion: int | None = None) -> list[_Round]:
+    records = [{"route": f"a{i}", "role": "champion" if i == champion else "candidate", "policy": f"a{i}", "version": 1}
+               for i in range(len(arms))]
+    return [_Round(1, "complete", records, {"arms": {f"a{i}": a for i, a in enumerate(arms)}})]
+
+
+def test_the_pick_is_the_best_arm_certified_at_the_bonferroni_level_that_beats_control():
+    # a2 has the largest gain but its harm bound (0.02 + 2.13 x 0.016 = 0.054) is beyond 0.05 at 0.05 / 3 one-sided,
+    # though it would pass at 0.05 alone (0.02 + 1.645 x 0.016 = 0.046): the pick is a1
+    rounds = _rounds(_measured(0.5, 0.1, 0.0, 0.01), _measured(0.8, 0.1, -0.01, 0.01), _measured(1.0, 0.1, 0.02, 0.016))
+    best = choose_best(rounds, {"y": 1.0}, "y")
+    assert best["family"] == 3 and best["chosen"]["route"] == "a1"
+    assert [r["certified"] for r in best["arms"]] == [True, True, False]
+    # a certified arm whose gain's lower bound does not exclude 0 is not shipped: control stays
+    weak = choose_best(_rounds(_measured(0.1, 0.1, 0.0, 0.01)), {"y": 1.0}, "y")
+    assert weak["chosen"] is None and weak["why"].startswith("control: the best certified arm")
+    assert choose_best([], {"y": 1.0}, "y")["why"] == "control: no round has been completed with measured arms yet"
+
+
+def test_the_champion_stays_unless_a_challenger_is_significantly_better():
+    close = _rounds(_measured(0.8, 0.1, 0.0, 0.01), _measured(0.9, 0.1, 0.0, 0.01), champion=0)
+    best = choose_best(close, {"y": 1.0}, "y")
+    assert best["chosen"]["route"] == "a0" and "the champion stays" in best["why"]
+    clear = _rounds(_measured(0.8, 0.1, 0.0, 0.01), _measured(1.5, 0.1, 0.0, 0.01), champion=0)
+    assert choose_best(clear, {"y": 1.0}, "y")["chosen"]["route"] == "a1"
+    # a champion that no longer keeps its guardrails on fresh units is not kept
+    broken = _rounds(_measured(0.8, 0.1, 0.06, 0.01), _measured(0.9, 0.1, 0.0, 0.01), champion=0)
+    assert choose_best(broken, {"y": 1.0}, "y")["chosen"]["route"] == "a1"
+
+
+# -- the loop's use cases on a fitted workspace ------------------------------------------------------------------
+
+@pytest.fixture
+def loop_home(tmp_path, serving_home) -> Path:
+    """A private copy of the pipeline run's workspace (fits with held-out units) and a round 1 of 3 arms."""
+    shutil.copytree(serving_home, tmp_path / "ws")
+    with Workspace(tmp_path / "ws") as ws:
+        online.start_loop(ws, "exp", online.LoopOptions(arms=3, seed=1))
+    return tmp_path / "ws"
+
+
+def _traffic(ws: Workspace, n: int, seed: int, outcomes: bool = True, prefix: str = "u") -> list[dict]:
+    sim = simulate(n, seed=seed)
+    sim.data["user_id"] = [f"{prefix}{seed}-{i}" for i in range(n)]
+    server = PolicyServer(ws, DecisionLog(ws.append_decisions)).start()
+    features = [c for c in sim.data.columns if c not in ("user_id", "arm", *sim.metrics)]
+    sent = sim.data[features].astype(object).where(sim.data[features].notna(), None).to_dict("records")
+    try:
+        out = server.decide_batch("exp-online", {"units": [{"unit": u, "features": f} for u, f in zip(sim.data["user_id"], sent)]})
+    finally:
+        server.close()
+    if outcomes:
+        arms = np.array([d["arm"] for d in out["decisions"]])
+        realised = {m: np.select([arms == a for a in sim.arms], [sim.truth.outcomes[m][a] for a in sim.arms]) for m in sim.metrics}
+        records = [(u, m, float(v)) for m in sim.metrics for u, v in zip(sim.data["user_id"], realised[m])]
+        ws.put_outcomes("exp", records)
+    return out["decisions"]
+
+
+def test_start_serves_round_one_under_the_stable_name_and_saves_ax_state(loop_home):
+    with Workspace(loop_home) as ws:
+        status = online.status(ws, "exp")
+        assert status["live_version"] == status["rounds"][0]["policy_version"] and status["live_round"] == 1
+        arms = status["rounds"][0]["arms"]
+        assert [a["role"] for a in arms] == ["holdout", "candidate", "candidate", "candidate"]
+        assert abs(sum(a["share"] for a in arms) - 1.0) < 1e-9 and arms[0]["share"] == 0.2
+        loop = ws.get_loop("exp")
+        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"], loop.settings["guardrails"])
+        assert sorted(space.client._experiment.trials) == sorted(a["trial"] for a in arms[1:])
+        decisions = _traffic(ws, 300, seed=5, outcomes=False)
+        logged = ws.read_decisions(policy="exp-online")
+        assert len(logged) == len(decisions) == 300
+        assert set(logged["route"]) == {a["route"] for a in arms}  # every decision names its arm
+        assert (logged["version"] == status["live_version"]).all()
+    assert main(["--home", str(loop_home), "online", "start", "exp"]) == 2  # one loop per experiment
+
+
+def test_complete_answers_clearly_when_there_is_nothing_to_measure(loop_home, capsys):
+    assert main(["--home", str(loop_home), "online", "complete", "exp"]) == 2
+    assert "round 1 of 'exp' has no logged decisions yet" in capsys.readouterr().err
+    with Workspace(loop_home) as ws:
+        _traffic(ws, 400, seed=6, outcomes=False)  # decisions, but no outcome has come back
+        with pytest.raises(DataError, match=r"the holdout has .* too few outcomes of sessions, converted, unsubscribes"):
+            online.complete_round(ws, "exp")
+        assert ws.rounds("exp")[0].status == "open"  # nothing half-written
+
+
+def test_an_arm_without_traffic_is_refused_then_abandoned_on_request(loop_home, capsys):
+    with Workspace(loop_home) as ws:
+        decisions = _traffic(ws, 3_000, seed=7)
+        # take one arm's decisions out of the log: no traffic reached it
+        rounds = ws.rounds("exp")
+        empty = rounds[0].arms[2]["route"]
+        with ws.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM decisions WHERE route = ?", (empty,))
+        ws.put_outcomes("exp", [("nobody-1", "sessions", 3.0), ("nobody-2", "sessions", 1.0)])  # units never decided
+    assert main(["--home", str(loop_home), "online", "complete", "exp"]) == 2
+    err = capsys.readouterr().err
+    assert f"round 1: 1 arm(s) cannot be measured yet ({empty} has 0 units" in err and "--abandon-empty" in err
+    # completed from another process, as a round that spans days and restarts is
+    done = subprocess.run([*PEX, "--home", str(loop_home), "online", "complete", "exp", "--abandon-empty", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    results = status["rounds"][0]["results"]
+    assert results["arms"][empty]["abandoned"] and len(decisions) == 3_000
+    assert results["log"]["units_without_decision"] >= 2  # outcomes of units this round never decided are not used
+    with Workspace(loop_home) as ws:
+        loop = ws.get_loop("exp")
+        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"], loop.settings["guardrails"])
+        statuses = {a["route"]: space.client._experiment.trials[a["trial"]].status.name for a in ws.rounds("exp")[0].arms[1:]}
+        assert statuses[empty] == "ABANDONED"
+        assert sorted(set(statuses.values())) == ["ABANDONED", "COMPLETED"]
+        with pytest.raises(PexError, match="round 1 of 'exp' is already complete"):
+            online.complete_round(ws, "exp")
+
+
+def test_status_text_and_promote(loop_home, capsys):
+    with Workspace(loop_home) as ws:
+        _traffic(ws, 4_000, seed=8)
+    assert main(["--home", str(loop_home), "online", "complete", "exp"]) == 0
+    text = capsys.readouterr().out
+    assert "round 1 (v" in text and "lift [95% CI]" in text and "best so far:" in text
+    assert main(["--home", str(loop_home), "online", "status", "exp", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["rounds"][0]["status"] == "complete" and status["best"]["family"] == 3
+    assert main(["--home", str(loop_home), "online", "promote", "exp", "--json"]) == 0
+    promoted = json.loads(capsys.readouterr().out)
+    chosen = status["best"]["chosen"]
+    assert promoted["promoted"] == (chosen["route"] if chosen else "control")
+    with Workspace(loop_home) as ws:
+        live = ws.get_policy("exp-online", ws.live_versions()["exp-online"])
+        assert live.document["lineage"]["promoted_from"]["route"] == promoted["promoted"]
+        assert live.kind != "routing"
+    assert main(["--home", str(loop_home), "online", "promote", "exp", "r9-a9"]) == 2
+    assert "no measured arm 'r9-a9'" in capsys.readouterr().err
