@@ -69,6 +69,8 @@ def _add_import(root: Path, module: str, line: str) -> None:
     ("pex.policy.base", "import pex.hte.learners", "What serving loads"),
     ("pex.policy.value", "from pex.evaluation import comparison", "What serving loads"),
     ("pex.evaluation.comparison", "import pex.store.workspace", "never touch the store"),
+    ("pex.online.lifts", "import pex.store.workspace", "never touch the store"),
+    ("pex.online.space", "import pex.services.online", "Layers"),
     ("pex.services.run", "import flask", "never imports a web framework"),
     ("pex.services.serving", "import web.api", "pex never imports the web app"),
     ("web.api", "from pex.policy.base import Policy", "Views hold no modelling"),

@@ -254,3 +254,19 @@ def test_status_text_and_promote(loop_home, capsys):
         assert live.kind != "routing"
     assert main(["--home", str(loop_home), "online", "promote", "exp", "r9-a9"]) == 2
     assert "no measured arm 'r9-a9'" in capsys.readouterr().err
+
+
+def test_a_start_that_fails_before_round_one_leaves_no_loop_behind(tmp_path, serving_home, monkeypatch):
+    shutil.copytree(serving_home, tmp_path / "ws")
+
+    def broken(*args, **kwargs):
+        raise DataError("the candidates could not be built", "")
+
+    monkeypatch.setattr(online, "_open_round", broken)
+    with Workspace(tmp_path / "ws") as ws:
+        with pytest.raises(DataError, match="could not be built"):
+            online.start_loop(ws, "exp", online.LoopOptions(arms=2))
+        with pytest.raises(PexError, match="has no online loop"):
+            ws.get_loop("exp")
+        monkeypatch.undo()
+        assert online.start_loop(ws, "exp", online.LoopOptions(arms=2))["rounds"][0]["status"] == "open"

@@ -1,7 +1,8 @@
 """Which measured arm is best so far: the online loop's version of the recommendation's rule.
 
 Each round is its own randomized test, so the rule reads the newest completed round alone: its candidate arms,
-among them the champion (the previous round's pick, served again to fresh units). A pick thus always rests on
+among them the champion (the previous round's pick, served again to fresh units; in a round 1 started from the
+offline candidates, the offline pick). A pick thus always rests on
 units it was not chosen on before, and the evidence of one round is never re-used to confirm itself. Since the
 best is *chosen* among that round's ``F`` arms, every bound is Bonferroni-adjusted over them:
 

@@ -97,13 +97,17 @@ def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = Non
     space = OnlineSpace.new(experiment, settings["metrics"], settings["objectives"], settings["guardrails"],
                             seed=options.seed, initialization=options.arms - len(offline), method=options.method)
     ws.create_loop(experiment, experiment, settings["policy"], settings, space.state())
-    trials: list[tuple[int, list[float], dict | None]] = [(space.attach(p), p, evidence) for p, evidence in offline]
-    if options.from_offline:
-        say(f"round 1: {len(trials)} offline Pareto candidates (their offline estimates kept as offline evidence)")
-    if len(trials) < options.arms:
-        say(f"asking Ax for {options.arms - len(trials)} configurations")
-        trials += [(t, p, None) for t, p in space.ask(options.arms - len(trials))]
-    return _open_round(ws, experiment, space, 1, trials, ctx, say)
+    try:
+        trials: list[tuple[int, list[float], dict | None]] = [(space.attach(p), p, evidence) for p, evidence in offline]
+        if options.from_offline:
+            say(f"round 1: {len(trials)} offline Pareto candidates (their offline estimates kept as offline evidence)")
+        if len(trials) < options.arms:
+            say(f"asking Ax for {options.arms - len(trials)} configurations")
+            trials += [(t, p, None) for t, p in space.ask(options.arms - len(trials))]
+        return _open_round(ws, experiment, space, 1, trials, ctx, say)
+    except BaseException:
+        ws.discard_loop(experiment)  # no round opened: leave no loop behind that `start` would refuse to replace
+        raise
 
 
 def _offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list[tuple[list[float], dict]]:
@@ -118,7 +122,9 @@ def _offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list
     for i, setting in zip(result.candidates, result.candidate_settings()):
         if setting["treated_share"] <= 0:
             continue
-        evidence = {"source": "offline", "in_sample": True, "objectives": setting["objectives"],
+        # the first is the best on the primary metric: what the offline search alone would ship, so round 1's
+        # champion (a challenger has to beat it significantly, pex.online.choice)
+        evidence = {"source": "offline", "in_sample": True, "offline_pick": not out, "objectives": setting["objectives"],
                     "guardrail_bound": setting["guardrail_bound"], "fit": ctx.record.id,
                     "note": "the offline search's in-sample estimate on the fit's training units; not told to Ax"}
         out.append(([float(x) for x in kept.draws[i]], evidence))
@@ -196,7 +202,8 @@ def _open_round(ws: Workspace, name: str, space: OnlineSpace, number: int, trial
              "share": s["holdout"]}]
     for (trial, point, evidence, policy, setting), rec, (_start, sh, _p) in zip(built, records[1:], routes[1:]):
         is_champion = champion is not None and policy.name == champion["policy"]
-        arms.append({"route": policy.name, "role": "champion" if is_champion else "candidate", "policy": policy.name,
+        role = "champion" if is_champion or (evidence or {}).get("offline_pick") else "candidate"
+        arms.append({"route": policy.name, "role": role, "policy": policy.name,
                      "version": rec.version, "trial": trial, "point": point, "weights": setting["weights"],
                      "budget": setting["budget"], "share": sh, "offline": None if is_champion else evidence,
                      "fit": champion["fit"] if is_champion else ctx.record.id})

@@ -71,6 +71,14 @@ class OnlineMixin:
                                                       settings=jsonable(settings), ax_state=ax_state,
                                                       created_at=now, updated_at=now))
 
+    @db("write the online loop to")
+    def discard_loop(self, name: str) -> bool:
+        """Remove a loop that has no round yet (its first round failed to open); True if removed."""
+        with self._lock(), self.engine.begin() as conn:
+            if conn.execute(sa.select(online_rounds.c.id).where(online_rounds.c.loop == name).limit(1)).first() is not None:
+                return False
+            return conn.execute(online_loops.delete().where(online_loops.c.name == name)).rowcount > 0
+
     @db("read the online loop from")
     def get_loop(self, name: str) -> OnlineLoop:
         """A stored loop by name."""
