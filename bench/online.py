@@ -54,8 +54,8 @@ SEARCHERS = ("ax", "random")
 class TruthOracle:
     """True values of policies on a fresh population; a value policy's effect predictions are computed once."""
 
-    def __init__(self, sim: SimulatedExperiment, model: Any) -> None:
-        self.sim = sim
+    def __init__(self, sim: SimulatedExperiment, model: Any, fit: str) -> None:
+        self.sim, self.fit = sim, fit
         self.effects = model.effect(model.encoder.transform(sim.data, strict=False))
 
     def of(self, policy: Policy | None) -> dict[str, Any]:
@@ -64,8 +64,8 @@ class TruthOracle:
         if policy is None:
             greedy, e = np.full(len(sim.data), sim.arms.index(sim.control)), 0.0
         else:
-            labels = np.asarray(policy.arms)[policy.greedy_arms(sim.data, effects=self.effects)
-                                             if policy.kind == "value" else policy.greedy_arms(sim.data)]
+            ours = policy.kind == "value" and policy.value_model["fit"] == self.fit  # else it predicts for itself
+            labels = np.asarray(policy.arms)[policy.greedy_arms(sim.data, effects=self.effects if ours else None)]
             greedy, e = np.array([sim.arms.index(a) for a in labels]), policy.exploration
         probs = np.full((len(sim.data), k), e / k)
         probs[np.arange(len(sim.data)), greedy] += 1.0 - e
@@ -157,7 +157,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             assert pex(["--home", str(base / "ws"), *argv]) == 0, argv
         ws = Workspace(base / "ws")
         ctx = load_fit(ws, NAME)
-        truth = TruthOracle(simulate(args.truth_units, scenario=args.scenario, seed=TRUTH_SEED + seed), ctx.model)
+        truth = TruthOracle(simulate(args.truth_units, scenario=args.scenario, seed=TRUTH_SEED + seed), ctx.model, ctx.record.id)
         offline = online._offline_candidates(ctx, online.LoopOptions(arms=args.arms, seed=seed), lambda m: None)
         first, _evidence = offline[0]
         offline_pick = truth.of(online.candidate_policy(ctx, first, "offline-pick", 0.05, {})[0])

@@ -137,6 +137,25 @@ def test_the_pick_is_the_best_arm_certified_at_the_bonferroni_level_that_beats_c
     assert choose_best([], {"y": 1.0}, "y")["why"] == "control: no round has been completed with measured arms yet"
 
 
+def test_a_champion_is_judged_on_its_confirmation_rounds_pooled():
+    # harm 0.03 with se 0.012 in each of two rounds: one round's bound at 0.05 / 2 is 0.03 + 1.96 x 0.012 = 0.054,
+    # beyond 0.05; both rounds pooled (se 0.0085) give 0.047, within
+    champ = {"route": "c", "role": "champion", "policy": "c", "version": 1}
+    other = {"route": "o", "role": "candidate", "policy": "o", "version": 1}
+    first = _Round(1, "complete", [champ, other],
+                   {"arms": {"c": _measured(0.8, 0.1, 0.03, 0.012), "o": _measured(0.2, 0.1, 0.0, 0.01)}})
+    second = _Round(2, "complete", [champ, {**other, "route": "o2", "policy": "o2"}],
+                    {"arms": {"c": _measured(0.8, 0.1, 0.03, 0.012), "o2": _measured(0.2, 0.1, 0.0, 0.01)}})
+    alone = choose_best([second], {"y": 1.0}, "y")
+    assert not next(r for r in alone["arms"] if r["route"] == "c")["certified"]
+    pooled = choose_best([first, second], {"y": 1.0}, "y")
+    row = next(r for r in pooled["arms"] if r["route"] == "c")
+    assert row["certified"] and row["rounds_pooled"] == 2 and pooled["chosen"]["route"] == "c"
+    # a round in which it was only a candidate (the round that chose it) is not pooled
+    chosen_in = _Round(1, "complete", [{**champ, "role": "candidate"}, other], first.results)
+    assert next(r for r in choose_best([chosen_in, second], {"y": 1.0}, "y")["arms"] if r["route"] == "c")["rounds_pooled"] == 1
+
+
 def test_the_champion_stays_unless_a_challenger_is_significantly_better():
     close = _rounds(_measured(0.8, 0.1, 0.0, 0.01), _measured(0.9, 0.1, 0.0, 0.01), champion=0)
     best = choose_best(close, {"y": 1.0}, "y")

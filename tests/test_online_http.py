@@ -43,7 +43,14 @@ def _traffic(home: Path, port: int, token: str, units: int, seed: int, days: int
 
 
 def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
+    from bench.online import TruthOracle, chosen_policy
+    from pex.experiment.simulate import simulate
+    from pex.services.policies import load_fit
+
     home, port = served.home, free_port()
+    with Workspace(home) as ws:
+        ctx = load_fit(ws, "exp")
+        truth = TruthOracle(simulate(50_000, seed=2_026_000_778), ctx.model, ctx.record.id)
     started = _pex("--home", str(home), "online", "start", "exp", "--arms", "3", "--from-offline", "--json")
     assert started.returncode == 0, started.stderr
     status = json.loads(started.stdout)
@@ -68,7 +75,10 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
                 lift = got["metrics"]["sessions"]["lift"]
                 assert np.isfinite(lift["se"]) and lift["ci_low"] < lift["estimate"] < lift["ci_high"]
                 assert got["harms"]["unsubscribes"]["verdict"] in ("pass", "fail", "inconclusive")
-            print(f"round {number}: {status['best']['why']}")
+            with Workspace(home) as ws:
+                picked = truth.of(chosen_policy(ws, status))
+            print(f"round {number}: {status['best']['why']}; true gain of the pick {picked['gain']:+.4f}, "
+                  f"keeps the guardrails: {picked['keeps']}")
         assert [r["status"] for r in status["rounds"]] == ["complete", "complete"]
         assert len(status["rounds"][1]["arms"]) == 4  # round 2: Ax's proposals (and the champion, if round 1 had a pick)
         promoted = _pex("--home", str(home), "online", "promote", "exp", "--json")
@@ -161,7 +171,7 @@ def test_five_rounds_of_four_arms_reach_the_best_achievable_within_the_guardrail
     with Workspace(home) as ws:
         token = ws.create_token("decide", "traffic")[1]
         ctx = load_fit(ws, NAME)
-        truth = TruthOracle(simulate(100_000, scenario="segment_harm", seed=TRUTH_SEED + 1), ctx.model)
+        truth = TruthOracle(simulate(100_000, scenario="segment_harm", seed=TRUTH_SEED + 1), ctx.model, ctx.record.id)
         first, _evidence = online._offline_candidates(ctx, online.LoopOptions(arms=4, seed=1), lambda m: None)[0]
         offline = truth.of(online.candidate_policy(ctx, first, "offline-pick", 0.05, {})[0])
     started = _pex("--home", str(home), "online", "start", NAME, "--arms", "4", "--from-offline", "--seed", "1", "--json")

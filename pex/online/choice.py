@@ -6,6 +6,9 @@ offline candidates, the offline pick). A pick thus always rests on
 units it was not chosen on before, and the evidence of one round is never re-used to confirm itself. Since the
 best is *chosen* among that round's ``F`` arms, every bound is Bonferroni-adjusted over them:
 
+A champion served as champion in several rounds in a row is judged on those measurements pooled (inverse
+variance): each was taken on fresh units after it had been chosen, so together they are its confirmation.
+
 1. an arm is **certified** when every guardrail's one-sided upper bound at level ``1 - alpha / F`` is within its
    limit (the guardrail rule, :mod:`pex.experiment.guardrail`), so the chance that any certified arm of the round
    truly breaks a guardrail stays within ``alpha``;
@@ -21,6 +24,7 @@ best is *chosen* among that round's ``F`` arms, every bound is Bonferroni-adjust
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from pex.experiment.guardrail import ALPHA, Harm, judge
@@ -28,10 +32,12 @@ from pex.experiment.guardrail import ALPHA, Harm, judge
 CANDIDATES = ("candidate", "champion")
 
 
-def judge_round(r: Any, goals: dict[str, float], primary: str, alpha: float = ALPHA) -> list[dict[str, Any]]:
+def judge_round(r: Any, goals: dict[str, float], primary: str, alpha: float = ALPHA,
+                earlier: list[Any] | None = None) -> list[dict[str, Any]]:
     """Every measured candidate arm of completed round ``r`` judged at the round's Bonferroni level: its gains
     (``goals``: metric -> +1 when it should rise, -1 when it should fall), guardrail verdicts, and whether it is
-    certified."""
+    certified. A champion's figures pool (inverse-variance) its measurements as champion in the rounds of
+    ``earlier`` just before ``r``: each was taken on fresh units after it had been chosen."""
     if r.status != "complete" or not r.results:
         return []
     measured = [(a, r.results["arms"][a["route"]]) for a in r.arms
@@ -39,24 +45,51 @@ def judge_round(r: Any, goals: dict[str, float], primary: str, alpha: float = AL
     level = alpha / max(len(measured), 1)
     rows = []
     for arm, got in measured:
-        harms = {m: Harm.from_dict(h).at(level) for m, h in got["harms"].items()}
-        lift = got["metrics"][primary]["lift"]
-        low, _high, _ = judge(goals[primary] * lift["estimate"], lift["se"], 0.0, level)
-        value = got["metrics"][primary]["value"]
+        runs = [got] + (_champion_history(arm, earlier or []) if arm["role"] == "champion" else [])
+        harms = {m: _pooled_harm([Harm.from_dict(g["harms"][m]) for g in runs]).at(level) for m in got["harms"]}
+        lifts = {m: _pooled([(g["metrics"][m]["lift"]["estimate"], g["metrics"][m]["lift"]["se"]) for g in runs])
+                 for m in goals}
+        gain, gain_se = goals[primary] * lifts[primary][0], lifts[primary][1]
+        low, _high, _ = judge(gain, gain_se, 0.0, level)
         rows.append({"round": r.round, "route": arm["route"], "role": arm["role"], "policy": arm["policy"],
-                     "version": arm["version"], "gain": goals[primary] * lift["estimate"], "gain_lower": low,
-                     "value": goals[primary] * value["value"], "value_se": value["se"],
-                     "objectives": {m: sign * got["metrics"][m]["lift"]["estimate"] for m, sign in goals.items()},
+                     "version": arm["version"], "gain": gain, "gain_se": gain_se, "gain_lower": low,
+                     "rounds_pooled": len(runs),
+                     "objectives": {m: sign * lifts[m][0] for m, sign in goals.items()},
                      "certified": all(h.passed for h in harms.values()), "level": 1 - level, "family": len(measured),
                      "harms": {m: {"estimate": h.estimate, "upper": h.upper, "limit": h.limit, "verdict": h.verdict}
                                for m, h in harms.items()}})
     return rows
 
 
+def _champion_history(arm: dict[str, Any], earlier: list[Any]) -> list[dict[str, Any]]:
+    """The same policy's measurements as champion in the completed rounds right before, newest first."""
+    out = []
+    for r in reversed(earlier):
+        mine = next((a for a in r.arms if a["policy"] == arm["policy"] and a["version"] == arm["version"]), None)
+        got = r.results["arms"].get(mine["route"]) if mine is not None and r.results else None
+        if mine is None or mine["role"] != "champion" or not (got and got.get("measured")):
+            break
+        out.append(got)
+    return out
+
+
+def _pooled(figures: list[tuple[float, float]]) -> tuple[float, float]:
+    """Inverse-variance mean of independent (estimate, se) pairs, and its standard error."""
+    if len(figures) == 1 or not all(se > 0 for _e, se in figures):
+        return figures[0]
+    w = [1.0 / se**2 for _e, se in figures]
+    return sum(wi * e for wi, (e, _se) in zip(w, figures)) / sum(w), 1.0 / math.sqrt(sum(w))
+
+
+def _pooled_harm(harms: list[Harm]) -> Harm:
+    estimate, se = _pooled([(h.estimate, h.se) for h in harms])
+    return replace(harms[0], estimate=estimate, se=se, n=sum(h.n for h in harms))
+
+
 def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha: float = ALPHA) -> dict[str, Any]:
     """The rule of the module docstring over the newest completed round of ``rounds``."""
     done = [r for r in rounds if r.status == "complete" and r.results]
-    rows = judge_round(done[-1], goals, primary, alpha) if done else []
+    rows = judge_round(done[-1], goals, primary, alpha, earlier=done[:-1]) if done else []
     family = max(len(rows), 1)
     level = alpha / family
     certified = [r for r in rows if r["certified"]]
@@ -64,7 +97,9 @@ def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha:
     champion = next((r for r in certified if r["role"] == "champion"), None)
     kept = ""
     if best is not None and champion is not None and best is not champion:
-        low, _high, _ = judge(best["value"] - champion["value"], math.hypot(best["value_se"], champion["value_se"]), 0.0, level)
+        # the lifts share the round's control estimate, so adding their variances overstates the difference's: the
+        # champion is kept a little more readily than an exact paired test would
+        low, _high, _ = judge(best["gain"] - champion["gain"], math.hypot(best["gain_se"], champion["gain_se"]), 0.0, level)
         if low <= 0:
             kept = f" (the champion stays: {best['route']}'s {best['gain']:+.4g} is not significantly more)"
             best = champion

@@ -11,8 +11,9 @@ Only live measurements are told to Ax. Offline estimates (the Pareto candidates 
 first round's points (``attach``), and stay in the round's record labelled as offline evidence; they are never
 entered as data of the same metrics, since an in-sample offline estimate and a live lift are not the same
 measurement. Ax 1.3.1's ``Client`` has no trial types, which a multi-task model of the two (Letham & Bakshy,
-arXiv 1904.01049) would need: its ``MultiTypeExperiment`` and multi-task GP live in Ax's lower-level API,
-outside the ``Client`` and its JSON snapshots that this loop's state relies on.
+arXiv 1904.01049) would need: ``ax.core.multi_type_experiment.MultiTypeExperiment`` and the multi-task GP of
+``ax.adapter.registry`` live in Ax's lower-level API, outside the ``Client`` and the JSON snapshots this loop's
+state relies on (docs/online.md).
 
 The state is Ax's own JSON snapshot (``Client.save_to_json_file``), kept in the store by the caller after
 every ask and tell.

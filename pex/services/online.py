@@ -347,7 +347,8 @@ def status(ws: Workspace, name: str) -> dict[str, Any]:
     goals = _goals(ws, loop.experiment)[1]
     signs, primary = _signs(loop, goals), _primary(s, goals)
     best = choose_best(rounds, signs, primary)
-    judged = [row for r in rounds for row in judge_round(r, signs, primary)]
+    done = [r for r in rounds if r.status == "complete"]
+    judged = [row for i, r in enumerate(done) for row in judge_round(r, signs, primary, earlier=done[:i])]
     front = []
     if judged:
         objectives = np.array([[row["objectives"][m] for m in s["objectives"]] for row in judged])
