@@ -158,7 +158,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         ws = Workspace(base / "ws")
         ctx = load_fit(ws, NAME)
         truth = TruthOracle(simulate(args.truth_units, scenario=args.scenario, seed=TRUTH_SEED + seed), ctx.model, ctx.record.id)
-        offline = online._offline_candidates(ctx, online.LoopOptions(arms=args.arms, seed=seed), lambda m: None)
+        offline = online.offline_candidates(ctx, online.LoopOptions(arms=args.arms, seed=seed), lambda m: None)
         first, _evidence = offline[0]
         offline_pick = truth.of(online.candidate_policy(ctx, first, "offline-pick", 0.05, {})[0])
         found = {s: run_searcher(base, s, args, seed, truth) for s in SEARCHERS}

@@ -289,3 +289,23 @@ def test_a_start_that_fails_before_round_one_leaves_no_loop_behind(tmp_path, ser
             ws.get_loop("exp")
         monkeypatch.undo()
         assert online.start_loop(ws, "exp", online.LoopOptions(arms=2))["rounds"][0]["status"] == "open"
+
+
+def test_the_next_round_serves_the_champion_again_with_ax_proposals(loop_home, monkeypatch):
+    with Workspace(loop_home) as ws:
+        _traffic(ws, 3_000, seed=9)
+        first = ws.rounds("exp")[0]
+        pick = dict(first.arms[2])  # stand in for the rule's pick, whatever the noise made of round 1
+        monkeypatch.setattr(online, "_champion", lambda ws, loop: pick)
+        status = online.complete_round(ws, "exp", next_round=True)
+        second = status["rounds"][1]
+        roles = [a["role"] for a in second["arms"]]
+        assert roles == ["holdout", "candidate", "candidate", "champion"]
+        champion = second["arms"][-1]
+        assert (champion["policy"], champion["version"], champion["point"]) == (pick["policy"], pick["version"], pick["point"])
+        assert champion["trial"] not in {a["trial"] for a in first.arms[1:]}  # a new Ax trial at the same point
+        assert len({a["route"] for a in second["arms"]}) == 4
+        assert status["live_version"] == second["policy_version"]
+        decisions = _traffic(ws, 2_000, seed=10)
+        assert {d["version"] for d in decisions} == {second["policy_version"]}
+        assert pick["route"] in set(ws.read_decisions(policy="exp-online").query(f"version == {second['policy_version']}")["route"])

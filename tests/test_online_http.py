@@ -172,7 +172,7 @@ def test_five_rounds_of_four_arms_reach_the_best_achievable_within_the_guardrail
         token = ws.create_token("decide", "traffic")[1]
         ctx = load_fit(ws, NAME)
         truth = TruthOracle(simulate(100_000, scenario="segment_harm", seed=TRUTH_SEED + 1), ctx.model, ctx.record.id)
-        first, _evidence = online._offline_candidates(ctx, online.LoopOptions(arms=4, seed=1), lambda m: None)[0]
+        first, _evidence = online.offline_candidates(ctx, online.LoopOptions(arms=4, seed=1), lambda m: None)[0]
         offline = truth.of(online.candidate_policy(ctx, first, "offline-pick", 0.05, {})[0])
     started = _pex("--home", str(home), "online", "start", NAME, "--arms", "4", "--from-offline", "--seed", "1", "--json")
     assert started.returncode == 0, started.stderr

@@ -91,7 +91,7 @@ def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = Non
                        f"see `pex online status {experiment}`; `pex online complete {experiment} --next` opens its next round")
     ctx = load_fit(ws, experiment)
     settings = {**asdict(options), **_space_settings(goals), "control": spec.control, "policy": experiment + SUFFIX}
-    offline = _offline_candidates(ctx, options, say) if options.from_offline else []
+    offline = offline_candidates(ctx, options, say) if options.from_offline else []
     # round 1's offline candidates are attached; quasi-random points fill the rest of round 1, and Ax's model
     # starts at round 2, from live data only
     space = OnlineSpace.new(experiment, settings["metrics"], settings["objectives"], settings["guardrails"],
@@ -110,11 +110,11 @@ def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = Non
         raise
 
 
-def _offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list[tuple[list[float], dict]]:
+def offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list[tuple[list[float], dict]]:
     """The offline weight search's spread Pareto points on the fit's training units, with their in-sample estimates."""
-    from pex.search.tuning import TuningProblem, optimize
+    from pex.search.tuning import optimize
 
-    problem = TuningProblem.from_fit(ctx, exploration=options.exploration)
+    problem = _problem(ctx, options.exploration)
     say(f"offline weight search on {problem.n:,} training units")
     result = optimize(problem, dense=1024, candidates=options.arms, seed=options.seed, use_ax=False)
     kept = result.fronts["kept"]
@@ -175,11 +175,10 @@ def _open_round(ws: Workspace, name: str, space: OnlineSpace, number: int, trial
         experiment=spec.name, lineage={"online": {"loop": name, "round": number, "role": "holdout"}})
     built = []
     for i, (trial, point, evidence) in enumerate(trials, start=1):
-        if champion is not None and i == len(trials):  # the champion's own stored policy, not a rebuild
+        if evidence and "champion_of_round" in evidence:  # the champion's own stored policy, not a rebuild
             record = ws.get_policy(champion["policy"], champion["version"])
             policy = Policy.from_document(record.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
-            built.append((trial, point, {"champion_of_round": number - 1}, policy,
-                          {"weights": champion["weights"], "budget": champion["budget"]}))
+            built.append((trial, point, evidence, policy, {"weights": champion["weights"], "budget": champion["budget"]}))
             continue
         route = f"{stable}-r{number}-a{i}"
         lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
@@ -189,18 +188,20 @@ def _open_round(ws: Workspace, name: str, space: OnlineSpace, number: int, trial
         say(f"  {route}: weights {', '.join(f'{m} {w:.2f}' for m, w in setting['weights'].items())}, "
             f"at most {setting['budget']:.0%} treated")
     fresh = [b[3] for b in built if champion is None or b[3].name != champion["policy"]]
-    records = ws.put_policies(spec.name, [(p.to_document(), None) for p in [holdout, *fresh]], fit_id=ctx.record.id)
+    stored = {r.name: r for r in ws.put_policies(spec.name, [(p.to_document(), None) for p in [holdout, *fresh]],
+                                                 fit_id=ctx.record.id)}
     if champion is not None:
-        records.append(ws.get_policy(champion["policy"], champion["version"]))
+        stored[champion["policy"]] = ws.get_policy(champion["policy"], champion["version"])
     share = (1.0 - s["holdout"]) / len(built)
     routes = [(0.0, s["holdout"], holdout)] + [(s["holdout"] + j * share, share, b[3]) for j, b in enumerate(built)]
     routes[-1] = (routes[-1][0], 1.0 - routes[-1][0], routes[-1][2])  # the arcs tile [0, 1) exactly
     routing = routing_policy(stable, routes, key=round_key(stable, number), unit=spec.unit, experiment=spec.name,
                              lineage={"online": {"loop": name, "round": number}, "fit_run": ctx.record.id})
     version = ws.put_policies(spec.name, [(routing.to_document(), None)], fit_id=ctx.record.id)[0].version
-    arms = [{"route": holdout.name, "role": "holdout", "policy": holdout.name, "version": records[0].version,
+    arms = [{"route": holdout.name, "role": "holdout", "policy": holdout.name, "version": stored[holdout.name].version,
              "share": s["holdout"]}]
-    for (trial, point, evidence, policy, setting), rec, (_start, sh, _p) in zip(built, records[1:], routes[1:]):
+    for (trial, point, evidence, policy, setting), (_start, sh, _p) in zip(built, routes[1:]):
+        rec = stored[policy.name]
         is_champion = champion is not None and policy.name == champion["policy"]
         role = "champion" if is_champion or (evidence or {}).get("offline_pick") else "candidate"
         arms.append({"route": policy.name, "role": role, "policy": policy.name,
@@ -264,7 +265,7 @@ def complete_round(ws: Workspace, name: str, *, next_round: bool = False, abando
     trials = [(t, p, None) for t, p in space.ask(fresh)] if fresh else []
     if champion is not None:
         say(f"the champion, {champion['route']}, is served again to fresh units")
-        trials.append((space.attach(champion["point"]), champion["point"], None))
+        trials.append((space.attach(champion["point"]), champion["point"], {"champion_of_round": current.round}))
     return _open_round(ws, name, space, current.round + 1, trials, ctx, say, champion=champion)
 
 
