@@ -4,7 +4,8 @@ For each seed the benchmark simulates an offline experiment, ingests and fits it
 (:mod:`pex.services.online`) for ``--rounds`` rounds of ``--arms`` candidates and a control holdout, with
 ``--units`` simulated users per round played through a :class:`pex.services.serving.PolicyServer` (the same
 decide, decision log and outcomes path as over HTTP, in process; ``tests/test_online_http.py`` drives it over
-gunicorn). Three searchers share round 1, the offline Pareto candidates (``--from-offline``):
+gunicorn). Three searchers share round 1, the offline Pareto candidates (``--from-offline``, the first of them the
+champion; ``--cold``: Ax's quasi-random points instead):
 
 * **ax**: Ax's Bayesian optimization (``method="fast"``) from round 2, on the live measurements only;
 * **random**: Ax's quasi-random ``random_search`` from round 2, as many live arms;
@@ -20,6 +21,7 @@ plus every configuration any searcher served. Printed: per round the mean score 
 achievable, per searcher, and the violations.
 
     .venv/bin/python bench/online.py                   # 5 seeds, 5 rounds x 4 arms, 40k users per round (segment_harm)
+    .venv/bin/python bench/online.py --cold            # the same without the offline start: a search from scratch
     .venv/bin/python bench/online.py --seeds 1 --rounds 2 --units 8000 --reference 16   # a quick look
 """
 
@@ -113,7 +115,7 @@ def run_searcher(base: Path, searcher: str, args: argparse.Namespace, seed: int,
     home = base / f"ws-{searcher}"
     shutil.copytree(base / "ws", home)
     ws = Workspace(home)
-    options = online.LoopOptions(arms=args.arms, holdout=args.holdout, from_offline=True, seed=seed,
+    options = online.LoopOptions(arms=args.arms, holdout=args.holdout, from_offline=not args.cold, seed=seed,
                                  method="fast" if searcher == "ax" else "random_search")
     started = time.perf_counter()
     status = online.start_loop(ws, NAME, options)
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", type=int, default=64, help="quasi-random configurations behind the best achievable")
     parser.add_argument("--missing", type=float, default=0.1)
     parser.add_argument("--scenario", default="segment_harm")
+    parser.add_argument("--cold", action="store_true",
+                        help="round 1 from Ax's quasi-random points instead of the offline candidates (no champion)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     results = [run_seed(seed, args) for seed in range(args.first_seed, args.first_seed + args.seeds)]
