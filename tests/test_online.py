@@ -309,3 +309,16 @@ def test_the_next_round_serves_the_champion_again_with_ax_proposals(loop_home, m
         decisions = _traffic(ws, 2_000, seed=10)
         assert {d["version"] for d in decisions} == {second["policy_version"]}
         assert pick["route"] in set(ws.read_decisions(policy="exp-online").query(f"version == {second['policy_version']}")["route"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["online", "status", "nope"], "experiment 'nope' has no online loop"),
+    (["online", "start", "exp", "--holdout", "1.5"], "--holdout must be a share strictly between 0 and 1"),
+    (["online", "start", "exp", "--exploration", "0"], "exploration must be in (0, 1]"),
+    (["simulate-traffic", "exp", "--url", "http://127.0.0.1:9", "--token", "t", "--units", "5"], "cannot reach http://127.0.0.1:9"),
+    (["simulate-traffic", "exp", "--url", "http://127.0.0.1:9", "--token", "t", "--units", "5", "--scenario", "nope"],
+     "'nope' is not one of"),
+])
+def test_bad_online_input_is_a_clear_exit_2(argv, message, ws_home, capsys):
+    assert main(["--home", str(ws_home), *argv]) == 2
+    assert message in capsys.readouterr().err
