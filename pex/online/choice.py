@@ -2,23 +2,21 @@
 
 Each round is its own randomized test, so the rule reads the newest completed round alone: its candidate arms,
 among them the champion (the previous round's pick, served again to fresh units; in a round 1 started from the
-offline candidates, the offline pick). A pick thus always rests on
-units it was not chosen on before, and the evidence of one round is never re-used to confirm itself. Since the
-best is *chosen* among that round's ``F`` arms, every bound is Bonferroni-adjusted over them:
-
-A champion served as champion in several rounds in a row is judged on those measurements pooled (inverse
-variance): each was taken on fresh units after it had been chosen, so together they are its confirmation.
+offline candidates, the offline pick). A pick thus always rests on units it was not chosen on before, and the
+evidence of one round is never re-used to confirm itself. A champion served as champion in several rounds in a
+row is judged on those measurements pooled (inverse variance): each was taken on fresh units after it had been
+chosen, so together they are its confirmation. Since the best is *chosen* among the round's ``F`` arms, every
+bound is Bonferroni-adjusted over them:
 
 1. an arm is **certified** when every guardrail's one-sided upper bound at level ``1 - alpha / F`` is within its
    limit (the guardrail rule, :mod:`pex.experiment.guardrail`), so the chance that any certified arm of the round
    truly breaks a guardrail stays within ``alpha``;
-2. the **best** certified arm has the largest goal-signed lift of the primary metric;
-3. the **champion** stays the pick when it is certified and the best is not significantly better (the lower
-   bound of "best minus champion" on the primary metric, at the same level, does not exceed 0): a challenger
-   measured once, and chosen as the largest of several noisy estimates, has to beat the incumbent by more than
-   the noise, as a more complex policy has to in the recommendation;
-4. the pick must beat control: its primary lift's lower bound at the same level is above 0; otherwise control
-   stays, and the answer says which arm came closest.
+2. the **best** certified arm has the largest lower bound (same level) of its goal-signed primary lift: the
+   largest of several noisy estimates is the likeliest to be inflated by its noise, and a champion confirmed
+   over several rounds, measured more precisely, needs a challenger to be better by more than its noise, as a
+   more complex policy has to be in the recommendation;
+3. it is the pick only if that lower bound is above 0 (it beats control); otherwise control stays, and the
+   answer says which arm came closest.
 """
 
 from __future__ import annotations
@@ -93,19 +91,13 @@ def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha:
     family = max(len(rows), 1)
     level = alpha / family
     certified = [r for r in rows if r["certified"]]
-    best = max(certified, key=lambda r: r["gain"]) if certified else None
-    champion = next((r for r in certified if r["role"] == "champion"), None)
-    kept = ""
-    if best is not None and champion is not None and best is not champion:
-        # the lifts share the round's control estimate, so adding their variances overstates the difference's: the
-        # champion is kept a little more readily than an exact paired test would
-        low, _high, _ = judge(best["gain"] - champion["gain"], math.hypot(best["gain_se"], champion["gain_se"]), 0.0, level)
-        if low <= 0:
-            kept = f" (the champion stays: {best['route']}'s {best['gain']:+.4g} is not significantly more)"
-            best = champion
+    # by the lower bound, not the estimate: the largest of several noisy estimates is the likeliest to be inflated
+    # by its noise, and a champion confirmed over several rounds is measured more precisely than a challenger
+    best = max(certified, key=lambda r: r["gain_lower"]) if certified else None
     chosen = best if best is not None and best["gain_lower"] > 0 else None
     if chosen is not None:
-        why = (f"{chosen['route']} (round {chosen['round']}){kept}: every guardrail certified and a primary gain of "
+        pooled = f", {chosen['rounds_pooled']} rounds pooled" if chosen["rounds_pooled"] > 1 else ""
+        why = (f"{chosen['route']} (round {chosen['round']}{pooled}): every guardrail certified and a primary gain of "
                f"{chosen['gain']:+.4g} (lower bound {chosen['gain_lower']:+.4g}) over control, at the one-sided "
                f"{1 - level:.4g} level that holds over the round's {family} arms")
     elif best is not None:

@@ -123,7 +123,7 @@ def offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list[
         if setting["treated_share"] <= 0:
             continue
         # the first is the best on the primary metric: what the offline search alone would ship, so round 1's
-        # champion (a challenger has to beat it significantly, pex.online.choice)
+        # champion (pex.online.choice)
         evidence = {"source": "offline", "in_sample": True, "offline_pick": not out, "objectives": setting["objectives"],
                     "guardrail_bound": setting["guardrail_bound"], "fit": ctx.record.id,
                     "note": "the offline search's in-sample estimate on the fit's training units; not told to Ax"}
