@@ -157,7 +157,7 @@ def test_sigkill_mid_round_loses_nothing_but_the_last_second_and_the_round_compl
 
 @pytest.mark.slow
 def test_five_rounds_of_four_arms_reach_the_best_achievable_within_the_guardrails(tmp_path):
-    """segment_harm: 20,000 offline units fitted, then 5 rounds of 4 arms with 40,000 simulated users each over
+    """segment_harm: 20,000 offline units fitted, then 5 rounds of 4 arms with 80,000 simulated users each over
     gunicorn; the pick after every round measured on 100,000 fresh users whose true outcomes are known."""
     from bench.online import NAME, TRUTH_SEED, TruthOracle, best_achievable, chosen_policy
     from pex.experiment.simulate import simulate
@@ -183,7 +183,7 @@ def test_five_rounds_of_four_arms_reach_the_best_achievable_within_the_guardrail
         for number in range(1, 6):
             _wait_serving(port, token, status["rounds"][-1]["policy_version"])
             done = _pex("--home", str(home), "simulate-traffic", NAME, "--url", f"http://127.0.0.1:{port}", "--token", token,
-                        "--units", "40000", "--days", "3", "--scenario", "segment_harm", "--seed", str(100 + number), "--json")
+                        "--units", "80000", "--days", "3", "--scenario", "segment_harm", "--seed", str(100 + number), "--json")
             assert done.returncode == 0, done.stderr
             completed = _pex("--home", str(home), "online", "complete", NAME, *(["--next"] if number < 5 else []), "--json")
             assert completed.returncode == 0, completed.stderr
