@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.pex-installed
 PYTEST_FLAGS ?=
 
-.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails bench-serve clean
+.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails bench-online bench-serve clean
 
 # torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -55,6 +55,11 @@ bench: $(STAMP)
 # Do recommended policies truly keep their guardrails? 108 whole pipeline runs against the simulator's truth.
 bench-guardrails: $(STAMP)
 	$(PY) bench/guardrails.py
+
+# The online loop against the simulator's truth: Ax vs random search vs the offline pick, 5 seeds (about 12 minutes;
+# BENCH_FLAGS=--cold starts from quasi-random points instead of the offline candidates).
+bench-online: $(STAMP)
+	$(PY) bench/online.py $(BENCH_FLAGS)
 
 # Requests/s and latency of `pex serve` over HTTP against a bare Flask endpoint, with Debian's wrk (installed once,
 # when missing) and an open-loop generator for the fixed-rate run (about 3 minutes; BENCH_FLAGS=--quick: 1 minute).
