@@ -61,14 +61,16 @@ class MetricGoal:
 
 
 def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.ndarray) -> Estimate | None:
-    """SNIPS of ``target`` (per row, probabilities over ``arms``) on ``frame``'s rows that have an outcome; None below
-    :data:`MIN_OUTCOMES`."""
+    """SNIPS of ``target`` (per row, probabilities over ``arms``) on ``frame``'s rows that have an outcome; None when
+    fewer than :data:`MIN_OUTCOMES` of them have a logged arm the target can choose."""
     reward = frame[metric].to_numpy(dtype=float)
     keep = np.isfinite(reward)
     if keep.sum() < MIN_OUTCOMES:
         return None
     index = {a: i for i, a in enumerate(arms)}
     action = frame["arm"].map(index).to_numpy(dtype=np.int64)
+    if (target[np.flatnonzero(keep), action[keep]] > 0).sum() < MIN_OUTCOMES:
+        return None  # e.g. a holdout whose few reported units were all explored away from control
     return _SNIPS.estimate(reward[keep], action[keep], frame["propensity"].to_numpy(dtype=float)[keep], target[keep])
 
 
