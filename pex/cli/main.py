@@ -444,9 +444,9 @@ def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, den
              budget: float | None, seed: int, as_json: bool) -> None:
     """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
     from pex.report.text import render_policies, render_tuning
+    from pex.services.optimize import optimize as optimize_weights
     from pex.services.policies import BuildOptions
     from pex.services.run import RunOptions
-    from pex.services.run import optimize as optimize_weights
 
     options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0, ax_seconds=ax_seconds,
                          build=BuildOptions(budget=budget, seed=seed))

@@ -52,13 +52,12 @@ def evaluate_policy(workspace: Callable[[], Workspace], name: str, policy_ref: s
 
 def _evaluate_cross_fitted(ws: Workspace, name: str, policy: Policy, fits: list[str]) -> dict[str, Any]:
     """A cross-fitted policy on every unit, each under the route its fit held out (:mod:`pex.services.crossfit`)."""
-    from pex.services.crossfit import CrossFitted
+    from pex.services.crossfit import CrossFit
 
-    contexts = [load_fit(ws, name, fit) for fit in fits]
-    crossfit = CrossFitted.of(contexts)
-    spec = contexts[0].dataset.spec
+    crossfit = CrossFit.of([load_fit(ws, name, fit) for fit in fits])
+    spec = crossfit.contexts[0].dataset.spec
     built_for = policy.lineage.get("objective", {})
-    coefficients = objective_coefficients(spec, contexts[0].dataset.frame, built_for.get("weights"),
+    coefficients = objective_coefficients(spec, crossfit.building_frame(), built_for.get("weights"),
                                           built_for.get("guardrails", "constraint"))
     row = compare([policy], crossfit.evaluation, coefficients, spec)[0]
     row["evaluation_rows"] = {**crossfit.evaluation.description, "fit": fits}

@@ -7,12 +7,24 @@ from typing import Any
 
 import pandas as pd
 
+from pex.experiment.data import Dataset
 from pex.experiment.split import HOLDOUT
-from pex.hte.learners import Progress
+from pex.hte.learners import Progress, fit_effects
+from pex.hte.summary import fit_summary
 from pex.services.models import effect_model
-from pex.services.run import fit_and_store
 from pex.services.tables import read_units
-from pex.store.workspace import FitRecord, Workspace
+from pex.store.workspace import DatasetVersion, FitRecord, Workspace
+
+
+def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learner: str = "auto", folds: int = 2, seed: int = 0,
+                  holdout: float = HOLDOUT, holdout_offset: float = 0.0,
+                  progress: Progress | None = None) -> tuple[FitRecord, dict[str, Any]]:
+    """Fit effect models on a stored dataset version, holding out the units of the arc ``holdout_offset`` +
+    ``holdout`` of the split's hash (:mod:`pex.experiment.split`), and store them with their summary."""
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, holdout_offset=holdout_offset,
+                         progress=progress)
+    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
+    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
 
 
 def fit(ws: Workspace, name: str, *, version: int | None = None, learner: str = "auto", folds: int = 2, seed: int = 0,
