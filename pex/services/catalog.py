@@ -19,16 +19,16 @@ class PolicySet:
     report: dict[str, Any] | None
 
 
-def policy_set(ws: Workspace, name: str, *, fit_id: str | None = None, options: BuildOptions | None = None,
+def policy_set(ws: Workspace, experiment: str, *, fit_id: str | None = None, options: BuildOptions | None = None,
                say: Say | None = None) -> PolicySet:
-    """The policies of ``name``'s fit (default: the newest), built with ``options`` when given or when none are stored.
+    """The policies of ``experiment``'s fit (default: the newest), built with ``options`` when given or when none are stored.
 
     ``options`` means "build with these" (the caller passes it when the user asked for a rebuild or gave any build
     option): options are never silently ignored in favour of an older set.
     """
-    record, _summary = ws.get_fit(name, fit_id)
-    stored = ws.list_policies(name, fit_id=record.id)
+    record, _summary = ws.get_fit(experiment, fit_id)
+    stored = ws.list_policies(experiment, fit_id=record.id)
     if options is None and stored:
         return PolicySet(record, stored, False, None)
-    stored, report = build_policies(ws, name, options or BuildOptions(), fit_id=record.id, say=say)
+    stored, report = build_policies(ws, experiment, options or BuildOptions(), fit_id=record.id, say=say)
     return PolicySet(record, stored, True, report)
