@@ -12,6 +12,7 @@ from pex.evaluation.feedback import LoggedFeedback
 from pex.evaluation.logged import value_on_logged
 from pex.experiment.data import read_table
 from pex.policy.base import Policy
+from pex.services.crossfit import CrossFit
 from pex.services.models import load_policy
 from pex.services.outcomes import experiment_spec
 from pex.services.policies import load_fit, objective_coefficients
@@ -30,37 +31,26 @@ def own_fit(policy: Policy, record: PolicyRecord | None) -> str | None:
 def evaluate_policy(workspace: Callable[[], Workspace], experiment: str, policy_ref: str,
                     fit_id: str | None = None) -> dict[str, Any]:
     """Value, lifts, guardrail verdicts and diagnostics of one policy (a stored name or a JSON file) on ``experiment``'s
-    held-out units, with the objective it was built for (the defaults when it does not say)."""
+    held-out units, with the objective it was built for (the defaults when it does not say): a cross-fitted policy
+    on the units of all its folds, each under the route whose fit held it out, as its run valued it."""
     policy, record = _checked_policy(workspace, experiment, policy_ref)
-    halves = (policy.lineage.get("crossfit") or {}).get("fits") if isinstance(policy.lineage, dict) else None
-    if halves and fit_id is None:
-        return _evaluate_cross_fitted(workspace(), experiment, policy, halves)
-    # another fit's held-out units may be units this policy's models were trained on
-    built_from = own_fit(policy, record)
-    if fit_id is not None and built_from is not None and fit_id != built_from:
-        raise PexError(f"policy {policy.name!r} was built from fit {built_from}; the held-out units of fit {fit_id} may include "
-                       "units its models were trained on", f"leave out --fit to evaluate it on the held-out units of {built_from}")
-    fit = load_fit(workspace(), experiment, fit_id or built_from)
-    data = fit.evaluation()
-    built_for = policy.lineage.get("objective", {}) if isinstance(policy.lineage, dict) else {}
-    coefficients = objective_coefficients(fit.dataset.spec, fit.training_frame(), built_for.get("weights"),
-                                          built_for.get("guardrails", "constraint"))
-    row = compare([policy], data, coefficients, fit.dataset.spec)[0]
-    row["evaluation_rows"] = {**data.description, "fit": fit.record.id}
-    return row
-
-
-def _evaluate_cross_fitted(ws: Workspace, experiment: str, policy: Policy, fits: list[str]) -> dict[str, Any]:
-    """A cross-fitted policy on every unit, each under the route its fit held out (:mod:`pex.services.crossfit`)."""
-    from pex.services.crossfit import CrossFit
-
-    crossfit = CrossFit.of([load_fit(ws, experiment, fit) for fit in fits])
+    folds = (policy.lineage.get("crossfit") or {}).get("fits") if isinstance(policy.lineage, dict) else None
+    if not folds or fit_id is not None:
+        # another fit's held-out units may be units this policy's models were trained on
+        built_from = own_fit(policy, record)
+        if fit_id is not None and built_from is not None and fit_id != built_from:
+            raise PexError(f"policy {policy.name!r} was built from fit {built_from}; the held-out units of fit {fit_id} may "
+                           "include units its models were trained on",
+                           f"leave out --fit to evaluate it on the held-out units of {built_from}")
+        folds = [fit_id or built_from]
+    crossfit = CrossFit.of([load_fit(workspace(), experiment, fit) for fit in folds])
     spec = crossfit.contexts[0].dataset.spec
-    built_for = policy.lineage.get("objective", {})
+    built_for = policy.lineage.get("objective", {}) if isinstance(policy.lineage, dict) else {}
     coefficients = objective_coefficients(spec, crossfit.building_frame(), built_for.get("weights"),
                                           built_for.get("guardrails", "constraint"))
     row = compare([policy], crossfit.evaluation, coefficients, spec)[0]
-    row["evaluation_rows"] = {**crossfit.evaluation.description, "fit": fits}
+    fits = [c.record.id for c in crossfit.contexts]
+    row["evaluation_rows"] = {**crossfit.evaluation.description, "fit": fits if crossfit.folds.crossed else fits[0]}
     return row
 
 
