@@ -39,6 +39,7 @@ from pex.policy.base import Policy
 from pex.policy.routing import TILE_TOLERANCE, RoutingPolicy, routing_policy
 from pex.services.policies import FitContext, PolicySet, fidelity
 
+# the evaluation note of pex run's default two folds, as summary.json has always published it (other K: _note)
 NOTE = ("every unit of the experiment: each half of the units (by the held-out split's hash) was held out of one of two "
         "fits, and each routing policy decides for a unit with the half-policy whose fit held that unit out")
 
@@ -196,7 +197,7 @@ class CrossFit:
                 row["calibration"] = first.calibrations[policy.name]
             if isinstance(policy, RoutingPolicy):
                 if "tuning" in policy.routes[0].lineage:
-                    row["tuning"] = {**policy.routes[0].lineage["tuning"], "half": 1}
+                    row["tuning"] = {**policy.routes[0].lineage["tuning"], "half": 1}  # the first fold's search
             elif "tuning" in policy.lineage:
                 row["tuning"] = policy.lineage["tuning"]
             if _distilled(policy):
