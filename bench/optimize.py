@@ -129,8 +129,8 @@ def prepare(n: int, data_seed: int, tmp: Path):
     from pex.experiment.simulate import simulate
     from pex.experiment.spec import load_spec
     from pex.search.tuning import TuningProblem
+    from pex.services.fitting import fit_and_store
     from pex.services.policies import load_fit
-    from pex.services.run import fit_and_store
     from pex.store.workspace import Workspace
 
     t = {}

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 import pex
+from pex.errors import PexError
 from pex.evaluation.comparison import compare
 from pex.experiment.simulate import simulate
 from pex.policy import RoutingPolicy
+from pex.services.crossfit import CrossFit, Folds
 from pex.services.policies import load_fit
 from pex.store.workspace import Workspace
 
@@ -68,6 +70,40 @@ def test_the_recommended_policy_is_certified_on_every_unit(pipeline_run):
         assert rec["policy"] in rec["certification"]["certified"]
         assert rec["document"]["kind"] == "routing"
     assert any("cross-fitted" in c for c in summary["caveats"])
+
+
+def test_folds_are_arcs_of_the_hash_circle():
+    halves, single, thirds = Folds.kfold(2), Folds.holdout(0.25), Folds.kfold(3)
+    assert halves.arcs == ((0.0, 0.5), (0.5, 0.5)) and halves.share == 1.0 and halves.crossed and halves.part == "half"
+    assert single.arcs == ((0.0, 0.25),) and single.share == 0.25 and not single.crossed and single.label(0) == ""
+    assert len(thirds) == 3 and thirds.share == pytest.approx(1.0) and thirds.label(2) == "fold 3: "
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Folds(()), "at least one fold"),
+    (lambda: Folds.kfold(1), "at least two folds"),
+    (lambda: Folds.holdout(0.0), "share above 0"),
+    (lambda: Folds.holdout(1.0), "must be in"),
+    (lambda: Folds(((0.0, 0.5), (0.6, 0.4))), "do not tile"),
+    (lambda: Folds(((0.0, 0.5), (0.5, 0.4))), "add up to 0.9, not 1"),
+])
+def test_folds_that_cannot_cross_fit_are_refused(make, message):
+    with pytest.raises(PexError, match=message):
+        make()
+
+
+def test_one_fold_is_a_single_hold_out_and_two_are_the_run(pipeline_run):
+    with Workspace(pipeline_run.out.parent / "ws") as ws:
+        contexts = [load_fit(ws, "exp", fit_id) for fit_id in pipeline_run.summary["crossfit"]["fits"]]
+        one, both = CrossFit.of(contexts[:1]), CrossFit.of(contexts)
+    assert both.folds == Folds.kfold(2) and both.description() == pipeline_run.summary["crossfit"]
+    assert both.evaluation.n == len(both.building_frame()) == pipeline_run.summary["n_units"]
+    assert contexts[0].certify_units == pipeline_run.summary["n_units"]  # planned for certification on every unit
+    # one fold: its own held-out units, its own training units, and a recipe is its single policy
+    assert one.folds == Folds.holdout(0.5) and one.description() is None and one.evaluation is contexts[0].evaluation()
+    assert set(one.building_frame()["user_id"].astype(str)) == set(contexts[0].training["unit"])
+    routed = pipeline_run.policy_objects["exp-value"]
+    assert one.route([list(routed.routes)], unit="user_id", experiment="exp") == list(routed.routes)
 
 
 def test_a_single_fit_run_is_still_available(tmp_path):

@@ -29,7 +29,7 @@ def ws(request, tmp_path, exp_dir):
     from pex.services.experiments import ingest
 
     workspace = Workspace(tmp_path / "ws", database_url=url)
-    ingest(exp_dir / "exp.toml", lambda: workspace)
+    ingest(lambda: workspace, exp_dir / "exp.toml")
     doc = {**json.loads(EXAMPLE.read_text()), "experiment": "exp"}
     workspace.put_policies("exp", [(doc, None), (doc, None), (doc, None)])  # versions 1, 2, 3
     yield workspace

@@ -218,7 +218,7 @@ def test_two_hosts_share_one_postgresql_store(tmp_path, pipeline_run, empty_post
     homes = [tmp_path / "host-a", tmp_path / "host-b"]
     spec = Path(pipeline_run.out).parent / "exp" / "exp.toml"
     with Workspace(homes[0], database_url=postgres_url) as ws:
-        ingest(spec, lambda: ws)
+        ingest(lambda: ws, spec)
         doc = json.loads((Path(__file__).resolve().parent.parent / "policies" /
                           "notification_cadence-tree-example.json").read_text())
         ws.put_policies("exp", [({**doc, "experiment": "exp"}, None), ({**doc, "experiment": "exp", "exploration": 0.5}, None)])

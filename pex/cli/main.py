@@ -47,7 +47,7 @@ def ingest(ctx: click.Context, spec: str, drop_invalid: bool, as_json: bool) -> 
     """Validate SPEC's data and store it as a new dataset version."""
     from pex.services.experiments import ingest as ingest_spec
 
-    done = ingest_spec(spec, lambda: _workspace(ctx, create=True), drop_invalid=drop_invalid)
+    done = ingest_spec(lambda: _workspace(ctx, create=True), spec, drop_invalid=drop_invalid)
     dataset, dv = done.dataset, done.version
     if as_json:
         _echo_json({**dv.to_dict(), "dataset": dataset.summary()})
@@ -143,7 +143,7 @@ def experiments(ctx: click.Context, as_json: bool) -> None:
     from pex.report.text import table
     from pex.services.experiments import list_experiments
 
-    home, rows = list_experiments(ctx.obj.get("home"), lambda: _workspace(ctx, create=False))
+    home, rows = list_experiments(lambda: _workspace(ctx, create=False), ctx.obj.get("home"))
     if as_json:
         _echo_json(rows)
     elif not rows:
@@ -210,7 +210,7 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
     spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"[1/2] {m}"))
     if not fit_models:
         click.echo("[2/2] validating, storing and analysing the data")
-        done, analysis = ingest_and_analyze(spec, lambda: _workspace(ctx, create=True))
+        done, analysis = ingest_and_analyze(lambda: _workspace(ctx, create=True), spec)
         dv = done.version
         click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) "
                    f"in {_workspace(ctx, create=True).home.resolve()}")
@@ -344,7 +344,7 @@ def decide(ctx: click.Context, policy: str, data_path: str, out_path: str, unit:
     from pex.services.tables import check_output, write_table
 
     out = check_output(out_path, "decisions")
-    made = decide_file(policy, data_path, _lazy_workspace(ctx), unit=unit, seed=seed)
+    made = decide_file(_lazy_workspace(ctx), policy, data_path, unit=unit, seed=seed)
     write_table(made.frame, out)
     click.echo(f"wrote {len(made.frame):,} decisions to {out} (policy {made.policy.name} v{made.policy.version}): "
                + ", ".join(f"{a} {share:.1%}" for a, share in made.shares().items()))
@@ -367,7 +367,7 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
     if out_path is None and fmt in BINARY_FORMATS:
         raise PexError(f"--format {fmt} writes a binary file and needs --out",
                        f"e.g. pex export {policy} --format {fmt} --out policy.{fmt}")
-    text, exported = export_policy(policy, _lazy_workspace(ctx), fmt)
+    text, exported = export_policy(_lazy_workspace(ctx), policy, fmt)
     if out_path is None:
         click.echo(text, nl=False)
         return
@@ -444,9 +444,9 @@ def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, den
              budget: float | None, seed: int, as_json: bool) -> None:
     """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
     from pex.report.text import render_policies, render_tuning
+    from pex.services.optimize import optimize as optimize_weights
     from pex.services.policies import BuildOptions
     from pex.services.run import RunOptions
-    from pex.services.run import optimize as optimize_weights
 
     options = RunOptions(seed=seed, trials=trials, dense=dense, candidates=candidates, use_ax=trials > 0, ax_seconds=ax_seconds,
                          build=BuildOptions(budget=budget, seed=seed))

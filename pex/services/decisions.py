@@ -29,7 +29,7 @@ class Decisions:
         return {a: float(counts.get(a, 0.0)) for a in self.policy.arms}
 
 
-def unit_column(policy: Policy, workspace: Callable[[], Workspace]) -> str:
+def unit_column(workspace: Callable[[], Workspace], policy: Policy) -> str:
     """The column naming the units: that of the policy's experiment, when the workspace has it."""
     if policy.experiment:
         try:
@@ -41,15 +41,15 @@ def unit_column(policy: Policy, workspace: Callable[[], Workspace]) -> str:
                    "pass --unit COLUMN")
 
 
-def decide_file(policy_ref: str, data_path: str | Path, workspace: Callable[[], Workspace], *,
+def decide_file(workspace: Callable[[], Workspace], policy_ref: str, data_path: str | Path, *,
                 unit: str | None = None, seed: int | None = None) -> Decisions:
     """Decide for every row of a CSV or Parquet file; every feature the policy reads must be a column of it.
 
     ``workspace`` opens the store only when needed: a policy file with ``unit`` given needs none. Decisions
     are reproducible: a unit's arm depends on the policy's name and version, the unit id and ``seed`` only.
     """
-    policy, _record = load_policy(policy_ref, workspace)
-    unit = unit or unit_column(policy, workspace)
+    policy, _record = load_policy(workspace, policy_ref)
+    unit = unit or unit_column(workspace, policy)
     frame = read_units(data_path, unit, tuple(policy.categorical_features()), "decide for",
                        "add it, or name the id column with --unit")
     policy.check_frame(frame, source=Path(data_path).name)

@@ -12,6 +12,7 @@ from pex.evaluation.feedback import LoggedFeedback
 from pex.evaluation.logged import value_on_logged
 from pex.experiment.data import read_table
 from pex.policy.base import Policy
+from pex.services.crossfit import CrossFit
 from pex.services.models import load_policy
 from pex.services.outcomes import experiment_spec
 from pex.services.policies import load_fit, objective_coefficients
@@ -27,66 +28,54 @@ def own_fit(policy: Policy, record: PolicyRecord | None) -> str | None:
     return policy.lineage.get("fit_run") if isinstance(policy.lineage, dict) else None
 
 
-def evaluate_policy(workspace: Callable[[], Workspace], name: str, policy_ref: str,
+def evaluate_policy(workspace: Callable[[], Workspace], experiment: str, policy_ref: str,
                     fit_id: str | None = None) -> dict[str, Any]:
-    """Value, lifts, guardrail verdicts and diagnostics of one policy (a stored name or a JSON file) on ``name``'s
-    held-out units, with the objective it was built for (the defaults when it does not say)."""
-    policy, record = _checked_policy(workspace, name, policy_ref)
-    halves = (policy.lineage.get("crossfit") or {}).get("fits") if isinstance(policy.lineage, dict) else None
-    if halves and fit_id is None:
-        return _evaluate_cross_fitted(workspace(), name, policy, halves)
-    # another fit's held-out units may be units this policy's models were trained on
-    built_from = own_fit(policy, record)
-    if fit_id is not None and built_from is not None and fit_id != built_from:
-        raise PexError(f"policy {policy.name!r} was built from fit {built_from}; the held-out units of fit {fit_id} may include "
-                       "units its models were trained on", f"leave out --fit to evaluate it on the held-out units of {built_from}")
-    fit = load_fit(workspace(), name, fit_id or built_from)
-    data = fit.evaluation()
+    """Value, lifts, guardrail verdicts and diagnostics of one policy (a stored name or a JSON file) on ``experiment``'s
+    held-out units, with the objective it was built for (the defaults when it does not say): a cross-fitted policy
+    on the units of all its folds, each under the route whose fit held it out, as its run valued it."""
+    policy, record = _checked_policy(workspace, experiment, policy_ref)
+    folds = (policy.lineage.get("crossfit") or {}).get("fits") if isinstance(policy.lineage, dict) else None
+    if not folds or fit_id is not None:
+        # another fit's held-out units may be units this policy's models were trained on
+        built_from = own_fit(policy, record)
+        if fit_id is not None and built_from is not None and fit_id != built_from:
+            raise PexError(f"policy {policy.name!r} was built from fit {built_from}; the held-out units of fit {fit_id} may "
+                           "include units its models were trained on",
+                           f"leave out --fit to evaluate it on the held-out units of {built_from}")
+        folds = [fit_id or built_from]
+    crossfit = CrossFit.of([load_fit(workspace(), experiment, fit) for fit in folds])
+    spec = crossfit.contexts[0].dataset.spec
     built_for = policy.lineage.get("objective", {}) if isinstance(policy.lineage, dict) else {}
-    coefficients = objective_coefficients(fit.dataset.spec, fit.training_frame(), built_for.get("weights"),
-                                          built_for.get("guardrails", "constraint"))
-    row = compare([policy], data, coefficients, fit.dataset.spec)[0]
-    row["evaluation_rows"] = {**data.description, "fit": fit.record.id}
-    return row
-
-
-def _evaluate_cross_fitted(ws: Workspace, name: str, policy: Policy, fits: list[str]) -> dict[str, Any]:
-    """A cross-fitted policy on every unit, each under the route its fit held out (:mod:`pex.services.crossfit`)."""
-    from pex.services.crossfit import CrossFitted
-
-    contexts = [load_fit(ws, name, fit) for fit in fits]
-    crossfit = CrossFitted.of(contexts)
-    spec = contexts[0].dataset.spec
-    built_for = policy.lineage.get("objective", {})
-    coefficients = objective_coefficients(spec, contexts[0].dataset.frame, built_for.get("weights"),
+    coefficients = objective_coefficients(spec, crossfit.building_frame(), built_for.get("weights"),
                                           built_for.get("guardrails", "constraint"))
     row = compare([policy], crossfit.evaluation, coefficients, spec)[0]
-    row["evaluation_rows"] = {**crossfit.evaluation.description, "fit": fits}
+    fits = [c.record.id for c in crossfit.contexts]
+    row["evaluation_rows"] = {**crossfit.evaluation.description, "fit": fits if crossfit.folds.crossed else fits[0]}
     return row
 
 
-def _checked_policy(workspace: Callable[[], Workspace], name: str, policy_ref: str) -> tuple[Policy, PolicyRecord | None]:
-    policy, record = load_policy(policy_ref, workspace)
-    if policy.experiment and policy.experiment != name:
-        raise PexError(f"policy {policy.name!r} was built for experiment {policy.experiment!r}, not {name!r}",
+def _checked_policy(workspace: Callable[[], Workspace], experiment: str, policy_ref: str) -> tuple[Policy, PolicyRecord | None]:
+    policy, record = load_policy(workspace, policy_ref)
+    if policy.experiment and policy.experiment != experiment:
+        raise PexError(f"policy {policy.name!r} was built for experiment {policy.experiment!r}, not {experiment!r}",
                        f"run `pex evaluate {policy.experiment} {policy_ref}`")
     return policy, record
 
 
-def evaluate_logged(workspace: Callable[[], Workspace], name: str, policy_ref: str, path: str | Path) -> dict[str, Any]:
-    """IPS and SNIPS per metric of one policy (a stored name or a JSON file) on a logged-feedback file of ``name``
+def evaluate_logged(workspace: Callable[[], Workspace], experiment: str, policy_ref: str, path: str | Path) -> dict[str, Any]:
+    """IPS and SNIPS per metric of one policy (a stored name or a JSON file) on a logged-feedback file of ``experiment``
     (``pex decisions NAME --out FILE``), beside the served policy's observed mean, with weight diagnostics."""
-    policy, _record = _checked_policy(workspace, name, policy_ref)
-    spec = experiment_spec(workspace(), name)
+    policy, _record = _checked_policy(workspace, experiment, policy_ref)
+    spec = experiment_spec(workspace(), experiment)
     source = Path(path).name
     frame = read_table(path, text_columns=("decision_id", "unit", "policy", "arm", *policy.categorical_features()))
-    hint = f"write it with `pex decisions {name} --out FILE`"
+    hint = f"write it with `pex decisions {experiment} --out FILE`"
     for column in ("arm", "propensity"):
         if column not in frame.columns:
             raise DataError(f"{source} has no {column!r} column: it is not a logged-feedback file", hint)
     metrics = [m for m in spec.metrics if m in frame.columns]
     if not metrics:
-        raise DataError(f"{source} has no column for a metric of {name!r} ({', '.join(spec.metrics)})", hint)
+        raise DataError(f"{source} has no column for a metric of {experiment!r} ({', '.join(spec.metrics)})", hint)
     if len(frame) < 2:
         raise DataError(f"{source} has {len(frame)} rows; off-policy estimates need at least 2", "log more decisions first")
     missing_arm = frame["arm"].isna()
@@ -108,7 +97,7 @@ def evaluate_logged(workspace: Callable[[], Workspace], name: str, policy_ref: s
     result = value_on_logged(feedback, policy.action_probabilities(frame))
     served = (frame.groupby(["policy", "version"]).size() if {"policy", "version"} <= set(frame.columns) else None)
     return {"name": policy.name, "kind": policy.kind, "version": policy.version, "exploration": policy.exploration,
-            "experiment": name,
+            "experiment": experiment,
             "logged": {"file": str(path), "rows": len(frame), "source": feedback.source,
                        "served": {f"{p} v{v}": int(c) for (p, v), c in served.items()} if served is not None else {}},
             **result}

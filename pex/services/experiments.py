@@ -21,7 +21,7 @@ class Ingested:
     version: DatasetVersion
 
 
-def ingest(spec_path: str | Path, workspace: Callable[[], Workspace], *, drop_invalid: bool = False) -> Ingested:
+def ingest(workspace: Callable[[], Workspace], spec_path: str | Path, *, drop_invalid: bool = False) -> Ingested:
     """Validate the spec and its data, then store the data as a dataset version.
 
     Everything is validated before ``workspace()`` is opened, so bad input leaves the store exactly as it was.
@@ -31,7 +31,7 @@ def ingest(spec_path: str | Path, workspace: Callable[[], Workspace], *, drop_in
     return Ingested(dataset, workspace().put_dataset(dataset, source=str(spec.data)))
 
 
-def ingest_and_analyze(spec: ExperimentSpec, workspace: Callable[[], Workspace]) -> tuple[Ingested, Analysis]:
+def ingest_and_analyze(workspace: Callable[[], Workspace], spec: ExperimentSpec) -> tuple[Ingested, Analysis]:
     """Validate the spec's data, store it as a dataset version and analyse it (what ``pex demo --no-fit`` does)."""
     dataset = load_dataset(spec)
     done = Ingested(dataset, workspace().put_dataset(dataset, source=str(spec.data)))
@@ -39,9 +39,9 @@ def ingest_and_analyze(spec: ExperimentSpec, workspace: Callable[[], Workspace])
     return done, analysis
 
 
-def analyze_stored(ws: Workspace, name: str, version: int | None = None) -> tuple[Analysis, dict[str, Any]]:
+def analyze_stored(ws: Workspace, experiment: str, version: int | None = None) -> tuple[Analysis, dict[str, Any]]:
     """Sample-ratio check and average effects of a stored dataset version (default: the current one), recorded."""
-    dataset, dv = ws.load_dataset(name, version)
+    dataset, dv = ws.load_dataset(experiment, version)
     return record_analysis(ws, dataset, dv)
 
 
@@ -53,7 +53,7 @@ def record_analysis(ws: Workspace, dataset: Dataset, dv: DatasetVersion) -> tupl
     return analysis, result
 
 
-def list_experiments(home: str | Path | None, workspace: Callable[[], Workspace]) -> tuple[Path, list[dict[str, Any]]]:
+def list_experiments(workspace: Callable[[], Workspace], home: str | Path | None) -> tuple[Path, list[dict[str, Any]]]:
     """The workspace folder and its experiments; no workspace there yet means none (nothing is created)."""
     folder = Path(home or default_home())
     return folder, (workspace().list_experiments() if workspace_exists(folder) else [])

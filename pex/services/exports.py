@@ -14,7 +14,7 @@ FORMATS = ("sql", "json", "onnx")
 BINARY_FORMATS = ("onnx",)  # written to a file, never to a terminal
 
 
-def export_policy(policy_ref: str, workspace: Callable[[], Workspace], fmt: str) -> tuple[str | bytes, Policy]:
+def export_policy(workspace: Callable[[], Workspace], policy_ref: str, fmt: str) -> tuple[str | bytes, Policy]:
     """The text (bytes for ONNX) of a stored policy (or policy file) in ``fmt`` (one of :data:`FORMATS`), and the policy.
 
     SQL is a ``CASE`` expression giving each row's greedy arm, headed by comments saying which policy it is and
@@ -24,7 +24,7 @@ def export_policy(policy_ref: str, workspace: Callable[[], Workspace], fmt: str)
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    policy, _record = load_policy(policy_ref, workspace)
+    policy, _record = load_policy(workspace, policy_ref)
     if fmt == "json":
         return policy.to_json() + "\n", policy
     if fmt == "onnx":

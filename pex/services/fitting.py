@@ -7,24 +7,36 @@ from typing import Any
 
 import pandas as pd
 
+from pex.experiment.data import Dataset
 from pex.experiment.split import HOLDOUT
-from pex.hte.learners import Progress
+from pex.hte.learners import Progress, fit_effects
+from pex.hte.summary import fit_summary
 from pex.services.models import effect_model
-from pex.services.run import fit_and_store
 from pex.services.tables import read_units
-from pex.store.workspace import FitRecord, Workspace
+from pex.store.workspace import DatasetVersion, FitRecord, Workspace
 
 
-def fit(ws: Workspace, name: str, *, version: int | None = None, learner: str = "auto", folds: int = 2, seed: int = 0,
+def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learner: str = "auto", folds: int = 2, seed: int = 0,
+                  holdout: float = HOLDOUT, holdout_offset: float = 0.0,
+                  progress: Progress | None = None) -> tuple[FitRecord, dict[str, Any]]:
+    """Fit effect models on a stored dataset version, holding out the units of the arc ``holdout_offset`` +
+    ``holdout`` of the split's hash (:mod:`pex.experiment.split`), and store them with their summary."""
+    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, holdout_offset=holdout_offset,
+                         progress=progress)
+    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
+    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
+
+
+def fit(ws: Workspace, experiment: str, *, version: int | None = None, learner: str = "auto", folds: int = 2, seed: int = 0,
         holdout: float = HOLDOUT, progress: Progress | None = None) -> tuple[FitRecord, dict[str, Any]]:
-    """Fit effect models on experiment ``name``'s dataset version (default: current) and store them with their summary."""
-    dataset, dv = ws.load_dataset(name, version)
+    """Fit effect models on ``experiment``'s dataset version (default: current) and store them with their summary."""
+    dataset, dv = ws.load_dataset(experiment, version)
     return fit_and_store(ws, dataset, dv, learner=learner, folds=folds, seed=seed, holdout=holdout, progress=progress)
 
 
-def predict(ws: Workspace, name: str, data_path: str | Path, fit_id: str | None = None) -> tuple[pd.DataFrame, FitRecord]:
+def predict(ws: Workspace, experiment: str, data_path: str | Path, fit_id: str | None = None) -> tuple[pd.DataFrame, FitRecord]:
     """Predicted effects per unit of a file: the unit column plus ``cate__<metric>__<arm>``, from a stored fit."""
-    record, _summary = ws.get_fit(name, fit_id)
+    record, _summary = ws.get_fit(experiment, fit_id)
     unit = ws.load_dataset_spec(record.dataset_id).unit
     model = effect_model(ws, record)
     categorical = tuple(c for c in model.encoder.columns if model.encoder.kinds[c] == "categorical")

@@ -46,7 +46,7 @@ def effect_model_by_id(ws: Workspace, fit_id: str) -> EffectModel:
     return effect_model(ws, record)
 
 
-def load_policy(ref: str, workspace: Callable[[], Workspace]) -> tuple[Policy, PolicyRecord | None]:
+def load_policy(workspace: Callable[[], Workspace], ref: str) -> tuple[Policy, PolicyRecord | None]:
     """A policy from a JSON file or by stored name, with a value policy's effect model bound.
 
     ``workspace`` opens the store only when needed: a constant or tree policy from a file needs none.

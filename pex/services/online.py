@@ -241,23 +241,23 @@ def _routing(ws: Workspace, loop: Any, current: Any) -> Policy:
     return Policy.from_document(record.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
 
 
-def complete_round(ws: Workspace, name: str, *, next_round: bool = False, abandon_empty: bool = False,
+def complete_round(ws: Workspace, experiment: str, *, next_round: bool = False, abandon_empty: bool = False,
                    say: Say | None = None) -> dict[str, Any]:
     """Measure the open round, tell Ax (objectives and guardrail harms, with standard errors), save; with
     ``next_round``, open the next one. When the newest round is already complete, ``next_round`` only opens the next."""
     say = say or (lambda m: None)
-    loop = ws.get_loop(name)
-    rounds = ws.rounds(name)
+    loop = ws.get_loop(experiment)
+    rounds = ws.rounds(experiment)
     current = rounds[-1]
     space = _space(loop)
     if current.status == "complete":
         if not next_round:
-            raise PexError(f"round {current.round} of {name!r} is already complete",
-                           f"open the next one with `pex online complete {name} --next`")
+            raise PexError(f"round {current.round} of {experiment!r} is already complete",
+                           f"open the next one with `pex online complete {experiment} --next`")
     else:
         _complete(ws, loop, current, space, abandon_empty, say)
     if not next_round:
-        return status(ws, name)
+        return status(ws, experiment)
     ctx = load_fit(ws, loop.experiment)
     champion = _champion(ws, loop)
     fresh = loop.settings["arms"] - (champion is not None)
@@ -266,7 +266,7 @@ def complete_round(ws: Workspace, name: str, *, next_round: bool = False, abando
     if champion is not None:
         say(f"the champion, {champion['route']}, is served again to fresh units")
         trials.append((space.attach(champion["point"]), champion["point"], {"champion_of_round": current.round}))
-    return _open_round(ws, name, space, current.round + 1, trials, ctx, say, champion=champion)
+    return _open_round(ws, experiment, space, current.round + 1, trials, ctx, say, champion=champion)
 
 
 def _champion(ws: Workspace, loop: Any) -> dict[str, Any] | None:
@@ -337,13 +337,13 @@ def _wait_hint(name: str) -> str:
             f"{name}` again")
 
 
-def status(ws: Workspace, name: str) -> dict[str, Any]:
+def status(ws: Workspace, experiment: str) -> dict[str, Any]:
     """The loop: settings, rounds (arms, lifts with CIs, guardrail verdicts, offline evidence), the Pareto front of
     the certified arms of every round, the best so far by :func:`pex.online.choice.choose_best`, and what is live."""
     from pex.search.tuning import pareto_indices
 
-    loop = ws.get_loop(name)
-    rounds = ws.rounds(name)
+    loop = ws.get_loop(experiment)
+    rounds = ws.rounds(experiment)
     s = loop.settings
     goals = _goals(ws, loop.experiment)[1]
     signs, primary = _signs(loop, goals), _primary(s, goals)
@@ -363,10 +363,10 @@ def status(ws: Workspace, name: str) -> dict[str, Any]:
             "judged": judged, "pareto": front, "best": best, "created_at": loop.created_at.isoformat()}
 
 
-def promote(ws: Workspace, name: str, arm: str | None = None, force: bool = False) -> dict[str, Any]:
+def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool = False) -> dict[str, Any]:
     """Publish the best arm so far (or ``arm``: a route name, ``rR-aI``, or ``control``) under the loop's stable name."""
-    info = status(ws, name)
-    loop = ws.get_loop(name)
+    info = status(ws, experiment)
+    loop = ws.get_loop(experiment)
     best = info["best"]
     rows = {r["route"]: r for r in info["judged"]}  # an arm measured twice (a champion): its newest measurement
     if arm is None:
@@ -375,14 +375,14 @@ def promote(ws: Workspace, name: str, arm: str | None = None, force: bool = Fals
     else:
         route = arm if arm in rows or arm == "control" else f"{loop.policy}-{arm}"
         if route not in rows and route != "control":
-            raise NotFoundError(f"no measured arm {arm!r} in {name!r}'s loop",
+            raise NotFoundError(f"no measured arm {arm!r} in {experiment!r}'s loop",
                                 "arms: " + (", ".join(sorted(rows)) or "none measured yet") + ", or control")
         if route != "control" and not rows[route]["certified"] and not force:
             raise PexError(f"arm {route} does not have every guardrail certified ({rows[route]['level']:.4g} level over "
                            f"round {rows[route]['round']}'s {rows[route]['family']} arms)",
                            "pass --force to publish it anyway, or promote without ARM")
     if route == "control":
-        record = ws.get_policy(rounds_holdout(ws, name))
+        record = ws.get_policy(rounds_holdout(ws, experiment))
     else:
         record = ws.get_policy(rows[route]["policy"], rows[route]["version"])
     doc = {**record.document}
@@ -395,7 +395,7 @@ def promote(ws: Workspace, name: str, arm: str | None = None, force: bool = Fals
             "why": best["why"] if arm is None else f"{route}, chosen by hand", "best": best}
 
 
-def rounds_holdout(ws: Workspace, name: str) -> str:
+def rounds_holdout(ws: Workspace, experiment: str) -> str:
     """The newest round's holdout policy name (all-control with the loop's exploration)."""
-    last = ws.rounds(name)[-1]
+    last = ws.rounds(experiment)[-1]
     return next(a["policy"] for a in last.arms if a["role"] == "holdout")

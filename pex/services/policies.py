@@ -1,9 +1,10 @@
-"""From a stored fit to a stored, evaluated set of policies.
+"""From a stored fit to the set of policies built from its training units.
 
 The set every experiment gets: one constant policy per arm and uniform random
 (the baselines), the value-model policy (:mod:`pex.policy.value`) and its
-distilled trees of depth 1-4 (:mod:`pex.policy.distill`), each valued off-policy on
-the fit's held-out units (:mod:`pex.evaluation.comparison`).
+distilled trees of depth 1-4 (:mod:`pex.policy.distill`). They are valued
+off-policy on held-out units by :class:`pex.services.crossfit.CrossFit` (``pex run``
+over its folds, ``pex policies`` on one fit's held-out units, :mod:`pex.services.catalog`).
 
 Everything is built from the fit's training units only: the value policy is
 calibrated and the trees are fitted on out-of-fold effects there, so the
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pex.errors import DataError, StoreError
-from pex.evaluation.comparison import EvaluationData, compare, evaluation_data
+from pex.evaluation.comparison import EvaluationData, evaluation_data
 from pex.experiment.guardrail import LADDER_POWERS, POWER, certify_margin, rules_for, z_value
 from pex.experiment.spec import ExperimentSpec
 from pex.hte.learners import TRAINING_FILE
@@ -32,7 +33,7 @@ from pex.policy.distill import DEPTHS, Distillation, distill
 from pex.policy.policy_tree import fit_policy_tree, to_policy_node
 from pex.policy.value import build_value_policy, objective, scores_from_effects
 from pex.services.models import effect_model
-from pex.store.workspace import PolicyRecord, Workspace
+from pex.store.workspace import Workspace
 
 Say = Callable[[str], None]
 
@@ -213,36 +214,6 @@ def assemble_policies(ctx: FitContext, options: BuildOptions, say: Say | None = 
     baselines = [p.replace(experiment=experiment, lineage=dict(lineage)) for p in baselines]
     policies = [*baselines, value, *(p for p, _info in ladder), *distilled.trees.values(), learned]
     return PolicySet(policies, value, calibrations, calibration, distilled, owner_objective)
-
-
-def build_policies(ws: Workspace, experiment: str, options: BuildOptions | None = None, fit_id: str | None = None,
-                   say: Say | None = None, ctx: FitContext | None = None) -> tuple[list[PolicyRecord], dict[str, Any]]:
-    """Build, evaluate and store the policy set of ``experiment`` from a fit (default: the newest; ``ctx``: one loaded)."""
-    options = options or BuildOptions()
-    say = say or (lambda message: None)
-    ctx = ctx or load_fit(ws, experiment, fit_id)
-    spec = ctx.dataset.spec
-    built = assemble_policies(ctx, options, say)
-    policies, value, distilled, owner_objective = built.policies, built.value, built.distilled, built.owner_objective
-    data = ctx.evaluation()
-    say(f"evaluating {len(policies)} policies on {data.n:,} held-out units (IPS, SNIPS, DM, DR)")
-    rows = compare(policies, data, owner_objective, spec)
-    value_arms = value.greedy_arms(data.frame)
-    report = {"fit": ctx.record.id, "options": options.to_dict(), "evaluation_rows": data.description,
-              "objective_coefficients": owner_objective, "calibration": built.calibration, "distillation": distilled.to_dict()}
-    items = []
-    for policy, row in zip(policies, rows):
-        row["evaluation_rows"] = data.description
-        if "distilled_depth" in policy.lineage:  # a distilled tree
-            depth = policy.lineage["distilled_depth"]
-            row["fidelity"] = fidelity(policy, data, value_arms, chosen=depth == distilled.chosen_depth,
-                                       curve=next(c for c in distilled.curve if c["depth"] == depth))
-        if policy.name in built.calibrations:
-            row["calibration"] = built.calibrations[policy.name]
-        row["screen"] = ctx.screen(policy)
-        items.append((policy.to_document(), row))
-    records = ws.put_policies(experiment, items, fit_id=ctx.record.id)
-    return records, report
 
 
 def fidelity(tree: Policy, data: EvaluationData, value_arms: np.ndarray, *, chosen: bool, curve: dict) -> dict[str, Any]:

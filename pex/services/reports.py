@@ -10,8 +10,8 @@ from pex.report.html import render_report
 from pex.store.workspace import Workspace
 
 
-def write_report(ws: Workspace, name: str, out: str | Path) -> dict[str, Any]:
-    """Render ``name``'s newest `pex run` summary to ``out``; returns that summary."""
-    summary = ws.latest_run(name)
+def write_report(ws: Workspace, experiment: str, out: str | Path) -> dict[str, Any]:
+    """Render ``experiment``'s newest `pex run` summary to ``out``; returns that summary."""
+    summary = ws.latest_run(experiment)
     write_atomic(Path(out), render_report(summary))
     return summary

@@ -1,9 +1,12 @@
 """The whole offline pipeline in one call (``pex run``, ``pex.run``).
 
-ingest -> health and average effects -> HTE fit -> policies (baselines, value
-model, distilled trees) -> offline weight search (:mod:`pex.search.tuning`, its
-Pareto candidates become value policies) -> off-policy comparison on the
-held-out units -> recommendation (:mod:`pex.evaluation.recommendation`) -> outputs:
+One straight path: ingest -> health and average effects -> for each fold of
+the cross-fit (:mod:`pex.services.crossfit`; two halves by default, one
+held-out share with ``crossfit=False``): HTE fit, policies (baselines, value
+model, distilled trees), offline weight search (:mod:`pex.services.optimize`,
+its Pareto candidates become value policies) -> one policy per recipe (routed
+over the folds) -> off-policy comparison on the held-out units ->
+recommendation (:mod:`pex.evaluation.recommendation`) -> outputs:
 ``summary.json``, ``policies/*.json`` and ``report.html`` in the output
 folder, and the same summary stored in the workspace for ``pex report``.
 
@@ -19,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from pex.errors import PexError
-from pex.evaluation.comparison import compare
 from pex.evaluation.procedures import certified_text
 from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, Recommendation, complexity, recommend
 from pex.experiment.data import Dataset
@@ -33,20 +35,11 @@ from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import HOLDOUT
 from pex.files import write_atomic
 from pex.policy.base import Policy
-from pex.services.crossfit import HALVES, CrossFitted
-from pex.services.crossfit import SHARE as CROSSFIT_SHARE
-from pex.services.policies import (
-    BuildOptions,
-    FitContext,
-    assemble_policies,
-    build_policies,
-    load_fit,
-    objective_coefficients,
-)
+from pex.services.crossfit import CrossFit, Folds
+from pex.services.fitting import fit_and_store
+from pex.services.optimize import pareto_policies
+from pex.services.policies import BuildOptions, assemble_policies, load_fit, objective_coefficients
 from pex.store.workspace import DatasetVersion, FitRecord, Workspace
-
-if TYPE_CHECKING:  # the search (and Ax behind it) is imported only when a search runs
-    from pex.search.tuning import TuningResult
 
 Say = Callable[[str], None]
 SUMMARY_FORMAT = "pex.summary/1"
@@ -70,100 +63,16 @@ class RunOptions:
     crossfit: bool = True  # two half fits, routing policies certified on every unit (pex.services.crossfit); holdout unused
     build: BuildOptions = field(default_factory=BuildOptions)
 
+    def fold_plan(self) -> Folds:
+        """The held-out arcs the run fits on: the two halves of cross-fitting, or one fold holding out ``holdout``."""
+        return Folds.kfold(2) if self.crossfit else Folds.holdout(self.holdout)
+
     def to_dict(self) -> dict:
         """The options as JSON (recorded in summary.json)."""
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
                 "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
                 "use_ax": self.use_ax, "certification": self.certification, "crossfit": self.crossfit,
                 "build": self.build.to_dict()}
-
-
-def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learner: str = "auto", folds: int = 2, seed: int = 0,
-                  holdout: float = HOLDOUT, holdout_offset: float = 0.0,
-                  progress: Callable[[int, int, str], None] | None = None) -> tuple[FitRecord, dict[str, Any]]:
-    """Fit effect models on a stored dataset version and store them with their summary."""
-    from pex.hte.learners import fit_effects
-    from pex.hte.summary import fit_summary
-
-    result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, holdout_offset=holdout_offset,
-                         progress=progress)
-    summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
-    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
-
-
-def optimize(ws: Workspace, experiment: str, options: RunOptions, fit_id: str | None = None,
-             say: Say | None = None) -> tuple[str, TuningResult, list[dict[str, Any]]]:
-    """The weight search on a stored fit (default: the newest), its Pareto candidates stored as evaluated value
-    policies (``pex optimize``); returns the fit's id, the search and the candidates' comparison rows."""
-    ctx = load_fit(ws, experiment, fit_id)
-    result, _policies, rows = optimize_policies(ws, ctx, options, say=say)
-    return ctx.record.id, result, rows
-
-
-def optimize_policies(ws: Workspace, ctx: FitContext, options: RunOptions,
-                      say: Say | None = None) -> tuple[TuningResult, list[Policy], list[dict[str, Any]]]:
-    """Search value-model weights on ``ctx`` and store the Pareto candidates as evaluated value policies.
-
-    Returns the :class:`pex.search.tuning.TuningResult`, the candidate policies and their comparison rows.
-    """
-    say = say or (lambda message: None)
-    spec = ctx.dataset.spec
-    result, policies = pareto_policies(ctx, options, say)
-    rows: list[dict] = []
-    if policies:
-        data = ctx.evaluation()
-        say(f"evaluating {len(policies)} Pareto candidates on {data.n:,} held-out units")
-        coefficients = objective_coefficients(spec, ctx.training_frame(), options.build.weights, options.build.guardrails)
-        rows = compare(policies, data, coefficients, spec)
-        for policy, row in zip(policies, rows):
-            row["evaluation_rows"] = data.description
-            row["tuning"] = policy.lineage["tuning"]
-            row["screen"] = ctx.screen(policy)
-        records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=ctx.record.id)
-        policies = [policy.replace(version=record.version) for policy, record in zip(policies, records)]
-    return result, policies, rows
-
-
-def pareto_policies(ctx: FitContext, options: RunOptions, say: Say) -> tuple[TuningResult, list[Policy]]:
-    """The weight search on ``ctx``'s training units and its Pareto candidates as value policies, with the first
-    one's distilled tree (nothing valued or stored)."""
-    from pex.policy.value import build_value_policy
-    from pex.search.tuning import TuningProblem
-    from pex.search.tuning import optimize as search
-
-    spec, model = ctx.dataset.spec, ctx.model
-    experiment = spec.name
-    problem = TuningProblem.from_fit(ctx, budget=options.build.budget, exploration=options.build.exploration)
-    say(f"searching metric weights on {problem.n:,} training units: a dense sweep ({options.dense:,} weight vectors)"
-        + (f" refined by Ax ({options.trials} trials, at most {options.ax_seconds:g} s)" if options.use_ax else ""))
-    result = search(problem, trials=options.trials, batch=options.batch, dense=options.dense, candidates=options.candidates,
-                    seed=options.seed, use_ax=options.use_ax, say=say, ax_seconds=options.ax_seconds)
-    train = ctx.training_frame()
-    oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()
-    policies = []
-    for setting in result.candidate_settings():
-        if setting["treated_share"] <= 0:  # all-control is already a baseline
-            continue
-        lineage = {"dataset": ctx.record.dataset_id, "fit_run": ctx.record.id,
-                   "objective": {"weights": dict(options.build.weights), "guardrails": options.build.guardrails},
-                   "tuning": {"weights": setting["weights"], "budget": setting["budget"], "training_objectives": setting["objectives"],
-                              "training_guardrail_harm": setting["guardrail_harm"],
-                              "training_guardrail_bound": setting["guardrail_bound"], "in_sample": True}}
-        policy, _info = build_value_policy(
-            name=f"{experiment}-pareto-{len(policies) + 1}", spec=spec, model=model, frame=train, fit_id=ctx.record.id,
-            weights=setting["weights"], guardrails="penalty", budget=setting["budget"], exploration=options.build.exploration,
-            lineage=lineage, effects=oof, harm_signal=pseudo, n_eval=ctx.n_eval())
-        policies.append(policy)
-    if policies:  # the recommended Pareto policy may be a value model: its readable, model-free version competes too
-        from pex.services.policies import distill_value_policy
-
-        owner = objective_coefficients(spec, train, options.build.weights, options.build.guardrails)
-        first = policies[0]
-        distilled = distill_value_policy(ctx, first, owner, options.build, name_prefix=first.name,
-                                         lineage={**first.lineage, "distilled_from": first.name})
-        tree = distilled.chosen
-        policies.append(tree.replace(lineage={**tree.lineage, "candidate": True}))
-    return result, policies
 
 
 class _Stages:
@@ -228,88 +137,71 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     started = time.perf_counter()
     stages = _Stages(6, say)
 
+    plan = options.fold_plan()
     stages.next("ingest", f"reading and validating {spec_path}")
     spec = load_spec(spec_path)
     dataset = load_dataset(spec)
-    ws = Workspace(home)
-    dv = ws.put_dataset(dataset, source=str(spec.data))
-    say(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}): {dataset.n_units:,} units")
+    with Workspace(home) as ws:
+        dv = ws.put_dataset(dataset, source=str(spec.data))
+        say(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}): "
+            f"{dataset.n_units:,} units")
 
-    stages.next("effects", "checking health (sample ratio, balance, missing values) and measuring average effects")
-    analysis = analyze(dataset)
-    ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
+        stages.next("effects", "checking health (sample ratio, balance, missing values) and measuring average effects")
+        analysis = analyze(dataset)
+        ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
 
-    if options.crossfit:
-        stages.next("fit", f"fitting heterogeneous-effect models twice (learner {options.learner}), each on one half of the "
-                           "units, for policies certified on every unit (cross-fitting)")
-        halves = [fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
-                                holdout=CROSSFIT_SHARE, holdout_offset=offset, progress=progress) for offset in HALVES]
-        record, fit = halves[0]
-    else:
-        stages.next("fit", f"fitting heterogeneous-effect models (learner {options.learner}, {options.holdout:.0%} of units held out)")
-        record, fit = fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
-                                    holdout=options.holdout, progress=progress)
+        stages.next("fit", _fit_message(plan, options.learner))
+        fits = [fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
+                              holdout=share, holdout_offset=offset, progress=progress) for offset, share in plan.arcs]
+        record, fit = fits[0]  # the first fold's fit is the one the summary describes
+        crossfit = CrossFit.of([load_fit(ws, spec.name, r.id) for r, _summary in fits])
 
-    stages.next("policies", "building the value-model policy and distilled trees, evaluating them off-policy")
-    crossfit: CrossFitted | None = None
-    if options.crossfit:
-        contexts = [load_fit(ws, spec.name, r.id) for r, _summary in halves]
-        for c in contexts:
-            c.certify_units = dataset.n_units
-        sets = []
-        for i, c in enumerate(contexts):
-            sets.append(assemble_policies(c, options.build, say=lambda m, i=i: say(f"      half {i + 1}: {m}")))
-        crossfit = CrossFitted.of(contexts)
-        ctx = contexts[0]
-        build_report = {"fit": record.id, "options": options.build.to_dict(), "evaluation_rows": crossfit.evaluation.description,
-                        "objective_coefficients": objective_coefficients(spec, dataset.frame, options.build.weights,
-                                                                         options.build.guardrails),
-                        "calibration": sets[0].calibration, "distillation": sets[0].distilled.to_dict()}
-    else:
-        ctx = load_fit(ws, spec.name, record.id)
-        records, build_report = build_policies(ws, spec.name, options.build, fit_id=record.id, ctx=ctx,
-                                               say=lambda m: say(f"      {m}"))
+        stages.next("policies", "building the value-model policy and distilled trees")
+        sets = [assemble_policies(c, options.build, say=lambda m, i=i: say(f"      {plan.label(i)}{m}"))
+                for i, c in enumerate(crossfit.contexts)]
 
-    stages.next("optimize", "searching the weight trade-offs (Ax and a dense sweep) for Pareto candidates")
-    coefficients = build_report["objective_coefficients"]
-    if crossfit is not None:
-        searched = [pareto_policies(c, options, say=lambda m, i=i: say(f"      half {i + 1}: {m}"))
+        stages.next("optimize", "searching the weight trade-offs for Pareto candidates, evaluating every policy off-policy")
+        searched = [pareto_policies(c, options, say=lambda m, i=i: say(f"      {plan.label(i)}{m}"))
                     for i, c in enumerate(crossfit.contexts)]
         tuning = searched[0][0]
-        data = crossfit.evaluation
         policies = crossfit.route([[*built.policies, *found] for built, (_t, found) in zip(sets, searched)],
                                   unit=spec.unit, experiment=spec.name)
-        say(f"      evaluating {len(policies)} cross-fitted policies on all {data.n:,} units (IPS, SNIPS, DM, DR)")
+        data = crossfit.evaluation
+        coefficients = objective_coefficients(spec, crossfit.building_frame(), options.build.weights, options.build.guardrails)
+        say(f"      evaluating {len(policies)} policies on {data.n:,} held-out units"
+            f"{' (every unit, cross-fitted)' if plan.crossed else ''} (IPS, SNIPS, DM, DR)")
         rows, screens = crossfit.compare(policies, sets[0], coefficients, spec)
         records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=record.id)
         policies = [p.replace(version=r.version) for p, r in zip(policies, records)]
-        holdout_share = 1.0
-    else:
-        tuning, candidates, candidate_rows = optimize_policies(ws, ctx, options, say=lambda m: say(f"      {m}"))
-        load = lambda vm: ctx.model  # noqa: E731 - every value policy of this run names this fit
-        policies = [Policy.from_document(r.document, load) for r in records] + candidates
-        rows = [r.evaluation for r in records] + candidate_rows
-        data = ctx.evaluation()
-        screens = [r.get("screen") or {} for r in rows]
-        holdout_share = options.holdout
+        build_report = {"fit": record.id, "options": options.build.to_dict(), "evaluation_rows": data.description,
+                        "objective_coefficients": coefficients, "calibration": sets[0].calibration,
+                        "distillation": sets[0].distilled.to_dict()}
 
-    stages.next("recommend", "choosing the policy to recommend")
-    rec = recommend(policies, rows, data, spec, coefficients, screen={p.name: sc for p, sc in zip(policies, screens)},
-                    holdout_share=holdout_share, certification=options.certification)
-    say(f"      {rec.headline}")
+        stages.next("recommend", "choosing the policy to recommend")
+        rec = recommend(policies, rows, data, spec, coefficients, screen={p.name: sc for p, sc in zip(policies, screens)},
+                        holdout_share=plan.share, certification=options.certification)
+        say(f"      {rec.headline}")
 
-    summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
-                            policies=policies, rows=rows, build_report=build_report, tuning=tuning.to_dict(),
-                            recommendation=rec, options=options, evaluation=data.description,
-                            crossfit=crossfit.description() if crossfit is not None else None)
-    out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
-    summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
-    say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
-    write_outputs(out_dir, summary, policies, render_report)
-    ws.put_run(spec.name, summary, fit_id=record.id)
+        summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
+                                policies=policies, rows=rows, build_report=build_report, tuning=tuning.to_dict(),
+                                recommendation=rec, options=options, evaluation=data.description,
+                                crossfit=crossfit.description())
+        out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
+        summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
+        say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
+        write_outputs(out_dir, summary, policies, render_report)
+        ws.put_run(spec.name, summary, fit_id=record.id)
     return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
                      details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
-                              "tuning": tuning, "evaluation": data, "crossfit": crossfit}, unit=spec.unit)
+                              "tuning": tuning, "evaluation": data, "crossfit": crossfit if plan.crossed else None},
+                     unit=spec.unit)
+
+
+def _fit_message(plan: Folds, learner: str) -> str:
+    if plan.crossed:
+        return (f"fitting heterogeneous-effect models {len(plan)} times (learner {learner}), each on all units but one "
+                f"{plan.part}, for policies certified on every unit (cross-fitting)")
+    return f"fitting heterogeneous-effect models (learner {learner}, {plan.share:.0%} of units held out)"
 
 
 def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: Callable[[dict], str]) -> None:
