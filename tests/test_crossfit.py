@@ -8,7 +8,7 @@ import pytest
 import pex
 from pex.evaluation.comparison import compare
 from pex.experiment.simulate import simulate
-from pex.policy import RoutingPolicy
+from pex.policy.routing import RoutingPolicy
 from pex.services.policies import load_fit
 from pex.store.workspace import Workspace
 
@@ -113,7 +113,7 @@ def _half_policy(frame, name: str):
     """A data-adaptive tree from one half's units: treat the units up to the age cut (a decile) whose inverse-
     propensity estimate of revenue minus complaints (each in standard deviations) is best there; 5% exploration.
     The cut moves with the noise of each half, and with it the policy's true harm."""
-    from pex.policy import TreePolicy
+    from pex.policy.tree import TreePolicy
 
     score = (frame["revenue"] / frame["revenue"].std() - frame["complaints"] / frame["complaints"].std()).to_numpy()
     treated = (frame["arm"] == "treat").to_numpy()

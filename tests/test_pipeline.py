@@ -15,6 +15,7 @@ from pex.errors import PexError
 from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS
 from pex.experiment.simulate import simulate, write_product_export
 from pex.policy.base import Policy
+from pex.policy.constant import ConstantPolicy
 from pex.services.run import RunOptions
 
 SCHEMA = json.loads(resources.files("pex").joinpath("schemas/summary.schema.json").read_text())
@@ -71,7 +72,7 @@ def test_the_trade_off_scenario_never_recommends_a_truly_harmful_policy(pipeline
     rec = pipeline_run.summary["recommendation"]
     truth = policy_truth(pipeline_run.policy(), sim)
     assert truth["harm"]["unsubscribes"] <= 0.05, (rec, truth)
-    daily = policy_truth(Policy(name="d", arms=["control", "daily", "weekly"], default_arm="daily"), sim)
+    daily = policy_truth(ConstantPolicy(name="d", arms=["control", "daily", "weekly"], default_arm="daily"), sim)
     assert daily["harm"]["unsubscribes"] > 0.15  # the scenario's trade-off
     if rec["verdict"] == "keep_control":
         assert rec["cannot_certify"] is True
@@ -118,7 +119,7 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     oracle = constrained_oracle(big)
     assert truth["harm"]["complaints"] <= 0.10
     assert truth["gain"] >= 0.5 * oracle["gain"], (truth["gain"], oracle["gain"])
-    treat_all = policy_truth(Policy(name="t", arms=["control", "treat"], default_arm="treat"), big)
+    treat_all = policy_truth(ConstantPolicy(name="t", arms=["control", "treat"], default_arm="treat"), big)
     assert treat_all["harm"]["complaints"] > 0.10
     entry = next(p for p in result.summary["policies"] if p["name"] == "seg-all-treat")
     assert entry["certification"] in ("screened out", "not certified")
