@@ -9,6 +9,7 @@ import pex
 from pex.evaluation.comparison import compare
 from pex.experiment.simulate import simulate
 from pex.policy.routing import RoutingPolicy
+from pex.policy.value import ValuePolicy
 from pex.services.policies import load_fit
 from pex.store.workspace import Workspace
 
@@ -39,7 +40,7 @@ def test_every_unit_is_decided_by_the_half_policy_that_never_saw_it(pipeline_run
         for fit, route in zip(halves, policy.routes):
             held = fit.evaluation().frame
             # the route serving a fit's held-out units is the one built from that fit (its value model or its lineage)
-            built_by = route.value_model["fit"] if route.value_model else route.lineage["fit_run"]
+            built_by = route.value_model["fit"] if isinstance(route, ValuePolicy) else route.lineage["fit_run"]
             assert built_by == fit.record.id, policy.name
             assert np.array_equal(policy.greedy_arms(held), route.greedy_arms(held)), policy.name
 
