@@ -33,7 +33,7 @@ temporary directory that is removed at the end; nothing is written elsewhere.
 Methods
 -------
 ``pex auto``
-    ``pex.hte.fit_effects(dataset, learner="auto", folds=2)``: T, X, S and DR
+    ``pex.hte.learners.fit_effects(dataset, learner="auto", folds=2)``: T, X, S and DR
     learners on shared cross-fitted LightGBM outcome models, selection per metric.
 ``econml T / X / S / DR``
     ``econml.metalearners.TLearner/XLearner/SLearner`` and ``econml.dr.DRLearner``

@@ -10,11 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pex import compat
 from pex.errors import PexError
 from pex.version import __version__
-
-compat.install()
 
 if TYPE_CHECKING:
     from pex.services.run import RunResult

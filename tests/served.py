@@ -13,6 +13,7 @@ import pandas as pd
 from pex.cli.main import main
 from pex.experiment.simulate import SimulatedExperiment, simulate
 from pex.policy.base import Policy
+from pex.policy.constant import ConstantPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TREE = ROOT / "policies" / "notification_cadence-tree-example.json"
@@ -33,7 +34,7 @@ def served_tree(exploration: float = 0.2) -> Policy:
 
 def constant(arm: str, arms: list[str], name: str | None = None) -> Policy:
     """All units get ``arm``."""
-    return Policy(kind="constant", name=name or f"all-{arm}", arms=list(arms), default_arm=arm, experiment=NAME)
+    return ConstantPolicy(name=name or f"all-{arm}", arms=list(arms), default_arm=arm, experiment=NAME)
 
 
 def live_units(n: int, seed: int) -> SimulatedExperiment:

@@ -68,6 +68,7 @@ def _add_import(root: Path, module: str, line: str) -> None:
     ("pex.experiment.data", "import pex.policy.base", "Layers"),
     ("pex.policy.base", "import pex.hte.learners", "What serving loads"),
     ("pex.policy.value", "from pex.evaluation import comparison", "What serving loads"),
+    ("pex.policy.records", "import pex.policy.distill", "What serving loads"),
     ("pex.evaluation.comparison", "import pex.store.workspace", "never touch the store"),
     ("pex.online.lifts", "import pex.store.workspace", "never touch the store"),
     ("pex.online.space", "import pex.services.online", "Layers"),
@@ -86,34 +87,6 @@ def test_a_cycle_is_caught(copy: Path):
     _add_import(copy, "pex.experiment.spec", "import pex.experiment.effects")
     found = cycles(copy)
     assert any({"pex.experiment.spec", "pex.experiment.effects"} <= c for c in found)
-
-
-def test_old_flat_module_paths_still_import_as_the_same_modules():
-    import importlib
-
-    from pex.compat import OLD_PATHS
-
-    for old, new in OLD_PATHS.items():
-        assert importlib.import_module(old) is importlib.import_module(new), old
-    from pex.spec import load_spec  # the README's Python API of pex 0.1
-
-    assert load_spec is importlib.import_module("pex.experiment.spec").load_spec
-    assert importlib.import_module("pex.spec").__spec__.name == "pex.experiment.spec"  # reload still reloads it
-    # modules of pex 0.1 that became packages keep their names
-    from pex.hte import EffectModel, fit_effects, predict
-    from pex.policy import MAX_TREE_DEPTH, Policy
-    from pex.report import render_report
-    from pex.store import Workspace, default_home
-
-    new = {name: importlib.import_module(module) for name, module in
-           [("model", "pex.hte.model"), ("learners", "pex.hte.learners"), ("boosting", "pex.hte.boosting"),
-            ("base", "pex.policy.base"), ("html", "pex.report.html"), ("workspace", "pex.store.workspace")]}
-    assert EffectModel is new["model"].EffectModel and fit_effects is new["learners"].fit_effects
-    assert predict is new["boosting"].predict and render_report is new["html"].render_report
-    assert Policy is new["base"].Policy and MAX_TREE_DEPTH == new["base"].MAX_TREE_DEPTH == 12
-    assert Workspace is new["workspace"].Workspace and default_home is new["workspace"].default_home
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        importlib.import_module("pex.store").nope  # noqa: B018
 
 
 def test_serving_a_value_policy_imports_no_training_code():

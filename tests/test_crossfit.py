@@ -9,7 +9,8 @@ import pex
 from pex.errors import PexError
 from pex.evaluation.comparison import compare
 from pex.experiment.simulate import simulate
-from pex.policy import RoutingPolicy
+from pex.policy.routing import RoutingPolicy
+from pex.policy.value import ValuePolicy
 from pex.services.crossfit import CrossFit, Folds
 from pex.services.policies import load_fit
 from pex.store.workspace import Workspace
@@ -41,7 +42,7 @@ def test_every_unit_is_decided_by_the_half_policy_that_never_saw_it(pipeline_run
         for fit, route in zip(halves, policy.routes):
             held = fit.evaluation().frame
             # the route serving a fit's held-out units is the one built from that fit (its value model or its lineage)
-            built_by = route.value_model["fit"] if route.value_model else route.lineage["fit_run"]
+            built_by = route.value_model["fit"] if isinstance(route, ValuePolicy) else route.lineage["fit_run"]
             assert built_by == fit.record.id, policy.name
             assert np.array_equal(policy.greedy_arms(held), route.greedy_arms(held)), policy.name
 
@@ -149,7 +150,7 @@ def _half_policy(frame, name: str):
     """A data-adaptive tree from one half's units: treat the units up to the age cut (a decile) whose inverse-
     propensity estimate of revenue minus complaints (each in standard deviations) is best there; 5% exploration.
     The cut moves with the noise of each half, and with it the policy's true harm."""
-    from pex.policy import TreePolicy
+    from pex.policy.tree import TreePolicy
 
     score = (frame["revenue"] / frame["revenue"].std() - frame["complaints"] / frame["complaints"].std()).to_numpy()
     treated = (frame["arm"] == "treat").to_numpy()

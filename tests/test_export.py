@@ -12,7 +12,9 @@ import pytest
 
 from pex.cli.main import main
 from pex.experiment.simulate import simulate
-from pex.policy.base import Policy, constant_policy
+from pex.policy.base import Policy
+from pex.policy.constant import constant_policy
+from pex.policy.sql import policy_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "policies" / "notification_cadence-tree-example.json"
@@ -41,7 +43,7 @@ def run_sql(expression: str, frame: pd.DataFrame) -> np.ndarray:
 
 
 def sql_arms(policy: Policy, frame: pd.DataFrame) -> np.ndarray:
-    return run_sql(policy.sql_case(), frame)
+    return run_sql(policy_sql(policy), frame)
 
 
 def pex_arms(policy: Policy, frame: pd.DataFrame) -> np.ndarray:

@@ -26,7 +26,8 @@ from pex.experiment.data import validate
 from pex.experiment.simulate import simulate
 from pex.experiment.spec import load_spec
 from pex.hte.learners import fit_effects
-from pex.policy.base import Policy, constant_policy
+from pex.policy.base import Policy
+from pex.policy.constant import constant_policy
 from pex.policy.onnx import policy_onnx
 from pex.policy.value import build_value_policy
 from pex.services.models import effect_model_by_id

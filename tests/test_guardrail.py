@@ -139,12 +139,13 @@ def test_policy_harm_bounds_cover_the_true_harm():
     from pex.experiment.features import FeatureEncoder
     from pex.experiment.guardrail import rules_for
     from pex.experiment.simulate import policy_truth, simulate
-    from pex.policy.base import Policy
+    from pex.policy.constant import ConstantPolicy
+    from pex.policy.tree import TreePolicy
 
-    tree = Policy(name="t", arms=["control", "treat"], default_arm="control", kind="tree", exploration=0.05,
+    tree = TreePolicy(name="t", arms=["control", "treat"], default_arm="control", exploration=0.05,
                   tree={"feature": "platform", "op": "in", "value": ["android"], "missing": "right",
                         "left": {"arm": "control"}, "right": {"arm": "treat"}})
-    everyone = Policy(name="all", arms=["control", "treat"], default_arm="treat", kind="constant")
+    everyone = ConstantPolicy(name="all", arms=["control", "treat"], default_arm="treat")
     big = simulate(400_000, scenario="segment_harm", seed=10_001)
     truth = {p.name: policy_truth(p, big)["harm"]["complaints"] for p in (tree, everyone)}
     upper_hits = {name: [] for name in truth}

@@ -28,7 +28,8 @@ from bench.guardrails import (
     wilson,
 )
 from pex.experiment.simulate import SimulatedExperiment, constrained_oracle, distribution_truth, policy_truth, simulate
-from pex.policy.base import Policy, constant_policy
+from pex.policy.constant import constant_policy
+from pex.policy.tree import TreePolicy
 
 GUARDED = ["segment_harm", "aligned_harm", "notification_cadence"]
 
@@ -74,8 +75,8 @@ def test_all_control_has_no_harm_and_no_gain(draws, scenario):
 def test_policy_arms_in_any_order_and_unknown_arms(draws):
     sim = draws["segment_harm"]
     tree = {"feature": "platform", "op": "in", "value": ["android"], "left": {"arm": "control"}, "right": {"arm": "treat"}}
-    a = Policy(name="a", arms=["control", "treat"], default_arm="treat", kind="tree", tree=tree, exploration=0.1)
-    b = Policy(name="b", arms=["treat", "control"], default_arm="treat", kind="tree", tree=tree, exploration=0.1)
+    a = TreePolicy(name="a", arms=["control", "treat"], default_arm="treat", tree=tree, exploration=0.1)
+    b = TreePolicy(name="b", arms=["treat", "control"], default_arm="treat", tree=tree, exploration=0.1)
     assert policy_truth(a, sim)["harm"] == pytest.approx(policy_truth(b, sim)["harm"])
     with pytest.raises(ValueError, match="does not know"):
         policy_truth(constant_policy(["control", "daily"], "daily"), sim)
@@ -223,7 +224,7 @@ def test_run_case_records_one_experiment_without_the_pipeline(monkeypatch, tmp_p
     from bench import guardrails
 
     tree = {"feature": "platform", "op": "in", "value": ["android"], "left": {"arm": "control"}, "right": {"arm": "treat"}}
-    policy = Policy(name="stub-tree", arms=["control", "treat"], default_arm="treat", kind="tree", tree=tree, exploration=0.05)
+    policy = TreePolicy(name="stub-tree", arms=["control", "treat"], default_arm="treat", tree=tree, exploration=0.05)
     seen = {}
 
     class Result:

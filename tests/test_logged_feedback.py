@@ -18,6 +18,7 @@ from served import NAME, constant, decision_rows, live_units, realised, served_t
 
 from pex.cli.main import main
 from pex.policy.base import Policy
+from pex.policy.tree import TreePolicy
 from pex.store.workspace import Workspace
 
 N_LIVE = 20_000
@@ -60,7 +61,7 @@ def served(tmp_path_factory, ingested_template):
 
 def _other_tree() -> Policy:
     """A candidate unlike the served tree: daily for the young, weekly for the rest."""
-    return Policy(kind="tree", name="young-daily", arms=["control", "daily", "weekly"], default_arm="control",
+    return TreePolicy(name="young-daily", arms=["control", "daily", "weekly"], default_arm="control",
                   experiment=NAME, tree={"feature": "age", "op": "<=", "value": 30, "missing": "right",
                                          "left": {"arm": "daily"}, "right": {"arm": "weekly"}})
 

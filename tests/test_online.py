@@ -20,7 +20,7 @@ from pex.experiment.simulate import distribution_truth, simulate
 from pex.online.choice import choose_best
 from pex.online.lifts import MetricGoal, measure_round
 from pex.online.space import OnlineSpace
-from pex.policy.base import constant_policy
+from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
 from pex.services import online
 from pex.services.decision_log import DecisionLog

@@ -15,6 +15,8 @@ from pex.errors import PexError
 from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS
 from pex.experiment.simulate import simulate, write_product_export
 from pex.policy.base import Policy
+from pex.policy.constant import ConstantPolicy
+from pex.policy.value import ValuePolicy
 from pex.services.run import RunOptions
 
 SCHEMA = json.loads(resources.files("pex").joinpath("schemas/summary.schema.json").read_text())
@@ -53,7 +55,7 @@ def test_every_policy_file_loads_and_the_recommended_one_is_among_them(pipeline_
     assert routed == {"tree", "value"}
     assert any(p["name"].startswith("exp-pareto-") for p in pipeline_run.summary["policies"])
     models = {r.value_model["fit"]: r.model for p in pipeline_run.policy_objects.values()
-              for r in getattr(p, "routes", ()) if r.value_model}
+              for r in getattr(p, "routes", ()) if isinstance(r, ValuePolicy)}
     assert len(models) == 2  # one effect model per half fit
     for entry in pipeline_run.summary["policies"]:
         doc = json.loads((pipeline_run.out / entry["file"]).read_text())
@@ -71,7 +73,7 @@ def test_the_trade_off_scenario_never_recommends_a_truly_harmful_policy(pipeline
     rec = pipeline_run.summary["recommendation"]
     truth = policy_truth(pipeline_run.policy(), sim)
     assert truth["harm"]["unsubscribes"] <= 0.05, (rec, truth)
-    daily = policy_truth(Policy(name="d", arms=["control", "daily", "weekly"], default_arm="daily"), sim)
+    daily = policy_truth(ConstantPolicy(name="d", arms=["control", "daily", "weekly"], default_arm="daily"), sim)
     assert daily["harm"]["unsubscribes"] > 0.15  # the scenario's trade-off
     if rec["verdict"] == "keep_control":
         assert rec["cannot_certify"] is True
@@ -118,7 +120,7 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     oracle = constrained_oracle(big)
     assert truth["harm"]["complaints"] <= 0.10
     assert truth["gain"] >= 0.5 * oracle["gain"], (truth["gain"], oracle["gain"])
-    treat_all = policy_truth(Policy(name="t", arms=["control", "treat"], default_arm="treat"), big)
+    treat_all = policy_truth(ConstantPolicy(name="t", arms=["control", "treat"], default_arm="treat"), big)
     assert treat_all["harm"]["complaints"] > 0.10
     entry = next(p for p in result.summary["policies"] if p["name"] == "seg-all-treat")
     assert entry["certification"] in ("screened out", "not certified")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from pex.experiment.simulate import simulate
-from pex.policy.base import Policy, PolicyError, constant_policy, uniform_policy
+from pex.policy.base import Policy, PolicyError
+from pex.policy.constant import constant_policy, uniform_policy
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
 

@@ -15,9 +15,18 @@ import pytest
 
 from pex.experiment.simulate import simulate
 from pex.experiment.split import evaluation_mask, keyed_uniform
-from pex.policy import ConstantPolicy, Policy, PolicyError, TreePolicy, ValuePolicy, constant_policy, uniform_policy
-from pex.policy.base import kind_class
-from pex.policy.value import arm_scores, best_treated, budget_bar, choose_arms, linear_quantile, scores_from_effects
+from pex.policy.base import Policy, PolicyError, kind_class
+from pex.policy.constant import ConstantPolicy, constant_policy, uniform_policy
+from pex.policy.tree import TreePolicy
+from pex.policy.value import (
+    ValuePolicy,
+    arm_scores,
+    best_treated,
+    budget_bar,
+    choose_arms,
+    linear_quantile,
+    scores_from_effects,
+)
 from pex.search.tuning import TuningProblem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +57,10 @@ def _value_doc(min_score: float | None = 0.1) -> dict:
 def test_each_kind_is_its_own_registered_class(doc):
     assert kind_class("constant") is ConstantPolicy and kind_class("tree") is TreePolicy and kind_class("value") is ValuePolicy
     assert isinstance(Policy.from_document(doc), TreePolicy)
-    assert isinstance(Policy(name="c", arms=["a", "b"], default_arm="b"), ConstantPolicy)  # the old default kind
-    assert isinstance(Policy(name="t", arms=["a"], default_arm="a", kind="tree", tree={"arm": "a"}), TreePolicy)
+    common = {"format": "pex.policy/1", "name": "c", "arms": ["a", "b"], "default_arm": "b"}
+    assert isinstance(Policy.from_document(common), ConstantPolicy)  # a document without a kind is a constant policy
+    with pytest.raises(PolicyError, match="Policy is the base of the policy kinds"):
+        Policy(name="p", arms=["a"], default_arm="a")
     assert Policy.from_document(_value_doc(), lambda vm: None).kind == "value"
     assert [p.kind for p in (constant_policy(["a", "b"], "a"), uniform_policy(["a", "b"]))] == ["constant", "constant"]
 
@@ -81,8 +92,11 @@ def test_kinds_own_their_description():
 ])
 def test_a_document_mixing_kinds_is_rejected(kind, key, value, message):
     extra = {"tree": {"arm": "a"}} if kind == "tree" else {}
-    with pytest.raises(PolicyError, match=message):
-        Policy(name="x", arms=["a"], default_arm="a", kind=kind, **extra, **{key: value})
+    doc = {"format": "pex.policy/1", "name": "x", "arms": ["a"], "default_arm": "a", "kind": kind, **extra}
+    with pytest.raises(PolicyError, match=message) as info:
+        Policy.from_document({**doc, key: value})
+    assert info.value.hint
+    assert Policy.from_document({**doc, key: None}).kind == kind  # a null key of another kind is absent
 
 
 # -- immutability ------------------------------------------------------------------------------------------------
@@ -171,7 +185,7 @@ def test_draws_are_the_same_in_a_fresh_process(doc):
     arms, propensity = policy.decide(frame, units, salt="s")
     script = (
         "import json, sys, pandas as pd\n"
-        "from pex.policy import Policy\n"
+        "from pex.policy.base import Policy\n"
         "frame = pd.DataFrame(json.loads(sys.argv[1]))\n"
         "policy = Policy.from_json(sys.argv[2]).replace(exploration=0.5)\n"
         "arms, p = policy.decide(frame, json.loads(sys.argv[3]), salt='s')\n"

@@ -12,6 +12,7 @@ import pytest
 from pex.experiment.features import FeatureEncoder
 from pex.policy.base import Policy
 from pex.policy.policy_tree import PolicyTreeFit, candidate_thresholds, fit_policy_tree, to_policy_node
+from pex.policy.tree import TreePolicy
 
 KINDS = {"x0": "numeric", "x1": "categorical", "noise_num": "numeric", "noise_cat": "categorical"}
 
@@ -181,8 +182,7 @@ def _serving_frames(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _round_trip(fit: PolicyTreeFit, encoder: FeatureEncoder, arms: list[str], frame: pd.DataFrame) -> None:
-    policy = Policy(name="reward-tree", arms=arms, default_arm=arms[0], kind="tree",
-                    tree=to_policy_node(fit.node, encoder, arms))
+    policy = TreePolicy(name="reward-tree", arms=arms, default_arm=arms[0], tree=to_policy_node(fit.node, encoder, arms))
     restored = Policy.from_json(policy.to_json())
     expected = fit.apply(encoder.transform(frame))
     np.testing.assert_array_equal(policy.greedy_arms(frame), expected)

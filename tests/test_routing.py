@@ -12,8 +12,12 @@ import pytest
 from pex.errors import DataError
 from pex.experiment.simulate import simulate
 from pex.experiment.split import evaluation_mask, hash_interval_mask, split_key
-from pex.policy import Policy, PolicyError, RoutingPolicy, TreePolicy, constant_policy
-from pex.policy.routing import routing_policy
+from pex.policy.base import Policy, PolicyError
+from pex.policy.constant import constant_policy
+from pex.policy.records import check_record
+from pex.policy.routing import RoutingPolicy, routing_policy
+from pex.policy.sql import policy_sql
+from pex.policy.tree import TreePolicy
 
 ARMS = ["control", "treat"]
 
@@ -65,7 +69,7 @@ def test_decide_records_and_one_are_decide_by_unit(data):
     policy = _two_trees()
     rows = data.iloc[:400]
     arms, propensity = policy.decide(rows, rows["user_id"])
-    records = [policy.check_record({"age": a}) for a in rows["age"]]
+    records = [check_record(policy, {"age": a}) for a in rows["age"]]
     arms_r, propensity_r = policy.decide_records(records, list(rows["user_id"]))
     assert list(arms) == list(arms_r) and np.allclose(propensity, propensity_r)
     for i in range(0, 400, 7):
@@ -123,7 +127,7 @@ def test_what_a_routing_policy_cannot_do(data):
     with pytest.raises(DataError, match="no column 'user_id'"):
         policy.greedy_arms(data.drop(columns=["user_id"]))
     with pytest.raises(PolicyError, match="SQL cannot compute"):
-        policy.sql_case()
+        policy_sql(policy)
     nested = policy.to_document()
     nested["routing"]["routes"][0]["policy"] = policy.to_document()
     with pytest.raises(PolicyError, match="itself a routing policy"):

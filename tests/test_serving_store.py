@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from pex.errors import NotFoundError, PexError
 from pex.experiment.split import keyed_hash
 from pex.policy.base import Policy
+from pex.policy.records import check_record
 from pex.services.decision_log import DecisionLog
 from pex.store.workspace import Workspace
 
@@ -154,7 +155,7 @@ def test_decide_records_equals_decide_on_frames_for_random_trees(sim):
                                        "exploration": 0.3, "tree": tree})
         sent = [{c: (None if pd.isna(v) else v) for c, v in row.items() if c != "user_id"}
                 for row in frame.to_dict("records")]
-        records = [policy.check_record(s) for s in sent]
+        records = [check_record(policy, s) for s in sent]
         arms, p = policy.decide_records(records, list(frame["user_id"]))
         want_arms, want_p = policy.decide(frame.assign(country=frame["country"].map(
             lambda v: v if v is None or isinstance(v, str) else str(v))), frame["user_id"])
@@ -182,11 +183,11 @@ def test_value_policy_records_decide_as_its_frames_do_with_holes(served):
             frame.loc[holes, column] = None
             frame.loc[rng.random(len(frame)) < 0.05, column] = " never-seen "
     sent = [{c: (None if pd.isna(v) else v) for c, v in row.items() if c != "user_id"} for row in frame.to_dict("records")]
-    arms, p = policy.replace(exploration=0.2).decide_records([policy.check_record(s) for s in sent], list(frame["user_id"]))
+    arms, p = policy.replace(exploration=0.2).decide_records([check_record(policy, s) for s in sent], list(frame["user_id"]))
     want_arms, want_p = policy.replace(exploration=0.2).decide(frame, frame["user_id"])
     np.testing.assert_array_equal(arms, want_arms)
     np.testing.assert_allclose(p, want_p)
     explored = policy.replace(exploration=0.2)
-    one = [explored.decide_one(explored.check_record(s), u) for s, u in zip(sent[:300], frame["user_id"][:300])]
+    one = [explored.decide_one(check_record(explored, s), u) for s, u in zip(sent[:300], frame["user_id"][:300])]
     assert one == list(zip(want_arms[:300], want_p[:300]))
     ws.close()

@@ -18,7 +18,9 @@ from pex.experiment.simulate import (
     population_ate,
     simulate,
 )
-from pex.policy.base import Policy, constant_policy
+from pex.policy.base import Policy
+from pex.policy.constant import constant_policy
+from pex.policy.tree import TreePolicy
 
 
 def test_observed_outcomes_are_the_assigned_arms_potential_outcomes(sim):
@@ -88,7 +90,7 @@ def aligned() -> SimulatedExperiment:
 
 def withhold_from_android(arms: list[str], exploration: float = 0.05) -> Policy:
     """The depth-1 tree that serves control on Android and treat elsewhere (missing platform: treat)."""
-    return Policy(name="no-treat-on-android", arms=arms, default_arm="treat", kind="tree", exploration=exploration,
+    return TreePolicy(name="no-treat-on-android", arms=arms, default_arm="treat", exploration=exploration,
                   tree={"feature": "platform", "op": "in", "value": ["android"], "left": {"arm": "control"}, "right": {"arm": "treat"}})
 
 

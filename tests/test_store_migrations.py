@@ -1,5 +1,5 @@
-"""Schema migrations: a workspace of the release before migrations is checked and upgraded, a new one is made
-at head, one newer than this code (or unrecognisable) is refused untouched; reads take no lock; atomic files."""
+"""Schema migrations: a new workspace is made at head, one at an older revision is read as it stands and upgraded
+keeping its rows, one newer than this code (or unrecognisable) is refused untouched; reads take no lock; atomic files."""
 
 from __future__ import annotations
 
@@ -10,26 +10,46 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from pex.errors import StoreError
 from pex.files import replacing, write_atomic, write_folder_atomic
+from pex.policy.constant import constant_policy
 from pex.store import migrate
-from pex.store.schema import VERSION_TABLE, metadata, schema_info
+from pex.store.schema import VERSION_TABLE, metadata
 from pex.store.workspace import Workspace
 from tests.conftest import snapshot
+from tests.served import ingest
 
-OLD = Path(__file__).resolve().parent / "fixtures" / "old_workspace"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    """A workspace with rows in the tables of every revision's kind: an experiment of 2,000 units ingested and
+    analysed, a fit (a stand-in folder of two tiny files: opening a workspace never reads them), two versions of
+    a policy and a run (never modify it)."""
+    base = tmp_path_factory.mktemp("made")
+    ingest(base / "exp", base / "ws")
+    with Workspace(base / "ws") as ws:
+        _, dv = ws.load_dataset("exp")
+        ws.put_analysis("exp", dv.id, {"srm": {"ok": True}})
+        fit = ws.put_fit(dv.id, "t", {"manifest.json": '{"stand_in": true}\n', "models/0000.txt": "tree\n"},
+                         {"holdout": {"share": 0.25, "seed": 0}, "learner": "t"})
+        for value in (0.0, 0.1):  # versions 1 and 2
+            doc = constant_policy(["control", "daily", "weekly"], "control", name="exp-all-control").to_document()
+            ws.put_policies("exp", [(doc, {"value": {"sessions": value}})], fit_id=fit.id)
+        ws.put_run("exp", {"experiment": "exp", "recommendation": {"policy": "exp-all-control"}}, fit_id=fit.id)
+    return base / "ws"
+
+
 @pytest.fixture
-def old_home(tmp_path) -> Path:
-    """A private copy of the workspace made by the release before migrations (tests/fixtures/make_old_workspace.py)."""
-    home = tmp_path / "old"
-    shutil.copytree(OLD, home)
-    return home
+def home_copy(made, tmp_path) -> Path:
+    """A private copy of :func:`made`."""
+    shutil.copytree(made, tmp_path / "ws")
+    return tmp_path / "ws"
 
 
 @pytest.fixture
@@ -55,71 +75,6 @@ def sqlite_url(home: Path) -> str:
     return f"sqlite:///{home / 'pex.db'}"
 
 
-def test_the_fixture_is_a_release_1_workspace(old_home):
-    con = sqlite3.connect(old_home / "pex.db")  # never the fixture itself: opening a WAL database leaves files
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert VERSION_TABLE not in tables and set(migrate.RELEASE_1_TABLES) <= tables
-        assert con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall() == [("1",)]
-    finally:
-        con.close()
-
-
-def test_old_workspace_is_read_as_it_stands_without_a_lock_or_a_write(old_home):
-    before = snapshot(old_home)
-    with Workspace(old_home, create=False) as ws:
-        assert ws.schema.kind == "release-1"
-        assert [e["name"] for e in ws.list_experiments()] == ["exp"]
-        dataset, dv = ws.load_dataset("exp")
-        assert dataset.n_units == dv.n_units == 2000
-        assert ws.get_policy("exp-all-daily").version == 2
-        assert ws.latest_run("exp")["recommendation"] == {"policy": "exp-all-control"}
-    assert snapshot(old_home) == before
-    assert not (old_home / ".lock").exists()
-
-
-def test_old_workspace_is_upgraded_to_head_and_keeps_its_data(old_home):
-    with Workspace(old_home, create=False) as ws:  # what release 1 stored, read before the upgrade
-        expected = {
-            "experiments": ws.list_experiments(),
-            "versions": [v.to_dict() for v in ws.list_dataset_versions("exp")],
-            "policies": [(p.name, p.version, p.document, p.evaluation, p.fit_id) for p in ws.list_policies("exp")],
-            "v1": ws.get_policy("exp-all-control", version=1).evaluation,
-            "fit": ws.get_fit("exp"),
-            "analysis": ws.latest_analysis("exp"),
-            "run": ws.latest_run("exp"),
-        }
-        frame = ws.load_dataset("exp")[0].frame
-    with Workspace(old_home) as ws:
-        assert ws.schema.kind == "release-1"  # what it found, and then stamped
-        assert revisions(sqlite_url(old_home)) == [migrate.head_revision()]
-        assert ws.list_experiments() == expected["experiments"]
-        assert [v.to_dict() for v in ws.list_dataset_versions("exp")] == expected["versions"]
-        assert [(p.name, p.version, p.document, p.evaluation, p.fit_id) for p in ws.list_policies("exp")] \
-            == expected["policies"]
-        assert [p.version for p in ws.list_policies("exp")] == [2, 2]
-        assert ws.get_policy("exp-all-control", version=1).evaluation == expected["v1"]
-        assert ws.get_fit("exp") == expected["fit"]
-        assert ws.read_fit_file(expected["fit"][0], "manifest.json") == '{"stand_in": true}\n'
-        assert ws.latest_analysis("exp") == expected["analysis"] and ws.latest_run("exp") == expected["run"]
-        assert ws.load_dataset("exp")[0].frame.equals(frame)
-        # and it is writable as any workspace
-        doc = ws.get_policy("exp-all-daily").document
-        assert ws.put_policies("exp", [(doc, None)])[0].version == 3
-    with sqlite3.connect(old_home / "pex.db") as con:
-        assert con.execute("SELECT value FROM schema_info WHERE key = 'schema_version'").fetchall() == [("1",)]
-
-
-def test_reopening_an_upgraded_workspace_is_a_no_op(old_home):
-    Workspace(old_home).close()
-    before = snapshot(old_home)
-    for create in (True, False):
-        with Workspace(old_home, create=create) as ws:
-            assert ws.schema.kind == "revision" and ws.schema.revision == migrate.head_revision()
-            ws.list_experiments()
-    assert snapshot(old_home) == before
-
-
 @pytest.mark.parametrize("database", BACKENDS, indirect=True)
 def test_a_new_workspace_is_created_at_head_and_matches_the_tables_the_code_uses(database):
     home, url = database
@@ -128,27 +83,38 @@ def test_a_new_workspace_is_created_at_head_and_matches_the_tables_the_code_uses
         assert revisions(url) == [migrate.head_revision()]
         with ws.engine.connect() as conn:
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
-            assert conn.execute(sa.select(schema_info.c.value)).scalars().all() == ["1"]
     # Alembic leaves its own table out of the comparison, so the metadata's copy of it shows as "missing"
     assert [d for d in diffs if not (d[0] == "add_table" and d[1].name == VERSION_TABLE)] == []
 
 
 @pytest.mark.parametrize("database", BACKENDS, indirect=True)
-def test_a_release_1_database_is_stamped_keeping_its_rows(database):
-    """What release 1 did on first open (create_all, then the schema_version row), then today's code."""
+def test_a_database_at_an_older_revision_is_read_as_it_stands_then_upgraded_keeping_its_rows(database):
     home, url = database
     engine = sa.create_engine(url)
-    release_1 = [t for t in metadata.sorted_tables if t.name in migrate.RELEASE_1_TABLES]
-    metadata.create_all(engine, tables=release_1)
     with engine.begin() as conn:
-        conn.execute(schema_info.insert().values(key="schema_version", value="1"))
+        command.upgrade(migrate.alembic_config(conn), "0001")
         conn.execute(sa.text("INSERT INTO experiments (name, description, owner, spec, created_at, updated_at) "
                              "VALUES ('kept', '', '', '{}', '2026-01-01', '2026-01-01')"))
     engine.dispose()
+    with Workspace(home, database_url=url, create=False) as ws:  # read-only: the older tables read the same
+        assert (ws.schema.kind, ws.schema.revision) == ("revision", "0001")
+        assert [e["name"] for e in ws.list_experiments()] == ["kept"]
+    assert revisions(url) == ["0001"]
     with Workspace(home, database_url=url) as ws:
-        assert ws.schema.kind == "release-1"
+        assert (ws.schema.kind, ws.schema.revision) == ("revision", "0001")  # what it found, and then upgraded
         assert [e["name"] for e in ws.list_experiments()] == ["kept"]
     assert revisions(url) == [migrate.head_revision()]
+    with Workspace(home, database_url=url) as ws:
+        assert (ws.schema.kind, ws.schema.revision) == ("revision", migrate.head_revision())
+
+
+def test_reopening_a_workspace_at_head_is_a_no_op(home_copy):
+    before = snapshot(home_copy)
+    for create in (True, False):
+        with Workspace(home_copy, create=create) as ws:
+            assert ws.schema.kind == "revision" and ws.schema.revision == migrate.head_revision()
+            ws.list_experiments()
+    assert snapshot(home_copy) == before
 
 
 def _stamp_unknown(url: str) -> None:
@@ -172,31 +138,29 @@ def test_a_database_at_an_unknown_revision_is_refused_and_left_untouched(databas
     assert revisions(url) == ["9999_from_the_future"]
 
 
-def test_refusing_leaves_the_sqlite_file_byte_for_byte_unchanged(old_home):
-    Workspace(old_home).close()
-    _stamp_unknown(sqlite_url(old_home))
-    before = snapshot(old_home)
+def test_refusing_leaves_the_sqlite_file_byte_for_byte_unchanged(home_copy):
+    _stamp_unknown(sqlite_url(home_copy))
+    before = snapshot(home_copy)
     with pytest.raises(StoreError, match="does not know"):
-        Workspace(old_home)
-    assert snapshot(old_home) == before and not (old_home / "pex.db-wal").exists()
+        Workspace(home_copy)
+    assert snapshot(home_copy) == before and not (home_copy / "pex.db-wal").exists()
 
 
-@pytest.mark.parametrize(("sql", "message"), [
-    ("ALTER TABLE runs ADD COLUMN extra TEXT", r"tables do not match it: runs \(missing: -; unexpected: extra\)"),
-    ("DROP TABLE runs", r"runs \(missing: created_at, experiment, fit_id, id, summary"),
-    ("UPDATE schema_info SET value = '7'", "has schema_version '7'"),
-    ("DROP TABLE schema_info", "no schema_info or alembic_version table"),
+@pytest.mark.parametrize("sql", [
+    # what pex wrote before the schema had migrations: its tables and a schema_info row, no revision
+    f"DROP TABLE {VERSION_TABLE}",
+    f"DROP TABLE {VERSION_TABLE}; DROP TABLE schema_info",
 ])
-def test_an_unrecognisable_database_is_refused_and_left_untouched(old_home, sql, message):
-    with sqlite3.connect(old_home / "pex.db") as con:
-        con.execute(sql)
+def test_pex_like_tables_without_a_revision_are_refused_and_left_untouched(home_copy, sql):
+    with sqlite3.connect(home_copy / "pex.db") as con:
+        con.executescript(sql)
     con.close()
-    before = snapshot(old_home)
+    before = snapshot(home_copy)
     for create in (True, False):
-        with pytest.raises(StoreError, match=message) as info:
-            Workspace(old_home, create=create)
-        assert info.value.hint
-    assert snapshot(old_home) == before
+        with pytest.raises(StoreError, match=f"has tables named like pex's .* but no {VERSION_TABLE} table") as info:
+            Workspace(home_copy, create=create)
+        assert "PEX_HOME" in info.value.hint
+    assert snapshot(home_copy) == before
 
 
 def test_revision_row_without_tables_is_refused(tmp_path):
@@ -209,22 +173,21 @@ def test_revision_row_without_tables_is_refused(tmp_path):
         Workspace(home)
 
 
-def test_reads_and_opens_take_no_lock(old_home, monkeypatch):
+def test_reads_and_opens_take_no_lock(home_copy, monkeypatch):
     def refuse(self):
         raise AssertionError("a read took the workspace lock")
 
-    Workspace(old_home).close()  # upgraded: a writable open at head takes no lock either
     monkeypatch.setattr(Workspace, "_lock", refuse)
-    for create in (True, False):
-        with Workspace(old_home, create=create) as ws:
-            ws.list_experiments()
-            ws.load_dataset("exp")
+    for create in (True, False):  # at head, a writable open takes no lock either
+        with Workspace(home_copy, create=create) as ws:
+            assert [e["name"] for e in ws.list_experiments()] == ["exp"]
+            assert ws.load_dataset("exp")[0].n_units == 2000
             fit, _ = ws.get_fit("exp")
-            ws.find_fit(fit.id)
-            ws.get_policy("exp-all-control")
-            ws.list_policies("exp")
-            ws.latest_run("exp")
-            ws.latest_analysis("exp")
+            assert ws.find_fit(fit.id)[0].id == fit.id
+            assert ws.get_policy("exp-all-control").version == 2
+            assert [p.version for p in ws.list_policies("exp")] == [2]
+            assert ws.latest_run("exp")["recommendation"] == {"policy": "exp-all-control"}
+            assert ws.latest_analysis("exp") is not None
 
 
 # -- pex.files ---------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pex.hte.learners import fit_effects
 from pex.hte.model import EffectModel
 from pex.policy.base import Policy, PolicyError
 from pex.policy.distill import _fit_tree, distill
+from pex.policy.tree import TreePolicy
 from pex.policy.value import build_value_policy, objective, scores_from_effects
 
 N_BUILD = 50_000
@@ -211,7 +212,7 @@ def test_tree_document_matches_the_fitted_sklearn_tree_on_100k_rows(built):
         rows = simulate(100_000, scenario="notification_cadence", seed=8, missing_rate=0.2).data
         rows.loc[rows.index[:500], "country"] = "ZZ"  # never seen in training
         expected = np.array([leaf_arm[leaf] for leaf in tree.apply(enc.transform(rows, strict=False))])
-        doc = Policy(name="t", arms=policy.arms, default_arm="control", kind="tree", tree=doc_tree)
+        doc = TreePolicy(name="t", arms=policy.arms, default_arm="control", tree=doc_tree)
         assert np.array_equal(doc.greedy_arms(rows), expected)
 
 

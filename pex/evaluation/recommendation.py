@@ -57,7 +57,8 @@ from pex.evaluation.comparison import EvaluationData, action_distribution, harm_
 from pex.evaluation.procedures import CERTIFICATION, CERTIFICATIONS, PROCEDURE, certified_text
 from pex.experiment.guardrail import ALPHA, Harm, tail_level
 from pex.experiment.spec import ExperimentSpec
-from pex.policy.base import Policy, constant_policy
+from pex.policy.base import Policy
+from pex.policy.constant import constant_policy
 
 UNIFORM_EXPLORATION = 1.0
 

@@ -1,7 +1,7 @@
 """What a fitted effect model says: leaderboard, heterogeneity verdicts, segments, importance.
 
 ``fit_summary`` gathers everything the CLI prints and the store keeps about
-one :func:`pex.hte.fit_effects` run as plain JSON-able data.
+one :func:`pex.hte.learners.fit_effects` run as plain JSON-able data.
 """
 
 from __future__ import annotations

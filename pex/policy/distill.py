@@ -35,8 +35,9 @@ import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
 from pex.experiment.features import FeatureEncoder
-from pex.policy.base import Policy, PolicyError, TreePolicy
+from pex.policy.base import Policy, PolicyError
 from pex.policy.constrained import Constraint, choose_constrained, group_chooser
+from pex.policy.tree import TreePolicy
 
 DEPTHS = (1, 2, 3, 4)
 

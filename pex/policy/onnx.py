@@ -34,7 +34,8 @@ from onnx import TensorProto, helper
 
 from pex.errors import PexError
 from pex.hte.onnx_graph import ML_DOMAIN, ML_OPSET, OPSET, GraphBuilder, effect_outputs
-from pex.policy.base import Policy, TreePolicy
+from pex.policy.base import Policy
+from pex.policy.tree import TreePolicy
 from pex.policy.value import ValuePolicy
 from pex.version import __version__
 

@@ -14,7 +14,7 @@ Two uses share the kind:
   come from models that never saw it, so the policy can be certified on all of them.
 * **Live rounds** (the online loop): candidate policies as the arms of a new test.
 
-Exploration is the routing policy's own, drawn under its own name and version (:data:`pex.policy.base.DRAW_RULE`),
+Exploration is the routing policy's own, drawn under its own name and version (:data:`pex.policy.draws.DRAW_RULE`),
 and every route must have the same arms and exploration, so a decision's propensity is the
 routing policy's whichever route served it.
 """
@@ -31,7 +31,7 @@ import pandas as pd
 
 from pex.errors import DataError
 from pex.experiment.split import hash_interval_mask, keyed_hash
-from pex.policy.base import FORMAT, Policy, PolicyError
+from pex.policy.base import Policy, PolicyError
 
 TILE_TOLERANCE = 1e-9  # how far arcs may miss each other (decimal fractions in JSON) and still tile [0, 1)
 
@@ -137,12 +137,6 @@ class RoutingPolicy(Policy):
         for p in self.routes:
             p._check_values(frame, source)
 
-    def sql_case(self) -> str:
-        """Never: a query cannot compute the SipHash the routes are chosen by."""
-        raise PolicyError(f"policy {self.name!r} routes units by a keyed hash of their id, which SQL cannot compute",
-                          "export one route: `--format json` shows the routes' documents; save one to a file and export "
-                          "that file, or serve the policy with `pex serve`")
-
     # -- decisions -------------------------------------------------------------------
 
     def route_of(self, units: np.ndarray | pd.Series | Sequence[str]) -> np.ndarray:
@@ -204,6 +198,3 @@ def routing_policy(name: str, policies: Sequence[tuple[float, float, Policy]], *
     return RoutingPolicy(name=name, arms=list(first.arms), default_arm=first.default_arm, exploration=first.exploration,
                          experiment=experiment, trained_at=trained_at, lineage=dict(lineage or {}), routing=routing,
                          routes=tuple(p for _s, _h, p in policies))
-
-
-__all__ = ["FORMAT", "RoutingPolicy", "routing_policy"]

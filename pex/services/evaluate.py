@@ -12,6 +12,7 @@ from pex.evaluation.feedback import LoggedFeedback
 from pex.evaluation.logged import value_on_logged
 from pex.experiment.data import read_table
 from pex.policy.base import Policy
+from pex.policy.value import ValuePolicy
 from pex.services.crossfit import CrossFit
 from pex.services.models import load_policy
 from pex.services.outcomes import experiment_spec
@@ -21,7 +22,7 @@ from pex.store.workspace import PolicyRecord, Workspace
 
 def own_fit(policy: Policy, record: PolicyRecord | None) -> str | None:
     """The fit a policy was built from, if it says: its value model's, its stored record's, or its lineage's."""
-    if policy.value_model is not None:
+    if isinstance(policy, ValuePolicy):
         return policy.value_model["fit"]
     if record is not None and record.fit_id:
         return record.fit_id

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pex.errors import PexError
 from pex.policy.base import Policy
+from pex.policy.sql import policy_sql
 from pex.services.models import load_policy
 from pex.store.workspace import Workspace
 
@@ -29,7 +30,7 @@ def export_policy(workspace: Callable[[], Workspace], policy_ref: str, fmt: str)
         return policy.to_json() + "\n", policy
     if fmt == "onnx":
         return _onnx(policy), policy
-    expression = policy.sql_case()
+    expression = policy_sql(policy)
     header = (f"-- pex policy {policy.name} v{policy.version} ({policy.description}): each row's greedy arm.\n"
               f"-- Reads {', '.join(policy.features) or 'no column'}; missing values are NULL and follow the tree's "
               "declared side; category columns hold text labels.\n"

@@ -22,7 +22,8 @@ from pex.errors import DataError, NotFoundError, PexError
 from pex.online.choice import choose_best, judge_round
 from pex.online.lifts import MetricGoal, measure_round
 from pex.online.space import Measurement, OnlineSpace
-from pex.policy.base import Policy, constant_policy
+from pex.policy.base import Policy
+from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
 from pex.services.models import effect_model_by_id
 from pex.services.outcomes import experiment_spec

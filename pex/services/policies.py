@@ -27,10 +27,12 @@ from pex.experiment.guardrail import LADDER_POWERS, POWER, certify_margin, rules
 from pex.experiment.spec import ExperimentSpec
 from pex.hte.learners import TRAINING_FILE
 from pex.hte.model import EffectModel
-from pex.policy.base import Policy, TreePolicy, constant_policy, uniform_policy
+from pex.policy.base import Policy
+from pex.policy.constant import constant_policy, uniform_policy
 from pex.policy.constrained import Constraint, check, choose_constrained
 from pex.policy.distill import DEPTHS, Distillation, distill
 from pex.policy.policy_tree import fit_policy_tree, to_policy_node
+from pex.policy.tree import TreePolicy
 from pex.policy.value import build_value_policy, objective, scores_from_effects
 from pex.services.models import effect_model
 from pex.store.workspace import Workspace

@@ -21,6 +21,7 @@ import numpy as np
 
 from pex.errors import DataError, NotFoundError, PexError
 from pex.policy.base import Policy
+from pex.policy.records import check_record
 from pex.services.decision_log import DecisionLog
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
@@ -157,7 +158,7 @@ class PolicyServer:
         if not isinstance(body, Mapping):
             raise DataError("the request body must be a JSON object", 'send {"unit": "u1", "features": {...}}')
         unit = _unit_id(body.get("unit"), "unit")
-        record = policy.check_record(body.get("features", {}), "features")
+        record = check_record(policy, body.get("features", {}), "features")
         arm, propensity = policy.decide_one(record, unit)
         decision_id = self._ids.take(1)[0]
         route = policy.route_names([unit])[0]
@@ -184,7 +185,7 @@ class PolicyServer:
             if not isinstance(item, Mapping):
                 raise DataError(f"{where}[{i}] must be an object with 'unit' and 'features'", '{"unit": "u1", "features": {...}}')
             units.append(_unit_id(item.get("unit"), f"{at}unit"))
-            records.append(policy.check_record(item.get("features", {}), f"{at}features"))
+            records.append(check_record(policy, item.get("features", {}), f"{at}features"))
         arms, propensities = policy.decide_records(records, units)
         ids = self._ids.take(len(units))
         now = datetime.now(UTC)

@@ -4,8 +4,3 @@ Imports no modelling module: what it stores it keeps as documents, tables and fi
 entry point (``Workspace``); ``schema`` holds the tables and ``migrations/`` the Alembic revisions that make
 them, which ``migrate`` applies when a workspace is opened for writing.
 """
-
-from pex.compat import forward
-
-# the names of pex 0.1's pex/store.py, imported on first use
-__getattr__ = forward(__name__, "pex.store.workspace")

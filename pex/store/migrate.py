@@ -4,13 +4,10 @@ The schema is versioned by Alembic (the revisions in ``migrations/versions``; ``
 one a database is at). On open, :func:`ensure_schema` looks at the database without writing and finds one of
 
 * **empty** (none of pex's tables): created at head, unless the open is read-only;
-* **release 1**: made by a pex before migrations (tables from ``create_all``, ``schema_info.schema_version``
-  = 1, no ``alembic_version``). Its tables and columns are checked against revision 0001, which is exactly
-  that schema; a writable open stamps it 0001 and upgrades it to head, keeping its rows. A read-only open
-  reads it as it stands (below);
-* **at a known revision**: at head nothing happens; an older one is upgraded by a writable open;
+* **at a known revision**: at head nothing happens; an older one is upgraded by a writable open, and read as
+  it stands by a read-only one (below);
 * anything else (a revision this code does not know, i.e. written by a newer pex; several heads; pex-like
-  tables that match no known schema): refused with a StoreError, and nothing is written to it.
+  tables without an ``alembic_version`` table): refused with a StoreError, and nothing is written to it.
 
 Migrations run in one transaction that first takes a lock in the database itself (SQLite: ``BEGIN
 IMMEDIATE``, the database's write lock; PostgreSQL: a transaction-scoped advisory lock), then looks again:
@@ -30,43 +27,23 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pex.errors import StoreError
 from pex.store.engine import database_error, redact
-from pex.store.schema import PEX_TABLES, SCHEMA_VERSION, VERSION_TABLE
+from pex.store.schema import PEX_TABLES, VERSION_TABLE
 
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
-RELEASE_1_REVISION = "0001"
 # every revision after this one only adds tables: a read-only open may read a database at it or later as it stands
 ADDITIVE_SINCE = "0001"
 # pg_advisory_xact_lock key held while migrating ("pex" + schema): any constant shared by all pex versions
 _PG_LOCK_KEY = 0x706578_0001
-
-# The tables and columns of release 1 (pex/store.py at 059157e), which revision 0001 creates: a database
-# without alembic_version is accepted as release 1 only when it has exactly these.
-RELEASE_1_TABLES: dict[str, frozenset[str]] = {
-    "schema_info": frozenset({"key", "value"}),
-    "experiments": frozenset({"name", "description", "owner", "spec", "current_dataset", "created_at", "updated_at"}),
-    "dataset_versions": frozenset({"id", "experiment", "version", "content_hash", "artifact", "n_units", "n_dropped",
-                                   "source", "spec", "summary", "created_at"}),
-    "analyses": frozenset({"id", "experiment", "dataset_id", "result", "created_at"}),
-    "fits": frozenset({"id", "experiment", "dataset_id", "learner", "artifact", "summary", "created_at"}),
-    "policies": frozenset({"id", "experiment", "name", "version", "kind", "fit_id", "document", "evaluation",
-                           "created_at"}),
-    "runs": frozenset({"id", "experiment", "fit_id", "summary", "created_at"}),
-}
 
 _UPGRADE_HINT = "upgrade pex (e.g. `pip install -U pex`) to a release that knows it; this pex left it untouched"
 
 
 @dataclass(frozen=True)
 class SchemaState:
-    """What :func:`schema_state` found: ``kind`` is "empty", "release-1" or "revision" (then ``revision`` is set)."""
+    """What :func:`schema_state` found: ``kind`` is "empty" or "revision" (then ``revision`` is set)."""
 
     kind: str
     revision: str | None = None
-
-    @property
-    def effective_revision(self) -> str | None:
-        """The Alembic revision whose schema the database has (release 1 has 0001's), None when empty."""
-        return RELEASE_1_REVISION if self.kind == "release-1" else self.revision
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:
@@ -103,32 +80,18 @@ def schema_state(conn: sa.Connection, url: str) -> SchemaState:
         if len(revisions) != 1:
             raise StoreError(f"the metadata database {where} records {len(revisions)} schema revisions in {VERSION_TABLE} "
                              "instead of one", "restore the workspace from a backup, or open it with the pex that wrote it")
-        missing = PEX_TABLES - tables
+        # at head every table must be there; an older revision lacks the tables later ones add, which upgrading
+        # creates (and a read-only open reads it as it stands, see ensure_schema)
+        missing = PEX_TABLES - tables if revisions[0] == script.get_current_head() else set()
         if missing:
             raise StoreError(f"the metadata database {where} is at schema revision {revisions[0]} but has no table "
                              f"{', '.join(sorted(missing))}", "the database was changed by hand; restore it from a backup")
         return SchemaState("revision", revisions[0])
     if not tables & PEX_TABLES:
         return SchemaState("empty")
-    if "schema_info" not in tables:
-        raise StoreError(f"the metadata database {where} has tables named like pex's ({', '.join(sorted(tables & PEX_TABLES))}) "
-                         "but no schema_info or alembic_version table: it is no pex workspace pex can recognise",
-                         "point PEX_DATABASE_URL / PEX_HOME at a pex workspace, or at an empty database of its own")
-    marker = conn.execute(sa.text("SELECT value FROM schema_info WHERE key = 'schema_version'")).scalar()
-    if marker is not None and marker != str(SCHEMA_VERSION):
-        raise StoreError(f"the metadata database {where} has schema_version {marker!r} and no {VERSION_TABLE} table: "
-                         "this pex knows only schema_version 1 and Alembic revisions", _UPGRADE_HINT)
-    mismatched = []
-    for table, columns in RELEASE_1_TABLES.items():
-        found = frozenset(c["name"] for c in inspector.get_columns(table)) if table in tables else frozenset()
-        if found != columns:
-            mismatched.append(f"{table} (missing: {', '.join(sorted(columns - found)) or '-'}; "
-                              f"unexpected: {', '.join(sorted(found - columns)) or '-'})")
-    if mismatched:
-        raise StoreError(f"the metadata database {where} says schema_version 1 but its tables do not match it: "
-                         + "; ".join(mismatched),
-                         "the database was changed by hand or by another program; restore it from a backup")
-    return SchemaState("release-1")
+    raise StoreError(f"the metadata database {where} has tables named like pex's ({', '.join(sorted(tables & PEX_TABLES))}) "
+                     f"but no {VERSION_TABLE} table: it is no pex workspace this pex can recognise",
+                     "point PEX_DATABASE_URL / PEX_HOME at a pex workspace, or at an empty database of its own")
 
 
 def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState:
@@ -147,12 +110,12 @@ def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState
     if state.kind == "revision" and state.revision == head:
         return state
     if not writable:
-        if state.effective_revision is not None and int(state.effective_revision) >= int(ADDITIVE_SINCE):
-            return state  # older tables unchanged since; the next writable open upgrades it
         if state.kind == "empty":
-            raise StoreError(f"the metadata database {redact(url)} holds no pex workspace (no such table: schema_info)",
+            raise StoreError(f"the metadata database {redact(url)} holds no pex workspace (no such table: {VERSION_TABLE})",
                              "check PEX_DATABASE_URL / PEX_HOME; the workspace was created by pex with `pex ingest SPEC`")
-        raise StoreError(f"the metadata database {redact(url)} is at schema revision {state.effective_revision}; "
+        if int(state.revision) >= int(ADDITIVE_SINCE):
+            return state  # older tables unchanged since; the next writable open upgrades it
+        raise StoreError(f"the metadata database {redact(url)} is at schema revision {state.revision}; "
                          f"this pex reads revision {head}",
                          "run a pex command that writes to the workspace once (e.g. `pex ingest SPEC`): it upgrades it")
     try:
@@ -160,11 +123,7 @@ def ensure_schema(engine: sa.Engine, url: str, *, writable: bool) -> SchemaState
             _lock_for_migration(conn)
             state = schema_state(conn, url)  # again, under the lock: another process may have done it meanwhile
             if not (state.kind == "revision" and state.revision == head):
-                cfg = alembic_config(conn)
-                if state.kind == "release-1":
-                    _adopt_release_1(conn)
-                    command.stamp(cfg, RELEASE_1_REVISION)
-                command.upgrade(cfg, "head")
+                command.upgrade(alembic_config(conn), "head")
             conn.commit()
     except SQLAlchemyError:
         raise _open_error(url) from None
@@ -179,13 +138,6 @@ def _lock_for_migration(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-
-
-def _adopt_release_1(conn: sa.Connection) -> None:
-    """Write the schema_version row if a release-1 creator stopped between its tables and that row."""
-    if conn.execute(sa.text("SELECT value FROM schema_info WHERE key = 'schema_version'")).first() is None:
-        conn.execute(sa.text("INSERT INTO schema_info (key, value) VALUES ('schema_version', :v)"),
-                     {"v": str(SCHEMA_VERSION)})
 
 
 def _open_error(url: str) -> StoreError:

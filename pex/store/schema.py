@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-# The schema generation written by releases before migrations: they created the tables with
-# ``metadata.create_all`` and wrote ``schema_info.schema_version = "1"``, but never checked it. The Alembic
-# revision in ``alembic_version`` is now the version that counts; revision 0001 is exactly generation 1, and
-# the row stays (with this value) so that such a workspace is recognised: pex.store.migrate refuses a
-# database without an ``alembic_version`` table unless this row says 1 and its tables are generation 1's.
-SCHEMA_VERSION = 1
-
 metadata = sa.MetaData()
 
+# made by revision 0001 with the one row schema_version = "1"; the Alembic revision in alembic_version is the
+# version that counts, and nothing reads this table (dropping it would take a revision of its own)
 schema_info = sa.Table(
     "schema_info", metadata,
     sa.Column("key", sa.String(64), primary_key=True),

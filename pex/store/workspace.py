@@ -34,12 +34,10 @@ from pex.store.policies import PoliciesMixin
 from pex.store.records import DatasetVersion, FitRecord, PolicyRecord
 from pex.store.releases import Release, ReleasesMixin
 from pex.store.runs import RunsMixin
-from pex.store.schema import SCHEMA_VERSION
-from pex.store.schema import metadata as _metadata
 from pex.store.tokens import TokenRecord, TokensMixin
 
-__all__ = ["SCHEMA_VERSION", "DatasetVersion", "FitRecord", "OnlineLoop", "OnlineRound", "PolicyRecord",
-           "Release", "TokenRecord", "Workspace", "_metadata",
+__all__ = ["DatasetVersion", "FitRecord", "OnlineLoop", "OnlineRound", "PolicyRecord",
+           "Release", "TokenRecord", "Workspace",
            "default_home",
            "workspace_exists"]
 

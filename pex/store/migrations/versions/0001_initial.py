@@ -1,12 +1,11 @@
-"""The workspace schema of the releases before migrations (schema_info.schema_version = 1).
+"""The first workspace schema: experiments, dataset versions, analyses, fits, policies and runs.
 
 Revision ID: 0001
 Revises:
 Create Date: 2026-12-01
 
-Exactly the tables that ``metadata.create_all`` made in those releases (pex/store.py at 059157e), so that such
-a workspace is at this revision as it stands and is only stamped. Written out here rather than taken from
-pex.store.schema, which follows the newest revision.
+The tables that ``metadata.create_all`` made before the schema had migrations (pex/store.py at 059157e).
+Written out here rather than taken from pex.store.schema, which follows the newest revision.
 """
 
 from __future__ import annotations
@@ -92,7 +91,7 @@ def upgrade() -> None:
         sa.Column("summary", sa.JSON, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    # what the releases before migrations wrote; kept so that they still see a pex workspace
+    # what pex wrote before the schema had migrations (nothing reads it now)
     op.bulk_insert(sa.table("schema_info", sa.column("key", sa.String), sa.column("value", sa.String)),
                    [{"key": "schema_version", "value": "1"}])
 
