@@ -8,10 +8,10 @@ is known:
 * its true harm on each guardrail, and whether any exceeds ``max_harm`` (the failure the
   guardrail logic exists to prevent: the estimate said "within", the truth says "beyond");
 * its true primary gain vs all-control as a share of the constrained oracle's gain (the best
-  policy under the truth that keeps every guardrail, :func:`pex.experiment.simulate.constrained_oracle`);
+  policy under the truth that keeps every guardrail, :func:`pex.experiment.truth.constrained_oracle`);
   0 when the recommendation keeps control;
 * whether the recommendation said it cannot certify the guardrails, its kind and run time;
-* the certification ceiling (:func:`pex.experiment.simulate.certification_ceiling`): the gain to expect, as a
+* the certification ceiling (:func:`pex.experiment.truth.certification_ceiling`): the gain to expect, as a
   share of the oracle's, from testing the oracle's own policies safest first on as many units as the
   pipeline certifies on (every unit when cross-fitted, the default; the held-out share with
   ``--no-crossfit``), knowing every true effect. No procedure that certifies on those units can be
@@ -44,14 +44,8 @@ from typing import Any
 import numpy as np
 
 from pex.evaluation.recommendation import CERTIFICATIONS
-from pex.experiment.simulate import (
-    SCENARIOS,
-    SimulatedExperiment,
-    certification_ceiling,
-    constrained_oracle,
-    policy_truth,
-    simulate,
-)
+from pex.experiment.simulate import SCENARIOS, SimulatedExperiment, simulate
+from pex.experiment.truth import certification_ceiling, constrained_oracle, policy_truth
 
 DEFAULT_SIZES = (10_000, 20_000, 50_000)
 DEFAULT_SCENARIOS = ("segment_harm", "aligned_harm", "notification_cadence")
@@ -80,7 +74,7 @@ class Reference:
     ceilings: dict[int, dict[str, Any]] = field(default_factory=dict)  # by held-out units
 
     def ceiling(self, n_eval: int) -> dict[str, Any]:
-        """:func:`pex.experiment.simulate.certification_ceiling` for ``n_eval`` held-out units (computed once)."""
+        """:func:`pex.experiment.truth.certification_ceiling` for ``n_eval`` held-out units (computed once)."""
         if n_eval not in self.ceilings:
             self.ceilings[n_eval] = certification_ceiling(self.sim, n_eval, exploration=self.oracle["exploration"])
         return self.ceilings[n_eval]

@@ -39,7 +39,8 @@ import numpy as np
 from scipy.stats import qmc
 
 from pex.cli.main import main as pex
-from pex.experiment.simulate import SimulatedExperiment, distribution_truth, simulate
+from pex.experiment.simulate import SimulatedExperiment, simulate
+from pex.experiment.truth import distribution_truth
 from pex.policy.base import Policy
 from pex.services import online
 from pex.services.decision_log import DecisionLog

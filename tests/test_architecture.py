@@ -75,6 +75,7 @@ def _add_import(root: Path, module: str, line: str) -> None:
     ("pex.services.run", "import flask", "never imports a web framework"),
     ("pex.services.serving", "import web.api", "pex never imports the web app"),
     ("web.api", "from pex.policy.base import Policy", "Views hold no modelling"),
+    ("pex.online.traffic", "from pex.experiment.truth import distribution_truth", "The truth harness is for tests"),
 ])
 def test_a_wrong_arrow_is_caught(copy: Path, module: str, line: str, contract: str):
     _add_import(copy, module, line)

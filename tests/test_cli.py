@@ -14,6 +14,8 @@ import pytest
 from processes import started
 
 PEX = str(Path(sys.executable).parent / "pex")
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+DEMO_SPEC = EXPERIMENTS / "checkout_offer.toml"
 
 
 def test_ingest_analyze_experiments(run, sim_dir):
@@ -89,16 +91,17 @@ def test_simulate_then_ingest_parquet(run, tmp_path):
 
 
 def test_demo_console_script_end_to_end(tmp_path):
-    """The installed `pex demo` simulates the demo experiment, runs the whole pipeline and serves the report."""
+    """The installed `pex demo` simulates the demo experiment, runs the whole pipeline, publishes the personalized
+    policy it certifies and serves the report."""
     spec = tmp_path / "demo.toml"
-    demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
-    spec.write_text(demo_spec.read_text())
+    spec.write_text(DEMO_SPEC.read_text())
     env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
     env.pop("PEX_DATABASE_URL", None)
     out_dir = tmp_path / "demo-out"
     err_path = tmp_path / "demo.err"
-    # started as a background job would be, with SIGINT ignored: Ctrl-C's signal must stop the server all the same
-    with started([PEX, "demo", "--spec", str(spec), "-n", "6000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
+    # 4,000 units, not the demo's 20,000, to keep the suite fast: the trade-off already certifies at this size.
+    # Started as a background job would be, with SIGINT ignored: Ctrl-C's signal must stop the server all the same
+    with started([PEX, "demo", "--spec", str(spec), "-n", "4000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
                  stderr=err_path, env=env, sigint_ignored=True) as demo:
         line = demo.wait_for_line("serving the report at ", timeout=400)
         stdout = demo.stdout()
@@ -108,16 +111,30 @@ def test_demo_console_script_end_to_end(tmp_path):
         assert response.status == 200 and "<svg" in page
         returncode = demo.signal_and_wait(signal.SIGINT, timeout=30)
     assert returncode == 0
-    assert (tmp_path / "notification_cadence.csv").is_file()
+    assert (tmp_path / "checkout_offer.csv").is_file()
+    assert "scenario segment_harm" in stdout
     assert "Sample ratio: OK" in stdout and "Average effects vs control" in stdout
     assert (tmp_path / "ws" / "pex.db").is_file()
     assert "Leaderboard per metric" in stdout and "Segments" in stdout
-    assert "Policies, valued off-policy" in stdout and "notification_cadence-value" in stdout
-    assert "notification_cadence-tree-d4" in stdout and "Distilled trees" in stdout
-    assert "Weight search" in stdout and "Recommendation: " in stdout
+    assert "Policies, valued off-policy" in stdout and "checkout_offer-value" in stdout
+    assert "checkout_offer-tree-d4" in stdout and "Distilled trees" in stdout
+    assert "Weight search" in stdout and "Recommendation: Personalize with " in stdout
     assert {"summary.json", "report.html", "policies"} <= {p.name for p in out_dir.iterdir()}
+    # the recommendation is a certified personalized policy, and the trade-off shows: treating everyone is rejected
+    rec = json.loads((out_dir / "summary.json").read_text())["recommendation"]
+    assert rec["verdict"] == "personalize" and rec["kind"] != "constant", rec
+    assert rec["policy"] in rec["certification"]["certified"]
+    assert "checkout_offer-all-treat" in rec["certification"]["screened_out"]
+    assert "checkout_offer-all-treat was dropped before the held-out test" in stdout
+    # ... and it is live: published by the demo, served from the store by the keyed draw
+    assert f"published {rec['policy']} v" in stdout and "what `pex serve` answers with it" in stdout
+    releases = subprocess.run([PEX, "releases", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert releases.returncode == 0, releases.stderr
+    assert [(r["policy"], r["action"]) for r in json.loads(releases.stdout)] == [(rec["policy"], "publish")]
+    decided = [ln.split(" -> ")[1].split()[0] for ln in stdout.splitlines() if " -> " in ln and "(propensity" in ln]
+    assert len(decided) == 4 and set(decided) <= {"control", "treat"}
     # a second run reuses the data and the stored version
-    again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "6000", "--no-fit"],
+    again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "4000", "--no-fit"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0 and "already stored" in again.stdout
 
@@ -141,19 +158,20 @@ def test_cli_against_postgresql(tmp_path, sim_dir, empty_postgres_url):
 
 
 def test_demo_writes_parquet_when_the_spec_asks_for_it(tmp_path, run):
-    demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
+    """The hard example's spec (notification_cadence) is simulated from its own scenario, here into Parquet."""
     spec = tmp_path / "nested" / "demo.toml"
     spec.parent.mkdir()
-    spec.write_text(demo_spec.read_text().replace('data = "notification_cadence.csv"', 'data = "data/demo.parquet"'))
+    spec.write_text((EXPERIMENTS / "notification_cadence.toml").read_text()
+                    .replace('data = "notification_cadence.csv"', 'data = "data/demo.parquet"'))
     r = run("demo", "--spec", spec, "-n", "2000", "--no-fit")
     assert r.code == 0, r
+    assert "scenario notification_cadence" in r.out and "[2/2]" in r.out
     assert (tmp_path / "nested" / "data" / "demo.parquet").read_bytes()[:4] == b"PAR1"
 
 
 def test_demo_refuses_arms_it_cannot_simulate(tmp_path, run):
-    demo_spec = Path(__file__).resolve().parent.parent / "experiments" / "notification_cadence.toml"
     spec = tmp_path / "demo.toml"
-    spec.write_text(demo_spec.read_text().replace("weekly = 0.33", "monthly = 0.33"))
+    spec.write_text((EXPERIMENTS / "notification_cadence.toml").read_text().replace("weekly = 0.33", "monthly = 0.33"))
     r = run("demo", "--spec", spec)
     assert r.code == 2 and "can only simulate data for the arms" in r.err
 

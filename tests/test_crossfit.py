@@ -175,9 +175,9 @@ def test_cross_fitted_harm_bounds_cover_the_true_harm_of_data_adaptive_policies(
     from pex.evaluation.comparison import combined_evaluation, evaluation_data
     from pex.experiment.data import load_dataset
     from pex.experiment.features import FeatureEncoder
-    from pex.experiment.simulate import policy_truth
     from pex.experiment.spec import load_spec
     from pex.experiment.split import evaluation_mask, split_key
+    from pex.experiment.truth import policy_truth
     from pex.policy.routing import routing_policy
 
     big = simulate(400_000, scenario="segment_harm", seed=10_001)

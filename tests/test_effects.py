@@ -10,8 +10,9 @@ from scipy import stats
 
 from pex.experiment.data import validate
 from pex.experiment.effects import analyze, average_effects, guardrail_verdicts, srm_test, srm_test_counts
-from pex.experiment.simulate import METRICS, population_ate, simulate
+from pex.experiment.simulate import METRICS, simulate
 from pex.experiment.spec import load_spec
+from pex.experiment.truth import population_ate
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,8 @@ def test_policy_harm_bounds_cover_the_true_harm():
     from pex.evaluation.estimators import DoublyRobust, cross_fit_rewards
     from pex.experiment.features import FeatureEncoder
     from pex.experiment.guardrail import rules_for
-    from pex.experiment.simulate import policy_truth, simulate
+    from pex.experiment.simulate import simulate
+    from pex.experiment.truth import policy_truth
     from pex.policy.constant import ConstantPolicy
     from pex.policy.tree import TreePolicy
 

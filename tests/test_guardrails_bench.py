@@ -1,7 +1,7 @@
-"""The guardrail benchmark (bench/guardrails.py) and the truth it measures against (pex.experiment.simulate).
+"""The guardrail benchmark (bench/guardrails.py) and the truth it measures against (pex.experiment.truth).
 
-The fast tests check the truth helpers (:func:`pex.experiment.simulate.policy_truth`,
-:func:`pex.experiment.simulate.constrained_oracle`) and the benchmark's bookkeeping; the slow
+The fast tests check the truth helpers (:func:`pex.experiment.truth.policy_truth`,
+:func:`pex.experiment.truth.constrained_oracle`) and the benchmark's bookkeeping; the slow
 test runs the pipeline on nine small experiments and checks that recommended
 policies rarely break a guardrail under the truth.
 """
@@ -27,7 +27,8 @@ from bench.guardrails import (
     summarize,
     wilson,
 )
-from pex.experiment.simulate import SimulatedExperiment, constrained_oracle, distribution_truth, policy_truth, simulate
+from pex.experiment.simulate import SimulatedExperiment, simulate
+from pex.experiment.truth import constrained_oracle, distribution_truth, policy_truth
 from pex.policy.constant import constant_policy
 from pex.policy.tree import TreePolicy
 

@@ -16,7 +16,8 @@ import pytest
 
 from pex.cli.main import main
 from pex.errors import DataError, PexError
-from pex.experiment.simulate import distribution_truth, simulate
+from pex.experiment.simulate import simulate
+from pex.experiment.truth import distribution_truth
 from pex.online.choice import choose_best
 from pex.online.lifts import MetricGoal, measure_round
 from pex.online.space import OnlineSpace

@@ -68,7 +68,7 @@ def test_the_trade_off_scenario_never_recommends_a_truly_harmful_policy(pipeline
     """Known truth: all-daily gains most sessions but truly breaks the 5% unsubscribes limit; with 5,000 held-out
     units a rare guardrail cannot be certified for much, so whatever is recommended must truly keep it, and
     when that is control because nothing better could be certified, the recommendation says so with numbers."""
-    from pex.experiment.simulate import policy_truth
+    from pex.experiment.truth import policy_truth
 
     rec = pipeline_run.summary["recommendation"]
     truth = policy_truth(pipeline_run.policy(), sim)
@@ -109,7 +109,7 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     """The issue's case: treating everyone breaks the 10% limit (+24% complaints), withholding the arm from the
     harmed segment keeps it; pex must recommend a certified personalization that truly keeps the guardrail and
     gets at least half the gain of the best policy the truth allows."""
-    from pex.experiment.simulate import constrained_oracle, policy_truth
+    from pex.experiment.truth import constrained_oracle, policy_truth
 
     _sim, result = segment_run
     big = simulate(200_000, scenario="segment_harm", seed=77)

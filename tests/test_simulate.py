@@ -5,18 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pex.experiment.simulate import (
-    ARMS,
-    DEFAULT_ALLOCATION,
-    METRICS,
-    SimulatedExperiment,
+from pex.experiment.simulate import ARMS, DEFAULT_ALLOCATION, METRICS, SimulatedExperiment, simulate
+from pex.experiment.truth import (
     certification_ceiling,
     constrained_oracle,
     expected_matrix,
     oracle_policy,
     policy_truth,
     population_ate,
-    simulate,
 )
 from pex.policy.base import Policy
 from pex.policy.constant import constant_policy

@@ -116,7 +116,7 @@ def test_certifiable_calibration_keeps_every_guardrail_on_its_bound(built):
     bound = info["certifiable_bound"]["unsubscribes"]
     assert bound <= 0.05
     assert info["estimated_guardrail_harm"]["unsubscribes"] < bound
-    from pex.experiment.simulate import policy_truth
+    from pex.experiment.truth import policy_truth
 
     assert policy_truth(policy, built["fresh"])["harm"]["unsubscribes"] <= 0.05
 

@@ -181,35 +181,44 @@ def _check_name(value: str | None) -> str | None:
 
 
 def _demo_spec_path() -> Path:
-    """The bundled demo spec, beside the package in a checkout."""
-    return Path(__file__).resolve().parents[2] / "experiments" / "notification_cadence.toml"
+    """The bundled demo spec, beside the package in a checkout (``notification_cadence.toml`` beside it is the
+    example that cannot be certified at this size)."""
+    return Path(__file__).resolve().parents[2] / "experiments" / "checkout_offer.toml"
+
+
+# The demo's size: like a well-powered test of its experiment, it certifies a personalized policy.
+DEMO_UNITS = 20_000
 
 
 @cli.command()
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), default=str(_demo_spec_path()), show_default=True,
               help="Demo experiment spec; its data is simulated when the file is absent.")
-@click.option("-n", "--units", type=click.IntRange(min=100), default=50_000, show_default=True)
+@click.option("-n", "--units", type=click.IntRange(min=100), default=DEMO_UNITS, show_default=True,
+              help="Units to simulate when the spec's data file is absent.")
 @click.option("--fit/--no-fit", "fit_models", default=True, show_default=True,
               help="Run the whole pipeline (effect models, policies, weight search, report); --no-fit only checks and analyses.")
 @click.option("--out", default="pex-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for summary.json, report.html and policies/.")
 @click.option("--trials", type=click.IntRange(min=0), default=0, show_default=True,
               help="Ax weight vectors refining the weight search (0: the dense sweep alone).")
+@click.option("--publish/--no-publish", "publish_policy", default=True, show_default=True,
+              help="Make the recommended policy live when it is certified and does more than keep control.")
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the report over HTTP when done.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.pass_context
-def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, serve: bool, host: str,
-         port: int) -> None:
-    """Run the whole pipeline on the bundled demo experiment and serve its report."""
+def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, publish_policy: bool,
+         serve: bool, host: str, port: int) -> None:
+    """Run the whole pipeline on the bundled demo experiment, publish the policy it certifies and serve its report."""
     from pex.report.text import render_analysis
     from pex.services.demo import demo_spec
     from pex.services.experiments import ingest_and_analyze
 
     started = time.perf_counter()
-    spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"[1/2] {m}"))
+    steps = 3 if fit_models and publish_policy else 2
+    spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"[1/{steps}] {m}"))
     if not fit_models:
-        click.echo("[2/2] validating, storing and analysing the data")
+        click.echo(f"[2/{steps}] validating, storing and analysing the data")
         done, analysis = ingest_and_analyze(lambda: _workspace(ctx, create=True), spec)
         dv = done.version
         click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) "
@@ -220,15 +229,34 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
         return
     from pex.services.run import run as run_pipeline
 
-    click.echo("[2/2] the whole offline pipeline (pex run)")
+    click.echo(f"[2/{steps}] the whole offline pipeline (pex run)")
     result = run_pipeline(spec_path, out, home=ctx.obj.get("home"), seed=0, trials=trials, use_ax=trials > 0,
                           say=lambda m: click.echo(f"      {m}"), progress=_Progress())
     _print_run(result)
-    click.echo(f"\ndone in {time.perf_counter() - started:.1f}s")
+    click.echo(f"\npipeline done in {time.perf_counter() - started:.1f}s")
+    if publish_policy:
+        _publish_demo(ctx, spec, result)
     if serve:
         from pex.cli.report_server import serve_folder
 
         serve_folder(Path(out), host, port, say=click.echo)
+
+
+def _publish_demo(ctx: click.Context, spec, result) -> None:
+    """Publish what the demo's run certified, and show what a server answers with it."""
+    from pex.services.demo import first_decisions, publish_recommendation
+
+    click.echo("\n[3/3] publishing the recommendation (pex publish)")
+    ws = _workspace(ctx, create=True)
+    done = publish_recommendation(ws, result)
+    click.echo(f"      {done.reason}")
+    if not done.published:
+        return
+    click.echo(f"      what `pex serve` answers with it (POST /api/v1/policies/{done.policy}/decide), first units of the data:")
+    for d in first_decisions(ws, done, spec):
+        features = ", ".join(f"{k}={v}" for k, v in d["features"].items())
+        click.echo(f"        {d['unit']} ({features}) -> {d['arm']} (propensity {d['propensity']:.3f})")
+    click.echo("      serve it: `pex token create --scope decide`, `pex serve`, then POST units to that route")
 
 
 def _print_run(result) -> None:

@@ -1,32 +1,120 @@
-"""The bundled demo: its spec, and its data simulated from the demo scenario when the spec's data file is absent."""
+"""The bundled demo: its spec, its data simulated when the spec's data file is absent, and publishing its result.
+
+The demo's spec does not name a scenario: its data comes from the first simulated scenario whose design
+(arms, control and metrics) the spec has, so ``experiments/checkout_offer.toml`` gets ``segment_harm``
+and ``experiments/notification_cadence.toml`` gets ``notification_cadence``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pex.errors import SpecError
-from pex.experiment.simulate import ARMS as SIMULATED_ARMS
-from pex.experiment.simulate import simulate
+from pex.errors import PexError, SpecError
+from pex.experiment.simulate import SCENARIOS, scenario_design, simulate
 from pex.experiment.spec import ExperimentSpec, load_spec
+from pex.services.publishing import publish
 from pex.services.tables import write_table
 
-DEMO_SCENARIO, DEMO_SEED = "notification_cadence", 2026
+if TYPE_CHECKING:  # the pipeline's modules load only when the demo runs it
+    from pex.services.run import RunResult
+    from pex.store.releases import Release
+    from pex.store.workspace import Workspace
+
+DEMO_SEED = 2026
+# What the simulator writes, whatever the scenario (pex.experiment.simulate.simulate).
+SIMULATED_UNIT, SIMULATED_ARM = "user_id", "arm"
+
+
+def demo_scenario(spec: ExperimentSpec) -> str | None:
+    """The first scenario of :data:`pex.experiment.simulate.SCENARIOS` whose data fits ``spec``: the same arms and
+    control, the spec's metrics are the scenario's (by column) and its unit and arm columns are the simulator's."""
+    columns = sorted(m.column for m in spec.metrics.values())
+    for scenario in SCENARIOS:
+        design = scenario_design(scenario)
+        if (sorted(spec.allocation or {}) == sorted(design.arms) and spec.control == design.control
+                and columns == sorted(design.metrics) and (spec.unit, spec.arm) == (SIMULATED_UNIT, SIMULATED_ARM)):
+            return scenario
+    return None
 
 
 def demo_spec(spec_path: str | Path, units: int, say: Callable[[str], None] = lambda message: None) -> ExperimentSpec:
-    """The demo's spec, with its data simulated first (``units`` units) when the file is missing."""
+    """The demo's spec, with its data simulated first (``units`` units, seed :data:`DEMO_SEED`) when the file is
+    missing."""
     spec = load_spec(spec_path, require_data=False)
     if spec.data.exists():
         say(f"using existing demo data {spec.data}")
         return spec
-    if sorted(spec.allocation or {}) != sorted(SIMULATED_ARMS):
+    scenario = demo_scenario(spec)
+    if scenario is None:
+        designs = "; ".join(
+            f"{s}: arms {', '.join(d.arms)} (control {d.control}), metrics {', '.join(d.metrics)}"
+            for s, d in ((s, scenario_design(s)) for s in SCENARIOS))
         raise SpecError(
-            f"the demo can only simulate data for the arms {', '.join(SIMULATED_ARMS)}; {spec_path} plans "
-            f"{', '.join(spec.allocation or {}) or 'no allocation'}",
-            "give the demo spec an [allocation] over those arms, or create its data file yourself",
-        )
-    say(f"simulating the demo experiment ({units:,} units) -> {spec.data}")
-    sim = simulate(units, scenario=DEMO_SCENARIO, seed=DEMO_SEED, allocation=spec.allocation)
+            f"the demo can only simulate data for the arms and metrics of a simulated scenario; {spec_path} plans "
+            f"arms {', '.join(spec.allocation or {}) or '(no allocation)'} and metrics "
+            f"{', '.join(m.column for m in spec.metrics.values())}",
+            f"give the demo spec an [allocation], metrics, unit = {SIMULATED_UNIT!r} and arm = {SIMULATED_ARM!r} of one "
+            f"scenario ({designs}), or create its data file yourself")
+    say(f"simulating the demo experiment ({units:,} units, scenario {scenario}) -> {spec.data}")
+    sim = simulate(units, scenario=scenario, seed=DEMO_SEED, allocation=spec.allocation)
     write_table(sim.data, spec.data)
     return spec
+
+
+@dataclass(frozen=True)
+class DemoRelease:
+    """What the demo did with its run's recommendation: the certified policy it made live, or why nothing."""
+
+    policy: str
+    version: int | None  # the version made (or already) live; None when nothing was published
+    release: Release | None  # None when that version was live already, or nothing was published
+    reason: str  # one sentence for the terminal
+
+    @property
+    def published(self) -> bool:
+        """True when a certified policy is live after the demo."""
+        return self.version is not None
+
+
+def publish_recommendation(ws: Workspace, result: RunResult) -> DemoRelease:
+    """Make the run's recommended policy live when it is a certified policy that does more than keep control.
+
+    A demo that publishes what the pipeline certified shows the whole path (experiment, certified policy,
+    live version); it publishes nothing when the recommendation is to keep control, as an owner would.
+    """
+    rec = result.summary["recommendation"]
+    name = rec["policy"]
+    if rec["verdict"] == "keep_control" or name not in (rec.get("certification") or {}).get("certified", []):
+        return DemoRelease(policy=name, version=None, release=None,
+                           reason="nothing published: the recommendation is to keep control, which needs no release")
+    version = result.policy().version
+    if version is None:
+        raise PexError(f"the recommended policy {name!r} was not stored by the run, so it cannot be published",
+                       "run the demo with cross-fitting (the default), which stores every policy it values")
+    if ws.live_versions().get(name) == version:
+        return DemoRelease(policy=name, version=version, release=None, reason=f"{name} v{version} was live already")
+    release = publish(ws, name, version)
+    return DemoRelease(policy=name, version=version, release=release,
+                       reason=f"published {name} v{version}: the certified policy is live" +
+                              (f" (was v{release.from_version})" if release.from_version else ""))
+
+
+def first_decisions(ws: Workspace, published: DemoRelease, spec: ExperimentSpec, k: int = 4) -> list[dict]:
+    """What ``pex serve`` answers for the first ``k`` units of the demo's data from the live version: per unit its id,
+    the features the policy reads (up to three), the arm and its propensity (the same keyed draw as a server's)."""
+    from pex.experiment.data import load_dataset
+    from pex.policy.base import Policy
+    from pex.services.models import effect_model_by_id
+
+    if published.version is None:
+        return []
+    record = ws.get_policy(published.policy, published.version)
+    policy = Policy.from_document(record.document, lambda value_model: effect_model_by_id(ws, value_model["fit"]))
+    rows = load_dataset(spec).frame.head(k)
+    arms, propensities = policy.decide(rows, rows[spec.unit])
+    shown = [f for f in policy.features if f in rows.columns][:3]
+    return [{"unit": str(rows[spec.unit].iloc[i]), "features": {f: rows[f].iloc[i] for f in shown},
+             "arm": str(arms[i]), "propensity": float(propensities[i])} for i in range(len(rows))]
