@@ -163,7 +163,7 @@ def prepare(n: int, data_seed: int, tmp: Path):
 
 def warm_imports() -> float:
     """Import Ax and BoTorch's hypervolume once, so no search pays for them inside its timing."""
-    from pex.search.tuning import quiet_ax
+    from pex.search.ax_adapter import quiet_ax
 
     started = time.perf_counter()
     with quiet_ax():
@@ -200,7 +200,9 @@ def eval_seconds(problem, draws: np.ndarray) -> float:
 
 def run_seed(problem, seed: int, budgets: list[int], dense: int, reference_points: int) -> dict:
     """Every method's front on ``problem`` for search seed ``seed``, with one common reference point."""
-    from pex.search.tuning import Front, ax_search, dense_sweep, hypervolume, reference_point
+    from pex.search.ax_adapter import ax_search
+    from pex.search.pareto import Front, hypervolume, reference_point
+    from pex.search.tuning import dense_sweep
 
     fronts: dict[str, Front] = {}
     eval_s: dict[str, float] = {}
@@ -275,7 +277,8 @@ def extremes(problem, res: dict) -> list[list]:
 
 def check_reference(problem, results: list[dict], points: int, dense: int):
     """Each seed's reference sweep, pipeline sweep and kept front against one big sweep and the union of everything."""
-    from pex.search.tuning import Front, dense_sweep, hypervolume, reference_point
+    from pex.search.pareto import Front, hypervolume, reference_point
+    from pex.search.tuning import dense_sweep
 
     log(f"convergence check: dense sweep, {points:,} points (seed {CONVERGE_SEED}) ...")
     big = dense_sweep(problem, points=points, seed=CONVERGE_SEED)

@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 
 from pex.policy.value import build_value_policy, scores_from_effects
-from pex.search.tuning import (
-    Front,
-    TuningProblem,
-    ax_search,
-    dense_sweep,
-    hypervolume,
-    optimize,
-    pareto_indices,
-    reference_point,
-)
+from pex.search.ax_adapter import ax_search
+from pex.search.pareto import Front, hypervolume, pareto_indices, reference_point
+from pex.search.tuning import TuningProblem, dense_sweep, optimize
 from pex.services.policies import load_fit
 from pex.store.workspace import Workspace
 
@@ -34,7 +27,7 @@ def problem(fit_ctx) -> TuningProblem:
 def test_problem_shapes_and_roles(problem, fit_ctx):
     assert problem.metrics == ["sessions", "converted", "unsubscribes"]
     assert problem.objectives == ["sessions", "converted"]
-    assert list(problem.guardrails) == ["unsubscribes"] and problem.guardrails["unsubscribes"]["max_harm"] == 0.05
+    assert list(problem.rules) == ["unsubscribes"] and problem.rules["unsubscribes"].limit == 0.05
     assert problem.effects.shape == (len(fit_ctx.training), 3, 3) == problem.signal.shape
     control = problem.arms.index(problem.control)
     assert not problem.effects[:, control, :].any() and not problem.signal[:, control, :].any()
