@@ -290,7 +290,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         policies = [Policy.from_document(r.document, load) for r in records] + candidates
         rows = [r.evaluation for r in records] + candidate_rows
         data = ctx.evaluation()
-        screens = [r.get("screen") or {} for r in rows]
+        screens = [ctx.guardrail_screen(p) for p in policies]
         holdout_share = options.holdout
 
     stages.next("recommend", "choosing the policy to recommend")
