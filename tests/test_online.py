@@ -221,7 +221,7 @@ def test_start_serves_round_one_under_the_stable_name_and_saves_ax_state(loop_ho
 
 def _constraint_bounds(space: OnlineSpace) -> dict[str, float]:
     config = space.client._experiment.optimization_config
-    return {c.metric.name: c.bound for c in config.outcome_constraints}
+    return {c.metric_names[0]: c.bound for c in config.outcome_constraints}
 
 
 def test_ax_is_told_the_guardrail_rules_limit(loop_home):

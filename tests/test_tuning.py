@@ -56,7 +56,7 @@ def test_values_are_means_of_pseudo_outcomes_of_the_chosen_arms(problem):
     lifts = problem.signal[np.arange(problem.n), chosen, :].mean(axis=0)
     out = problem.evaluate(u)
     assert out["objectives"][0] == pytest.approx([lifts[0], lifts[1]])  # sessions, converted: both "increase"
-    base = problem.guardrails["unsubscribes"]["base"]
+    base = problem.rules["unsubscribes"].scale
     assert out["harms"][0, 0] == pytest.approx(lifts[2] / base)  # unsubscribes should decrease: a rise is harm
     assert out["feasible"][0] == (lifts[2] / base <= 0.05)
 
