@@ -151,7 +151,7 @@ class TuningProblem:
         # the served treated share includes exploration's (k-1)/k of explored units
         greedy = greedy_budget(budget, exploration, len(model.arms)) if budget is not None else 1.0
         return cls(experiment=spec.name, arms=list(model.arms), control=model.control, metrics=metrics, objectives=goals,
-                   goal_sign=np.array([1.0 if metas[m]["goal"] == "increase" else -1.0 for m in metrics]),
+                   goal_sign=np.array([float(spec.metrics[m].sign) for m in metrics]),
                    scale=np.array([metas[m]["scale"] for m in metrics]), effects=effects, signal=signal,
                    budget=greedy, rules=rules, exploration=float(exploration), n_eval=ctx.n_eval())
 
