@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pex.experiment.guardrail import GuardrailRule
 from pex.policy.value import build_value_policy, scores_from_effects
-from pex.search.ax_adapter import ax_search
+from pex.search.ax_adapter import ax_search, outcome_constraints
 from pex.search.pareto import Front, hypervolume, pareto_indices, reference_point
 from pex.search.tuning import TuningProblem, dense_sweep, optimize
 from pex.services.policies import load_fit
@@ -64,6 +65,14 @@ def test_values_are_means_of_pseudo_outcomes_of_the_chosen_arms(problem):
 def test_zero_weights_treat_nobody(problem):
     out = problem.evaluate(np.zeros((1, problem.dimension)))
     assert out["treated_share"][0] == 0 and not out["objectives"].any() and out["feasible"][0]
+
+
+def test_ax_outcome_constraints_are_the_rules_limits():
+    rules = {"harm0": GuardrailRule("complaints", "decrease", 0.05, control_mean=0.0),  # absolute: limit 0
+             "harm1": GuardrailRule("sessions", "increase", 0.1, control_mean=2.0)}
+    assert outcome_constraints(rules, ["objective0"]) == ["harm0 <= 0.0", "harm1 <= 0.1"]
+    # with several objectives, each at least all-control's lift of 0 (Ax's objective thresholds)
+    assert outcome_constraints(rules, ["objective0", "objective1"])[2:] == ["objective0 >= 0.0", "objective1 >= 0.0"]
 
 
 def test_pareto_indices_on_known_points():

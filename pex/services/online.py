@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from pex.services.outcomes import experiment_spec
 from pex.services.policies import FitContext, load_fit
 from pex.services.publishing import publish
 from pex.store.workspace import Workspace
+
+if TYPE_CHECKING:  # the search (and its Ax adapter) is imported only when a loop needs it
+    from pex.search.tuning import TuningProblem
 
 Say = Callable[[str], None]
 SUFFIX = "-online"
@@ -155,10 +158,10 @@ def candidate_policy(ctx: FitContext, point: list[float], name: str, exploration
     return policy.replace(experiment=spec.name), {"weights": weights, "budget": budget}
 
 
-_PROBLEMS: dict[tuple[str, float], Any] = {}
+_PROBLEMS: dict[tuple[str, float], TuningProblem] = {}
 
 
-def _problem(ctx: FitContext, exploration: float):
+def _problem(ctx: FitContext, exploration: float) -> TuningProblem:
     """The fit's search problem (for turning a point into weights and a cap), built once per fit."""
     from pex.search.tuning import TuningProblem
 
