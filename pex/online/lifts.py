@@ -76,8 +76,9 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
     """Every arm of one round measured against all-control (the module docstring's rules).
 
     ``metrics`` are the spec's metrics (by name); ``rules`` the loop's guardrail rules, each judged against the
-    round's own control value. ``frame`` holds the round's logged feedback (a row per unit: ``route``, ``arm``, ``propensity``, the features
-    and one column per metric, NaN where no outcome came); ``routing`` is the round's routing policy.
+    round's own control value. ``frame`` holds the round's logged feedback (a row per unit: ``route``, ``arm``,
+    ``propensity``, the features and one column per metric, NaN where no outcome came); ``routing`` is the round's
+    routing policy.
     Returns ``control`` (all-control's value per metric, from the holdout) and ``arms`` (per route name: units,
     per metric ``n``/``missing``/``value``/``lift``, per guardrail the harm with its verdict), and ``usable``
     (every arm has at least :data:`MIN_OUTCOMES` outcomes on every metric).
