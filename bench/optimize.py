@@ -163,7 +163,7 @@ def prepare(n: int, data_seed: int, tmp: Path):
 
 def warm_imports() -> float:
     """Import Ax and BoTorch's hypervolume once, so no search pays for them inside its timing."""
-    from pex.search.tuning import quiet_ax
+    from pex.search.ax_adapter import quiet_ax
 
     started = time.perf_counter()
     with quiet_ax():
@@ -182,9 +182,9 @@ def constant_arms(problem) -> list[list]:
             continue
         lift = problem.signal[:, j, :].mean(axis=0)
         row = [f"all {arm}"] + [problem.goal_sign[index[m]] * lift[index[m]] for m in problem.objectives]
-        for m, g in problem.guardrails.items():
-            harm = -problem.goal_sign[index[m]] * lift[index[m]] / g["base"]
-            row.append(pct(harm) + (" (over)" if g["max_harm"] is not None and harm > g["max_harm"] else ""))
+        for m, rule in problem.rules.items():
+            harm = rule.sign * lift[index[m]] / rule.scale
+            row.append(pct(harm) + (" (over)" if harm > rule.limit else ""))
         rows.append(row)
     return rows
 
@@ -200,7 +200,9 @@ def eval_seconds(problem, draws: np.ndarray) -> float:
 
 def run_seed(problem, seed: int, budgets: list[int], dense: int, reference_points: int) -> dict:
     """Every method's front on ``problem`` for search seed ``seed``, with one common reference point."""
-    from pex.search.tuning import Front, ax_search, dense_sweep, hypervolume, reference_point
+    from pex.search.ax_adapter import ax_search
+    from pex.search.pareto import Front, hypervolume, reference_point
+    from pex.search.tuning import dense_sweep
 
     fronts: dict[str, Front] = {}
     eval_s: dict[str, float] = {}
@@ -275,7 +277,8 @@ def extremes(problem, res: dict) -> list[list]:
 
 def check_reference(problem, results: list[dict], points: int, dense: int):
     """Each seed's reference sweep, pipeline sweep and kept front against one big sweep and the union of everything."""
-    from pex.search.tuning import Front, dense_sweep, hypervolume, reference_point
+    from pex.search.pareto import Front, hypervolume, reference_point
+    from pex.search.tuning import dense_sweep
 
     log(f"convergence check: dense sweep, {points:,} points (seed {CONVERGE_SEED}) ...")
     big = dense_sweep(problem, points=points, seed=CONVERGE_SEED)
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         f"botorch {_version('botorch')}, torch {_version('torch')}")
     say(f"scenario {SCENARIO}: {n:,} simulated units (data/fit seed {args.data_seed}), search on {problem.n:,} training units "
         f"(25% held out); arms {', '.join(problem.arms)}")
-    rails = ", ".join(f"{m} (max harm {pct(g['max_harm'])}, {g['basis']})" for m, g in problem.guardrails.items())
+    rails = ", ".join(f"{m} (limit {pct(rule.limit)}, {rule.basis})" for m, rule in problem.rules.items())
     say(f"objectives (lift over all-control, maximised): {', '.join(problem.objectives)}; guardrail: {rails}; "
         f"search dimension {problem.dimension} (weights of {', '.join(problem.metrics)} + treated-share cap)")
     say(f"Ax budgets {', '.join(map(str, budgets))} trials in batches of {BATCH}; dense sweep {args.dense:,}; "
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     say("setup seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in setup.items()))
     say("")
     say("The trade-off (treat everyone with one arm; harm = relative rise of the guardrail, training pseudo-outcomes):")
-    say(render(["policy", *problem.objectives, *(f"{m} harm" for m in problem.guardrails)], constant_arms(problem)))
+    say(render(["policy", *problem.objectives, *(f"{m} harm" for m in problem.rules)], constant_arms(problem)))
     say("")
 
     for res in results:
@@ -358,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         say(render(["method", "points", "feasible", "Pareto", "seconds", "ms/vector", "hypervolume", "vs 10k", "max treated"],
                    front_rows(problem, res)))
         say("reference sweep's extremes:")
-        say(render(["point", *problem.objectives, *(f"{m} harm" for m in problem.guardrails), "treated"], extremes(problem, res)))
+        say(render(["point", *problem.objectives, *(f"{m} harm" for m in problem.rules), "treated"], extremes(problem, res)))
         say("timing, Ax vs dense (eval s: problem.evaluate alone on the same weight vectors):")
         rows = []
         for name in [*(f"ax {t}" for t in budgets), dense_name, *(f"dense {t} (Ax's budget)" for t in budgets)]:

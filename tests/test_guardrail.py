@@ -43,6 +43,32 @@ def test_absolute_basis_at_zero_control_mean():
     assert rule.verdict(0.01, 0.001).verdict == "fail"
 
 
+def test_the_rule_travels_as_json_and_its_limit_is_derived_again():
+    zero = GuardrailRule(metric="refunds", goal="decrease", max_harm=0.05, control_mean=0.0)
+    doc = zero.to_dict()
+    assert doc["limit"] == 0.0 and doc["basis"] == "absolute"  # written for readers of the file
+    assert GuardrailRule.from_dict(doc) == zero
+    # a file's "limit" is never read back: the rule derives it from max_harm and the control mean
+    assert GuardrailRule.from_dict({**doc, "limit": 0.05}).limit == 0.0
+    assert GuardrailRule.from_dict(RULE.to_dict()) == RULE and RULE.to_dict()["limit"] == 0.10
+    # a live round re-bases the same rule on its own control value
+    assert RULE.at_control_mean(0.0).limit == 0.0 and RULE.at_control_mean(0.5).scale == 0.5
+
+
+def test_a_screen_is_held_to_its_rule_and_averages_its_halves():
+    from pex.policy.constrained import Screen
+
+    zero = GuardrailRule(metric="refunds", goal="decrease", max_harm=0.05, control_mean=0.0)
+    assert not Screen(zero, harm=0.001, se=0.001, bound=0.003).passed  # absolute harm: the limit is 0, not max_harm
+    assert Screen(RULE, harm=0.01, se=0.02, bound=0.05).passed
+    halves = [Screen(RULE, harm=0.02, se=0.03, bound=0.08), Screen(RULE, harm=0.04, se=0.04, bound=0.14)]
+    both = Screen.average(halves)
+    assert both.harm == pytest.approx(0.03) and both.se == pytest.approx(0.025) and both.bound == pytest.approx(0.11)
+    assert not both.passed and both.room == pytest.approx((0.10 - 0.11) / 0.10)
+    doc = both.to_dict()
+    assert doc["limit"] == 0.10 and doc["passed"] is False and [h["passed"] for h in doc["halves"]] == [True, False]
+
+
 def test_a_fall_is_harm_for_a_metric_to_increase():
     rule = GuardrailRule("revenue", "increase", 0.05, control_mean=10.0)
     estimate, _ = rule.harm_and_se(np.full(50, -1.0) + np.linspace(-0.1, 0.1, 50))

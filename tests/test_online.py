@@ -16,10 +16,12 @@ import pytest
 
 from pex.cli.main import main
 from pex.errors import DataError, PexError
+from pex.experiment.guardrail import GuardrailRule
 from pex.experiment.simulate import simulate
+from pex.experiment.spec import MetricSpec
 from pex.experiment.truth import distribution_truth
 from pex.online.choice import choose_best
-from pex.online.lifts import MetricGoal, measure_round
+from pex.online.lifts import measure_round
 from pex.online.space import OnlineSpace
 from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
@@ -30,8 +32,10 @@ from pex.store.workspace import Workspace
 from tests.served import served_tree
 
 PEX = [str(Path(sys.executable).parent / "pex")]
-GOALS = {m: MetricGoal(m, meta["goal"], meta["role"], meta.get("max_harm"), meta.get("pre"))
-         for m, meta in simulate(10).metrics.items()}
+METRICS = {m: MetricSpec(m, m, meta["goal"], meta["role"], meta.get("pre"), meta.get("max_harm"))
+           for m, meta in simulate(10).metrics.items()}
+# the loop's rules; each round judges them against its own holdout's control value, whatever the mean here
+RULES = {m: GuardrailRule(m, meta.goal, meta.max_harm, control_mean=1.0) for m, meta in METRICS.items() if meta.role == "guardrail"}
 
 
 # -- the measurement against the truth ------------------------------------------------------------------------
@@ -59,7 +63,7 @@ def _round(sim, exploration: float = 0.2):
 def test_round_lifts_match_the_truth_within_their_standard_errors():
     sim = simulate(60_000, seed=11)
     routing, frame = _round(sim)
-    found = measure_round(frame, routing, "hold", "control", GOALS)
+    found = measure_round(frame, routing, "hold", "control", METRICS, RULES)
     assert found["usable"]
     for route in ("daily", "tree"):
         rows = (frame["route"] == route).to_numpy()
@@ -93,7 +97,7 @@ def test_missing_outcomes_are_left_out_and_counted_and_an_empty_arm_is_not_measu
     routing, frame = _round(sim)
     frame.loc[frame.index[::3], "sessions"] = np.nan
     frame = frame[frame["route"] != "daily"]  # no traffic reached one arm
-    found = measure_round(frame, routing, "hold", "control", GOALS)
+    found = measure_round(frame, routing, "hold", "control", METRICS, RULES)
     tree = found["arms"]["tree"]["metrics"]["sessions"]
     assert tree["missing"] > 0 and tree["n"] + tree["missing"] == found["arms"]["tree"]["units"]
     assert found["arms"]["daily"]["units"] == 0 and not found["arms"]["daily"]["measured"]
@@ -205,7 +209,8 @@ def test_start_serves_round_one_under_the_stable_name_and_saves_ax_state(loop_ho
         assert [a["role"] for a in arms] == ["holdout", "candidate", "candidate", "candidate"]
         assert abs(sum(a["share"] for a in arms) - 1.0) < 1e-9 and arms[0]["share"] == 0.2
         loop = ws.get_loop("exp")
-        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"], loop.settings["guardrails"])
+        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"],
+                                    online.loop_rules(loop.settings))
         assert sorted(space.client._experiment.trials) == sorted(a["trial"] for a in arms[1:])
         decisions = _traffic(ws, 300, seed=5, outcomes=False)
         logged = ws.read_decisions(policy="exp-online")
@@ -213,6 +218,42 @@ def test_start_serves_round_one_under_the_stable_name_and_saves_ax_state(loop_ho
         assert set(logged["route"]) == {a["route"] for a in arms}  # every decision names its arm
         assert (logged["version"] == status["live_version"]).all()
     assert main(["--home", str(loop_home), "online", "start", "exp"]) == 2  # one loop per experiment
+
+
+def _constraint_bounds(space: OnlineSpace) -> dict[str, float]:
+    config = space.client._experiment.optimization_config
+    return {c.metric_names[0]: c.bound for c in config.outcome_constraints}
+
+
+def test_ax_is_told_the_guardrail_rules_limit(loop_home):
+    with Workspace(loop_home) as ws:
+        loop = ws.get_loop("exp")
+        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"],
+                                    online.loop_rules(loop.settings))
+        assert loop.settings["guardrails"]["unsubscribes"]["control_mean"] > 0  # relative harm: the limit is max_harm
+        assert _constraint_bounds(space) == {"harm0": 0.05}
+
+
+def test_ax_is_told_a_limit_of_0_for_a_guardrail_whose_control_mean_is_0(tmp_path, serving_home, monkeypatch):
+    """At a zero control mean harm is absolute and the rule's limit is 0, whatever max_harm says: Ax must be held
+    to the same bound as every other stage, not to max_harm."""
+    shutil.copytree(serving_home, tmp_path / "ws")
+    load_fit = online.load_fit
+
+    def no_unsubscribes_under_control(ws, experiment, fit_id=None):
+        ctx = load_fit(ws, experiment, fit_id)
+        spec, frame = ctx.dataset.spec, ctx.dataset.frame
+        frame.loc[frame[spec.arm] == spec.control, spec.metrics["unsubscribes"].column] = 0.0
+        return ctx
+
+    monkeypatch.setattr(online, "load_fit", no_unsubscribes_under_control)
+    with Workspace(tmp_path / "ws") as ws:
+        online.start_loop(ws, "exp", online.LoopOptions(arms=2, seed=1))
+        loop = ws.get_loop("exp")
+        rules = online.loop_rules(loop.settings)
+        assert rules["unsubscribes"].control_mean == 0.0 and rules["unsubscribes"].max_harm == 0.05
+        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"], rules)
+        assert _constraint_bounds(space) == {"harm0": 0.0}
 
 
 def test_complete_answers_clearly_when_there_is_nothing_to_measure(loop_home, capsys):
@@ -247,7 +288,8 @@ def test_an_arm_without_traffic_is_refused_then_abandoned_on_request(loop_home, 
     assert results["log"]["units_without_decision"] >= 2  # outcomes of units this round never decided are not used
     with Workspace(loop_home) as ws:
         loop = ws.get_loop("exp")
-        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"], loop.settings["guardrails"])
+        space = OnlineSpace.restore(loop.ax_state, loop.settings["metrics"], loop.settings["objectives"],
+                                    online.loop_rules(loop.settings))
         statuses = {a["route"]: space.client._experiment.trials[a["trial"]].status.name for a in ws.rounds("exp")[0].arms[1:]}
         assert statuses[empty] == "ABANDONED"
         assert sorted(set(statuses.values())) == ["ABANDONED", "COMPLETED"]

@@ -143,10 +143,14 @@ def test_step_down_and_gated_certification_on_the_same_run(segment_run):
     rows = result.details["rows"]
     data = result.details["evaluation"]  # cross-fitted: every unit, each under the route that never saw it
     assert data.n == 30_000
-    for (name, metric), e in harm_estimates(policies, data, ctx.dataset.spec).items():
+    rules, harms = harm_estimates(policies, data, ctx.dataset.spec)
+    assert {m: r.limit for m, r in rules.items()} == {"complaints": 0.10}
+    for (name, metric), e in harms.items():
         cell = rows[names.index(name)]["guardrails"][metric]
         assert e.value == pytest.approx(cell["estimate"], rel=1e-9) and e.se == pytest.approx(cell["se"], rel=1e-9)
-    screen = {p.name: r.get("screen") or {} for p, r in zip(policies, rows)}
+    crossfit = result.details["crossfit"]
+    screen = {p.name: crossfit.screen(p) for p in policies}
+    assert {p: {m: c.to_dict() for m, c in s.items()} for p, s in screen.items()} == {p.name: r["screen"] for p, r in zip(policies, rows)}
     coefficients = result.details["build_report"]["objective_coefficients"]
     fixed = recommend(policies, rows, data, ctx.dataset.spec, coefficients, screen=screen, holdout_share=0.25,
                       certification="fixed-sequence").certification

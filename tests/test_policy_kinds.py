@@ -225,7 +225,7 @@ def test_the_weight_search_and_the_value_policy_choose_the_same_arms(draw):
     effects = rng.normal(size=(n, 3, 2))
     effects[:, 1, :] = 0.0
     goal_sign, scale = np.array([1.0, -1.0]), np.array([2.0, 0.5])
-    problem = TuningProblem(experiment="x", arms=arms, control="control", metrics=metrics, objectives=metrics, guardrails={},
+    problem = TuningProblem(experiment="x", arms=arms, control="control", metrics=metrics, objectives=metrics,
                             goal_sign=goal_sign, scale=scale, effects=effects, signal=effects, budget=1.0)
     u = np.array([draw])
     coef = problem.weights(u)[0] * goal_sign / scale

@@ -5,17 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pex.experiment.guardrail import GuardrailRule
 from pex.policy.value import build_value_policy, scores_from_effects
-from pex.search.tuning import (
-    Front,
-    TuningProblem,
-    ax_search,
-    dense_sweep,
-    hypervolume,
-    optimize,
-    pareto_indices,
-    reference_point,
-)
+from pex.search.ax_adapter import ax_search, outcome_constraints
+from pex.search.pareto import Front, hypervolume, pareto_indices, reference_point
+from pex.search.tuning import TuningProblem, dense_sweep, optimize
 from pex.services.policies import load_fit
 from pex.store.workspace import Workspace
 
@@ -34,7 +28,7 @@ def problem(fit_ctx) -> TuningProblem:
 def test_problem_shapes_and_roles(problem, fit_ctx):
     assert problem.metrics == ["sessions", "converted", "unsubscribes"]
     assert problem.objectives == ["sessions", "converted"]
-    assert list(problem.guardrails) == ["unsubscribes"] and problem.guardrails["unsubscribes"]["max_harm"] == 0.05
+    assert list(problem.rules) == ["unsubscribes"] and problem.rules["unsubscribes"].limit == 0.05
     assert problem.effects.shape == (len(fit_ctx.training), 3, 3) == problem.signal.shape
     control = problem.arms.index(problem.control)
     assert not problem.effects[:, control, :].any() and not problem.signal[:, control, :].any()
@@ -63,7 +57,7 @@ def test_values_are_means_of_pseudo_outcomes_of_the_chosen_arms(problem):
     lifts = problem.signal[np.arange(problem.n), chosen, :].mean(axis=0)
     out = problem.evaluate(u)
     assert out["objectives"][0] == pytest.approx([lifts[0], lifts[1]])  # sessions, converted: both "increase"
-    base = problem.guardrails["unsubscribes"]["base"]
+    base = problem.rules["unsubscribes"].scale
     assert out["harms"][0, 0] == pytest.approx(lifts[2] / base)  # unsubscribes should decrease: a rise is harm
     assert out["feasible"][0] == (lifts[2] / base <= 0.05)
 
@@ -71,6 +65,14 @@ def test_values_are_means_of_pseudo_outcomes_of_the_chosen_arms(problem):
 def test_zero_weights_treat_nobody(problem):
     out = problem.evaluate(np.zeros((1, problem.dimension)))
     assert out["treated_share"][0] == 0 and not out["objectives"].any() and out["feasible"][0]
+
+
+def test_ax_outcome_constraints_are_the_rules_limits():
+    rules = {"harm0": GuardrailRule("complaints", "decrease", 0.05, control_mean=0.0),  # absolute: limit 0
+             "harm1": GuardrailRule("sessions", "increase", 0.1, control_mean=2.0)}
+    assert outcome_constraints(rules, ["objective0"]) == ["harm0 <= 0.0", "harm1 <= 0.1"]
+    # with several objectives, each at least all-control's lift of 0 (Ax's objective thresholds)
+    assert outcome_constraints(rules, ["objective0", "objective1"])[2:] == ["objective0 >= 0.0", "objective1 >= 0.0"]
 
 
 def test_pareto_indices_on_known_points():

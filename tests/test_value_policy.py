@@ -16,7 +16,7 @@ from pex.hte.model import EffectModel
 from pex.policy.base import Policy, PolicyError
 from pex.policy.distill import _fit_tree, distill
 from pex.policy.tree import TreePolicy
-from pex.policy.value import build_value_policy, objective, scores_from_effects
+from pex.policy.value import build_value_policy, greedy_budget, objective, scores_from_effects, served_share
 
 N_BUILD = 50_000
 
@@ -90,6 +90,18 @@ def test_budget_limits_the_treated_share(built):
     assert policy.value_model["min_score"] > 0
     fresh_share = 1 - (policy.greedy_arms(built["fresh"].data) == policy.arms.index("control")).mean()
     assert 0.2 <= fresh_share <= 0.4
+
+
+@pytest.mark.parametrize("budget, exploration, arms", [(0.3, 0.05, 3), (0.5, 0.1, 2), (0.9, 0.2, 4)])
+def test_the_greedy_budget_is_what_exploration_leaves_of_the_served_budget(budget, exploration, arms):
+    greedy = greedy_budget(budget, exploration, arms)
+    assert float(served_share(greedy, exploration, arms)) == pytest.approx(budget)
+
+
+def test_the_greedy_budget_stays_a_share():
+    assert greedy_budget(0.01, 0.3, 3) == 0.0  # exploration alone treats more than the budget
+    assert greedy_budget(1.0, 0.05, 3) == 1.0
+    assert greedy_budget(0.5, 1.0, 3) == 0.0  # all exploration: nothing left to the greedy part
 
 
 def test_budget_counts_the_served_mixture_with_exploration(built):

@@ -24,7 +24,7 @@ from pex.evaluation import estimators as ope
 from pex.evaluation.feedback import LoggedFeedback
 from pex.experiment.data import PROPENSITY, Dataset
 from pex.experiment.features import FeatureEncoder
-from pex.experiment.guardrail import Harm, rules_for
+from pex.experiment.guardrail import GuardrailRule, Harm, rules_for
 from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import RULE, evaluation_mask
 from pex.policy.base import Policy
@@ -185,10 +185,12 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
     return rows
 
 
-def harm_estimates(policies: list[Policy], data: EvaluationData, spec: ExperimentSpec) -> dict[tuple[str, str], ope.Estimate]:
-    """Per (policy name, guardrail with a limit): its harm on ``data`` as an estimate whose contributions are the
-    harm's per-unit influence values, the same harm and standard error as :func:`compare`'s guardrail cells, in
-    the form simultaneous bounds need (:func:`pex.evaluation.estimators.step_down_upper`)."""
+def harm_estimates(policies: list[Policy], data: EvaluationData,
+                   spec: ExperimentSpec) -> tuple[dict[str, GuardrailRule], dict[tuple[str, str], ope.Estimate]]:
+    """The guardrails' rules on ``data`` (relative to all-control's value there) and, per (policy name, guardrail
+    with a limit), its harm as an estimate whose contributions are the harm's per-unit influence values: the same
+    harm and standard error as :func:`compare`'s guardrail cells, in the form simultaneous bounds need
+    (:func:`pex.evaluation.estimators.step_down_upper`), to be held to its rule's limit."""
     dr = ope.DoublyRobust()
     control = {m: dr.estimate(data.rewards[m], data.action, data.pscore, _constant(data, data.arms.index(data.control)),
                               data.reward_hat[m]).contributions for m in data.rewards}
@@ -202,7 +204,7 @@ def harm_estimates(policies: list[Policy], data: EvaluationData, spec: Experimen
             harm, influence = rule.harm_influence(mine - control[m], control[m])
             # centred on the harm, so that the estimate's value is the harm and its spread the harm's standard error
             out[(policy.name, m)] = ope.Estimate.from_contributions("harm", influence - influence.mean() + harm)
-    return out
+    return rules, out
 
 
 def guardrail_entry(harm: Harm) -> dict:

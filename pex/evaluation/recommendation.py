@@ -59,6 +59,7 @@ from pex.experiment.guardrail import ALPHA, Harm, tail_level
 from pex.experiment.spec import ExperimentSpec
 from pex.policy.base import Policy
 from pex.policy.constant import constant_policy
+from pex.policy.constrained import Screen
 
 UNIFORM_EXPLORATION = 1.0
 
@@ -98,12 +99,12 @@ class Recommendation:
 
 
 def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, spec: ExperimentSpec,
-              coefficients: dict[str, float], screen: dict[str, dict[str, dict]] | None = None,
+              coefficients: dict[str, float], screen: dict[str, dict[str, Screen]] | None = None,
               holdout_share: float | None = None, certification: str = CERTIFICATION) -> Recommendation:
     """Apply the module's rule to policies valued by :func:`pex.evaluation.comparison.compare` (``rows``, same order).
 
-    ``screen`` maps a policy name to its guardrails' building-unit check (``{metric: {"passed": bool, ...}}``);
-    a name without an entry is not screened out. ``holdout_share`` turns held-out unit counts into
+    ``screen`` maps a policy name to its guardrails' building-unit check (``{metric: Screen}``, each held to its
+    guardrail rule's limit); a name without an entry is not screened out. ``holdout_share`` turns held-out unit counts into
     experiment sizes in the "cannot certify" message. ``certification`` is the multiple-testing procedure
     of step 3: ``fixed-sequence`` (safest first, stop at the first failure), ``step-down`` (max-t over every
     candidate and guardrail at once, :func:`pex.evaluation.estimators.step_down_upper`) or ``gated`` (the safest candidate alone
@@ -144,7 +145,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
             reasons.append(f"{p.name} gives every held-out unit {same!r}, so it is not a personalized option")
             continue
         candidates.append(p)
-    screened_out = [p for p in candidates if not all(c.get("passed", True) for c in screen.get(p.name, {}).values())]
+    screened_out = [p for p in candidates if not all(c.passed for c in screen.get(p.name, {}).values())]
     # the order of the held-out tests is fixed on the building units alone: safest first (the largest room
     # between the building-units bound and the limit), so a test is rarely spent on a long shot early. Candidates
     # whose screen is unbiased come first: a tree whose leaf arms were searched on the very pseudo-outcomes it is
@@ -222,7 +223,7 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                            f"bound (lift {gain:+.4g}, bounds {lo:+.4g} to {hi:+.4g})")
             choice = control
     for p in screened_out:
-        failing = [m for m, c in screen[p.name].items() if not c.get("passed", True)]
+        failing = [m for m, c in screen[p.name].items() if not c.passed]
         reasons.append(f"{p.name} was dropped before the held-out test: on the building units its {', '.join(failing)} harm "
                        "could not be certified even if the estimate were exact")
 
@@ -293,10 +294,10 @@ def _step_down(family: list[Policy], by_name: dict, data: EvaluationData,
     Each verdict is reported at the level its claim was made at (the last critical value for the others)."""
     if not family:
         return {}, []
-    harms = harm_estimates(family, data, spec)
+    rules, harms = harm_estimates(family, data, spec)
     claims = list(harms)
     estimates = [harms[c] for c in claims]
-    limits = [float(by_name[name][1]["guardrails"][m]["limit"]) for name, m in claims]
+    limits = [rules[m].limit for _name, m in claims]
     made = ope.step_down_upper(estimates, limits, ALPHA)
     last = max((z for z in made if z is not None), default=None)
     final = ope.simultaneous_z([e for e, z in zip(estimates, made) if z is None], ALPHA) if None in made else last
@@ -313,12 +314,10 @@ def _step_down(family: list[Policy], by_name: dict, data: EvaluationData,
     return judged, certified
 
 
-def _room(screen: dict[str, dict]) -> float:
-    """How far the building-units bound stays below the limit on the tightest guardrail (relative to the limit
-    where it is not 0); larger is safer."""
-    rooms = [(c["limit"] - c["bound"]) / (abs(c["limit"]) or 1.0) for c in screen.values()
-             if c.get("limit") is not None and c.get("bound") is not None]
-    return min(rooms) if rooms else float("inf")
+def _room(screen: dict[str, Screen]) -> float:
+    """How far the building-units bound stays below the limit on the tightest guardrail (:attr:`Screen.room`);
+    larger is safer."""
+    return min((c.room for c in screen.values()), default=float("inf"))
 
 
 def _constant_equivalent(policy: Policy, data: EvaluationData) -> str | None:

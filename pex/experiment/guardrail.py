@@ -163,6 +163,19 @@ class GuardrailRule:
         """What one unit of harm is divided by: the control mean's size, or 1 when harm is absolute."""
         return abs(self.control_mean) if self.relative else 1.0
 
+    def to_dict(self) -> dict:
+        """The rule as JSON (with its derived ``limit`` and ``basis``, for readers of the file)."""
+        return {**asdict(self), "limit": self.limit if self.max_harm is not None else None, "basis": self.basis}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GuardrailRule:
+        """Rebuild a rule from :meth:`to_dict` output (the derived fields are derived again, never read)."""
+        return cls(metric=d["metric"], goal=d["goal"], max_harm=d["max_harm"], control_mean=float(d["control_mean"]))
+
+    def at_control_mean(self, control_mean: float) -> GuardrailRule:
+        """The same guardrail measured against another control mean (e.g. a live round's holdout)."""
+        return replace(self, control_mean=float(control_mean))
+
     def verdict(self, estimate: float, se: float, n: int = 0, alpha: float = ALPHA) -> Harm:
         """The verdict on a harm estimate with its standard error (one-sided level ``1 - alpha``)."""
         lower, upper, verdict = judge(estimate, se, self.limit, alpha)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,26 +37,11 @@ import pandas as pd
 
 from pex.evaluation.estimators import Estimate, SelfNormalizedIPS
 from pex.experiment.guardrail import ALPHA, GuardrailRule, Harm
+from pex.experiment.spec import MetricSpec
 from pex.policy.base import Policy
 
 MIN_OUTCOMES = 2  # outcomes an arm needs on a metric for a standard error
 _SNIPS = SelfNormalizedIPS()
-
-
-@dataclass(frozen=True)
-class MetricGoal:
-    """What the loop needs to know of one metric of the spec."""
-
-    name: str
-    goal: str  # increase | decrease
-    role: str  # primary | secondary | guardrail
-    max_harm: float | None = None
-    pre: str | None = None  # pre-period covariate column (CUPED), when the spec names one
-
-    @property
-    def sign(self) -> float:
-        """+1 when larger is better."""
-        return 1.0 if self.goal == "increase" else -1.0
 
 
 def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.ndarray) -> Estimate | None:
@@ -74,10 +58,11 @@ def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.
     return _SNIPS.estimate(reward[keep], action[keep], frame["propensity"].to_numpy(dtype=float)[keep], target[keep])
 
 
-def harm_of(metric: MetricGoal, value: Estimate, control: Estimate, alpha: float = ALPHA) -> Harm:
-    """The guardrail rule's harm of ``value`` against all-control's ``control`` (independent samples)."""
+def harm_of(rule: GuardrailRule, value: Estimate, control: Estimate, alpha: float = ALPHA) -> Harm:
+    """``rule``'s harm of ``value`` against all-control's ``control`` (independent samples), relative to the
+    round's own control value."""
     c, v = control.value, value.value
-    rule = GuardrailRule(metric=metric.name, goal=metric.goal, max_harm=metric.max_harm, control_mean=c)
+    rule = rule.at_control_mean(c)
     if rule.relative:
         harm = rule.sign * (v - c) / abs(c)
         se = math.sqrt(value.se**2 / c**2 + v**2 * control.se**2 / c**4)  # delta method for v / c - 1
@@ -86,12 +71,14 @@ def harm_of(metric: MetricGoal, value: Estimate, control: Estimate, alpha: float
     return rule.verdict(harm, se, n=value.n, alpha=alpha)
 
 
-def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: str,
-                  metrics: Mapping[str, MetricGoal]) -> dict[str, Any]:
+def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: str, metrics: Mapping[str, MetricSpec],
+                  rules: Mapping[str, GuardrailRule]) -> dict[str, Any]:
     """Every arm of one round measured against all-control (the module docstring's rules).
 
-    ``frame`` holds the round's logged feedback (a row per unit: ``route``, ``arm``, ``propensity``, the features
-    and one column per metric, NaN where no outcome came); ``routing`` is the round's routing policy.
+    ``metrics`` are the spec's metrics (by name); ``rules`` the loop's guardrail rules, each judged against the
+    round's own control value. ``frame`` holds the round's logged feedback (a row per unit: ``route``, ``arm``,
+    ``propensity``, the features and one column per metric, NaN where no outcome came); ``routing`` is the round's
+    routing policy.
     Returns ``control`` (all-control's value per metric, from the holdout) and ``arms`` (per route name: units,
     per metric ``n``/``missing``/``value``/``lift``, per guardrail the harm with its verdict), and ``usable``
     (every arm has at least :data:`MIN_OUTCOMES` outcomes on every metric).
@@ -111,7 +98,7 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
         rows = by_route[name]
         entry: dict[str, Any] = {"units": len(rows), "holdout": name == holdout, "metrics": {}, "harms": {}}
         target = policy.action_probabilities(rows) if len(rows) else np.zeros((0, len(arms)))
-        for m, goal in metrics.items():
+        for m in metrics:
             have = int(rows[m].notna().sum()) if len(rows) else 0
             value = arm_value(rows, m, arms, target) if len(rows) else None
             cell: dict[str, Any] = {"n": have, "missing": len(rows) - have, "value": value.to_dict() if value else None,
@@ -122,8 +109,8 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
             elif base is not None:
                 d, se = value.value - base.value, math.hypot(value.se, base.se)
                 cell["lift"] = {"estimate": d, "se": se, "ci_low": d - 1.96 * se, "ci_high": d + 1.96 * se}
-                if goal.role == "guardrail" and goal.max_harm is not None:
-                    entry["harms"][m] = harm_of(goal, value, base).to_dict()
+                if m in rules and rules[m].max_harm is not None:
+                    entry["harms"][m] = harm_of(rules[m], value, base).to_dict()
             entry["metrics"][m] = cell
         entry["measured"] = all(c["lift"] is not None for c in entry["metrics"].values())
         out_arms[name] = entry
@@ -131,7 +118,7 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
             "usable": usable, "rows": len(frame), "cuped": reduction}
 
 
-def cuped_adjusted(frame: pd.DataFrame, metrics: Mapping[str, MetricGoal]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def cuped_adjusted(frame: pd.DataFrame, metrics: Mapping[str, MetricSpec]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """``frame`` with each metric that has a pre-period covariate replaced by its CUPED-adjusted outcome, and per
     such metric the slope and the share of the outcome's variance it removes. A missing covariate counts as
     the mean (no adjustment for that unit); a covariate without spread, or absent from the log, adjusts nothing."""

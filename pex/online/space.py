@@ -3,8 +3,9 @@
 A candidate is a point of the same search space as the offline weight search (:mod:`pex.search.tuning`): one
 coordinate per metric (the weights, normalised onto the simplex) and one for the treated-share cap. Its
 measured outcomes are, per goal metric, the live lift over all-control in the metric's units (signed so that
-larger is better: the objectives) and, per guardrail with a ``max_harm``, the live harm relative to the control
-mean (the outcome constraints ``harm <= max_harm``). Each is told with its standard error, so Ax models
+larger is better: the objectives) and, per guardrail with a ``max_harm``, the live harm (the outcome constraints
+``harm <= limit``, the guardrail rule's limit: ``max_harm`` when harm is relative to the control mean, 0 when it is
+absolute because the control mean is 0; :mod:`pex.experiment.guardrail`). Each is told with its standard error, so Ax models
 the measurement noise instead of treating a noisy lift as exact.
 
 Only live measurements are told to Ax. Offline estimates (the Pareto candidates of ``pex run``) choose the
@@ -29,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pex.errors import PexError
-from pex.search.tuning import quiet_ax
+from pex.experiment.guardrail import GuardrailRule
+from pex.search.ax_adapter import outcome_constraints, quiet_ax
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class OnlineSpace:
     guardrails as outcome constraints. Parameter and Ax metric names are positional (``w0``.., ``cap``, ``lift0``..,
     ``harm0``..) because Ax expressions need identifiers and metric names may hold ``-``."""
 
-    def __init__(self, client: Any, metrics: Sequence[str], objectives: Sequence[str], guardrails: Mapping[str, float]) -> None:
+    def __init__(self, client: Any, metrics: Sequence[str], objectives: Sequence[str],
+                 guardrails: Mapping[str, GuardrailRule]) -> None:
         self.client = client
         self.metrics = list(metrics)
         self.objectives = list(objectives)
@@ -57,7 +60,7 @@ class OnlineSpace:
         return [f"w{i}" for i in range(len(self.metrics))] + ["cap"]
 
     @classmethod
-    def new(cls, name: str, metrics: Sequence[str], objectives: Sequence[str], guardrails: Mapping[str, float], *,
+    def new(cls, name: str, metrics: Sequence[str], objectives: Sequence[str], guardrails: Mapping[str, GuardrailRule], *,
             seed: int, initialization: int, method: str = "fast") -> OnlineSpace:
         """A fresh experiment; the first ``initialization`` asked points are quasi-random (Sobol), the rest Ax's
         Bayesian optimization (``method="fast"``), or every point quasi-random (``"random_search"``, the baseline)."""
@@ -70,9 +73,7 @@ class OnlineSpace:
                 parameters=[RangeParameterConfig(name=p, parameter_type="float", bounds=(0.0, 1.0)) for p in space.parameters],
                 name=f"{name}-online")
             lifts = [f"lift{i}" for i in range(len(space.objectives))]
-            constraints = [f"harm{j} <= {limit!r}" for j, limit in enumerate(space.guardrails.values())]
-            if len(lifts) > 1:  # objective thresholds (the hypervolume reference): all-control's lift of 0
-                constraints += [f"{n} >= 0.0" for n in lifts]
+            constraints = outcome_constraints({f"harm{j}": rule for j, rule in enumerate(space.guardrails.values())}, lifts)
             client.configure_optimization(objective=", ".join(lifts), outcome_constraints=constraints or None)
             client.configure_generation_strategy(method=method, initialization_budget=initialization,
                                                  initialization_random_seed=seed)
@@ -81,7 +82,7 @@ class OnlineSpace:
 
     @classmethod
     def restore(cls, state: Mapping[str, Any], metrics: Sequence[str], objectives: Sequence[str],
-                guardrails: Mapping[str, float]) -> OnlineSpace:
+                guardrails: Mapping[str, GuardrailRule]) -> OnlineSpace:
         """The experiment as saved by :meth:`state`."""
         with tempfile.TemporaryDirectory() as folder, quiet_ax():
             from ax import Client

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,49 @@ class ConstrainedChoice:
     met: bool
     bounds: dict[str, float]
     harms: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class Screen:
+    """One guardrail's building-units check of a policy: its harm and standard error there, and the bound a test on
+    other units would need (:meth:`pex.experiment.guardrail.GuardrailRule.certifiable`), held to ``rule``'s limit.
+    A routing policy's screen averages its half-policies' (``halves``)."""
+
+    rule: GuardrailRule
+    harm: float
+    se: float
+    bound: float
+    halves: tuple[Screen, ...] = ()
+
+    @property
+    def limit(self) -> float:
+        """The rule's limit."""
+        return self.rule.limit
+
+    @property
+    def passed(self) -> bool:
+        """Whether the bound is within the limit (a held-out test could pass if the estimate were exact)."""
+        return bool(self.bound <= self.rule.limit)
+
+    @property
+    def room(self) -> float:
+        """How far the bound stays below the limit, relative to the limit where it is not 0 (larger is safer)."""
+        return (self.limit - self.bound) / (abs(self.limit) or 1.0)
+
+    @classmethod
+    def average(cls, halves: list[Screen]) -> Screen:
+        """The screen of a policy that routes each unit to one of ``halves``' policies, in equal shares: the mean harm
+        and bound, the standard error of the mean of independent estimates."""
+        return cls(rule=halves[0].rule, harm=float(np.mean([h.harm for h in halves])),
+                   se=float(np.sqrt(sum(h.se ** 2 for h in halves)) / len(halves)),
+                   bound=float(np.mean([h.bound for h in halves])), halves=tuple(halves))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The screen as JSON (a comparison row's ``screen`` cell)."""
+        out: dict[str, Any] = {"harm": self.harm, "se": self.se, "bound": self.bound, "limit": self.limit, "passed": self.passed}
+        if self.halves:
+            out["halves"] = [h.to_dict() for h in self.halves]
+        return out
 
 
 def served_change(change: np.ndarray, chosen: np.ndarray, exploration: float) -> np.ndarray:

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from pex.experiment.guardrail import GuardrailRule, best_certifiable_prefix, certify_margin
+from pex.experiment.guardrail import GuardrailRule, best_certifiable_prefix, certify_margin, rules_for
 from pex.experiment.spec import ExperimentSpec
 from pex.policy.base import FORMAT, Policy, PolicyError
 from pex.policy.constrained import served_change
@@ -242,6 +242,33 @@ def choose_arms(by_arm: Sequence[np.ndarray | None], control_index: int, bar: np
     return chosen
 
 
+def guardrail_rules(spec: ExperimentSpec, frame: pd.DataFrame) -> dict[str, GuardrailRule]:
+    """Each guardrail's rule, relative to the control mean of ``frame``'s control units (0 when there are none)."""
+    control_rows = frame[spec.arm] == spec.control
+    means = {}
+    for name, m in spec.metrics.items():
+        if m.role == "guardrail":
+            y = frame.loc[control_rows, m.column].to_numpy(dtype=float)
+            means[name] = float(y.mean()) if len(y) else 0.0
+    return rules_for(spec, means)
+
+
+def greedy_budget(budget: float, exploration: float, arms: int) -> float:
+    """The share of units the greedy part of a served policy may treat when at most ``budget`` of all units may be
+    treated: uniform exploration ``e`` over ``arms`` arms treats ``e (arms-1)/arms`` of the units whatever the
+    scores say, so the greedy part gets ``(budget - e (arms-1)/arms) / (1 - e)``, within [0, 1]."""
+    if exploration >= 1:
+        return 0.0
+    explored = exploration * (arms - 1) / arms
+    return min(max((budget - explored) / (1.0 - exploration), 0.0), 1.0)
+
+
+def served_share(greedy: np.ndarray | float, exploration: float, arms: int) -> np.ndarray:
+    """The treated share once served: the greedy part's, plus exploration's ``(arms-1)/arms`` of the explored units
+    (the inverse of :func:`greedy_budget` within its range)."""
+    return (1.0 - exploration) * np.asarray(greedy) + exploration * (arms - 1) / arms
+
+
 def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, float] | None = None,
               guardrails: str = "constraint") -> tuple[dict[str, dict], dict[str, dict]]:
     """Metric weights and scales plus guardrail settings, before any penalty is calibrated.
@@ -257,6 +284,7 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
     if unknown:
         raise PolicyError(f"weight given for unknown metric {unknown[0]!r}", f"metrics of {spec.name}: {', '.join(spec.metrics)}")
     control_rows = frame[spec.arm] == spec.control
+    rules = guardrail_rules(spec, frame)
     metrics: dict[str, dict] = {}
     rails: dict[str, dict] = {}
     for name, m in spec.metrics.items():
@@ -273,11 +301,10 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
             scale = float(np.std(everyone, ddof=1)) if len(everyone) > 1 else 0.0
         metrics[name] = {"goal": m.goal, "role": m.role, "weight": float(weight), "scale": scale if scale > 0 else 1.0,
                          "coefficient": 0.0}
-        if m.role == "guardrail":
-            control_mean = float(y.mean()) if len(y) else 0.0
-            rule = GuardrailRule(metric=name, goal=m.goal, max_harm=m.max_harm, control_mean=control_mean)
-            rails[name] = {"mode": guardrails, "control_mean": control_mean, "penalty": 0.0,
-                           "max_harm": rule.limit if m.max_harm is not None else None, "basis": rule.basis}
+        if name in rules:  # the document's record of the rule (what built it; nothing reads the limit back)
+            rule = rules[name]
+            rails[name] = {"mode": guardrails, "control_mean": rule.control_mean, "penalty": 0.0,
+                           "max_harm": rule.limit if rule.max_harm is not None else None, "basis": rule.basis}
     if not any(meta["weight"] > 0 for meta in metrics.values()):
         raise PolicyError("every metric weight is 0, so no arm can be better than another", "give at least one metric a positive weight")
     _set_coefficients(metrics, rails)
@@ -332,24 +359,20 @@ def build_value_policy(
         """The policy's predicted harm on a guardrail (greedy part; positive = harmful)."""
         return served_harm(rules[metric], effects, arms, control, chosen, 0.0)[0]
 
-    rules = {m: GuardrailRule(metric=m, goal=metrics[m]["goal"], max_harm=spec.metrics[m].max_harm,
-                              control_mean=r["control_mean"]) for m, r in rails.items()}
+    rules = guardrail_rules(spec, frame)
     k = len(arms)
     # the served policy mixes in uniform exploration, which treats (k-1)/k of the explored units whatever
     # the scores say: budget and guardrails are about what is served, so the greedy part gets what is left
-    greedy_budget = None
-    if budget is not None:
-        explored = exploration * (k - 1) / k
-        greedy_budget = min(max((budget - explored) / (1.0 - exploration), 0.0), 1.0) if exploration < 1 else 0.0
+    greedy = greedy_budget(budget, exploration, k) if budget is not None else None
     min_score = 0.0
-    constrained = [m for m, r in rails.items() if r["mode"] == "constraint" and r["max_harm"] is not None]
+    constrained = [m for m, rule in rules.items() if guardrails == "constraint" and rule.max_harm is not None]
     # Budget and constraints interact (fewer treated units harm less), so alternate a few rounds.
     for _round in range(3):
         for metric in constrained:
-            _calibrate_penalty(metric, metrics, rails, lambda m=metric, t=min_score: harm(m, decide(t)))
-        if greedy_budget is not None:
+            _calibrate_penalty(rules[metric], metrics, rails, lambda m=metric, t=min_score: harm(m, decide(t)))
+        if greedy is not None:
             best = best_treated(arm_scores(effects, arms, control, metrics, n))
-            min_score = float(budget_bar(best, greedy_budget, min_score)[0])
+            min_score = float(budget_bar(best, greedy, min_score)[0])
     # The penalty weighs predicted harm against gain unit by unit, but the units it lets through are those
     # whose predicted harm is low, partly by chance, so their real harm is larger than predicted. Measured
     # with the unbiased signal, the policy must be *certifiable*: the bound its harm will need on the
@@ -449,7 +472,7 @@ def _set_coefficients(metrics: dict[str, dict], rails: dict[str, dict]) -> None:
         meta["coefficient"] = sign * (meta["weight"] + rails.get(name, {}).get("penalty", 0.0)) / meta["scale"]
 
 
-def _calibrate_penalty(metric: str, metrics: dict, rails: dict, predicted_harm) -> None:
+def _calibrate_penalty(rule: GuardrailRule, metrics: dict, rails: dict, predicted_harm: Callable[[], float]) -> None:
     """Smallest penalty keeping the relative harm within max_harm (bisection).
 
     Harm tends to fall as the penalty grows (ever fewer units get an arm that
@@ -458,7 +481,7 @@ def _calibrate_penalty(metric: str, metrics: dict, rails: dict, predicted_harm) 
     exceeds the limit there, the largest penalty is kept and the guardrail is
     marked ``"met": false`` rather than silently claimed.
     """
-    limit = rails[metric]["max_harm"]
+    metric, limit = rule.metric, rule.limit
     rails[metric]["met"] = True
 
     def harm_at(penalty: float) -> float:

@@ -6,8 +6,9 @@ against the guardrails. This module searches that trade-off offline:
 
 * **Objectives** are the goal metrics (primary and secondary): the policy's
   lift over all-control, in the metric's units, signed so that larger is
-  better. **Constraints** are the guardrails: relative harm (or, at a zero
-  control mean, absolute harm) at most ``max_harm``.
+  better. **Constraints** are the guardrails: each one's certifiable harm
+  bound within its rule's limit (:class:`pex.experiment.guardrail.GuardrailRule`:
+  ``max_harm`` relative, or 0 absolute at a zero control mean).
 * A weight vector is scored with the fit's **out-of-fold** predicted effects
   (what the policy decides on) and its out-of-fold **doubly-robust
   pseudo-outcomes** (what the decision is worth): the lift of metric ``m`` is
@@ -16,12 +17,13 @@ against the guardrails. This module searches that trade-off offline:
   purpose: a policy chosen as the best of thousands on the held-out units
   would have its held-out value inflated by the choice itself, and the
   held-out units are what the comparison and the recommendation rely on.
-* **Ax** (``ax.Client``, multi-objective Bayesian optimization with the
-  guardrails as outcome constraints) proposes weights in batches, and a
-  **dense quasi-random sweep** (scrambled Sobol) evaluates thousands of weight
-  vectors at once with array operations. Both fronts are reported with their
-  hypervolume and time; the kept front is the non-dominated feasible set of
-  the union, so it is never worse than either.
+* A **dense quasi-random sweep** (scrambled Sobol) evaluates thousands of
+  weight vectors at once with array operations; with ``use_ax``, **Ax**
+  (:mod:`pex.search.ax_adapter`: multi-objective Bayesian optimization with
+  the guardrails as outcome constraints) then proposes weights in batches.
+  Each front is reported with its hypervolume and time
+  (:mod:`pex.search.pareto`); the kept front is the non-dominated feasible set
+  of the union, so it is never worse than either.
 
 Weights live on the simplex: the search draws ``u`` in ``[0, 1]^M`` and uses
 ``u / sum(u)``, because the policy's argmax does not change when every weight
@@ -34,20 +36,23 @@ per goal metric, which costs one sort and one cumulative sum per vector.
 
 from __future__ import annotations
 
-import logging
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
+import pandas as pd
 from scipy.stats import qmc
 
 from pex.errors import PexError
+from pex.experiment.data import Dataset
 from pex.experiment.guardrail import GuardrailRule, best_certifiable_prefix, prefix_bounds
-from pex.policy.value import best_treated, budget_bar, choose_arms, objective
+from pex.hte.model import EffectModel
+from pex.policy.constrained import Constraint
+from pex.policy.value import best_treated, budget_bar, choose_arms, greedy_budget, objective, served_share
+from pex.search.ax_adapter import ax_search
+from pex.search.pareto import Front, hypervolume, reference_point, spread
 
 Say = Callable[[str], None]
 CHUNK = 256  # weight vectors scored at once: (n_units x arms x CHUNK) floats stay in the tens of MB
@@ -60,6 +65,36 @@ class TuningError(PexError):
     """The weight search cannot run on this fit."""
 
 
+class FitData(Protocol):
+    """What the search reads of a stored fit (:class:`pex.services.policies.FitContext` is one): its dataset and
+    effect model, its training units with their out-of-fold effects and pseudo-outcomes, the guardrails' rules and
+    how many units the chosen policies will be certified on."""
+
+    dataset: Dataset
+    model: EffectModel
+    training: pd.DataFrame
+
+    def training_frame(self) -> pd.DataFrame:
+        """The fit's training units, in the fit's order."""
+        ...
+
+    def oof_effects(self) -> dict[tuple[str, str], np.ndarray]:
+        """Out-of-fold predicted effects per (metric, arm) on the training units."""
+        ...
+
+    def pseudo_outcomes(self) -> dict[tuple[str, str], np.ndarray]:
+        """Out-of-fold doubly-robust pseudo-outcomes per (metric, arm) on the training units."""
+        ...
+
+    def guardrail_constraints(self) -> list[Constraint]:
+        """Each guardrail's rule with its per-unit change signals."""
+        ...
+
+    def n_eval(self) -> int:
+        """How many units the chosen policies will be certified on."""
+        ...
+
+
 @dataclass
 class TuningProblem:
     """Everything needed to value a weight vector, as arrays over the fit's training units."""
@@ -69,13 +104,12 @@ class TuningProblem:
     control: str
     metrics: list[str]  # weight order
     objectives: list[str]  # goal metrics (maximised, goal-signed lift)
-    guardrails: dict[str, dict]  # metric -> {max_harm, base, basis}
     goal_sign: np.ndarray  # (M,)
     scale: np.ndarray  # (M,)
     effects: np.ndarray  # (n, A, M) out-of-fold predicted effects, control 0
     signal: np.ndarray  # (n, A, M) out-of-fold DR pseudo-outcomes, control 0
     budget: float = 1.0  # largest share of units the greedy part of a policy may treat (exploration taken off)
-    rules: dict[str, GuardrailRule] = field(default_factory=dict)  # the guardrails' rule (pex.experiment.guardrail)
+    rules: dict[str, GuardrailRule] = field(default_factory=dict)  # metric -> the guardrail's rule (pex.experiment.guardrail)
     exploration: float = 0.0  # served policies mix this much uniform exploration in
     n_eval: int = 0  # held-out units the chosen policies will be certified on (0: as many as here)
 
@@ -90,7 +124,7 @@ class TuningProblem:
         return len(self.metrics) + 1  # the weights and the treated-share cap
 
     @classmethod
-    def from_fit(cls, ctx: Any, budget: float | None = None, exploration: float = 0.0) -> TuningProblem:
+    def from_fit(cls, ctx: FitData, budget: float | None = None, exploration: float = 0.0) -> TuningProblem:
         """The problem on a stored fit (:class:`pex.services.policies.FitContext`); ``budget`` is the owner's largest
         served treated share, exploration included."""
         spec, model = ctx.dataset.spec, ctx.model
@@ -114,21 +148,16 @@ class TuningProblem:
                 effects[:, j, k] = oof[(m, arm)]
                 signal[:, j, k] = pseudo[(m, arm)]
         rules = {c.rule.metric: c.rule for c in ctx.guardrail_constraints()}
-        guardrails = {m: {"max_harm": r.limit if r.max_harm is not None else None, "base": r.scale, "basis": r.basis}
-                      for m, r in rules.items()}
-        k = len(model.arms)
-        greedy_budget = 1.0
-        if budget is not None:  # the served treated share includes exploration's (k-1)/k of explored units
-            greedy_budget = min(max((budget - exploration * (k - 1) / k) / (1.0 - exploration), 0.0), 1.0) if exploration < 1 else 0.0
+        # the served treated share includes exploration's (k-1)/k of explored units
+        greedy = greedy_budget(budget, exploration, len(model.arms)) if budget is not None else 1.0
         return cls(experiment=spec.name, arms=list(model.arms), control=model.control, metrics=metrics, objectives=goals,
-                   guardrails=guardrails, goal_sign=np.array([1.0 if metas[m]["goal"] == "increase" else -1.0 for m in metrics]),
+                   goal_sign=np.array([float(spec.metrics[m].sign) for m in metrics]),
                    scale=np.array([metas[m]["scale"] for m in metrics]), effects=effects, signal=signal,
-                   budget=greedy_budget, rules=rules, exploration=float(exploration), n_eval=ctx.n_eval())
+                   budget=greedy, rules=rules, exploration=float(exploration), n_eval=ctx.n_eval())
 
     def served_share(self, greedy_share: np.ndarray | float) -> np.ndarray:
         """The treated share once served: the greedy part's, plus exploration's (k-1)/k of the explored units."""
-        k = len(self.arms)
-        return (1.0 - self.exploration) * np.asarray(greedy_share) + self.exploration * (k - 1) / k
+        return served_share(greedy_share, self.exploration, len(self.arms))
 
     def uniform_signal(self) -> np.ndarray:
         """Per unit and metric, the average pseudo-outcome over all arms (control's 0 included): what exploration does."""
@@ -264,90 +293,6 @@ class TuningProblem:
         return {"objectives": objectives, "harms": harms, "bounds": bounds, "feasible": feasible, "treated_share": treated}
 
 
-@dataclass
-class Front:
-    """Every weight vector one method evaluated, and which of them are Pareto-optimal and feasible."""
-
-    method: str
-    draws: np.ndarray  # (K, dimension)
-    objectives: np.ndarray  # (K, O)
-    harms: np.ndarray  # (K, G)
-    feasible: np.ndarray  # (K,)
-    treated_share: np.ndarray  # (K,)
-    seconds: float
-    pareto: np.ndarray = field(default=None)  # indices into the K draws
-    hypervolume: float = float("nan")
-    requested: int | None = None  # points asked for, when a budget may have stopped the method early
-    bounds: np.ndarray | None = None  # (K, G) certifiable harm bounds (what feasibility is judged by)
-    weight_vectors: int | None = None  # distinct weight vectors behind the points (the dense sweep values each at many caps)
-
-    def __post_init__(self) -> None:
-        if self.pareto is None:
-            self.pareto = pareto_indices(self.objectives, self.feasible)
-
-    @property
-    def front(self) -> np.ndarray:
-        """The objectives of the Pareto-optimal points."""
-        return self.objectives[self.pareto]
-
-    @classmethod
-    def merge(cls, method: str, fronts: list[Front]) -> Front:
-        """One front from several methods' points, its Pareto set recomputed."""
-        return cls(method=method, draws=np.vstack([f.draws for f in fronts]), objectives=np.vstack([f.objectives for f in fronts]),
-                   harms=np.vstack([f.harms for f in fronts]), feasible=np.concatenate([f.feasible for f in fronts]),
-                   treated_share=np.concatenate([f.treated_share for f in fronts]), seconds=sum(f.seconds for f in fronts),
-                   bounds=np.vstack([f.bounds if f.bounds is not None else np.full_like(f.harms, np.nan) for f in fronts]))
-
-
-def pareto_indices(objectives: np.ndarray, feasible: np.ndarray) -> np.ndarray:
-    """Indices of the feasible points no other feasible point dominates (all objectives maximised), best first."""
-    idx = np.flatnonzero(feasible)
-    if len(idx) == 0:
-        return idx
-    Y = objectives[idx]
-    order = np.lexsort(tuple(-Y[:, j] for j in reversed(range(Y.shape[1]))))  # by first objective, then the next, desc
-    kept: list[int] = []
-    for i in order:
-        y = Y[i]
-        if kept:
-            K = Y[kept]
-            if ((K >= y).all(axis=1) & (K > y).any(axis=1)).any() or (K == y).all(axis=1).any():
-                continue
-        kept.append(i)
-    return idx[np.array(kept, dtype=int)]
-
-
-def hypervolume(front: np.ndarray, reference: np.ndarray) -> float:
-    """Volume the front dominates above ``reference`` (all objectives maximised), via BoTorch's exact algorithm."""
-    if len(front) == 0:
-        return 0.0
-    above = front[(front > reference).all(axis=1)]
-    if len(above) == 0:
-        return 0.0
-    if front.shape[1] == 1:
-        return float(above.max() - reference[0])
-    with warnings.catch_warnings():  # importing BoTorch trips torch's own deprecation warnings, not ours to act on
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import torch
-        from botorch.utils.multi_objective.hypervolume import Hypervolume
-
-    return float(Hypervolume(ref_point=torch.as_tensor(reference, dtype=torch.double)).compute(
-        torch.as_tensor(above, dtype=torch.double)))
-
-
-def reference_point(fronts: list[Front]) -> np.ndarray:
-    """All-control: a lift of 0 on every objective, so the hypervolume measures gains over doing nothing and
-    does not move with the fronts compared. Only when no Pareto point of any front gains on every objective
-    at once (every volume would be 0) is it lowered to the worst Pareto point."""
-    points = [f.front for f in fronts if len(f.pareto)]
-    if not points:
-        return np.zeros(0)
-    stacked = np.vstack(points)
-    if (stacked > 0).all(axis=1).any():
-        return np.zeros(stacked.shape[1])
-    return np.minimum(0.0, stacked.min(axis=0))
-
-
 def dense_sweep(problem: TuningProblem, points: int = 2048, seed: int = 0, levels: int = CAP_LEVELS) -> Front:
     """``points`` scrambled-Sobol weight vectors, each valued at ``levels`` treated-share caps
     (:meth:`TuningProblem.evaluate_caps`), in blocks of array operations."""
@@ -358,76 +303,6 @@ def dense_sweep(problem: TuningProblem, points: int = 2048, seed: int = 0, level
     draws, out = problem.evaluate_caps(weights, levels)
     return Front("dense", draws, out["objectives"], out["harms"], out["feasible"], out["treated_share"], time.perf_counter() - started,
                  weight_vectors=points, bounds=out["bounds"])
-
-
-def ax_search(problem: TuningProblem, trials: int = 30, batch: int = 3, seed: int = 0, say: Say | None = None,
-              max_seconds: float | None = None) -> Front:
-    """Multi-objective Bayesian optimization of the weights with Ax's ``Client`` (guardrails as outcome constraints).
-
-    Proposing a batch means optimizing an acquisition function whose cost depends on the data (seconds to
-    minutes per batch on two cores), so ``max_seconds`` stops asking for new batches once it is spent; the
-    front then says how many of the ``trials`` were run.
-    """
-    say = say or (lambda message: None)
-    started = time.perf_counter()
-    with quiet_ax():
-        return _ax_search(problem, trials, batch, seed, say, started, max_seconds)
-
-
-@contextmanager
-def quiet_ax() -> Iterator[None]:
-    """Ax logs every trial (on its own handlers, with warnings when a batch comes back short) and BoTorch warns
-    about numerics it then handles itself; neither tells an experiment owner anything, so both are quiet here."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-
-
-def _ax_search(problem: TuningProblem, trials: int, batch: int, seed: int, say: Say, started: float,
-               max_seconds: float | None = None) -> Front:
-    from ax import Client, RangeParameterConfig
-
-    client = Client(random_seed=seed)
-    names = [f"w{i}" for i in range(problem.dimension)]  # Ax expressions want identifiers; metric names may hold '-'
-    client.configure_experiment(parameters=[RangeParameterConfig(name=n, parameter_type="float", bounds=(0.0, 1.0)) for n in names],
-                                name=f"{problem.experiment}-weights")
-    objective_names = [f"objective{i}" for i in range(len(problem.objectives))]
-    harm_names = [f"harm{i}" for i in range(len(problem.guardrails))]
-    constraints = [f"{h} <= {g['max_harm']!r}" for h, g in zip(harm_names, problem.guardrails.values()) if g["max_harm"] is not None]
-    if len(objective_names) > 1:
-        # bounds on objectives are Ax's objective thresholds (the hypervolume reference): all-control's lift of 0
-        constraints += [f"{n} >= 0.0" for n in objective_names]
-    client.configure_optimization(objective=", ".join(objective_names), outcome_constraints=constraints or None)
-    client.configure_generation_strategy(method="fast", initialization_budget=min(max(2 * problem.dimension + 2, batch), trials),
-                                         initialization_random_seed=seed)
-    draws, rows = [], []
-    done = 0
-    while done < trials:
-        if max_seconds is not None and done and time.perf_counter() - started > max_seconds:
-            say(f"Ax: time budget of {max_seconds:g}s spent after {done} of {trials} weight vectors")
-            break
-        proposed = client.get_next_trials(max_trials=min(batch, trials - done))
-        if not proposed:
-            break
-        u = np.array([[params[n] for n in names] for params in proposed.values()], dtype=float)
-        out = problem.evaluate(u)
-        for i, trial in enumerate(proposed):
-            data = {n: float(out["objectives"][i, j]) for j, n in enumerate(objective_names)}
-            data.update({n: float(out["bounds"][i, j]) for j, n in enumerate(harm_names)})  # certifiable, not point
-            client.complete_trial(trial_index=trial, raw_data=data)
-        draws.append(u)
-        rows.append(out)
-        done += len(u)
-        say(f"Ax: {done}/{trials} weight vectors evaluated")
-    u = np.vstack(draws)
-    return Front("ax", u, np.vstack([r["objectives"] for r in rows]), np.vstack([r["harms"] for r in rows]),
-                 np.concatenate([r["feasible"] for r in rows]), np.concatenate([r["treated_share"] for r in rows]),
-                 time.perf_counter() - started, requested=trials, bounds=np.vstack([r["bounds"] for r in rows]))
 
 
 @dataclass
@@ -446,8 +321,8 @@ class TuningResult:
             draw = kept.draws[i : i + 1]
             out.append({"weights": p.weight_dict(p.weights(draw)[0]), "budget": float(p.served_share(p.budgets(draw)[0])),
                         "objectives": {m: float(v) for m, v in zip(p.objectives, kept.objectives[i])},
-                        "guardrail_harm": {m: float(v) for m, v in zip(p.guardrails, kept.harms[i])},
-                        "guardrail_bound": {m: float(v) for m, v in zip(p.guardrails, kept.bounds[i])},
+                        "guardrail_harm": {m: float(v) for m, v in zip(p.rules, kept.harms[i])},
+                        "guardrail_bound": {m: float(v) for m, v in zip(p.rules, kept.bounds[i])},
                         "treated_share": float(kept.treated_share[i]), "in_sample": True})
         return out
 
@@ -469,13 +344,15 @@ class TuningResult:
                         {"weights": p.weight_dict(p.weights(f.draws[i : i + 1])[0]),
                          "budget": float(p.served_share(p.budgets(f.draws[i : i + 1])[0])),
                          "objectives": {m: float(v) for m, v in zip(p.objectives, f.objectives[i])},
-                         "guardrail_harm": {m: float(v) for m, v in zip(p.guardrails, f.harms[i])},
-                         **({"guardrail_bound": {m: float(v) for m, v in zip(p.guardrails, f.bounds[i])}}
+                         "guardrail_harm": {m: float(v) for m, v in zip(p.rules, f.harms[i])},
+                         **({"guardrail_bound": {m: float(v) for m, v in zip(p.rules, f.bounds[i])}}
                             if f.bounds is not None else {}),
                          "treated_share": float(f.treated_share[i])} for i in f.pareto]}
 
         return {"objectives": p.objectives,
-                "guardrails": {m: {"max_harm": g["max_harm"], "basis": g["basis"]} for m, g in p.guardrails.items()},
+                # the search's limits for the report's plots: serialized from the rules, never read back
+                "guardrails": {m: {"max_harm": r.limit if r.max_harm is not None else None, "basis": r.basis}
+                               for m, r in p.rules.items()},
                 "metrics": p.metrics, "budget": p.budget, "n_units": p.n,
                 "rows": "training units: out-of-fold predicted effects decide, out-of-fold doubly-robust pseudo-outcomes value",
                 "in_sample": "search values are in-sample: the best of many points on the same training units, so optimistic; "
@@ -509,21 +386,3 @@ def optimize(problem: TuningProblem, trials: int = 30, batch: int = 3, dense: in
     for f in fronts.values():
         f.hypervolume = hypervolume(f.front, reference)
     return TuningResult(problem, fronts, reference, spread(fronts["kept"], candidates))
-
-
-def spread(front: Front, k: int) -> list[int]:
-    """Up to ``k`` Pareto points far apart: the best on the first objective, then farthest-point picks (scaled objectives)."""
-    idx = list(front.pareto)
-    if not idx or k <= 0:
-        return []
-    Y = front.objectives[idx]
-    span = np.ptp(Y, axis=0)
-    Z = (Y - Y.min(axis=0)) / np.where(span > 0, span, 1.0)
-    chosen = [0]  # pareto_indices lists the best first objective first
-    while len(chosen) < min(k, len(idx)):
-        d = np.min(np.linalg.norm(Z[:, None, :] - Z[None, chosen, :], axis=2), axis=1)
-        nxt = int(np.argmax(d))
-        if d[nxt] <= 0:
-            break
-        chosen.append(nxt)
-    return [idx[c] for c in chosen]

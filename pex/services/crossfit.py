@@ -36,6 +36,7 @@ from pex.evaluation.comparison import EvaluationData, combined_evaluation, compa
 from pex.experiment.spec import ExperimentSpec
 from pex.experiment.split import evaluation_mask, split_key
 from pex.policy.base import Policy
+from pex.policy.constrained import Screen
 from pex.policy.routing import TILE_TOLERANCE, RoutingPolicy, routing_policy
 from pex.services.policies import FitContext, PolicySet, fidelity
 
@@ -181,7 +182,7 @@ class CrossFit:
         return out
 
     def compare(self, policies: list[Policy], first: PolicySet, coefficients: dict[str, float],
-                spec: ExperimentSpec) -> tuple[list[dict], list[dict]]:
+                spec: ExperimentSpec) -> tuple[list[dict], list[dict[str, Screen]]]:
         """The comparison rows of ``policies`` on the held-out units and their building-units screens. Rows also
         carry what the report shows of the first fold (``first``: its policy set), whose fit the summary describes:
         the value policy's calibration, a distilled depth's fidelity, a Pareto policy's search values."""
@@ -192,7 +193,7 @@ class CrossFit:
         curve = {c["depth"]: c for c in first.distilled.curve}
         for policy, row, screen in zip(policies, rows, screens):
             row["evaluation_rows"] = data.description
-            row["screen"] = screen
+            row["screen"] = {m: cell.to_dict() for m, cell in screen.items()}
             if policy.name in first.calibrations:
                 row["calibration"] = first.calibrations[policy.name]
             if isinstance(policy, RoutingPolicy):
@@ -205,22 +206,14 @@ class CrossFit:
                                            curve=curve.get(policy.lineage["distilled_depth"], {}))
         return rows, screens
 
-    def screen(self, policy: Policy) -> dict[str, dict]:
+    def screen(self, policy: Policy) -> dict[str, Screen]:
         """The building-units check of a policy: a routing policy's fold policies each screened on its own fit's
         training units (planned for certification on every unit), averaged. The routing policy's harm on every
         unit is the fold policies' average, and its certifiable bound about the average of theirs."""
         if not isinstance(policy, RoutingPolicy):
-            return self.contexts[0].screen(policy)
-        screens = [c.screen(p) for c, p in zip(self.contexts, policy.routes)]
-        out = {}
-        for metric, first in screens[0].items():
-            cells = [s[metric] for s in screens]
-            bound = float(np.mean([c["bound"] for c in cells]))
-            out[metric] = {"harm": float(np.mean([c["harm"] for c in cells])),
-                           "se": float(np.sqrt(sum(c["se"] ** 2 for c in cells)) / len(cells)),
-                           "bound": bound, "limit": first["limit"],
-                           "passed": bool(first["limit"] is None or bound <= first["limit"]), "halves": cells}
-        return out
+            return self.contexts[0].guardrail_screen(policy)
+        screens = [c.guardrail_screen(p) for c, p in zip(self.contexts, policy.routes)]
+        return {metric: Screen.average([s[metric] for s in screens]) for metric in screens[0]}
 
     def description(self) -> dict[str, Any] | None:
         """The cross-fit as JSON (summary.json's ``crossfit``); None for a single hold-out."""

@@ -14,13 +14,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pex.errors import DataError, NotFoundError, PexError
+from pex.experiment.guardrail import GuardrailRule
+from pex.experiment.spec import ExperimentSpec
 from pex.online.choice import choose_best, judge_round
-from pex.online.lifts import MetricGoal, measure_round
+from pex.online.lifts import measure_round
 from pex.online.space import Measurement, OnlineSpace
 from pex.policy.base import Policy
 from pex.policy.constant import constant_policy
@@ -30,6 +32,9 @@ from pex.services.outcomes import experiment_spec
 from pex.services.policies import FitContext, load_fit
 from pex.services.publishing import publish
 from pex.store.workspace import Workspace
+
+if TYPE_CHECKING:  # the search (and its Ax adapter) is imported only when a loop needs it
+    from pex.search.tuning import TuningProblem
 
 Say = Callable[[str], None]
 SUFFIX = "-online"
@@ -62,19 +67,22 @@ class LoopOptions:
                             "live arms must explore so that every logged decision has a propensity above 0")
 
 
-def _goals(ws: Workspace, experiment: str) -> tuple[Any, dict[str, MetricGoal]]:
-    spec = experiment_spec(ws, experiment)
-    return spec, {m: MetricGoal(m, meta.goal, meta.role, meta.max_harm, meta.pre) for m, meta in spec.metrics.items()}
+def _space_settings(spec: ExperimentSpec, ctx: FitContext) -> dict[str, Any]:
+    """The loop's metrics, objectives and guardrail rules (relative to the control mean of the fit's training
+    units, as the offline stages hold them), stored with the loop as the rules' own JSON."""
+    rules = {c.rule.metric: c.rule for c in ctx.guardrail_constraints() if c.rule.max_harm is not None}
+    return {"metrics": list(spec.metrics), "objectives": [m for m, meta in spec.metrics.items() if meta.role != "guardrail"],
+            "guardrails": {m: rule.to_dict() for m, rule in rules.items()}}
 
 
-def _space_settings(goals: dict[str, MetricGoal]) -> dict[str, Any]:
-    return {"metrics": list(goals), "objectives": [m for m, g in goals.items() if g.role != "guardrail"],
-            "guardrails": {m: g.max_harm for m, g in goals.items() if g.role == "guardrail" and g.max_harm is not None}}
+def loop_rules(settings: dict[str, Any]) -> dict[str, GuardrailRule]:
+    """The loop's guardrail rules, as :func:`_space_settings` stored them."""
+    return {m: GuardrailRule.from_dict(d) for m, d in settings["guardrails"].items()}
 
 
 def _space(loop: Any) -> OnlineSpace:
     s = loop.settings
-    return OnlineSpace.restore(loop.ax_state, s["metrics"], s["objectives"], s["guardrails"])
+    return OnlineSpace.restore(loop.ax_state, s["metrics"], s["objectives"], loop_rules(s))
 
 
 def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = None, say: Say | None = None) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = Non
     options = options or LoopOptions()
     options.check()
     say = say or (lambda m: None)
-    spec, goals = _goals(ws, experiment)
+    spec = experiment_spec(ws, experiment)
     try:
         ws.get_loop(experiment)
     except NotFoundError:
@@ -91,11 +99,11 @@ def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = Non
         raise PexError(f"experiment {experiment!r} already has an online loop",
                        f"see `pex online status {experiment}`; `pex online complete {experiment} --next` opens its next round")
     ctx = load_fit(ws, experiment)
-    settings = {**asdict(options), **_space_settings(goals), "control": spec.control, "policy": experiment + SUFFIX}
+    settings = {**asdict(options), **_space_settings(spec, ctx), "control": spec.control, "policy": experiment + SUFFIX}
     offline = offline_candidates(ctx, options, say) if options.from_offline else []
     # round 1's offline candidates are attached; quasi-random points fill the rest of round 1, and Ax's model
     # starts at round 2, from live data only
-    space = OnlineSpace.new(experiment, settings["metrics"], settings["objectives"], settings["guardrails"],
+    space = OnlineSpace.new(experiment, settings["metrics"], settings["objectives"], loop_rules(settings),
                             seed=options.seed, initialization=options.arms - len(offline), method=options.method)
     ws.create_loop(experiment, experiment, settings["policy"], settings, space.state())
     try:
@@ -151,10 +159,10 @@ def candidate_policy(ctx: FitContext, point: list[float], name: str, exploration
     return policy.replace(experiment=spec.name), {"weights": weights, "budget": budget}
 
 
-_PROBLEMS: dict[tuple[str, float], Any] = {}
+_PROBLEMS: dict[tuple[str, float], TuningProblem] = {}
 
 
-def _problem(ctx: FitContext, exploration: float):
+def _problem(ctx: FitContext, exploration: float) -> TuningProblem:
     """The fit's search problem (for turning a point into weights and a cap), built once per fit."""
     from pex.search.tuning import TuningProblem
 
@@ -281,24 +289,24 @@ def _champion(ws: Workspace, loop: Any) -> dict[str, Any] | None:
 
 
 def _best(ws: Workspace, loop: Any, rounds: list[Any]) -> dict[str, Any]:
-    goals = _goals(ws, loop.experiment)[1]
-    return choose_best(rounds, _signs(loop, goals), _primary(loop.settings, goals))
+    spec = experiment_spec(ws, loop.experiment)
+    return choose_best(rounds, _signs(loop, spec), _primary(loop.settings, spec))
 
 
-def _signs(loop: Any, goals: dict[str, MetricGoal]) -> dict[str, float]:
-    return {m: goals[m].sign for m in loop.settings["objectives"]}
+def _signs(loop: Any, spec: ExperimentSpec) -> dict[str, float]:
+    return {m: float(spec.metrics[m].sign) for m in loop.settings["objectives"]}
 
 
-def _primary(settings: dict[str, Any], goals: dict[str, MetricGoal]) -> str:
-    return next((m for m in settings["objectives"] if goals[m].role == "primary"), settings["objectives"][0])
+def _primary(settings: dict[str, Any], spec: ExperimentSpec) -> str:
+    return next((m for m in settings["objectives"] if spec.metrics[m].role == "primary"), settings["objectives"][0])
 
 
 def _complete(ws: Workspace, loop: Any, current: Any, space: OnlineSpace, abandon_empty: bool, say: Say) -> None:
-    _spec, goals = _goals(ws, loop.experiment)
+    spec = experiment_spec(ws, loop.experiment)
     routing = _routing(ws, loop, current)
     table, frame = _frame(ws, loop, current, routing)
     holdout = next(a["route"] for a in current.arms if a["role"] == "holdout")
-    results = measure_round(frame, routing, holdout, loop.settings["control"], goals)
+    results = measure_round(frame, routing, holdout, loop.settings["control"], spec.metrics, loop_rules(loop.settings))
     held = results["arms"][holdout]
     thin = [m for m, c in held["metrics"].items() if c["value"] is None]
     if thin:
@@ -322,7 +330,7 @@ def _complete(ws: Workspace, loop: Any, current: Any, space: OnlineSpace, abando
             got["abandoned"] = True
             continue
         measured = Measurement(
-            objectives={m: (goals[m].sign * got["metrics"][m]["lift"]["estimate"], got["metrics"][m]["lift"]["se"])
+            objectives={m: (spec.metrics[m].sign * got["metrics"][m]["lift"]["estimate"], got["metrics"][m]["lift"]["se"])
                         for m in objectives},
             harms={m: (h["estimate"], h["se"]) for m, h in got["harms"].items()})
         space.tell(arm["trial"], measured)
@@ -341,13 +349,13 @@ def _wait_hint(name: str) -> str:
 def status(ws: Workspace, experiment: str) -> dict[str, Any]:
     """The loop: settings, rounds (arms, lifts with CIs, guardrail verdicts, offline evidence), the Pareto front of
     the certified arms of every round, the best so far by :func:`pex.online.choice.choose_best`, and what is live."""
-    from pex.search.tuning import pareto_indices
+    from pex.search.pareto import pareto_indices
 
     loop = ws.get_loop(experiment)
     rounds = ws.rounds(experiment)
     s = loop.settings
-    goals = _goals(ws, loop.experiment)[1]
-    signs, primary = _signs(loop, goals), _primary(s, goals)
+    spec = experiment_spec(ws, loop.experiment)
+    signs, primary = _signs(loop, spec), _primary(s, spec)
     best = choose_best(rounds, signs, primary)
     done = [r for r in rounds if r.status == "complete"]
     judged = [row for i, r in enumerate(done) for row in judge_round(r, signs, primary, earlier=done[:i])]

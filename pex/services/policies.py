@@ -29,7 +29,7 @@ from pex.hte.learners import TRAINING_FILE
 from pex.hte.model import EffectModel
 from pex.policy.base import Policy
 from pex.policy.constant import constant_policy, uniform_policy
-from pex.policy.constrained import Constraint, check, choose_constrained
+from pex.policy.constrained import Constraint, Screen, check, choose_constrained
 from pex.policy.distill import DEPTHS, Distillation, distill
 from pex.policy.policy_tree import fit_policy_tree, to_policy_node
 from pex.policy.tree import TreePolicy
@@ -141,15 +141,17 @@ class FitContext:
         to_model = np.array([list(self.model.arms).index(a) for a in policy.arms])
         return to_model[policy.greedy_arms(self.training_frame(), effects=self.oof_effects())]
 
-    def screen(self, policy: Policy) -> dict[str, dict]:
+    def guardrail_screen(self, policy: Policy) -> dict[str, Screen]:
         """The building-units check of :mod:`pex.evaluation.recommendation`: per guardrail, the harm on the training units and
         whether a held-out test could pass if that estimate were exact (one-sided 95% bound, no margin for power)."""
         chosen = self.training_choices(policy)
         constraints = self.guardrail_constraints()
         _ok, bounds, harms = check(constraints, chosen, policy.exploration, self.n_eval(), margin=z_value())
-        return {c.rule.metric: {"harm": harms[c.rule.metric][0], "se": harms[c.rule.metric][1], "bound": bounds[c.rule.metric],
-                                "limit": c.rule.limit, "passed": bool(bounds[c.rule.metric] <= c.rule.limit)}
-                for c in constraints}
+        return {c.rule.metric: Screen(c.rule, *harms[c.rule.metric], bounds[c.rule.metric]) for c in constraints}
+
+    def screen(self, policy: Policy) -> dict[str, dict]:
+        """:meth:`guardrail_screen` as JSON (a comparison row's ``screen``)."""
+        return {m: cell.to_dict() for m, cell in self.guardrail_screen(policy).items()}
 
 
 def load_fit(ws: Workspace, experiment: str, fit_id: str | None = None) -> FitContext:
