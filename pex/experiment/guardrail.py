@@ -182,6 +182,10 @@ class GuardrailRule:
         return Harm(metric=self.metric, estimate=float(estimate), se=float(se), lower=lower, upper=upper,
                     limit=self.limit, max_harm=self.max_harm, basis=self.basis, level=1.0 - alpha, verdict=verdict, n=int(n))
 
+    def harm(self, change: float | np.ndarray) -> float | np.ndarray:
+        """The harm of a change against a known control mean (``self.control_mean``): true means, or one unit's."""
+        return self.sign * change / self.scale
+
     def harm_and_se(self, change: np.ndarray, control: np.ndarray | None = None) -> tuple[float, float]:
         """Harm and standard error from per-unit changes against control (paired contributions).
 
@@ -205,8 +209,7 @@ class GuardrailRule:
             return float("nan"), np.zeros(0)
         d = float(change.mean())
         if control is None or not self.relative:
-            base = self.scale
-            return float(self.sign * d / base), self.sign * change / base
+            return float(self.harm(d)), self.harm(change)
         control = np.asarray(control, dtype=float)
         c = float(control.mean())
         if c == 0.0:

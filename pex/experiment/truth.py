@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pex.experiment.guardrail import GuardrailRule
 from pex.experiment.simulate import SimulatedExperiment, simulate
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def distribution_truth(probabilities: np.ndarray, sim: SimulatedExperiment) -> d
         control = float(table[:, c].mean())
         entry: dict[str, Any] = {"value": value, "control": control, "lift": value - control}
         if metric in guardrails:
-            rule = _GuardrailTruth.of(meta, control)
+            rule = _rule(sim, metric, control)
             entry.update(harm=rule.harm(value - control), limit=rule.limit, max_harm=float(meta["max_harm"]), basis=rule.basis)
             entry["within"] = entry["harm"] <= rule.limit + TOLERANCE
             harm[metric] = entry["harm"]
@@ -106,23 +107,10 @@ def policy_truth(policy: Policy, sim: SimulatedExperiment) -> dict[str, Any]:
     return distribution_truth(policy_probabilities(policy, sim), sim)
 
 
-@dataclass(frozen=True)
-class _GuardrailTruth:
-    """The guardrail rule of :mod:`pex.experiment.guardrail` applied to true means (no sampling error)."""
-
-    sign: float  # +1 when a rise is harm
-    scale: float  # |control mean|, or 1 when that mean is 0
-    limit: float
-    basis: str
-
-    @classmethod
-    def of(cls, meta: dict[str, Any], control_mean: float) -> _GuardrailTruth:
-        relative = control_mean != 0.0
-        return cls(sign=1.0 if meta["goal"] == "decrease" else -1.0, scale=abs(control_mean) if relative else 1.0,
-                   limit=float(meta["max_harm"]) if relative else 0.0, basis="relative" if relative else "absolute")
-
-    def harm(self, change: float | np.ndarray) -> float | np.ndarray:
-        return self.sign * change / self.scale
+def _rule(sim: SimulatedExperiment, metric: str, control_mean: float) -> GuardrailRule:
+    """The engine's guardrail rule of ``metric`` against a true control mean (no sampling error)."""
+    meta = sim.metrics[metric]
+    return GuardrailRule(metric, meta["goal"], float(meta["max_harm"]), control_mean)
 
 
 @dataclass
@@ -152,7 +140,7 @@ class _OracleFamily:
         penalty = np.zeros((n, k))
         for g in sim.guardrails:
             table_g = expected_matrix(sim, g)
-            rule = _GuardrailTruth.of(sim.metrics[g], float(table_g[:, c].mean()))
+            rule = _rule(sim, g, float(table_g[:, c].mean()))
             contributions[g] = rule.harm(table_g - table_g[:, [c]])
             limits[g] = rule.limit
             # A zero (absolute) limit gives no scale; the bisection over lambda finds it instead.
@@ -325,7 +313,7 @@ def certification_ceiling(sim: SimulatedExperiment, n_eval: int, exploration: fl
     scales, noise = {}, {}  # per guardrail: |control mean| (or 1), and (n, k) outcome variance per unit and arm
     for g in sim.guardrails:
         table = expected_matrix(sim, g)
-        scales[g] = _GuardrailTruth.of(sim.metrics[g], float(table[:, family.c].mean())).scale
+        scales[g] = _rule(sim, g, float(table[:, family.c].mean())).scale
         if sim.metrics[g]["kind"] == "binary":
             noise[g] = table * (1.0 - table)
         else:
