@@ -283,66 +283,56 @@ def _certification_facts(s: RunSummary, entry: PolicyRow | None, goal: str | Non
             "groups": [{"label": k_, "names": ", ".join(_short(n, s.experiment) for n in v)} for k_, v in counts.items() if v]}
 
 
-def _health_section(s: dict) -> dict:
-    srm = s.get("srm") or {}
-    counts = srm.get("counts") or (s.get("dataset") or {}).get("arm_counts") or {}
-    total = sum(v for v in counts.values() if finite(v)) or 0
-    expected = srm.get("expected_shares") or {}
+def _health_section(s: RunSummary) -> dict:
+    srm, ds, bal = s.srm, s.dataset, s.balance
+    total = sum(srm.counts.values())
     srm_rows = [{"arm": arm, "n": fmt_num(n), "observed": fmt_pct(n / total, signed=False) if total else "–",
-                 "expected": fmt_pct(expected.get(arm), signed=False)} for arm, n in counts.items()]
-    ds = s.get("dataset") or {}
-    n = s.get("n_units") or total
-    missing = [{"feature": f, "n": fmt_num(v), "share": fmt_pct(v / n, signed=False) if finite(v) and n else "–"}
-               for f, v in sorted((ds.get("missing") or {}).items(), key=lambda kv: -(kv[1] or 0)) if v]
-    bal = s.get("balance") or {}
-    threshold = bal.get("threshold")
-    worst = sorted(bal.get("worst") or [], key=lambda r: -abs(r.get("smd") or 0.0))[:MAX_BALANCE_ROWS]
-    balance_rows = [{"column": r.get("column", ""), "detail": r.get("detail", ""), "arm": r.get("arm", ""),
-                     "smd": fmt_signed(r.get("smd"), 3),
-                     "flag": finite(r.get("smd")) and finite(threshold) and abs(r["smd"]) > threshold} for r in worst]
-    features = ds.get("features") or {}
+                 "expected": fmt_pct(srm.expected_shares.get(arm), signed=False)} for arm, n in srm.counts.items()]
+    n = s.n_units
+    missing = [{"feature": f, "n": fmt_num(v), "share": fmt_pct(v / n, signed=False)}
+               for f, v in sorted(ds.missing.items(), key=lambda kv: -kv[1]) if v]
+    worst = sorted(bal.worst, key=lambda r: -abs(r.smd))[:MAX_BALANCE_ROWS]
+    balance_rows = [{"column": r.column, "detail": r.detail, "arm": r.arm, "smd": fmt_signed(r.smd, 3),
+                     "flag": abs(r.smd) > bal.threshold} for r in worst]
     kinds: dict[str, int] = {}
-    for k in features.values():
+    for k in ds.features.values():
         kinds[k] = kinds.get(k, 0) + 1
     return {
-        "srm_ok": srm.get("ok"), "srm_p": fmt_p(srm.get("p_value")), "srm_chi2": fmt_num(srm.get("chi2")),
-        "srm_threshold": srm.get("threshold"), "srm_basis": srm.get("basis") or "", "srm_rows": srm_rows,
-        "n_rows_read": fmt_num(ds.get("n_rows_read")), "n_units": fmt_num(n), "n_dropped": ds.get("n_dropped") or 0,
-        "dropped": [{"reason": k, "n": fmt_num(v)} for k, v in (ds.get("dropped") or {}).items()],
-        "missing": missing, "balance_ok": bal.get("ok"), "balance_threshold": fmt_num(threshold),
-        "balance_rows": balance_rows, "warnings": list(ds.get("warnings") or []),
-        "features": ", ".join(f"{v} {k}" for k, v in kinds.items()), "n_features": len(features),
+        "srm_ok": srm.ok, "srm_p": fmt_p(srm.p_value), "srm_chi2": fmt_num(srm.chi2),
+        "srm_threshold": srm.threshold, "srm_basis": srm.basis, "srm_rows": srm_rows,
+        "n_rows_read": fmt_num(ds.n_rows_read), "n_units": fmt_num(n), "n_dropped": ds.n_dropped or 0,
+        "dropped": [{"reason": k, "n": fmt_num(v)} for k, v in (ds.dropped or {}).items()],
+        "missing": missing, "balance_ok": bal.ok, "balance_threshold": fmt_num(bal.threshold),
+        "balance_rows": balance_rows, "warnings": ds.warnings,
+        "features": ", ".join(f"{v} {k}" for k, v in kinds.items()), "n_features": len(ds.features),
     }
 
 
-def _effects_section(s: dict, metrics_by_name: dict[str, dict]) -> dict:
-    effects = list(s.get("effects") or [])
-    goals = {m: meta.get("goal", "increase") for m, meta in metrics_by_name.items()}
-    rails = {(g["metric"], g["arm"]): _arm_cell(g) for g in s["guardrails"]}
+def _effects_section(s: RunSummary) -> dict:
+    goals = {m.name: m.goal for m in s.metrics}
+    rails = {(g.metric, g.arm): _arm_cell(g.model_dump()) for g in s.guardrails}
     # the forest plot draws a metric's limit (relative) when every arm's verdict was judged relative to the control mean
     limits = {}
     for (m, _arm), g in rails.items():
         if m not in limits and all(c["basis"] == "relative" for (cm, _a), c in rails.items() if cm == m):
             limits[m] = g["limit"]
     rows = []
-    for e in effects:
-        goal = goals.get(e.get("metric"))
-        g = rails.get((e.get("metric"), e.get("arm")))
+    for e in s.effects:
+        goal = goals.get(e.metric)
+        g = rails.get((e.metric, e.arm))
         rows.append({
-            "metric": e.get("metric", ""), "arm": e.get("arm", ""), "control_mean": fmt_num(e.get("control_mean")),
-            "arm_mean": fmt_num(e.get("arm_mean")),
-            "abs": _interval(e, goal),
-            "rel": {"est": fmt_pct(e.get("relative")),
-                    "ci": f"{fmt_pct(e.get('relative_ci_low'))} to {fmt_pct(e.get('relative_ci_high'))}"
-                    if finite(e.get("relative_ci_low")) else "",
-                    "cls": _direction(goal, e.get("relative_ci_low"), e.get("relative_ci_high")), "rel": ""},
-            "p": fmt_p(e.get("p_holm", e.get("p_value"))), "cuped": bool(e.get("cuped")),
-            "guardrail": _guardrail_cell(e.get("metric", ""), g) if g else None,
+            "metric": e.metric, "arm": e.arm, "control_mean": fmt_num(e.control_mean), "arm_mean": fmt_num(e.arm_mean),
+            "abs": _interval(e.model_dump(), goal),
+            "rel": {"est": fmt_pct(e.relative),
+                    "ci": f"{fmt_pct(e.relative_ci_low)} to {fmt_pct(e.relative_ci_high)}" if finite(e.relative_ci_low) else "",
+                    "cls": _direction(goal, e.relative_ci_low, e.relative_ci_high), "rel": ""},
+            "p": fmt_p(e.p_holm), "cuped": e.cuped,
+            "guardrail": _guardrail_cell(e.metric, g) if g else None,
         })
-    svg = charts.forest_plot(effects, goals, limits)
-    no_relative = [f"{e.get('metric')} · {e.get('arm')}" for e in effects if not finite(e.get("relative"))]
+    svg = charts.forest_plot([e.model_dump() for e in s.effects], goals, limits)
+    no_relative = [f"{e.metric} · {e.arm}" for e in s.effects if not finite(e.relative)]
     levels = {g["level"] for g in rails.values()}
-    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.get("control", "control"),
+    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.control,
             "has_limits": bool(limits), "bound": _bound_name(levels.pop() if len(levels) == 1 else None)}
 
 
@@ -423,60 +413,54 @@ def _segments_section(s: dict, metric_names: list[str], primary: str | None, goa
     return {"rows": rows, "metrics": used_metrics, "total": len(segments), "arms": arms, "primary": primary or ""}
 
 
-def _policy_section(model: RunSummary, s: dict, policies: list[dict], metrics: list[dict], primary: str | None,
-                    recommended: str) -> dict:
-    goal = next((m.get("goal") for m in metrics if m["name"] == primary), None)
-    cert = s["recommendation"]["certification"]
+def _policy_section(s: RunSummary) -> dict:
+    primary = s.recommendation.primary
+    goal = next((m.goal for m in s.metrics if m.name == primary), None)
+    cert = s.recommendation.certification
     rows = []
     best_arms = set()
-    rail_names = list(dict.fromkeys(g for p in policies for g in (p.get("guardrails") or {})))
+    rail_names = list(dict.fromkeys(g for p in s.policies for g in p.guardrails))
     # one limit per guardrail column, from the first policy that states it
-    limits = {g: next((_limit_text(p["guardrails"][g]) for p in policies if isinstance((p.get("guardrails") or {}).get(g), dict)), "")
-              for g in rail_names}
-    levels = {g.get("level") for p in policies for g in (p.get("guardrails") or {}).values() if isinstance(g, dict)}
+    limits = {g: next(_limit_text(p.guardrails[g].model_dump()) for p in s.policies if g in p.guardrails) for g in rail_names}
+    levels = {g.level for p in s.policies for g in p.guardrails.values()}
     level = next(iter(levels)) if len(levels) == 1 else None
-    for p in policies:
-        name = p.get("name", "")
-        badges = _guardrail_badges(p["guardrails"])
-        value = p.get("value") or {}
-        vs_control = (p.get("lift_vs_control") or {}).get(primary)
-        control_value = None
-        if vs_control and finite((value.get(primary) or {}).get("estimate")) and finite(vs_control.get("estimate")):
-            control_value = value[primary]["estimate"] - vs_control["estimate"]
-        if p.get("best_arm"):
-            best_arms.add(p["best_arm"])
-        kind = base_kind(p)
+    for p in s.policies:
+        badges = _guardrail_badges({m: c.model_dump() for m, c in p.guardrails.items()})
+        value = _plain(p.value.get(primary))
+        vs_control = _plain(p.lift_vs_control.get(primary))
+        control_value = value["estimate"] - vs_control["estimate"] if value and vs_control else None
+        if p.best_arm:
+            best_arms.add(p.best_arm)
+        kind = p.base_kind
         detail, detail_title = kind, ""
         if kind == "tree":
-            detail = f"tree, depth {p.get('complexity')}"
+            detail = f"tree, depth {p.complexity}"
         elif kind == "constant":
-            detail = f"everyone: {p['arm']}" if p.get("arm") else "random arm"
+            detail = f"everyone: {p.arm}" if p.arm else "random arm"
         elif kind == "value":
             detail = "value model"
-            if finite(p.get("planned_power")):  # a ladder step: the long form goes in the tooltip, the table stays narrow
-                detail = "value, bolder step" if p["planned_power"] < POWER else "value, safer step"
+            if p.planned_power is not None:  # a ladder step: the long form goes in the tooltip, the table stays narrow
+                detail = "value, bolder step" if p.planned_power < POWER else "value, safer step"
                 detail_title = (f"the value policy re-thresholded so that its held-out test would pass "
-                                f"{p['planned_power']:.0%} of the time if its building-units harm held (the default plans for {POWER:.0%})")
-        if p.get("kind") == "routing":
-            n = len(p.get("routes") or [])
+                                f"{p.planned_power:.0%} of the time if its building-units harm held (the default plans for {POWER:.0%})")
+        if p.kind == "routing":
+            n = len(p.routes or [])
             detail = f"{detail} ×{n}"
             detail_title = (f"{n} policies built the same way, one per part of the units by a hash of the unit id, each by a fit "
                             "that never saw the units it serves (cross-fitted)" + (f"; each is {detail_title}" if detail_title else ""))
         rows.append({
-            "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail, "detail_title": detail_title,
-            "recommended": name == recommended, "status": _status(model.by_name[name], model),
+            "name": p.name, "short": _short(p.name, s.experiment), "detail": detail, "detail_title": detail_title,
+            "recommended": p.name == s.recommendation.policy, "status": _status(p, s),
             # three digits for the interval ends keep this wide table within the page
-            "vals": [_value_cell(value.get(m["name"]), sig=3) for m in metrics],
+            "vals": [_value_cell(_plain(p.value.get(m.name)), sig=3) for m in s.metrics],
             "vs_control": _interval(vs_control, goal, control_value, sig=3),
-            "vs_best": _interval((p.get("lift_vs_best_arm") or {}).get(primary), goal, sig=3),
+            "vs_best": _interval(_plain(p.lift_vs_best_arm.get(primary)), goal, sig=3),
             "rails": [next((b for b in badges if b["metric"] == g), None) for g in rail_names],
         })
-    return {"rows": rows, "metrics": [m["name"] for m in metrics], "primary": primary or "", "guardrails": rail_names,
+    return {"rows": rows, "metrics": [m.name for m in s.metrics], "primary": primary, "guardrails": rail_names,
             "limits": limits, "bound": _bound_name(level) if level is not None else "upper bound",
-            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num((s.get("evaluation_rows") or {}).get("n_units")),
-            "cert_text": cert["text"], "procedure": cert["procedure"],
-            "family_level": fmt_pct(cert.get("level"), signed=False) if finite(cert.get("level")) else "",
-            "k": cert.get("k") if finite(cert.get("k")) else None}
+            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num(s.evaluation_rows.get("n_units")),
+            "cert_text": cert.text, "procedure": cert.procedure, "family_level": fmt_pct(cert.level, signed=False), "k": cert.k}
 
 
 def _candidate_policies(candidates: list[dict], policies: list[dict], experiment: str) -> dict[int, dict]:
@@ -661,20 +645,20 @@ def _kind_view(doc: dict, colors: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _caveats_section(s: dict) -> dict:
-    ev = s.get("evaluation_rows") or {}
-    return {"notes": [str(c) for c in s.get("caveats") or []],
+def _caveats_section(s: RunSummary) -> dict:
+    ev = s.evaluation_rows
+    note = str(ev.get("note") or "")
+    return {"notes": s.caveats,
             "eval": {"n": fmt_num(ev.get("n_units")), "share": fmt_pct(ev.get("share"), signed=False), "rule": ev.get("rule") or "",
-                     "note": (str(ev.get("note") or "")[:1].upper() + str(ev.get("note") or "")[1:]).rstrip("."), "seed": ev.get("seed"),
-                     "arms": ", ".join(f"{a} {fmt_num(n)}" for a, n in (ev.get("arm_counts") or {}).items())} if ev else None}
+                     "note": (note[:1].upper() + note[1:]).rstrip("."), "seed": ev.get("seed"),
+                     "arms": ", ".join(f"{a} {fmt_num(n)}" for a, n in (ev.get("arm_counts") or {}).items())}}
 
 
-def _footer(s: dict) -> dict:
-    timings = s.get("timings") or {}
-    return {"experiment": s.get("experiment", ""), "owner": s.get("owner") or "", "generated_at": s.get("generated_at") or "",
-            "pex_version": s.get("pex_version") or "", "dataset": (s.get("dataset") or {}).get("id") or "",
-            "timings": [{"stage": k, "t": fmt_seconds(v)} for k, v in timings.items() if k != "total"],
-            "total": fmt_seconds(timings.get("total")) if "total" in timings else ""}
+def _footer(s: RunSummary) -> dict:
+    timings = s.timings
+    return {"experiment": s.experiment, "owner": s.owner, "generated_at": s.generated_at, "pex_version": s.pex_version,
+            "dataset": s.dataset.id, "timings": [{"stage": k, "t": fmt_seconds(v)} for k, v in timings.items() if k != "total"],
+            "total": fmt_seconds(timings["total"]) if "total" in timings else ""}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -698,7 +682,6 @@ def render_report(summary: RunSummary | dict) -> str:
     model = as_summary(summary)
     s = model.to_dict()  # the sections other modules own (search, fit, health) are read as those modules write them
     metrics = s["metrics"]
-    metrics_by_name = {m["name"]: m for m in metrics}
     metric_names = [m["name"] for m in metrics]
     goals = {m["name"]: m["goal"] for m in metrics}
     arms = model.arms
@@ -714,14 +697,14 @@ def render_report(summary: RunSummary | dict) -> str:
                            "type": m.type or ""} for m in model.metrics]},
         "colors": colors,
         "verdict": verdict,
-        "health": _health_section(s),
-        "effects": _effects_section(s, metrics_by_name),
+        "health": _health_section(model),
+        "effects": _effects_section(model),
         "hte": _hte_section(s, metric_names, colors),
         "segments": _segments_section(s, metric_names, primary, goals),
-        "policies": _policy_section(model, s, policies, metrics, primary, verdict["policy"]),
+        "policies": _policy_section(model),
         "pareto": _pareto_section(model, s, policies, verdict["policy"]),
         "doc": _policy_doc_section(s, by_name, colors),
-        "caveats": _caveats_section(s),
-        "footer": _footer(s),
+        "caveats": _caveats_section(model),
+        "footer": _footer(model),
     }
     return _environment().get_template("report.html.j2").render(**context)

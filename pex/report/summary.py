@@ -108,6 +108,59 @@ class ArmGuardrail(_Model):
         return self.basis == "relative"
 
 
+class Srm(_Model):
+    """The sample-ratio check (:class:`pex.experiment.effects.SRMResult`)."""
+
+    counts: dict[str, int]
+    expected_shares: dict[str, float]
+    chi2: float
+    p_value: float
+    ok: bool
+    basis: str
+    threshold: float
+
+
+class Imbalance(_Model):
+    """The largest standardized difference of one column between an arm and control."""
+
+    column: str
+    arm: str
+    smd: float
+    detail: str
+
+
+class Balance(_Model):
+    """Covariate balance across arms (:class:`pex.experiment.balance.BalanceResult`)."""
+
+    ok: bool
+    threshold: float
+    worst: list[Imbalance]
+
+
+class ArmEffect(_Model):
+    """The average effect of one arm against control on one metric (:class:`pex.experiment.effects.ArmEffect`)."""
+
+    metric: str
+    arm: str
+    n_control: int
+    n_arm: int
+    control_mean: float
+    arm_mean: float
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_holm: float
+    relative: float | None
+    relative_se: float | None
+    relative_ci_low: float | None
+    relative_ci_high: float | None
+    cuped: bool
+    variance_reduction: float | None
+    method: str
+
+
 class Metric(_Model):
     """A metric of the spec as the summary states it."""
 
@@ -267,9 +320,9 @@ class RunSummary(_Model):
     control: str
     metrics: list[Metric]
     dataset: DatasetInfo
-    srm: dict[str, Any]
-    balance: dict[str, Any]
-    effects: list[dict[str, Any]]
+    srm: Srm
+    balance: Balance
+    effects: list[ArmEffect]
     guardrails: list[ArmGuardrail]
     hte: dict[str, Any]
     evaluation_rows: dict[str, Any]
