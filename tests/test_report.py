@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import html
+import importlib
 import re
 from collections import Counter
 
@@ -11,10 +12,11 @@ import pytest
 
 from pex.errors import PexError
 from pex.evaluation.recommendation import CERTIFICATION, REASON_CODES, reason_text
+from pex.report import numbers
 from pex.report.cells import base_kind, tree_of
 from pex.report.charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
 from pex.report.html import render_report
-from pex.report.numbers import fmt_num, fmt_p, fmt_pct, fmt_signed
+from pex.report.numbers import fmt_decimals, fmt_num, fmt_p, fmt_p_terminal, fmt_pct, fmt_pct1, fmt_signed
 from pex.report.summary import SUMMARY_FORMAT, RunSummary
 
 SECTION_HEADINGS = [
@@ -746,6 +748,14 @@ def test_number_formatting():
     assert fmt_num(None) == "–" and fmt_num(float("nan")) == "–"
     assert fmt_pct(0.0984) == "+9.84%" and fmt_pct(-0.136) == "-13.6%" and fmt_pct(0.25, signed=False) == "25%"
     assert fmt_p(1e-9) == "< 0.001" and fmt_p(0.30132) == "0.301"
+    # the terminal's style: fixed decimals, so plain-text columns line up; an ASCII '-' when missing
+    assert fmt_decimals(5.456543) == "5.457" and fmt_decimals(12249.0) == "12,249.000" and fmt_decimals(0.000123) == "0.000123"
+    assert fmt_pct1(0.0984) == "+9.8%" and fmt_pct1(0.25, signed=False) == "25.0%" and fmt_pct1(None) == "-"
+    assert fmt_p_terminal(1e-9) == "<0.001" and fmt_p_terminal(float("nan")) == "-"
+    # one module writes numbers: the views define no formatter of their own
+    for view in ("pex.report.html", "pex.report.text"):
+        module = importlib.import_module(view)
+        assert not [n for n, f in vars(module).items() if n.startswith("fmt_") and f is not getattr(numbers, n, None)], view
 
 
 def test_a_step_down_certificate_shows_each_bound_at_the_level_it_was_made_at(s):

@@ -22,7 +22,7 @@ from pex.evaluation.recommendation import CONSTANT_EQUIVALENT
 from pex.experiment.guardrail import POWER
 from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
-from pex.report.cells import base_kind, tree_of
+from pex.report.cells import base_kind, candidate_policies, tree_of
 from pex.report.numbers import finite, fmt_num, fmt_p, fmt_pct, fmt_seconds, fmt_signed
 from pex.report.summary import Bounds, Certification, PolicyRow, RunSummary, as_summary
 
@@ -463,31 +463,13 @@ def _policy_section(s: RunSummary) -> dict:
             "cert_text": cert.text, "procedure": cert.procedure, "family_level": fmt_pct(cert.level, signed=False), "k": cert.k}
 
 
-def _candidate_policies(candidates: list[dict], policies: list[dict], experiment: str) -> dict[int, dict]:
-    """The policy row each Pareto candidate became, by candidate index.
-
-    A tuned policy records the weights and budget of the candidate it was built from (its distilled tree copies them,
-    so value policies are matched first); rows named ``<experiment>-pareto-<i>`` are the fallback.
-    """
-    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
-    out: dict[int, dict] = {}
-    for i, c in enumerate(candidates):
-        match = next((p for p in tuned if (p.get("tuning") or {}).get("weights") == c.get("weights")
-                      and (p.get("tuning") or {}).get("budget") == c.get("budget")), None)
-        if match is None:
-            match = next((p for p in policies if p.get("name") == f"{experiment}-pareto-{i + 1}"), None)
-        if match is not None:
-            out[i] = match
-    return out
-
-
 def _pareto_section(model: RunSummary, s: dict, policies: list[dict], recommended: str) -> dict:
     pareto = s.get("pareto") or {}
     fronts = pareto.get("fronts") or {}
     candidates = list(pareto.get("candidates") or [])
     experiment = s.get("experiment", "")
     rails_meta = pareto.get("guardrails") or {}
-    matched = _candidate_policies(candidates, policies, experiment)
+    matched = candidate_policies(candidates, policies, experiment)
     labels = {i: _short(p.get("name", ""), experiment) if i in matched else f"#{i + 1}"
               for i, p in ((i, matched.get(i, {})) for i in range(len(candidates)))}
     rec_index = next((i for i, p in matched.items() if p.get("name") == recommended), None)

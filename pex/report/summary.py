@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pex.errors import PexError
 from pex.evaluation.procedures import CERTIFICATION, certified_text
 from pex.experiment.guardrail import Harm
+from pex.report.cells import base_kind
 
 if TYPE_CHECKING:
     from pex.evaluation.recommendation import Recommendation
@@ -216,18 +217,7 @@ class PolicyRow(_Model):
     @property
     def base_kind(self) -> str:
         """The kind, looking through a routing policy whose routes all share one kind."""
-        if self.kind != "routing":
-            return self.kind
-        inner = {r.get("kind") for r in self.routes or []}
-        return str(inner.pop()) if len(inner) == 1 else self.kind
-
-    @property
-    def tree_doc(self) -> dict | None:
-        """A tree policy's tree; a routing policy's first route's (the half the distillation describes)."""
-        if self.tree is not None:
-            return self.tree
-        first = (self.routes or [{}])[0]
-        return first.get("tree") if isinstance(first.get("tree"), dict) else None
+        return base_kind({"kind": self.kind, "routes": self.routes})
 
 
 class Reason(_Model):
@@ -362,10 +352,6 @@ class RunSummary(_Model):
     def by_name(self) -> dict[str, PolicyRow]:
         """The policy rows by name."""
         return {p.name: p for p in self.policies}
-
-    def metric(self, name: str) -> Metric | None:
-        """The metric called ``name``, if the spec has it."""
-        return next((m for m in self.metrics if m.name == name), None)
 
 
 def as_summary(summary: RunSummary | dict[str, Any]) -> RunSummary:

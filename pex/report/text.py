@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from pex.experiment.effects import Analysis
-from pex.report.cells import base_kind
+from pex.report.cells import candidate_policies
 from pex.report.numbers import fmt_decimals, fmt_p_terminal, fmt_pct1
 from pex.report.summary import RunSummary, as_summary
 
@@ -285,18 +285,6 @@ def guardrail_line(metric: str, g: dict) -> str:
     return text
 
 
-def _match_candidates(candidates: list[dict], policies: list[dict]) -> dict[int, dict]:
-    """The policy row each Pareto candidate became (same weights and budget; value policies before their trees)."""
-    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
-    out = {}
-    for i, c in enumerate(candidates):
-        match = next((p for p in tuned if p["tuning"].get("weights") == c.get("weights")
-                      and p["tuning"].get("budget") == c.get("budget")), None)
-        if match is not None:
-            out[i] = match
-    return out
-
-
 def _estimate(d: dict | None) -> float | None:
     """An interval's point value, whether a comparison row's (``value``) or a summary's (``estimate``)."""
     d = d or {}
@@ -321,7 +309,7 @@ def render_tuning(search: dict, policies: list[dict] | None = None) -> str:
     out.append(table(body, ["method", "evaluated", "feasible", "Pareto points", "hypervolume", "time"]))
     candidates = search.get("candidates") or []
     if candidates:
-        matched = _match_candidates(candidates, policies or [])
+        matched = candidate_policies(candidates, policies or [])
         out += ["", "Pareto candidates: search values are in-sample (training units), so optimistic"
                 + ("; held-out values are from each candidate's policy row" if matched else
                    "; their held-out values are in the policy table")]
