@@ -20,11 +20,12 @@ from markupsafe import Markup
 
 from pex.evaluation.recommendation import CONSTANT_EQUIVALENT
 from pex.experiment.guardrail import POWER
+from pex.hte.heterogeneity import DIFFER
 from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
 from pex.report.cells import base_kind, candidate_policies, tree_of
 from pex.report.numbers import finite, fmt_num, fmt_p, fmt_pct, fmt_seconds, fmt_signed
-from pex.report.summary import Bounds, Certification, PolicyRow, RunSummary, as_summary
+from pex.report.summary import Bounds, Certification, PolicyRow, RunSummary, Segment, as_summary
 
 METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
 VERDICTS = {
@@ -336,81 +337,65 @@ def _effects_section(s: RunSummary) -> dict:
             "has_limits": bool(limits), "bound": _bound_name(levels.pop() if len(levels) == 1 else None)}
 
 
-def _hte_section(s: dict, metric_names: list[str], colors: dict[str, str]) -> dict:
-    hte = s.get("hte") or {}
-    descriptions = {m.get("name"): m.get("description") for m in s.get("metrics") or [] if isinstance(m, dict)}
-    tests = list(hte.get("heterogeneity") or [])
-    board = list(hte.get("leaderboard") or [])
-    selected = hte.get("selected") or {}
-    importance = list(hte.get("importance") or [])
-    names = list(dict.fromkeys([*metric_names, *(t.get("metric") for t in tests), *(r.get("metric") for r in board)]))
+def _hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
+    hte = s.hte
+    descriptions = {m.name: m.description for m in s.metrics}
+    names = list(dict.fromkeys([*(m.name for m in s.metrics), *(t.metric for t in hte.heterogeneity),
+                                *(r.metric for r in hte.leaderboard)]))
     blocks = []
     for metric in names:
-        mt = [t for t in tests if t.get("metric") == metric]
-        mb = [r for r in board if r.get("metric") == metric]
+        mt = [t for t in hte.heterogeneity if t.metric == metric]
+        mb = [r for r in hte.leaderboard if r.metric == metric]
         if not mt and not mb:
             continue
-        test_rows = []
-        for t in mt:
-            verdict = str(t.get("verdict") or "")
-            differ = bool(verdict) and "no evidence" not in verdict and "not" not in verdict.split()
-            test_rows.append({
-                "arm": t.get("arm", ""), "verdict": verdict or "–", "cls": "differ" if differ else "same",
-                "ate": fmt_signed(t.get("ate")),
-                "slope": fmt_num(t.get("slope"), 3),
-                "slope_ci": f"{fmt_num(t.get('slope_ci_low'), 3)} to {fmt_num(t.get('slope_ci_high'), 3)}"
-                if finite(t.get("slope_ci_low")) else "",
-                "qini": fmt_signed(t.get("qini_area"), 3),
-                "qini_se": fmt_num(t.get("qini_area_se"), 2),
-                "p": fmt_p(t.get("p_holm", t.get("p_value"))),
-            })
-        chosen = selected.get(metric)
+        test_rows = [{
+            "arm": t.arm, "verdict": t.verdict, "cls": "differ" if t.verdict == DIFFER else "same",
+            "ate": fmt_signed(t.ate), "slope": fmt_num(t.slope, 3),
+            "slope_ci": f"{fmt_num(t.slope_ci_low, 3)} to {fmt_num(t.slope_ci_high, 3)}" if finite(t.slope_ci_low) else "",
+            "qini": fmt_signed(t.qini_area, 3), "qini_se": fmt_num(t.qini_area_se, 2), "p": fmt_p(t.p_holm),
+        } for t in mt]
+        chosen = hte.selected.get(metric)
         board_rows = [{
-            "learner": LEARNER_NAMES.get(r.get("learner"), str(r.get("learner"))),
-            "selected": bool(r.get("selected")) or (chosen is not None and r.get("learner") == chosen),
-            "score": fmt_num(r.get("score")),
-            "score_ci": f"{fmt_num(r.get('score_ci_low'))} to {fmt_num(r.get('score_ci_high'))}" if finite(r.get("score_ci_low")) else "",
-            "vs": fmt_signed(r.get("vs_selected"), 3),
-            "vs_ci": f"{fmt_signed(r.get('vs_selected_ci_low'), 3)} to {fmt_signed(r.get('vs_selected_ci_high'), 3)}"
-            if finite(r.get("vs_selected_ci_low")) and r.get("vs_selected") else "",
-            "seconds": fmt_seconds(r.get("fit_seconds")),
-        } for r in sorted(mb, key=lambda r: r.get("score") if finite(r.get("score")) else math.inf)]
-        top = sorted((i for i in importance if i.get("metric") == metric and finite(i.get("importance"))),
-                     key=lambda i: -i["importance"])[:5]
+            "learner": LEARNER_NAMES.get(r.learner, r.learner),
+            "selected": r.selected or (chosen is not None and r.learner == chosen),
+            "score": fmt_num(r.score),
+            "score_ci": f"{fmt_num(r.score_ci_low)} to {fmt_num(r.score_ci_high)}" if finite(r.score_ci_low) else "",
+            "vs": fmt_signed(r.vs_selected, 3),
+            "vs_ci": f"{fmt_signed(r.vs_selected_ci_low, 3)} to {fmt_signed(r.vs_selected_ci_high, 3)}"
+            if finite(r.vs_selected_ci_low) and r.vs_selected else "",
+            "seconds": fmt_seconds(r.fit_seconds),
+        } for r in sorted(mb, key=lambda r: r.score if finite(r.score) else math.inf)]
+        top = sorted((i for i in hte.importance if i.metric == metric and finite(i.importance)), key=lambda i: -i.importance)[:5]
         blocks.append({
             "metric": metric, "tests": test_rows, "board": board_rows, "description": descriptions.get(metric) or "",
             "selected": LEARNER_NAMES.get(chosen, chosen) if chosen else "",
-            "drivers": [{"feature": i.get("feature", ""), "share": fmt_pct(i["importance"], signed=False)} for i in top],
-            "chart": Markup(charts.qini_chart(mt, metric, colors)),
+            "drivers": [{"feature": i.feature, "share": fmt_pct(i.importance, signed=False)} for i in top],
+            "chart": Markup(charts.qini_chart([t.model_dump() for t in mt], metric, colors)),
         })
-    holdout = hte.get("holdout") or {}
-    return {"blocks": blocks, "score": hte.get("score") or "", "requested": hte.get("requested") or "",
+    holdout = hte.holdout
+    return {"blocks": blocks, "score": hte.score, "requested": hte.requested,
             "holdout_share": fmt_pct(holdout.get("share"), signed=False) if holdout else ""}
 
 
-def _segments_section(s: dict, metric_names: list[str], primary: str | None, goals: dict[str, str]) -> dict:
-    segments = list((s.get("hte") or {}).get("segments") or [])
+def _segments_section(s: RunSummary) -> dict:
+    segments = s.hte.segments
+    primary = s.recommendation.primary
+    goals = {m.name: m.goal for m in s.metrics}
 
-    def strength(seg: dict) -> float:
-        vals = [e.get("estimate") for e in seg.get("effects") or [] if e.get("metric") == primary and finite(e.get("estimate"))]
+    def strength(seg: Segment) -> float:
+        vals = [e.estimate for e in seg.effects if e.metric == primary and finite(e.estimate)]
         sign = -1.0 if goals.get(primary) == "decrease" else 1.0
         return max((sign * v for v in vals), default=-math.inf)
 
     ranked = sorted(segments, key=strength, reverse=True)[:MAX_SEGMENTS]
-    arms = list(dict.fromkeys(e.get("arm") for seg in segments for e in seg.get("effects") or []))
-    used_metrics = [m for m in metric_names if any(e.get("metric") == m for seg in segments for e in seg.get("effects") or [])]
+    arms = list(dict.fromkeys(e.arm for seg in segments for e in seg.effects))
+    used_metrics = [m.name for m in s.metrics if any(e.metric == m.name for seg in segments for e in seg.effects)]
     rows = []
     for seg in ranked:
-        cells = []
-        for metric in used_metrics:
-            lines = []
-            for e in seg.get("effects") or []:
-                if e.get("metric") == metric:
-                    lines.append({"arm": e.get("arm", ""), **_interval(e, goals.get(metric))})
-            cells.append(lines)
-        rows.append({"rule": seg.get("rule", ""), "share": fmt_pct(seg.get("share"), signed=False),
-                     "n": fmt_num(seg.get("n_estimation")), "cells": cells})
-    return {"rows": rows, "metrics": used_metrics, "total": len(segments), "arms": arms, "primary": primary or ""}
+        cells = [[{"arm": e.arm, **_interval(e.model_dump(), goals.get(metric))} for e in seg.effects if e.metric == metric]
+                 for metric in used_metrics]
+        rows.append({"rule": seg.rule, "share": fmt_pct(seg.share, signed=False), "n": fmt_num(seg.n_estimation), "cells": cells})
+    return {"rows": rows, "metrics": used_metrics, "total": len(segments), "arms": arms, "primary": primary}
 
 
 def _policy_section(s: RunSummary) -> dict:
@@ -662,16 +647,12 @@ def render_report(summary: RunSummary | dict) -> str:
         nothing from the network.
     """
     model = as_summary(summary)
-    s = model.to_dict()  # the sections other modules own (search, fit, health) are read as those modules write them
-    metrics = s["metrics"]
-    metric_names = [m["name"] for m in metrics]
-    goals = {m["name"]: m["goal"] for m in metrics}
+    s = model.to_dict()  # the weight search and the policy documents are read as their own modules write them
     arms = model.arms
     colors = charts.arm_colors(arms, model.control)
     policies = s["policies"]
     by_name = {p["name"]: p for p in policies}
     verdict = _verdict_section(model, colors)
-    primary = verdict["primary"]
     context = {
         "s": {"experiment": model.experiment, "description": model.description, "owner": model.owner,
               "n_units": fmt_num(model.n_units), "arms": arms, "control": model.control, "crossfit": bool(model.crossfit),
@@ -681,8 +662,8 @@ def render_report(summary: RunSummary | dict) -> str:
         "verdict": verdict,
         "health": _health_section(model),
         "effects": _effects_section(model),
-        "hte": _hte_section(s, metric_names, colors),
-        "segments": _segments_section(s, metric_names, primary, goals),
+        "hte": _hte_section(model, colors),
+        "segments": _segments_section(model),
         "policies": _policy_section(model),
         "pareto": _pareto_section(model, s, policies, verdict["policy"]),
         "doc": _policy_doc_section(s, by_name, colors),

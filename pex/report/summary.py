@@ -162,6 +162,81 @@ class ArmEffect(_Model):
     method: str
 
 
+class LearnerScore(_Model):
+    """One learner of one metric on the effect models' leaderboard (held-out score, difference to the selected one)."""
+
+    metric: str
+    learner: str
+    score: float
+    score_ci_low: float
+    score_ci_high: float
+    vs_selected: float
+    vs_selected_ci_low: float
+    vs_selected_ci_high: float
+    fit_seconds: float
+    selected: bool
+
+
+class HeterogeneityTest(_Model):
+    """Do effects differ across units? (:class:`pex.hte.heterogeneity.HeterogeneityTest`)."""
+
+    metric: str
+    arm: str
+    ate: float
+    slope: float
+    slope_ci_low: float
+    slope_ci_high: float
+    p_value: float
+    p_holm: float
+    verdict: Literal["effects differ across units", "no evidence that effects differ"]  # pex.hte.heterogeneity
+    qini_area: float
+    qini_area_se: float
+    qini_curve: list[list[float]]
+
+
+class SegmentEffect(_Model):
+    """A segment's effect of one arm on one metric: honest estimate with its 95% interval, and the models' prediction."""
+
+    metric: str
+    arm: str
+    predicted: float | None = None
+    estimate: float
+    ci_low: float
+    ci_high: float
+
+
+class Segment(_Model):
+    """A group of units whose effect differs from the average (:class:`pex.hte.segments.Segment`)."""
+
+    rule: str
+    share: float
+    n_estimation: int
+    effects: list[SegmentEffect]
+
+
+class Importance(_Model):
+    """A feature's share in what drives the predicted effects of one metric."""
+
+    metric: str
+    feature: str
+    importance: float
+
+
+class Hte(_Model):
+    """The effect models of the run: the learner chosen per metric, the leaderboard, heterogeneity, segments, drivers."""
+
+    fit: str
+    requested: str
+    selected: dict[str, str]
+    score: str
+    leaderboard: list[LearnerScore]
+    heterogeneity: list[HeterogeneityTest]
+    segments: list[Segment]
+    importance: list[Importance]
+    holdout: dict[str, Any]
+    seconds: dict[str, float]
+
+
 class Metric(_Model):
     """A metric of the spec as the summary states it."""
 
@@ -314,7 +389,7 @@ class RunSummary(_Model):
     balance: Balance
     effects: list[ArmEffect]
     guardrails: list[ArmGuardrail]
-    hte: dict[str, Any]
+    hte: Hte
     evaluation_rows: dict[str, Any]
     objective_coefficients: dict[str, float]
     calibration: dict[str, Any] | None = None
