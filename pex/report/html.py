@@ -157,29 +157,28 @@ def _screen_text(screen: dict | None) -> str:
 
 
 def _status(p: PolicyRow, s: RunSummary) -> dict:
-    """Where a policy stands in the recommendation's certification: certified, tested but not certified,
-    screened out before the held-out test, the all-control fallback, or not a candidate at all."""
+    """A policy's standing in the recommendation's certification (:meth:`RunSummary.standing`) as a badge with its reasons."""
     name, rec = p.name, s.recommendation
     cert = rec.certification
-    level = fmt_pct(cert.level, signed=False)
-    if name in cert.certified:
+    standing = s.standing(p)
+    if standing == "certified":
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
                 "title": f"every guardrail's one-sided upper bound is within its limit (tested {cert.procedure})"}
-    if name in cert.untested:
+    if standing == "not tested":
         title = "not tested: a candidate tested before it did not pass, and the test stops there"
         return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
-    if name in cert.family:
-        title = f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"
+    if standing == "not certified":
+        title = f"tested on the held-out units, but some guardrail's upper bound at {fmt_pct(cert.level, signed=False)} is over its limit"
         return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name), "title": title,
                 "why": f"it was {title} ({_family_bounds(cert, name)})"}
-    if name in cert.screened_out:
+    if standing == "screened out":
         screen = f" ({_screen_text({m: c.model_dump() for m, c in p.screen.items()})})" if p.screen else ""
         return {"label": "screened out", "cls": "screened", "key": "screened", "note": "",
                 "title": "dropped before the held-out test: its harm on the building units could not pass "
                          "even if the estimate were exact" + screen,
                 "why": "it was screened out before the held-out test, because its harm on the building units could not pass "
                        "even if the estimate were exact" + screen}
-    if p.kind == "constant" and p.arm is not None and p.arm == s.control:
+    if standing == "fallback":
         return {"label": "fallback", "cls": "fallback", "key": "fallback", "note": "",
                 "title": "everyone keeps control: it harms nothing, so it needs no certificate "
                          "and is chosen when nothing certified beats it"}

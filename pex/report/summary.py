@@ -40,6 +40,11 @@ SUMMARY_FORMAT = "pex.summary/2"
 FORMATS = (SUMMARY_FORMAT,)
 
 
+# Where a policy stands in the recommendation: certified; tested but the sequence stopped before it; tested and not
+# certified; dropped on the building units before the held-out test; the all-control fallback; not a candidate at all.
+Standing = Literal["certified", "not tested", "not certified", "screened out", "fallback", "not a candidate"]
+
+
 class _Model(BaseModel):
     """Unknown keys are an error: a summary is either this format or refused."""
 
@@ -427,6 +432,21 @@ class RunSummary(_Model):
     def by_name(self) -> dict[str, PolicyRow]:
         """The policy rows by name."""
         return {p.name: p for p in self.policies}
+
+    def standing(self, policy: PolicyRow) -> Standing:
+        """Where a policy stands in the recommendation's certification (what every view labels it with)."""
+        cert = self.recommendation.certification
+        if policy.name in cert.certified:
+            return "certified"
+        if policy.name in cert.untested:  # after a failed test the sequence stops: the rest of the family is not tested
+            return "not tested"
+        if policy.name in cert.family:
+            return "not certified"
+        if policy.name in cert.screened_out:
+            return "screened out"
+        if policy.kind == "constant" and policy.arm is not None and policy.arm == self.control:
+            return "fallback"  # everyone keeps control: it harms nothing, so it needs no certificate
+        return "not a candidate"
 
 
 def as_summary(summary: RunSummary | dict[str, Any]) -> RunSummary:
