@@ -46,6 +46,22 @@ def test_schema_rejects_a_summary_missing_design_keys(pipeline_run):
         _validate(bad)
 
 
+def test_the_schema_publishes_the_typed_model():
+    """summary.schema.json is the published contract of the typed summary (pex.report.summary): the same format, every
+    key it names is a field of the model, and every field the model requires, the schema requires too."""
+    from pex.report.summary import SUMMARY_FORMAT, RunSummary
+
+    typed = RunSummary.model_json_schema()
+    assert SCHEMA["$id"] == SCHEMA["properties"]["format"]["const"] == SUMMARY_FORMAT
+    assert set(SCHEMA["properties"]) <= set(typed["properties"])
+    assert set(typed["required"]) <= set(SCHEMA["required"])
+    policy = SCHEMA["properties"]["policies"]["items"]
+    assert set(policy["properties"]) <= set(typed["$defs"]["PolicyRow"]["properties"])
+    assert set(typed["$defs"]["PolicyRow"]["required"]) <= set(policy["required"])
+    assert set(typed["$defs"]["HarmCell"]["required"]) == set(SCHEMA["$defs"]["harm"]["required"])
+    assert set(typed["$defs"]["HarmCell"]["properties"]) == set(SCHEMA["$defs"]["harm"]["properties"])
+
+
 def test_every_policy_file_loads_and_the_recommended_one_is_among_them(pipeline_run):
     names = {p["name"] for p in pipeline_run.summary["policies"]}
     assert pipeline_run.recommended_policy in names
@@ -77,7 +93,8 @@ def test_the_trade_off_scenario_never_recommends_a_truly_harmful_policy(pipeline
     assert daily["harm"]["unsubscribes"] > 0.15  # the scenario's trade-off
     if rec["verdict"] == "keep_control":
         assert rec["cannot_certify"] is True
-        assert "standard error" in rec["reasons"][0] and "could not be certified" in rec["headline"]
+        assert rec["reasons"][0]["code"] == "cannot_certify" and "could not be certified" in rec["headline"]
+        assert "standard error" in rec["reasons"][0]["text"]
     else:
         assert rec["policy"] in rec["certification"]["certified"]
         assert truth["gain"] > 0
@@ -247,7 +264,7 @@ def test_cli_run_on_a_real_world_shaped_csv_then_report(tmp_path, run):
     assert "pricing-page" in (tmp_path / "again" / "report.html").read_text()
 
 
-def test_cli_run_json_and_bad_inputs(tmp_path, run, null_dir):
+def test_cli_run_json_and_bad_inputs(tmp_path, run, null_dir, home):
     r = run("run", tmp_path / "missing.toml")
     assert r.code == 2 and "error:" in r.err
     r = run("report", "flat", "--out", tmp_path / "r.html")
@@ -266,6 +283,13 @@ def test_cli_run_json_and_bad_inputs(tmp_path, run, null_dir):
     summary = json.loads(r.out)
     _validate(summary)
     assert "ax" not in summary["pareto"]["fronts"]
+    # `pex report` reads the stored summary into the typed model: one of another format is refused, nothing written
+    from pex.store.workspace import Workspace
+
+    with Workspace(home, create=False) as ws:
+        ws.put_run("flat", {**summary, "format": "pex.summary/1"})
+    r = run("report", "flat", "--out", tmp_path / "old.html")
+    assert r.code == 2 and "pex.summary/1" in r.err and "pex run" in r.err and not (tmp_path / "old.html").exists()
 
 
 def test_cli_optimize_stores_pareto_candidates(pipeline_run, tmp_path, run, home):

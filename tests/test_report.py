@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import copy
 import html
+import importlib
 import re
 from collections import Counter
 
 import pytest
 
-from pex.evaluation.recommendation import CERTIFICATION
+from pex.errors import PexError
+from pex.evaluation.recommendation import CERTIFICATION, REASON_CODES, reason_text
+from pex.report import numbers
 from pex.report.cells import base_kind, tree_of
 from pex.report.charts import arm_colors, pareto_chart, tradeoff_chart, tree_diagram
-from pex.report.html import fmt_num, fmt_p, fmt_pct, fmt_signed, render_report
+from pex.report.html import render_report
+from pex.report.numbers import fmt_decimals, fmt_num, fmt_p, fmt_p_terminal, fmt_pct, fmt_pct1, fmt_signed
+from pex.report.summary import SUMMARY_FORMAT, RunSummary
 
 SECTION_HEADINGS = [
     "Verdict and recommendation",
@@ -53,6 +58,11 @@ def summary(pipeline_run) -> dict:
 def s(summary) -> dict:
     """A private deep copy of the run summary to break in one test."""
     return copy.deepcopy(summary)
+
+
+def reason(code: str, text: str) -> dict:
+    """A reason as the summary carries it (its sentence given, not rendered from parameters)."""
+    return {"code": code, "params": {}, "text": text}
 
 
 def headings(page: str) -> list[str]:
@@ -96,7 +106,7 @@ def test_verdict_names_the_recommended_policy_and_its_file(summary):
     assert rec["policy"] in verdict
     assert f"policies/{rec['policy']}.json" in verdict
     for reason in rec["reasons"]:
-        assert reason in html.unescape(verdict)
+        assert reason["text"] in html.unescape(verdict)
     assert "vs everyone on" in verdict
 
 
@@ -187,7 +197,7 @@ def test_constant_recommendation_says_there_is_no_tree(s):
     control = s["control"]
     name = next(p["name"] for p in s["policies"] if p["kind"] == "constant" and p.get("arm") == control)
     s["recommendation"].update(policy=name, kind="constant", verdict="keep_control",
-                               headline=f"Keep {control!r} for everyone.", reasons=["nothing beat it"],
+                               headline=f"Keep {control!r} for everyone.", reasons=[],
                                document={"format": "pex.policy/1", "name": name, "kind": "constant", "arms": s["arms"],
                                          "default_arm": control, "exploration": 0.0})
     s["recommended_policy"] = name
@@ -266,14 +276,6 @@ def test_srm_mismatch_and_imbalance_are_flagged(s):
     assert "The arms did not receive their planned shares" in page
     assert ">imbalanced<" in page
     assert "12 rows were dropped" in page and "missing arm (12)" in page
-
-
-def test_minimal_summary_renders():
-    page = render_report({"experiment": "bare", "recommendation": {"policy": "p", "headline": "Keep control."}})
-    assert "Keep control." in page
-    for title in SECTION_HEADINGS:
-        assert title in page
-    assert_self_contained(page)
 
 
 # --------------------------------------------------------------------------- sampled weightings and the trade-off chart
@@ -474,25 +476,16 @@ def status_label(row: str) -> str:
     return re.search(r'<span class="badge (?:yes|no|screened|fallback|unknown)"[^>]*>([^<]+)</span>', row).group(1)
 
 
-def old_style(s: dict) -> dict:
-    """``s`` as a summary written before certification: two-sided guardrail cells, no certificate, no bounds."""
-    rec = s["recommendation"]
-    rec.pop("certification", None)
-    rec.pop("cannot_certify", None)
-    for p in s["policies"]:
-        p.pop("screen", None)
-        p["guardrails"] = {m: {"relative_harm": g["estimate"], "ci_low": g["lower"], "ci_high": g["upper"],
-                               "max_harm": g["max_harm"], "basis": "relative", "verdict": g["verdict"]}
-                           for m, g in p["guardrails"].items()}
-    for key in ("in_sample", "feasible_means", "exploration", "n_eval"):
-        s["pareto"].pop(key, None)
-    for point in [*s["pareto"]["candidates"], *(q for f in s["pareto"]["fronts"].values() for q in f["pareto"])]:
-        point.pop("guardrail_bound", None)
-        point.pop("in_sample", None)
-    for g in s["guardrails"]:
-        for key in ("se", "level", "units_to_certify"):
-            g.pop(key, None)
-    return s
+def test_summary_round_trips_through_the_typed_model(summary):
+    assert summary["format"] == SUMMARY_FORMAT
+    assert RunSummary.load(summary).to_dict() == summary
+
+
+def test_reasons_are_codes_whose_sentence_is_rendered_from_them(summary):
+    reasons = summary["recommendation"]["reasons"]
+    assert reasons
+    for r in reasons:
+        assert r["code"] in REASON_CODES and r["text"] == reason_text(r["code"], r["params"])
 
 
 def test_summary_carries_the_certificate(summary):
@@ -530,7 +523,7 @@ def test_cannot_certify_is_said_plainly_first(s):
              "upper bound +5.1% vs limit +5.0%); certifying it would take about 9,000 held-out units")
     s["recommendation"].update(policy=control, kind="constant", verdict="keep_control", cannot_certify=True,
                                headline="Keep 'control' for everyone: nothing could be certified.",
-                               reasons=[first, "another reason"])
+                               reasons=[reason("cannot_certify", first), reason("screened_out", "another reason")])
     s["recommendation"]["certification"].update(certified=[], value={"estimate": 1.0, "se": 0.1, "low": 0.8, "high": 1.2},
                                                 lift_vs_control={"estimate": 0.0, "se": 0.0, "low": 0.0, "high": 0.0})
     s["recommended_policy"] = control
@@ -540,10 +533,6 @@ def test_cannot_certify_is_said_plainly_first(s):
     assert verdict.index(alert) < verdict.index("another reason")  # before the other reasons, and only once
     assert verdict.count(first) == 1
     assert "Keep control · nothing certified" in verdict
-    # a first reason in other words still reads as "nothing could be certified"
-    s["recommendation"]["reasons"] = ["the best candidate's harm bound is over the limit"]
-    verdict = html.unescape(section(render_report(s), "verdict", "data-health"))
-    assert "Nothing could be certified: the best candidate's harm bound is over the limit" in verdict
     # nothing certified and no reason at all
     s["recommendation"]["reasons"] = []
     assert 'role="alert">Nothing could be certified.</div>' in render_report(s)
@@ -594,7 +583,7 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
     policy = next(p for p in s["policies"] if p["name"] == name)
     harms = {m: {**g, "upper": 0.031, "level": 0.975, "verdict": "pass"} for m, g in policy["guardrails"].items()}
     s["recommendation"].update(policy=name, kind="value", verdict="personalize", cannot_certify=False,
-                               headline=f"Personalize with {name}.", reasons=["it beats the best arm"])
+                               headline=f"Personalize with {name}.", reasons=[reason("beats_best_arm", "it beats the best arm")])
     s["recommendation"]["certification"].update(
         family=[name, f"{s['experiment']}-pareto-2"], k=2, certified=[name], level=0.975, harms={name: harms},
         tested=[name, f"{s['experiment']}-pareto-2"], untested=[],
@@ -661,29 +650,20 @@ def test_weight_search_values_are_labelled_in_sample_with_held_out_values_beside
         assert "distilled: pareto-1-tree-d" in table
 
 
-def test_older_summary_without_certification_renders(s):
-    page = render_report(old_style(s))
-    assert_self_contained(page)
-    text = html.unescape(page)
-    verdict = section(text, "verdict", "data-health")
-    assert "Certified means" not in verdict and 'role="alert"' not in verdict and 'class="cert"' not in verdict
-    table = section(text, "policies", "pareto")
-    assert "Certified means" not in table
-    assert ">Eligible<" in table and "upper bound (not a two-sided interval)" in table and "one-sided" not in table
-    for p in s["policies"]:
-        assert status_label(policy_row(table, p["name"])) == ("eligible" if p["eligible"] else "not eligible")
-    assert "pareto" in chart_keys(page)
-    assert "Feasible:" not in section(text, "pareto", "policy")
-
-
-def test_a_summary_without_recommendation_details_renders(s):
-    s["recommendation"] = {"policy": s["recommended_policy"]}
+def test_a_summary_of_another_format_or_shape_is_refused(s):
+    """No fallbacks for older summaries: a summary is this format, checked, or refused with a clear error."""
+    with pytest.raises(PexError, match=r"format 'pex\.summary/1' is not one this pex reads"):
+        render_report({**s, "format": "pex.summary/1"})
+    with pytest.raises(PexError, match="format None"):
+        render_report({"experiment": "bare", "recommendation": {"policy": "p", "headline": "Keep control."}})
+    broken = copy.deepcopy(s)
+    del broken["recommendation"]["certification"]
+    with pytest.raises(PexError, match=r"recommendation\.certification: Field required"):
+        render_report(broken)
     for p in s["policies"]:
         p["guardrails"] = {m: {"verdict": g["verdict"]} for m, g in p["guardrails"].items()}
-    page = render_report(s)
-    assert_self_contained(page)
-    text = html.unescape(page)
-    assert "harm –; upper bound –:" in text and "vs limit" not in section(text, "policies", "pareto")
+    with pytest.raises(PexError, match=r"policies\.0\.guardrails\..*Field required"):
+        render_report(s)
 
 
 # --------------------------------------------------------------------------- the terminal text
@@ -700,14 +680,15 @@ def test_text_recommendation_says_what_certified_means(summary):
     if cert["k"]:
         assert f"{cert['k']} candidate{'s' if cert['k'] != 1 else ''} tested {cert['procedure']}" in text
         assert "hold for every certified candidate at once" in text
-    for reason in rec["reasons"]:
-        assert reason in text
+    for r in rec["reasons"]:
+        assert r["text"] in text
 
 
 def test_text_recommendation_when_nothing_could_be_certified(s):
     from pex.report.text import render_recommendation
 
-    s["recommendation"].update(cannot_certify=True, reasons=["Nothing could be certified. The best candidate, x, has ...", "more"])
+    first = reason("cannot_certify", "Nothing could be certified. The best candidate, x, has ...")
+    s["recommendation"].update(cannot_certify=True, reasons=[first, reason("screened_out", "more")])
     lines = render_recommendation(s).splitlines()
     assert lines[1] == "  Nothing could be certified. The best candidate, x, has ..."
     assert lines[-1] == "  - more" and sum("Nothing could be certified" in line for line in lines) == 1
@@ -767,6 +748,14 @@ def test_number_formatting():
     assert fmt_num(None) == "–" and fmt_num(float("nan")) == "–"
     assert fmt_pct(0.0984) == "+9.84%" and fmt_pct(-0.136) == "-13.6%" and fmt_pct(0.25, signed=False) == "25%"
     assert fmt_p(1e-9) == "< 0.001" and fmt_p(0.30132) == "0.301"
+    # the terminal's style: fixed decimals, so plain-text columns line up; an ASCII '-' when missing
+    assert fmt_decimals(5.456543) == "5.457" and fmt_decimals(12249.0) == "12,249.000" and fmt_decimals(0.000123) == "0.000123"
+    assert fmt_pct1(0.0984) == "+9.8%" and fmt_pct1(0.25, signed=False) == "25.0%" and fmt_pct1(None) == "-"
+    assert fmt_p_terminal(1e-9) == "<0.001" and fmt_p_terminal(float("nan")) == "-"
+    # one module writes numbers: the views define no formatter of their own
+    for view in ("pex.report.html", "pex.report.text"):
+        module = importlib.import_module(view)
+        assert not [n for n, f in vars(module).items() if n.startswith("fmt_") and f is not getattr(numbers, n, None)], view
 
 
 def test_a_step_down_certificate_shows_each_bound_at_the_level_it_was_made_at(s):
@@ -778,7 +767,7 @@ def test_a_step_down_certificate_shows_each_bound_at_the_level_it_was_made_at(s)
     policy = next(p for p in s["policies"] if p["name"] == name)
     harms = {m: {**g, "upper": 0.031, "level": 0.992, "verdict": "pass"} for m, g in policy["guardrails"].items()}
     s["recommendation"].update(policy=name, kind="value", verdict="personalize", cannot_certify=False,
-                               headline=f"Personalize with {name}.", reasons=["it beats the best arm"])
+                               headline=f"Personalize with {name}.", reasons=[reason("beats_best_arm", "it beats the best arm")])
     s["recommendation"]["certification"].update(method="step-down", procedure=PROCEDURE["step-down"], family=[name], k=1,
                                                 certified=[name], untested=[], level=0.95, harms={name: harms})
     s["recommended_policy"] = name

@@ -72,7 +72,8 @@ def test_report_renders_offline_in_chromium(pipeline_run, chromium, tmp_path):
 def test_nothing_certified_is_visible_at_the_top(pipeline_run, chromium, tmp_path):
     s = copy.deepcopy(pipeline_run.summary)
     first = "Nothing could be certified. The best candidate, exp-value, has unsubscribes harm +3.1% (standard error 1.2%)"
-    s["recommendation"].update(cannot_certify=True, reasons=[first, *s["recommendation"]["reasons"][1:]])
+    reason = {"code": "cannot_certify", "params": {"policy": "exp-value"}, "text": first}
+    s["recommendation"].update(cannot_certify=True, reasons=[reason, *s["recommendation"]["reasons"][1:]])
     path = tmp_path / "report.html"
     path.write_text(render_report(s), encoding="utf-8")
     got = load(chromium, path)

@@ -498,7 +498,7 @@ def report(ctx: click.Context, name: str, out_path: str) -> None:
     from pex.services.reports import write_report
 
     summary = write_report(_workspace(ctx, create=False), name, out_path)
-    click.echo(f"wrote {out_path} (run of {summary.get('generated_at', '?')}, recommended: {summary['recommended_policy']})")
+    click.echo(f"wrote {out_path} (run of {summary.generated_at}, recommended: {summary.recommended_policy})")
 
 
 # commands of their own modules (the serving side, and the logged feedback it produces)

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +78,79 @@ def is_candidate(policy: Policy, control: str) -> bool:
     return bool(policy.lineage.get("candidate", True))
 
 
+# What a reason says, as a code; its sentence is rendered from the code and its parameters by reason_text alone,
+# so a reader (the report, the terminal, the web UI) matches codes and parameters, never prose.
+CONSTANT_EQUIVALENT = "constant_equivalent"  # a personalized candidate that gives every unit one arm
+SIMPLER_NOT_WORSE = "simpler_not_worse"  # the best certified policy lost to a simpler one not significantly worse
+ARM_NOT_CERTIFIED = "arm_not_certified"  # one arm for everyone would do better but breaks a guardrail
+NO_LIFT_OVER_BEST_ARM = "no_lift_over_best_arm"  # a personalized policy that does not beat the best arm by its bound
+BEATS_BEST_ARM = "beats_best_arm"  # a personalized policy that beats the best arm by its bound
+ARM_NO_LIFT_OVER_CONTROL = "arm_no_lift_over_control"  # one arm for everyone that does not beat control by its bound
+SCREENED_OUT = "screened_out"  # dropped on the building units before the held-out test
+CANNOT_CERTIFY = "cannot_certify"  # the best uncertified candidate: its harm and the units that would certify it
+REASON_CODES = (CONSTANT_EQUIVALENT, SIMPLER_NOT_WORSE, ARM_NOT_CERTIFIED, NO_LIFT_OVER_BEST_ARM, BEATS_BEST_ARM,
+                ARM_NO_LIFT_OVER_CONTROL, SCREENED_OUT, CANNOT_CERTIFY)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason behind a recommendation: a code from :data:`REASON_CODES` and its parameters (JSON values)."""
+
+    code: str
+    params: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        """The sentence (:func:`reason_text`)."""
+        return reason_text(self.code, self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reason as JSON: code, parameters and its sentence."""
+        return {"code": self.code, "params": self.params, "text": self.text}
+
+
+def reason_text(code: str, p: dict[str, Any]) -> str:
+    """The sentence of a reason: the one place where each code's words are written."""
+    if code == CONSTANT_EQUIVALENT:
+        return f"{p['policy']} gives every held-out unit {p['arm']!r}, so it is not a personalized option"
+    if code == SIMPLER_NOT_WORSE:
+        return (f"{p['best']} has the highest {p['label']} value, but {p['policy']} is simpler and not significantly worse "
+                f"(difference {p['gap']:+.4g}, bounds {p['low']:+.4g} to {p['high']:+.4g})")
+    if code == ARM_NOT_CERTIFIED:
+        return (f"giving everyone {p['arm']!r} would do better on {p['label']} ({p['score']:+.4g} vs {p['best_score']:+.4g}) "
+                f"but {_not_certified([Harm.from_dict(h) for h in p['harms'].values()])}, so it is not an option")
+    if code == NO_LIFT_OVER_BEST_ARM:
+        return (f"{p['policy']} does not beat giving everyone {p['arm']!r} on {p['label']} by its lower bound: "
+                f"lift {p['gain']:+.4g}, bounds {p['low']:+.4g} to {p['high']:+.4g}")
+    if code == BEATS_BEST_ARM:
+        return (f"{p['policy']} beats giving everyone {p['arm']!r} on {p['label']} by {p['gain']:+.4g} "
+                f"per unit (bounds {p['low']:+.4g} to {p['high']:+.4g})")
+    if code == ARM_NO_LIFT_OVER_CONTROL:
+        return (f"giving everyone {p['arm']!r} does not beat {p['control']!r} on {p['label']} by its lower "
+                f"bound (lift {p['gain']:+.4g}, bounds {p['low']:+.4g} to {p['high']:+.4g})")
+    if code == SCREENED_OUT:
+        return (f"{p['policy']} was dropped before the held-out test: on the building units its {', '.join(p['failing'])} "
+                "harm could not be certified even if the estimate were exact")
+    if code == CANNOT_CERTIFY:
+        return _cannot_certify_text(p["policy"], [Harm.from_dict(h) for h in p["harms"].values()], p["holdout_share"],
+                                    p["gain"], p["label"], p["personalized"])
+    raise ValueError(f"unknown reason code {code!r}")
+
+
+def headline_text(verdict: str, cannot_certify: bool, p: dict[str, Any]) -> str:
+    """The recommendation's one-line verdict in words, from its code (``verdict``) and parameters."""
+    if verdict == "keep_control" and cannot_certify:
+        return (f"Keep {p['control']!r} for everyone: what did better on {p['label']} could not be certified to keep "
+                "the guardrails on units it was not chosen on.")
+    if verdict == "keep_control":
+        return f"Keep {p['control']!r} for everyone: no certified arm or personalized policy did better on {p['label']}."
+    if verdict == "ship_arm":
+        return (f"Ship {p['arm']!r} to everyone: it beats {p['control']!r} on {p['label']} and is certified to "
+                "keep the guardrails; no personalized policy did significantly better.")
+    return (f"Personalize with {p['policy']} ({p['description']}): it beats the best single arm on {p['label']} and is "
+            "certified to keep the guardrails.")
+
+
 @dataclass
 class Recommendation:
     """The recommended policy, why, and how far the claims behind it were certified."""
@@ -84,8 +158,8 @@ class Recommendation:
     policy: str
     kind: str
     verdict: str  # personalize | ship_arm | keep_control
-    headline: str
-    reasons: list[str]
+    headline: str  # headline_text of the verdict
+    reasons: list[Reason]
     primary: str
     eligible: list[str]  # the certified candidates
     cannot_certify: bool = False
@@ -94,7 +168,7 @@ class Recommendation:
     def to_dict(self) -> dict:
         """The recommendation as JSON (what summary.json holds)."""
         return {"policy": self.policy, "kind": self.kind, "verdict": self.verdict, "headline": self.headline,
-                "reasons": self.reasons, "primary": self.primary, "eligible": self.eligible,
+                "reasons": [r.to_dict() for r in self.reasons], "primary": self.primary, "eligible": self.eligible,
                 "cannot_certify": self.cannot_certify, "certification": self.certification}
 
 
@@ -135,14 +209,14 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                     for m in data.rewards)
         return ope.Estimate.from_contributions("dr", np.asarray(total, dtype=float))
 
-    reasons: list[str] = []
+    reasons: list[Reason] = []
     candidates = []
     for p in policies:
         if not is_candidate(p, spec.control):
             continue
         same = _constant_equivalent(p, data)
         if same is not None:  # e.g. a guardrail left nobody to treat: it is that arm for everyone, not a personalization
-            reasons.append(f"{p.name} gives every held-out unit {same!r}, so it is not a personalized option")
+            reasons.append(Reason(CONSTANT_EQUIVALENT, {"policy": p.name, "arm": same}))
             continue
         candidates.append(p)
     screened_out = [p for p in candidates if not all(c.passed for c in screen.get(p.name, {}).values())]
@@ -199,63 +273,57 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     choice = min(near, key=lambda p: (complexity(p), -score[p.name]))
     if choice is not best:
         gap, lo, hi = lift(best, choice)
-        reasons.append(f"{best.name} has the highest {label} value, but {choice.name} is simpler and not significantly worse "
-                       f"(difference {gap:+.4g}, bounds {lo:+.4g} to {hi:+.4g})")
+        reasons.append(Reason(SIMPLER_NOT_WORSE, {"best": best.name, "policy": choice.name, "label": label, "gap": float(gap),
+                                                  "low": float(lo), "high": float(hi)}))
     arms_pool = [p for p in pool if p.single_arm is not None]
     best_arm = max(arms_pool, key=lambda p: score[p.name])
     for p in family:
         if p.single_arm is not None and p.name in judged and p not in certified and score[p.name] > score[best_arm.name]:
-            reasons.append(f"giving everyone {p.default_arm!r} would do better on {label} ({score[p.name]:+.4g} vs "
-                           f"{score[best_arm.name]:+.4g}) but {_not_certified(judged[p.name])}, so it is not an option")
+            reasons.append(Reason(ARM_NOT_CERTIFIED, {"policy": p.name, "arm": p.default_arm, "label": label,
+                                                      "score": float(score[p.name]), "best_score": float(score[best_arm.name]),
+                                                      "harms": {m: h.to_dict() for m, h in judged[p.name].items()}}))
     if choice.single_arm is None:
         gain, lo, hi = lift(choice, best_arm)
         if lo <= 0:
-            reasons.append(f"{choice.name} does not beat giving everyone {best_arm.default_arm!r} on {label} by its "
-                           f"lower bound: lift {gain:+.4g}, bounds {lo:+.4g} to {hi:+.4g}")
+            reasons.append(Reason(NO_LIFT_OVER_BEST_ARM, {"policy": choice.name, "arm": best_arm.default_arm, "label": label,
+                                                          "gain": float(gain), "low": float(lo), "high": float(hi)}))
             choice = best_arm
         else:
-            reasons.append(f"{choice.name} beats giving everyone {best_arm.default_arm!r} on {label} by {gain:+.4g} "
-                           f"per unit (bounds {lo:+.4g} to {hi:+.4g})")
+            reasons.append(Reason(BEATS_BEST_ARM, {"policy": choice.name, "arm": best_arm.default_arm, "label": label,
+                                                   "gain": float(gain), "low": float(lo), "high": float(hi)}))
     if choice.single_arm is not None and choice is not control:
         gain, lo, hi = lift(choice, control)
         if lo <= 0:
-            reasons.append(f"giving everyone {choice.default_arm!r} does not beat {spec.control!r} on {label} by its lower "
-                           f"bound (lift {gain:+.4g}, bounds {lo:+.4g} to {hi:+.4g})")
+            reasons.append(Reason(ARM_NO_LIFT_OVER_CONTROL, {"policy": choice.name, "arm": choice.default_arm,
+                                                             "control": spec.control, "label": label, "gain": float(gain),
+                                                             "low": float(lo), "high": float(hi)}))
             choice = control
     for p in screened_out:
         failing = [m for m, c in screen[p.name].items() if not c.passed]
-        reasons.append(f"{p.name} was dropped before the held-out test: on the building units its {', '.join(failing)} harm "
-                       "could not be certified even if the estimate were exact")
+        reasons.append(Reason(SCREENED_OUT, {"policy": p.name, "failing": failing}))
 
     # "cannot certify": control is recommended although a candidate looked better on the held-out units, because
     # it could not be shown to keep the guardrails (not because it was simply no better)
     uncertified = [p for p in candidates if p not in certified and score[p.name] > score[control.name]]
     cannot = choice is control and bool(uncertified)
     if cannot:
-        def text(p: Policy) -> str:
+        def cannot_reason(p: Policy, personalized: bool) -> Reason:
             rails = judged.get(p.name) or {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
-            return _cannot_certify_text(p, rails, holdout_share, score[p.name] - score[control.name], label)
+            return Reason(CANNOT_CERTIFY, {"policy": p.name, "gain": float(score[p.name] - score[control.name]), "label": label,
+                                           "holdout_share": holdout_share, "personalized": personalized,
+                                           "harms": {m: h.to_dict() for m, h in rails.items()}})
 
         closest = max(uncertified, key=lambda p: score[p.name])
         personal = [p for p in uncertified if p.single_arm is None]
         if closest.single_arm is not None and personal:  # also the personalized option that did best: often the nearer miss
-            reasons.insert(0, text(max(personal, key=lambda p: score[p.name])).replace(
-                "Nothing that beats control could be certified. The best candidate", "The best personalized candidate"))
-        reasons.insert(0, text(closest))
+            reasons.insert(0, cannot_reason(max(personal, key=lambda p: score[p.name]), True))
+        reasons.insert(0, cannot_reason(closest, False))
     if choice.single_arm is not None:
         verdict = "keep_control" if choice is control else "ship_arm"
-        if verdict == "keep_control" and cannot:
-            headline = (f"Keep {spec.control!r} for everyone: what did better on {label} could not be certified to keep "
-                        "the guardrails on units it was not chosen on.")
-        elif verdict == "keep_control":
-            headline = (f"Keep {spec.control!r} for everyone: no certified arm or personalized policy did better on {label}.")
-        else:
-            headline = (f"Ship {choice.default_arm!r} to everyone: it beats {spec.control!r} on {label} and is certified to "
-                        "keep the guardrails; no personalized policy did significantly better.")
     else:
         verdict = "personalize"
-        headline = (f"Personalize with {choice.name} ({choice.description}): it beats the best single arm on {label} and is certified "
-                    "to keep the guardrails.")
+    headline = headline_text(verdict, cannot, {"control": spec.control, "label": label, "arm": choice.default_arm,
+                                               "policy": choice.name, "description": choice.description})
     certification = {
         "method": certification, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
         "order": [p.name for p in family], "tested": list(judged), "untested": [p.name for p in untested],
@@ -332,8 +400,8 @@ def _bounds(e: ope.Estimate, z: float) -> dict:
     return {"estimate": e.value, "se": e.se, "low": e.value - z * e.se, "high": e.value + z * e.se}
 
 
-def _not_certified(harms: dict[str, Harm]) -> str:
-    bad = [h for h in harms.values() if not h.passed]
+def _not_certified(harms: list[Harm]) -> str:
+    bad = [h for h in harms if not h.passed]
     return "it cannot be certified to keep " + ", ".join(
         f"{h.metric} (upper bound {_fmt(h, h.upper)} vs limit {_fmt(h, h.limit)})" for h in bad)
 
@@ -342,9 +410,10 @@ def _fmt(h: Harm, value: float) -> str:
     return f"{value:+.1%}" if h.basis == "relative" else f"{value:+.4g}"
 
 
-def _cannot_certify_text(policy: Policy, harms: dict[str, Harm], holdout_share: float | None, gain: float, label: str) -> str:
+def _cannot_certify_text(policy: str, harms: list[Harm], holdout_share: float | None, gain: float, label: str,
+                         personalized: bool = False) -> str:
     parts = []
-    for h in harms.values():
+    for h in harms:
         if h.passed:
             continue
         need = h.units_to_certify()
@@ -355,5 +424,5 @@ def _cannot_certify_text(policy: Policy, harms: dict[str, Harm], holdout_share: 
         parts[-1] += (f", upper bound {_fmt(h, h.upper)} vs limit {_fmt(h, h.limit)}); "
                       + (f"certifying it would take {size} if the harm stayed as estimated" if size else
                          "its estimate itself is at or over the limit, so more units would not certify it"))
-    return (f"Nothing that beats control could be certified. The best candidate, {policy.name} ({gain:+.4g} on {label} "
-            f"per unit), has " + "; ".join(parts))
+    who = "The best personalized candidate" if personalized else "Nothing that beats control could be certified. The best candidate"
+    return f"{who}, {policy} ({gain:+.4g} on {label} per unit), has " + "; ".join(parts)

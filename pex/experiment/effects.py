@@ -121,6 +121,7 @@ class GuardrailVerdict:
     metric: str
     arm: str
     max_harm: float
+    limit: float  # the rule's limit (GuardrailRule.limit): max_harm when relative, 0 when absolute
     harm: float
     harm_upper: float
     harm_lower: float
@@ -364,7 +365,7 @@ def _guardrail_verdict(metric: MetricSpec, e: ArmEffect, alpha: float) -> Guardr
     change, change_se = (e.relative, e.relative_se) if rule.relative else (e.estimate, e.se)
     harm = rule.verdict(rule.sign * change, change_se, n=e.n_control + e.n_arm, alpha=alpha)
     return GuardrailVerdict(
-        metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), harm=harm.estimate,
+        metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), limit=harm.limit, harm=harm.estimate,
         harm_upper=harm.upper, harm_lower=harm.lower, p_value=_harm_p_value(harm.estimate, harm.se, harm.limit),
         verdict=harm.verdict, basis="relative" if rule.relative else "absolute (control mean is 0)",
         se=harm.se, level=harm.level, units_to_certify=harm.units_to_certify(),

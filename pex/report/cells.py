@@ -1,30 +1,7 @@
-"""Reading a summary's guardrail cells and policy rows, for every view of it (HTML, charts, terminal).
-
-A cell is a :class:`pex.experiment.guardrail.Harm` as JSON. Summaries written by older releases lack some of
-its keys, so the fallbacks live here, once, rather than in each view.
-"""
+"""Reading policy rows and documents, for every view of them (HTML, charts, terminal): the kind and tree behind a
+cross-fitted (routing) policy, and the policy each Pareto candidate of the weight search became."""
 
 from __future__ import annotations
-
-import math
-from typing import Any
-
-
-def is_relative(cell: dict) -> bool:
-    """Whether a cell's harm is relative to the control mean (older cells only name the harm's key)."""
-    return cell.get("basis") == "relative" or (cell.get("basis") is None and "absolute_harm" not in cell)
-
-
-def limit_of(cell: dict | None) -> float | None:
-    """The limit a cell's harm must stay within: its ``limit``; else ``max_harm`` when relative and 0 when absolute
-    (the rule of :class:`pex.experiment.guardrail.GuardrailRule`); None when there is none."""
-    cell = cell or {}
-    limit: Any = cell.get("limit")
-    if limit is None:
-        limit = cell.get("max_harm") if is_relative(cell) else 0.0
-    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
-        return None
-    return float(limit)
 
 
 def base_kind(p: dict) -> str:
@@ -44,3 +21,20 @@ def tree_of(p: dict) -> dict | None:
     first = (p.get("routes") or [{}])[0]
     return first.get("tree") if isinstance(first.get("tree"), dict) else None
 
+
+def candidate_policies(candidates: list[dict], policies: list[dict], experiment: str | None = None) -> dict[int, dict]:
+    """The policy row each Pareto candidate became, by candidate index.
+
+    A tuned policy records the weights and budget of the candidate it was built from (its distilled tree copies them,
+    so value policies are matched first); with ``experiment``, rows named ``<experiment>-pareto-<i>`` are the fallback.
+    """
+    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
+    out: dict[int, dict] = {}
+    for i, c in enumerate(candidates):
+        match = next((p for p in tuned if p["tuning"].get("weights") == c.get("weights")
+                      and p["tuning"].get("budget") == c.get("budget")), None)
+        if match is None and experiment is not None:
+            match = next((p for p in policies if p.get("name") == f"{experiment}-pareto-{i + 1}"), None)
+        if match is not None:
+            out[i] = match
+    return out

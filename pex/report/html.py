@@ -18,11 +18,14 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from pex.evaluation.recommendation import PROCEDURE
+from pex.evaluation.recommendation import CONSTANT_EQUIVALENT
 from pex.experiment.guardrail import POWER
+from pex.hte.heterogeneity import DIFFER
 from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
-from pex.report.cells import base_kind, is_relative, limit_of, tree_of
+from pex.report.cells import base_kind, candidate_policies, tree_of
+from pex.report.numbers import finite, fmt_num, fmt_p, fmt_pct, fmt_seconds, fmt_signed
+from pex.report.summary import Bounds, Certification, PolicyRow, RunSummary, Segment, as_summary
 
 METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
 VERDICTS = {
@@ -34,57 +37,6 @@ MAX_SEGMENTS = 6
 MAX_BALANCE_ROWS = 6
 
 _env: jinja2.Environment | None = None
-
-
-# --------------------------------------------------------------------------- number formatting
-
-
-def _ok(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fmt_num(x: Any, sig: int = 4) -> str:
-    """``x`` with ``sig`` significant digits; thousands separated; '–' when missing."""
-    if not _ok(x):
-        return "–"
-    ax = abs(x)
-    if ax >= 1000 or (isinstance(x, int) and not isinstance(x, bool)):
-        return f"{x:,.0f}"
-    if ax == 0:
-        return "0"
-    if ax < 1e-4:
-        return f"{x:.2e}"
-    return f"{x:.{sig}g}"
-
-
-def fmt_signed(x: Any, sig: int = 4) -> str:
-    """``x`` as :func:`fmt_num`, with a plus sign when positive."""
-    s = fmt_num(x, sig)
-    return "+" + s if _ok(x) and x > 0 else s
-
-
-def fmt_pct(x: Any, signed: bool = True) -> str:
-    """A share or relative change as a percentage with about three significant digits."""
-    if not _ok(x):
-        return "–"
-    pct = 100 * x
-    ap = abs(pct)
-    body = f"{pct:.0f}" if ap >= 100 else f"{pct:.3g}" if ap >= 0.01 else ("0" if pct == 0 else f"{pct:.1e}")
-    return ("+" + body if signed and pct > 0 else body) + "%"
-
-
-def fmt_p(p: Any) -> str:
-    """A p-value with three decimals, or '< 0.001'."""
-    if not _ok(p):
-        return "–"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def fmt_seconds(s: Any) -> str:
-    """A duration in seconds or minutes."""
-    if not _ok(s):
-        return "–"
-    return f"{s:.2g} s" if s < 1 else f"{s:.1f} s" if s < 100 else f"{s / 60:.1f} min"
 
 
 def _environment() -> jinja2.Environment:
@@ -102,7 +54,7 @@ def _environment() -> jinja2.Environment:
 
 def _direction(metric_goal: str | None, lo: Any, hi: Any) -> str:
     """'good' / 'bad' when the whole interval is on one side of zero (given the goal), else ''."""
-    if not (_ok(lo) and _ok(hi)):
+    if not (finite(lo) and finite(hi)):
         return ""
     sign = -1.0 if metric_goal == "decrease" else 1.0
     a, b = sorted((sign * lo, sign * hi))
@@ -115,9 +67,9 @@ def _interval(d: dict | None, goal: str | None = None, relative_to: Any = None, 
     est, lo, hi = d.get("estimate"), d.get("ci_low"), d.get("ci_high")
     if est == 0 and lo == 0 and hi == 0:  # a policy compared with itself
         return {"est": "baseline", "ci": "", "cls": "", "rel": ""}
-    out = {"est": fmt_signed(est), "ci": f"{fmt_num(lo, sig)} to {fmt_num(hi, sig)}" if _ok(lo) and _ok(hi) else "",
+    out = {"est": fmt_signed(est), "ci": f"{fmt_num(lo, sig)} to {fmt_num(hi, sig)}" if finite(lo) and finite(hi) else "",
            "cls": _direction(goal, lo, hi), "rel": ""}
-    if _ok(relative_to) and relative_to != 0 and _ok(est):
+    if finite(relative_to) and relative_to != 0 and finite(est):
         out["rel"] = fmt_pct(est / relative_to)
     return out
 
@@ -125,7 +77,7 @@ def _interval(d: dict | None, goal: str | None = None, relative_to: Any = None, 
 def _value_cell(d: dict | None, sig: int = 4) -> dict:
     d = d or {}
     lo, hi = d.get("ci_low"), d.get("ci_high")
-    return {"est": fmt_num(d.get("estimate")), "ci": f"{fmt_num(lo, sig)} to {fmt_num(hi, sig)}" if _ok(lo) and _ok(hi) else "",
+    return {"est": fmt_num(d.get("estimate")), "ci": f"{fmt_num(lo, sig)} to {fmt_num(hi, sig)}" if finite(lo) and finite(hi) else "",
             "cls": "", "rel": ""}
 
 
@@ -143,62 +95,53 @@ VERDICT_MEANING = {
 
 
 def _harm_fmt(g: dict):
-    return fmt_pct if is_relative(g) else fmt_signed
+    """How a cell's harms read: percent when relative to the control mean, the metric's units when absolute."""
+    return fmt_pct if g["basis"] == "relative" else fmt_signed
 
 
 def _limit_text(g: dict) -> str:
-    """The limit harm must stay within: max_harm for a relative harm, 0 for an absolute one (control mean 0)."""
-    limit = limit_of(g)
-    if limit is None:
-        return ""
-    return fmt_pct(limit, signed=False) if is_relative(g) else fmt_num(limit)
+    """The limit the engine's rule judged the harm against (its ``limit``), in the cell's units."""
+    return fmt_pct(g["limit"], signed=False) if g["basis"] == "relative" else fmt_num(g["limit"])
 
 
 def _bound_name(level: Any) -> str:
-    """'one-sided 95% upper bound'; older cells without a level get no level (theirs was a two-sided interval's end)."""
-    return f"one-sided {fmt_pct(level, signed=False)} upper bound" if _ok(level) else "upper bound"
+    """'one-sided 95% upper bound' (no level when the cells shown were judged at different levels)."""
+    return f"one-sided {fmt_pct(level, signed=False)} upper bound" if finite(level) else "upper bound"
+
+
+def _arm_cell(g: dict) -> dict:
+    """An arm's average-effect guardrail verdict (``pex analyze``) in the keys of a policy's cell (the engine's Harm)."""
+    return {"metric": g["metric"], "estimate": g["harm"], "upper": g["harm_upper"], "limit": g["limit"],
+            "basis": "relative" if g["basis"] == "relative" else "absolute", "level": g["level"], "verdict": g["verdict"],
+            "units_to_certify": g["units_to_certify"]}
 
 
 def _guardrail_cell(metric: str, g: dict) -> dict:
     """One guardrail of one policy or arm: harm, its one-sided upper bound against the limit, and the verdict."""
-    verdict = str(g.get("verdict") or "unknown")
+    verdict = g["verdict"]
     show = _harm_fmt(g)
-    harm = g.get("estimate", g.get("relative_harm", g.get("absolute_harm", g.get("harm"))))
-    upper = g.get("upper", g.get("harm_upper", g.get("ci_high")))
     limit = _limit_text(g)
-    detail = f"harm {show(harm)}; {_bound_name(g.get('level'))} {show(upper)}" + (f" vs limit {limit}" if limit else "")
-    if verdict in VERDICT_MEANING:
-        detail += f": {VERDICT_MEANING[verdict]}"
-    need = g.get("units_to_certify")
-    if verdict == "inconclusive" and _ok(need):
+    detail = (f"harm {show(g['estimate'])}; {_bound_name(g['level'])} {show(g['upper'])} vs limit {limit}: "
+              f"{VERDICT_MEANING[verdict]}")
+    need = g["units_to_certify"]
+    if verdict == "inconclusive" and finite(need):
         detail += f" (about {fmt_num(need)} units would certify it if the harm stayed as estimated)"
-    return {"metric": metric, "verdict": verdict, "cls": verdict if verdict in VERDICT_MEANING else "unknown",
-            "detail": detail, "harm": show(harm), "upper": show(upper), "limit": limit}
+    return {"metric": metric, "verdict": verdict, "cls": verdict, "detail": detail, "harm": show(g["estimate"]),
+            "upper": show(g["upper"]), "limit": limit}
 
 
-def _guardrail_badges(rails: dict | None) -> list[dict]:
-    return [_guardrail_cell(metric, g) for metric, g in (rails or {}).items() if isinstance(g, dict)]
+def _guardrail_badges(rails: dict) -> list[dict]:
+    return [_guardrail_cell(metric, g) for metric, g in rails.items()]
 
 
-def _certification(s: dict) -> dict:
-    """``recommendation.certification``, or {} for summaries written before certification existed."""
-    cert = (s.get("recommendation") or {}).get("certification")
-    return cert if isinstance(cert, dict) else {}
-
-
-def _family_bounds(cert: dict, name: str) -> str:
+def _family_bounds(cert: Certification, name: str) -> str:
     """The family-level upper bounds of one candidate, e.g. 'at 97.5%: unsubscribes ≤ +2.26%'."""
-    harms = (cert.get("harms") or {}).get(name) or {}
-    parts = [(f"{m} " if len(harms) > 1 else "") + f"upper {_harm_fmt(h)(h.get('upper'))}" for m, h in harms.items() if isinstance(h, dict)]
+    harms = cert.harms.get(name) or {}
+    parts = [(f"{m} " if len(harms) > 1 else "") + f"upper {(fmt_pct if h.relative else fmt_signed)(h.upper)}"
+             for m, h in harms.items()]
     # each bound at the level it was judged at (step-down raises it above the family's), else the family's
-    level = next((h.get("level") for h in harms.values() if isinstance(h, dict) and _ok(h.get("level"))), cert.get("level"))
-    return ", ".join(parts) + f" at {fmt_pct(level, signed=False)}" if parts and _ok(level) else ""
-
-
-def _procedure(cert: dict) -> str:
-    """How the candidates were tested, as a clause ("one at a time ... (fixed-sequence testing)"); summaries
-    written before the procedure was recorded used fixed-sequence testing."""
-    return str(cert.get("procedure") or PROCEDURE["fixed-sequence"])
+    level = next((h.level for h in harms.values()), cert.level)
+    return ", ".join(parts) + f" at {fmt_pct(level, signed=False)}" if parts else ""
 
 
 def _screen_text(screen: dict | None) -> str:
@@ -207,54 +150,49 @@ def _screen_text(screen: dict | None) -> str:
     for m, c in sorted((screen or {}).items(), key=lambda kv: bool((kv[1] or {}).get("passed", True))):
         if not isinstance(c, dict):
             continue
-        show = fmt_pct if _ok(c.get("limit")) and c.get("limit") != 0 else fmt_signed
+        show = fmt_pct if finite(c.get("limit")) and c.get("limit") != 0 else fmt_signed
         parts.append(f"{m} harm {show(c.get('harm'))}, bound {show(c.get('bound'))} "
                      f"{'within' if c.get('passed', True) else 'over'} the {show(c.get('limit')).lstrip('+')} limit")
     return "on the building units: " + "; ".join(parts) if parts else ""
 
 
-def _status(p: dict, s: dict, cert: dict) -> dict:
-    """Where a policy stands in the recommendation's certification: certified, tested but not certified,
-    screened out before the held-out test, the all-control fallback, or not a candidate at all."""
-    name = p.get("name", "")
-    rec = s.get("recommendation") or {}
-    if not cert:  # an older summary: only its "eligible" flag
-        ok = p.get("eligible")
-        ok = name in (rec.get("eligible") or []) if ok is None else ok
-        return {"label": "eligible" if ok else "not eligible", "cls": "yes" if ok else "no", "title": "", "note": "", "key": ""}
-    level = fmt_pct(cert.get("level"), signed=False)
-    if name in (cert.get("certified") or []):
+def _status(p: PolicyRow, s: RunSummary) -> dict:
+    """A policy's standing in the recommendation's certification (:meth:`RunSummary.standing`) as a badge with its reasons."""
+    name, rec = p.name, s.recommendation
+    cert = rec.certification
+    standing = s.standing(p)
+    if standing == "certified":
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
-                "title": f"every guardrail's one-sided upper bound is within its limit (tested {_procedure(cert)})"}
-    if name in (cert.get("untested") or []):
+                "title": f"every guardrail's one-sided upper bound is within its limit (tested {cert.procedure})"}
+    if standing == "not tested":
         title = "not tested: a candidate tested before it did not pass, and the test stops there"
         return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
-    if name in (cert.get("family") or []):
-        title = f"tested on the held-out units, but some guardrail's upper bound at {level} is over its limit"
+    if standing == "not certified":
+        title = f"tested on the held-out units, but some guardrail's upper bound at {fmt_pct(cert.level, signed=False)} is over its limit"
         return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name), "title": title,
                 "why": f"it was {title} ({_family_bounds(cert, name)})"}
-    if name in (cert.get("screened_out") or []):
-        screen = f" ({_screen_text(p.get('screen'))})" if p.get("screen") else ""
+    if standing == "screened out":
+        screen = f" ({_screen_text({m: c.model_dump() for m, c in p.screen.items()})})" if p.screen else ""
         return {"label": "screened out", "cls": "screened", "key": "screened", "note": "",
                 "title": "dropped before the held-out test: its harm on the building units could not pass "
                          "even if the estimate were exact" + screen,
                 "why": "it was screened out before the held-out test, because its harm on the building units could not pass "
                        "even if the estimate were exact" + screen}
-    if p.get("kind") == "constant" and p.get("arm") is not None and p.get("arm") == s.get("control"):
+    if standing == "fallback":
         return {"label": "fallback", "cls": "fallback", "key": "fallback", "note": "",
                 "title": "everyone keeps control: it harms nothing, so it needs no certificate "
                          "and is chosen when nothing certified beats it"}
-    why = next((r for r in rec.get("reasons") or [] if isinstance(r, str) and r.startswith(f"{name} gives every")), "")
-    if not why:
-        why = ("a baseline for comparison" if p.get("kind") == "constant" else
-               "only the tree depth the distillation chose competes" if "fidelity" in p else "not offered to the recommendation")
+    same = rec.reason(CONSTANT_EQUIVALENT, policy=name)
+    why = same.text if same is not None else (
+        "a baseline for comparison" if p.kind == "constant" else
+        "only the tree depth the distillation chose competes" if p.fidelity is not None else "not offered to the recommendation")
     return {"label": "not a candidate", "cls": "unknown", "key": "none", "note": "", "title": why}
 
 
 def _arm_share_bar(shares: dict | None, colors: dict[str, str]) -> list[dict]:
     out = []
     for arm, share in (shares or {}).items():
-        if _ok(share) and share > 0:
+        if finite(share) and share > 0:
             out.append({"arm": arm, "share": share, "pct": fmt_pct(share, signed=False), "color": colors.get(arm, charts.UNCLEAR),
                         "width": f"{100 * share:.2f}"})
     return out
@@ -263,326 +201,259 @@ def _arm_share_bar(shares: dict | None, colors: dict[str, str]) -> list[dict]:
 # --------------------------------------------------------------------------- sections
 
 
-def _verdict_section(s: dict, policies: dict[str, dict], metrics: list[dict], colors: dict[str, str]) -> dict:
-    rec = s.get("recommendation") or {}
-    name = rec.get("policy") or s.get("recommended_policy") or ""
-    entry = policies.get(name, {})
-    label, cls = VERDICTS.get(rec.get("verdict", ""), (str(rec.get("verdict") or "Recommendation"), "keep"))
-    primary = rec.get("primary") or next((m["name"] for m in metrics if m.get("role") == "primary"), None)
+def _verdict_section(s: RunSummary, colors: dict[str, str]) -> dict:
+    rec = s.recommendation
+    cert = rec.certification
+    name = rec.policy
+    entry = s.by_name.get(name)
+    label, cls = VERDICTS[rec.verdict]
+    primary = rec.primary
+    goal = next((m.goal for m in s.metrics if m.name == primary), None)
     rows = []
-    for m in metrics:
-        metric = m["name"]
-        value = (entry.get("value") or {}).get(metric)
-        vs_control = (entry.get("lift_vs_control") or {}).get(metric)
-        control_value = None
-        if value and vs_control and _ok(value.get("estimate")) and _ok(vs_control.get("estimate")):
-            control_value = value["estimate"] - vs_control["estimate"]
-        best = (entry.get("lift_vs_best_arm") or {}).get(metric)
-        rows.append({"metric": metric, "role": m.get("role", ""), "goal": m.get("goal", ""), "primary": metric == primary,
-                     "value": _value_cell(value), "vs_control": _interval(vs_control, m.get("goal"), control_value),
-                     "vs_best": _interval(best, m.get("goal"), None)})
-    cert = _certification(s)
+    for m in s.metrics:
+        value = _plain(entry.value.get(m.name)) if entry else None
+        vs_control = _plain(entry.lift_vs_control.get(m.name)) if entry else None
+        control_value = value["estimate"] - vs_control["estimate"] if value and vs_control else None
+        best = _plain(entry.lift_vs_best_arm.get(m.name)) if entry else None
+        rows.append({"metric": m.name, "role": m.role, "goal": m.goal, "primary": m.name == primary,
+                     "value": _value_cell(value), "vs_control": _interval(vs_control, m.goal, control_value),
+                     "vs_best": _interval(best, m.goal, None)})
     best_note = ""
-    best_arm = entry.get("best_arm")
-    best_policy = next((p for p in policies.values() if p.get("kind") == "constant" and p.get("arm") == best_arm), None)
-    if best_arm and best_policy is not None and best_policy.get("name") != name:
-        status = _status(best_policy, s, cert)
+    best_arm = entry.best_arm if entry else None
+    best_policy = next((p for p in s.policies if p.kind == "constant" and p.arm == best_arm), None)
+    if best_arm and best_policy is not None and best_policy.name != name:
+        status = _status(best_policy, s)
         if status["key"] in ("family", "screened"):
             best_note = f"Giving everyone {best_arm} is not an option: {status['why']} (see section 6)."
-        elif not cert and best_policy.get("eligible") is False:
-            broken = [f"its {c['metric']} {_bound_name(None)} ({c['upper']}) is over the {c['limit']} limit"
-                      for c in _guardrail_badges(best_policy.get("guardrails")) if c["verdict"] != "pass"]
-            best_note = (f"Giving everyone {best_arm} is not an option: "
-                         f"{'; '.join(broken) or 'it does not keep every guardrail'} (see section 6).")
     objective = None
-    if primary and primary not in {m["name"] for m in metrics} and entry.get("objective"):
-        objective = _value_cell(entry["objective"])
-    reasons = [str(r) for r in rec.get("reasons") or []]
-    cannot = bool(rec.get("cannot_certify"))
-    alert = ""
-    if cannot:  # say it first and plainly, instead of letting a "keep control" headline read as a success
-        alert = reasons.pop(0) if reasons else "Nothing could be certified."
-        if not alert.lower().startswith("nothing"):  # the engine's first reason normally says so itself
-            alert = "Nothing could be certified: " + alert
+    if entry is not None and primary not in {m.name for m in s.metrics}:
+        objective = _value_cell(_plain(entry.objective))
+    alert, reasons = rec.alert_and_reasons()
     # the recommended policy's guardrails at the level that certified it, else its own 95% row
-    family_harms = (cert.get("harms") or {}).get(name)
-    rails = _guardrail_badges(family_harms if family_harms else entry.get("guardrails"))
-    rails_level = next((g.get("level") for g in (family_harms or entry.get("guardrails") or {}).values()
-                        if isinstance(g, dict) and _ok(g.get("level"))), cert.get("level") if family_harms else None)
+    family = cert.harms.get(name)
+    cells = family or (entry.guardrails if entry else {})
+    rails = _guardrail_badges({m: c.model_dump() for m, c in cells.items()})
+    rails_level = next((c.level for c in cells.values()), cert.level if family else None)
     return {
-        "policy": name, "short": _short(name, s.get("experiment", "")), "kind": rec.get("kind") or entry.get("kind", ""),
-        "verdict": rec.get("verdict", ""), "label": label + (" · nothing certified" if cannot else ""), "cls": cls,
-        "headline": rec.get("headline") or "", "reasons": reasons, "primary": primary or "", "rows": rows, "objective": objective,
-        "best_arm": entry.get("best_arm"), "file": entry.get("file") or f"policies/{name}.json",
-        "guardrails": rails, "rails_bound": _bound_name(rails_level), "rails_family": bool(family_harms),
-        "shares": _arm_share_bar(entry.get("arm_shares"), colors),
-        "found": bool(entry), "exploration": entry.get("exploration"), "best_note": best_note,
-        "cannot": cannot, "alert": alert,
-        "cert": _certification_facts(s, cert, name, entry, primary, next((m.get("goal") for m in metrics if m["name"] == primary), None)),
+        "policy": name, "short": _short(name, s.experiment), "kind": rec.kind,
+        "verdict": rec.verdict, "label": label + (" · nothing certified" if rec.cannot_certify else ""), "cls": cls,
+        "headline": rec.headline, "reasons": reasons, "primary": primary, "rows": rows, "objective": objective,
+        "best_arm": best_arm, "file": entry.file if entry else f"policies/{name}.json",
+        "guardrails": rails, "rails_bound": _bound_name(rails_level), "rails_family": bool(family),
+        "shares": _arm_share_bar(entry.arm_shares if entry else {}, colors),
+        "found": entry is not None, "exploration": entry.exploration if entry else None, "best_note": best_note,
+        "cannot": rec.cannot_certify, "alert": alert,
+        "cert": _certification_facts(s, entry, goal),
     }
 
 
-def _certification_facts(s: dict, cert: dict, name: str, entry: dict, primary: str | None, goal: str | None) -> dict | None:
+def _plain(interval: Any) -> dict | None:
+    """A typed interval as the plain values the cell helpers read."""
+    return interval.model_dump() if interval is not None else None
+
+
+def _certification_facts(s: RunSummary, entry: PolicyRow | None, goal: str | None) -> dict:
     """What "certified" means, which units and bounds the numbers rest on, and the recommended policy's value and lift
-    with the family-level bounds; None for summaries written before certification existed."""
-    if not cert:
-        return None
-    k = cert.get("k")
-    level = fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else ""
-    rows = str(cert.get("rows") or "held-out units")
-    if _ok(k) and k > 0:
-        lift_level = fmt_pct(cert.get("lift_level"), signed=False) if _ok(cert.get("lift_level")) else level
-        units = (f"The numbers in this box come from {rows}. The {fmt_num(k)} candidate{'s' if k != 1 else ''} that passed "
-                 f"the building-units screen were tested there {_procedure(cert)}; value and lift bounds are "
-                 f"one-sided {lift_level}, so that they hold for every certified policy at once (the choice among them "
-                 "is paid for).")
+    with the family-level bounds."""
+    rec = s.recommendation
+    cert = rec.certification
+    level = fmt_pct(cert.level, signed=False)
+    if cert.k > 0:
+        units = (f"The numbers in this box come from {cert.rows}. The {fmt_num(cert.k)} candidate{'s' if cert.k != 1 else ''} "
+                 f"that passed the building-units screen were tested there {cert.procedure}; value and lift bounds are "
+                 f"one-sided {fmt_pct(cert.lift_level, signed=False)}, so that they hold for every certified policy at once "
+                 "(the choice among them is paid for).")
     else:
-        units = (f"The numbers in this box come from {rows}. No candidate passed the building-units screen, so none "
+        units = (f"The numbers in this box come from {cert.rows}. No candidate passed the building-units screen, so none "
                  "was tested there and the recommendation falls back to control.")
 
-    def bounded(d: Any, signed: bool) -> dict | None:
-        if not isinstance(d, dict) or not _ok(d.get("estimate")):
-            return None
+    def bounded(d: Bounds, signed: bool) -> dict:
         show = fmt_signed if signed else fmt_num
-        return {"est": show(d["estimate"]), "low": show(d.get("low")), "high": show(d.get("high")),
-                "cls": _direction(goal, d.get("low"), d.get("high")) if signed else ""}
+        return {"est": show(d.estimate), "low": show(d.low), "high": show(d.high),
+                "cls": _direction(goal, d.low, d.high) if signed else ""}
 
-    metric = "the weighted objective" if primary == "objective" else primary or "the primary metric"
-    is_control = entry.get("kind") == "constant" and entry.get("arm") is not None and entry.get("arm") == s.get("control")
-    counts = {"certified": cert.get("certified") or [], "not certified": [n for n in cert.get("family") or []
-                                                                          if n not in (cert.get("certified") or [])],
-              "screened out": cert.get("screened_out") or []}
-    experiment = s.get("experiment", "")
-    return {"text": str(cert.get("text") or ""), "units": units, "metric": metric, "policy": _short(name, experiment),
-            "value": bounded(cert.get("value"), False), "lift": None if is_control else bounded(cert.get("lift_vs_control"), True),
-            "is_control": is_control, "level": level, "lift_note": str(cert.get("lift_vs_control_note") or ""),
-            "groups": [{"label": k_, "names": ", ".join(_short(n, experiment) for n in v)} for k_, v in counts.items() if v]}
+    primary = rec.primary
+    metric = "the weighted objective" if primary == "objective" else primary
+    is_control = entry is not None and entry.kind == "constant" and entry.arm is not None and entry.arm == s.control
+    counts = {"certified": cert.certified, "not certified": [n for n in cert.family if n not in cert.certified],
+              "screened out": cert.screened_out}
+    return {"text": cert.text, "units": units, "metric": metric, "policy": _short(rec.policy, s.experiment),
+            "value": bounded(cert.value, False), "lift": None if is_control else bounded(cert.lift_vs_control, True),
+            "is_control": is_control, "level": level, "lift_note": cert.lift_vs_control_note,
+            "groups": [{"label": k_, "names": ", ".join(_short(n, s.experiment) for n in v)} for k_, v in counts.items() if v]}
 
 
-def _health_section(s: dict) -> dict:
-    srm = s.get("srm") or {}
-    counts = srm.get("counts") or (s.get("dataset") or {}).get("arm_counts") or {}
-    total = sum(v for v in counts.values() if _ok(v)) or 0
-    expected = srm.get("expected_shares") or {}
+def _health_section(s: RunSummary) -> dict:
+    srm, ds, bal = s.srm, s.dataset, s.balance
+    total = sum(srm.counts.values())
     srm_rows = [{"arm": arm, "n": fmt_num(n), "observed": fmt_pct(n / total, signed=False) if total else "–",
-                 "expected": fmt_pct(expected.get(arm), signed=False)} for arm, n in counts.items()]
-    ds = s.get("dataset") or {}
-    n = s.get("n_units") or total
-    missing = [{"feature": f, "n": fmt_num(v), "share": fmt_pct(v / n, signed=False) if _ok(v) and n else "–"}
-               for f, v in sorted((ds.get("missing") or {}).items(), key=lambda kv: -(kv[1] or 0)) if v]
-    bal = s.get("balance") or {}
-    threshold = bal.get("threshold")
-    worst = sorted(bal.get("worst") or [], key=lambda r: -abs(r.get("smd") or 0.0))[:MAX_BALANCE_ROWS]
-    balance_rows = [{"column": r.get("column", ""), "detail": r.get("detail", ""), "arm": r.get("arm", ""),
-                     "smd": fmt_signed(r.get("smd"), 3),
-                     "flag": _ok(r.get("smd")) and _ok(threshold) and abs(r["smd"]) > threshold} for r in worst]
-    features = ds.get("features") or {}
+                 "expected": fmt_pct(srm.expected_shares.get(arm), signed=False)} for arm, n in srm.counts.items()]
+    n = s.n_units
+    missing = [{"feature": f, "n": fmt_num(v), "share": fmt_pct(v / n, signed=False)}
+               for f, v in sorted(ds.missing.items(), key=lambda kv: -kv[1]) if v]
+    worst = sorted(bal.worst, key=lambda r: -abs(r.smd))[:MAX_BALANCE_ROWS]
+    balance_rows = [{"column": r.column, "detail": r.detail, "arm": r.arm, "smd": fmt_signed(r.smd, 3),
+                     "flag": abs(r.smd) > bal.threshold} for r in worst]
     kinds: dict[str, int] = {}
-    for k in features.values():
+    for k in ds.features.values():
         kinds[k] = kinds.get(k, 0) + 1
     return {
-        "srm_ok": srm.get("ok"), "srm_p": fmt_p(srm.get("p_value")), "srm_chi2": fmt_num(srm.get("chi2")),
-        "srm_threshold": srm.get("threshold"), "srm_basis": srm.get("basis") or "", "srm_rows": srm_rows,
-        "n_rows_read": fmt_num(ds.get("n_rows_read")), "n_units": fmt_num(n), "n_dropped": ds.get("n_dropped") or 0,
-        "dropped": [{"reason": k, "n": fmt_num(v)} for k, v in (ds.get("dropped") or {}).items()],
-        "missing": missing, "balance_ok": bal.get("ok"), "balance_threshold": fmt_num(threshold),
-        "balance_rows": balance_rows, "warnings": list(ds.get("warnings") or []),
-        "features": ", ".join(f"{v} {k}" for k, v in kinds.items()), "n_features": len(features),
+        "srm_ok": srm.ok, "srm_p": fmt_p(srm.p_value), "srm_chi2": fmt_num(srm.chi2),
+        "srm_threshold": srm.threshold, "srm_basis": srm.basis, "srm_rows": srm_rows,
+        "n_rows_read": fmt_num(ds.n_rows_read), "n_units": fmt_num(n), "n_dropped": ds.n_dropped or 0,
+        "dropped": [{"reason": k, "n": fmt_num(v)} for k, v in (ds.dropped or {}).items()],
+        "missing": missing, "balance_ok": bal.ok, "balance_threshold": fmt_num(bal.threshold),
+        "balance_rows": balance_rows, "warnings": ds.warnings,
+        "features": ", ".join(f"{v} {k}" for k, v in kinds.items()), "n_features": len(ds.features),
     }
 
 
-def _effects_section(s: dict, metrics_by_name: dict[str, dict]) -> dict:
-    effects = list(s.get("effects") or [])
-    goals = {m: meta.get("goal", "increase") for m, meta in metrics_by_name.items()}
-    rails = {(g.get("metric"), g.get("arm")): g for g in s.get("guardrails") or []}
-    limits = {m: meta["max_harm"] for m, meta in metrics_by_name.items()
-              if meta.get("role") == "guardrail" and _ok(meta.get("max_harm"))
-              and all((g.get("basis") or "relative") == "relative" for (gm, _), g in rails.items() if gm == m)}
+def _effects_section(s: RunSummary) -> dict:
+    goals = {m.name: m.goal for m in s.metrics}
+    rails = {(g.metric, g.arm): _arm_cell(g.model_dump()) for g in s.guardrails}
+    # the forest plot draws a metric's limit (relative) when every arm's verdict was judged relative to the control mean
+    limits = {}
+    for (m, _arm), g in rails.items():
+        if m not in limits and all(c["basis"] == "relative" for (cm, _a), c in rails.items() if cm == m):
+            limits[m] = g["limit"]
     rows = []
-    for e in effects:
-        goal = goals.get(e.get("metric"))
-        g = rails.get((e.get("metric"), e.get("arm")))
+    for e in s.effects:
+        goal = goals.get(e.metric)
+        g = rails.get((e.metric, e.arm))
         rows.append({
-            "metric": e.get("metric", ""), "arm": e.get("arm", ""), "control_mean": fmt_num(e.get("control_mean")),
-            "arm_mean": fmt_num(e.get("arm_mean")),
-            "abs": _interval(e, goal),
-            "rel": {"est": fmt_pct(e.get("relative")),
-                    "ci": f"{fmt_pct(e.get('relative_ci_low'))} to {fmt_pct(e.get('relative_ci_high'))}"
-                    if _ok(e.get("relative_ci_low")) else "",
-                    "cls": _direction(goal, e.get("relative_ci_low"), e.get("relative_ci_high")), "rel": ""},
-            "p": fmt_p(e.get("p_holm", e.get("p_value"))), "cuped": bool(e.get("cuped")),
-            "guardrail": _guardrail_cell(e.get("metric", ""), g) if g else None,
+            "metric": e.metric, "arm": e.arm, "control_mean": fmt_num(e.control_mean), "arm_mean": fmt_num(e.arm_mean),
+            "abs": _interval(e.model_dump(), goal),
+            "rel": {"est": fmt_pct(e.relative),
+                    "ci": f"{fmt_pct(e.relative_ci_low)} to {fmt_pct(e.relative_ci_high)}" if finite(e.relative_ci_low) else "",
+                    "cls": _direction(goal, e.relative_ci_low, e.relative_ci_high), "rel": ""},
+            "p": fmt_p(e.p_holm), "cuped": e.cuped,
+            "guardrail": _guardrail_cell(e.metric, g) if g else None,
         })
-    svg = charts.forest_plot(effects, goals, limits)
-    no_relative = [f"{e.get('metric')} · {e.get('arm')}" for e in effects if not _ok(e.get("relative"))]
-    levels = {g.get("level") for g in rails.values() if _ok(g.get("level"))}
-    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.get("control", "control"),
+    svg = charts.forest_plot([e.model_dump() for e in s.effects], goals, limits)
+    no_relative = [f"{e.metric} · {e.arm}" for e in s.effects if not finite(e.relative)]
+    levels = {g["level"] for g in rails.values()}
+    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.control,
             "has_limits": bool(limits), "bound": _bound_name(levels.pop() if len(levels) == 1 else None)}
 
 
-def _hte_section(s: dict, metric_names: list[str], colors: dict[str, str]) -> dict:
-    hte = s.get("hte") or {}
-    descriptions = {m.get("name"): m.get("description") for m in s.get("metrics") or [] if isinstance(m, dict)}
-    tests = list(hte.get("heterogeneity") or [])
-    board = list(hte.get("leaderboard") or [])
-    selected = hte.get("selected") or {}
-    importance = list(hte.get("importance") or [])
-    names = list(dict.fromkeys([*metric_names, *(t.get("metric") for t in tests), *(r.get("metric") for r in board)]))
+def _hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
+    hte = s.hte
+    descriptions = {m.name: m.description for m in s.metrics}
+    names = list(dict.fromkeys([*(m.name for m in s.metrics), *(t.metric for t in hte.heterogeneity),
+                                *(r.metric for r in hte.leaderboard)]))
     blocks = []
     for metric in names:
-        mt = [t for t in tests if t.get("metric") == metric]
-        mb = [r for r in board if r.get("metric") == metric]
+        mt = [t for t in hte.heterogeneity if t.metric == metric]
+        mb = [r for r in hte.leaderboard if r.metric == metric]
         if not mt and not mb:
             continue
-        test_rows = []
-        for t in mt:
-            verdict = str(t.get("verdict") or "")
-            differ = bool(verdict) and "no evidence" not in verdict and "not" not in verdict.split()
-            test_rows.append({
-                "arm": t.get("arm", ""), "verdict": verdict or "–", "cls": "differ" if differ else "same",
-                "ate": fmt_signed(t.get("ate")),
-                "slope": fmt_num(t.get("slope"), 3),
-                "slope_ci": f"{fmt_num(t.get('slope_ci_low'), 3)} to {fmt_num(t.get('slope_ci_high'), 3)}"
-                if _ok(t.get("slope_ci_low")) else "",
-                "qini": fmt_signed(t.get("qini_area"), 3),
-                "qini_se": fmt_num(t.get("qini_area_se"), 2),
-                "p": fmt_p(t.get("p_holm", t.get("p_value"))),
-            })
-        chosen = selected.get(metric)
+        test_rows = [{
+            "arm": t.arm, "verdict": t.verdict, "cls": "differ" if t.verdict == DIFFER else "same",
+            "ate": fmt_signed(t.ate), "slope": fmt_num(t.slope, 3),
+            "slope_ci": f"{fmt_num(t.slope_ci_low, 3)} to {fmt_num(t.slope_ci_high, 3)}" if finite(t.slope_ci_low) else "",
+            "qini": fmt_signed(t.qini_area, 3), "qini_se": fmt_num(t.qini_area_se, 2), "p": fmt_p(t.p_holm),
+        } for t in mt]
+        chosen = hte.selected.get(metric)
         board_rows = [{
-            "learner": LEARNER_NAMES.get(r.get("learner"), str(r.get("learner"))),
-            "selected": bool(r.get("selected")) or (chosen is not None and r.get("learner") == chosen),
-            "score": fmt_num(r.get("score")),
-            "score_ci": f"{fmt_num(r.get('score_ci_low'))} to {fmt_num(r.get('score_ci_high'))}" if _ok(r.get("score_ci_low")) else "",
-            "vs": fmt_signed(r.get("vs_selected"), 3),
-            "vs_ci": f"{fmt_signed(r.get('vs_selected_ci_low'), 3)} to {fmt_signed(r.get('vs_selected_ci_high'), 3)}"
-            if _ok(r.get("vs_selected_ci_low")) and r.get("vs_selected") else "",
-            "seconds": fmt_seconds(r.get("fit_seconds")),
-        } for r in sorted(mb, key=lambda r: r.get("score") if _ok(r.get("score")) else math.inf)]
-        top = sorted((i for i in importance if i.get("metric") == metric and _ok(i.get("importance"))),
-                     key=lambda i: -i["importance"])[:5]
+            "learner": LEARNER_NAMES.get(r.learner, r.learner),
+            "selected": r.selected or (chosen is not None and r.learner == chosen),
+            "score": fmt_num(r.score),
+            "score_ci": f"{fmt_num(r.score_ci_low)} to {fmt_num(r.score_ci_high)}" if finite(r.score_ci_low) else "",
+            "vs": fmt_signed(r.vs_selected, 3),
+            "vs_ci": f"{fmt_signed(r.vs_selected_ci_low, 3)} to {fmt_signed(r.vs_selected_ci_high, 3)}"
+            if finite(r.vs_selected_ci_low) and r.vs_selected else "",
+            "seconds": fmt_seconds(r.fit_seconds),
+        } for r in sorted(mb, key=lambda r: r.score if finite(r.score) else math.inf)]
+        top = sorted((i for i in hte.importance if i.metric == metric and finite(i.importance)), key=lambda i: -i.importance)[:5]
         blocks.append({
             "metric": metric, "tests": test_rows, "board": board_rows, "description": descriptions.get(metric) or "",
             "selected": LEARNER_NAMES.get(chosen, chosen) if chosen else "",
-            "drivers": [{"feature": i.get("feature", ""), "share": fmt_pct(i["importance"], signed=False)} for i in top],
-            "chart": Markup(charts.qini_chart(mt, metric, colors)),
+            "drivers": [{"feature": i.feature, "share": fmt_pct(i.importance, signed=False)} for i in top],
+            "chart": Markup(charts.qini_chart([t.model_dump() for t in mt], metric, colors)),
         })
-    holdout = hte.get("holdout") or {}
-    return {"blocks": blocks, "score": hte.get("score") or "", "requested": hte.get("requested") or "",
+    holdout = hte.holdout
+    return {"blocks": blocks, "score": hte.score, "requested": hte.requested,
             "holdout_share": fmt_pct(holdout.get("share"), signed=False) if holdout else ""}
 
 
-def _segments_section(s: dict, metric_names: list[str], primary: str | None, goals: dict[str, str]) -> dict:
-    segments = list((s.get("hte") or {}).get("segments") or [])
+def _segments_section(s: RunSummary) -> dict:
+    segments = s.hte.segments
+    primary = s.recommendation.primary
+    goals = {m.name: m.goal for m in s.metrics}
 
-    def strength(seg: dict) -> float:
-        vals = [e.get("estimate") for e in seg.get("effects") or [] if e.get("metric") == primary and _ok(e.get("estimate"))]
+    def strength(seg: Segment) -> float:
+        vals = [e.estimate for e in seg.effects if e.metric == primary and finite(e.estimate)]
         sign = -1.0 if goals.get(primary) == "decrease" else 1.0
         return max((sign * v for v in vals), default=-math.inf)
 
     ranked = sorted(segments, key=strength, reverse=True)[:MAX_SEGMENTS]
-    arms = list(dict.fromkeys(e.get("arm") for seg in segments for e in seg.get("effects") or []))
-    used_metrics = [m for m in metric_names if any(e.get("metric") == m for seg in segments for e in seg.get("effects") or [])]
+    arms = list(dict.fromkeys(e.arm for seg in segments for e in seg.effects))
+    used_metrics = [m.name for m in s.metrics if any(e.metric == m.name for seg in segments for e in seg.effects)]
     rows = []
     for seg in ranked:
-        cells = []
-        for metric in used_metrics:
-            lines = []
-            for e in seg.get("effects") or []:
-                if e.get("metric") == metric:
-                    lines.append({"arm": e.get("arm", ""), **_interval(e, goals.get(metric))})
-            cells.append(lines)
-        rows.append({"rule": seg.get("rule", ""), "share": fmt_pct(seg.get("share"), signed=False),
-                     "n": fmt_num(seg.get("n_estimation")), "cells": cells})
-    return {"rows": rows, "metrics": used_metrics, "total": len(segments), "arms": arms, "primary": primary or ""}
+        cells = [[{"arm": e.arm, **_interval(e.model_dump(), goals.get(metric))} for e in seg.effects if e.metric == metric]
+                 for metric in used_metrics]
+        rows.append({"rule": seg.rule, "share": fmt_pct(seg.share, signed=False), "n": fmt_num(seg.n_estimation), "cells": cells})
+    return {"rows": rows, "metrics": used_metrics, "total": len(segments), "arms": arms, "primary": primary}
 
 
-def _policy_section(s: dict, policies: list[dict], metrics: list[dict], primary: str | None, recommended: str) -> dict:
-    goal = next((m.get("goal") for m in metrics if m["name"] == primary), None)
-    cert = _certification(s)
+def _policy_section(s: RunSummary) -> dict:
+    primary = s.recommendation.primary
+    goal = next((m.goal for m in s.metrics if m.name == primary), None)
+    cert = s.recommendation.certification
     rows = []
     best_arms = set()
-    rail_names = list(dict.fromkeys(g for p in policies for g in (p.get("guardrails") or {})))
+    rail_names = list(dict.fromkeys(g for p in s.policies for g in p.guardrails))
     # one limit per guardrail column, from the first policy that states it
-    limits = {g: next((_limit_text(p["guardrails"][g]) for p in policies if isinstance((p.get("guardrails") or {}).get(g), dict)), "")
-              for g in rail_names}
-    levels = {g.get("level") for p in policies for g in (p.get("guardrails") or {}).values() if isinstance(g, dict)}
+    limits = {g: next(_limit_text(p.guardrails[g].model_dump()) for p in s.policies if g in p.guardrails) for g in rail_names}
+    levels = {g.level for p in s.policies for g in p.guardrails.values()}
     level = next(iter(levels)) if len(levels) == 1 else None
-    for p in policies:
-        name = p.get("name", "")
-        badges = _guardrail_badges(p.get("guardrails"))
-        value = p.get("value") or {}
-        vs_control = (p.get("lift_vs_control") or {}).get(primary)
-        control_value = None
-        if vs_control and _ok((value.get(primary) or {}).get("estimate")) and _ok(vs_control.get("estimate")):
-            control_value = value[primary]["estimate"] - vs_control["estimate"]
-        if p.get("best_arm"):
-            best_arms.add(p["best_arm"])
-        kind = base_kind(p)
+    for p in s.policies:
+        badges = _guardrail_badges({m: c.model_dump() for m, c in p.guardrails.items()})
+        value = _plain(p.value.get(primary))
+        vs_control = _plain(p.lift_vs_control.get(primary))
+        control_value = value["estimate"] - vs_control["estimate"] if value and vs_control else None
+        if p.best_arm:
+            best_arms.add(p.best_arm)
+        kind = p.base_kind
         detail, detail_title = kind, ""
         if kind == "tree":
-            detail = f"tree, depth {p.get('complexity')}"
+            detail = f"tree, depth {p.complexity}"
         elif kind == "constant":
-            detail = f"everyone: {p['arm']}" if p.get("arm") else "random arm"
+            detail = f"everyone: {p.arm}" if p.arm else "random arm"
         elif kind == "value":
             detail = "value model"
-            if _ok(p.get("planned_power")):  # a ladder step: the long form goes in the tooltip, the table stays narrow
-                detail = "value, bolder step" if p["planned_power"] < POWER else "value, safer step"
+            if p.planned_power is not None:  # a ladder step: the long form goes in the tooltip, the table stays narrow
+                detail = "value, bolder step" if p.planned_power < POWER else "value, safer step"
                 detail_title = (f"the value policy re-thresholded so that its held-out test would pass "
-                                f"{p['planned_power']:.0%} of the time if its building-units harm held (the default plans for {POWER:.0%})")
-        if p.get("kind") == "routing":
-            n = len(p.get("routes") or [])
+                                f"{p.planned_power:.0%} of the time if its building-units harm held (the default plans for {POWER:.0%})")
+        if p.kind == "routing":
+            n = len(p.routes or [])
             detail = f"{detail} ×{n}"
             detail_title = (f"{n} policies built the same way, one per part of the units by a hash of the unit id, each by a fit "
                             "that never saw the units it serves (cross-fitted)" + (f"; each is {detail_title}" if detail_title else ""))
         rows.append({
-            "name": name, "short": _short(name, s.get("experiment", "")), "detail": detail, "detail_title": detail_title,
-            "recommended": name == recommended, "status": _status(p, s, cert),
+            "name": p.name, "short": _short(p.name, s.experiment), "detail": detail, "detail_title": detail_title,
+            "recommended": p.name == s.recommendation.policy, "status": _status(p, s),
             # three digits for the interval ends keep this wide table within the page
-            "vals": [_value_cell(value.get(m["name"]), sig=3) for m in metrics],
+            "vals": [_value_cell(_plain(p.value.get(m.name)), sig=3) for m in s.metrics],
             "vs_control": _interval(vs_control, goal, control_value, sig=3),
-            "vs_best": _interval((p.get("lift_vs_best_arm") or {}).get(primary), goal, sig=3),
+            "vs_best": _interval(_plain(p.lift_vs_best_arm.get(primary)), goal, sig=3),
             "rails": [next((b for b in badges if b["metric"] == g), None) for g in rail_names],
         })
-    return {"rows": rows, "metrics": [m["name"] for m in metrics], "primary": primary or "", "guardrails": rail_names,
+    return {"rows": rows, "metrics": [m.name for m in s.metrics], "primary": primary, "guardrails": rail_names,
             "limits": limits, "bound": _bound_name(level) if level is not None else "upper bound",
-            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num((s.get("evaluation_rows") or {}).get("n_units")),
-            "cert_text": str(cert.get("text") or ""), "has_cert": bool(cert), "procedure": _procedure(cert),
-            "family_level": fmt_pct(cert.get("level"), signed=False) if _ok(cert.get("level")) else "",
-            "k": cert.get("k") if _ok(cert.get("k")) else None}
+            "best_arm": ", ".join(sorted(best_arms)), "n_eval": fmt_num(s.evaluation_rows.get("n_units")),
+            "cert_text": cert.text, "procedure": cert.procedure, "family_level": fmt_pct(cert.level, signed=False), "k": cert.k}
 
 
-def _candidate_policies(candidates: list[dict], policies: list[dict], experiment: str) -> dict[int, dict]:
-    """The policy row each Pareto candidate became, by candidate index.
-
-    A tuned policy records the weights and budget of the candidate it was built from (its distilled tree copies them,
-    so value policies are matched first); rows named ``<experiment>-pareto-<i>`` are the fallback.
-    """
-    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
-    out: dict[int, dict] = {}
-    for i, c in enumerate(candidates):
-        match = next((p for p in tuned if (p.get("tuning") or {}).get("weights") == c.get("weights")
-                      and (p.get("tuning") or {}).get("budget") == c.get("budget")), None)
-        if match is None:
-            match = next((p for p in policies if p.get("name") == f"{experiment}-pareto-{i + 1}"), None)
-        if match is not None:
-            out[i] = match
-    return out
-
-
-def _search_limit(rail: dict | None) -> Any:
-    """A search guardrail's limit: max_harm when relative, 0 when absolute (as pex.experiment.guardrail)."""
-    return limit_of({"basis": "relative", **(rail or {})})
-
-
-def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
+def _pareto_section(model: RunSummary, s: dict, policies: list[dict], recommended: str) -> dict:
     pareto = s.get("pareto") or {}
     fronts = pareto.get("fronts") or {}
     candidates = list(pareto.get("candidates") or [])
     experiment = s.get("experiment", "")
-    cert = _certification(s)
     rails_meta = pareto.get("guardrails") or {}
-    matched = _candidate_policies(candidates, policies, experiment)
+    matched = candidate_policies(candidates, policies, experiment)
     labels = {i: _short(p.get("name", ""), experiment) if i in matched else f"#{i + 1}"
               for i, p in ((i, matched.get(i, {})) for i in range(len(candidates)))}
     rec_index = next((i for i, p in matched.items() if p.get("name") == recommended), None)
@@ -603,8 +474,8 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
         policy = matched.get(i)
         bounds = []
         for g in guardrails:
-            b, limit = (c.get("guardrail_bound") or {}).get(g), _search_limit(rails_meta.get(g))
-            bounds.append({"text": show[g](b), "cls": "bad" if _ok(b) and _ok(limit) and b > limit else ""})
+            b, limit = (c.get("guardrail_bound") or {}).get(g), rails_meta[g]["max_harm"]  # the search writes its rule's limit there
+            bounds.append({"text": show[g](b), "cls": "bad" if finite(b) and finite(limit) and b > limit else ""})
         row = {
             "label": labels.get(i, f"#{i + 1}"), "policy": (policy or {}).get("name", ""), "recommended": i == rec_index,
             "weights": ", ".join(f"{m} {fmt_num(w, 2)}" for m, w in (c.get("weights") or {}).items()),
@@ -618,13 +489,13 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
             lifts = policy.get("lift_vs_control") or {}
             rails = policy.get("guardrails") or {}
             shares = policy.get("arm_shares") or {}
-            treated = 1.0 - shares[s.get("control")] if _ok(shares.get(s.get("control"))) else None
+            treated = 1.0 - shares[s.get("control")] if finite(shares.get(s.get("control"))) else None
             row["held"] = {"objectives": [_interval(lifts.get(o), goals.get(o), sig=3) for o in objectives],
                            "treated": fmt_pct(treated, signed=False),
                            "rails": [_guardrail_cell(g, rails[g]) if isinstance(rails.get(g), dict) else None for g in guardrails],
-                           "status": _status(policy, s, cert)}
+                           "status": _status(model.by_name[policy["name"]], model)}
             held_out[i] = {"objectives": {o: (lifts.get(o) or {}).get("estimate") for o in objectives},
-                           "guardrail_harm": {g: _guardrail_value(rails.get(g)) for g in guardrails}}
+                           "guardrail_harm": {g: rails[g]["estimate"] if g in rails else None for g in guardrails}}
             trees = [p.get("name", "") for p in policies if base_kind(p) == "tree"
                      and str(p.get("name", "")).startswith(f"{policy.get('name')}-tree")]
             row["trees"] = ", ".join(_short(t, experiment) for t in trees)
@@ -641,13 +512,13 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
     samples = {k: len(((fronts.get(k) or {}).get("sample") or {}).get("objectives") or [])
                for k in fronts if k != "kept" and isinstance((fronts.get(k) or {}).get("sample"), dict)}
     n_sampled = sum(samples.values())
-    n_evaluated = sum(fronts[k].get("evaluated") for k in samples if _ok(fronts[k].get("evaluated")))
+    n_evaluated = sum(fronts[k].get("evaluated") for k in samples if finite(fronts[k].get("evaluated")))
     limit = (rails_meta.get(guardrails[0]) or {}).get("max_harm") if guardrails else None
     # newer searches call a weighting feasible when its certifiable bound (harm plus a margin) is within the limit
     by_bound = bool(pareto.get("feasible_means")) or any("guardrail_bound" in c for c in candidates)
     tradeoff = {"chart": Markup(charts.tradeoff_chart(pareto, labels, rec_index, held_out)),
                 "guardrail": guardrails[0] if guardrails else "", "primary": objectives[0] if objectives else "",
-                "others": ", ".join(objectives[1:]), "has_limit": _ok(limit), "more_rails": len(guardrails) > 1,
+                "others": ", ".join(objectives[1:]), "has_limit": finite(limit), "more_rails": len(guardrails) > 1,
                 "by_bound": by_bound}
     in_sample = str(pareto.get("in_sample") or "")
     return {
@@ -663,15 +534,8 @@ def _pareto_section(s: dict, policies: list[dict], recommended: str) -> dict:
         "has_ax": "ax" in fronts, "n_units": fmt_num(pareto.get("n_units")),
         "in_sample": in_sample[:1].upper() + in_sample[1:].rstrip(".") if in_sample else "",
         "feasible_means": str(pareto.get("feasible_means") or "").rstrip("."),
-        "n_eval": fmt_num(pareto.get("n_eval")) if _ok(pareto.get("n_eval")) and pareto.get("n_eval") else "",
+        "n_eval": fmt_num(pareto.get("n_eval")) if finite(pareto.get("n_eval")) and pareto.get("n_eval") else "",
     }
-
-
-def _guardrail_value(g: Any) -> Any:
-    """A guardrail cell's harm estimate (whatever the summary's age called it)."""
-    if not isinstance(g, dict):
-        return None
-    return g.get("estimate", g.get("relative_harm", g.get("absolute_harm")))
 
 
 def _tree_arms(node: Any) -> set[str]:
@@ -709,7 +573,7 @@ def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict
         fid = chosen.get("fidelity") or {}
         curve = fid.get("held_out_curve") or {}
         agreement = fid.get("agreement_with_value_policy")
-        if not _ok(agreement):
+        if not finite(agreement):
             agreement = curve.get("agreement")
         # Trees are distilled from the value model built with the run's default weights; the recommended policy may be
         # a Pareto candidate with other weights, so the agreement is only "with the recommended policy" when it is that model.
@@ -719,7 +583,7 @@ def _policy_doc_section(s: dict, policies_by_name: dict[str, dict], colors: dict
         svg = charts.tree_diagram(tree, colors) if kind != "constant" and isinstance(tree, dict) else ""
         leaves = _tree_arms(tree) if svg else set()
         out["distilled"] = {"name": chosen.get("name", ""), "depth": fid.get("depth", dist.get("chosen_depth")),
-                            "agreement": fmt_pct(agreement, signed=False) if _ok(agreement) else "",
+                            "agreement": fmt_pct(agreement, signed=False) if finite(agreement) else "",
                             "of_recommended": is_source, "source": (source or {}).get("name") or "",
                             "file": chosen.get("file") or f"policies/{chosen.get('name')}.json", "tree": Markup(svg),
                             "legend": [{"arm": a, "color": colors.get(a, charts.UNCLEAR)}
@@ -734,46 +598,46 @@ def _kind_view(doc: dict, colors: dict[str, str]) -> dict[str, Any]:
         out["tree"] = Markup(charts.tree_diagram(doc["tree"], colors))
     elif kind == "constant":
         expl = doc.get("exploration") or 0.0
-        out["uniform"] = _ok(expl) and expl >= 1.0
+        out["uniform"] = finite(expl) and expl >= 1.0
         out["arm"] = doc.get("default_arm") or ""
     elif kind == "value":
         vm = doc.get("value_model") or {}
         out["weights"] = [{"metric": m, "weight": fmt_num(v.get("weight"), 3), "goal": v.get("goal", ""), "role": v.get("role", "")}
                           for m, v in (vm.get("metrics") or {}).items()]
-        out["value"] = {"fit": vm.get("fit") or "", "budget": fmt_pct(vm.get("budget"), signed=False) if _ok(vm.get("budget")) else "",
+        out["value"] = {"fit": vm.get("fit") or "", "budget": fmt_pct(vm.get("budget"), signed=False) if finite(vm.get("budget")) else "",
                         "guardrails": [{"metric": g, "mode": v.get("mode", ""),
-                                        "max_harm": fmt_pct(v.get("max_harm"), signed=False) if _ok(v.get("max_harm")) else ""}
+                                        "max_harm": fmt_pct(v.get("max_harm"), signed=False) if finite(v.get("max_harm")) else ""}
                                        for g, v in (vm.get("guardrails") or {}).items()]}
     return out
 
 
-def _caveats_section(s: dict) -> dict:
-    ev = s.get("evaluation_rows") or {}
-    return {"notes": [str(c) for c in s.get("caveats") or []],
+def _caveats_section(s: RunSummary) -> dict:
+    ev = s.evaluation_rows
+    note = str(ev.get("note") or "")
+    return {"notes": s.caveats,
             "eval": {"n": fmt_num(ev.get("n_units")), "share": fmt_pct(ev.get("share"), signed=False), "rule": ev.get("rule") or "",
-                     "note": (str(ev.get("note") or "")[:1].upper() + str(ev.get("note") or "")[1:]).rstrip("."), "seed": ev.get("seed"),
-                     "arms": ", ".join(f"{a} {fmt_num(n)}" for a, n in (ev.get("arm_counts") or {}).items())} if ev else None}
+                     "note": (note[:1].upper() + note[1:]).rstrip("."), "seed": ev.get("seed"),
+                     "arms": ", ".join(f"{a} {fmt_num(n)}" for a, n in (ev.get("arm_counts") or {}).items())}}
 
 
-def _footer(s: dict) -> dict:
-    timings = s.get("timings") or {}
-    return {"experiment": s.get("experiment", ""), "owner": s.get("owner") or "", "generated_at": s.get("generated_at") or "",
-            "pex_version": s.get("pex_version") or "", "dataset": (s.get("dataset") or {}).get("id") or "",
-            "timings": [{"stage": k, "t": fmt_seconds(v)} for k, v in timings.items() if k != "total"],
-            "total": fmt_seconds(timings.get("total")) if "total" in timings else ""}
+def _footer(s: RunSummary) -> dict:
+    timings = s.timings
+    return {"experiment": s.experiment, "owner": s.owner, "generated_at": s.generated_at, "pex_version": s.pex_version,
+            "dataset": s.dataset.id, "timings": [{"stage": k, "t": fmt_seconds(v)} for k, v in timings.items() if k != "total"],
+            "total": fmt_seconds(timings["total"]) if "total" in timings else ""}
 
 
 # --------------------------------------------------------------------------- entry point
 
 
-def render_report(summary: dict) -> str:
+def render_report(summary: RunSummary | dict) -> str:
     """Render a run summary (as written by :func:`pex.services.run.run`) as one self-contained HTML document.
 
     Parameters
     ----------
     summary
-        The ``pex.summary/1`` dictionary. Sections whose inputs are missing or
-        empty say so instead of failing, so partial or older summaries still render.
+        The typed summary, or its published form (loaded with :meth:`RunSummary.load`, which refuses a
+        format it does not know). Sections whose inputs are empty say so instead of failing.
 
     Returns
     -------
@@ -781,35 +645,28 @@ def render_report(summary: dict) -> str:
         A complete HTML page with inline CSS and inline SVG charts; it loads
         nothing from the network.
     """
-    s = summary
-    metrics = [m for m in s.get("metrics") or [] if isinstance(m, dict) and m.get("name")]
-    if not metrics:  # fall back to the metrics the effects mention
-        metrics = [{"name": n, "role": "", "goal": "increase"} for n in dict.fromkeys(e.get("metric") for e in s.get("effects") or [])]
-    metrics_by_name = {m["name"]: m for m in metrics}
-    metric_names = [m["name"] for m in metrics]
-    goals = {m["name"]: m.get("goal", "increase") for m in metrics}
-    arms = list(s.get("arms") or (s.get("dataset") or {}).get("arm_counts") or [])
-    colors = charts.arm_colors(arms, s.get("control"))
-    policies = [p for p in s.get("policies") or [] if isinstance(p, dict)]
-    by_name = {p.get("name"): p for p in policies}
-    verdict = _verdict_section(s, by_name, metrics, colors)
-    primary = verdict["primary"] or (metric_names[0] if metric_names else None)
+    model = as_summary(summary)
+    s = model.to_dict()  # the weight search and the policy documents are read as their own modules write them
+    arms = model.arms
+    colors = charts.arm_colors(arms, model.control)
+    policies = s["policies"]
+    by_name = {p["name"]: p for p in policies}
+    verdict = _verdict_section(model, colors)
     context = {
-        "s": {"experiment": s.get("experiment", ""), "description": s.get("description") or "", "owner": s.get("owner") or "",
-              "n_units": fmt_num(s.get("n_units")), "arms": arms, "control": s.get("control", ""),
-              "crossfit": bool(s.get("crossfit")),
-              "metrics": [{"name": m["name"], "role": m.get("role", ""), "goal": m.get("goal", ""),
-                           "description": m.get("description") or "", "type": m.get("type") or ""} for m in metrics]},
+        "s": {"experiment": model.experiment, "description": model.description, "owner": model.owner,
+              "n_units": fmt_num(model.n_units), "arms": arms, "control": model.control, "crossfit": bool(model.crossfit),
+              "metrics": [{"name": m.name, "role": m.role, "goal": m.goal, "description": m.description or "",
+                           "type": m.type or ""} for m in model.metrics]},
         "colors": colors,
         "verdict": verdict,
-        "health": _health_section(s),
-        "effects": _effects_section(s, metrics_by_name),
-        "hte": _hte_section(s, metric_names, colors),
-        "segments": _segments_section(s, metric_names, primary, goals),
-        "policies": _policy_section(s, policies, metrics, primary, verdict["policy"]),
-        "pareto": _pareto_section(s, policies, verdict["policy"]),
+        "health": _health_section(model),
+        "effects": _effects_section(model),
+        "hte": _hte_section(model, colors),
+        "segments": _segments_section(model),
+        "policies": _policy_section(model),
+        "pareto": _pareto_section(model, s, policies, verdict["policy"]),
         "doc": _policy_doc_section(s, by_name, colors),
-        "caveats": _caveats_section(s),
-        "footer": _footer(s),
+        "caveats": _caveats_section(model),
+        "footer": _footer(model),
     }
     return _environment().get_template("report.html.j2").render(**context)

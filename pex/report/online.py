@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pex.report.text import fmt_num, fmt_pct
+from pex.report.numbers import fmt_decimals, fmt_pct1
 
 
 def _short(route: str, policy: str) -> str:
@@ -15,8 +15,8 @@ def status_text(status: dict[str, Any]) -> str:
     """``pex online status`` without ``--json``."""
     s, policy = status["settings"], status["policy"]
     lines = [f"{status['name']}: online loop of experiment {status['experiment']}, served as {policy} "
-             f"({s['arms']} candidate arms and a {fmt_pct(s['holdout'], signed=False)} control holdout per round, "
-             f"exploration {fmt_pct(s['exploration'], signed=False)})"]
+             f"({s['arms']} candidate arms and a {fmt_pct1(s['holdout'], signed=False)} control holdout per round, "
+             f"exploration {fmt_pct1(s['exploration'], signed=False)})"]
     live = status.get("live_version")
     if live is None:
         lines.append(f"  nothing live: `pex publish {policy}` serves the newest version")
@@ -38,23 +38,23 @@ def status_text(status: dict[str, Any]) -> str:
             got = (res or {}).get("arms", {}).get(arm["route"])
             if got is None:
                 weights = ", ".join(f"{m} {w:.2f}" for m, w in (arm.get("weights") or {}).items())
-                lines.append(f"  {name:<10}  {'-':>7}  " + (f"weights {weights}, cap {fmt_pct(arm['budget'], signed=False)}"
+                lines.append(f"  {name:<10}  {'-':>7}  " + (f"weights {weights}, cap {fmt_pct1(arm['budget'], signed=False)}"
                                                            if arm["role"] != "holdout" else "control"))
                 continue
             cells = []
             for m in goals:
                 lift = got["metrics"][m]["lift"]
-                cells.append(f"{fmt_num(lift['estimate'])} [{fmt_num(lift['ci_low'])}, {fmt_num(lift['ci_high'])}]"
+                cells.append(f"{fmt_decimals(lift['estimate'])} [{fmt_decimals(lift['ci_low'])}, {fmt_decimals(lift['ci_high'])}]"
                              if lift else "no outcomes")
             for m in rails:
                 h = got["harms"].get(m)
-                cells.append(f"{fmt_pct(h['estimate'])} (<= {fmt_pct(h['limit'])}) {h['verdict']}" if h else "-")
+                cells.append(f"{fmt_pct1(h['estimate'])} (<= {fmt_pct1(h['limit'])}) {h['verdict']}" if h else "-")
             tag = (" abandoned" if got.get("abandoned") else "") + (" (champion)" if arm["role"] == "champion" else "")
             lines.append("  " + "  ".join([f"{name:<10}", f"{got['units']:>7,}", *[f"{c:<28}" for c in cells]]) + tag)
             if arm.get("offline"):
                 off = arm["offline"]
                 lines.append(f"  {'':<10}  {'':>7}  offline evidence (in-sample, not told to Ax): "
-                             + ", ".join(f"{m} {fmt_num(v)}" for m, v in off["objectives"].items()))
+                             + ", ".join(f"{m} {fmt_decimals(v)}" for m, v in off["objectives"].items()))
     if status["pareto"]:
         lines.append("Pareto front of the certified arms so far: "
                      + ", ".join(f"{_short(p['route'], policy)} (round {p['round']})" for p in status["pareto"]))

@@ -4,32 +4,10 @@ from __future__ import annotations
 
 import math
 
-from pex.evaluation.recommendation import PROCEDURE
 from pex.experiment.effects import Analysis
-from pex.report.cells import base_kind, is_relative, limit_of
-
-
-def fmt_num(x: float | None, digits: int = 3) -> str:
-    """``x`` with ``digits`` decimals (significant digits when tiny); '-' when missing."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    if x != 0 and abs(x) < 10 ** -(digits - 1):
-        return f"{x:.{digits}g}"
-    return f"{x:,.{digits}f}"
-
-
-def fmt_p(p: float | None) -> str:
-    """A p-value with three decimals, or '<0.001'."""
-    if p is None or not math.isfinite(p):
-        return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def fmt_pct(x: float | None, signed: bool = True) -> str:
-    """A share or relative change as a percentage with one decimal."""
-    if x is None or not math.isfinite(x):
-        return "-"
-    return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
+from pex.report.cells import candidate_policies
+from pex.report.numbers import fmt_decimals, fmt_p_terminal, fmt_pct1
+from pex.report.summary import RunSummary, as_summary
 
 
 def table(rows: list[list[str]], header: list[str], right: set[int] | None = None) -> str:
@@ -49,7 +27,7 @@ def render_analysis(a: Analysis) -> str:
     verdict = "OK" if srm.ok else "MISMATCH - the split differs from the plan; effects may be biased"
     out = [
         f"Experiment {a.experiment}: {a.n_units:,} units in {len(a.arms)} arms ({counts})",
-        f"Sample ratio: {verdict} (chi2 = {srm.chi2:.2f}, p = {fmt_p(srm.p_value)}; expected {shares} from {srm.basis})",
+        f"Sample ratio: {verdict} (chi2 = {srm.chi2:.2f}, p = {fmt_p_terminal(srm.p_value)}; expected {shares} from {srm.basis})",
     ]
     ds = a.dataset
     if ds.get("n_dropped"):
@@ -74,10 +52,10 @@ def render_analysis(a: Analysis) -> str:
     rows = []
     for e in a.effects:
         rows.append([
-            e.metric, e.arm, fmt_num(e.control_mean), fmt_num(e.arm_mean),
+            e.metric, e.arm, fmt_decimals(e.control_mean), fmt_decimals(e.arm_mean),
             f"{e.estimate:+.4g}", f"[{e.ci_low:.4g}, {e.ci_high:.4g}]",
-            fmt_pct(e.relative), f"[{fmt_pct(e.relative_ci_low)}, {fmt_pct(e.relative_ci_high)}]",
-            fmt_p(e.p_holm), fmt_pct(e.variance_reduction, signed=False) if e.cuped else "-",
+            fmt_pct1(e.relative), f"[{fmt_pct1(e.relative_ci_low)}, {fmt_pct1(e.relative_ci_high)}]",
+            fmt_p_terminal(e.p_holm), fmt_pct1(e.variance_reduction, signed=False) if e.cuped else "-",
         ])
     out.append(table(rows, ["metric", "arm", "control", "arm mean", "lift", "95% CI", "relative", "95% CI", "p (Holm)", "CUPED var. cut"],
                      right={2, 3, 4, 6, 8, 9}))
@@ -85,7 +63,7 @@ def render_analysis(a: Analysis) -> str:
         out.append("")
         out.append("Guardrails (one-sided 95% test of harm beyond max_harm):")
         grows = [
-            [g.metric, g.arm, fmt_pct(g.harm), fmt_pct(g.harm_upper), fmt_pct(g.max_harm, signed=False), g.verdict.upper()]
+            [g.metric, g.arm, fmt_pct1(g.harm), fmt_pct1(g.harm_upper), fmt_pct1(g.max_harm, signed=False), g.verdict.upper()]
             if g.basis == "relative" else
             [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", "0 (abs.)",
              g.verdict.upper() + " (control mean is 0: absolute test)"]
@@ -111,8 +89,8 @@ def render_fit(summary: dict, fit_id: str = "") -> str:
     rows = []
     for h in summary["heterogeneity"]:
         rows.append([h["metric"], h["arm"], h["verdict"],
-                     f"{h['slope']:.2f} [{fmt_num(h['slope_ci_low'], 2)}, {fmt_num(h['slope_ci_high'], 2)}]",
-                     fmt_p(h["p_holm"]), f"{h['qini_area']:+.3g} ± {1.96 * h['qini_area_se']:.2g}"])
+                     f"{h['slope']:.2f} [{fmt_decimals(h['slope_ci_low'], 2)}, {fmt_decimals(h['slope_ci_high'], 2)}]",
+                     fmt_p_terminal(h["p_holm"]), f"{h['qini_area']:+.3g} ± {1.96 * h['qini_area_se']:.2g}"])
     out.append(table(rows, ["metric", "arm", "verdict", "calibration slope", "p (Holm)", "Qini area"], right={4}))
     segs = summary.get("segments") or []
     if segs:
@@ -136,38 +114,30 @@ def render_fit(summary: dict, fit_id: str = "") -> str:
 
 
 def _ci(d: dict, digits: int = 3) -> str:
-    return f"{fmt_num(d['value'], digits)} [{fmt_num(d['ci_low'], digits)}, {fmt_num(d['ci_high'], digits)}]"
+    return f"{fmt_decimals(d['value'], digits)} [{fmt_decimals(d['ci_low'], digits)}, {fmt_decimals(d['ci_high'], digits)}]"
+
+
+# A guardrail cell below is the engine's verdict as pex.experiment.guardrail.Harm serializes itself: its estimate,
+# one-sided bounds, the rule's limit and basis, the level and the verdict. Nothing here derives a limit again.
 
 
 def _harm(g: dict, x: float | None) -> str:
     """A harm, its bound or its limit in the cell's units: percent when relative, the metric's units when absolute."""
-    return fmt_pct(x) if is_relative(g) else ("-" if x is None or not math.isfinite(x) else f"{x:+.4g}")
+    return fmt_pct1(x) if g["basis"] == "relative" else ("-" if x is None or not math.isfinite(x) else f"{x:+.4g}")
 
 
 def _limit(g: dict) -> str:
-    limit = limit_of(g)
-    if limit is None:
-        return "none"
-    return fmt_pct(limit, signed=False) if is_relative(g) else f"{limit:g} (abs.)"
+    return fmt_pct1(g["limit"], signed=False) if g["basis"] == "relative" else f"{g['limit']:g} (abs.)"
 
 
 def _level(g: dict) -> str:
-    """'one-sided 95%' (older cells carry no level: theirs were the ends of a two-sided interval)."""
-    level = g.get("level")
-    return f"one-sided {level:.1%}".replace(".0%", "%") if isinstance(level, (int, float)) else "two-sided 95%"
-
-
-def _harm_of(g: dict) -> float | None:
-    return g.get("estimate", g.get("relative_harm", g.get("absolute_harm", g.get("harm"))))
-
-
-def _upper_of(g: dict) -> float | None:
-    return g.get("upper", g.get("harm_upper", g.get("ci_high")))
+    """'one-sided 95%'."""
+    return f"one-sided {g['level']:.1%}".replace(".0%", "%")
 
 
 def rail_summary(metric: str, g: dict) -> str:
     """One guardrail in a table cell: verdict, harm and its upper bound against the limit."""
-    return f"{metric} {g.get('verdict', '?')} (harm {_harm(g, _harm_of(g))}, upper {_harm(g, _upper_of(g))} vs {_limit(g)})"
+    return f"{metric} {g['verdict']} (harm {_harm(g, g['estimate'])}, upper {_harm(g, g['upper'])} vs {_limit(g)})"
 
 
 def _screened_out(row: dict) -> list[str]:
@@ -213,10 +183,10 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
     trees = [r for r in rows if r.get("fidelity")]
     if trees:
         out += ["", "Distilled trees (fidelity to the value policy)"]
-        out.append(table([[r["name"], str(r["fidelity"]["depth"]), fmt_pct(r["fidelity"]["agreement_with_value_policy"], signed=False),
-                           fmt_num(r["fidelity"]["held_out_curve"]["value"]),
-                           f"{fmt_num(r['fidelity']['held_out_curve']['value_lost'])} ± "
-                           f"{fmt_num(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
+        out.append(table([[r["name"], str(r["fidelity"]["depth"]), fmt_pct1(r["fidelity"]["agreement_with_value_policy"], signed=False),
+                           fmt_decimals(r["fidelity"]["held_out_curve"]["value"]),
+                           f"{fmt_decimals(r['fidelity']['held_out_curve']['value_lost'])} ± "
+                           f"{fmt_decimals(1.96 * r['fidelity']['held_out_curve']['value_lost_se'])}",
                            "yes" if r["fidelity"]["chosen"] else ""] for r in trees],
                          ["tree", "depth", "agrees (held-out)", "value (validation half)", "value lost vs value policy", "chosen"]))
     if report and report.get("calibration"):
@@ -227,14 +197,14 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
 def render_calibration(cal: dict) -> str:
     """The value policy's calibration on the training units: who it serves, and each guardrail's harm there with the
     certifiable bound it was calibrated to (harm plus the margin the held-out test will need)."""
-    served = fmt_pct(cal.get("treated_share"), signed=False)
+    served = fmt_pct1(cal.get("treated_share"), signed=False)
     greedy = cal.get("greedy_treated_share")
     expl = cal.get("exploration")
     line = f"value policy calibration: serves a non-control arm to {served} of training units"
     if greedy is not None:
-        line += f" ({fmt_pct(greedy, signed=False)} chosen by the model" + (f", the rest by {fmt_pct(expl, signed=False)} exploration)"
+        line += f" ({fmt_pct1(greedy, signed=False)} chosen by the model" + (f", the rest by {fmt_pct1(expl, signed=False)} exploration)"
                                                                             if expl else ")")
-    pens = ", ".join(f"{m} penalty {fmt_num(v)}" for m, v in (cal.get("penalties") or {}).items())
+    pens = ", ".join(f"{m} penalty {fmt_decimals(v)}" for m, v in (cal.get("penalties") or {}).items())
     if pens:
         line += f"; {pens}"
     harms = cal.get("estimated_guardrail_harm") or {}
@@ -243,15 +213,15 @@ def render_calibration(cal: dict) -> str:
     predicted = cal.get("predicted_guardrail_harm") or {}
     parts = []
     for m in dict.fromkeys([*harms, *predicted]):
-        text = f"{m} {fmt_pct(harms.get(m, predicted.get(m)))}"
+        text = f"{m} {fmt_pct1(harms.get(m, predicted.get(m)))}"
         if m in ses:
-            text += f" (standard error {fmt_pct(ses[m], signed=False)})"
+            text += f" (standard error {fmt_pct1(ses[m], signed=False)})"
         if m in bounds:
-            text += f", certifiable bound {fmt_pct(bounds[m])}"
+            text += f", certifiable bound {fmt_pct1(bounds[m])}"
             if cal.get("certify_for_units"):
                 text += f" for a test on {cal['certify_for_units']:,} units its models never saw"
         if m in predicted:
-            text += f" (models predict {fmt_pct(predicted[m])})"
+            text += f" (models predict {fmt_pct1(predicted[m])})"
         parts.append(text)
     if parts:
         line += "; guardrail harm on training units: " + ", ".join(parts)
@@ -267,11 +237,11 @@ def render_evaluation(row: dict) -> str:
            + (f"units, each held out of one of fits {', '.join(fits)} and valued under that fit's half-policy"
               if isinstance(fits, list) else "held-out units" + (f" of fit {fits}" if fits else "")),
            f"held-out rule: {ev.get('rule', '')} (share {ev.get('share', 0)}, seed {ev.get('seed', 0)})",
-           "arm shares: " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["arm_shares"].items()), ""]
+           "arm shares: " + ", ".join(f"{a} {fmt_pct1(s, signed=False)}" for a, s in row["arm_shares"].items()), ""]
     body = []
     for metric, by in row["estimators"].items():
         for name, e in by.items():
-            body.append([metric, name, _ci(e), fmt_num(e["se"], 4),
+            body.append([metric, name, _ci(e), fmt_decimals(e["se"], 4),
                          "DISAGREE" if (name == "dr" and row["disagreement"][metric]) else ""])
     out.append(table(body, ["metric", "estimator", "value [95% CI]", "se", ""]))
     out += ["", table([[m, _ci(row["lift_vs_control"][m]), _ci(row["lift_vs_best_arm"][m])] for m in row["value"]],
@@ -283,12 +253,12 @@ def render_evaluation(row: dict) -> str:
     for m, c in (row.get("screen") or {}).items():
         if isinstance(c, dict):
             rel = c.get("limit") not in (None, 0, 0.0)
-            show = fmt_pct if rel else (lambda x: "-" if x is None else f"{x:+.4g}")
+            show = fmt_pct1 if rel else (lambda x: "-" if x is None else f"{x:+.4g}")
             out.append(f"building-units screen {m}: harm {show(c.get('harm'))}, bound {show(c.get('bound'))} vs limit "
                        f"{show(c.get('limit'))}: " + ("passed" if c.get("passed", True) else
                                                       "FAILED (the recommendation drops it before the held-out test)"))
-    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
-               f"largest weight {fmt_num(diag['max_weight'], 2)}")
+    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct1(diag['ess_share'], signed=False)}), "
+               f"largest weight {fmt_decimals(diag['max_weight'], 2)}")
     out += [f"warning: {w}" for w in diag.get("warnings", [])]
     return "\n".join(out)
 
@@ -300,31 +270,19 @@ VERDICT_MEANING = {"pass": "pass (upper bound within the limit)", "fail": "FAIL 
 def guardrail_line(metric: str, g: dict) -> str:
     """A guardrail's harm with its standard error and one-sided bounds against the limit, the verdict, and roughly how
     many units would certify it when inconclusive."""
-    basis = "relative" if is_relative(g) else "absolute"
-    lower, upper = g.get("lower", g.get("harm_lower", g.get("ci_low"))), _upper_of(g)
-    se = g.get("se")
-    text = (f"guardrail {metric}: {basis} harm {_harm(g, _harm_of(g))}"
-            + (f" (standard error {fmt_pct(se, signed=False) if basis == 'relative' else f'{se:.4g}'})"
+    basis = g["basis"]
+    lower, upper = g["lower"], g["upper"]
+    se = g["se"]
+    text = (f"guardrail {metric}: {basis} harm {_harm(g, g['estimate'])}"
+            + (f" (standard error {fmt_pct1(se, signed=False) if basis == 'relative' else f'{se:.4g}'})"
                if isinstance(se, (int, float)) and math.isfinite(se) else "")
             + f", {_level(g)} bounds {_harm(g, lower)} to {_harm(g, upper)}, vs limit {_limit(g)}"
             + (" (control mean is 0)" if basis == "absolute" else "") + ": "
-            + VERDICT_MEANING.get(g.get("verdict"), str(g.get("verdict"))))
-    need = g.get("units_to_certify")
-    if g.get("verdict") == "inconclusive" and need:
+            + VERDICT_MEANING[g["verdict"]])
+    need = g["units_to_certify"]
+    if g["verdict"] == "inconclusive" and need:
         text += f"; about {need:,} units would certify it if the harm stayed as estimated"
     return text
-
-
-def _match_candidates(candidates: list[dict], policies: list[dict]) -> dict[int, dict]:
-    """The policy row each Pareto candidate became (same weights and budget; value policies before their trees)."""
-    tuned = sorted((p for p in policies if p.get("tuning")), key=lambda p: base_kind(p) != "value")
-    out = {}
-    for i, c in enumerate(candidates):
-        match = next((p for p in tuned if p["tuning"].get("weights") == c.get("weights")
-                      and p["tuning"].get("budget") == c.get("budget")), None)
-        if match is not None:
-            out[i] = match
-    return out
 
 
 def _estimate(d: dict | None) -> float | None:
@@ -346,12 +304,12 @@ def render_tuning(search: dict, policies: list[dict] | None = None) -> str:
         out.append(f"feasible: {search['feasible_means']}")
     out.append("")
     body = [[name, f"{f['evaluated']:,}" + (f" of {f['requested']:,} (time budget)" if f.get("requested", 0) > f["evaluated"] else ""),
-             f"{f['feasible']:,}", str(len(f["pareto"])), fmt_num(f["hypervolume"]), f"{f['seconds']:.1f}s"]
+             f"{f['feasible']:,}", str(len(f["pareto"])), fmt_decimals(f["hypervolume"]), f"{f['seconds']:.1f}s"]
             for name, f in search["fronts"].items()]
     out.append(table(body, ["method", "evaluated", "feasible", "Pareto points", "hypervolume", "time"]))
     candidates = search.get("candidates") or []
     if candidates:
-        matched = _match_candidates(candidates, policies or [])
+        matched = candidate_policies(candidates, policies or [])
         out += ["", "Pareto candidates: search values are in-sample (training units), so optimistic"
                 + ("; held-out values are from each candidate's policy row" if matched else
                    "; their held-out values are in the policy table")]
@@ -359,57 +317,49 @@ def render_tuning(search: dict, policies: list[dict] | None = None) -> str:
         for i, c in enumerate(candidates):
             bound = c.get("guardrail_bound") or {}
             rows.append([f"{i + 1}", "in-sample", ", ".join(f"{m} {w:.2f}" for m, w in c["weights"].items()),
-                         fmt_pct(c["treated_share"], signed=False), *[fmt_num(c["objectives"][m]) for m in objectives],
-                         *[f"{fmt_pct(c['guardrail_harm'][m])}" + (f" (bound {fmt_pct(bound[m])})" if m in bound else "")
+                         fmt_pct1(c["treated_share"], signed=False), *[fmt_decimals(c["objectives"][m]) for m in objectives],
+                         *[f"{fmt_pct1(c['guardrail_harm'][m])}" + (f" (bound {fmt_pct1(bound[m])})" if m in bound else "")
                            for m in rails]])
             p = matched.get(i)
             if p is not None:
                 rows.append(["", f"held-out: {p['name']}", "", "",
-                             *[fmt_num(_estimate((p.get("lift_vs_control") or {}).get(m))) for m in objectives],
-                             *[(f"{_harm(g, _harm_of(g))} (upper {_harm(g, _upper_of(g))}, {g.get('verdict', '?')})"
+                             *[fmt_decimals(_estimate((p.get("lift_vs_control") or {}).get(m))) for m in objectives],
+                             *[(f"{_harm(g, g['estimate'])} (upper {_harm(g, g['upper'])}, {g['verdict']})"
                                 if isinstance(g := (p.get("guardrails") or {}).get(m), dict) else "-") for m in rails]])
         out.append(table(rows, ["#", "values", "weights", "treated", *[f"{m} lift" for m in objectives],
                                 *[f"{m} harm" for m in rails]]))
     return "\n".join(out)
 
 
-def render_recommendation(summary: dict) -> str:
+def render_recommendation(summary: RunSummary | dict) -> str:
     """The recommendation of a run summary: headline, a plain "nothing could be certified" when so, what certified
     means and which units and bounds the numbers rest on, the recommended policy's value and lift, and the reasons."""
-    rec = summary.get("recommendation") or {}
-    cert = rec.get("certification") or {}
-    reasons = [str(r) for r in rec.get("reasons") or []]
-    out = ["Recommendation: " + str(rec.get("headline") or rec.get("policy") or "-")]
-    if rec.get("cannot_certify"):
-        first = reasons.pop(0) if reasons else "Nothing could be certified."
-        out.append("  " + (first if first.lower().startswith("nothing") else "Nothing could be certified: " + first))
-    if cert:
-        if cert.get("text"):
-            out.append("  " + str(cert["text"]))
-        k = cert.get("k") or 0
-        rows = cert.get("rows") or "held-out units"
-        if k:
-            procedure = cert.get("procedure") or PROCEDURE["fixed-sequence"]  # older summaries: fixed-sequence
-            out.append(f"  numbers from {rows}; {k} candidate{'s' if k != 1 else ''} tested {procedure}; value and lift "
-                       f"bounds one-sided at {cert.get('lift_level', cert.get('level', 0.95)):.1%}".replace(".0%", "%")
-                       + ", so they hold for every certified candidate at once")
-        else:
-            out.append(f"  numbers from {rows}; no candidate passed the building-units screen, so none was tested on them")
-        primary = rec.get("primary") or "the primary metric"
-        value, lift = cert.get("value") or {}, cert.get("lift_vs_control") or {}
-        if value:
-            line = (f"  {primary} per unit under {rec.get('policy')}: {fmt_num(value.get('estimate'), 4)} "
-                    f"[{fmt_num(value.get('low'), 4)}, {fmt_num(value.get('high'), 4)}]")
-            if lift and (lift.get("se") or lift.get("estimate")):
-                line += (f"; lift vs all-{summary.get('control', 'control')} {lift['estimate']:+.4g} "
-                         f"[{lift.get('low', float('nan')):+.4g}, {lift.get('high', float('nan')):+.4g}]")
-            out.append(line)
-        groups = [("certified", cert.get("certified")),
-                  ("not certified", [n for n in cert.get("family") or [] if n not in (cert.get("certified") or [])]),
-                  ("screened out", cert.get("screened_out"))]
-        listed = "; ".join(f"{label}: {', '.join(names)}" for label, names in groups if names)
-        if listed:
-            out.append(f"  {listed}")
+    typed = as_summary(summary)
+    rec = typed.recommendation
+    cert = rec.certification
+    alert, reasons = rec.alert_and_reasons()
+    out = ["Recommendation: " + rec.headline]
+    if alert:
+        out.append("  " + alert)
+    if cert.text:
+        out.append("  " + cert.text)
+    if cert.k:
+        out.append(f"  numbers from {cert.rows}; {cert.k} candidate{'s' if cert.k != 1 else ''} tested {cert.procedure}; "
+                   f"value and lift bounds one-sided at {cert.lift_level:.1%}".replace(".0%", "%")
+                   + ", so they hold for every certified candidate at once")
+    else:
+        out.append(f"  numbers from {cert.rows}; no candidate passed the building-units screen, so none was tested on them")
+    value, lift = cert.value, cert.lift_vs_control
+    line = (f"  {rec.primary} per unit under {rec.policy}: {fmt_decimals(value.estimate, 4)} "
+            f"[{fmt_decimals(value.low, 4)}, {fmt_decimals(value.high, 4)}]")
+    if lift.se or lift.estimate:  # the recommended policy is not control itself
+        line += f"; lift vs all-{typed.control} {lift.estimate:+.4g} [{lift.low:+.4g}, {lift.high:+.4g}]"
+    out.append(line)
+    groups = [("certified", cert.certified), ("not certified", [n for n in cert.family if n not in cert.certified]),
+              ("screened out", cert.screened_out)]
+    listed = "; ".join(f"{label}: {', '.join(names)}" for label, names in groups if names)
+    if listed:
+        out.append(f"  {listed}")
     out += [f"  - {r}" for r in reasons]
     return "\n".join(out)
 
@@ -421,8 +371,8 @@ def render_logged_evaluation(row: dict) -> str:
     out = [f"Policy {row['name']} ({row['kind']}, exploration {row['exploration']:.0%}) on {logged['rows']:,} logged "
            f"decisions of {row['experiment']} ({logged['file']})",
            f"served: {served}",
-           "arm shares: candidate " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["arm_shares"].items())
-           + "; served " + ", ".join(f"{a} {fmt_pct(s, signed=False)}" for a, s in row["logged_arm_shares"].items()), ""]
+           "arm shares: candidate " + ", ".join(f"{a} {fmt_pct1(s, signed=False)}" for a, s in row["arm_shares"].items())
+           + "; served " + ", ".join(f"{a} {fmt_pct1(s, signed=False)}" for a, s in row["logged_arm_shares"].items()), ""]
     body = []
     for metric, e in row["metrics"].items():
         if e["ips"] is None:
@@ -436,8 +386,8 @@ def render_logged_evaluation(row: dict) -> str:
     if missing:
         out.append("rows without an outcome are left out of that metric's estimates: "
                    + ", ".join(f"{m} {n:,}" for m, n in missing.items()))
-    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct(diag['ess_share'], signed=False)}), "
-               f"largest weight {fmt_num(diag['max_weight'], 2)}, mean weight {fmt_num(diag['mean_weight'], 3)}, "
-               f"candidate never picks the logged arm on {fmt_pct(diag['zero_share'], signed=False)} of rows")
+    out.append(f"diagnostics: effective sample size {diag['ess']:,.0f} ({fmt_pct1(diag['ess_share'], signed=False)}), "
+               f"largest weight {fmt_decimals(diag['max_weight'], 2)}, mean weight {fmt_decimals(diag['mean_weight'], 3)}, "
+               f"candidate never picks the logged arm on {fmt_pct1(diag['zero_share'], signed=False)} of rows")
     out += [f"warning: {w}" for w in diag.get("warnings", [])]
     return "\n".join(out)

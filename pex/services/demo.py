@@ -85,9 +85,9 @@ def publish_recommendation(ws: Workspace, result: RunResult) -> DemoRelease:
     A demo that publishes what the pipeline certified shows the whole path (experiment, certified policy,
     live version); it publishes nothing when the recommendation is to keep control, as an owner would.
     """
-    rec = result.summary["recommendation"]
-    name = rec["policy"]
-    if rec["verdict"] == "keep_control" or name not in (rec.get("certification") or {}).get("certified", []):
+    rec = result.typed.recommendation
+    name = rec.policy
+    if rec.verdict == "keep_control" or name not in rec.certification.certified:
         return DemoRelease(policy=name, version=None, release=None,
                            reason="nothing published: the recommendation is to keep control, which needs no release")
     version = result.policy().version

@@ -20,29 +20,24 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from pex.errors import PexError
-from pex.evaluation.procedures import certified_text
-from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, Recommendation, complexity, recommend
-from pex.experiment.data import Dataset
-from pex.experiment.effects import Analysis
-from pex.experiment.spec import ExperimentSpec
+from pex.evaluation.recommendation import CERTIFICATION, CERTIFICATIONS, recommend
 from pex.experiment.split import HOLDOUT
 from pex.files import write_atomic
 from pex.policy.base import Policy
+from pex.report.summary import RunSummary, build_summary
 from pex.services.crossfit import CrossFit, Folds
 from pex.services.fitting import fit_and_store
 from pex.services.optimize import pareto_policies
 from pex.services.policies import BuildOptions, assemble_policies, load_fit, objective_coefficients
-from pex.store.workspace import DatasetVersion, FitRecord, Workspace
+from pex.store.workspace import Workspace
 
 Say = Callable[[str], None]
-SUMMARY_FORMAT = "pex.summary/1"
 
 
 @dataclass
@@ -182,12 +177,12 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
                         holdout_share=plan.share, certification=options.certification)
         say(f"      {rec.headline}")
 
-        summary = build_summary(spec=spec, dataset=dataset, dv=dv, analysis=analysis, fit_record=record, fit=fit,
-                                policies=policies, rows=rows, build_report=build_report, tuning=tuning.to_dict(),
-                                recommendation=rec, options=options, evaluation=data.description,
-                                crossfit=crossfit.description())
         out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
-        summary["timings"] = {**stages.done(), "total": round(time.perf_counter() - started, 2)}
+        summary = build_summary(spec=spec, dataset=dataset, dataset_id=dv.id, dataset_version=dv.version,
+                                analysis=analysis, fit_id=record.id, fit=fit, policies=policies, rows=rows,
+                                build_report=build_report, tuning=tuning.to_dict(), recommendation=rec,
+                                options=options.to_dict(), evaluation=data.description, crossfit=crossfit.description(),
+                                timings={**stages.done(), "total": round(time.perf_counter() - started, 2)}).to_dict()
         say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
         write_outputs(out_dir, summary, policies, render_report)
         ws.put_run(spec.name, summary, fit_id=record.id)
@@ -224,126 +219,6 @@ def write_outputs(out_dir: Path, summary: dict, policies: list[Policy], render: 
             old.unlink()
 
 
-def _certification_status(name: str, recommendation) -> str:
-    """Where a policy stood in the recommendation: certified, tested but not certified, screened out, or not a candidate."""
-    cert = recommendation.certification
-    if name in cert.get("certified", []):
-        return "certified"
-    if name in cert.get("family", []):
-        return "not certified"
-    if name in cert.get("screened_out", []):
-        return "screened out"
-    return "not a candidate"
-
-
-def _ci(est: dict) -> dict:
-    return {"estimate": est["value"], "ci_low": est["ci_low"], "ci_high": est["ci_high"], "se": est["se"]}
-
-
-def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dv: DatasetVersion, analysis: Analysis,
-                  fit_record: FitRecord, fit: dict, policies: list[Policy], rows: list[dict],
-                  build_report: dict, tuning: dict, recommendation: Recommendation, options: RunOptions, evaluation: dict,
-                  crossfit: dict | None = None) -> dict:
-    """The run's results as plain JSON (the keys docs/architecture.md lists under "Outputs", plus what the report shows)."""
-    from pex.version import __version__
-
-    chosen = next(p for p in policies if p.name == recommendation.policy)
-    policy_rows = []
-    for policy, row in zip(policies, rows):
-        entry = {
-            "name": policy.name, "kind": policy.kind, "version": policy.version, "complexity": complexity(policy),
-            "exploration": policy.exploration, "file": f"policies/{policy.name}.json",
-            "value": {m: _ci(v) for m, v in row["value"].items()},
-            "lift_vs_control": {m: _ci(v) for m, v in row["lift_vs_control"].items()},
-            "lift_vs_best_arm": {m: _ci(v) for m, v in row["lift_vs_best_arm"].items()},
-            "best_arm": row["best_arm"],
-            "objective": _ci(row["objective"]),
-            "guardrails": row["guardrails"],
-            "arm_shares": row["arm_shares"],
-            "disagreement": row["disagreement"],
-            "diagnostics": row["diagnostics"],
-            "eligible": policy.name in recommendation.eligible,
-            "certification": _certification_status(policy.name, recommendation),
-        }
-        if row.get("screen"):
-            entry["screen"] = row["screen"]
-        if "planned_power" in policy.lineage:  # a step of the value policy's ladder
-            entry["planned_power"] = policy.lineage["planned_power"]
-        if "fidelity" in row:
-            entry["fidelity"] = row["fidelity"]
-        entry.update(policy.summary_fields())  # a constant's arm, a tree's tree
-        if "tuning" in row:
-            entry["tuning"] = row["tuning"]
-        policy_rows.append(entry)
-    data_summary = analysis.dataset
-    return {
-        "format": SUMMARY_FORMAT,
-        "experiment": spec.name,
-        "description": spec.description,
-        "owner": spec.owner,
-        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "pex_version": __version__,
-        "options": options.to_dict(),
-        "n_units": int(dataset.n_units),
-        "arms": list(dataset.arms),
-        "control": spec.control,
-        "metrics": [{"name": m, "role": meta.role, "goal": meta.goal, "max_harm": meta.max_harm,
-                     "type": dataset.metric_types[m], "description": meta.description} for m, meta in spec.metrics.items()],
-        "dataset": {"id": dv.id, "version": dv.version, "source": str(spec.data), "n_rows_read": data_summary.get("n_rows_read"),
-                    "n_dropped": data_summary.get("n_dropped"), "dropped": data_summary.get("dropped"),
-                    "arm_counts": data_summary.get("arm_counts"), "missing": data_summary.get("missing", {}),
-                    "features": data_summary.get("features", {}), "warnings": data_summary.get("warnings", [])},
-        "srm": analysis.srm.to_dict(),
-        "balance": analysis.balance.to_dict(),
-        "effects": [e.to_dict() for e in analysis.effects],
-        "guardrails": [g.to_dict() for g in analysis.guardrails],
-        "hte": {"fit": fit_record.id, "requested": fit["requested"], "selected": fit["selected"], "score": fit["score"],
-                "leaderboard": fit["leaderboard"], "heterogeneity": fit["heterogeneity"], "segments": fit["segments"],
-                "importance": fit["importance"], "holdout": fit["holdout"], "seconds": fit["seconds"]},
-        "evaluation_rows": evaluation,
-        "objective_coefficients": build_report["objective_coefficients"],
-        "calibration": build_report["calibration"],
-        "distillation": build_report["distillation"],
-        "policies": policy_rows,
-        "pareto": tuning,
-        "recommended_policy": recommendation.policy,
-        "recommendation": {**recommendation.to_dict(), "document": chosen.to_document()},
-        "crossfit": crossfit,
-        "caveats": caveats(spec, evaluation, fit, crossfit, recommendation.certification.get("text")),
-    }
-
-
-def caveats(spec: ExperimentSpec, evaluation: dict, fit: dict, crossfit: dict | None = None,
-            certified: str | None = None) -> list[str]:
-    """What the estimates assume and which rows they rest on, in plain words (``certified``: the recommendation's
-    sentence on what "certified" means, :func:`pex.evaluation.procedures.certified_text`)."""
-    certified = certified or certified_text(CERTIFICATION, crossfit is not None)
-    holdout = fit["holdout"]
-    if crossfit is not None:
-        rows = (f"Policy values are doubly-robust estimates on all {evaluation['n_units']:,} units, cross-fitted: a hash of "
-                "the unit id splits them in two halves, each policy is two half-policies each built by a fit that never saw "
-                "one half, and each unit is valued (and served) with the half-policy that never saw it. The guarantee is "
-                "asymptotic (the half-policies settle as the sample grows). ")
-    else:
-        rows = (f"Policy values are doubly-robust estimates on {evaluation['n_units']:,} held-out units "
-                f"({holdout['share']:.0%} of the experiment, chosen by a hash of the unit id) that no effect model, reward "
-                "model or policy-building step saw. ")
-    return [
-        "Assignment was random with the stated propensities (the experiment's allocation or its propensity column); "
-        "every off-policy value rests on that. A sample-ratio mismatch above means this may not hold.",
-        rows + "Value and lift intervals are two-sided 95%; guardrail bounds are one-sided 95%.",
-        certified + " The recommended policy's value and lift bounds are adjusted for having been chosen among the "
-        "certified ones.",
-        "Policies, trees and the weight search were built on the other units (out-of-fold estimates); values the search "
-        "reports there are in-sample (the best of many points on the same units) and optimistic, which is why each "
-        "candidate is judged on units its models never saw.",
-        "Estimates describe the population and period of the experiment: effects can drift after launch (novelty, "
-        "seasonality, a changed product), so keep some exploration and re-evaluate with the logged decisions.",
-        "Served policies include their exploration share: budgets, treated shares and guardrail harms are those of the "
-        "mixture that is actually served.",
-    ]
-
-
 @dataclass
 class RunResult:
     """What :func:`run` produced: the summary plus the policies, ready for notebooks."""
@@ -353,6 +228,11 @@ class RunResult:
     policy_objects: dict[str, Policy]
     details: dict = field(default_factory=dict, repr=False)  # the Python objects behind the summary (analysis, tuning, rows)
     unit: str | None = None  # the experiment's unit id column
+
+    @property
+    def typed(self) -> RunSummary:
+        """The summary as the typed model the reports read (:class:`pex.report.summary.RunSummary`)."""
+        return RunSummary.load(self.summary)
 
     @property
     def recommended_policy(self) -> str:
