@@ -32,11 +32,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# --durations=25: every run shows where its time went
 test: lint $(VENV)/.chromium
-	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+	$(VENV)/bin/pytest --durations=25 $(PYTEST_FLAGS)
 
+# the sweeps run longer than the suite's per-test timeout of 5 minutes (pyproject.toml)
 test-slow: $(STAMP)
-	$(VENV)/bin/pytest -m slow $(PYTEST_FLAGS)
+	$(VENV)/bin/pytest -m slow --timeout=1800 $(PYTEST_FLAGS)
 
 # Starts a throwaway PostgreSQL server (Debian's postgresql) on a unix socket and
 # loopback port 55432, runs the store tests against it, and stops it again.

@@ -117,11 +117,30 @@ def pipeline_run(tmp_path_factory, sim_dir):
     return run(exp / "exp.toml", base / "out", home=base / "ws", trials=8, batch=4, dense=512, seed=3)
 
 
+SMALL_UNITS = 2_000
+
+
 @pytest.fixture(scope="session")
-def serving_home(tmp_path_factory, pipeline_run) -> Path:
-    """A copy of :func:`pipeline_run`'s workspace (never modify it; :func:`served` copies it again)."""
+def small_run(tmp_path_factory):
+    """One whole `pex.run` on a 2,000-unit simulated experiment, T-learner only and a short weight sweep.
+
+    It stores every kind of policy a run makes (constant, value and distilled trees, cross-fitted routing) in
+    seconds, for the layers that serve, store and loop over them (web, serving, online, CLI): their tests check
+    what is done with the policies, not how good they are (that is :func:`pipeline_run`'s job). Same layout as
+    :func:`pipeline_run`: ``result.out.parent`` holds ``exp/`` (spec + data), ``ws/`` and ``out/``.
+    """
+    from pex.services.run import run
+
+    base = tmp_path_factory.mktemp("small")
+    simulate(SMALL_UNITS, scenario="notification_cadence", seed=11).write(base / "exp", name="exp")
+    return run(base / "exp" / "exp.toml", base / "out", home=base / "ws", learner="t", dense=64, seed=3)
+
+
+@pytest.fixture(scope="session")
+def serving_home(tmp_path_factory, small_run) -> Path:
+    """A copy of :func:`small_run`'s workspace (never modify it; :func:`served` copies it again)."""
     base = tmp_path_factory.mktemp("serving")
-    shutil.copytree(Path(pipeline_run.out).parent / "ws", base / "ws")  # the workspace pipeline_run wrote
+    shutil.copytree(Path(small_run.out).parent / "ws", base / "ws")  # the workspace small_run wrote
     return base / "ws"
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pex.cli.main import main
 from pex.experiment.simulate import simulate
 
 
@@ -18,13 +22,30 @@ def small_exp(tmp_path_factory):
     return d, spec
 
 
-@pytest.fixture
-def fitted(run, small_exp):
+@pytest.fixture(scope="module")
+def fitted_home(tmp_path_factory, small_exp):
+    """A workspace with ``small`` ingested and fitted, and the fit's --json output (never modify it: tests get a
+    copy from :func:`fitted`, so the fit is done once, not once per test)."""
     _d, spec = small_exp
-    assert run("ingest", spec).code == 0
-    r = run("fit", "small", "--quiet", "--json")
-    assert r.code == 0, r
-    return json.loads(r.out)
+    home = tmp_path_factory.mktemp("fitted") / "ws"
+    with pytest.MonkeyPatch.context() as mp:  # module scope: conftest's per-test guard has not run yet
+        mp.delenv("PEX_DATABASE_URL", raising=False)
+        mp.delenv("PEX_HOME", raising=False)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert main(["--home", str(home), "ingest", str(spec)]) == 0, err.getvalue()
+            out.truncate(0)
+            out.seek(0)
+            assert main(["--home", str(home), "fit", "small", "--quiet", "--json"]) == 0, err.getvalue()
+    return home, json.loads(out.getvalue())
+
+
+@pytest.fixture
+def fitted(fitted_home, home):
+    """A private copy of :func:`fitted_home` at the test's workspace; returns the fit's --json output."""
+    template, output = fitted_home
+    shutil.copytree(template, home)
+    return output
 
 
 def test_fit_prints_and_stores_the_leaderboard(run, small_exp):

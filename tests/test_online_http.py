@@ -54,8 +54,9 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
     home, port = served.home, free_port()
     with Workspace(home) as ws:
         ctx = load_fit(ws, "exp")
-        truth = TruthOracle(simulate(50_000, seed=2_026_000_778), ctx.model, ctx.record.id)
-    started = _pex("--home", str(home), "online", "start", "exp", "--arms", "3", "--from-offline", "--json")
+        truth = TruthOracle(simulate(20_000, seed=2_026_000_778), ctx.model, ctx.record.id)
+    # two arms a round: Ax's batch proposal for round 2 is most of this test's time and grows with the batch
+    started = _pex("--home", str(home), "online", "start", "exp", "--arms", "2", "--from-offline", "--json")
     assert started.returncode == 0, started.stderr
     status = json.loads(started.stdout)
     evidence = [a["offline"] for a in status["rounds"][0]["arms"][1:] if a["offline"]]  # the rest: Ax's quasi-random points
@@ -84,7 +85,7 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
             print(f"round {number}: {status['best']['why']}; true gain of the pick {picked['gain']:+.4f}, "
                   f"keeps the guardrails: {picked['keeps']}")
         assert [r["status"] for r in status["rounds"]] == ["complete", "complete"]
-        assert len(status["rounds"][1]["arms"]) == 4  # round 2: Ax's proposals (and the champion, if round 1 had a pick)
+        assert len(status["rounds"][1]["arms"]) == 3  # round 2: Ax's proposals (and the champion, if round 1 had a pick)
         promoted = _pex("--home", str(home), "online", "promote", "exp", "--json")
         assert promoted.returncode == 0, promoted.stderr
         release = json.loads(promoted.stdout)
@@ -96,7 +97,7 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
     with Workspace(home) as ws:
         loop = ws.get_loop("exp")
         trials = loop.ax_state["experiment"]["trials"]  # Ax's own JSON, as stored after the last tell
-        assert len(trials) == 6
+        assert len(trials) == 4
 
 
 def test_sigkill_mid_round_loses_nothing_but_the_last_second_and_the_round_completes(tmp_path, served):

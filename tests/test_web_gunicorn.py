@@ -208,7 +208,7 @@ def test_serve_refuses_bad_options(argv, env, tmp_path):
 
 
 @pytest.mark.postgres
-def test_two_hosts_share_one_postgresql_store(tmp_path, pipeline_run, empty_postgres_url):
+def test_two_hosts_share_one_postgresql_store(tmp_path, small_run, empty_postgres_url):
     """Two `pex serve` (as two hosts would run them) on one PostgreSQL database: one log, one live version."""
     import shutil
 
@@ -216,7 +216,7 @@ def test_two_hosts_share_one_postgresql_store(tmp_path, pipeline_run, empty_post
 
     postgres_url = empty_postgres_url
     homes = [tmp_path / "host-a", tmp_path / "host-b"]
-    spec = Path(pipeline_run.out).parent / "exp" / "exp.toml"
+    spec = Path(small_run.out).parent / "exp" / "exp.toml"
     with Workspace(homes[0], database_url=postgres_url) as ws:
         ingest(lambda: ws, spec)
         doc = json.loads((Path(__file__).resolve().parent.parent / "policies" /
