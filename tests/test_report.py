@@ -186,6 +186,15 @@ def test_tiny_pareto_fronts(s, n_points):
     assert_self_contained(page)
 
 
+def test_a_candidate_that_became_no_policy_still_renders(s):
+    # on small data a Pareto candidate can be dropped (e.g. all-control, already a baseline): no row names it
+    candidate = dict(s["pareto"]["candidates"][0], weights={"no_such_metric": 1.0})
+    s["pareto"]["candidates"].append(candidate)
+    page = render_report(s)
+    assert f"#{len(s['pareto']['candidates'])}" in page
+    assert_self_contained(page)
+
+
 def test_no_pareto_search_at_all(s):
     s.pop("pareto")
     page = render_report(s)

@@ -483,7 +483,7 @@ def _pareto_section(model: RunSummary, s: dict, policies: list[dict], recommende
             "objectives": [fmt_signed((c.get("objectives") or {}).get(o), 3) for o in objectives],
             "harm": [show[g]((c.get("guardrail_harm") or {}).get(g)) for g in guardrails],
             "bound": bounds if any(b["text"] != "–" for b in bounds) else [],
-            "treated": fmt_pct(c.get("treated_share"), signed=False), "held": None,
+            "treated": fmt_pct(c.get("treated_share"), signed=False), "held": None, "trees": "",
         }
         if policy is not None:  # the same candidate valued on the held-out units: its policy row
             lifts = policy.get("lift_vs_control") or {}
