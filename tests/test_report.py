@@ -245,7 +245,7 @@ def test_value_recommendation_lists_weights(s):
         "value_model": {"fit": "fit-123", "budget": 0.3, "min_score": 0.1,
                         "metrics": {"sessions": {"goal": "increase", "role": "primary", "weight": 0.6},
                                     "unsubscribes": {"goal": "decrease", "role": "guardrail", "weight": 0.4}},
-                        "guardrails": {"unsubscribes": {"mode": "constraint", "max_harm": 0.05}}}}
+                        "guardrails": {"unsubscribes": {"mode": "constraint", "max_harm": 0.05, "limit": 0.05}}}}
     page = render_report(s)
     policy = page[page.index('id="policy"'):page.index('id="caveats"')]
     assert "value-model policy" in policy
@@ -253,6 +253,7 @@ def test_value_recommendation_lists_weights(s):
     assert ("not a tree;" in policy) == chosen_tree and ("no tree to draw" in policy) == (not chosen_tree)
     assert "<td>sessions</td>" in policy and "<td>unsubscribes</td>" in policy and ">0.6<" in policy
     assert "At most 30% of units" in policy and "fit-123" in policy
+    assert "unsubscribes (constraint, at most 5% harm)" in policy
     chosen = [p for p in s["policies"] if (p.get("fidelity") or {}).get("chosen")]
     if chosen:
         assert f"<code>{chosen[0]['name']}</code> is a depth-" in policy

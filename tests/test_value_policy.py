@@ -279,5 +279,6 @@ def test_guardrail_with_a_zero_control_mean_tolerates_no_absolute_harm(built):
     frame = built["frame"].copy()
     frame.loc[frame["arm"] == "control", "unsubscribes"] = 0.0
     metrics, rails = objective(built["dataset"].spec, frame)
-    assert rails["unsubscribes"]["basis"] == "absolute" and rails["unsubscribes"]["max_harm"] == 0.0
+    assert rails["unsubscribes"]["basis"] == "absolute" and rails["unsubscribes"]["limit"] == 0.0
+    assert rails["unsubscribes"]["max_harm"] == built["dataset"].spec.metrics["unsubscribes"].max_harm  # the spec's, as written
     assert metrics["unsubscribes"]["scale"] > 0  # the spread over all arms, not a raw unit

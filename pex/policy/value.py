@@ -303,8 +303,8 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
                          "coefficient": 0.0}
         if name in rules:  # the document's record of the rule (what built it; nothing reads the limit back)
             rule = rules[name]
-            rails[name] = {"mode": guardrails, "control_mean": rule.control_mean, "penalty": 0.0,
-                           "max_harm": rule.limit if rule.max_harm is not None else None, "basis": rule.basis}
+            rails[name] = {"mode": guardrails, "control_mean": rule.control_mean, "penalty": 0.0, "max_harm": rule.max_harm,
+                           "limit": rule.limit if rule.max_harm is not None else None, "basis": rule.basis}
     if not any(meta["weight"] > 0 for meta in metrics.values()):
         raise PolicyError("every metric weight is 0, so no arm can be better than another", "give at least one metric a positive weight")
     _set_coefficients(metrics, rails)

@@ -442,7 +442,7 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         if y_kind != "strip":  # a strip has no second axis to place a held-out value on
             held = _mark_held_out(ax, cand, {i: p for i, h in (held_out or {}).items() if (p := xy(h, 0)) is not None})
         if y_kind == "guardrail":
-            limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("max_harm")
+            limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("limit")
             if _finite(limit):
                 shown = f"{harm_scale * limit:g}{'%' if harm_pct else ''}"
                 ax.axhline(harm_scale * limit, color=BAD, lw=1.0, ls=(0, (3, 3)))
@@ -466,7 +466,7 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
             # frame what the chart is about (fronts, candidates, feasible weightings): with certifiable bounds the
             # feasible region can be a sliver of the cloud, which would otherwise squash it into a corner
             focus = ok + kept + held + [p for _, p in cand] + [q for m in methods for q in rows_of(fronts[m].get("pareto") or [], 0)]
-            limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("max_harm") if y_kind == "guardrail" else None
+            limit = ((pareto.get("guardrails") or {}).get(y_name) or {}).get("limit") if y_kind == "guardrail" else None
             if focus and _finite(limit):  # keep the guardrail's limit line (and its label) in view
                 focus.append((focus[0][0], harm_scale * limit))
             _frame(ax, focus)
@@ -518,7 +518,7 @@ def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None,
                 bars.append((scale * float(x), scale * float(b), float(y)))
     held_xy = _held_xy(held_out, lambda h: (scale * v if _finite(v := (h.get("guardrail_harm") or {}).get(g_name)) else None),
                        lambda h: (h.get("objectives") or {}).get(y_name))
-    limit = (rails.get(g_name) or {}).get("max_harm")
+    limit = (rails.get(g_name) or {}).get("limit")
 
     def paint(fig: Figure) -> None:
         ax = fig.add_subplot()

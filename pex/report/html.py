@@ -474,7 +474,7 @@ def _pareto_section(model: RunSummary, s: dict, policies: list[dict], recommende
         policy = matched.get(i)
         bounds = []
         for g in guardrails:
-            b, limit = (c.get("guardrail_bound") or {}).get(g), rails_meta[g]["max_harm"]  # the search writes its rule's limit there
+            b, limit = (c.get("guardrail_bound") or {}).get(g), rails_meta[g]["limit"]  # the search's rule, as it serialized itself
             bounds.append({"text": show[g](b), "cls": "bad" if finite(b) and finite(limit) and b > limit else ""})
         row = {
             "label": labels.get(i, f"#{i + 1}"), "policy": (policy or {}).get("name", ""), "recommended": i == rec_index,
@@ -513,7 +513,7 @@ def _pareto_section(model: RunSummary, s: dict, policies: list[dict], recommende
                for k in fronts if k != "kept" and isinstance((fronts.get(k) or {}).get("sample"), dict)}
     n_sampled = sum(samples.values())
     n_evaluated = sum(fronts[k].get("evaluated") for k in samples if finite(fronts[k].get("evaluated")))
-    limit = (rails_meta.get(guardrails[0]) or {}).get("max_harm") if guardrails else None
+    limit = (rails_meta.get(guardrails[0]) or {}).get("limit") if guardrails else None
     # newer searches call a weighting feasible when its certifiable bound (harm plus a margin) is within the limit
     by_bound = bool(pareto.get("feasible_means")) or any("guardrail_bound" in c for c in candidates)
     tradeoff = {"chart": Markup(charts.tradeoff_chart(pareto, labels, rec_index, held_out)),
@@ -529,7 +529,7 @@ def _pareto_section(model: RunSummary, s: dict, policies: list[dict], recommende
         "has_bound": any(r["bound"] for r in cand_rows), "by_bound": by_bound,
         "objectives": objectives, "guardrails": guardrails, "axes": axes, "rows": pareto.get("rows") or "",
         "reference": ", ".join(f"{k} {fmt_num(v)}" for k, v in ref.items()),
-        "limits": [{"metric": g, "max_harm": fmt_pct((v or {}).get("max_harm"), signed=False), "basis": (v or {}).get("basis", "")}
+        "limits": [{"metric": g, "limit": fmt_pct((v or {}).get("limit"), signed=False), "basis": (v or {}).get("basis", "")}
                    for g, v in rails_meta.items()],
         "has_ax": "ax" in fronts, "n_units": fmt_num(pareto.get("n_units")),
         "in_sample": in_sample[:1].upper() + in_sample[1:].rstrip(".") if in_sample else "",
@@ -606,7 +606,7 @@ def _kind_view(doc: dict, colors: dict[str, str]) -> dict[str, Any]:
                           for m, v in (vm.get("metrics") or {}).items()]
         out["value"] = {"fit": vm.get("fit") or "", "budget": fmt_pct(vm.get("budget"), signed=False) if finite(vm.get("budget")) else "",
                         "guardrails": [{"metric": g, "mode": v.get("mode", ""),
-                                        "max_harm": fmt_pct(v.get("max_harm"), signed=False) if finite(v.get("max_harm")) else ""}
+                                        "limit": fmt_pct(v.get("limit"), signed=False) if finite(v.get("limit")) else ""}
                                        for g, v in (vm.get("guardrails") or {}).items()]}
     return out
 

@@ -297,7 +297,7 @@ def render_tuning(search: dict, policies: list[dict] | None = None) -> str:
     candidate's held-out values from its policy row stand beside them."""
     objectives = search["objectives"]
     rails = search.get("guardrails", {})
-    limits = [f"{m} harm <= {g['max_harm'] * 100:.3g}%" for m, g in rails.items() if g["max_harm"] is not None]
+    limits = [f"{m} harm <= {g['limit'] * 100:.3g}%" for m, g in rails.items() if g["limit"] is not None]
     out = [f"Weight search on {search['n_units']:,} training units (objectives: lift of {', '.join(objectives)}; "
            f"constraints: {', '.join(limits) or 'none'})"]
     if search.get("feasible_means"):

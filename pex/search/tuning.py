@@ -351,8 +351,7 @@ class TuningResult:
 
         return {"objectives": p.objectives,
                 # the search's limits for the report's plots: serialized from the rules, never read back
-                "guardrails": {m: {"max_harm": r.limit if r.max_harm is not None else None, "basis": r.basis}
-                               for m, r in p.rules.items()},
+                "guardrails": {m: r.to_dict() for m, r in p.rules.items()},
                 "metrics": p.metrics, "budget": p.budget, "n_units": p.n,
                 "rows": "training units: out-of-fold predicted effects decide, out-of-fold doubly-robust pseudo-outcomes value",
                 "in_sample": "search values are in-sample: the best of many points on the same training units, so optimistic; "
