@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pex.experiment.spec import load_spec
+from pex.report.summary import Certification, RecommendationView
 from pex.services.demo import demo_scenario, publish_recommendation
-from pex.services.run import RunResult
 from pex.store.workspace import Workspace
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -30,10 +30,10 @@ def test_a_spec_no_scenario_fits_has_none(tmp_path, old, new):
 
 
 def test_keeping_control_publishes_nothing(tmp_path):
-    rec = {"policy": "exp-all-control", "kind": "constant", "verdict": "keep_control",
-           "certification": {"certified": [], "order": ["exp-value"]}}
-    result = RunResult(summary={"recommended_policy": "exp-all-control", "recommendation": rec}, out=None, policy_objects={})
+    # only the fields the decision reads (a whole recommendation is a pipeline run's work: tests/test_cli.py runs one)
+    rec = RecommendationView.model_construct(policy="exp-all-control", kind="constant", verdict="keep_control",
+                                             certification=Certification.model_construct(certified=[], order=["exp-value"]))
     with Workspace(tmp_path / "ws") as ws:
-        done = publish_recommendation(ws, result)
+        done = publish_recommendation(ws, rec, {})
         assert not done.published and done.release is None and "keep control" in done.reason
         assert ws.releases(None) == []

@@ -248,7 +248,7 @@ def _publish_demo(ctx: click.Context, spec, result) -> None:
 
     click.echo("\n[3/3] publishing the recommendation (pex publish)")
     ws = _workspace(ctx, create=True)
-    done = publish_recommendation(ws, result)
+    done = publish_recommendation(ws, result.typed.recommendation, result.policy_objects)
     click.echo(f"      {done.reason}")
     if not done.published:
         return

@@ -19,7 +19,8 @@ from pex.services.publishing import publish
 from pex.services.tables import write_table
 
 if TYPE_CHECKING:  # the pipeline's modules load only when the demo runs it
-    from pex.services.run import RunResult
+    from pex.policy.base import Policy
+    from pex.report.summary import RecommendationView
     from pex.store.releases import Release
     from pex.store.workspace import Workspace
 
@@ -79,18 +80,18 @@ class DemoRelease:
         return self.version is not None
 
 
-def publish_recommendation(ws: Workspace, result: RunResult) -> DemoRelease:
-    """Make the run's recommended policy live when it is a certified policy that does more than keep control.
+def publish_recommendation(ws: Workspace, rec: RecommendationView, policies: dict[str, Policy]) -> DemoRelease:
+    """Make a run's recommended policy (``rec``, one of ``policies``) live when it is a certified policy that does
+    more than keep control.
 
     A demo that publishes what the pipeline certified shows the whole path (experiment, certified policy,
     live version); it publishes nothing when the recommendation is to keep control, as an owner would.
     """
-    rec = result.typed.recommendation
     name = rec.policy
     if rec.verdict == "keep_control" or name not in rec.certification.certified:
         return DemoRelease(policy=name, version=None, release=None,
                            reason="nothing published: the recommendation is to keep control, which needs no release")
-    version = result.policy().version
+    version = policies[name].version
     if version is None:
         raise PexError(f"the recommended policy {name!r} was not stored by the run, so it cannot be published",
                        "run the demo with cross-fitting (the default), which stores every policy it values")
