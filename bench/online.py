@@ -3,7 +3,7 @@
 For each seed the benchmark simulates an offline experiment, ingests and fits it, and then runs the online loop
 (:mod:`pex.services.online`) for ``--rounds`` rounds of ``--arms`` candidates and a control holdout, with
 ``--units`` simulated users per round played through a :class:`pex.services.serving.PolicyServer` (the same
-decide, decision log and outcomes path as over HTTP, in process; ``tests/test_online_http.py`` drives it over
+decide, decision log and outcomes path as over HTTP, in process; ``tests/online/test_online_http.py`` drives it over
 gunicorn). Three searchers share round 1, the offline Pareto candidates (``--from-offline``, the first of them the
 champion; ``--cold``: Ax's quasi-random points instead):
 

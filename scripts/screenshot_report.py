@@ -4,7 +4,7 @@
 
 REPORT.html is any report `pex run` or `pex demo` wrote (e.g. pex-demo/report.html). The picture is the
 report's top, from its title to the start of section 2 (data health), cut to the page column, as headless
-Chromium renders it at 1200 px wide: the same browser and launch options as tests/test_report_browser.py
+Chromium renders it at 1200 px wide: the same browser and launch options as tests/report/test_report_browser.py
 (Debian's chromium, never `playwright install`). pngquant, when installed, shrinks the file.
 """
 

@@ -35,7 +35,7 @@ def keyed_hash(values: np.ndarray | pd.Series, key: str) -> np.ndarray:
 
 # Up to this many string ids are hashed without pandas' wrapper: for one unit (a served decision) the wrapper's
 # Series, astype and factorize cost 250 us around a 1 us hash. The private function is the one hash_array
-# itself calls, followed by the same 64-bit mix; tests/test_policy_kinds.py checks the two agree on many ids.
+# itself calls, followed by the same 64-bit mix; tests/policy/test_policy_kinds.py checks the two agree on many ids.
 _FEW = 256
 _MIX = (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9), np.uint64(27), np.uint64(0x94D049BB133111EB), np.uint64(31))
 

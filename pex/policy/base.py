@@ -202,7 +202,7 @@ class Policy:
         """:meth:`decide_records` of one unit, in Python scalars: a server's single decision.
 
         The same arm and propensity as :meth:`decide`, by :func:`pex.policy.draws.draw_one`
-        (tests/test_serving_store.py checks 45,000 tree decisions and 300 value ones).
+        (tests/store/test_serving_store.py checks 45,000 tree decisions and 300 value ones).
         """
         greedy = int(self._greedy_of_unit_records([record], [unit])[0])
         chosen, propensity = draw_one(greedy, unit, self.exploration, len(self.arms), self._draw_key(salt))

@@ -54,7 +54,7 @@ def draw(greedy: np.ndarray, units: np.ndarray | pd.Series, exploration: float, 
 
 def draw_one(greedy: int, unit: str, exploration: float, n_arms: int, key: str) -> tuple[int, float]:
     """:func:`draw` of one unit in Python scalars: the numpy path costs some 60 us a call when its caches are cold,
-    as they are between a server's requests (tests/test_serving_store.py checks both agree)."""
+    as they are between a server's requests (tests/store/test_serving_store.py checks both agree)."""
     e, k = exploration, n_arms
     chosen = greedy
     if e != 0.0:

@@ -92,7 +92,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 def _append_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     """The rows as SQLAlchemy would store them (its SQLite text for timestamps in UTC, JSON text), through the
     driver's executemany: SQLAlchemy's own per-row processing costs 17 us a row here against 8 us, and a server
-    logs up to 100,000 decisions a second. tests/test_serving_store.py reads such rows back through SQLAlchemy."""
+    logs up to 100,000 decisions a second. tests/store/test_serving_store.py reads such rows back through SQLAlchemy."""
     conn.exec_driver_sql(_SQLITE_INSERT, [
         (r["decision_id"], r["decided_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), r["experiment"],
          r["policy"], r["version"], r["unit"], r["arm"], r["propensity"], _dumps(r["features"]), r.get("route")) for r in rows])

@@ -1,7 +1,7 @@
 """The tables of a workspace's metadata database, as SQLAlchemy Core (the shape at the newest migration).
 
 The migrations in ``pex/store/migrations/versions`` create and change these tables; this module is what the
-code queries. The two must agree: tests/test_store_migrations.py compares a database migrated to head with
+code queries. The two must agree: tests/store/test_store_migrations.py compares a database migrated to head with
 :data:`metadata`. Change a table here only together with a new migration.
 
 The serving tables (revision 0002) are append-only: ``decisions`` (one row per served decision, many

@@ -16,7 +16,7 @@ from pex.policy.base import Policy
 from pex.policy.constant import constant_policy
 from pex.policy.sql import policy_sql
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "notification_cadence-tree-example.json"
 ARMS = ["control", "daily", "weekly"]
 N = 100_000

@@ -48,7 +48,7 @@ def standard_set(names: list[str]) -> list[str]:
     at = names.index("exp-value")
     assert names[at + 1:at + 1 + len(steps)] == steps
     return [n for n in names if n not in LADDER]
-EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "notification_cadence-tree-example.json"
 
 
 def cli(home: Path, *args: object) -> CliResult:

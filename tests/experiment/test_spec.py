@@ -13,7 +13,7 @@ import pytest
 from pex.errors import PexError, SpecError
 from pex.experiment.spec import ExperimentSpec, MetricSpec, load_spec, parse_spec, spec_from_dict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "experiments" / "notification_cadence.toml"
 
 

@@ -90,7 +90,7 @@ def _metrics(served) -> list[str]:
 def _schema(app, served):
     # loaded through the app: /openapi.json is an admin route, so this also proves that it serves the document
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app, headers=served.headers("admin"))
-    # the bearer scheme is not fuzzed: every call carries the admin token (tests/test_web.py has the auth matrix)
+    # the bearer scheme is not fuzzed: every call carries the admin token (tests/web/test_web.py has the auth matrix)
     schema.config.generation.update(with_security_parameters=False)
     return schema
 

@@ -14,7 +14,7 @@ from pex.experiment.simulate import simulate
 from pex.policy.base import Policy, PolicyError
 from pex.policy.constant import constant_policy, uniform_policy
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "notification_cadence-tree-example.json"
 
 
 @pytest.fixture(scope="module")

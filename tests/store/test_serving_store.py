@@ -18,7 +18,7 @@ from pex.policy.records import check_record
 from pex.services.decision_log import DecisionLog
 from pex.store.workspace import Workspace
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "notification_cadence-tree-example.json"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 

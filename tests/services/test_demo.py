@@ -11,7 +11,7 @@ from pex.report.summary import Certification, RecommendationView
 from pex.services.demo import demo_scenario, publish_recommendation
 from pex.store.workspace import Workspace
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 @pytest.mark.parametrize(("spec", "scenario"), [("checkout_offer.toml", "segment_harm"),

@@ -1,6 +1,6 @@
 """The online loop in process: the round's measurement against the simulator's truth, the promotion rule, and the
 loop's use cases on a fitted workspace (state in the store, clear answers to missing data). Over HTTP against
-gunicorn: tests/test_online_http.py."""
+gunicorn: tests/online/test_online_http.py."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def loop_home(tmp_path, serving_home) -> Path:
 @pytest.fixture
 def loop_home_2(tmp_path, serving_home) -> Path:
     """A loop with a round 1 of 2 arms: a next round asks Ax for one proposal beside the champion (Ax's batch
-    proposal is the costly step of a next round; tests/test_online_http.py asks it for two)."""
+    proposal is the costly step of a next round; tests/online/test_online_http.py asks it for two)."""
     return _loop(tmp_path, serving_home, 2)
 
 

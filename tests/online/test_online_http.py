@@ -17,7 +17,7 @@ import pytest
 from pex.cli.main import main
 from pex.online.traffic import Client, TrafficError, population
 from pex.store.workspace import Workspace
-from tests.test_web_gunicorn import PEX, call, free_port, serve, wait_ready
+from tests.gunicorn import PEX, call, free_port, serve, wait_ready
 
 
 def _pex(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess:

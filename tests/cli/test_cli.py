@@ -14,7 +14,7 @@ import pytest
 from processes import started
 
 PEX = str(Path(sys.executable).parent / "pex")
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 DEMO_SPEC = EXPERIMENTS / "checkout_offer.toml"
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,49 +14,8 @@ from pathlib import Path
 import pytest
 
 from pex.store.workspace import Workspace
+from tests.gunicorn import PEX, call, free_port, serve, wait_ready
 from tests.processes import started
-
-PEX = [str(Path(sys.executable).parent / "pex")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def call(port: int, method: str, path: str, body: object = None, token: str | None = None,
-         timeout: float = 30) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        return response.status, (json.loads(data) if data and response.getheader("Content-Type", "").startswith(
-            "application/json") else {"text": data.decode()})
-    finally:
-        conn.close()
-
-
-def wait_ready(port: int, server, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.proc.poll() is None, f"pex serve exited with {server.proc.returncode}"
-        try:
-            if call(port, "GET", "/readyz", timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("pex serve did not become ready")
-
-
-def serve(home: Path, port: int, tmp_path: Path, *extra: str):
-    env = {**os.environ, "PEX_HOME": str(home), "PEX_REFRESH_SECONDS": "0.5"}
-    return started([*PEX, "serve", "--port", str(port), "--workers", "2", *extra], stderr=tmp_path / "serve.err", env=env)
 
 
 def test_first_start_prints_an_admin_token_once(tmp_path, served):
@@ -219,7 +175,7 @@ def test_two_hosts_share_one_postgresql_store(tmp_path, small_run, empty_postgre
     spec = Path(small_run.out).parent / "exp" / "exp.toml"
     with Workspace(homes[0], database_url=postgres_url) as ws:
         ingest(lambda: ws, spec)
-        doc = json.loads((Path(__file__).resolve().parent.parent / "policies" /
+        doc = json.loads((Path(__file__).resolve().parents[2] / "policies" /
                           "notification_cadence-tree-example.json").read_text())
         ws.put_policies("exp", [({**doc, "experiment": "exp"}, None), ({**doc, "experiment": "exp", "exploration": 0.5}, None)])
         ws.publish(doc["name"], 1, "tests")

@@ -29,7 +29,7 @@ from pex.policy.value import (
 )
 from pex.search.tuning import TuningProblem
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies" / "notification_cadence-tree-example.json"
 
 

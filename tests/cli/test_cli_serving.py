@@ -9,7 +9,7 @@ import pytest
 
 from pex.store.workspace import Workspace
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "notification_cadence-tree-example.json"
 NAME = "notification_cadence-tree-example"
 
 

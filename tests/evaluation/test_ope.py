@@ -30,7 +30,7 @@ from pex.experiment.features import FeatureEncoder
 from pex.experiment.simulate import SimulatedExperiment, simulate
 from pex.policy.base import Policy
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "policies" / "notification_cadence-tree-example.json"
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "notification_cadence-tree-example.json"
 Z95 = 1.959963984540054
 
 # -- a six-unit, two-arm example small enough to compute by hand --------------------------------
