@@ -470,7 +470,7 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
 @click.pass_context
 def optimize(ctx: click.Context, name: str, fit_id: str | None, trials: int, dense: int, ax_seconds: float, candidates: int,
              budget: float | None, seed: int, as_json: bool) -> None:
-    """Offline policy search on NAME's fit: the Pareto set of value-model policies (Ax + a dense sweep)."""
+    """Offline policy search on NAME's fit: the Pareto set of value-model policies (a dense sweep of weights; --trials N adds Ax)."""
     from pex.report.text import render_policies, render_tuning
     from pex.services.optimize import optimize as optimize_weights
     from pex.services.policies import BuildOptions
