@@ -16,7 +16,7 @@ from pex.experiment.spec import load_spec
 from pex.hte.heterogeneity import DIFFER, blp_test, qini
 from pex.hte.learners import ENSEMBLE, LEARNERS, fit_effects
 from pex.hte.model import MEMO_ENTRIES, EffectModel
-from pex.hte.summary import fit_summary
+from pex.hte.summary import fit_summary, heterogeneity
 
 METRICS = ("sessions", "converted", "unsubscribes")
 ARMS = ("daily", "weekly")
@@ -118,15 +118,25 @@ def test_heterogeneity_verdicts_on_the_demo_scenario(fits):
     assert json.dumps(summary)  # plain JSON
 
 
+def _claims_heterogeneity(spec, seed: int) -> bool:
+    """Whether pex claims heterogeneity on an experiment of 3,000 units whose true effects are constant."""
+    ds = validate(simulate(3000, scenario="constant", seed=100 + seed, n_noise=4).data, spec)
+    return any(t.verdict == DIFFER for t in heterogeneity(fit_effects(ds, seed=seed)))
+
+
 def test_constant_effects_give_no_evidence_of_heterogeneity_in_most_seeds(spec):
-    """pex must not claim heterogeneity that is not there (constant true effects)."""
-    seeds = range(20)
-    claimed = 0
-    for seed in seeds:
-        ds = validate(simulate(3000, scenario="constant", seed=100 + seed, n_noise=4).data, spec)
-        summary = fit_summary(fit_effects(ds, seed=seed))
-        claimed += any(h["verdict"] == DIFFER for h in summary["heterogeneity"])
-    assert claimed / len(seeds) <= 0.10, f"claimed heterogeneity in {claimed} of {len(seeds)} seeds"
+    """pex must not claim heterogeneity that is not there (constant true effects): the first 6 seeds of the
+    sweep below, at most one claim (if each seed claimed with the Holm family's 5%, a second claim would come
+    3% of the time; at 20% it would be missed two times in three, hence the full sweep in the slow suite)."""
+    claimed = [seed for seed in range(6) if _claims_heterogeneity(spec, seed)]
+    assert len(claimed) <= 1, f"claimed heterogeneity in seeds {claimed} of 6"
+
+
+@pytest.mark.slow
+def test_constant_effects_give_no_evidence_of_heterogeneity_in_90_percent_of_20_seeds(spec):
+    """The same claim over 20 seeds: at most 10% of them claim heterogeneity."""
+    claimed = [seed for seed in range(20) if _claims_heterogeneity(spec, seed)]
+    assert len(claimed) / 20 <= 0.10, f"claimed heterogeneity in seeds {claimed} of 20"
 
 
 def test_blp_and_qini_against_known_cases():
