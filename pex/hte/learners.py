@@ -35,7 +35,7 @@ import io
 import time
 from collections.abc import Callable
 from concurrent.futures import as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
@@ -72,6 +72,9 @@ class MetricFit:
     losses: dict[str, np.ndarray]  # learner -> (n,) per-unit loss summed over arms
     seconds: dict[str, float]
     selected: str
+    # learner -> (terms per arm, boosters they use) for every learner scored, the ensemble included: the
+    # models a fit with only that learner would keep (same folds and seeds), so it can be compared on new units
+    recipes: dict[str, tuple[dict[str, list[dict]], dict[str, lgb.Booster]]] = field(default_factory=dict, repr=False)
 
     def leaderboard(self) -> list[dict]:
         """One row per learner: its held-out score and its difference from the selected learner, with CIs."""
@@ -135,6 +138,17 @@ class HTEFit:
         buffer = io.BytesIO()
         self.training_frame().to_parquet(buffer, index=False)
         return {**self.model.to_files(), TRAINING_FILE: buffer.getvalue()}
+
+    def learner_model(self, learner: str) -> EffectModel:
+        """The effect model that keeps ``learner`` for every metric instead of the selection: what
+        ``fit_effects(..., learner=learner)`` with the same seed would return (for ``ensemble``, the mean of the
+        learners fitted), without fitting again. Lets each learner be compared with the selection on fresh units."""
+        fitted = set.intersection(*(set(m.recipes) for m in self.metrics.values()))
+        if learner not in fitted:
+            raise PexError(f"learner {learner!r} was not fitted", f"choose one of {', '.join(sorted(fitted))}")
+        boosters = {nm: b for m in self.metrics.values() for nm, b in m.recipes[learner][1].items()}
+        return replace(self.model, learners=dict.fromkeys(self.metrics, learner), boosters=boosters,
+                       recipes={metric: m.recipes[learner][0] for metric, m in self.metrics.items()})
 
     def oof_effects(self, metric: str) -> np.ndarray:
         """Out-of-fold effects of the selected learner, shape (n_units, n_treated_arms)."""
@@ -430,17 +444,23 @@ def _fit_metric(name, X, y, binary, arm_index, propensity, fold, cat, arms, want
         losses[ENSEMBLE] = ((pseudo - oof[ENSEMBLE]) ** 2).sum(axis=1)
         seconds[ENSEMBLE] = shared_seconds + nested_seconds + own_seconds
     best = min(losses, key=lambda lr: losses[lr].mean())
-    if best == ENSEMBLE:
-        kept_terms = {a: [{**t, "weight": t["weight"] / len(wanted)} for lr in wanted for t in terms[lr][a]] for a in treated}
-        kept_models = {nm: m for lr in wanted for nm, m in models[lr].items()}
-    else:
-        kept_terms = terms[best]
-        kept_models = {**models[best], **(models["t"] if best == "x" else {})}
-    kept_terms = {a: _merge_terms(ts) for a, ts in kept_terms.items()}
-    used = {t["model"] for ts in kept_terms.values() for t in ts}
-    kept_models = {nm: m for nm, m in kept_models.items() if nm in used}
-    fit = MetricFit(metric=name, binary=binary, oof=oof, pseudo=pseudo, losses=losses, seconds=seconds, selected=best)
-    return fit, kept_terms, kept_models
+
+    def recipe(learner: str) -> tuple[dict[str, list[dict]], dict[str, lgb.Booster]]:
+        """The terms per arm of one learner (or of the ensemble) and the boosters they use."""
+        if learner == ENSEMBLE:
+            kept_terms = {a: [{**t, "weight": t["weight"] / len(wanted)} for lr in wanted for t in terms[lr][a]] for a in treated}
+            kept_models = {nm: m for lr in wanted for nm, m in models[lr].items()}
+        else:
+            kept_terms = terms[learner]
+            kept_models = {**models[learner], **(models["t"] if learner == "x" else {})}
+        kept_terms = {a: _merge_terms(ts) for a, ts in kept_terms.items()}
+        used = {t["model"] for ts in kept_terms.values() for t in ts}
+        return kept_terms, {nm: m for nm, m in kept_models.items() if nm in used}
+
+    recipes = {lr: recipe(lr) for lr in losses}
+    fit = MetricFit(metric=name, binary=binary, oof=oof, pseudo=pseudo, losses=losses, seconds=seconds, selected=best,
+                    recipes=recipes)
+    return fit, *recipes[best]
 
 
 def _dr_pseudo_outcomes(mu: np.ndarray, y: np.ndarray, arm_index: np.ndarray, propensity: np.ndarray) -> np.ndarray:

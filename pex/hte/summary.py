@@ -11,7 +11,7 @@ import numpy as np
 
 from pex.experiment.split import RULE as SPLIT_RULE
 from pex.hte.boosting import DATASET_PARAMS, effect_params
-from pex.hte.heterogeneity import heterogeneity_tests
+from pex.hte.heterogeneity import HeterogeneityTest, heterogeneity_tests
 from pex.hte.learners import ENSEMBLE, LEARNER_NAMES, SCORE_NAME, HTEFit
 from pex.hte.segments import find_segments
 
@@ -49,12 +49,17 @@ def effect_importance(fit: HTEFit, seed: int = 0, max_rows: int = 100_000) -> li
     return rows
 
 
+def heterogeneity(fit: HTEFit) -> list[HeterogeneityTest]:
+    """The heterogeneity verdict per metric and treated arm of a fit, as :func:`fit_summary` reports it."""
+    # the heterogeneity test uses predictions not chosen on the pseudo-outcomes (see pex.hte.heterogeneity)
+    unselected = {m: (f.oof[ENSEMBLE] if ENSEMBLE in f.oof else f.oof[f.selected]) for m, f in fit.metrics.items()}
+    return heterogeneity_tests({m: f.pseudo for m, f in fit.metrics.items()}, unselected, fit.model.treated_arms)
+
+
 def fit_summary(fit: HTEFit, seed: int = 0) -> dict:
     """JSON-able results of a fit (see module docstring)."""
     arms = fit.model.treated_arms
-    # the heterogeneity test uses predictions not chosen on the pseudo-outcomes (see pex.hte.heterogeneity)
-    unselected = {m: (f.oof[ENSEMBLE] if ENSEMBLE in f.oof else f.oof[f.selected]) for m, f in fit.metrics.items()}
-    tests = heterogeneity_tests({m: f.pseudo for m, f in fit.metrics.items()}, unselected, arms)
+    tests = heterogeneity(fit)
     predicted = {(m, a): fit.oof_effects(m)[:, j] for m in fit.metrics for j, a in enumerate(arms)}
     pseudo = {(m, a): fit.metrics[m].pseudo[:, j] for m in fit.metrics for j, a in enumerate(arms)}
     segments = find_segments(fit.model.encoder, fit.X, predicted, pseudo, grow=fit.folds == 0, seed=seed)

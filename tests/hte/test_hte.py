@@ -16,7 +16,7 @@ from pex.experiment.spec import load_spec
 from pex.hte.heterogeneity import DIFFER, blp_test, qini
 from pex.hte.learners import ENSEMBLE, LEARNERS, fit_effects
 from pex.hte.model import MEMO_ENTRIES, EffectModel
-from pex.hte.summary import fit_summary
+from pex.hte.summary import fit_summary, heterogeneity
 
 METRICS = ("sessions", "converted", "unsubscribes")
 ARMS = ("daily", "weekly")
@@ -34,28 +34,46 @@ def spec(sim_dir):
 
 @pytest.fixture(scope="module")
 def fits(spec):
-    """pex auto and each single learner on two scenarios (12k units each), plus fresh test units."""
+    """pex auto on two scenarios (12k units each), fresh test units, and the effect models of auto and of each single
+    learner. ``auto`` fits every learner already: each single learner's model is taken from it, the same models as a
+    fit of that learner alone (:func:`test_a_learners_model_from_auto_is_that_learner_fitted_alone`)."""
     out = {}
     for scenario in ("notification_cadence", "constant"):
         ds = validate(simulate(12_000, scenario=scenario, seed=21).data, spec)
         test = simulate(10_000, scenario=scenario, seed=22)
-        out[scenario] = (ds, test, {lr: fit_effects(ds, learner=lr, seed=1) for lr in ("auto", *LEARNERS)})
+        auto = fit_effects(ds, learner="auto", seed=1)
+        out[scenario] = (ds, test, auto, {"auto": auto.model, **{lr: auto.learner_model(lr) for lr in LEARNERS}})
     return out
+
+
+def test_a_learners_model_from_auto_is_that_learner_fitted_alone(spec):
+    ds = validate(simulate(2000, scenario="notification_cadence", seed=3).data, spec)
+    test = simulate(500, scenario="notification_cadence", seed=4).data
+    auto = fit_effects(ds, learner="auto", seed=1)
+    for lr in LEARNERS:
+        alone = fit_effects(ds, learner=lr, seed=1).model
+        assert auto.learner_model(lr).learners == alone.learners == dict.fromkeys(alone.metrics, lr)
+        pd.testing.assert_frame_equal(auto.learner_model(lr).predict_frame(test), alone.predict_frame(test))
+    ensemble = auto.learner_model(ENSEMBLE).predict_frame(test)
+    mean = sum(auto.learner_model(lr).predict_frame(test) for lr in LEARNERS) / len(LEARNERS)
+    pd.testing.assert_frame_equal(ensemble, mean)
+    with pytest.raises(PexError, match="was not fitted"):
+        fit_effects(ds, learner="t", seed=1).learner_model("x")
 
 
 @pytest.mark.parametrize("scenario", ["notification_cadence", "constant"])
 def test_auto_is_as_accurate_as_the_best_single_learner(fits, scenario):
-    _, test, by_learner = fits[scenario]
-    effects = {lr: f.model.predict_frame(test.data) for lr, f in by_learner.items()}
+    _, test, _, models = fits[scenario]
+    effects = {lr: m.predict_frame(test.data) for lr, m in models.items()}
     for metric in METRICS:
-        pehe = {lr: _pehe(f.model, test, metric, effects[lr]) for lr, f in by_learner.items()}
+        pehe = {lr: _pehe(m, test, metric, effects[lr]) for lr, m in models.items()}
         best_single = min(pehe[lr] for lr in LEARNERS)
         assert pehe["auto"] <= 1.05 * best_single, (metric, pehe)
 
 
 def test_effects_recover_the_true_heterogeneity(fits):
-    _, test, by_learner = fits["notification_cadence"]
-    model = by_learner["auto"].model
+    _, test, auto, _ = fits["notification_cadence"]
+    model = auto.model
     eff = model.predict_frame(test.data)
     truth = test.truth.cate("sessions", "daily")
     # new users gain far more sessions from daily digests: the model must see that
@@ -67,8 +85,8 @@ def test_effects_recover_the_true_heterogeneity(fits):
 
 
 def test_leaderboard_scores_every_learner_and_marks_one(fits):
-    _, _, by_learner = fits["notification_cadence"]
-    board = by_learner["auto"].leaderboard()
+    _, _, auto, _ = fits["notification_cadence"]
+    board = auto.leaderboard()
     assert set(board["learner"]) == {*LEARNERS, ENSEMBLE}
     for _metric, rows in board.groupby("metric"):
         assert rows["selected"].sum() == 1
@@ -92,23 +110,33 @@ def test_out_of_fold_predictions_do_not_use_the_unit(spec):
 
 
 def test_heterogeneity_verdicts_on_the_demo_scenario(fits):
-    _ds, _, by_learner = fits["notification_cadence"]
-    summary = fit_summary(by_learner["auto"])
+    _ds, _, auto, _ = fits["notification_cadence"]
+    summary = fit_summary(auto)
     verdicts = {(h["metric"], h["arm"]): h for h in summary["heterogeneity"]}
     assert verdicts[("sessions", "daily")]["verdict"] == DIFFER
     assert verdicts[("sessions", "daily")]["qini_area"] > 0
     assert json.dumps(summary)  # plain JSON
 
 
+def _claims_heterogeneity(spec, seed: int) -> bool:
+    """Whether pex claims heterogeneity on an experiment of 3,000 units whose true effects are constant."""
+    ds = validate(simulate(3000, scenario="constant", seed=100 + seed, n_noise=4).data, spec)
+    return any(t.verdict == DIFFER for t in heterogeneity(fit_effects(ds, seed=seed)))
+
+
 def test_constant_effects_give_no_evidence_of_heterogeneity_in_most_seeds(spec):
-    """pex must not claim heterogeneity that is not there (constant true effects)."""
-    seeds = range(20)
-    claimed = 0
-    for seed in seeds:
-        ds = validate(simulate(3000, scenario="constant", seed=100 + seed, n_noise=4).data, spec)
-        summary = fit_summary(fit_effects(ds, seed=seed))
-        claimed += any(h["verdict"] == DIFFER for h in summary["heterogeneity"])
-    assert claimed / len(seeds) <= 0.10, f"claimed heterogeneity in {claimed} of {len(seeds)} seeds"
+    """pex must not claim heterogeneity that is not there (constant true effects): the first 6 seeds of the
+    sweep below, at most one claim (if each seed claimed with the Holm family's 5%, a second claim would come
+    3% of the time; at 20% it would be missed two times in three, hence the full sweep in the slow suite)."""
+    claimed = [seed for seed in range(6) if _claims_heterogeneity(spec, seed)]
+    assert len(claimed) <= 1, f"claimed heterogeneity in seeds {claimed} of 6"
+
+
+@pytest.mark.slow
+def test_constant_effects_give_no_evidence_of_heterogeneity_in_90_percent_of_20_seeds(spec):
+    """The same claim over 20 seeds: at most 10% of them claim heterogeneity."""
+    claimed = [seed for seed in range(20) if _claims_heterogeneity(spec, seed)]
+    assert len(claimed) / 20 <= 0.10, f"claimed heterogeneity in seeds {claimed} of 20"
 
 
 def test_blp_and_qini_against_known_cases():
@@ -127,8 +155,8 @@ def test_blp_and_qini_against_known_cases():
 
 
 def test_segments_are_rules_with_honest_estimates(fits):
-    _, _, by_learner = fits["notification_cadence"]
-    segs = fit_summary(by_learner["auto"])["segments"]
+    _, _, auto, _ = fits["notification_cadence"]
+    segs = fit_summary(auto)["segments"]
     assert 2 <= len(segs) <= 8
     assert sum(s["share"] for s in segs) == pytest.approx(1.0)
     assert all(s["share"] >= 0.04 for s in segs)
@@ -142,9 +170,9 @@ def test_segments_are_rules_with_honest_estimates(fits):
 
 
 def test_stored_model_reproduces_predictions_exactly(fits, tmp_path):
-    _ds, test, by_learner = fits["notification_cadence"]
+    _ds, test, _, models = fits["notification_cadence"]
     for learner in ("auto", "x", "dr"):
-        model = by_learner[learner].model
+        model = models[learner]
         files = model.to_files()
         for rel, text in files.items():
             (tmp_path / learner / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -157,8 +185,8 @@ def test_stored_model_reproduces_predictions_exactly(fits, tmp_path):
 
 
 def test_effects_of_a_matrix_are_memoized_by_content(fits, monkeypatch):
-    _, test, by_learner = fits["notification_cadence"]
-    model = by_learner["auto"].model
+    _, test, auto, _ = fits["notification_cadence"]
+    model = auto.model
     X = model.encoder.transform(test.data.iloc[:3000], strict=False)
     fresh = EffectModel._effect(model, X)
     calls = []
@@ -188,19 +216,19 @@ def test_effects_of_a_matrix_are_memoized_by_content(fits, monkeypatch):
 
 
 def test_unseen_categories_and_missing_values_are_fine(fits):
-    _, test, by_learner = fits["notification_cadence"]
+    _, test, auto, _ = fits["notification_cadence"]
     data = test.data.iloc[:50].copy()
     data["country"] = "ZZ"  # never seen
     data["platform"] = None
     data["age"] = np.nan
-    out = by_learner["auto"].model.predict_frame(data, unit="user_id")
+    out = auto.model.predict_frame(data, unit="user_id")
     assert out.notna().all().all() and len(out) == 50
 
 
 def test_missing_feature_column_is_a_clear_error(fits):
-    _, test, by_learner = fits["notification_cadence"]
+    _, test, auto, _ = fits["notification_cadence"]
     with pytest.raises(DataError, match="feature column 'tenure_days' missing from the data"):
-        by_learner["auto"].model.predict_frame(test.data.drop(columns="tenure_days"))
+        auto.model.predict_frame(test.data.drop(columns="tenure_days"))
 
 
 def test_bad_arguments(spec):
@@ -222,9 +250,9 @@ def test_estimator_wrapper_follows_scikit_learn(spec, fits):
     assert (est.learner, est.folds, est.seed) == ("s", 2, 1) and not hasattr(est, "model_")
     with pytest.raises(NotFittedError, match="not fitted"):
         est.predict(pd.DataFrame())
-    ds, test, by_learner = fits["notification_cadence"]
+    ds, test, _, models = fits["notification_cadence"]
     assert est.fit(ds) is est
-    pd.testing.assert_frame_equal(est.predict(test.data), by_learner["s"].model.predict_frame(test.data))
+    pd.testing.assert_frame_equal(est.predict(test.data), models["s"].predict_frame(test.data))
     assert set(est.leaderboard_["learner"]) == {"s"}
 
 
