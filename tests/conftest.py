@@ -14,6 +14,20 @@ from pex.experiment.simulate import SimulatedExperiment, simulate
 
 N_UNITS = 20_000
 
+# `make test` runs the suite on two xdist workers with `--dist loadgroup`. A session fixture is built once per worker,
+# so every test that needs one of these (directly or through another fixture) is sent to the same worker: building
+# it on both would cost more than the split saves (a whole 20k-unit pipeline run). The cheap session fixtures
+# (small_run, ingested_template, sim) are simply built on each worker.
+EXPENSIVE_FIXTURE_GROUPS = {"pipeline_run": "pipeline"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, group in EXPENSIVE_FIXTURE_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def sim() -> SimulatedExperiment:
