@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # --durations=25: every run shows where its time went. Two xdist workers (TEST_WORKERS=0: one process); loadgroup
-# keeps the tests of an expensive session fixture on one worker (tests/conftest.py, EXPENSIVE_FIXTURE_GROUPS).
+# keeps the modules using pipeline_run on one worker (tests/conftest.py, PIPELINE_MODULES).
 TEST_WORKERS ?= 2
 test: lint $(VENV)/.chromium
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_FLAGS)
