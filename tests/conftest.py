@@ -79,6 +79,16 @@ def home(tmp_path) -> Path:
     return tmp_path / "ws"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hypothesis_storage(tmp_path_factory):
+    """Hypothesis (under schemathesis) caches to ./.hypothesis by default: tests write under the temporary folder only."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
+
+
 @pytest.fixture(autouse=True)
 def _no_ambient_database(monkeypatch):
     """Tests choose their database explicitly; a developer's PEX_* settings must not leak in."""
