@@ -32,9 +32,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# --durations=25: every run shows where its time went
+# --durations=25: every run shows where its time went. Two xdist workers (TEST_WORKERS=0: one process); loadgroup
+# keeps the modules using pipeline_run on one worker (tests/conftest.py, PIPELINE_MODULES).
+TEST_WORKERS ?= 2
 test: lint $(VENV)/.chromium
-	$(VENV)/bin/pytest --durations=25 $(PYTEST_FLAGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_FLAGS)
 
 # the sweeps run longer than the suite's per-test timeout of 5 minutes (pyproject.toml)
 test-slow: $(STAMP)

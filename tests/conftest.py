@@ -14,6 +14,42 @@ from pex.experiment.simulate import SimulatedExperiment, simulate
 
 N_UNITS = 20_000
 
+# `make test` runs the suite on two xdist workers with `--dist loadgroup`. A session fixture is built once per worker,
+# so the modules using pipeline_run (a whole 20k-unit pipeline run) all go to one worker: building it on both would
+# cost more than the split saves. The cheap session fixtures (small_run, ingested_template, sim) are built on each.
+# The group is named by module, not by an xdist_group mark: xdist 3.8 cannot set the grouped node ids on pytest 9.2
+# (marked tests are spread like any other), and the scheduler, in the controlling process, sees node ids only.
+PIPELINE_MODULES = (
+    "tests/report/test_report.py",
+    "tests/report/test_report_browser.py",
+    "tests/search/test_tuning.py",
+    "tests/services/test_crossfit.py",
+    "tests/services/test_pipeline.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """loadgroup's scheduler with the modules of :data:`PIPELINE_MODULES` as one group (every other test alone)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PipelineGroupScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "pipeline" if nodeid.split("::", 1)[0] in PIPELINE_MODULES else super()._split_scope(nodeid)
+
+    return PipelineGroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test needing pipeline_run outside :data:`PIPELINE_MODULES` would build it on a second worker: refuse."""
+    root = Path(str(config.rootpath))
+    for item in items:
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        if "pipeline_run" in getattr(item, "fixturenames", ()) and module not in PIPELINE_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses pipeline_run: add {module} to PIPELINE_MODULES in tests/conftest.py")
+
 
 @pytest.fixture(scope="session")
 def sim() -> SimulatedExperiment:
@@ -41,6 +77,16 @@ def exp_dir(tmp_path, sim_dir) -> Path:
 def home(tmp_path) -> Path:
     """An empty workspace directory (not created yet)."""
     return tmp_path / "ws"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hypothesis_storage(tmp_path_factory):
+    """Hypothesis (under schemathesis) caches to ./.hypothesis by default: tests write under the temporary folder only."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
+    yield
+    set_hypothesis_home_dir(None)
 
 
 @pytest.fixture(autouse=True)

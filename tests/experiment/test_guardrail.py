@@ -157,7 +157,7 @@ REPLICATIONS = 200
 
 
 @pytest.mark.slow
-def test_policy_harm_bounds_cover_the_true_harm():
+def test_policy_harm_bounds_cover_the_true_harm(tmp_path):
     """Over 200 simulated experiments (segment_harm, 4,000 units, cross-fitted reward models), the doubly-robust
     harm of a fixed tree policy with 5% exploration and of treating everyone: the one-sided 95% upper bound
     covers the true harm at least 93% of the time, and so does the two-sided 95% interval."""
@@ -190,7 +190,7 @@ def test_policy_harm_bounds_cover_the_true_harm():
         q = cross_fit_rewards(X, action, y, 2, binary=True, categorical=encoder.categorical_indices, seed=r)
         control_dist = np.column_stack([np.ones(len(frame)), np.zeros(len(frame))])
         base = dr.estimate(y, action, pscore, control_dist, q)
-        rule = rules_for(_spec(sim), {"complaints": base.value})["complaints"]
+        rule = rules_for(_spec(sim, tmp_path / f"rep{r}"), {"complaints": base.value})["complaints"]
         for policy in (tree, everyone):
             est = dr.estimate(y, action, pscore, policy.action_probabilities(frame), q)
             harm = rule.assess(est.contributions - base.contributions, base.contributions)
@@ -203,13 +203,10 @@ def test_policy_harm_bounds_cover_the_true_harm():
         assert 0.93 <= both <= 0.985, (name, report)
 
 
-def _spec(sim):
-    """A spec object for the simulated experiment (through the real TOML loader)."""
-    import tempfile
-
+def _spec(sim, folder):
+    """A spec object for the simulated experiment (through the real TOML loader), written into ``folder``."""
     from pex.experiment.spec import load_spec
 
-    folder = tempfile.mkdtemp()
     return load_spec(sim.write(folder, name="seg"))
 
 
