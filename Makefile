@@ -43,7 +43,7 @@ test-slow: $(STAMP)
 	$(VENV)/bin/pytest -m slow --timeout=1800 $(PYTEST_FLAGS)
 
 # Starts a throwaway PostgreSQL server (Debian's postgresql) on a unix socket and
-# loopback port 55432, runs the store tests against it, and stops it again.
+# free loopback port, runs the store tests against it, and stops it again.
 test-postgres: $(STAMP)
 	bash scripts/with-postgres.sh $(VENV)/bin/pytest -m postgres $(PYTEST_FLAGS)
 
