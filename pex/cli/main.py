@@ -424,15 +424,19 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
 @click.option("--budget", type=click.FloatRange(min=0.0, max=1.0), default=None,
               help="Largest share of units a policy may give a non-control arm.")
 @click.option("--certification", type=click.Choice(CERTIFICATIONS), default=CERTIFICATIONS[0], show_default=True,
-              help="How the held-out test covers every candidate at once: gated (the safest alone at the full level, "
-                   "then step-down over the rest), fixed-sequence (safest first, stop at the first failure) or step-down "
+              help="How the held-out test covers every candidate at once: graphical (the safest planned first with half "
+                   "the error, the rest together with the other half, a pass handing its share on), gated (the safest "
+                   "alone, the rest only once it passed), fixed-sequence (stop at the first failure) or step-down "
                    "(max-t over all candidates together).")
+@click.option("--accept-srm", "accept_srm", default=None, metavar="REASON",
+              help="Certify although the sample-ratio check failed, recording REASON (why the mismatch cannot bias the "
+                   "comparison); without it a failed check keeps control.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context
 def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, crossfit: bool, holdout: float | None,
-                trials: int, ax_seconds: float, dense: int, budget: float | None, certification: str, quiet: bool,
-                as_json: bool) -> None:
+                trials: int, ax_seconds: float, dense: int, budget: float | None, certification: str,
+                accept_srm: str | None, quiet: bool, as_json: bool) -> None:
     """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
     from pex.services.policies import BuildOptions
     from pex.services.run import RunOptions, run
@@ -442,7 +446,7 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
                                "unit; add --no-crossfit to fit once with that share")
     options = RunOptions(learner=learner, seed=seed, holdout=HOLDOUT if holdout is None else holdout, trials=trials,
                          ax_seconds=ax_seconds, dense=dense, use_ax=trials > 0, certification=certification,
-                         crossfit=crossfit, build=BuildOptions(budget=budget))
+                         crossfit=crossfit, accept_srm=accept_srm, build=BuildOptions(budget=budget))
     quiet = quiet or as_json
     result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
                  progress=None if quiet else _Progress())

@@ -6,27 +6,31 @@ bound, not its point estimate (:mod:`pex.experiment.guardrail`). The rule:
 1. **Candidates** are every policy but uniform random (a baseline) and
    all-control (the fallback, which harms nothing by definition), and among
    distilled trees only the depth the distillation chose.
-2. **Screen on the building units.** A candidate whose guardrail harm,
-   measured on the fit's training units with out-of-fold doubly-robust
-   pseudo-outcomes, could not pass on the held-out units even if that
-   estimate were exact (its certifiable bound is over the limit) is dropped
-   before the held-out units are looked at. The screen uses no held-out unit,
-   so it costs the held-out test nothing.
-3. **Certify on the held-out units.** The candidates left are ordered on the
-   building units alone, safest first (the most room between their
-   building-units bound and the limit), those whose building-units screen is
-   unbiased first (the value policy and its ladder, which choose arms by
-   out-of-fold predictions with no search over the pseudo-outcomes the screen
-   measures them with; searched trees look safer there than they are). By default (``gated``) the safest is
-   tested alone at the full one-sided 95% level; only if it passes are the
-   others tested, all together, by step-down max-t (each guardrail's bound at
-   a level raised so that it holds for all of them at once, lowered for the
-   rest as candidates pass; :func:`pex.evaluation.estimators.step_down_upper`). This is serial
-   gatekeeping: the chance that any certified policy truly breaks a guardrail
-   stays within 5%. ``fixed-sequence`` instead tests them one at a time, each
-   at the full level, stopping at the first that does not pass; ``step-down``
-   tests all of them together from the start. A candidate is **certified**
-   when every guardrail passes.
+2. **Screen on the building units.** With a single hold-out, a candidate
+   whose guardrail harm, measured on the fit's training units with
+   out-of-fold doubly-robust pseudo-outcomes, could not pass on the held-out
+   units even if that estimate were exact (its certifiable bound is over the
+   limit) is dropped before the held-out units are looked at; the screen uses
+   no held-out unit, so it costs the test nothing. Under cross-fitting (the
+   default) there are no such units: a half-policy's training half is the
+   other half's test data, so a screen there would pick the family and its
+   order by the very noise the test then measures. It is shown, but drops
+   nothing.
+3. **Certify on the held-out units.** The candidates are ordered before the
+   test: those whose building-units screen is unbiased first (the value
+   policy and its ladder, which choose arms by out-of-fold predictions with
+   no search over the pseudo-outcomes the screen measures them with), then,
+   with a single hold-out, the safest on the building units; cross-fitted,
+   by recipe alone (the ladder's safest planned step first). By default
+   (``graphical``) the first gets half of the one-sided 5% and the others the
+   other half, tested together by step-down max-t; a pass hands its share on
+   (:mod:`pex.evaluation.multiple_testing`), so a first candidate that
+   narrowly misses no longer stops every other test, and the chance that any
+   certified policy truly breaks a guardrail stays within 5%. ``gated``
+   (the first alone at the full level, the rest only once it passed),
+   ``fixed-sequence`` and ``step-down`` are the alternatives. A candidate is
+   **certified** when every guardrail passes. A failed sample-ratio check
+   blocks certification unless the owner records why it is harmless.
 4. The **best** certified policy (control included) has the largest primary
    value (goal-signed doubly-robust value of the primary metric; with several
    primary metrics, the owner's objective). Among certified policies not
@@ -39,10 +43,12 @@ bound, not its point estimate (:mod:`pex.experiment.guardrail`). The rule:
 5. A personalized policy must beat the best certified single arm (control
    included) by its lower bound; a single arm other than control must beat
    control by its lower bound. Otherwise the simpler option is recommended.
-6. When control is recommended although a candidate did better on the
-   held-out units but could not be certified ("cannot certify"), it says so
-   plainly: the best such candidate, its harm and standard error, and roughly
-   how many units would certify it.
+6. When control is kept, the reasons say why in codes and numbers: which
+   candidate was tested first and by how much its bound missed, which were
+   certified but not significantly better, which were screened out or never
+   tested, and, for the gatekeeper and the best candidate whose estimate is
+   inside its limit, how many units would certify it at 80% power if the
+   harm is as estimated.
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ import numpy as np
 
 from pex.evaluation import estimators as ope
 from pex.evaluation.comparison import EvaluationData, action_distribution, harm_estimates
+from pex.evaluation.multiple_testing import Claim, Tested, certify
 from pex.evaluation.procedures import CERTIFICATION, CERTIFICATIONS, PROCEDURE, certified_text
-from pex.experiment.guardrail import ALPHA, Harm, tail_level
+from pex.experiment.guardrail import ALPHA, POWER, Harm, tail_level
 from pex.experiment.spec import ExperimentSpec
 from pex.policy.base import Policy
 from pex.policy.constant import constant_policy
@@ -87,9 +94,16 @@ NO_LIFT_OVER_BEST_ARM = "no_lift_over_best_arm"  # a personalized policy that do
 BEATS_BEST_ARM = "beats_best_arm"  # a personalized policy that beats the best arm by its bound
 ARM_NO_LIFT_OVER_CONTROL = "arm_no_lift_over_control"  # one arm for everyone that does not beat control by its bound
 SCREENED_OUT = "screened_out"  # dropped on the building units before the held-out test
-CANNOT_CERTIFY = "cannot_certify"  # the best uncertified candidate: its harm and the units that would certify it
+CANNOT_CERTIFY = "cannot_certify"  # a tested candidate not certified: its harms, the miss and the units that would certify it
+CERTIFIED_NOT_BETTER = "certified_not_better"  # certified candidates that did not beat control by their lower bound
+NOT_TESTED = "not_tested"  # candidates the procedure never tested (it stopped at a failure)
+SRM_FAILED = "srm_failed"  # the sample-ratio check failed: nothing is certified
+SRM_ACCEPTED = "srm_accepted"  # the sample-ratio check failed, and the owner recorded why certifying anyway is sound
 REASON_CODES = (CONSTANT_EQUIVALENT, SIMPLER_NOT_WORSE, ARM_NOT_CERTIFIED, NO_LIFT_OVER_BEST_ARM, BEATS_BEST_ARM,
-                ARM_NO_LIFT_OVER_CONTROL, SCREENED_OUT, CANNOT_CERTIFY)
+                ARM_NO_LIFT_OVER_CONTROL, SCREENED_OUT, CANNOT_CERTIFY, CERTIFIED_NOT_BETTER, NOT_TESTED, SRM_FAILED,
+                SRM_ACCEPTED)
+# the role a "cannot certify" candidate plays in the explanation
+ROLES = ("gatekeeper", "best_inside", "best")
 
 
 @dataclass(frozen=True)
@@ -132,16 +146,41 @@ def reason_text(code: str, p: dict[str, Any]) -> str:
         return (f"{p['policy']} was dropped before the held-out test: on the building units its {', '.join(p['failing'])} "
                 "harm could not be certified even if the estimate were exact")
     if code == CANNOT_CERTIFY:
-        return _cannot_certify_text(p["policy"], [Harm.from_dict(h) for h in p["harms"].values()], p["holdout_share"],
-                                    p["gain"], p["label"], p["personalized"])
+        return _cannot_certify_text(p)
+    if code == CERTIFIED_NOT_BETTER:
+        each = "; ".join(f"{q['policy']} {q['gain']:+.4g} (bounds {q['low']:+.4g} to {q['high']:+.4g})" for q in p["policies"])
+        return (f"certified to keep the guardrails but not significantly better than {p['control']!r} on {p['label']} "
+                f"(estimated lift per unit, simultaneous bounds): {each}")
+    if code == NOT_TESTED:
+        return (f"not tested, so neither certified nor rejected: {', '.join(p['policies'])} (the {p['method']} procedure "
+                f"stops once {p['stopped_at']} is not certified)")
+    if code == SRM_FAILED:
+        counts = ", ".join(f"{a} {n:,}" for a, n in p["counts"].items())
+        shares = ", ".join(f"{a} {x:.1%}" for a, x in p["expected_shares"].items())
+        return (f"the sample-ratio check failed (p = {p['p_value']:.2g}; arm counts {counts} against expected shares "
+                f"{shares}), so the randomization cannot be trusted and nothing was certified: find why units went "
+                "missing or were misassigned, or, if the mismatch is known to be harmless, run again with "
+                "--accept-srm REASON")
+    if code == SRM_ACCEPTED:
+        return (f"the sample-ratio check failed (p = {p['p_value']:.2g}), but certification went ahead because the "
+                f"owner recorded: {p['reason']!r}")
     raise ValueError(f"unknown reason code {code!r}")
 
 
 def headline_text(verdict: str, cannot_certify: bool, p: dict[str, Any]) -> str:
     """The recommendation's one-line verdict in words, from its code (``verdict``) and parameters."""
+    if verdict == "keep_control" and p.get("srm_failed"):
+        return (f"Keep {p['control']!r} for everyone: the sample-ratio check failed, so no policy can be certified on "
+                "this data.")
+    if verdict == "keep_control" and cannot_certify and p.get("certified_not_better"):
+        return (f"Keep {p['control']!r} for everyone: what did better on {p['label']} could not be certified to keep "
+                "the guardrails, and the certified alternatives did not do significantly better.")
     if verdict == "keep_control" and cannot_certify:
         return (f"Keep {p['control']!r} for everyone: what did better on {p['label']} could not be certified to keep "
                 "the guardrails on units it was not chosen on.")
+    if verdict == "keep_control" and p.get("certified_not_better"):
+        return (f"Keep {p['control']!r} for everyone: certified alternatives kept the guardrails but did not do "
+                f"significantly better on {p['label']}.")
     if verdict == "keep_control":
         return f"Keep {p['control']!r} for everyone: no certified arm or personalized policy did better on {p['label']}."
     if verdict == "ship_arm":
@@ -174,15 +213,17 @@ class Recommendation:
 
 def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, spec: ExperimentSpec,
               coefficients: dict[str, float], screen: dict[str, dict[str, Screen]] | None = None,
-              holdout_share: float | None = None, certification: str = CERTIFICATION) -> Recommendation:
+              holdout_share: float | None = None, certification: str = CERTIFICATION, srm: dict | None = None,
+              accept_srm: str | None = None) -> Recommendation:
     """Apply the module's rule to policies valued by :func:`pex.evaluation.comparison.compare` (``rows``, same order).
 
     ``screen`` maps a policy name to its guardrails' building-unit check (``{metric: Screen}``, each held to its
-    guardrail rule's limit); a name without an entry is not screened out. ``holdout_share`` turns held-out unit counts into
-    experiment sizes in the "cannot certify" message. ``certification`` is the multiple-testing procedure
-    of step 3: ``fixed-sequence`` (safest first, stop at the first failure), ``step-down`` (max-t over every
-    candidate and guardrail at once, :func:`pex.evaluation.estimators.step_down_upper`) or ``gated`` (the safest candidate alone
-    at the full level, then, if it passed, step-down over the rest).
+    guardrail rule's limit); a name without an entry is not screened out. Under cross-fitting the screen drops nothing
+    and orders nothing (its units are other candidates' test units), see step 2. ``holdout_share`` turns held-out unit
+    counts into experiment sizes in the explanations. ``certification`` is the multiple-testing procedure of step 3
+    (:mod:`pex.evaluation.multiple_testing`). ``srm`` is the sample-ratio check
+    (:meth:`pex.experiment.effects.SRMResult.to_dict`): when it failed, nothing is certified unless ``accept_srm``
+    records why the mismatch is harmless.
     """
     if certification not in CERTIFICATIONS:
         raise ValueError(f"certification must be one of {', '.join(CERTIFICATIONS)}, got {certification!r}")
@@ -219,25 +260,25 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
             reasons.append(Reason(CONSTANT_EQUIVALENT, {"policy": p.name, "arm": same}))
             continue
         candidates.append(p)
-    screened_out = [p for p in candidates if not all(c.passed for c in screen.get(p.name, {}).values())]
-    # the order of the held-out tests is fixed on the building units alone: safest first (the largest room
-    # between the building-units bound and the limit), so a test is rarely spent on a long shot early. Candidates
-    # whose screen is unbiased come first: a tree whose leaf arms were searched on the very pseudo-outcomes it is
-    # screened with looks safer there than it is (in a notification_cadence run: building-units harm -14.5%,
-    # held-out -2.4% +- 5.2%), and a gatekeeper that fails on that optimism stops every other test
-    family = sorted((p for p in candidates if p not in screened_out),
-                    key=lambda p: (not p.lineage.get("unsearched", False), -_room(screen.get(p.name, {}))))
-    if certification == "fixed-sequence":
-        judged, certified = _fixed_sequence(family, by_name)
-    elif certification == "step-down":
-        judged, certified = _step_down(family, by_name, data, spec)
-    else:  # serial gatekeeping: the rest is tested only once the safest passed, so each stage has the whole level
-        judged, certified = _fixed_sequence(family[:1], by_name)
-        if certified:
-            rest_judged, rest_certified = _step_down(family[1:], by_name, data, spec)
-            judged.update(rest_judged)
-            certified += rest_certified
-    untested = [p for p in family if p.name not in judged]
+    # a single hold-out's screen measures harm on the fit's training units, which the test never sees: dropping a
+    # candidate there costs the test nothing. Under cross-fitting every unit is some half's test unit (a half-policy's
+    # training half is the other half's test data), so a screen there would choose the test's family and order by
+    # the very noise the test then measures: it is shown, but drops and orders nothing
+    screened_out = [] if crossfitted else [p for p in candidates if not all(c.passed for c in screen.get(p.name, {}).values())]
+    family = sorted((p for p in candidates if p not in screened_out), key=lambda p: _order(p, screen, crossfitted))
+    blocked = srm is not None and not srm.get("ok", True) and not accept_srm
+    if blocked:
+        tested = Tested(untested=[p.name for p in family])
+        reasons.append(Reason(SRM_FAILED, {"p_value": float(srm["p_value"]), "counts": srm["counts"],
+                                           "expected_shares": srm["expected_shares"]}))
+    else:
+        if srm is not None and not srm.get("ok", True):
+            reasons.append(Reason(SRM_ACCEPTED, {"p_value": float(srm["p_value"]), "reason": accept_srm}))
+        tested = _certify(certification, family, data, spec)
+    judged = {name: {m: Harm.from_dict(g).at(alpha) for m, g in by_name[name][1].get("guardrails", {}).items()}
+              for name, alpha in tested.alphas.items()}
+    certified = [p for p in family if p.name in tested.certified]
+    untested = [p for p in family if p.name in tested.untested]
     estimates = {p.name: contributions(p) for p in [control, *candidates]}
     score = {name: sign * e.value for name, e in estimates.items()}
 
@@ -301,32 +342,62 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
     for p in screened_out:
         failing = [m for m, c in screen[p.name].items() if not c.passed]
         reasons.append(Reason(SCREENED_OUT, {"policy": p.name, "failing": failing}))
+    if untested and not blocked:
+        reasons.append(Reason(NOT_TESTED, {"policies": [p.name for p in untested], "stopped_at": tested.first
+                                           if certification != "fixed-sequence" else next(
+                                               (p.name for p in family if p.name in judged and p not in certified), None),
+                                           "method": certification}))
 
-    # "cannot certify": control is recommended although a candidate looked better on the held-out units, because
-    # it could not be shown to keep the guardrails (not because it was simply no better)
-    uncertified = [p for p in candidates if p not in certified and score[p.name] > score[control.name]]
-    cannot = choice is control and bool(uncertified)
+    # why control, when it is kept: what was certified but not significantly better, and what did better but could
+    # not be certified (tested and failed; never a candidate that was screened out or not tested)
+    keep = choice is control
+    better_certified = [p for p in certified if p is not choice and score[p.name] > score[control.name]]
+    if keep and better_certified:
+        reasons.append(Reason(CERTIFIED_NOT_BETTER, {
+            "label": label, "control": spec.control,
+            "policies": [{"policy": p.name, "gain": g, "low": lo, "high": hi}
+                         for p in better_certified for g, lo, hi in [map(float, lift(p, control))]]}))
+    failed = [p for p in family if p.name in judged and p not in certified]
+    cannot = keep and any(score[p.name] > score[control.name] for p in failed)
+    explained: list[Reason] = []
+
+    def cannot_reason(p: Policy, role: str) -> Reason:
+        return Reason(CANNOT_CERTIFY, {"policy": p.name, "role": role, "gain": float(score[p.name] - score[control.name]),
+                                       "label": label, "holdout_share": holdout_share, "power": POWER,
+                                       "personalized": p.single_arm is None,
+                                       "harms": {m: h.to_dict() for m, h in judged[p.name].items()},
+                                       "rest": len(family) - 1, "rest_level": None if tested.rest_alpha is None
+                                       else 1.0 - tested.rest_alpha, "method": certification})
+
+    gate = next((p for p in failed if p.name == tested.first), None)
+    if gate is not None and tested.first_alpha is not None and judged[gate.name]:
+        explained.append(cannot_reason(gate, "gatekeeper"))
     if cannot:
-        def cannot_reason(p: Policy, personalized: bool) -> Reason:
-            rails = judged.get(p.name) or {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
-            return Reason(CANNOT_CERTIFY, {"policy": p.name, "gain": float(score[p.name] - score[control.name]), "label": label,
-                                           "holdout_share": holdout_share, "personalized": personalized,
-                                           "harms": {m: h.to_dict() for m, h in rails.items()}})
-
-        closest = max(uncertified, key=lambda p: score[p.name])
-        personal = [p for p in uncertified if p.single_arm is None]
-        if closest.single_arm is not None and personal:  # also the personalized option that did best: often the nearer miss
-            reasons.insert(0, cannot_reason(max(personal, key=lambda p: score[p.name]), True))
-        reasons.insert(0, cannot_reason(closest, False))
+        better = [p for p in failed if score[p.name] > score[control.name] and p is not gate]
+        inside = [p for p in better if all(h.estimate <= h.limit for h in judged[p.name].values())]
+        if inside:  # the nearest miss: more units could certify it if its harm is as estimated
+            explained.append(cannot_reason(max(inside, key=lambda p: score[p.name]), "best_inside"))
+        closest = max(better, key=lambda p: score[p.name], default=None)
+        if closest is not None and all(r.params["policy"] != closest.name for r in explained):
+            explained.append(cannot_reason(closest, "best"))
+    reasons[:0] = explained
     if choice.single_arm is not None:
         verdict = "keep_control" if choice is control else "ship_arm"
     else:
         verdict = "personalize"
     headline = headline_text(verdict, cannot, {"control": spec.control, "label": label, "arm": choice.default_arm,
-                                               "policy": choice.name, "description": choice.description})
+                                               "policy": choice.name, "description": choice.description,
+                                               "certified_not_better": len(better_certified) if keep else 0,
+                                               "srm_failed": blocked})
     certification = {
         "method": certification, "level": 1.0 - ALPHA, "family": [p.name for p in family], "k": len(family),
         "order": [p.name for p in family], "tested": list(judged), "untested": [p.name for p in untested],
+        "first": tested.first, "first_level": None if tested.first_alpha is None else 1.0 - tested.first_alpha,
+        "rest_level": None if tested.rest_alpha is None else 1.0 - tested.rest_alpha,
+        "order_basis": ("recipes (the value policy's ladder from the safest planned step; cross-fitting leaves no "
+                        "building-only units to screen on)" if crossfitted else
+                        "the building units' screen (the most room between its bound and the limit first)"),
+        "srm_blocked": blocked, "accept_srm": accept_srm,
         "lift_level": 1.0 - alpha, "lift_method": "max-t over the certified candidates and single arms",
         "screened_out": [p.name for p in screened_out], "certified": [p.name for p in certified],
         "rows": (f"all {data.n:,} units, cross-fitted (each under the half-policy whose fit, reward models included, "
@@ -342,44 +413,25 @@ def recommend(policies: list[Policy], rows: list[dict], data: EvaluationData, sp
                           certification=certification)
 
 
-def _fixed_sequence(family: list[Policy], by_name: dict) -> tuple[dict[str, dict[str, Harm]], list[Policy]]:
-    """Fixed-sequence testing: each candidate at the full level in the given order, stopping at the first that
-    does not pass. Returns the guardrail verdicts of those tested and the certified candidates."""
-    judged: dict[str, dict[str, Harm]] = {}
-    certified: list[Policy] = []
-    for p in family:
-        judged[p.name] = {m: Harm.from_dict(g).at(ALPHA) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
-        if not all(h.passed for h in judged[p.name].values()):
-            break
-        certified.append(p)
-    return judged, certified
-
-
-def _step_down(family: list[Policy], by_name: dict, data: EvaluationData,
-               spec: ExperimentSpec) -> tuple[dict[str, dict[str, Harm]], list[Policy]]:
-    """Step-down max-t over every (candidate, guardrail) harm on the held-out units at once
-    (:func:`pex.evaluation.estimators.step_down_upper`): a candidate is certified when each of its guardrails' claims is made.
-    Each verdict is reported at the level its claim was made at (the last critical value for the others)."""
+def _certify(method: str, family: list[Policy], data: EvaluationData, spec: ExperimentSpec) -> Tested:
+    """The procedure ``method`` on the family's guardrail harms on the held-out units, in the family's order."""
     if not family:
-        return {}, []
+        return Tested()
     rules, harms = harm_estimates(family, data, spec)
-    claims = list(harms)
-    estimates = [harms[c] for c in claims]
-    limits = [rules[m].limit for _name, m in claims]
-    made = ope.step_down_upper(estimates, limits, ALPHA)
-    last = max((z for z in made if z is not None), default=None)
-    final = ope.simultaneous_z([e for e, z in zip(estimates, made) if z is None], ALPHA) if None in made else last
-    judged: dict[str, dict[str, Harm]] = {}
-    certified: list[Policy] = []
-    for p in family:
-        mine = [(m, z) for (name, m), z in zip(claims, made) if name == p.name]
-        ok = all(z is not None for _m, z in mine)
-        level_z = max(z for _m, z in mine) if ok and mine else final
-        alpha = tail_level(level_z) if level_z is not None else ALPHA
-        judged[p.name] = {m: Harm.from_dict(g).at(alpha) for m, g in by_name[p.name][1].get("guardrails", {}).items()}
-        if ok:
-            certified.append(p)
-    return judged, certified
+    claims = [(p.name, [Claim(m, harms[(p.name, m)], rules[m].limit) for m in rules]) for p in family]
+    return certify(method, claims, ALPHA)
+
+
+def _order(policy: Policy, screen: dict[str, dict[str, Screen]], crossfitted: bool) -> tuple:
+    """Where a candidate stands in the test order, fixed before the test. Candidates whose screen is unbiased
+    (the value policy and its ladder choose arms by out-of-fold predictions, with no search over the pseudo-outcomes
+    they are screened with) come first. Then, with a single hold-out, the safest on the building units (the most
+    room between the screen's bound and the limit, so a test is rarely spent on a long shot early); cross-fitted, by
+    recipe alone: the ladder's safest planned step first (the order the policies were built in breaks ties)."""
+    honest = not policy.lineage.get("unsearched", False)
+    if crossfitted:
+        return (honest, -float(policy.lineage.get("planned_power", POWER)))
+    return (honest, -_room(screen.get(policy.name, {})))
 
 
 def _room(screen: dict[str, Screen]) -> float:
@@ -410,19 +462,40 @@ def _fmt(h: Harm, value: float) -> str:
     return f"{value:+.1%}" if h.basis == "relative" else f"{value:+.4g}"
 
 
-def _cannot_certify_text(policy: str, harms: list[Harm], holdout_share: float | None, gain: float, label: str,
-                         personalized: bool = False) -> str:
+def _cannot_certify_text(p: dict[str, Any]) -> str:
+    """A tested candidate that was not certified: estimates phrased as estimates, each failing guardrail's miss, and the
+    units that would certify it at the planned power and the level it was tested at, if the harm is as estimated."""
+    harms = [Harm.from_dict(h) for h in p["harms"].values()]
     parts = []
     for h in harms:
         if h.passed:
             continue
+        pct = h.basis == "relative"
+        se = f"{abs(h.se):.1%}" if pct else f"{h.se:.4g}"
+        miss = h.upper - h.limit
+        text = (f"{h.metric} harm estimated at {_fmt(h, h.estimate)} (standard error {se}); its {h.level:.1%} upper bound "
+                f"{_fmt(h, h.upper)} is {f'{miss * 100:.1f} points' if pct else f'{miss:.4g}'} over the limit {_fmt(h, h.limit)}")
         need = h.units_to_certify()
-        size = (f"about {need:,} held-out units" + (f" (an experiment of about {math.ceil(need / holdout_share):,} units)"
-                                                     if holdout_share else "")) if need else None
-        parts.append(f"{h.metric} harm {_fmt(h, h.estimate)} (standard error {abs(h.se):.1%}" if h.basis == "relative" else
-                     f"{h.metric} harm {_fmt(h, h.estimate)} (standard error {h.se:.4g}")
-        parts[-1] += (f", upper bound {_fmt(h, h.upper)} vs limit {_fmt(h, h.limit)}); "
-                      + (f"certifying it would take {size} if the harm stayed as estimated" if size else
-                         "its estimate itself is at or over the limit, so more units would not certify it"))
-    who = "The best personalized candidate" if personalized else "Nothing that beats control could be certified. The best candidate"
-    return f"{who}, {policy} ({gain:+.4g} on {label} per unit), has " + "; ".join(parts)
+        if need:
+            share = p.get("holdout_share")
+            size = (f"about {need:,} held-out units (an experiment of about {math.ceil(need / share):,})" if share and share < 1
+                    else f"an experiment of about {need:,} units")
+            text += (f"; at {p.get('power', POWER):.0%} power and that level, {size} would certify it if the harm is as "
+                     "estimated")
+        else:
+            text += "; the estimate itself is at or over the limit, so more units would certify it only if the true harm is lower"
+        parts.append(text)
+    if p["role"] == "gatekeeper":
+        rest, level = p.get("rest") or 0, p.get("rest_level")
+        if not rest:
+            after = ""
+        elif level:
+            after = f" The other {rest} candidate{'s were' if rest > 1 else ' was'} then tested at the {level:.1%} level."
+        else:
+            after = f" The {p['method']} procedure then tests none of the other {rest}."
+        who = f"{p['policy']}, tested first (the safest before the test; {p['gain']:+.4g} on {p['label']} per unit), was not certified:"
+        return f"{who} " + "; ".join(parts) + "." + after
+    who = ("The best candidate whose estimates are inside the limits" if p["role"] == "best_inside"
+           else "The best-scoring candidate")
+    kind = "personalized policy" if p.get("personalized") else "arm for everyone"
+    return f"{who}, {p['policy']} ({kind}, {p['gain']:+.4g} on {p['label']} per unit), was not certified: " + "; ".join(parts) + "."

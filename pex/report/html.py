@@ -165,10 +165,11 @@ def _status(p: PolicyRow, s: RunSummary) -> dict:
         return {"label": "certified", "cls": "yes", "key": "certified", "note": _family_bounds(cert, name),
                 "title": f"every guardrail's one-sided upper bound is within its limit (tested {cert.procedure})"}
     if standing == "not tested":
-        title = "not tested: a candidate tested before it did not pass, and the test stops there"
+        title = ("not tested: the sample-ratio check failed, so nothing was certified" if cert.srm_blocked else
+                 "not tested: a candidate tested before it did not pass, and the procedure stops there")
         return {"label": "not tested", "cls": "no", "key": "family", "note": "", "title": title, "why": f"it was {title}"}
     if standing == "not certified":
-        title = f"tested on the held-out units, but some guardrail's upper bound at {fmt_pct(cert.level, signed=False)} is over its limit"
+        title = "tested on the held-out units, but some guardrail's upper bound, at the level it was tested at, is over its limit"
         return {"label": "not certified", "cls": "no", "key": "family", "note": _family_bounds(cert, name), "title": title,
                 "why": f"it was {title} ({_family_bounds(cert, name)})"}
     if standing == "screened out":
@@ -236,13 +237,13 @@ def _verdict_section(s: RunSummary, colors: dict[str, str]) -> dict:
     rails_level = next((c.level for c in cells.values()), cert.level if family else None)
     return {
         "policy": name, "short": _short(name, s.experiment), "kind": rec.kind,
-        "verdict": rec.verdict, "label": label + (" · nothing certified" if rec.cannot_certify else ""), "cls": cls,
+        "verdict": rec.verdict, "label": label + (" · nothing certified" if rec.cannot_certify or cert.srm_blocked else ""), "cls": cls,
         "headline": rec.headline, "reasons": reasons, "primary": primary, "rows": rows, "objective": objective,
         "best_arm": best_arm, "file": entry.file if entry else f"policies/{name}.json",
         "guardrails": rails, "rails_bound": _bound_name(rails_level), "rails_family": bool(family),
         "shares": _arm_share_bar(entry.arm_shares if entry else {}, colors),
         "found": entry is not None, "exploration": entry.exploration if entry else None, "best_note": best_note,
-        "cannot": rec.cannot_certify, "alert": alert,
+        "cannot": bool(alert), "alert": alert,
         "cert": _certification_facts(s, entry, goal),
     }
 

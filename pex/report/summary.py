@@ -14,7 +14,8 @@ Format history: ``pex.summary/1`` had reasons as plain sentences and guardrail c
 (``relative_harm``/``absolute_harm``, ``ci_low``/``ci_high``); ``pex.summary/2`` has each reason as
 ``{code, params, text}`` (:class:`pex.evaluation.recommendation.Reason`), guardrail cells exactly as the
 engine's :class:`pex.experiment.guardrail.Harm` serializes itself, and each average-effect guardrail verdict
-with its rule's ``limit``.
+with its rule's ``limit``; ``pex.summary/3`` adds the certification's first test and levels, its order's basis
+and the sample-ratio gate (:class:`Certification`), and the explanation codes of issue 23.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from pex.experiment.spec import ExperimentSpec
     from pex.policy.base import Policy
 
-SUMMARY_FORMAT = "pex.summary/2"
+SUMMARY_FORMAT = "pex.summary/3"
 FORMATS = (SUMMARY_FORMAT,)
 
 
@@ -323,6 +324,12 @@ class Certification(_Model):
     lift_method: str
     screened_out: list[str]
     certified: list[str]
+    first: str | None  # the candidate tested first on its own (None under step-down)
+    first_level: float | None  # the level the first test was made at
+    rest_level: float | None  # the level the others were first tested at
+    order_basis: str  # what the test order was fixed on, before the test
+    srm_blocked: bool  # a failed sample-ratio check kept every candidate from being tested
+    accept_srm: str | None  # the owner's recorded reason to certify despite a failed sample-ratio check
     rows: str
     text: str
     procedure: str
@@ -349,9 +356,12 @@ class RecommendationView(_Model):
     def alert_and_reasons(self) -> tuple[str, list[str]]:
         """What every view shows: when nothing could be certified, the reason that says so (the engine's first
         ``cannot_certify`` reason) as an alert to show first and plainly, else ""; the other reasons' sentences."""
-        from pex.evaluation.recommendation import CANNOT_CERTIFY
+        from pex.evaluation.recommendation import CANNOT_CERTIFY, SRM_FAILED
 
-        first = next((r for r in self.reasons if r.code == CANNOT_CERTIFY), None) if self.cannot_certify else None
+        if self.certification.srm_blocked:
+            first = next((r for r in self.reasons if r.code == SRM_FAILED), None)
+        else:
+            first = next((r for r in self.reasons if r.code == CANNOT_CERTIFY), None) if self.cannot_certify else None
         alert = first.text if first is not None else "Nothing could be certified." if self.cannot_certify else ""
         return alert, [r.text for r in self.reasons if r is not first]
 
@@ -378,7 +388,7 @@ class DatasetInfo(_Model):
 class RunSummary(_Model):
     """Everything ``pex run`` found, typed; :meth:`to_dict` is ``summary.json``."""
 
-    format: Literal["pex.summary/2"] = SUMMARY_FORMAT
+    format: Literal["pex.summary/3"] = SUMMARY_FORMAT
     experiment: str
     description: str = ""
     owner: str = ""

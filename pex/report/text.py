@@ -175,7 +175,7 @@ def render_policies(rows: list[dict], report: dict | None = None) -> str:
             flags.append("chosen depth")
         failing = _screened_out(r)
         if failing:
-            flags.append(f"screened out on building units ({', '.join(failing)})")
+            flags.append(f"over the limit on the building units ({', '.join(failing)})")
         body.append([r["name"], r["kind"], _ci(r["objective_lift_vs_control"]), _ci(r["objective_lift_vs_best_arm"]),
                      *[_ci(r["lift_vs_control"][m]) for m in metrics], rail, "; ".join(flags)])
     out.append(table(body, ["policy", "kind", "objective lift vs control", "vs best arm",

@@ -56,6 +56,7 @@ class RunOptions:
     use_ax: bool = False  # the dense sweep finds the larger front offline (bench/optimize.py); Ax can refine it
     certification: str = CERTIFICATION  # how the held-out test covers every candidate at once (pex.evaluation.recommendation)
     crossfit: bool = True  # two half fits, routing policies certified on every unit (pex.services.crossfit); holdout unused
+    accept_srm: str | None = None  # why a failed sample-ratio check cannot bias the comparison; None: a failure blocks certifying
     build: BuildOptions = field(default_factory=BuildOptions)
 
     def fold_plan(self) -> Folds:
@@ -67,7 +68,7 @@ class RunOptions:
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
                 "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
                 "use_ax": self.use_ax, "certification": self.certification, "crossfit": self.crossfit,
-                "build": self.build.to_dict()}
+                "accept_srm": self.accept_srm, "build": self.build.to_dict()}
 
 
 class _Stages:
@@ -127,7 +128,11 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     options.build.seed = options.seed
     if options.certification not in CERTIFICATIONS:  # before any work is done or stored
         raise PexError(f"certification {options.certification!r} is not one of {', '.join(CERTIFICATIONS)}",
-                       "gated (the default) tests the safest candidate alone, then the rest together")
+                       f"{CERTIFICATION} (the default) tests the safest planned candidate with half the error, the rest "
+                       "together with the other half")
+    if options.accept_srm is not None and not options.accept_srm.strip():
+        raise PexError("--accept-srm needs a reason: why the sample-ratio mismatch cannot bias the comparison",
+                       'e.g. --accept-srm "bot traffic filtered from the treatment arm only, after assignment"')
     say = say or (lambda message: None)
     started = time.perf_counter()
     stages = _Stages(6, say)
@@ -174,7 +179,8 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
 
         stages.next("recommend", "choosing the policy to recommend")
         rec = recommend(policies, rows, data, spec, coefficients, screen={p.name: sc for p, sc in zip(policies, screens)},
-                        holdout_share=plan.share, certification=options.certification)
+                        holdout_share=plan.share, certification=options.certification, srm=analysis.srm.to_dict(),
+                        accept_srm=options.accept_srm)
         say(f"      {rec.headline}")
 
         out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
