@@ -261,12 +261,16 @@ def _certification_facts(s: RunSummary, entry: PolicyRow | None, goal: str | Non
     level = fmt_pct(cert.level, signed=False)
     if cert.k > 0:
         units = (f"The numbers in this box come from {cert.rows}. The {fmt_num(cert.k)} candidate{'s' if cert.k != 1 else ''} "
-                 f"that passed the building-units screen were tested there {cert.procedure}; value and lift bounds are "
+                 f"{'' if s.crossfit else 'that passed the building-units screen '}were tested there {cert.procedure}; "
+                 "value and lift bounds are "
                  f"one-sided {fmt_pct(cert.lift_level, signed=False)}, so that they hold for every certified policy at once "
                  "(the choice among them is paid for).")
+    elif cert.srm_blocked:
+        units = (f"The numbers in this box come from {cert.rows}. The sample-ratio check failed, so no candidate was "
+                 "tested there and the recommendation falls back to control.")
     else:
-        units = (f"The numbers in this box come from {cert.rows}. No candidate passed the building-units screen, so none "
-                 "was tested there and the recommendation falls back to control.")
+        units = (f"The numbers in this box come from {cert.rows}. No candidate was left to test there (none built, or all "
+                 "screened out), so the recommendation falls back to control.")
 
     def bounded(d: Bounds, signed: bool) -> dict:
         show = fmt_signed if signed else fmt_num
@@ -276,8 +280,8 @@ def _certification_facts(s: RunSummary, entry: PolicyRow | None, goal: str | Non
     primary = rec.primary
     metric = "the weighted objective" if primary == "objective" else primary
     is_control = entry is not None and entry.kind == "constant" and entry.arm is not None and entry.arm == s.control
-    counts = {"certified": cert.certified, "not certified": [n for n in cert.family if n not in cert.certified],
-              "screened out": cert.screened_out}
+    counts = {"certified": cert.certified, "not certified": [n for n in cert.tested if n not in cert.certified],
+              "not tested": cert.untested, "screened out": cert.screened_out}
     return {"text": cert.text, "units": units, "metric": metric, "policy": _short(rec.policy, s.experiment),
             "value": bounded(cert.value, False), "lift": None if is_control else bounded(cert.lift_vs_control, True),
             "is_control": is_control, "level": level, "lift_note": cert.lift_vs_control_note,

@@ -347,16 +347,18 @@ def render_recommendation(summary: RunSummary | dict) -> str:
         out.append(f"  numbers from {cert.rows}; {cert.k} candidate{'s' if cert.k != 1 else ''} tested {cert.procedure}; "
                    f"value and lift bounds one-sided at {cert.lift_level:.1%}".replace(".0%", "%")
                    + ", so they hold for every certified candidate at once")
+    elif cert.srm_blocked:
+        out.append(f"  numbers from {cert.rows}; the sample-ratio check failed, so no candidate was tested on them")
     else:
-        out.append(f"  numbers from {cert.rows}; no candidate passed the building-units screen, so none was tested on them")
+        out.append(f"  numbers from {cert.rows}; no candidate was left to test on them (none built, or all screened out)")
     value, lift = cert.value, cert.lift_vs_control
     line = (f"  {rec.primary} per unit under {rec.policy}: {fmt_decimals(value.estimate, 4)} "
             f"[{fmt_decimals(value.low, 4)}, {fmt_decimals(value.high, 4)}]")
     if lift.se or lift.estimate:  # the recommended policy is not control itself
         line += f"; lift vs all-{typed.control} {lift.estimate:+.4g} [{lift.low:+.4g}, {lift.high:+.4g}]"
     out.append(line)
-    groups = [("certified", cert.certified), ("not certified", [n for n in cert.family if n not in cert.certified]),
-              ("screened out", cert.screened_out)]
+    groups = [("certified", cert.certified), ("not certified", [n for n in cert.tested if n not in cert.certified]),
+              ("not tested", cert.untested), ("screened out", cert.screened_out)]
     listed = "; ".join(f"{label}: {', '.join(names)}" for label, names in groups if names)
     if listed:
         out.append(f"  {listed}")

@@ -613,7 +613,7 @@ def test_a_certified_recommendation_shows_its_bounds_and_status(s):
     row = policy_row(table, name)
     assert status_label(row) == "certified" and "upper +3.1% at 97.5%" in row
     assert status_label(policy_row(table, f"{s['experiment']}-pareto-2")) == "not certified"
-    assert ("2 candidates that passed the building-units screen one at a time at the one-sided 97.5% level, safest first "
+    assert ("2 candidates one at a time at the one-sided 97.5% level, safest first "
             "(fixed-sequence testing); the upper bounds it used are under each tested candidate's badge") in table
 
 

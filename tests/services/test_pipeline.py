@@ -360,3 +360,41 @@ def test_cli_optimize_stores_pareto_candidates(pipeline_run, tmp_path, run, home
     assert all(p["name"].startswith("exp-pareto-") for p in out["policies"])
     r = run("optimize", "nope")
     assert r.code == 2
+
+
+def test_a_failed_sample_ratio_check_blocks_certification_unless_a_reason_is_recorded(tmp_path, run):
+    """A fifth of the treated units went missing after assignment: the sample-ratio check fails, so the run keeps
+    control and says why, testing nothing; ``--accept-srm`` needs a reason, and with one the candidates are tested
+    and the reason is part of the recommendation."""
+    import pandas as pd
+
+    from pex.evaluation.recommendation import SRM_ACCEPTED, SRM_FAILED, recommend
+
+    d = tmp_path / "exp"
+    spec = simulate(4_000, scenario="segment_harm", seed=9).write(d, name="lossy")
+    data = d / "lossy.csv"
+    frame = pd.read_csv(data)
+    treated = frame.index[frame["arm"] != "control"]
+    frame.drop(treated[: len(treated) // 5]).to_csv(data, index=False)
+    r = run("run", spec, "--out", tmp_path / "bad", "--accept-srm", "  ")
+    assert r.code == 2 and "--accept-srm needs a reason" in r.err and not (tmp_path / "bad").exists()
+    result = pex.run(spec, tmp_path / "out", home=tmp_path / "ws", learner="t", dense=64)
+    summary = result.summary
+    assert summary["srm"]["ok"] is False
+    rec = summary["recommendation"]
+    cert = rec["certification"]
+    assert rec["verdict"] == "keep_control" and "sample-ratio check failed" in rec["headline"]
+    assert cert["srm_blocked"] is True and cert["tested"] == [] and cert["certified"] == []
+    assert cert["untested"] == cert["family"] and cert["family"]
+    assert rec["reasons"][0]["code"] == SRM_FAILED and "--accept-srm REASON" in rec["reasons"][0]["text"]
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert 'role="alert"' in page and "sample-ratio check failed" in page
+    policies = list(result.policy_objects.values())
+    spec_ = result.details["crossfit"].contexts[0].dataset.spec
+    accepted = recommend(policies, result.details["rows"], result.details["evaluation"], spec_,
+                         result.details["build_report"]["objective_coefficients"], holdout_share=1.0,
+                         srm=summary["srm"], accept_srm="bots filtered from the treated arm only, after assignment")
+    assert accepted.certification["tested"] == accepted.certification["family"]
+    assert not accepted.certification["srm_blocked"]
+    said = next(r for r in accepted.reasons if r.code == SRM_ACCEPTED)
+    assert "bots filtered" in said.text and said.params["p_value"] == summary["srm"]["p_value"]
