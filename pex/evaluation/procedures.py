@@ -12,10 +12,9 @@ CERTIFICATION = "graphical"
 CERTIFICATIONS = ("graphical", "gated", "fixed-sequence", "step-down")
 # how the candidates were tested, as a clause after "N candidates tested ..." in the report and the CLI text
 PROCEDURE = {
-    "graphical": ("the first in an order fixed before the test (the safest planned) with half of the one-sided 5%, "
-                  "and all the others together with the other half "
-                  "(step-down max-t); a candidate that passes hands its share on, so a narrow miss first stops nothing "
-                  "(a graphical procedure)"),
+    "graphical": ("in an order fixed before the test: the first (the safest planned) at half of the one-sided 5%, all "
+                  "the others together at the other half (step-down max-t); a candidate that passes hands its share "
+                  "on, so a narrow miss first stops nothing (a graphical procedure)"),
     "fixed-sequence": ("one at a time in an order fixed on the building units, safest first, each guardrail one-sided "
                        "at 95%, stopping at the first that fails (fixed-sequence testing)"),
     "step-down": ("all together, each guardrail one-sided at a level raised so that 95% holds for every candidate at once "
