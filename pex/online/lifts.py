@@ -109,7 +109,7 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
             elif base is not None:
                 d, se = value.value - base.value, math.hypot(value.se, base.se)
                 cell["lift"] = {"estimate": d, "se": se, "ci_low": d - 1.96 * se, "ci_high": d + 1.96 * se}
-                if m in rules and rules[m].max_harm is not None:
+                if m in rules and rules[m].has_limit:
                     entry["harms"][m] = harm_of(rules[m], value, base).to_dict()
             entry["metrics"][m] = cell
         entry["measured"] = all(c["lift"] is not None for c in entry["metrics"].values())
