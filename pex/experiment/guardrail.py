@@ -283,6 +283,24 @@ class GuardrailRule:
         statistic = self.sign * change - self.limit * np.sign(c)[..., None] * control
         return estimate, statistic, np.where(size > 0, size, np.nan)
 
+    def assess_means(self, change: float, change_se: float, control_se: float, covariance: float, n: int = 0,
+                     alpha: float = ALPHA) -> Harm:
+        """The verdict on a change of means against the estimated control mean ``self.control_mean``, from the two
+        estimates' standard errors and covariance (a regression's intercept and effect, or two independent means:
+        covariance ``-control_se**2`` between ``arm - control`` and ``control``).
+
+        Fieller's test at the limit as :meth:`harm_and_se` makes it, on the means: harm ``sign * change / |c|`` is
+        within the limit ``L`` when ``sign * change - L * sign(c) * c`` is at most 0, whose variance is
+        ``var(change) + L^2 var(c) - 2 L sign * sign(c) cov``; the harm's ``se`` is its square root over ``|c|``.
+        """
+        if not self.relative or not math.isfinite(self.limit):
+            estimate, se = self.sign * change, change_se
+        else:
+            c, lim = self.control_mean, self.limit
+            var = change_se**2 + lim**2 * control_se**2 - 2.0 * lim * self.sign * math.copysign(1.0, c) * covariance
+            estimate, se = self.sign * change / abs(c), math.sqrt(max(var, 0.0)) / abs(c) if math.isfinite(var) else math.nan
+        return self.verdict(estimate, se, n=n, alpha=alpha)
+
     def harm_influence(self, change: np.ndarray, control: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """Harm and per-unit influence values from the inputs of :meth:`harm_and_se`: their sample standard deviation
         over ``sqrt(n)`` is its standard error, and their correlation across policies on the same units is how alike

@@ -99,7 +99,7 @@ class ArmGuardrail(_Model):
 
     metric: str
     arm: str
-    max_harm: float
+    max_harm: float | None
     limit: float
     harm: float
     harm_upper: float
@@ -110,6 +110,7 @@ class ArmGuardrail(_Model):
     se: float
     level: float
     units_to_certify: int | None = None
+    max_harm_abs: float | None = None
 
     @property
     def relative(self) -> bool:
@@ -168,6 +169,9 @@ class ArmEffect(_Model):
     cuped: bool
     variance_reduction: float | None
     method: str
+    baseline: float | None = None
+    baseline_se: float | None = None
+    baseline_cov: float | None = None
 
 
 class LearnerScore(_Model):
