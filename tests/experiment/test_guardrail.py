@@ -152,6 +152,15 @@ def test_a_zero_control_mean_under_a_relative_limit_cannot_certify_a_rise():
     change = np.r_[np.zeros(999), 1.0]  # one event under the policy, none in control
     assert not zero.assess(change, np.zeros(1_000)).passed
     assert not GuardrailRule("refunds", "decrease", 0.05, control_mean=0.1).zero_control
+    # the report says so, and what to do, once per metric; an absolute limit or a positive control mean says nothing
+    from pex.report.summary import guardrail_caveats
+
+    harm = zero.assess(change, np.zeros(1_000), control_events=0.0)
+    [zero_note, few_note] = sorted(guardrail_caveats([harm, harm]), key=lambda t: "max_harm_abs" not in t)
+    assert "refunds" in zero_note and "cannot be certified" in zero_note and "max_harm_abs" in zero_note
+    assert "only 0 events in control" in few_note
+    absolute = GuardrailRule("refunds", "decrease", None, control_mean=0.0, max_harm_abs=0.01)
+    assert guardrail_caveats([absolute.assess(change, np.zeros(1_000), control_events=150.0)]) == []
     # a harm written before these fields existed still loads
     old = {k: v for k, v in RULE.verdict(0.03, 0.03, n=100).to_dict().items() if k not in ("max_harm_abs", "control_events")}
     assert Harm.from_dict(old).control_events is None

@@ -3,6 +3,10 @@ events: every stage holds the guardrail to that limit in the metric's units, and
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+
+import jsonschema
 import pytest
 
 from pex.experiment.simulate import simulate
@@ -38,6 +42,8 @@ def test_every_stage_uses_the_absolute_limit(absolute_run):
     for harms in summary["recommendation"]["certification"]["harms"].values():
         assert all(h["limit"] == MAX_HARM_ABS for h in harms.values())
     assert {(g["limit"], g["basis"]) for g in summary["guardrails"]} == {(MAX_HARM_ABS, "absolute")}  # pex analyze's
+    schema = json.loads(resources.files("pex").joinpath("schemas/summary.schema.json").read_text())
+    jsonschema.validate(json.loads((result.out / "summary.json").read_text()), schema, cls=jsonschema.Draft202012Validator)
 
 
 def test_few_control_events_are_a_caveat(absolute_run):
