@@ -46,21 +46,24 @@ def _reward_hat(action: np.ndarray, outcome: np.ndarray, seed: int) -> np.ndarra
 
 def _harms(reps: int, n: int, harm: float, seed: int, base: float = BASE_RATE) -> tuple[list[Harm], np.ndarray, np.ndarray]:
     """The rule's verdict on treating everyone in each of ``reps`` experiments, the delta method's pass (the old rule,
-    for comparison) and each experiment's control events."""
-    action, outcome = _experiments(reps, n, harm, seed, base)
-    reward_hat = _reward_hat(action, outcome, seed)
+    for comparison) and each experiment's control events (drawn a block of experiments at a time, to bound memory)."""
     dr = DoublyRobust()
     pscore = np.full(n, 0.5)
     treat, control = np.repeat(CONTROL[:, ::-1], n, axis=0), np.repeat(CONTROL, n, axis=0)
-    harms, delta = [], np.zeros(reps, dtype=bool)
-    for r in range(reps):
-        mine = dr.estimate(outcome[r], action[r], pscore, treat, reward_hat[r]).contributions
-        base_c = dr.estimate(outcome[r], action[r], pscore, control, reward_hat[r]).contributions
-        rule = GuardrailRule("complaints", "decrease", MAX_HARM, control_mean=float(base_c.mean()))
-        events = float(outcome[r][action[r] == 0].sum())
-        harms.append(rule.assess(mine - base_c, base_c, control_events=events))
-        delta[r] = _delta_method_passes(mine - base_c, base_c)
-    return harms, delta, (outcome * (action == 0)).sum(axis=1)
+    harms, delta, events = [], [], []
+    block = max(1, 2_000_000 // n)
+    for start in range(0, reps, block):
+        action, outcome = _experiments(min(block, reps - start), n, harm, seed + 7_919 * start, base)
+        reward_hat = _reward_hat(action, outcome, seed + 7_919 * start)
+        counts = (outcome * (action == 0)).sum(axis=1)
+        for r in range(len(action)):
+            mine = dr.estimate(outcome[r], action[r], pscore, treat, reward_hat[r]).contributions
+            base_c = dr.estimate(outcome[r], action[r], pscore, control, reward_hat[r]).contributions
+            rule = GuardrailRule("complaints", "decrease", MAX_HARM, control_mean=float(base_c.mean()))
+            harms.append(rule.assess(mine - base_c, base_c, control_events=float(counts[r])))
+            delta.append(_delta_method_passes(mine - base_c, base_c))
+        events.append(counts)
+    return harms, np.array(delta), np.concatenate(events)
 
 
 def _delta_method_passes(change: np.ndarray, control: np.ndarray) -> bool:
