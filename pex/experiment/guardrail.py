@@ -271,16 +271,18 @@ class GuardrailRule:
     def _at_limit(self, change: np.ndarray, control: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Harm, Fieller's statistic ``U_i`` at the limit (mean <= 0 exactly when harm <= limit) and what divides
         ``U``'s mean to put it on the harm's scale, along the last axis."""
-        d = change.mean(axis=-1)
-        if not self.relative or not math.isfinite(self.limit):
-            # absolute harm: U = sign * change - limit (a limit of 0 at a zero control mean); or no limit: the plain spread
-            limit = self.limit if math.isfinite(self.limit) else self.sign * d[..., None]
-            return self.sign * d, self.sign * change - limit, np.ones_like(d)
-        c = control.mean(axis=-1)
+        d = np.asarray(change.mean(axis=-1))
+        if not self.relative:
+            # absolute harm: U = sign * change - limit (a limit of 0 at a zero control mean)
+            at = self.limit if math.isfinite(self.limit) else self.sign * d[..., None]  # no limit: the plain spread
+            return self.sign * d, self.sign * change - at, np.ones_like(d)
+        c = np.asarray(control.mean(axis=-1))
         size = np.abs(c)
         with np.errstate(invalid="ignore", divide="ignore"):
             estimate = np.where(size > 0, self.sign * d / np.where(size > 0, size, 1.0), np.nan)
-        statistic = self.sign * change - self.limit * np.sign(c)[..., None] * control
+        # without a limit there is no boundary: the statistic at the estimate (the delta method's spread)
+        at = self.limit if math.isfinite(self.limit) else estimate[..., None]
+        statistic = self.sign * change - at * np.sign(c)[..., None] * control
         return estimate, statistic, np.where(size > 0, size, np.nan)
 
     def assess_means(self, change: float, change_se: float, control_se: float, covariance: float, n: int = 0,

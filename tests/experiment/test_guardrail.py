@@ -276,3 +276,20 @@ def _spec(sim, folder):
 @pytest.mark.parametrize("alpha", [0.05, 0.01, 0.2])
 def test_tail_level_inverts_the_one_sided_quantile(alpha):
     assert tail_level(z_value(alpha)) == pytest.approx(alpha, rel=1e-9)
+
+
+def test_means_with_their_covariance_get_the_same_test_as_per_unit_contributions():
+    """assess_means (analyze's regressions, the online loop's two samples) is Fieller's test on the two means: with
+    the sample means' covariance it gives the per-unit test's harm and, up to centring, its standard error."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    control = rng.binomial(1, 0.3, n).astype(float)
+    change = rng.binomial(1, 0.32, n) - control
+    cov = np.cov(np.vstack([change, control])) / n
+    rule = GuardrailRule("complaints", "decrease", 0.10, control_mean=float(control.mean()))
+    harm = rule.assess_means(float(change.mean()), math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1]), float(cov[0, 1]), n=n)
+    estimate, se = rule.harm_and_se(change, control)
+    assert harm.estimate == pytest.approx(estimate) and harm.se == pytest.approx(se, rel=0.01)
+    assert harm.verdict == rule.assess(change, control).verdict
+    absolute = GuardrailRule("complaints", "decrease", None, control_mean=0.3, max_harm_abs=0.01)
+    assert absolute.assess_means(0.004, 0.002, 0.003, -1e-6).upper == pytest.approx(0.004 + z_value() * 0.002)
