@@ -139,7 +139,8 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
 
     ``coefficients`` weigh each metric in the objective. Guardrail metrics of
     ``spec`` also get their harm versus all-control with the one-sided bounds and
-    verdict of :mod:`pex.experiment.guardrail` (paired contributions, delta method).
+    verdict of :mod:`pex.experiment.guardrail` (paired contributions, Fieller's test at
+    the limit), and for count or binary metrics the number of events in control.
     """
     baselines = {f"all-{a}": _constant(data, j) for j, a in enumerate(data.arms)}
     dr = ope.DoublyRobust()
@@ -156,6 +157,7 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
     base_obj = {name: objective(est) for name, est in base_dr.items()}
     # harm is relative to all-control's value on these same units, whose sampling error the rule carries
     rules = rules_for(spec, {m: base_dr[f"all-{data.control}"][m].value for m in metrics})
+    events = {m: control_events(data, m) for m in rules}
     control_name = f"all-{data.control}"
     best_arm_name = max(base_obj, key=lambda k: base_obj[k].value)
     rows = []
@@ -179,7 +181,7 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
             "objective_lift_vs_best_arm": ope.difference(obj, base_obj[best_arm_name]).to_dict(),
         }
         row["guardrails"] = {m: guardrail_entry(rule.assess(dr_est[m].contributions - base_dr[control_name][m].contributions,
-                                                            base_dr[control_name][m].contributions))
+                                                            base_dr[control_name][m].contributions, control_events=events[m]))
                              for m, rule in rules.items()}
         rows.append(row)
     return rows
@@ -188,23 +190,36 @@ def compare(policies: list[Policy], data: EvaluationData, coefficients: dict[str
 def harm_estimates(policies: list[Policy], data: EvaluationData,
                    spec: ExperimentSpec) -> tuple[dict[str, GuardrailRule], dict[tuple[str, str], ope.Estimate]]:
     """The guardrails' rules on ``data`` (relative to all-control's value there) and, per (policy name, guardrail
-    with a limit), its harm as an estimate whose contributions are the harm's per-unit influence values: the same
-    harm and standard error as :func:`compare`'s guardrail cells, in the form simultaneous bounds need
-    (:func:`pex.evaluation.estimators.step_down_upper`), to be held to its rule's limit."""
+    with a limit), its harm as an estimate in the form simultaneous bounds need
+    (:func:`pex.evaluation.estimators.step_down_upper`), to be held to its rule's limit: the same harm (``value``) and
+    standard error (``se``, Fieller's at the limit) as :func:`compare`'s guardrail cells, so that for every ``z``
+    ``value + z * se <= limit`` is exactly the rule's test at that ``z``; its contributions are the per-unit
+    influence values of :meth:`GuardrailRule.harm_influence`, whose correlation across policies is how alike their
+    tests err."""
     dr = ope.DoublyRobust()
     control = {m: dr.estimate(data.rewards[m], data.action, data.pscore, _constant(data, data.arms.index(data.control)),
                               data.reward_hat[m]).contributions for m in data.rewards}
     rules = {m: r for m, r in rules_for(spec, {m: float(c.mean()) for m, c in control.items()}).items()
-             if r.max_harm is not None}
+             if r.has_limit}
     out: dict[tuple[str, str], ope.Estimate] = {}
     for policy in policies:
         dist = action_distribution(policy, data)
         for m, rule in rules.items():
             mine = dr.estimate(data.rewards[m], data.action, data.pscore, dist, data.reward_hat[m]).contributions
             harm, influence = rule.harm_influence(mine - control[m], control[m])
-            # centred on the harm, so that the estimate's value is the harm and its spread the harm's standard error
+            # centred on the harm, so that the estimate's value is the harm and its spread the test's standard error
             out[(policy.name, m)] = ope.Estimate.from_contributions("harm", influence - influence.mean() + harm)
     return rules, out
+
+
+def control_events(data: EvaluationData, metric: str) -> float | None:
+    """How many events of a count or binary metric (non-negative whole numbers on every unit) the control units of
+    ``data`` hold: the sum of the metric over them. None for other metrics. Few events make a ratio bound rough
+    (:attr:`pex.experiment.guardrail.Harm.few_events`)."""
+    y = data.rewards[metric]
+    if not (len(y) and np.all(y >= 0) and np.all(y == np.round(y))):
+        return None
+    return float(y[data.action == data.arms.index(data.control)].sum())
 
 
 def guardrail_entry(harm: Harm) -> dict:

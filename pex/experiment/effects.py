@@ -97,6 +97,11 @@ class ArmEffect:
     cuped: bool
     variance_reduction: float | None
     method: str = "ols"
+    # the control mean the relative lift divides by (the regression's intercept), its standard error and its
+    # covariance with ``estimate``: what Fieller's guardrail test needs (GuardrailRule.assess_means)
+    baseline: float = float("nan")
+    baseline_se: float = float("nan")
+    baseline_cov: float = float("nan")
 
     def to_dict(self) -> dict:
         """The result as JSON."""
@@ -113,15 +118,16 @@ class GuardrailVerdict:
     below ``max_harm``, ``fail`` when the one-sided lower bound is above it, else
     ``inconclusive``. ``p_value`` tests H0: harm >= max_harm. The rule is
     :class:`pex.experiment.guardrail.GuardrailRule`; ``se`` is the standard error of
-    ``harm``, ``level`` the one-sided confidence level of the bounds and
-    ``units_to_certify`` roughly how many units would put the upper bound at the
-    limit (None when the estimate is at or over it).
+    ``harm`` (Fieller's at the limit), ``level`` the one-sided confidence level of
+    the bounds and ``units_to_certify`` roughly how many units would let the upper
+    bound pass with probability :data:`pex.experiment.guardrail.POWER` (None when
+    the estimate is at or over the limit).
     """
 
     metric: str
     arm: str
-    max_harm: float
-    limit: float  # the rule's limit (GuardrailRule.limit): max_harm when relative, 0 when absolute
+    max_harm: float | None
+    limit: float  # the rule's limit (GuardrailRule.limit): max_harm when relative, max_harm_abs, or 0 at a zero control mean
     harm: float
     harm_upper: float
     harm_lower: float
@@ -131,6 +137,7 @@ class GuardrailVerdict:
     se: float = float("nan")
     level: float = 0.95
     units_to_certify: int | None = None
+    max_harm_abs: float | None = None
 
     def to_dict(self) -> dict:
         """The result as JSON."""
@@ -290,7 +297,7 @@ def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray,
         return {**base, "estimate": 0.0, "se": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0,
                 "relative": rel, "relative_se": 0.0 if m0 != 0 else float("nan"),
                 "relative_ci_low": rel, "relative_ci_high": rel, "cuped": False, "variance_reduction": None,
-                "method": _method(weights is not None, False)}
+                "method": _method(weights is not None, False), "baseline": m0, "baseline_se": 0.0, "baseline_cov": 0.0}
     plain = _robust_fit(y, _design(treat, None), weights)
     fit, adjusted = plain, False
     if pre is not None:
@@ -330,6 +337,9 @@ def _pair_effect(metric: MetricSpec, arm: str, treat: np.ndarray, y: np.ndarray,
         "cuped": adjusted,
         "variance_reduction": float(1 - se**2 / plain_var) if adjusted and plain_var > 0 else None,
         "method": _method(weights is not None, adjusted),
+        "baseline": float(a),
+        "baseline_se": float(np.sqrt(cov[0, 0])),
+        "baseline_cov": float(cov[0, 1]),
     }
 
 
@@ -360,15 +370,22 @@ def guardrail_verdicts(dataset: Dataset, effects: list[ArmEffect], alpha: float 
 def _guardrail_verdict(metric: MetricSpec, e: ArmEffect, alpha: float) -> GuardrailVerdict:
     # The relative lift is undefined exactly when the (adjusted) control mean is zero to rounding:
     # the rule then needs a zero control mean, so that it tests the absolute change against 0.
-    control_mean = e.control_mean if np.isfinite(e.relative) else 0.0
-    rule = GuardrailRule(metric=e.metric, goal=metric.goal, max_harm=metric.max_harm, control_mean=control_mean)
-    change, change_se = (e.relative, e.relative_se) if rule.relative else (e.estimate, e.se)
-    harm = rule.verdict(rule.sign * change, change_se, n=e.n_control + e.n_arm, alpha=alpha)
+    # Harm is relative to the mean the relative lift divides by (the regression's intercept), tested by Fieller's
+    # test at the limit on the (intercept, effect) covariance, as every other stage tests it.
+    control_mean = (e.baseline if np.isfinite(e.baseline) else e.control_mean) if np.isfinite(e.relative) else 0.0
+    rule = GuardrailRule(metric=e.metric, goal=metric.goal, max_harm=metric.max_harm, control_mean=control_mean,
+                         max_harm_abs=metric.max_harm_abs)
+    if rule.relative and not (np.isfinite(e.baseline_se) and np.isfinite(e.baseline_cov)):
+        # an effect without the intercept's (co)variance (stored before it was kept): the delta method's relative SE
+        harm = rule.verdict(rule.sign * e.relative, e.relative_se, n=e.n_control + e.n_arm, alpha=alpha)
+    else:
+        harm = rule.assess_means(e.estimate, e.se, e.baseline_se, e.baseline_cov, n=e.n_control + e.n_arm, alpha=alpha)
+    basis = "relative" if rule.relative else "absolute" if rule.max_harm_abs is not None else "absolute (control mean is 0)"
     return GuardrailVerdict(
-        metric=e.metric, arm=e.arm, max_harm=float(metric.max_harm), limit=harm.limit, harm=harm.estimate,
+        metric=e.metric, arm=e.arm, max_harm=metric.max_harm, limit=harm.limit, harm=harm.estimate,
         harm_upper=harm.upper, harm_lower=harm.lower, p_value=_harm_p_value(harm.estimate, harm.se, harm.limit),
-        verdict=harm.verdict, basis="relative" if rule.relative else "absolute (control mean is 0)",
-        se=harm.se, level=harm.level, units_to_certify=harm.units_to_certify(),
+        verdict=harm.verdict, basis=basis, se=harm.se, level=harm.level, units_to_certify=harm.units_to_certify(),
+        max_harm_abs=metric.max_harm_abs,
     )
 
 

@@ -1,10 +1,14 @@
 """The guardrail rule, in one place.
 
 A guardrail metric has a ``max_harm``: the largest tolerated change in its
-harmful direction, relative to the control mean (absolute, against a limit of
-0, when the control mean is 0 and a relative change is undefined). A policy or
-an arm **keeps** a guardrail when the one-sided upper bound of its harm, at
-level :data:`LEVEL`, is within the limit:
+harmful direction, relative to the control mean, or a ``max_harm_abs``: the
+largest tolerated change in the metric's own units (for metrics whose control
+mean can be 0). With only ``max_harm`` and a control mean of exactly 0 a
+relative change is undefined: harm is then absolute against a limit of 0,
+which a policy that raises the metric at all cannot meet
+(:attr:`GuardrailRule.zero_control`). A policy or an arm **keeps** a guardrail
+when the one-sided upper bound of its harm, at level :data:`LEVEL`, is within
+the limit:
 
 * ``pass``: upper bound <= limit (certified);
 * ``fail``: lower bound > limit (harm beyond the limit is established);
@@ -12,11 +16,20 @@ level :data:`LEVEL`, is within the limit:
 
 Every stage uses this module: ``pex analyze`` (average effects), the value
 policy's calibration, the trees, the weight search, the off-policy
-comparison, the recommendation, the report and the CLI text. Harm and its
-standard error come from paired per-unit contributions (the policy's and
-all-control's doubly-robust contributions on the same units, or per-unit
-effect signals), with the control mean's own sampling error carried by the
-delta method.
+comparison, the recommendation, the report and the CLI text. Harm comes from
+paired per-unit contributions (the policy's and all-control's doubly-robust
+contributions on the same units, or per-unit effect signals).
+
+When the control mean is itself estimated on those units, the test is
+Fieller's: harm ``sign * d / c`` is within limit ``L`` exactly when the mean of
+``U_i = sign * change_i - L * control_i`` is at most 0, a linear statistic
+with no division by a noisy ``c``, whose variance is taken under the null
+(its uncentred second moment, since ``E[U] = 0`` at the boundary). The harm's
+``se`` is ``se(U) / |c|``, so ``estimate + z * se <= limit`` is that test at
+every ``z``. The delta method on ``d / c`` (the earlier rule) let rare events
+through: with the true harm at the limit it passed 6.2% of binary guardrails
+at about 240 control events and 10.3% at 10, against the 5% stated; this test
+passes 4.7-5.1% at each (``tests/experiment/test_guardrail_rare.py``).
 
 Certification needs units that played no part in choosing the policy; the
 stages that build policies therefore aim at a *certifiable* bound: the harm
@@ -46,6 +59,8 @@ PLANNED_FAMILY = 1  # the held-out test judges each candidate at the full level 
 # A ladder of the same policy planned for other powers: safer steps are tested first in the fixed sequence, so a
 # miss at 80% can still certify a safer step, and bolder steps are tried once the default has passed.
 LADDER_POWERS = (0.99, 0.95, 0.9, POWER, 0.65, 0.5)
+# below about this many events of a count or binary guardrail in control, its normal-approximation bound is rough
+FEW_EVENTS = 100
 
 
 def z_value(alpha: float = ALPHA) -> float:
@@ -82,7 +97,13 @@ def judge(estimate: float, se: float, limit: float, alpha: float = ALPHA) -> tup
 
 @dataclass(frozen=True)
 class Harm:
-    """One guardrail's harm for one policy or arm, with its verdict at ``level`` (one-sided)."""
+    """One guardrail's harm for one policy or arm, with its verdict at ``level`` (one-sided).
+
+    ``se`` is the standard error the verdict uses: with an estimated control mean it is taken at the limit
+    (Fieller's test, see the module), so ``upper <= limit`` is the test itself. ``control_events`` is the sum of
+    a count or binary metric over the control units the harm was measured on (None for other metrics): with few
+    events (:data:`FEW_EVENTS`) the bound rests on a normal approximation that is rough.
+    """
 
     metric: str
     estimate: float
@@ -95,22 +116,31 @@ class Harm:
     level: float
     verdict: str  # pass | fail | inconclusive
     n: int
+    max_harm_abs: float | None = None
+    control_events: float | None = None
 
     @property
     def passed(self) -> bool:
         """True when the upper bound is within the limit (the guardrail is kept)."""
         return self.verdict == "pass"
 
-    def units_to_certify(self) -> int | None:
-        """Roughly how many evaluation units would put the upper bound at the limit, if the harm and the
-        per-unit spread stayed as estimated; None when the estimate itself is at or over the limit."""
+    @property
+    def few_events(self) -> bool:
+        """True when the harm of a count or binary metric rests on fewer than :data:`FEW_EVENTS` control events."""
+        return self.control_events is not None and self.control_events < FEW_EVENTS
+
+    def units_to_certify(self, power: float = POWER) -> int | None:
+        """Roughly how many evaluation units would make the upper bound (at this harm's own level) pass with
+        probability ``power``, if the harm and the per-unit spread stayed as estimated:
+        ``n * ((z_level + z_power) * se / (limit - estimate))^2``. None when the estimate itself is at or over the
+        limit (more units would not certify it) or there is no spread to scale."""
         if not (math.isfinite(self.se) and self.se > 0 and self.n > 0):
             return None
         slack = self.limit - self.estimate
-        if slack <= 0:
+        if not slack > 0:
             return None
-        z = (self.upper - self.estimate) / self.se
-        return math.ceil(self.n * (z * self.se / slack) ** 2)
+        z_level = (self.upper - self.estimate) / self.se
+        return math.ceil(self.n * ((z_level + float(stats.norm.ppf(power))) * self.se / slack) ** 2)
 
     def at(self, alpha: float) -> Harm:
         """The same estimate judged at another one-sided level (e.g. Bonferroni-adjusted over candidates)."""
@@ -118,28 +148,46 @@ class Harm:
         return replace(self, lower=lower, upper=upper, level=1.0 - alpha, verdict=verdict)
 
     def to_dict(self) -> dict:
-        """The harm as JSON."""
-        return {**asdict(self), "units_to_certify": self.units_to_certify()}
+        """The harm as JSON, with the units to certify it at :data:`POWER` (``power``)."""
+        return {**asdict(self), "units_to_certify": self.units_to_certify(), "power": POWER}
 
     @classmethod
     def from_dict(cls, d: dict) -> Harm:
-        """Rebuild a harm from :meth:`to_dict` output."""
-        return cls(**{f: d[f] for f in cls.__dataclass_fields__})
+        """Rebuild a harm from :meth:`to_dict` output (fields added since it was written take their defaults)."""
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__ if f in d})
 
 
 @dataclass(frozen=True)
 class GuardrailRule:
-    """The rule for one guardrail metric: direction, limit and the control mean it is relative to."""
+    """The rule for one guardrail metric: direction, limit and the control mean it is relative to.
+
+    ``max_harm`` is a limit relative to the control mean, ``max_harm_abs`` one in the metric's own units (the spec
+    allows one of them); ``limit``, ``basis`` and ``relative`` follow from whichever is set.
+    """
 
     metric: str
     goal: str  # the metric's goal: "increase" (harm = a fall) or "decrease" (harm = a rise)
     max_harm: float | None
     control_mean: float
+    max_harm_abs: float | None = None
+
+    @property
+    def has_limit(self) -> bool:
+        """True when the guardrail has a limit to hold harm to (``max_harm`` or ``max_harm_abs``)."""
+        return self.max_harm is not None or self.max_harm_abs is not None
 
     @property
     def relative(self) -> bool:
-        """True when harm is relative to the control mean (False: absolute, the control mean is 0)."""
-        return self.control_mean != 0.0
+        """True when harm is relative to the control mean (False: absolute, by ``max_harm_abs`` or a control mean
+        of 0)."""
+        return self.max_harm_abs is None and self.control_mean != 0.0
+
+    @property
+    def zero_control(self) -> bool:
+        """True when only a relative ``max_harm`` is set and the control mean is exactly 0: a relative change is
+        undefined, harm falls back to absolute against a limit of 0, and a policy that raises the harm at all cannot
+        be certified (``max_harm_abs`` is the way to state a tolerance)."""
+        return self.max_harm_abs is None and self.max_harm is not None and self.control_mean == 0.0
 
     @property
     def basis(self) -> str:
@@ -148,7 +196,10 @@ class GuardrailRule:
 
     @property
     def limit(self) -> float:
-        """The bound harm must stay within: ``max_harm`` relative, or 0 absolute at a zero control mean."""
+        """The bound harm must stay within: ``max_harm_abs``; else ``max_harm`` relative, or 0 absolute at a zero
+        control mean; infinite without either."""
+        if self.max_harm_abs is not None:
+            return float(self.max_harm_abs)
         if self.max_harm is None:
             return math.inf
         return float(self.max_harm) if self.relative else 0.0
@@ -165,63 +216,117 @@ class GuardrailRule:
 
     def to_dict(self) -> dict:
         """The rule as JSON (with its derived ``limit`` and ``basis``, for readers of the file)."""
-        return {**asdict(self), "limit": self.limit if self.max_harm is not None else None, "basis": self.basis}
+        return {**asdict(self), "limit": self.limit if self.has_limit else None, "basis": self.basis}
 
     @classmethod
     def from_dict(cls, d: dict) -> GuardrailRule:
         """Rebuild a rule from :meth:`to_dict` output (the derived fields are derived again, never read)."""
-        return cls(metric=d["metric"], goal=d["goal"], max_harm=d["max_harm"], control_mean=float(d["control_mean"]))
+        return cls(metric=d["metric"], goal=d["goal"], max_harm=d["max_harm"], control_mean=float(d["control_mean"]),
+                   max_harm_abs=d.get("max_harm_abs"))
 
     def at_control_mean(self, control_mean: float) -> GuardrailRule:
         """The same guardrail measured against another control mean (e.g. a live round's holdout)."""
         return replace(self, control_mean=float(control_mean))
 
-    def verdict(self, estimate: float, se: float, n: int = 0, alpha: float = ALPHA) -> Harm:
+    def verdict(self, estimate: float, se: float, n: int = 0, alpha: float = ALPHA,
+                control_events: float | None = None) -> Harm:
         """The verdict on a harm estimate with its standard error (one-sided level ``1 - alpha``)."""
         lower, upper, verdict = judge(estimate, se, self.limit, alpha)
         return Harm(metric=self.metric, estimate=float(estimate), se=float(se), lower=lower, upper=upper,
-                    limit=self.limit, max_harm=self.max_harm, basis=self.basis, level=1.0 - alpha, verdict=verdict, n=int(n))
+                    limit=self.limit, max_harm=self.max_harm, basis=self.basis, level=1.0 - alpha, verdict=verdict, n=int(n),
+                    max_harm_abs=self.max_harm_abs, control_events=None if control_events is None else float(control_events))
 
     def harm(self, change: float | np.ndarray) -> float | np.ndarray:
         """The harm of a change against a known control mean (``self.control_mean``): true means, or one unit's."""
         return self.sign * change / self.scale
 
     def harm_and_se(self, change: np.ndarray, control: np.ndarray | None = None) -> tuple[float, float]:
-        """Harm and standard error from per-unit changes against control (paired contributions).
+        """Harm and the standard error its verdict uses, from per-unit changes against control (paired contributions).
 
         ``change[i]`` is unit i's contribution to the policy's value minus its contribution to all-control's
         (doubly-robust contributions, or a per-unit effect signal); ``control[i]`` its contribution to the
-        control mean, whose sampling error enters by the delta method. Without ``control`` the control mean
-        is taken as known (``self.control_mean``).
+        control mean. With ``control`` the control mean is estimated on the same units and the standard error is
+        Fieller's at the limit (see the module): ``estimate + z * se <= limit`` is the test of the linear statistic
+        ``sign * change - limit * control``. Without it the control mean is taken as known (``self.control_mean``)
+        and the standard error is the plain one of the mean change. Arrays of shape ``(..., n)`` give one harm per
+        row (arrays back); 1-d inputs give floats.
         """
-        estimate, influence = self.harm_influence(change, control)
-        n = len(influence)
-        se = float(influence.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-        return estimate, se
+        change = np.asarray(change, dtype=float)
+        n = change.shape[-1]
+        if n < 2:
+            estimate = float(self.harm(change.mean())) if n else float("nan")
+            return estimate, float("nan")
+        if control is None:
+            estimate, statistic, scale = self.harm(change.mean(axis=-1)), self.sign * change, self.scale
+            se = statistic.std(axis=-1, ddof=1) / math.sqrt(n) / scale
+        else:
+            estimate, statistic, scale = self._at_limit(change, np.asarray(control, dtype=float))
+            # the variance under the null (E[U] = 0 at the boundary): the uncentred second moment
+            with np.errstate(invalid="ignore", divide="ignore"):
+                se = np.sqrt((statistic**2).sum(axis=-1) / (n - 1) / n) / scale
+        if change.ndim == 1:
+            return float(estimate), float(se)
+        return np.asarray(estimate, dtype=float), np.asarray(se, dtype=float)
+
+    def _at_limit(self, change: np.ndarray, control: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Harm, Fieller's statistic ``U_i`` at the limit (mean <= 0 exactly when harm <= limit) and what divides
+        ``U``'s mean to put it on the harm's scale, along the last axis."""
+        d = np.asarray(change.mean(axis=-1))
+        if not self.relative:
+            # absolute harm: U = sign * change - limit (a limit of 0 at a zero control mean)
+            at = self.limit if math.isfinite(self.limit) else self.sign * d[..., None]  # no limit: the plain spread
+            return self.sign * d, self.sign * change - at, np.ones_like(d)
+        c = np.asarray(control.mean(axis=-1))
+        size = np.abs(c)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            estimate = np.where(size > 0, self.sign * d / np.where(size > 0, size, 1.0), np.nan)
+        # without a limit there is no boundary: the statistic at the estimate (the delta method's spread)
+        at = self.limit if math.isfinite(self.limit) else estimate[..., None]
+        statistic = self.sign * change - at * np.sign(c)[..., None] * control
+        return estimate, statistic, np.where(size > 0, size, np.nan)
+
+    def assess_means(self, change: float, change_se: float, control_se: float, covariance: float, n: int = 0,
+                     alpha: float = ALPHA) -> Harm:
+        """The verdict on a change of means against the estimated control mean ``self.control_mean``, from the two
+        estimates' standard errors and covariance (a regression's intercept and effect, or two independent means:
+        covariance ``-control_se**2`` between ``arm - control`` and ``control``).
+
+        Fieller's test at the limit as :meth:`harm_and_se` makes it, on the means: harm ``sign * change / |c|`` is
+        within the limit ``L`` when ``sign * change - L * sign(c) * c`` is at most 0, whose variance is
+        ``var(change) + L^2 var(c) - 2 L sign * sign(c) cov``; the harm's ``se`` is its square root over ``|c|``.
+        """
+        if not self.relative or not math.isfinite(self.limit):
+            estimate, se = self.sign * change, change_se
+        else:
+            c, lim = self.control_mean, self.limit
+            var = change_se**2 + lim**2 * control_se**2 - 2.0 * lim * self.sign * math.copysign(1.0, c) * covariance
+            estimate, se = self.sign * change / abs(c), math.sqrt(max(var, 0.0)) / abs(c) if math.isfinite(var) else math.nan
+        return self.verdict(estimate, se, n=n, alpha=alpha)
 
     def harm_influence(self, change: np.ndarray, control: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """Harm and its per-unit influence values (up to a constant) from the inputs of :meth:`harm_and_se`:
-        their spread is the harm's standard error, and their correlation across policies on the same units is
-        how alike those policies' harm estimates err (what simultaneous bounds need)."""
+        """Harm and per-unit influence values from the inputs of :meth:`harm_and_se`: their sample standard deviation
+        over ``sqrt(n)`` is its standard error, and their correlation across policies on the same units is how alike
+        those policies' harm tests err (what simultaneous bounds need)."""
         change = np.asarray(change, dtype=float)
         n = len(change)
         if n == 0:
             return float("nan"), np.zeros(0)
-        d = float(change.mean())
-        if control is None or not self.relative:
-            return float(self.harm(d)), self.harm(change)
-        control = np.asarray(control, dtype=float)
-        c = float(control.mean())
-        if c == 0.0:
-            return float("nan"), np.full(n, np.nan)
-        # influence function of d / |c|: (change_i - d) / |c| - d * sign(c) * (control_i - c) / c^2
-        influence = change / abs(c) - d * math.copysign(1.0, c) * control / c**2
-        return float(self.sign * d / abs(c)), self.sign * influence
+        estimate, se = self.harm_and_se(change, control)
+        if control is None:
+            return estimate, self.sign * change / self.scale
+        _, statistic, _ = self._at_limit(change, np.asarray(control, dtype=float))
+        centred = statistic - statistic.mean()
+        spread = float(centred.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+        if not (math.isfinite(se) and spread > 0):
+            return estimate, np.full(n, np.nan if not math.isfinite(se) else estimate)
+        # U's own centred deviations, scaled so that their spread is the null standard error the verdict uses
+        return estimate, estimate + centred * (se / spread)
 
-    def assess(self, change: np.ndarray, control: np.ndarray | None = None, alpha: float = ALPHA) -> Harm:
+    def assess(self, change: np.ndarray, control: np.ndarray | None = None, alpha: float = ALPHA,
+               control_events: float | None = None) -> Harm:
         """:meth:`harm_and_se` followed by :meth:`verdict`."""
         estimate, se = self.harm_and_se(change, control)
-        return self.verdict(estimate, se, n=len(change), alpha=alpha)
+        return self.verdict(estimate, se, n=len(change), alpha=alpha, control_events=control_events)
 
     def certifiable(self, estimate: float, se: float, n: int, n_eval: int, margin: float | None = None) -> float:
         """The bound a held-out test of ``n_eval`` units is expected to need, from an estimate on ``n`` other
@@ -231,8 +336,10 @@ class GuardrailRule:
 
 
 def rules_for(spec: ExperimentSpec, control_means: dict[str, float]) -> dict[str, GuardrailRule]:
-    """One rule per guardrail metric of ``spec`` with a ``max_harm``, given each metric's control mean."""
-    return {name: GuardrailRule(metric=name, goal=m.goal, max_harm=m.max_harm, control_mean=float(control_means[name]))
+    """One rule per guardrail metric of ``spec`` (with its ``max_harm`` or ``max_harm_abs``), given each metric's
+    control mean."""
+    return {name: GuardrailRule(metric=name, goal=m.goal, max_harm=m.max_harm, control_mean=float(control_means[name]),
+                                max_harm_abs=m.max_harm_abs)
             for name, m in spec.metrics.items() if m.role == "guardrail"}
 
 
@@ -269,7 +376,7 @@ def certifiable_prefixes(constraints: list[tuple[GuardrailRule, np.ndarray, np.n
     every guardrail at once; constraints as :func:`best_certifiable_prefix` takes them."""
     allowed = None
     for rule, ranked, base in constraints:
-        if rule.max_harm is None:
+        if not rule.has_limit:
             continue
         ok = prefix_bounds(rule, ranked, base, n_eval=n_eval, margin=margin) <= rule.limit
         allowed = ok if allowed is None else allowed & ok

@@ -28,7 +28,7 @@ _TOP_KEYS = {
     "features", "propensity", "allocation", "metrics",
 }
 _REQUIRED_TOP_KEYS = ("name", "data", "unit", "arm", "control", "metrics")
-_METRIC_KEYS = {"column", "goal", "role", "pre", "max_harm", "weight", "description"}
+_METRIC_KEYS = {"column", "goal", "role", "pre", "max_harm", "max_harm_abs", "weight", "description"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,10 @@ class MetricSpec:
     """One outcome metric of an experiment.
 
     ``max_harm`` is the largest tolerated *relative* change in the harmful
-    direction (``0.02`` = 2%); only guardrail metrics carry it.
+    direction (``0.02`` = 2%); ``max_harm_abs`` the largest tolerated change in
+    the metric's own units, for metrics whose control mean can be 0 (where a
+    relative change is undefined). Every guardrail metric carries exactly one
+    of them; other metrics carry neither.
     """
 
     name: str
@@ -47,6 +50,7 @@ class MetricSpec:
     max_harm: float | None = None
     weight: float | None = None
     description: str = ""
+    max_harm_abs: float | None = None
 
     @property
     def sign(self) -> int:
@@ -106,6 +110,8 @@ class ExperimentSpec:
                 name: {
                     "column": m.column, "goal": m.goal, "role": m.role, "pre": m.pre,
                     "max_harm": m.max_harm, "weight": m.weight, "description": m.description,
+                    # only when set, so that the canonical form (and its hash) of a spec without it is unchanged
+                    **({"max_harm_abs": m.max_harm_abs} if m.max_harm_abs is not None else {}),
                 }
                 for name, m in self.metrics.items()
             },
@@ -305,20 +311,18 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
         role = _string(entry, "role", where=where, default="primary")
         if role not in ROLES:
             raise SpecError(f"spec key '{where}role' = {role!r} is not one of {ROLES}", 'use role = "primary", "secondary" or "guardrail"')
-        max_harm = entry.get("max_harm")
-        if max_harm is not None:
-            if isinstance(max_harm, bool) or not isinstance(max_harm, (int, float)) or not math.isfinite(max_harm):
-                raise SpecError(f"spec key '{where}max_harm' must be a number, got {max_harm!r}", "write e.g. max_harm = 0.02 for 2%")
-            if max_harm < 0:
-                raise SpecError(f"spec key '{where}max_harm' = {max_harm} is negative",
-                                "max_harm is a tolerated relative harm, 0 or more (0.02 = 2%)")
-            if role != "guardrail":
-                raise SpecError(f"spec key '{where}max_harm' is set on a {role} metric",
-                                'max_harm only applies to role = "guardrail"; remove it or change the role')
-            max_harm = float(max_harm)
-        elif role == "guardrail":
+        max_harm = _limit(entry, "max_harm", where, role, "write e.g. max_harm = 0.02 for 2%",
+                          "max_harm is a tolerated relative harm, 0 or more (0.02 = 2%)")
+        max_harm_abs = _limit(entry, "max_harm_abs", where, role, "write e.g. max_harm_abs = 0.001 (in the metric's units)",
+                              "max_harm_abs is a tolerated change in the metric's own units, 0 or more")
+        if max_harm is not None and max_harm_abs is not None:
+            raise SpecError(f"spec keys '{where}max_harm' and '{where}max_harm_abs' are both set",
+                            "keep one: max_harm for a change relative to the control mean, max_harm_abs for one in the "
+                            "metric's units (when the control mean can be 0)")
+        if role == "guardrail" and max_harm is None and max_harm_abs is None:
             raise SpecError(f"guardrail metric '{name}' has no max_harm",
-                            f"add {where}max_harm, the largest tolerated relative harm (e.g. 0.02 = 2%; 0 = none)")
+                            f"add {where}max_harm, the largest tolerated relative harm (e.g. 0.02 = 2%; 0 = none), or "
+                            f"{where}max_harm_abs, a tolerated change in the metric's units")
         weight = entry.get("weight")
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)):
             raise SpecError(f"spec key '{where}weight' must be a number, got {weight!r}", "write e.g. weight = 1.0")
@@ -329,12 +333,28 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
             role=role,
             pre=_string(entry, "pre", where=where, default=None),
             max_harm=max_harm,
+            max_harm_abs=max_harm_abs,
             weight=float(weight) if weight is not None else None,
             description=_string(entry, "description", where=where, default=""),
         )
     if not any(m.role == "primary" for m in metrics.values()):
         raise SpecError("spec has no primary metric", 'mark the metric you want to improve with role = "primary"')
     return metrics
+
+
+def _limit(entry: dict[str, Any], key: str, where: str, role: str, example: str, meaning: str) -> float | None:
+    """A guardrail limit (``max_harm`` or ``max_harm_abs``): a finite number, 0 or more, on a guardrail metric only."""
+    value = entry.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpecError(f"spec key '{where}{key}' must be a number, got {value!r}", example)
+    if value < 0:
+        raise SpecError(f"spec key '{where}{key}' = {value} is negative", meaning)
+    if role != "guardrail":
+        raise SpecError(f"spec key '{where}{key}' is set on a {role} metric",
+                        f'{key} only applies to role = "guardrail"; remove it or change the role')
+    return float(value)
 
 
 def _check_columns(spec: ExperimentSpec) -> None:

@@ -60,15 +60,11 @@ def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.
 
 def harm_of(rule: GuardrailRule, value: Estimate, control: Estimate, alpha: float = ALPHA) -> Harm:
     """``rule``'s harm of ``value`` against all-control's ``control`` (independent samples), relative to the
-    round's own control value."""
-    c, v = control.value, value.value
-    rule = rule.at_control_mean(c)
-    if rule.relative:
-        harm = rule.sign * (v - c) / abs(c)
-        se = math.sqrt(value.se**2 / c**2 + v**2 * control.se**2 / c**4)  # delta method for v / c - 1
-    else:
-        harm, se = rule.sign * (v - c), math.hypot(value.se, control.se)
-    return rule.verdict(harm, se, n=value.n, alpha=alpha)
+    round's own control value: Fieller's test at the limit (:meth:`GuardrailRule.assess_means`), the change
+    ``value - control`` covarying with ``control`` by ``-var(control)``."""
+    rule = rule.at_control_mean(control.value)
+    return rule.assess_means(value.value - control.value, math.hypot(value.se, control.se), control.se,
+                             -control.se**2, n=value.n, alpha=alpha)
 
 
 def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: str, metrics: Mapping[str, MetricSpec],
@@ -109,7 +105,7 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
             elif base is not None:
                 d, se = value.value - base.value, math.hypot(value.se, base.se)
                 cell["lift"] = {"estimate": d, "se": se, "ci_low": d - 1.96 * se, "ci_high": d + 1.96 * se}
-                if m in rules and rules[m].max_harm is not None:
+                if m in rules and rules[m].has_limit:
                     entry["harms"][m] = harm_of(rules[m], value, base).to_dict()
             entry["metrics"][m] = cell
         entry["measured"] = all(c["lift"] is not None for c in entry["metrics"].values())

@@ -117,14 +117,14 @@ def check(constraints: list[Constraint], chosen: np.ndarray, exploration: float,
         estimate, se = c.rule.harm_and_se(served_change(c.change, chosen, exploration))
         harms[c.rule.metric] = (estimate, se)
         bounds[c.rule.metric] = c.rule.certifiable(estimate, se, n, n_eval, margin)
-        ok &= bool(bounds[c.rule.metric] <= c.rule.limit) or c.rule.max_harm is None
+        ok &= bool(bounds[c.rule.metric] <= c.rule.limit) or not c.rule.has_limit
     return ok, bounds, harms
 
 
 def choose_constrained(choose: Chooser, value: np.ndarray, constraints: list[Constraint], control: int,
                        exploration: float, n_eval: int, steps: int = STEPS) -> ConstrainedChoice:
     """The chooser's arms for ``value`` (n, A) penalized by the smallest multiplier that makes them certifiable."""
-    active = [c for c in constraints if c.rule.max_harm is not None]
+    active = [c for c in constraints if c.rule.has_limit]
     value = np.asarray(value, dtype=float)
     plain = choose(value)
     ok, bounds, harms = check(active, plain, exploration, n_eval)

@@ -304,7 +304,7 @@ def objective(spec: ExperimentSpec, frame: pd.DataFrame, weights: dict[str, floa
         if name in rules:  # the document's record of the rule (what built it; nothing reads the limit back)
             rule = rules[name]
             rails[name] = {"mode": guardrails, "control_mean": rule.control_mean, "penalty": 0.0, "max_harm": rule.max_harm,
-                           "limit": rule.limit if rule.max_harm is not None else None, "basis": rule.basis}
+                           "limit": rule.limit if rule.has_limit else None, "basis": rule.basis}
     if not any(meta["weight"] > 0 for meta in metrics.values()):
         raise PolicyError("every metric weight is 0, so no arm can be better than another", "give at least one metric a positive weight")
     _set_coefficients(metrics, rails)
@@ -365,7 +365,7 @@ def build_value_policy(
     # the scores say: budget and guardrails are about what is served, so the greedy part gets what is left
     greedy = greedy_budget(budget, exploration, k) if budget is not None else None
     min_score = 0.0
-    constrained = [m for m, rule in rules.items() if guardrails == "constraint" and rule.max_harm is not None]
+    constrained = [m for m, rule in rules.items() if guardrails == "constraint" and rule.has_limit]
     # Budget and constraints interact (fewer treated units harm less), so alternate a few rounds.
     for _round in range(3):
         for metric in constrained:
@@ -380,7 +380,7 @@ def build_value_policy(
     # by their best arm's score, the number treated is the one with the most objective value that meets
     # that (everyone on control harms nothing, so a prefix always exists).
     certified: dict[str, Any] = {}
-    if harm_signal is not None and any(r.max_harm is not None for r in rules.values()):
+    if harm_signal is not None and any(r.has_limit for r in rules.values()):
         min_score, certified = _certifiable_threshold(
             metrics, rules, effects, harm_signal, arms, control, min_score, exploration, n_eval or n, margin)
         for metric in rails:

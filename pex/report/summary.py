@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pex.errors import PexError
 from pex.evaluation.procedures import CERTIFICATION, certified_text
-from pex.experiment.guardrail import Harm
+from pex.experiment.guardrail import FEW_EVENTS, Harm
 from pex.report.cells import base_kind
 
 if TYPE_CHECKING:
@@ -85,10 +85,13 @@ class HarmCell(_Model):
     verdict: Literal["pass", "fail", "inconclusive"]
     n: int
     units_to_certify: int | None = None
+    power: float | None = None  # the pass probability units_to_certify is planned for
+    max_harm_abs: float | None = None
+    control_events: float | None = None  # events of a count or binary guardrail in control (None: other metrics)
 
     @property
     def relative(self) -> bool:
-        """Whether the harm is relative to the control mean (else absolute, the control mean being 0)."""
+        """Whether the harm is relative to the control mean (else absolute: max_harm_abs, or a control mean of 0)."""
         return self.basis == "relative"
 
 
@@ -97,7 +100,7 @@ class ArmGuardrail(_Model):
 
     metric: str
     arm: str
-    max_harm: float
+    max_harm: float | None
     limit: float
     harm: float
     harm_upper: float
@@ -108,6 +111,7 @@ class ArmGuardrail(_Model):
     se: float
     level: float
     units_to_certify: int | None = None
+    max_harm_abs: float | None = None
 
     @property
     def relative(self) -> bool:
@@ -166,6 +170,9 @@ class ArmEffect(_Model):
     cuped: bool
     variance_reduction: float | None
     method: str
+    baseline: float | None = None
+    baseline_se: float | None = None
+    baseline_cov: float | None = None
 
 
 class LearnerScore(_Model):
@@ -553,16 +560,19 @@ def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dataset_id: str, da
         "recommended_policy": recommendation.policy,
         "recommendation": {**recommendation.to_dict(), "document": chosen.to_document()},
         "crossfit": crossfit,
-        "caveats": caveats(evaluation, fit, crossfit, cert.get("text")),
+        "caveats": caveats(evaluation, fit, crossfit, cert.get("text"),
+                           guardrails=[Harm.from_dict(g) for row in rows for g in row["guardrails"].values()]),
     }
     if timings is not None:
         summary["timings"] = timings
     return RunSummary.model_validate(summary)
 
 
-def caveats(evaluation: dict, fit: dict, crossfit: dict | None = None, certified: str | None = None) -> list[str]:
+def caveats(evaluation: dict, fit: dict, crossfit: dict | None = None, certified: str | None = None,
+            guardrails: list[Harm] | None = None) -> list[str]:
     """What the estimates assume and which rows they rest on, in plain words (``certified``: the recommendation's
-    sentence on what "certified" means, :func:`pex.evaluation.procedures.certified_text`)."""
+    sentence on what "certified" means, :func:`pex.evaluation.procedures.certified_text`; ``guardrails``: the
+    comparison's guardrail verdicts, for the warnings about their bounds)."""
     certified = certified or certified_text(CERTIFICATION, crossfit is not None)
     holdout = fit["holdout"]
     if crossfit is not None:
@@ -587,4 +597,25 @@ def caveats(evaluation: dict, fit: dict, crossfit: dict | None = None, certified
         "seasonality, a changed product), so keep some exploration and re-evaluate with the logged decisions.",
         "Served policies include their exploration share: budgets, treated shares and guardrail harms are those of the "
         "mixture that is actually served.",
+        *guardrail_caveats(guardrails or []),
     ]
+
+
+def guardrail_caveats(harms: list[Harm]) -> list[str]:
+    """Warnings about guardrail bounds, one per metric: few control events of a count or binary guardrail (its bound
+    rests on a rough normal approximation), and a control mean of 0 under a relative ``max_harm`` (nothing that
+    raises the metric can be certified)."""
+    out = []
+    for metric in dict.fromkeys(h.metric for h in harms):
+        h = next(h for h in harms if h.metric == metric)
+        if h.few_events:
+            out.append(f"Guardrail {metric} has only {h.control_events:,.0f} events in control on the units that certify "
+                       f"(fewer than about {FEW_EVENTS}): its harm bounds rest on a normal approximation that is rough with "
+                       "so few events, and relative changes of a rare event are noisy; a larger experiment or a longer "
+                       "window makes them reliable.")
+        if h.basis == "absolute" and h.max_harm_abs is None and h.max_harm is not None:
+            out.append(f"Guardrail {metric} has a control mean of 0 on the units that certify, so its relative max_harm "
+                       "cannot be applied: harm is judged in absolute terms against a limit of 0, which no policy that "
+                       f"raises {metric} at all can meet, so it cannot be certified. Set max_harm_abs (a tolerated change "
+                       f"in {metric}'s own units) in the spec instead.")
+    return out

@@ -65,8 +65,8 @@ def render_analysis(a: Analysis) -> str:
         grows = [
             [g.metric, g.arm, fmt_pct1(g.harm), fmt_pct1(g.harm_upper), fmt_pct1(g.max_harm, signed=False), g.verdict.upper()]
             if g.basis == "relative" else
-            [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", "0 (abs.)",
-             g.verdict.upper() + " (control mean is 0: absolute test)"]
+            [g.metric, g.arm, f"{g.harm:+.4g}", f"{g.harm_upper:+.4g}", f"{g.limit:g} (abs.)",
+             g.verdict.upper() + ("" if g.max_harm_abs is not None else " (control mean is 0: absolute test)")]
             for g in a.guardrails
         ]
         out.append(table(grows, ["metric", "arm", "harm", "upper bound", "max harm", "verdict"], right={2, 3, 4}))
@@ -277,7 +277,7 @@ def guardrail_line(metric: str, g: dict) -> str:
             + (f" (standard error {fmt_pct1(se, signed=False) if basis == 'relative' else f'{se:.4g}'})"
                if isinstance(se, (int, float)) and math.isfinite(se) else "")
             + f", {_level(g)} bounds {_harm(g, lower)} to {_harm(g, upper)}, vs limit {_limit(g)}"
-            + (" (control mean is 0)" if basis == "absolute" else "") + ": "
+            + (" (control mean is 0)" if basis == "absolute" and g.get("max_harm_abs") is None else "") + ": "
             + VERDICT_MEANING[g["verdict"]])
     need = g["units_to_certify"]
     if g["verdict"] == "inconclusive" and need:

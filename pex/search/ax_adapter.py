@@ -60,7 +60,7 @@ def outcome_constraints(harms: Mapping[str, GuardrailRule], objectives: Sequence
     limit (``max_harm``, or 0 when the harm is absolute at a zero control mean), and with several objectives
     (``objectives``: Ax metric names) each at least all-control's lift of 0, Ax's objective thresholds (the
     hypervolume reference)."""
-    constraints = [f"{name} <= {rule.limit!r}" for name, rule in harms.items() if rule.max_harm is not None]
+    constraints = [f"{name} <= {rule.limit!r}" for name, rule in harms.items() if rule.has_limit]
     if len(objectives) > 1:
         constraints += [f"{n} >= 0.0" for n in objectives]
     return constraints

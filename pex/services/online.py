@@ -70,7 +70,7 @@ class LoopOptions:
 def _space_settings(spec: ExperimentSpec, ctx: FitContext) -> dict[str, Any]:
     """The loop's metrics, objectives and guardrail rules (relative to the control mean of the fit's training
     units, as the offline stages hold them), stored with the loop as the rules' own JSON."""
-    rules = {c.rule.metric: c.rule for c in ctx.guardrail_constraints() if c.rule.max_harm is not None}
+    rules = {c.rule.metric: c.rule for c in ctx.guardrail_constraints() if c.rule.has_limit}
     return {"metrics": list(spec.metrics), "objectives": [m for m, meta in spec.metrics.items() if meta.role != "guardrail"],
             "guardrails": {m: rule.to_dict() for m, rule in rules.items()}}
 

@@ -239,7 +239,7 @@ def value_ladder(ctx: FitContext, value: Policy, options: BuildOptions, *, linea
     no guardrail has a limit (there is nothing to certify). Each step comes with its calibration info.
     """
     spec = ctx.dataset.spec
-    if not any(m.role == "guardrail" and m.max_harm is not None for m in spec.metrics.values()):
+    if not any(m.role == "guardrail" and (m.max_harm is not None or m.max_harm_abs is not None) for m in spec.metrics.values()):
         return []
     train = ctx.training_frame()
     oof, pseudo = ctx.oof_effects(), ctx.pseudo_outcomes()

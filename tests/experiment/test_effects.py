@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,7 +144,10 @@ def test_guardrail_verdicts_follow_the_one_sided_bounds(dataset, effects):
         e = effects[(g.metric, g.arm)]
         assert g.harm == pytest.approx(e.relative)  # goal = decrease: harm is the increase
         z = stats.norm.ppf(0.95)
-        assert g.harm_upper == pytest.approx(g.harm + z * e.relative_se)
+        # Fieller's test at the limit: the standard error of effect - limit * control mean, over the control mean
+        fieller = math.sqrt(e.se**2 + g.limit**2 * e.baseline_se**2 - 2 * g.limit * e.baseline_cov) / e.baseline
+        assert g.harm_upper == pytest.approx(g.harm + z * fieller)
+        assert fieller == pytest.approx(e.relative_se, rel=0.5)  # the delta method's, evaluated at the estimate instead
         expected = "pass" if g.harm_upper < g.max_harm else "fail" if g.harm_lower > g.max_harm else "inconclusive"
         assert g.verdict == expected
 
@@ -298,8 +303,8 @@ def test_guardrail_verdicts_are_the_shared_rule(dataset, effects):
     assert verdicts
     for g in verdicts:
         e = effects[(g.metric, g.arm)]
-        rule = GuardrailRule(g.metric, "decrease", g.max_harm, e.control_mean)
-        harm = rule.verdict(e.relative, e.relative_se, n=e.n_control + e.n_arm)
+        rule = GuardrailRule(g.metric, "decrease", g.max_harm, e.baseline)
+        harm = rule.assess_means(e.estimate, e.se, e.baseline_se, e.baseline_cov, n=e.n_control + e.n_arm)
         assert (g.harm, g.se, g.harm_upper, g.harm_lower, g.verdict) == (harm.estimate, harm.se, harm.upper, harm.lower, harm.verdict)
         assert g.level == pytest.approx(0.95) and g.units_to_certify == harm.units_to_certify()
         assert {"se", "level", "units_to_certify", "basis"} <= set(g.to_dict())

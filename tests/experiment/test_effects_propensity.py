@@ -170,7 +170,8 @@ def test_guardrail_on_weighted_effects_uses_the_shared_rule(tmp_path):
     a = analyze(ds)
     [g] = a.guardrails
     z = next(e for e in a.effects if e.metric == "z")
-    harm = GuardrailRule("z", "decrease", 0.05, z.control_mean).verdict(z.relative, z.relative_se, n=ds.n_units)
+    harm = GuardrailRule("z", "decrease", 0.05, z.baseline).assess_means(z.estimate, z.se, z.baseline_se, z.baseline_cov,
+                                                                         n=ds.n_units)
     assert (g.harm, g.se, g.harm_upper, g.harm_lower, g.verdict) == (harm.estimate, harm.se, harm.upper, harm.lower, harm.verdict)
     assert g.basis == "relative" and g.level == pytest.approx(0.95)
     # z has no effect and a relative standard error near 0.4%: well within a 5% tolerance

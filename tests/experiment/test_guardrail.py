@@ -1,4 +1,4 @@
-"""The guardrail rule (pex.experiment.guardrail): verdicts, delta-method standard errors, certifiable prefixes, and (slow)
+"""The guardrail rule (pex.experiment.guardrail): verdicts, Fieller's standard errors at the limit, certifiable prefixes, and (slow)
 coverage of a policy's harm bound over repeated simulated experiments."""
 
 from __future__ import annotations
@@ -75,32 +75,95 @@ def test_a_fall_is_harm_for_a_metric_to_increase():
     assert estimate == pytest.approx(0.1)
 
 
-def test_delta_method_on_the_joint_covariance_of_the_two_means():
-    """Relative harm d/c with per-unit paired contributions: the SE equals the delta method on the two means'
-    joint covariance."""
+def test_fieller_at_the_limit_with_the_variance_under_the_null():
+    """Relative harm d/c with per-unit paired contributions and an estimated control mean: the estimate is d/c and the
+    standard error is that of U = change - limit * control (uncentred: its variance if E[U] = 0, the boundary) over
+    c, so the verdict at every level is the sign of U's one-sided bound."""
     rng = np.random.default_rng(0)
     n = 5_000
     control = rng.binomial(1, 0.3, n).astype(float) + rng.normal(0, 0.1, n)
     change = 0.03 + 0.5 * (control - 0.3) + rng.normal(0, 0.4, n)
     estimate, se = RULE.harm_and_se(change, control)
     d, c = change.mean(), control.mean()
-    cov = np.cov(np.vstack([change, control])) / n  # covariance of the two sample means
-    grad = np.array([1 / c, -d / c**2])
+    u = change - RULE.limit * control
     assert estimate == pytest.approx(d / c)
-    assert se == pytest.approx(math.sqrt(grad @ cov @ grad), rel=1e-3)
+    assert se == pytest.approx(math.sqrt((u**2).sum() / (n - 1) / n) / c, rel=1e-12)
+    for alpha in (0.2, 0.05, 0.001):
+        z = z_value(alpha)
+        assert RULE.assess(change, control, alpha=alpha).passed == (u.mean() + z * se * c <= 0)
+    # near the limit the test's standard error is the delta method's evaluated at the limit (the two agree there)
+    cov = np.cov(np.vstack([change, control])) / n
+    grad = np.array([1 / c, -RULE.limit / c])
+    assert se == pytest.approx(math.sqrt(grad @ cov @ grad), rel=0.05)
     # with changes unrelated to the control contributions, treating the control mean as known understates the SE
     independent = 0.03 + rng.normal(0, 0.4, n)
     known = GuardrailRule("complaints", "decrease", 0.10, control_mean=float(control.mean()))
     assert known.harm_and_se(independent)[1] < known.harm_and_se(independent, control)[1]
+    # rows of a 2-d array are judged one by one
+    both = np.vstack([change, independent])
+    harms, ses = RULE.harm_and_se(both, np.vstack([control, control]))
+    assert harms.shape == ses.shape == (2,)
+    assert (harms[1], ses[1]) == pytest.approx(RULE.harm_and_se(independent, control), rel=1e-12)
 
 
-def test_units_to_certify_puts_the_bound_at_the_limit():
+def test_influence_values_carry_the_tests_standard_error():
+    rng = np.random.default_rng(3)
+    control = rng.binomial(1, 0.2, 3_000).astype(float)
+    change = rng.binomial(1, 0.21, 3_000) - control
+    estimate, influence = RULE.harm_influence(change, control)
+    assert influence.mean() == pytest.approx(estimate)
+    assert influence.std(ddof=1) / math.sqrt(len(influence)) == pytest.approx(RULE.harm_and_se(change, control)[1], rel=1e-9)
+
+
+def test_units_to_certify_at_80_percent_power():
     harm = RULE.verdict(0.04, 0.05, n=2_000)
     assert harm.verdict == "inconclusive"
     need = harm.units_to_certify()
     scaled = harm.se * math.sqrt(harm.n / need)
-    assert harm.estimate + z_value() * scaled == pytest.approx(RULE.limit, rel=1e-3)
+    # at that size the bound sits z_power standard errors below the limit, so it passes with probability 0.8
+    assert harm.estimate + (z_value() + z_value(0.2)) * scaled == pytest.approx(RULE.limit, rel=1e-3)
+    assert harm.units_to_certify(power=0.5) < need
+    assert RULE.verdict(0.04, 0.05, n=2_000).at(0.01).units_to_certify() > need  # at its own (stricter) level
+    assert harm.to_dict()["units_to_certify"] == need and harm.to_dict()["power"] == 0.8
     assert RULE.verdict(0.12, 0.01, n=2_000).units_to_certify() is None  # over the limit: more units cannot help
+    assert RULE.verdict(0.10, 0.01, n=2_000).units_to_certify() is None  # at it, too
+
+
+def test_an_absolute_limit_from_max_harm_abs():
+    rule = GuardrailRule("refunds", "decrease", None, control_mean=0.0, max_harm_abs=0.002)
+    assert rule.has_limit and rule.basis == "absolute" and rule.limit == 0.002 and not rule.zero_control
+    assert rule.at_control_mean(0.5).limit == 0.002 and not rule.at_control_mean(0.5).relative  # whatever control's mean
+    assert GuardrailRule.from_dict(rule.to_dict()) == rule and rule.to_dict()["limit"] == 0.002
+    # the test: mean absolute change against the limit, with the spread of change - limit
+    rng = np.random.default_rng(4)
+    control = rng.binomial(1, 0.001, 20_000).astype(float)
+    change = rng.binomial(1, 0.0015, 20_000) - control
+    estimate, se = rule.harm_and_se(change, control)
+    assert estimate == pytest.approx(change.mean())
+    assert se == pytest.approx(math.sqrt(((change - 0.002) ** 2).sum() / (20_000 - 1) / 20_000))
+    harm = rule.assess(change, control)
+    assert harm.max_harm_abs == 0.002 and harm.basis == "absolute" and harm.limit == 0.002
+    assert Harm.from_dict(harm.to_dict()) == harm
+
+
+def test_a_zero_control_mean_under_a_relative_limit_cannot_certify_a_rise():
+    zero = GuardrailRule("refunds", "decrease", 0.05, control_mean=0.0)
+    assert zero.zero_control and zero.limit == 0.0 and zero.basis == "absolute"
+    change = np.r_[np.zeros(999), 1.0]  # one event under the policy, none in control
+    assert not zero.assess(change, np.zeros(1_000)).passed
+    assert not GuardrailRule("refunds", "decrease", 0.05, control_mean=0.1).zero_control
+    # the report says so, and what to do, once per metric; an absolute limit or a positive control mean says nothing
+    from pex.report.summary import guardrail_caveats
+
+    harm = zero.assess(change, np.zeros(1_000), control_events=0.0)
+    [zero_note, few_note] = sorted(guardrail_caveats([harm, harm]), key=lambda t: "max_harm_abs" not in t)
+    assert "refunds" in zero_note and "cannot be certified" in zero_note and "max_harm_abs" in zero_note
+    assert "only 0 events in control" in few_note
+    absolute = GuardrailRule("refunds", "decrease", None, control_mean=0.0, max_harm_abs=0.01)
+    assert guardrail_caveats([absolute.assess(change, np.zeros(1_000), control_events=150.0)]) == []
+    # a harm written before these fields existed still loads
+    old = {k: v for k, v in RULE.verdict(0.03, 0.03, n=100).to_dict().items() if k not in ("max_harm_abs", "control_events")}
+    assert Harm.from_dict(old).control_events is None
 
 
 def test_a_harm_rejudged_at_a_bonferroni_level_is_stricter():
@@ -213,3 +276,20 @@ def _spec(sim, folder):
 @pytest.mark.parametrize("alpha", [0.05, 0.01, 0.2])
 def test_tail_level_inverts_the_one_sided_quantile(alpha):
     assert tail_level(z_value(alpha)) == pytest.approx(alpha, rel=1e-9)
+
+
+def test_means_with_their_covariance_get_the_same_test_as_per_unit_contributions():
+    """assess_means (analyze's regressions, the online loop's two samples) is Fieller's test on the two means: with
+    the sample means' covariance it gives the per-unit test's harm and, up to centring, its standard error."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    control = rng.binomial(1, 0.3, n).astype(float)
+    change = rng.binomial(1, 0.32, n) - control
+    cov = np.cov(np.vstack([change, control])) / n
+    rule = GuardrailRule("complaints", "decrease", 0.10, control_mean=float(control.mean()))
+    harm = rule.assess_means(float(change.mean()), math.sqrt(cov[0, 0]), math.sqrt(cov[1, 1]), float(cov[0, 1]), n=n)
+    estimate, se = rule.harm_and_se(change, control)
+    assert harm.estimate == pytest.approx(estimate) and harm.se == pytest.approx(se, rel=0.01)
+    assert harm.verdict == rule.assess(change, control).verdict
+    absolute = GuardrailRule("complaints", "decrease", None, control_mean=0.3, max_harm_abs=0.01)
+    assert absolute.assess_means(0.004, 0.002, 0.003, -1e-6).upper == pytest.approx(0.004 + z_value() * 0.002)

@@ -143,6 +143,18 @@ def test_numbers_are_floats() -> None:
     assert spec.metrics["unsub"].max_harm == 0.0 and isinstance(spec.metrics["unsub"].max_harm, float)
 
 
+def test_an_absolute_limit_for_a_guardrail() -> None:
+    raw = minimal()
+    raw["metrics"]["refunds"] = {"goal": "decrease", "role": "guardrail", "max_harm_abs": 0}
+    spec = parse(raw)
+    refunds = spec.metrics["refunds"]
+    assert refunds.max_harm_abs == 0.0 and isinstance(refunds.max_harm_abs, float) and refunds.max_harm is None
+    assert spec_from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()["metrics"]["refunds"]["max_harm_abs"] == 0.0
+    # a spec without it keeps the canonical form (and so the hash) it had before the key existed
+    assert "max_harm_abs" not in parse(minimal()).to_dict()["metrics"]["sessions"]
+
+
 @pytest.mark.parametrize(
     ("shares", "expected"),
     [
@@ -215,6 +227,16 @@ BAD = [
     pytest.param(guardrail(max_harm=float("inf")), r"spec key 'metrics\.unsub\.max_harm' must be a number", id="max-harm-inf"),
     pytest.param(lambda r: r["metrics"]["sessions"].update(max_harm=0.1),
                  r"spec key 'metrics\.sessions\.max_harm' is set on a primary metric", id="max-harm-on-primary"),
+    pytest.param(guardrail(max_harm=0.05, max_harm_abs=0.001),
+                 r"spec keys 'metrics\.unsub\.max_harm' and 'metrics\.unsub\.max_harm_abs' are both set", id="both-limits"),
+    pytest.param(guardrail(max_harm_abs=-0.001), r"spec key 'metrics\.unsub\.max_harm_abs' = -0\.001 is negative",
+                 id="negative-max-harm-abs"),
+    pytest.param(guardrail(max_harm_abs="0.1%"), r"spec key 'metrics\.unsub\.max_harm_abs' must be a number",
+                 id="max-harm-abs-string"),
+    pytest.param(guardrail(max_harm_abs=float("nan")), r"spec key 'metrics\.unsub\.max_harm_abs' must be a number",
+                 id="max-harm-abs-nan"),
+    pytest.param(lambda r: r["metrics"]["sessions"].update(max_harm_abs=0.1),
+                 r"spec key 'metrics\.sessions\.max_harm_abs' is set on a primary metric", id="max-harm-abs-on-primary"),
     pytest.param(lambda r: r["metrics"]["sessions"].update(weight="high"),
                  r"spec key 'metrics\.sessions\.weight' must be a number", id="weight-string"),
     pytest.param(lambda r: r["metrics"]["sessions"].update(role="secondary"), r"spec has no primary metric", id="no-primary-metric"),
