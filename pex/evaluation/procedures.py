@@ -28,5 +28,5 @@ def certified_text(certification: str, crossfitted: bool = False) -> str:
     """What "certified" means, in plain words, for one of :data:`CERTIFICATIONS` (``crossfitted``: on every unit,
     each under the half-policy that never saw it, :mod:`pex.services.crossfit`)."""
     rows = ("on every unit, each decided by the half of the policy built without it," if crossfitted else "on held-out units,")
-    return (f"Certified means: {rows} each guardrail's one-sided upper bound of harm is within its max_harm, "
+    return (f"Certified means: {rows} each guardrail's one-sided upper bound of harm is within its limit, "
             f"and the 95% holds for every certified policy at once. Candidates are tested {PROCEDURE[certification]}.")
