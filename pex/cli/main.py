@@ -427,12 +427,15 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
               help="How the held-out test covers every candidate at once: gated (the safest alone at the full level, "
                    "then step-down over the rest), fixed-sequence (safest first, stop at the first failure) or step-down "
                    "(max-t over all candidates together).")
+@click.option("--reason", default=None, metavar="TEXT",
+              help="Why this run's recommendation should replace the earlier runs' on the same dataset version (recorded "
+                   "and shown). Without it, a later run on the same data recommends the first run's recommendation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context
 def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, crossfit: bool, holdout: float | None,
-                trials: int, ax_seconds: float, dense: int, budget: float | None, certification: str, quiet: bool,
-                as_json: bool) -> None:
+                trials: int, ax_seconds: float, dense: int, budget: float | None, certification: str, reason: str | None,
+                quiet: bool, as_json: bool) -> None:
     """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
     from pex.services.policies import BuildOptions
     from pex.services.run import RunOptions, run
@@ -442,7 +445,7 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
                                "unit; add --no-crossfit to fit once with that share")
     options = RunOptions(learner=learner, seed=seed, holdout=HOLDOUT if holdout is None else holdout, trials=trials,
                          ax_seconds=ax_seconds, dense=dense, use_ax=trials > 0, certification=certification,
-                         crossfit=crossfit, build=BuildOptions(budget=budget))
+                         crossfit=crossfit, build=BuildOptions(budget=budget), reason=reason)
     quiet = quiet or as_json
     result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
                  progress=None if quiet else _Progress())

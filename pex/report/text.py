@@ -361,7 +361,22 @@ def render_recommendation(summary: RunSummary | dict) -> str:
     if listed:
         out.append(f"  {listed}")
     out += [f"  - {r}" for r in reasons]
-    return "\n".join(out)
+    return "\n".join(out + _history_lines(typed))
+
+
+def _history_lines(typed: RunSummary) -> list[str]:
+    """The run among the runs on its dataset version (:mod:`pex.services.history`) and, when the recommendation is an
+    earlier run's, the stored version publishing serves and this run's own choice."""
+    if typed.history is None:
+        return []
+    out = [f"History: {typed.history.text}"]
+    rec, own = typed.recommendation, typed.own_recommendation
+    if rec.from_run is not None:
+        version = f" --version {rec.from_run.version}" if rec.from_run.version is not None else ""
+        out.append(f"  {rec.from_run.text} Publish it with: pex publish {rec.policy}{version}")
+        if own is not None:
+            out.append(f"  this run alone (for information): {own.headline}")
+    return out
 
 
 def render_logged_evaluation(row: dict) -> str:
