@@ -261,7 +261,14 @@ def _publish_demo(ctx: click.Context, spec, result) -> None:
 
 def _print_run(result) -> None:
     """The text version of a pipeline run: health, effects, HTE, policies, weight search, recommendation."""
-    from pex.report.text import render_analysis, render_fit, render_policies, render_recommendation, render_tuning
+    from pex.report.text import (
+        render_analysis,
+        render_fit,
+        render_history,
+        render_policies,
+        render_recommendation,
+        render_tuning,
+    )
 
     d = result.details
     click.echo("")
@@ -274,6 +281,9 @@ def _print_run(result) -> None:
     click.echo(render_tuning(result.summary["pareto"], result.summary["policies"]))
     click.echo("")
     click.echo(render_recommendation(result.summary))
+    history = render_history(result.summary)
+    if history:
+        click.echo("\n" + history)
     if result.out is not None:
         click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
 

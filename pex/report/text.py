@@ -361,14 +361,15 @@ def render_recommendation(summary: RunSummary | dict) -> str:
     if listed:
         out.append(f"  {listed}")
     out += [f"  - {r}" for r in reasons]
-    return "\n".join(out + _history_lines(typed))
+    return "\n".join(out)
 
 
-def _history_lines(typed: RunSummary) -> list[str]:
+def render_history(summary: RunSummary | dict) -> str:
     """The run among the runs on its dataset version (:mod:`pex.services.history`) and, when the recommendation is an
-    earlier run's, the stored version publishing serves and this run's own choice."""
+    earlier run's, the stored version publishing serves and this run's own choice ("" for a summary without history)."""
+    typed = as_summary(summary)
     if typed.history is None:
-        return []
+        return ""
     out = [f"History: {typed.history.text}"]
     rec, own = typed.recommendation, typed.own_recommendation
     if rec.from_run is not None:
@@ -376,7 +377,7 @@ def _history_lines(typed: RunSummary) -> list[str]:
         out.append(f"  {rec.from_run.text} Publish it with: pex publish {rec.policy}{version}")
         if own is not None:
             out.append(f"  this run alone (for information): {own.headline}")
-    return out
+    return "\n".join(out)
 
 
 def render_logged_evaluation(row: dict) -> str:
