@@ -16,6 +16,7 @@ import pytest
 
 from pex.cli.main import main
 from pex.errors import PexError
+from pex.evaluation.procedures import CERTIFICATIONS
 from pex.experiment.simulate import simulate
 from pex.experiment.split import dataset_split_key, evaluation_mask, holdout_key, split_key
 from pex.report.summary import RunSummary
@@ -26,6 +27,8 @@ from pex.store.workspace import Workspace
 
 SCHEMA = json.loads(resources.files("pex").joinpath("schemas/summary.schema.json").read_text())
 REASON_TEXT = "run 1 was made before the guardrail limit was agreed"
+DEFAULT = CERTIFICATIONS[0]
+OTHER = next(c for c in CERTIFICATIONS if c != DEFAULT)  # a switch of --certification
 
 
 def _cli(home: Path, *args: str) -> tuple[int, str, str]:
@@ -37,13 +40,13 @@ def _cli(home: Path, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """Four `pex run` on one 2,000-unit dataset version: seed 3 (the first), seed 4 (other settings, no reason), seed 3
-    again (the same settings) and seed 5 with --reason."""
+    """Four `pex run` on one 2,000-unit dataset version: seed 3 (the first), seed 4 with another --certification (other
+    settings, no reason), seed 3 again (the same settings) and seed 5 with --reason."""
     base = tmp_path_factory.mktemp("history")
     simulate(2_000, scenario="notification_cadence", seed=11).write(base / "exp", name="exp")
     home = base / "ws"
     done = {}
-    for i, (seed, extra) in enumerate([(3, ()), (4, ()), (3, ()), (5, ("--reason", REASON_TEXT))], start=1):
+    for i, (seed, extra) in enumerate([(3, ()), (4, ("--certification", OTHER)), (3, ()), (5, ("--reason", REASON_TEXT))], start=1):
         out = base / f"out{i}"
         code, stdout, err = _cli(home, "run", str(base / "exp" / "exp.toml"), "--out", str(out), "--learner", "t",
                                  "--dense", "64", "--seed", str(seed), *extra)
@@ -76,7 +79,8 @@ def test_a_later_run_with_another_seed_recommends_the_first_runs_stored_version(
     assert "recommendation" in first and "from_run" not in first["recommendation"] and "own_recommendation" not in first
     h = second["history"]
     assert h["run"] == 2 and h["binding"] == EARLIER_RUN and h["binding_run"] == 1
-    assert h["earlier"][0]["differs"] == [{"setting": "seed", "then": 3, "now": 4}]
+    assert h["earlier"][0]["differs"] == [{"setting": "certification", "then": DEFAULT, "now": OTHER},
+                                          {"setting": "seed", "then": 3, "now": 4}]
     assert second["recommended_policy"] == first["recommended_policy"]
     first_version = first["recommendation"]["document"]["version"]
     assert second["recommendation"]["from_run"] == {"run": 1, "id": first["history"]["id"], "version": first_version,
@@ -88,16 +92,21 @@ def test_a_later_run_with_another_seed_recommends_the_first_runs_stored_version(
     recorded = runs["history"][1]
     assert (recorded.policy, recorded.policy_version, recorded.bound_to) == (first["recommended_policy"], first_version,
                                                                              first["history"]["id"])
-    assert recorded.settings["seed"] == 4 and recorded.reason is None
+    assert recorded.settings["seed"] == 4 and recorded.settings["certification"] == OTHER and recorded.reason is None
 
 
 def test_the_second_runs_report_says_it_is_the_second_and_what_differed(runs):
     second = runs[2]
     text = second["summary"]["history"]["text"]
-    assert text.startswith("Run 2 on dataset version 1; run 1 used seed 3 (this run: 4).")
+    assert text.startswith(f"Run 2 on dataset version 1; run 1 used certification {DEFAULT} (this run: {OTHER}), "
+                           "seed 3 (this run: 4).")
     assert "The recommendation is run 1's" in text
     html = second["html"]
-    assert "Run 2 on dataset version 1; run 1 used seed 3 (this run: 4)." in html
+    assert f"Run 2 on dataset version 1; run 1 used certification {DEFAULT} (this run: {OTHER}), seed 3 (this run: 4)." in html
+    # the certificate shown is the binding run's, this run's own is kept beside it
+    assert second["summary"]["recommendation"]["certification"] == runs[1]["summary"]["recommendation"]["certification"]
+    assert second["summary"]["own_recommendation"]["certification"]["method"] != \
+        runs[1]["summary"]["recommendation"]["certification"]["method"]
     version = second["summary"]["recommendation"]["from_run"]["version"]
     publish = f"pex publish {second['summary']['recommended_policy']} --version {version}"
     assert publish in html and publish in second["text"]
@@ -112,7 +121,8 @@ def test_a_re_run_with_the_same_settings_is_noted_and_changes_nothing(runs):
     third = runs[3]["summary"]
     h = third["history"]
     assert h["run"] == 3 and h["same_settings_as"] == 1 and h["binding"] == EARLIER_RUN
-    assert [e["differs"] for e in h["earlier"]] == [[], [{"setting": "seed", "then": 4, "now": 3}]]
+    assert [e["differs"] for e in h["earlier"]] == [[], [{"setting": "certification", "then": OTHER, "now": DEFAULT},
+                                                         {"setting": "seed", "then": 4, "now": 3}]]
     assert "With the same settings as run 1 the result is the same" in h["text"]
     assert third["recommendation"]["document"] == runs[1]["summary"]["recommendation"]["document"]
     assert third["own_recommendation"]["policy"] == runs[1]["summary"]["recommended_policy"]
@@ -180,11 +190,11 @@ def test_result_settings_ignore_the_reason_and_knobs_of_steps_that_are_off():
     assert "build.seed" not in result_settings(a) and result_settings(a)["build.budget"] is None
     c = RunOptions(seed=1, crossfit=False, holdout=0.4).to_dict()
     assert result_settings(c)["holdout"] == 0.4
-    assert result_settings(RunOptions(certification="step-down").to_dict())["certification"] == "step-down"
+    assert result_settings(RunOptions(certification=OTHER).to_dict())["certification"] == OTHER
 
 
 def test_bind_carries_the_latest_binding_runs_recommendation_and_lists_every_earlier_run(runs):
-    s1, s2 = RunOptions(seed=0).to_dict(), RunOptions(seed=1, certification="step-down").to_dict()
+    s1, s2 = RunOptions(seed=0).to_dict(), RunOptions(seed=1, certification=OTHER).to_dict()
     a = runs[1]["summary"]["recommended_policy"]
     earlier = [_record(1, s1, policy=a, version=1), _record(2, s2, policy=a, version=1, bound_to=1)]
     got = bind(earlier, run_id=3, settings=s2, reason=None, dataset_version=2, own=("b", 3),
@@ -193,10 +203,10 @@ def test_bind_carries_the_latest_binding_runs_recommendation_and_lists_every_ear
     assert got.carried["from_run"]["run"] == 1 and got.carried["policy"] == a
     h = got.history
     assert (h["run"], h["binding"], h["binding_run"], h["dataset_version"]) == (3, EARLIER_RUN, 1, 2)
-    assert h["earlier"][0]["differs"] == [{"setting": "certification", "then": "gated", "now": "step-down"},
+    assert h["earlier"][0]["differs"] == [{"setting": "certification", "then": DEFAULT, "now": OTHER},
                                           {"setting": "seed", "then": 0, "now": 1}]
     assert h["earlier"][1]["differs"] == [] and not h["earlier"][1]["binds"]
-    assert h["text"].startswith("Run 3 on dataset version 2; run 1 used certification gated (this run: step-down), "
+    assert h["text"].startswith(f"Run 3 on dataset version 2; run 1 used certification {DEFAULT} (this run: {OTHER}), "
                                 "seed 0 (this run: 1). Run 2 used the same settings.")
     assert "This run alone would recommend b v3" in h["text"]
 
