@@ -159,13 +159,21 @@ def test_the_recommended_policy_object_and_publishing_serve_the_first_runs_versi
     assert bound != first_version
     assert result.policy().version == result.recommended_version == bound
     assert result.policy(result.recommended_policy).version != bound  # by name: this run's own version
-    # publishing the recommendation publishes the binding run's version (certified, so that it is published at all)
+    # `pex publish NAME` without --version publishes it too: the newest version is this run's own, for information
+    code, out, err = _cli(home, "publish", result.recommended_policy, "--json")
+    assert code == 0, err
+    assert json.loads(out)["to_version"] == bound
+    # the demo's publish step names the binding run's version (certified here, so that it is published at all)
     rec = result.typed.recommendation
     rec = rec.model_copy(update={"verdict": "personalize", "certification": rec.certification.model_copy(
         update={"certified": [rec.policy]})})
     with Workspace(home) as ws:
         done = publish_recommendation(ws, rec, result.policy_objects)
-        assert done.version == bound and ws.live_versions()[rec.policy] == bound
+        assert done.version == bound and done.release is None and ws.live_versions()[rec.policy] == bound
+    # any other policy of that run publishes its newest version by default, as before
+    other = next(p for p in result.policy_objects.values() if p.name != result.recommended_policy)
+    code, out, err = _cli(home, "publish", other.name, "--json")
+    assert code == 0 and json.loads(out)["to_version"] == other.version, err
 
 
 def test_an_empty_reason_is_refused_before_any_work(tmp_path):
