@@ -419,7 +419,9 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
               help="Folder for summary.json, report.html and policies/ (default: pex-run-<experiment>).")
 @click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
               help="Effect learner; auto fits all and keeps the best on held-out data per metric.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step: a re-run gives the same result.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the models and the weight search: a re-run gives the same result. The held-out split does not "
+                   "depend on it (its key is the dataset version's).")
 @click.option("--crossfit/--no-crossfit", default=True, show_default=True,
               help="Fit twice, each on half the units, and certify routing policies on every unit (each unit decided by "
                    "the half that never saw it); --no-crossfit fits once and certifies on the --holdout share.")

@@ -629,8 +629,7 @@ def _history_section(s: RunSummary) -> dict | None:
     if h is None:
         return None
     rec, own = s.recommendation, s.own_recommendation
-    out: dict[str, Any] = {"text": h.text, "run": h.run, "dataset_version": h.dataset_version, "binding": h.binding,
-                           "reason": h.reason or "", "carried": False, "n_earlier": len(h.earlier)}
+    out: dict[str, Any] = {"text": h.text, "carried": False}  # the reason, when given, is in the text
     if rec.from_run is not None:
         version = rec.from_run.version
         out.update(carried=True, from_text=rec.from_run.text, from_run=rec.from_run.run, version=version,
