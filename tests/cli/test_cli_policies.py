@@ -440,7 +440,18 @@ def test_decide_with_the_value_policy_is_reproducible_with_a_seed(ws, tmp_path):
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1] and outs[0] != outs[2]
     _check_decisions(pd.read_csv(tmp_path / "a.csv", dtype={"user_id": str}), data, greedy)
-    assert len(set(greedy)) > 1  # personalised: not one arm for everyone
+    # personalised decisions follow the models row by row. The stored policy's calibrated score threshold may keep
+    # control for every one of these rows (it does on this fit's split), so the same model without a threshold, as a
+    # policy file, shows it: not one arm for everyone
+    doc = ws.document("exp-value")
+    bolder = {**doc, "name": "exp-value-bolder", "value_model": {**doc["value_model"], "min_score": 0.0}}
+    (tmp_path / "bolder.json").write_text(json.dumps(bolder))
+    r = cli(ws.home, "decide", tmp_path / "bolder.json", "--data", some, "--out", tmp_path / "d.csv", "--seed", 7)
+    assert r.code == 0, r
+    with Workspace(ws.home, create=False) as w:
+        greedy = _greedy_labels(Policy.from_document(bolder, lambda v: effect_model_by_id(w, v["fit"])), some)
+    _check_decisions(pd.read_csv(tmp_path / "d.csv", dtype={"user_id": str}), data, greedy)
+    assert len(set(greedy)) > 1
 
 
 def test_export_stored_policies(ws, tmp_path):
