@@ -87,7 +87,8 @@ def _actor() -> str:
 @api.post("/policies/<name>/publish")
 @requires("admin")
 def publish(name: str):
-    """Make a version live: ``{"version": V}`` (default: the newest stored)."""
+    """Make a version live: ``{"version": V}`` (default: :func:`pex.services.publishing.publish`'s, the newest stored unless
+    a re-run stored it beside an earlier run's recommendation)."""
     body = _body() if request.get_data(cache=True) else {}
     version = body.get("version") if isinstance(body, Mapping) else None
     if isinstance(version, float) and version.is_integer():  # 3.0 is an integer to JSON (and to the document)

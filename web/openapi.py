@@ -99,7 +99,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       "400": _json("Error", "the body is not JSON, or 'experiment' is empty"),
                       "422": _json("Error", "a malformed record")}},
     ("/api/v1/policies/{name}/publish", "post"): {
-        "summary": "Make a version live (default: the newest)", "x-scope": "admin", "parameters": [NAME],
+        "summary": "Make a version live (default: the newest, or the recommended one when a re-run stored the newest)",
+        "x-scope": "admin", "parameters": [NAME],
         "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("PublishRequest")}}},
         "responses": {"200": _json("Release", "published"), "404": _json("Error", "no such policy or version"),
                       "400": _json("Error", "the body is not JSON, or that version is already live"),

@@ -261,7 +261,14 @@ def _publish_demo(ctx: click.Context, spec, result) -> None:
 
 def _print_run(result) -> None:
     """The text version of a pipeline run: health, effects, HTE, policies, weight search, recommendation."""
-    from pex.report.text import render_analysis, render_fit, render_policies, render_recommendation, render_tuning
+    from pex.report.text import (
+        render_analysis,
+        render_fit,
+        render_history,
+        render_policies,
+        render_recommendation,
+        render_tuning,
+    )
 
     d = result.details
     click.echo("")
@@ -274,6 +281,9 @@ def _print_run(result) -> None:
     click.echo(render_tuning(result.summary["pareto"], result.summary["policies"]))
     click.echo("")
     click.echo(render_recommendation(result.summary))
+    history = render_history(result.summary)
+    if history:
+        click.echo("\n" + history)
     if result.out is not None:
         click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
 
@@ -409,7 +419,9 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
               help="Folder for summary.json, report.html and policies/ (default: pex-run-<experiment>).")
 @click.option("--learner", type=click.Choice(["auto", "t", "x", "s", "dr"]), default="auto", show_default=True,
               help="Effect learner; auto fits all and keeps the best on held-out data per metric.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random step: a re-run gives the same result.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the models and the weight search: a re-run gives the same result. The held-out split does not "
+                   "depend on it (its key is the dataset version's).")
 @click.option("--crossfit/--no-crossfit", default=True, show_default=True,
               help="Fit twice, each on half the units, and certify routing policies on every unit (each unit decided by "
                    "the half that never saw it); --no-crossfit fits once and certifies on the --holdout share.")
@@ -431,12 +443,15 @@ def export_command(ctx: click.Context, policy: str, fmt: str, out_path: str | No
 @click.option("--accept-srm", "accept_srm", default=None, metavar="REASON",
               help="Certify although the sample-ratio check failed, recording REASON (why the mismatch cannot bias the "
                    "comparison); without it a failed check keeps control.")
+@click.option("--reason", default=None, metavar="TEXT",
+              help="Why this run's recommendation should replace the earlier runs' on the same dataset version (recorded "
+                   "and shown). Without it, a later run on the same data recommends the first run's recommendation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text report.")
 @click.pass_context
 def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, seed: int, crossfit: bool, holdout: float | None,
                 trials: int, ax_seconds: float, dense: int, budget: float | None, certification: str,
-                accept_srm: str | None, quiet: bool, as_json: bool) -> None:
+                accept_srm: str | None, reason: str | None, quiet: bool, as_json: bool) -> None:
     """The whole offline pipeline on SPEC: checks, effects, HTE, policies, weight search, recommendation, report."""
     from pex.services.policies import BuildOptions
     from pex.services.run import RunOptions, run
@@ -446,7 +461,7 @@ def run_command(ctx: click.Context, spec: str, out: str | None, learner: str, se
                                "unit; add --no-crossfit to fit once with that share")
     options = RunOptions(learner=learner, seed=seed, holdout=HOLDOUT if holdout is None else holdout, trials=trials,
                          ax_seconds=ax_seconds, dense=dense, use_ax=trials > 0, certification=certification,
-                         crossfit=crossfit, accept_srm=accept_srm, build=BuildOptions(budget=budget))
+                         crossfit=crossfit, accept_srm=accept_srm, build=BuildOptions(budget=budget), reason=reason)
     quiet = quiet or as_json
     result = run(spec, out, home=ctx.obj.get("home"), options=options, say=None if quiet else (lambda m: click.echo(m, err=True)),
                  progress=None if quiet else _Progress())

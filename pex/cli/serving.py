@@ -60,7 +60,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
 
 @click.command()
 @click.argument("policy")
-@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="Version to make live (default: newest).")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="Version to make live (default: the newest, unless a re-run stored it beside an earlier run's "
+                   "recommendation of POLICY: then the recommended version).")
 @click.option("--json", "as_json", is_flag=True, help="Print the release as JSON.")
 @click.pass_context
 def publish(ctx: click.Context, policy: str, version: int | None, as_json: bool) -> None:

@@ -26,7 +26,7 @@ from pex.experiment.data import PROPENSITY, Dataset
 from pex.experiment.features import FeatureEncoder
 from pex.experiment.guardrail import GuardrailRule, Harm, rules_for
 from pex.experiment.spec import ExperimentSpec
-from pex.experiment.split import RULE, evaluation_mask
+from pex.experiment.split import RULE, evaluation_mask, holdout_key
 from pex.policy.base import Policy
 
 
@@ -81,7 +81,8 @@ def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, fo
     spec, frame = dataset.spec, dataset.frame
     share, seed = float(holdout.get("share", 0.0)), int(holdout.get("seed", 0))
     offset = float(holdout.get("offset", 0.0))  # absent in fits stored before cross-fitting: the arc from 0
-    mask = evaluation_mask(frame[spec.unit].to_numpy(), share, seed, offset)
+    key = holdout_key(holdout)  # the dataset version's key; a fit stored before keys were recorded: its seed's
+    mask = evaluation_mask(frame[spec.unit].to_numpy(), share, offset=offset, key=key)
     arms = list(dataset.arms)
     held = frame.loc[mask].reset_index(drop=True)
     counts = held[spec.arm].value_counts()
@@ -97,7 +98,7 @@ def evaluation_data(dataset: Dataset, encoder: FeatureEncoder, holdout: dict, fo
     reward_hat = {name: ope.cross_fit_rewards(X, feedback.action, y, len(arms), binary=dataset.metric_types[name] == "binary",
                                               categorical=encoder.categorical_indices, folds=folds, seed=seed)
                   for name, y in feedback.rewards.items()}
-    description = {"n_units": len(held), "share": share, "seed": seed, "offset": offset, "rule": RULE,
+    description = {"n_units": len(held), "share": share, "seed": seed, "key": key, "offset": offset, "rule": RULE,
                    "arm_counts": {a: int(counts.get(a, 0)) for a in arms},
                    "note": "units whose id hashes into the held-out share; no effect model, reward model of another fold "
                            "or policy-building step used them"}
@@ -119,7 +120,8 @@ def combined_evaluation(parts: list[EvaluationData], note: str) -> EvaluationDat
     reward_hat = {m: np.concatenate([p.reward_hat[m] for p in parts]) for m in first.reward_hat}
     arms = list(first.feedback.arms)
     description = {"n_units": feedback.n, "share": sum(p.description["share"] for p in parts), "seed": first.description["seed"],
-                   "rule": RULE, "arm_counts": {a: sum(p.description["arm_counts"][a] for p in parts) for a in arms},
+                   "key": first.description.get("key"), "rule": RULE,
+                   "arm_counts": {a: sum(p.description["arm_counts"][a] for p in parts) for a in arms},
                    "parts": [p.description for p in parts], "note": note}
     return EvaluationData(feedback, first.control, reward_hat, description)
 

@@ -3,10 +3,14 @@
 Policies must be evaluated on randomized units that none of the models behind
 them has seen (issue 4). The evaluation set is defined by a rule on the unit id
 alone: a unit is held out when a keyed hash of its id falls below ``share``.
-So the split is reproducible from the fit's record (share and seed), it is the
-same for a unit in every dataset version, and it is independent of the arm
-and of the outcomes (the hash knows only the id), so the held-out units are
-still a randomized experiment.
+So the split is reproducible from the fit's record (share and key), and it is
+independent of the arm and of the outcomes (the hash knows only the id), so the
+held-out units are still a randomized experiment.
+
+The key comes from the dataset version's content (:func:`dataset_split_key`), not from ``--seed``: every run and
+fit on one dataset version splits its units the same way, so re-running with another seed cannot draw another
+split until one certifies (issue 23). Fits stored before the key was recorded name only their seed, whose key
+:func:`split_key` still makes (:func:`holdout_key` reads either).
 
 The same hash (:func:`keyed_hash`, :func:`keyed_uniform`) gives policies their
 reproducible exploration draws (:meth:`pex.policy.base.Policy.decide`).
@@ -14,12 +18,16 @@ reproducible exploration draws (:meth:`pex.policy.base.Policy.decide`).
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from pex.errors import PexError
 
-RULE = "offset <= siphash(unit id, key from seed) / 2**64 < offset + share (mod 1; offset 0 unless cross-fitted)"
+RULE = ("offset <= siphash(unit id, key of the dataset version) / 2**64 < offset + share "
+        "(mod 1; offset 0 unless cross-fitted)")
 HOLDOUT = 0.25  # default share of units no model sees; policies are compared and certified on them
 
 
@@ -75,8 +83,24 @@ def keyed_uniform_one(value: str, key: str) -> float:
 
 
 def split_key(seed: int) -> str:
-    """The SipHash key of the held-out split made from the fit's ``seed``."""
+    """The SipHash key of the held-out split made from a ``seed``: the key of fits stored before the key came from
+    the dataset version (:func:`dataset_split_key`), and of fits made outside a workspace."""
     return f"pex-split-{seed % 10**6:06d}"
+
+
+def dataset_split_key(content_hash: str) -> str:
+    """The SipHash key of a dataset version's held-out split, from its content hash: 16 hex digits (SipHash takes
+    a 16-byte key), never of the form of a seed's key (:func:`split_key`)."""
+    if not content_hash:
+        raise PexError("a dataset version's split key needs its content hash", "split a stored dataset version")
+    return hashlib.sha256(f"pex-split/{content_hash}".encode()).hexdigest()[:16]
+
+
+def holdout_key(holdout: dict[str, Any]) -> str:
+    """The split key a fit's ``holdout`` description names: its ``key``, or for a fit stored before keys were
+    recorded, the key of its ``seed``."""
+    key = holdout.get("key")
+    return str(key) if key else split_key(int(holdout.get("seed", 0)))
 
 
 def hash_interval_mask(hashes: np.ndarray, start: float, share: float) -> np.ndarray:
@@ -98,14 +122,15 @@ def _point(fraction: float) -> np.uint64:
     return np.uint64(min(int(fraction * 2.0**64), 2**64 - 1)) if fraction > 0 else np.uint64(0)
 
 
-def evaluation_mask(units: np.ndarray | pd.Series, share: float, seed: int = 0, offset: float = 0.0) -> np.ndarray:
-    """Boolean mask of the held-out (evaluation) units among ``units``: those whose hash falls in the arc
-    [``offset``, ``offset + share``). ``offset`` 0 is the usual split; a cross-fitted run's second fit holds out
-    the complement of its first (share 0.5, offset 0.5)."""
+def evaluation_mask(units: np.ndarray | pd.Series, share: float, seed: int = 0, offset: float = 0.0, *,
+                    key: str | None = None) -> np.ndarray:
+    """Boolean mask of the held-out (evaluation) units among ``units``: those whose hash under ``key`` (default: the
+    key of ``seed``, :func:`split_key`) falls in the arc [``offset``, ``offset + share``). ``offset`` 0 is the usual
+    split; a cross-fitted run's second fit holds out the complement of its first (share 0.5, offset 0.5)."""
     if not 0.0 <= share < 1.0:
         raise PexError(f"the held-out share must be at least 0 and below 1, got {share}", "e.g. --holdout 0.25")
     if not 0.0 <= offset < 1.0:
         raise PexError(f"the held-out offset must be at least 0 and below 1, got {offset}", "e.g. 0.5 for a second half")
     if share == 0.0:
         return np.zeros(len(units), dtype=bool)
-    return hash_interval_mask(keyed_hash(units, split_key(seed)), offset, share)
+    return hash_interval_mask(keyed_hash(units, key or split_key(seed)), offset, share)

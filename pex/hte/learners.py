@@ -45,6 +45,7 @@ from pex.errors import DataError, NotFittedError, PexError
 from pex.experiment.data import PROPENSITY, Dataset
 from pex.experiment.features import FeatureEncoder
 from pex.experiment.split import evaluation_mask
+from pex.experiment.split import split_key as seed_split_key
 from pex.hte.boosting import assign_folds, booster_pool, effect_params, outcome_params, predict, train
 from pex.hte.model import EffectModel, with_arm
 
@@ -112,6 +113,7 @@ class HTEFit:
     holdout: float = 0.0  # share of units held out for evaluation (pex.experiment.split); none of them is in ``units``
     n_evaluation: int = 0
     holdout_offset: float = 0.0  # where the held-out arc starts (0.5: the second fit of a cross-fitted run)
+    split_key: str = ""  # the held-out split's hash key (pex.experiment.split): the dataset version's in a workspace
 
     def leaderboard(self) -> pd.DataFrame:
         """The leaderboards of every metric as one table."""
@@ -164,6 +166,7 @@ def fit_effects(
     seed: int = 0,
     holdout: float = 0.0,
     holdout_offset: float = 0.0,
+    split_key: str | None = None,
     progress: Progress | None = None,
 ) -> HTEFit:
     """Fit T/X/S/DR learners for every non-control arm and metric of ``dataset``.
@@ -177,14 +180,17 @@ def fit_effects(
     folds
         Number of cross-fitting folds (2 or more).
     seed
-        Seed of the fold split, of the held-out split and of LightGBM.
+        Seed of the fold split and of LightGBM (and of the held-out split when no ``split_key`` is given).
     holdout
         Share of units kept out of every model (:func:`pex.experiment.split.evaluation_mask`
-        with this seed) so that policies built from the models can be
+        under ``split_key``) so that policies built from the models can be
         evaluated honestly on them; 0 fits on all units.
     holdout_offset
         Where the held-out arc of hashes starts: with ``holdout=0.5``, offset 0.5 holds out the units
         offset 0 trains on (the two fits of a cross-fitted run, :mod:`pex.services.crossfit`).
+    split_key
+        The held-out split's hash key: a stored dataset version's (:func:`pex.experiment.split.dataset_split_key`),
+        so that ``seed`` does not choose the split; default the key of ``seed`` (:func:`pex.experiment.split.split_key`).
     progress
         Called as ``progress(done, total, message)`` after each model is fitted.
     """
@@ -193,7 +199,8 @@ def fit_effects(
     if folds < 2:
         raise PexError(f"folds must be at least 2, got {folds}", "cross-fitting needs a held-out fold")
     spec, frame = dataset.spec, dataset.frame
-    held_out = evaluation_mask(frame[spec.unit].to_numpy(), holdout, seed, holdout_offset)
+    key = split_key or seed_split_key(seed)
+    held_out = evaluation_mask(frame[spec.unit].to_numpy(), holdout, offset=holdout_offset, key=key)
     if held_out.any():
         frame = frame.loc[~held_out]
     arms = list(dataset.arms)
@@ -242,7 +249,7 @@ def fit_effects(
     return HTEFit(model=model, metrics=metric_fits, folds=fold, arm_index=arm_index,
                   units=frame[spec.unit].to_numpy(), X=X, seconds={"total": time.perf_counter() - started},
                   requested=learner, seed=seed, holdout=holdout, n_evaluation=int(held_out.sum()),
-                  holdout_offset=holdout_offset)
+                  holdout_offset=holdout_offset, split_key=key)
 
 
 class EffectEstimator:

@@ -71,7 +71,8 @@ def fit_summary(fit: HTEFit, seed: int = 0) -> dict:
         "folds": int(fit.folds.max()) + 1,
         "n_units": len(fit.units),
         # the rule that recovers which units no model has seen (pex.experiment.split)
-        "holdout": {"share": fit.holdout, "seed": fit.seed, "offset": fit.holdout_offset, "rule": SPLIT_RULE, "n_training": len(fit.units),
+        "holdout": {"share": fit.holdout, "seed": fit.seed, "key": fit.split_key, "offset": fit.holdout_offset, "rule": SPLIT_RULE,
+                    "n_training": len(fit.units),
                     "n_evaluation": fit.n_evaluation},
         "leaderboard": fit.leaderboard().to_dict(orient="records"),
         "heterogeneity": [t.to_dict() for t in tests],

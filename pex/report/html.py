@@ -157,8 +157,8 @@ def _screen_text(screen: dict | None) -> str:
 
 
 def _status(p: PolicyRow, s: RunSummary) -> dict:
-    """A policy's standing in the recommendation's certification (:meth:`RunSummary.standing`) as a badge with its reasons."""
-    name, rec = p.name, s.recommendation
+    """A policy's standing in this run's certification (:meth:`RunSummary.standing`) as a badge with its reasons."""
+    name, rec = p.name, s.judged
     cert = rec.certification
     standing = s.standing(p)
     if standing == "certified":
@@ -206,7 +206,9 @@ def _verdict_section(s: RunSummary, colors: dict[str, str]) -> dict:
     rec = s.recommendation
     cert = rec.certification
     name = rec.policy
-    entry = s.by_name.get(name)
+    # a recommendation carried over from an earlier run is that run's stored version: this run's row of the same name
+    # is another version, so its numbers are not shown as the recommended policy's (the certificate below is that run's)
+    entry = None if s.carried_over else s.by_name.get(name)
     label, cls = VERDICTS[rec.verdict]
     primary = rec.primary
     goal = next((m.goal for m in s.metrics if m.name == primary), None)
@@ -383,7 +385,7 @@ def _hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
 
 def _segments_section(s: RunSummary) -> dict:
     segments = s.hte.segments
-    primary = s.recommendation.primary
+    primary = s.judged.primary
     goals = {m.name: m.goal for m in s.metrics}
 
     def strength(seg: Segment) -> float:
@@ -403,9 +405,9 @@ def _segments_section(s: RunSummary) -> dict:
 
 
 def _policy_section(s: RunSummary) -> dict:
-    primary = s.recommendation.primary
+    primary = s.judged.primary  # the rows are this run's, judged by its own certification
     goal = next((m.goal for m in s.metrics if m.name == primary), None)
-    cert = s.recommendation.certification
+    cert = s.judged.certification
     rows = []
     best_arms = set()
     rail_names = list(dict.fromkeys(g for p in s.policies for g in p.guardrails))
@@ -439,7 +441,7 @@ def _policy_section(s: RunSummary) -> dict:
                             "that never saw the units it serves (cross-fitted)" + (f"; each is {detail_title}" if detail_title else ""))
         rows.append({
             "name": p.name, "short": _short(p.name, s.experiment), "detail": detail, "detail_title": detail_title,
-            "recommended": p.name == s.recommendation.policy, "status": _status(p, s),
+            "recommended": p.name == s.recommendation.policy and not s.carried_over, "status": _status(p, s),
             # three digits for the interval ends keep this wide table within the page
             "vals": [_value_cell(_plain(p.value.get(m.name)), sig=3) for m in s.metrics],
             "vs_control": _interval(vs_control, goal, control_value, sig=3),
@@ -625,6 +627,22 @@ def _caveats_section(s: RunSummary) -> dict:
                      "arms": ", ".join(f"{a} {fmt_num(n)}" for a, n in (ev.get("arm_counts") or {}).items())}}
 
 
+def _history_section(s: RunSummary) -> dict | None:
+    """The run among the runs on its dataset version (:mod:`pex.services.history`): the banner above the verdict, and
+    when the recommendation is an earlier run's, why, the stored version to publish, and this run's own choice."""
+    h = s.history
+    if h is None:
+        return None
+    rec, own = s.recommendation, s.own_recommendation
+    out: dict[str, Any] = {"text": h.text, "carried": False}  # the reason, when given, is in the text
+    if rec.from_run is not None:
+        version = rec.from_run.version
+        out.update(carried=True, from_text=rec.from_run.text, from_run=rec.from_run.run, version=version,
+                   publish=f"pex publish {rec.policy}" + (f" --version {version}" if version is not None else ""),
+                   own_policy=own.policy if own else "", own_headline=own.headline if own else "")
+    return out
+
+
 def _footer(s: RunSummary) -> dict:
     timings = s.timings
     return {"experiment": s.experiment, "owner": s.owner, "generated_at": s.generated_at, "pex_version": s.pex_version,
@@ -664,12 +682,13 @@ def render_report(summary: RunSummary | dict) -> str:
                            "type": m.type or ""} for m in model.metrics]},
         "colors": colors,
         "verdict": verdict,
+        "history": _history_section(model),
         "health": _health_section(model),
         "effects": _effects_section(model),
         "hte": _hte_section(model, colors),
         "segments": _segments_section(model),
         "policies": _policy_section(model),
-        "pareto": _pareto_section(model, s, policies, verdict["policy"]),
+        "pareto": _pareto_section(model, s, policies, "" if model.carried_over else verdict["policy"]),
         "doc": _policy_doc_section(s, by_name, colors),
         "caveats": _caveats_section(model),
         "footer": _footer(model),

@@ -346,6 +346,16 @@ class Certification(_Model):
     lift_vs_control_note: str
 
 
+class FromRun(_Model):
+    """Where a recommendation carried over from an earlier run on the same dataset version comes from, and why
+    (:mod:`pex.services.history`)."""
+
+    run: int  # its number on the dataset version (1: the first run)
+    id: int  # its id in the workspace
+    version: int | None = None  # the stored version of the recommended policy, which publishing serves
+    text: str
+
+
 class RecommendationView(_Model):
     """The recommendation: the policy, the verdict as a code, its sentence, the reasons and the certificate."""
 
@@ -359,6 +369,7 @@ class RecommendationView(_Model):
     cannot_certify: bool
     certification: Certification
     document: dict[str, Any]
+    from_run: FromRun | None = None  # set when the recommendation is an earlier run's on the same dataset version
 
     def alert_and_reasons(self) -> tuple[str, list[str]]:
         """What every view shows: when nothing could be certified, the reason that says so (the engine's first
@@ -392,6 +403,48 @@ class DatasetInfo(_Model):
     warnings: list[str] = []
 
 
+class SettingChange(_Model):
+    """A result-affecting setting (:func:`pex.services.history.result_settings`) that differs between two runs."""
+
+    setting: str
+    then: Any  # the earlier run's value (None: not set)
+    now: Any  # this run's
+
+
+class EarlierRun(_Model):
+    """A run recorded before this one on the same dataset version."""
+
+    run: int  # its number on the dataset version
+    id: int
+    at: str  # when it was recorded (ISO 8601, UTC)
+    differs: list[SettingChange]  # its result-affecting settings that differ from this run's
+    recommended: str  # the policy it recommends (an earlier run's, when it did not bind)
+    version: int | None = None
+    own: str  # what it would have recommended alone
+    binds: bool  # whether its own recommendation was the one it recommends
+    reason: str | None = None
+
+
+class History(_Model):
+    """This run among the runs on its dataset version, and which recommendation binds (:mod:`pex.services.history`).
+
+    ``binding`` is the code of the rule that applied: ``first`` (no run before on this dataset version), ``reason``
+    (a later run whose owner recorded why it replaces the recommendation), ``earlier_run`` (a later run without a
+    reason: the recommendation of run ``binding_run`` stands, this run's own choice is shown beside it) or
+    ``earlier_unreadable`` (the binding run's summary is of a format this pex cannot read, so this run binds).
+    """
+
+    run: int  # this run's number on the dataset version (1: the first run)
+    id: int  # this run's id in the workspace
+    dataset_version: int
+    earlier: list[EarlierRun]
+    binding: Literal["first", "reason", "earlier_run", "earlier_unreadable"]
+    binding_run: int  # the number of the run whose recommendation binds (this run's own number when it binds)
+    reason: str | None = None  # this run's recorded reason (--reason)
+    same_settings_as: int | None = None  # the number of the binding run when its result-affecting settings equal this run's
+    text: str  # e.g. "Run 2 on dataset version 1; run 1 used seed 0 (this run: 1). ..."
+
+
 class RunSummary(_Model):
     """Everything ``pex run`` found, typed; :meth:`to_dict` is ``summary.json``."""
 
@@ -420,6 +473,10 @@ class RunSummary(_Model):
     pareto: dict[str, Any] | None = None
     recommended_policy: str
     recommendation: RecommendationView
+    # this run's own recommendation, when ``recommendation`` is an earlier run's on the same dataset version (its
+    # ``from_run``); shown for information, and what this run's policy rows were judged by
+    own_recommendation: RecommendationView | None = None
+    history: History | None = None
     crossfit: dict[str, Any] | None = None
     caveats: list[str]
     timings: dict[str, float] = {}
@@ -450,9 +507,20 @@ class RunSummary(_Model):
         """The policy rows by name."""
         return {p.name: p for p in self.policies}
 
+    @property
+    def judged(self) -> RecommendationView:
+        """The recommendation this run's policy rows were judged by: its own (``own_recommendation``) when the
+        recommendation carried over from an earlier run, else the recommendation."""
+        return self.own_recommendation or self.recommendation
+
+    @property
+    def carried_over(self) -> bool:
+        """Whether the recommendation is an earlier run's on the same dataset version (not this run's own)."""
+        return self.recommendation.from_run is not None
+
     def standing(self, policy: PolicyRow) -> Standing:
-        """Where a policy stands in the recommendation's certification (what every view labels it with)."""
-        cert = self.recommendation.certification
+        """Where a policy stands in this run's certification (what every view labels it with)."""
+        cert = self.judged.certification
         if policy.name in cert.certified:
             return "certified"
         if policy.name in cert.untested:  # after a failed test the sequence stops: the rest of the family is not tested
@@ -491,9 +559,14 @@ def _cell(cell: dict) -> dict:
 def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dataset_id: str, dataset_version: int, analysis: Analysis,
                   fit_id: str, fit: dict, policies: list[Policy], rows: list[dict], build_report: dict, tuning: dict,
                   recommendation: Recommendation, options: dict, evaluation: dict, crossfit: dict | None = None,
-                  timings: dict[str, float] | None = None) -> RunSummary:
+                  timings: dict[str, float] | None = None, history: dict | None = None,
+                  carried: dict | None = None) -> RunSummary:
     """The run's results as the typed summary (the keys docs/architecture.md lists under "Outputs", plus what the report
-    shows); ``options`` is the run's options as JSON, ``timings`` the stages' wall time when known."""
+    shows); ``options`` is the run's options as JSON, ``timings`` the stages' wall time when known.
+
+    ``history`` is the run among the runs on its dataset version (:class:`History`); ``carried`` the recommendation
+    of an earlier run that binds instead of this run's own (its published form, with ``from_run`` set): it becomes
+    ``recommendation`` and ``recommended_policy``, and this run's own goes to ``own_recommendation``."""
     from pex.version import __version__
 
     chosen = next(p for p in policies if p.name == recommendation.policy)
@@ -565,6 +638,12 @@ def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dataset_id: str, da
     }
     if timings is not None:
         summary["timings"] = timings
+    if carried is not None:
+        summary["own_recommendation"] = summary["recommendation"]
+        summary["recommendation"] = carried
+        summary["recommended_policy"] = carried["policy"]
+    if history is not None:
+        summary["history"] = history
     return RunSummary.model_validate(summary)
 
 

@@ -366,6 +366,22 @@ def render_recommendation(summary: RunSummary | dict) -> str:
     return "\n".join(out)
 
 
+def render_history(summary: RunSummary | dict) -> str:
+    """The run among the runs on its dataset version (:mod:`pex.services.history`) and, when the recommendation is an
+    earlier run's, the stored version publishing serves and this run's own choice ("" for a summary without history)."""
+    typed = as_summary(summary)
+    if typed.history is None:
+        return ""
+    out = [f"History: {typed.history.text}"]
+    rec, own = typed.recommendation, typed.own_recommendation
+    if rec.from_run is not None:
+        version = f" --version {rec.from_run.version}" if rec.from_run.version is not None else ""
+        out.append(f"  {rec.from_run.text} Publish it with: pex publish {rec.policy}{version}")
+        if own is not None:
+            out.append(f"  this run alone (for information): {own.headline}")
+    return "\n".join(out)
+
+
 def render_logged_evaluation(row: dict) -> str:
     """One policy valued on logged feedback: IPS and SNIPS per metric beside the served mean, lifts, diagnostics."""
     logged, diag = row["logged"], row["diagnostics"]

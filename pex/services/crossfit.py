@@ -34,7 +34,7 @@ import pandas as pd
 from pex.errors import PexError
 from pex.evaluation.comparison import EvaluationData, combined_evaluation, compare
 from pex.experiment.spec import ExperimentSpec
-from pex.experiment.split import evaluation_mask, split_key
+from pex.experiment.split import evaluation_mask, holdout_key
 from pex.policy.base import Policy
 from pex.policy.constrained import Screen
 from pex.policy.routing import TILE_TOLERANCE, RoutingPolicy, routing_policy
@@ -124,9 +124,9 @@ class CrossFit:
         holdouts = [c.summary.get("holdout") or {} for c in contexts]
         # fits stored before cross-fitting have no offset: their arc starts at 0
         folds = Folds(tuple((float(h.get("offset", 0.0)), float(h.get("share", 0.0))) for h in holdouts))
-        if len({int(h.get("seed", 0)) for h in holdouts}) > 1 or len({c.record.dataset_id for c in contexts}) > 1:
-            raise PexError("the fits of a cross-fit must split one dataset version by the same seed",
-                           "fit each fold of the same dataset version with the same --seed")
+        if len({holdout_key(h) for h in holdouts}) > 1 or len({c.record.dataset_id for c in contexts}) > 1:
+            raise PexError("the fits of a cross-fit must split one dataset version by the same key",
+                           "fit each fold of the same dataset version with this pex (the key is the dataset version's)")
         if folds.crossed:
             for c in contexts:
                 c.certify_units = c.dataset.n_units
@@ -136,16 +136,17 @@ class CrossFit:
 
     @property
     def key(self) -> str:
-        """The hash key of the fits' split, which the routing policies route by."""
-        return split_key(int(self.contexts[0].summary["holdout"]["seed"]))
+        """The hash key of the fits' split, which the routing policies route by: the dataset version's
+        (:func:`pex.experiment.split.dataset_split_key`), or the seed's for fits stored before keys were recorded."""
+        return holdout_key(self.contexts[0].summary["holdout"])
 
     def building_frame(self) -> pd.DataFrame:
         """The dataset's rows of the units some fit trained on (every unit when the folds tile), in dataset order:
         where the owner's objective is scaled (:func:`pex.services.policies.objective_coefficients`)."""
         dataset = self.contexts[0].dataset
         units = dataset.frame[dataset.spec.unit].to_numpy()
-        seed = int(self.contexts[0].summary["holdout"]["seed"])
-        held_by_all = np.logical_and.reduce([evaluation_mask(units, share, seed, offset) for offset, share in self.folds.arcs])
+        held_by_all = np.logical_and.reduce([evaluation_mask(units, share, offset=offset, key=self.key)
+                                             for offset, share in self.folds.arcs])
         return dataset.frame.loc[~held_by_all]
 
     def route(self, per_fold: list[list[Policy]], *, unit: str, experiment: str) -> list[Policy]:

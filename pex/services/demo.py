@@ -91,7 +91,9 @@ def publish_recommendation(ws: Workspace, rec: RecommendationView, policies: dic
     if rec.verdict == "keep_control" or name not in rec.certification.certified:
         return DemoRelease(policy=name, version=None, release=None,
                            reason="nothing published: the recommendation is to keep control, which needs no release")
-    version = policies[name].version
+    # the version the recommendation names: an earlier run's stored version when it carried over (rec.from_run),
+    # which this run's policy of the same name is not
+    version = rec.from_run.version if rec.from_run is not None else policies[name].version
     if version is None:
         raise PexError(f"the recommended policy {name!r} was not stored by the run, so it cannot be published",
                        "run the demo with cross-fitting (the default), which stores every policy it values")

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from pex.experiment.data import Dataset
-from pex.experiment.split import HOLDOUT
+from pex.experiment.split import HOLDOUT, dataset_split_key
 from pex.hte.learners import Progress, fit_effects
 from pex.hte.summary import fit_summary
 from pex.services.models import effect_model
@@ -20,9 +20,13 @@ def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learne
                   holdout: float = HOLDOUT, holdout_offset: float = 0.0,
                   progress: Progress | None = None) -> tuple[FitRecord, dict[str, Any]]:
     """Fit effect models on a stored dataset version, holding out the units of the arc ``holdout_offset`` +
-    ``holdout`` of the split's hash (:mod:`pex.experiment.split`), and store them with their summary."""
+    ``holdout`` of the split's hash (:mod:`pex.experiment.split`), and store them with their summary.
+
+    The split's key is the dataset version's (:func:`pex.experiment.split.dataset_split_key`, recorded in the
+    summary's ``holdout``): every fit of one dataset version holds out the same units whatever its ``seed``, which
+    seeds only the models."""
     result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, holdout_offset=holdout_offset,
-                         progress=progress)
+                         split_key=dataset_split_key(dv.content_hash), progress=progress)
     summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
     return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
 

@@ -19,7 +19,9 @@ def local_actor() -> str:
 
 
 def publish(ws: Workspace, name: str, version: int | None = None, actor: str | None = None) -> Release:
-    """Make ``version`` (default: the newest) of policy ``name`` live; servers switch to it within seconds."""
+    """Make ``version`` of policy ``name`` live; servers switch to it within seconds. The default is the newest version,
+    unless a run stored it beside an earlier run's recommendation of that policy (a re-run without ``--reason``,
+    :mod:`pex.services.history`): then the version that run recommends."""
     return ws.publish(name, version, actor or local_actor())
 
 

@@ -11,7 +11,10 @@ recommendation (:mod:`pex.evaluation.recommendation`) -> outputs:
 folder, and the same summary stored in the workspace for ``pex report``.
 
 Everything random is seeded from one ``seed``, so a re-run on the same data
-gives the same fit, policies and recommendation.
+gives the same fit, policies and recommendation. The held-out split is not
+random: its key is the dataset version's. Every run is recorded with its
+settings, and a later run on the same dataset version recommends the first
+run's recommendation unless given a reason (:mod:`pex.services.history`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ from pex.policy.base import Policy
 from pex.report.summary import RunSummary, build_summary
 from pex.services.crossfit import CrossFit, Folds
 from pex.services.fitting import fit_and_store
+from pex.services.history import bind, check_reason
+from pex.services.models import effect_model_by_id
 from pex.services.optimize import pareto_policies
 from pex.services.policies import BuildOptions, assemble_policies, load_fit, objective_coefficients
+from pex.store.records import NewRun, RunRecord
 from pex.store.workspace import Workspace
 
 Say = Callable[[str], None]
@@ -58,6 +64,9 @@ class RunOptions:
     crossfit: bool = True  # two half fits, routing policies certified on every unit (pex.services.crossfit); holdout unused
     accept_srm: str | None = None  # why a failed sample-ratio check cannot bias the comparison; None: a failure blocks certifying
     build: BuildOptions = field(default_factory=BuildOptions)
+    # why this run's recommendation should replace the earlier runs' on the same dataset version (pex.services.history);
+    # without one, a later run recommends the binding earlier run's recommendation
+    reason: str | None = None
 
     def fold_plan(self) -> Folds:
         """The held-out arcs the run fits on: the two halves of cross-fitting, or one fold holding out ``holdout``."""
@@ -68,7 +77,7 @@ class RunOptions:
         return {"learner": self.learner, "seed": self.seed, "folds": self.folds, "holdout": self.holdout, "trials": self.trials,
                 "batch": self.batch, "ax_seconds": self.ax_seconds, "dense": self.dense, "candidates": self.candidates,
                 "use_ax": self.use_ax, "certification": self.certification, "crossfit": self.crossfit,
-                "accept_srm": self.accept_srm, "build": self.build.to_dict()}
+                "accept_srm": self.accept_srm, "build": self.build.to_dict(), "reason": self.reason}
 
 
 class _Stages:
@@ -133,6 +142,7 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
     if options.accept_srm is not None and not options.accept_srm.strip():
         raise PexError("--accept-srm needs a reason: why the sample-ratio mismatch cannot bias the comparison",
                        'e.g. --accept-srm "bot traffic filtered from the treatment arm only, after assignment"')
+    options.reason = check_reason(options.reason)
     say = say or (lambda message: None)
     started = time.perf_counter()
     stages = _Stages(6, say)
@@ -145,6 +155,11 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         dv = ws.put_dataset(dataset, source=str(spec.data))
         say(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}): "
             f"{dataset.n_units:,} units")
+        before = ws.run_history(spec.name, dv.id)
+        if before:
+            say(f"      run {len(before) + 1} on this dataset version"
+                + (f", with the reason: {options.reason}" if options.reason else
+                   "; without --reason it recommends what the binding earlier run recommended"))
 
         stages.next("effects", "checking health (sample ratio, balance, missing values) and measuring average effects")
         analysis = analyze(dataset)
@@ -184,18 +199,37 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         say(f"      {rec.headline}")
 
         out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
-        summary = build_summary(spec=spec, dataset=dataset, dataset_id=dv.id, dataset_version=dv.version,
-                                analysis=analysis, fit_id=record.id, fit=fit, policies=policies, rows=rows,
-                                build_report=build_report, tuning=tuning.to_dict(), recommendation=rec,
-                                options=options.to_dict(), evaluation=data.description, crossfit=crossfit.description(),
-                                timings={**stages.done(), "total": round(time.perf_counter() - started, 2)}).to_dict()
+        own = (rec.policy, next(p.version for p in policies if p.name == rec.policy))
+        settings = options.to_dict()
+        made: list[dict] = []
+
+        def finish(earlier: list[RunRecord], run_id: int, _now: object) -> NewRun:
+            # under the workspace lock, with the runs recorded before this one on the dataset version
+            binding = bind(earlier, run_id=run_id, settings=settings, reason=options.reason, dataset_version=dv.version,
+                           own=own, load_summary=ws.run_summary)
+            summary = build_summary(spec=spec, dataset=dataset, dataset_id=dv.id, dataset_version=dv.version,
+                                    analysis=analysis, fit_id=record.id, fit=fit, policies=policies, rows=rows,
+                                    build_report=build_report, tuning=tuning.to_dict(), recommendation=rec,
+                                    options=settings, evaluation=data.description, crossfit=crossfit.description(),
+                                    timings={**stages.done(), "total": round(time.perf_counter() - started, 2)},
+                                    history=binding.history, carried=binding.carried).to_dict()
+            policy, version = binding.policy or own
+            made.append(summary)
+            return NewRun(summary, policy, version, own[0], own[1], binding.bound_to)
+
+        recorded = ws.record_run(spec.name, dv.id, settings, options.reason, finish, fit_id=record.id)
+        summary = made[-1]
+        say(f"      {summary['history']['text']}")
+        carried = None
+        if recorded.bound_to is not None:  # the recommended policy is the binding run's stored version, as published
+            stored = ws.get_policy(recorded.policy, recorded.policy_version)
+            carried = Policy.from_document(stored.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
         say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
         write_outputs(out_dir, summary, policies, render_report)
-        ws.put_run(spec.name, summary, fit_id=record.id)
     return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
                      details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
                               "tuning": tuning, "evaluation": data, "crossfit": crossfit if plan.crossed else None},
-                     unit=spec.unit)
+                     unit=spec.unit, recommended=carried)
 
 
 def _fit_message(plan: Folds, learner: str) -> str:
@@ -234,6 +268,9 @@ class RunResult:
     policy_objects: dict[str, Policy]
     details: dict = field(default_factory=dict, repr=False)  # the Python objects behind the summary (analysis, tuning, rows)
     unit: str | None = None  # the experiment's unit id column
+    # the recommended policy when it is an earlier run's (summary["recommendation"]["from_run"]): that run's stored
+    # version, which is not among this run's policy_objects (theirs are this run's versions of the same names)
+    recommended: Policy | None = field(default=None, repr=False)
 
     @property
     def typed(self) -> RunSummary:
@@ -265,7 +302,8 @@ class RunResult:
                 rows.append({"policy": p["name"], "kind": p["kind"], "metric": metric, "value": v["estimate"],
                              "ci_low": v["ci_low"], "ci_high": v["ci_high"], "lift_vs_control": lift["estimate"],
                              "lift_ci_low": lift["ci_low"], "lift_ci_high": lift["ci_high"], "eligible": p["eligible"],
-                             "recommended": p["name"] == self.recommended_policy})
+                             "recommended": p["name"] == self.recommended_policy
+                                            and p.get("version") == self.recommended_version})
         return pd.DataFrame(rows)
 
     @property
@@ -278,8 +316,16 @@ class RunResult:
                          **{f"harm_{m}": v for m, v in point["guardrail_harm"].items()}, "treated_share": point["treated_share"]})
         return pd.DataFrame(rows)
 
+    @property
+    def recommended_version(self) -> int | None:
+        """The stored version of the recommended policy (an earlier run's when the recommendation carried over)."""
+        return (self.summary["recommendation"].get("document") or {}).get("version")
+
     def policy(self, name: str | None = None) -> Policy:
-        """A policy of this run by name (default: the recommended one)."""
+        """A policy of this run by name, or (default) the recommended one: the very version the run recommends, which
+        is an earlier run's stored version when the recommendation carried over (``summary["history"]``)."""
+        if name is None and self.recommended is not None:
+            return self.recommended
         name = name or self.recommended_policy
         if name not in self.policy_objects:
             from pex.errors import NotFoundError

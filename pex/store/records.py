@@ -67,6 +67,57 @@ class DatasetVersion:
         }
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """A recorded `pex run` on a dataset version: its settings, the reason given, the policy version it recommends
+    (``policy``, ``policy_version``), its own choice (``own_policy``, ``own_version``: the same unless the
+    recommendation is an earlier run's) and ``bound_to``, the id of the run whose recommendation it carries."""
+
+    id: int
+    experiment: str
+    dataset_id: str
+    fit_id: str | None
+    created_at: datetime
+    settings: dict[str, Any]
+    reason: str | None
+    policy: str
+    policy_version: int | None
+    own_policy: str
+    own_version: int | None
+    bound_to: int | None
+
+    @property
+    def binds(self) -> bool:
+        """Whether the run's own recommendation is the one it recommends (not an earlier run's)."""
+        return self.bound_to is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record for JSON output."""
+        return {"id": self.id, "experiment": self.experiment, "dataset_id": self.dataset_id, "fit_id": self.fit_id,
+                "created_at": self.created_at.isoformat(), "settings": self.settings, "reason": self.reason,
+                "policy": self.policy, "policy_version": self.policy_version, "own_policy": self.own_policy,
+                "own_version": self.own_version, "bound_to": self.bound_to}
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What a run records beside its summary (:meth:`pex.store.runs.RunsMixin.record_run`): the fields of
+    :class:`RunRecord` the run decides."""
+
+    summary: dict[str, Any]
+    policy: str
+    policy_version: int | None
+    own_policy: str
+    own_version: int | None
+    bound_to: int | None = None
+
+
+def run_record(row: Any) -> RunRecord:
+    """A RunRecord from a row of ``runs``."""
+    return RunRecord(row.id, row.experiment, row.dataset_id, row.fit_id, utc(row.created_at), row.settings or {},
+                     row.reason, row.policy or "", row.policy_version, row.own_policy or "", row.own_version, row.bound_to)
+
+
 def policy_record(row: Any) -> PolicyRecord:
     """A PolicyRecord from a row of ``policies``."""
     return PolicyRecord(row.experiment, row.name, row.version, row.kind, row.fit_id, row.document, row.evaluation,

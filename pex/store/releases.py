@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pex.errors import NotFoundError, PexError
 from pex.store.engine import db
 from pex.store.records import utc
-from pex.store.schema import policies, releases
+from pex.store.schema import policies, releases, runs
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,18 @@ class ReleasesMixin:
 
     @db("publish a policy in")
     def publish(self, name: str, version: int | None, actor: str) -> Release:
-        """Make ``version`` (default: the newest stored) of policy ``name`` live."""
+        """Make ``version`` of policy ``name`` live. The default is the newest stored version, unless a run stored it
+        beside the recommendation of an earlier run on the same data (:mod:`pex.services.history`: a re-run without a
+        reason, whose own versions are for information): then the version that run recommends."""
         with self._lock(), self.engine.begin() as conn:
             stored = conn.execute(sa.select(sa.func.max(policies.c.version)).where(policies.c.name == name)).scalar()
             if stored is None:
                 raise NotFoundError(f"no policy {name!r} in this workspace", "`pex policies NAME` lists an experiment's policies")
-            version = stored if version is None else version
+            if version is None:
+                carried = conn.execute(sa.select(runs.c.policy_version).where(
+                    (runs.c.own_policy == name) & (runs.c.own_version == stored) & (runs.c.policy == name)
+                    & runs.c.bound_to.is_not(None)).order_by(runs.c.id.desc()).limit(1)).scalar()
+                version = stored if carried is None else int(carried)
             if conn.execute(sa.select(policies.c.id).where((policies.c.name == name) & (policies.c.version == version))
                             ).first() is None:
                 raise NotFoundError(f"policy {name!r} has no version {version}", f"its newest version is {stored}")

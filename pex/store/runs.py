@@ -1,7 +1,9 @@
-"""Pipeline runs: the summary of each `pex run`, from which `pex report` renders the report again."""
+"""Pipeline runs: the summary of each `pex run`, from which `pex report` renders the report again, and the history
+of the runs on one dataset version (their settings and recommendations), which the next run on it reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +12,12 @@ import sqlalchemy as sa
 from pex.errors import NotFoundError
 from pex.serialize import jsonable
 from pex.store.engine import db
+from pex.store.records import NewRun, RunRecord, run_record
 from pex.store.schema import runs
+
+# the columns a history reads (never the summaries: each is the size of a summary.json)
+_HISTORY = (runs.c.id, runs.c.experiment, runs.c.dataset_id, runs.c.fit_id, runs.c.created_at, runs.c.settings,
+            runs.c.reason, runs.c.policy, runs.c.policy_version, runs.c.own_policy, runs.c.own_version, runs.c.bound_to)
 
 
 class RunsMixin:
@@ -18,11 +25,54 @@ class RunsMixin:
 
     @db("write")
     def put_run(self, experiment: str, summary: dict[str, Any], fit_id: str | None = None) -> int:
-        """Store the summary of one `pex run` (the report is rendered from it)."""
+        """Store the summary of one `pex run` (the report is rendered from it) outside any dataset version's history."""
         with self.engine.begin() as conn:
             return int(conn.execute(runs.insert().values(
                 experiment=experiment, fit_id=fit_id, summary=jsonable(summary), created_at=datetime.now(UTC),
             )).inserted_primary_key[0])
+
+    @db("write")
+    def record_run(self, experiment: str, dataset_id: str, settings: dict[str, Any], reason: str | None,
+                   make: Callable[[list[RunRecord], int, datetime], NewRun], fit_id: str | None = None) -> RunRecord:
+        """Record a run on a dataset version with its settings and reason; ``make(earlier, run_id, now)`` gets the
+        runs recorded before on that version (oldest first), this run's id and time, and returns its summary and
+        recommendation (:class:`NewRun`).
+
+        ``make`` runs under the workspace lock, inside the transaction that inserts the row, so two runs finishing
+        at once on one dataset version each see the other (one is the first run, the other the second), never
+        neither.
+        """
+        now = datetime.now(UTC)
+        with self._lock(), self.engine.begin() as conn:
+            earlier = [run_record(r) for r in conn.execute(
+                sa.select(*_HISTORY).where((runs.c.experiment == experiment) & (runs.c.dataset_id == dataset_id))
+                .order_by(runs.c.id))]
+            run_id = int(conn.execute(runs.insert().values(
+                experiment=experiment, fit_id=fit_id, summary={}, created_at=now, dataset_id=dataset_id,
+                settings=jsonable(settings), reason=reason)).inserted_primary_key[0])
+            new = make(earlier, run_id, now)
+            conn.execute(runs.update().where(runs.c.id == run_id).values(
+                summary=jsonable(new.summary), policy=new.policy, policy_version=new.policy_version,
+                own_policy=new.own_policy, own_version=new.own_version, bound_to=new.bound_to))
+        return RunRecord(run_id, experiment, dataset_id, fit_id, now, settings, reason, new.policy, new.policy_version,
+                         new.own_policy, new.own_version, new.bound_to)
+
+    @db("read")
+    def run_history(self, experiment: str, dataset_id: str) -> list[RunRecord]:
+        """The runs recorded on a dataset version, oldest first (runs stored before the history was kept are not)."""
+        with self._read() as conn:
+            return [run_record(r) for r in conn.execute(
+                sa.select(*_HISTORY).where((runs.c.experiment == experiment) & (runs.c.dataset_id == dataset_id))
+                .order_by(runs.c.id))]
+
+    @db("read")
+    def run_summary(self, run_id: int) -> dict[str, Any]:
+        """The stored summary of run ``run_id``."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(runs.c.summary).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"no pipeline run {run_id} in this workspace", "list an experiment's runs in its report")
+        return row.summary
 
     @db("read")
     def latest_run(self, experiment: str) -> dict[str, Any]:

@@ -88,7 +88,11 @@ policies = sa.Table(
     sa.UniqueConstraint("name", "version", name="uq_policy_version"),
 )
 
-# one row per `pex run`: its summary.json, which `pex report` renders again later
+# one row per `pex run`: its summary.json, which `pex report` renders again later, and (revision 0004) what the
+# run history of its dataset version reads: the settings (RunOptions.to_dict()), the reason given, the policy
+# version the run recommends (``policy``, ``policy_version``), its own choice (``own_*``, the same unless the
+# recommendation is an earlier run's) and ``bound_to``, the id of the run whose recommendation it carries. Rows
+# from before 0004 have no dataset_id and are no part of any history.
 runs = sa.Table(
     "runs", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -96,6 +100,15 @@ runs = sa.Table(
     sa.Column("fit_id", sa.String(48), sa.ForeignKey("fits.id"), nullable=True),
     sa.Column("summary", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("dataset_id", sa.String(32), nullable=True),
+    sa.Column("settings", sa.JSON, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("policy", sa.String(128), nullable=True),
+    sa.Column("policy_version", sa.Integer, nullable=True),
+    sa.Column("own_policy", sa.String(128), nullable=True),
+    sa.Column("own_version", sa.Integer, nullable=True),
+    sa.Column("bound_to", sa.Integer, nullable=True),
+    sa.Index("ix_runs_dataset", "experiment", "dataset_id"),
 )
 
 # Every decision a server made, appended by its decision-log flusher. ``decision_id`` is what the response

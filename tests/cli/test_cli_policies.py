@@ -26,7 +26,7 @@ from pex.cli.main import main
 from pex.experiment.data import read_table
 from pex.experiment.guardrail import LADDER_POWERS, POWER
 from pex.experiment.simulate import simulate
-from pex.experiment.split import evaluation_mask
+from pex.experiment.split import dataset_split_key, evaluation_mask
 from pex.policy.base import FORMAT, Policy, PolicyError
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
@@ -115,9 +115,14 @@ def ws(tmp_path_factory, sim_dir) -> Built:
 
 
 @pytest.fixture(scope="module")
-def held_out(sim) -> pd.DataFrame:
-    """The experiment's rows that the default fit keeps out of every model."""
-    return sim.data.loc[evaluation_mask(sim.data["user_id"].to_numpy(), 0.25, 0)]
+def held_out(sim, ws) -> pd.DataFrame:
+    """The experiment's rows that the default fit keeps out of every model (the split under the key it recorded)."""
+    return sim.data.loc[evaluation_mask(sim.data["user_id"].to_numpy(), 0.25, key=ws.fit_summary["holdout"]["key"])]
+
+
+def holdout_content_hash(ws: Built) -> str:
+    """The content hash of the dataset version the fit was made on."""
+    return ws.fit_summary["dataset_version"]["content_hash"]
 
 
 def _tree_reading(ws: Built, feature: str, op: str, directory: Path | None = None) -> str:
@@ -256,9 +261,11 @@ def test_evaluate_uses_the_objective_the_policy_was_built_for(ws, tmp_path):
 
 
 def test_policies_are_evaluated_on_exactly_the_held_out_units(ws, sim, held_out):
-    n_held = int(evaluation_mask(sim.data["user_id"].to_numpy(), 0.25, 0).sum())
-    assert 0.23 * N_UNITS < n_held < 0.27 * N_UNITS
     holdout = ws.fit_summary["holdout"]
+    # the split's key is the dataset version's, not the seed's (pex.experiment.split.dataset_split_key)
+    assert holdout["key"] == dataset_split_key(holdout_content_hash(ws))
+    n_held = int(evaluation_mask(sim.data["user_id"].to_numpy(), 0.25, key=holdout["key"]).sum())
+    assert 0.23 * N_UNITS < n_held < 0.27 * N_UNITS
     assert holdout["share"] == 0.25 and holdout["seed"] == 0
     assert holdout["n_training"] + n_held == N_UNITS and holdout["n_evaluation"] == n_held
     counts = held_out["arm"].value_counts().to_dict()
@@ -433,7 +440,18 @@ def test_decide_with_the_value_policy_is_reproducible_with_a_seed(ws, tmp_path):
         outs.append((tmp_path / name).read_bytes())
     assert outs[0] == outs[1] and outs[0] != outs[2]
     _check_decisions(pd.read_csv(tmp_path / "a.csv", dtype={"user_id": str}), data, greedy)
-    assert len(set(greedy)) > 1  # personalised: not one arm for everyone
+    # personalised decisions follow the models row by row. The stored policy's calibrated score threshold may keep
+    # control for every one of these rows (it does on this fit's split), so the same model without a threshold, as a
+    # policy file, shows it: not one arm for everyone
+    doc = ws.document("exp-value")
+    bolder = {**doc, "name": "exp-value-bolder", "value_model": {**doc["value_model"], "min_score": 0.0}}
+    (tmp_path / "bolder.json").write_text(json.dumps(bolder))
+    r = cli(ws.home, "decide", tmp_path / "bolder.json", "--data", some, "--out", tmp_path / "d.csv", "--seed", 7)
+    assert r.code == 0, r
+    with Workspace(ws.home, create=False) as w:
+        greedy = _greedy_labels(Policy.from_document(bolder, lambda v: effect_model_by_id(w, v["fit"])), some)
+    _check_decisions(pd.read_csv(tmp_path / "d.csv", dtype={"user_id": str}), data, greedy)
+    assert len(set(greedy)) > 1
 
 
 def test_export_stored_policies(ws, tmp_path):

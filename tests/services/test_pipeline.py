@@ -290,7 +290,8 @@ def test_null_scenario_keeps_control_and_a_rerun_reproduces_the_result(null_dir,
     b = pex.run(null_dir / "flat.toml", tmp_path / "b", home=tmp_path / "ws", trials=4, batch=2, dense=128, seed=7)
 
     def stable(summary: dict) -> dict:
-        s = {k: v for k, v in summary.items() if k not in VOLATILE | {"hte", "recommendation"}}
+        # the second run's history says it is the second; its recommendation is the first run's (pex.services.history)
+        s = {k: v for k, v in summary.items() if k not in VOLATILE | {"hte", "recommendation", "own_recommendation", "history"}}
         s["policies"] = [{k: v for k, v in p.items() if k != "version"} for p in s["policies"]]
         # the two half fits are new fits, with new ids, but hold out the same units
         s["crossfit"] = {**s["crossfit"], "fits": None,
@@ -300,6 +301,10 @@ def test_null_scenario_keeps_control_and_a_rerun_reproduces_the_result(null_dir,
         return s
 
     assert stable(a.summary) == stable(b.summary)
+    assert b.summary["history"]["run"] == 2 and b.summary["history"]["same_settings_as"] == 1
+    own = {k: v for k, v in b.summary["own_recommendation"].items() if k != "document"}
+    assert own == {k: v for k, v in a.summary["recommendation"].items() if k != "document"}  # the same result again
+    assert b.summary["recommendation"]["document"] == a.summary["recommendation"]["document"]  # run 1's stored version
     assert [r["score"] for r in a.summary["hte"]["leaderboard"]] == [r["score"] for r in b.summary["hte"]["leaderboard"]]
 
 

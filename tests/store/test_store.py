@@ -233,3 +233,36 @@ def test_policies_are_versioned_per_name_and_linked_to_their_fit(workspace, data
         workspace.get_policy("nope")
     with pytest.raises(NotFoundError, match="no experiment 'other'"):
         workspace.put_policies("other", [(doc, None)])
+
+
+def test_runs_are_recorded_per_dataset_version_with_their_settings(workspace, dataset):
+    """record_run hands ``make`` the earlier runs on the same dataset version (oldest first; rows stored without a
+    dataset version are in no history), and a failing ``make`` leaves no row."""
+    from pex.store.records import NewRun
+
+    dv = workspace.put_dataset(dataset, source="a.csv")
+    name = dataset.spec.name
+    workspace.put_run(name, {"old": True})  # a run stored before the history was kept
+    seen = []
+
+    def make(policy, version, bound_to=None):
+        def inner(earlier, run_id, now):
+            seen.append([(r.id, r.settings, r.reason, r.policy, r.policy_version, r.bound_to) for r in earlier])
+            return NewRun({"run": run_id}, policy, version, policy, version + 1 if bound_to else version, bound_to)
+        return inner
+
+    first = workspace.record_run(name, dv.id, {"seed": 0}, None, make("p", 1))
+    second = workspace.record_run(name, dv.id, {"seed": 1}, None, make("p", 1, bound_to=first.id))
+    with pytest.raises(RuntimeError, match="boom"):
+        workspace.record_run(name, dv.id, {"seed": 2}, "why", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    third = workspace.record_run(name, dv.id, {"seed": 2}, "why", make("q", 3))
+    assert seen[0] == [] and seen[1] == [(first.id, {"seed": 0}, None, "p", 1, None)]
+    assert [r[0] for r in seen[2]] == [first.id, second.id]  # the failed run left nothing behind
+    history = workspace.run_history(name, dv.id)
+    assert [(r.id, r.settings, r.reason, r.policy, r.policy_version, r.own_version, r.binds) for r in history] == [
+        (first.id, {"seed": 0}, None, "p", 1, 1, True), (second.id, {"seed": 1}, None, "p", 1, 2, False),
+        (third.id, {"seed": 2}, "why", "q", 3, 3, True)]
+    assert workspace.run_summary(second.id) == {"run": second.id}
+    assert workspace.latest_run(name) == {"run": third.id}
+    with pytest.raises(NotFoundError):
+        workspace.run_summary(999)
