@@ -15,7 +15,8 @@ Format history: ``pex.summary/1`` had reasons as plain sentences and guardrail c
 ``{code, params, text}`` (:class:`pex.evaluation.recommendation.Reason`), guardrail cells exactly as the
 engine's :class:`pex.experiment.guardrail.Harm` serializes itself, and each average-effect guardrail verdict
 with its rule's ``limit``; ``pex.summary/3`` adds the certification's first test and levels, its order's basis
-and the sample-ratio gate (:class:`Certification`), and the explanation codes of issue 23.
+and the sample-ratio gate (:class:`Certification`), the explanation codes of issue 23, and the run's ``history`` on
+its dataset version (with a carried-over recommendation's ``from_run`` and this run's ``own_recommendation``).
 """
 
 from __future__ import annotations
