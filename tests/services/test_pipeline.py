@@ -61,6 +61,10 @@ def test_the_schema_publishes_the_typed_model():
     assert set(typed["$defs"]["PolicyRow"]["required"]) <= set(policy["required"])
     assert set(typed["$defs"]["HarmCell"]["required"]) == set(SCHEMA["$defs"]["harm"]["required"])
     assert set(typed["$defs"]["HarmCell"]["properties"]) == set(SCHEMA["$defs"]["harm"]["properties"])
+    from pex.evaluation.recommendation import REASON_CODES
+
+    reasons = SCHEMA["properties"]["recommendation"]["properties"]["reasons"]["items"]["properties"]["code"]["enum"]
+    assert set(reasons) == set(REASON_CODES)  # every code the engine gives is published, and no other
 
 
 def test_every_policy_file_loads_and_the_recommended_one_is_among_them(pipeline_run):
