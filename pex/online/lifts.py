@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pex.errors import DataError
 from pex.evaluation.estimators import Estimate, SelfNormalizedIPS
 from pex.experiment.guardrail import ALPHA, GuardrailRule, Harm
 from pex.experiment.spec import MetricSpec
@@ -51,8 +52,13 @@ def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.
     keep = np.isfinite(reward)
     if keep.sum() < MIN_OUTCOMES:
         return None
-    index = {a: i for i, a in enumerate(arms)}
-    action = frame["arm"].map(index).to_numpy(dtype=np.int64)
+    # codes of a categorical: a tenth of the time of a per-row map on arrow strings, which a round's every arm and
+    # metric pays; an arm outside ``arms`` (code -1) would index the last arm, so it is refused
+    action = pd.Categorical(frame["arm"], categories=list(arms)).codes.astype(np.int64)
+    if (action < 0).any():
+        unknown = sorted(set(frame["arm"][action < 0].astype(str)))
+        raise DataError(f"logged arms {', '.join(unknown)} are not arms of the round's policy ({', '.join(arms)})",
+                        "the round's decisions must come from its own routing policy's version")
     if (target[np.flatnonzero(keep), action[keep]] > 0).sum() < MIN_OUTCOMES:
         return None  # e.g. a holdout whose few reported units were all explored away from control
     return _SNIPS.estimate(reward[keep], action[keep], frame["propensity"].to_numpy(dtype=float)[keep], target[keep])
