@@ -26,6 +26,7 @@ from pex.online.space import OnlineSpace
 from pex.online.spending import AlphaSpending
 from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
+from pex.report.online import status_text
 from pex.services import online
 from pex.services.decision_log import DecisionLog
 from pex.services.serving import PolicyServer
@@ -413,6 +414,9 @@ def test_the_next_round_serves_the_champion_again_with_ax_proposals(loop_home_2,
         done = online.complete_round(ws, "exp")["rounds"][1]["results"]
         assert done["log"]["returning_units"] == 500 and done["rows"] == 2_000
         assert sum(a["units"] for a in done["arms"].values()) == 2_000
+        text = status_text(online.status(ws, "exp"))
+        assert "2,000 units; 500 served in an earlier round left out)" in text
+        assert text.count("against the champion: ") == 1  # round 2's one challenger, compared with the champion
 
 
 def test_no_round_opens_beyond_the_plan_and_promote_refuses_an_uncertified_arm(tmp_path, serving_home, capsys):
