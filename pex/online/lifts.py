@@ -19,7 +19,7 @@ randomized split: each arm's units are a random sample of the round's units. Wit
   (as ``pex analyze`` does for average effects, :mod:`pex.experiment.effects`);
 * a **lift** is the difference of the two, with the standard errors of independent samples combined; a
   **guardrail harm** is the rule's relative (or, at a zero control mean, absolute) change, its standard error
-  by the delta method, its verdict the rule's.
+  Fieller's at the limit (:func:`harm_of`), its verdict the rule's.
 
 Units without an outcome for a metric are left out of that metric (and counted). That is unbiased when
 outcomes go missing independently of the arm; an arm that stops units reporting would bias it, which is why
@@ -74,14 +74,24 @@ def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.
 
 def harm_of(rule: GuardrailRule, value: Estimate, control: Estimate, alpha: float = ALPHA) -> Harm:
     """``rule``'s harm of ``value`` against all-control's ``control`` (independent samples), relative to the
-    round's own control value."""
+    round's own control value.
+
+    A relative harm is judged by Fieller's test at the limit: ``harm <= L`` exactly when ``sign * (v - c) - L * |c|``
+    is at most 0, a linear statistic whose variance needs no division by the noisy ``c``; its standard error over
+    ``|c|`` is the harm's, so ``estimate + z * se <= L`` is that test at every level (:meth:`Harm.at`). The delta
+    method on ``v / c - 1`` used before is skewed in the tail the loop's budget reaches: with every arm at the limit,
+    at the one-sided 0.05 / 24 a 6-round loop of 4 arms judges each arm at, it passed 0.35% of arms instead of 0.21%.
+    """
     c, v = control.value, value.value
     rule = rule.at_control_mean(c)
-    if rule.relative:
-        harm = rule.sign * (v - c) / abs(c)
-        se = math.sqrt(value.se**2 / c**2 + v**2 * control.se**2 / c**4)  # delta method for v / c - 1
+    change, change_se = v - c, math.hypot(value.se, control.se)
+    if rule.relative and math.isfinite(rule.limit):
+        # var(sign * (v - c) - L * |c|) for independent v and c: cov(v - c, c) = -se(c)^2
+        lim, cov = rule.limit, -control.se**2
+        var = change_se**2 + lim**2 * control.se**2 - 2.0 * lim * rule.sign * math.copysign(1.0, c) * cov
+        harm, se = rule.sign * change / abs(c), math.sqrt(max(var, 0.0)) / abs(c)
     else:
-        harm, se = rule.sign * (v - c), math.hypot(value.se, control.se)
+        harm, se = rule.sign * change, change_se
     return rule.verdict(harm, se, n=value.n, alpha=alpha)
 
 
