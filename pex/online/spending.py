@@ -4,8 +4,9 @@ Every completed round certifies its arms at its own one-sided level, Bonferroni-
 measured arms (:mod:`pex.online.choice`). A round's false certifications are then within its share
 ``alpha_r``; over the loop, by the union bound, the chance that *any* arm of *any* round is falsely certified
 (so any pick that can be promoted, and any arm of the certified front) stays within ``sum alpha_r = alpha``.
-Without a plan each round would spend the whole ``alpha`` again: six rounds of four arms at their limit gave a
-falsely certified pick in about a quarter of the loops.
+Without a plan each round spends the whole ``alpha`` again: with six rounds of four arms, every arm truly at its
+guardrail limit, 23% of loops (200 simulated) promoted a falsely certified pick; with the plan, 4.4% of 500
+(``tests/online/test_loop_error_control.py``).
 
 The budget is split equally over the planned rounds. Why a plan fixed at ``start`` and not a fresh confirmation
 round: the loop's rounds already measure every arm, the champion included, on fresh units, so a separate
