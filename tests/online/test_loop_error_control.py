@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
+from pex.evaluation.estimators import Estimate
 from pex.experiment.guardrail import GuardrailRule
 from pex.experiment.spec import MetricSpec
 from pex.online.choice import choose_best
-from pex.online.lifts import measure_round
+from pex.online.lifts import harm_of, measure_round
 from pex.online.spending import AlphaSpending
 from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
@@ -106,6 +107,24 @@ def test_the_harness_certifies_safe_arms_and_measures_their_gain():
     second = choose_best([synthetic_round(rng, 2, best["chosen"]["route"], harm=-0.2)], GOALS, "y", plan.round_alpha(2))
     assert second["code"] == "kept_champion" or second["params"]["chosen"]["versus_champion"]["lower"] > 0
     assert sum(r["versus_champion"] is not None for r in second["arms"]) == 3
+
+
+def test_a_rounds_harm_bound_holds_its_level_deep_in_the_tail():
+    """With the arm truly at its limit, the share of rounds whose bound passes is the level, at the level a 6-round
+    budget over 4 arms judges an arm at (0.05 / 24): the delta method on v / c - 1 let 0.35% through there."""
+    rng = np.random.default_rng(5)
+    draws, alpha = 20_000, 0.05 / 24
+    n_control, n_arm = 3_900, 4_000
+    arm_rate = CONTROL_RATE * (1 + LIMIT)
+    c = rng.binomial(n_control, CONTROL_RATE, draws) / n_control
+    v = rng.binomial(n_arm, arm_rate, draws) / n_arm
+    passed = 0
+    for ci, vi in zip(c, v):
+        control = Estimate("snips", ci, (ci * (1 - ci) / n_control) ** 0.5, 0.0, 0.0, n_control, np.zeros(0))
+        value = Estimate("snips", vi, (vi * (1 - vi) / n_arm) ** 0.5, 0.0, 0.0, n_arm, np.zeros(0))
+        passed += harm_of(RULES["g"], value, control, alpha).passed
+    low, high = proportion_confint(passed, draws, alpha=0.01, method="wilson")
+    assert low <= alpha <= high, (passed / draws, low, high)
 
 
 @pytest.mark.slow
