@@ -10,14 +10,20 @@ the loop's error budget (:mod:`pex.online.spending`), Bonferroni-adjusted over t
    limit (the guardrail rule, :mod:`pex.experiment.guardrail`). The chance that any certified arm of the round
    truly breaks a guardrail stays within ``alpha_r``, and over the whole loop within ``alpha``.
 2. An arm **beats control** when the lower bound of its goal-signed primary gain (same level) is above 0.
-3. A **champion** that is certified and beats control is **kept** unless a challenger that is certified and beats
-   control is **significantly better than it**: the lower bound of the challenger's gain minus the champion's,
-   both measured in this round on their own units (independent samples; the shared control cancels), is above 0
-   at the same level. Among several such challengers the one with the largest lower bound of that difference
-   replaces it. A lead within the noise never replaces a champion.
-4. Without a champion that still qualifies (none yet, or it lost its certification or its gain on fresh units),
-   the pick is the certified arm that beats control with the largest lower bound of its gain: the largest of
-   several noisy estimates is the likeliest to be inflated by its noise. Without one, control stays.
+3. A **champion** stays the pick unless a challenger that is certified and beats control is **significantly
+   better than it**: the lower bound of the challenger's gain minus the champion's, both measured in this round on
+   their own units (independent samples; the shared control cancels), is above 0 at the same level. Among several
+   such challengers the one with the largest lower bound of that difference replaces it. A lead within the noise
+   never replaces a champion.
+4. A champion that was the loop's pick keeps the certification of the round that picked it, even when this round
+   alone does not certify it again: that certification is one of the events the budget already pays for, so
+   keeping it adds no error, and re-certifying at a strict level every round would drop good champions to noise.
+   It loses it when this round **refutes** it: a guardrail's one-sided 95% lower bound beyond its limit, or a
+   primary gain whose 95% upper bound is below 0. Round 1's offline pick was never certified live, so it must
+   certify and beat control in round 1 to stay.
+5. Without a champion that holds, the pick is the certified arm that beats control with the largest lower bound of
+   its gain: the largest of several noisy estimates is the likeliest to be inflated by its noise. Without one,
+   control stays.
 
 Measurements are not pooled across rounds: a champion is kept *because* its last round looked good, so pooling
 that round into the next would carry the selection along and the round's error would no longer be its own.
@@ -28,6 +34,7 @@ What the rule says is a code with parameters (:data:`REASONS`); :func:`reason_te
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from pex.experiment.guardrail import ALPHA, Harm, judge
@@ -52,11 +59,15 @@ def judge_round(r: Any, goals: dict[str, float], primary: str, alpha: float = AL
         lift = got["metrics"][primary]["lift"]
         gain, gain_se = goals[primary] * lift["estimate"], lift["se"]
         low, _high, _ = judge(gain, gain_se, 0.0, level)
+        # evidence at the plain one-sided 95% level that the arm breaks a guardrail or does worse than control: what
+        # unseats a champion kept on an earlier certification (dropping a pick never adds a false certification)
+        refuted = (any(Harm.from_dict(h).at(ALPHA).verdict == "fail" for h in got["harms"].values())
+                   or judge(gain, gain_se, 0.0, ALPHA)[1] < 0)
         rows.append({"round": r.round, "route": arm["route"], "role": arm["role"], "policy": arm["policy"],
                      "version": arm["version"], "gain": gain, "gain_se": gain_se, "gain_lower": low,
                      "objectives": {m: sign * got["metrics"][m]["lift"]["estimate"] for m, sign in goals.items()},
                      "certified": all(h.passed for h in harms.values()), "level": 1 - level, "family": len(measured),
-                     "round_alpha": alpha, "versus_champion": None,
+                     "round_alpha": alpha, "versus_champion": None, "refuted": refuted,
                      "harms": {m: {"estimate": h.estimate, "upper": h.upper, "limit": h.limit, "verdict": h.verdict}
                                for m, h in harms.items()}})
     champion = next((i for i, (a, _g) in enumerate(measured) if a["role"] == "champion"), None)
@@ -76,25 +87,46 @@ def _difference(challenger: dict[str, Any], champion: dict[str, Any], sign: floa
     return {"difference": d, "se": se, "lower": low, "z": d / se if se > 0 else math.copysign(math.inf, d)}
 
 
-def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha: float = ALPHA) -> dict[str, Any]:
-    """The rule of the module docstring over the newest completed round of ``rounds``; ``alpha`` is that round's
-    share of the loop's budget (:meth:`pex.online.spending.AlphaSpending.round_alpha`)."""
+def choose_best(rounds: list[Any], goals: dict[str, float], primary: str,
+                alpha: float | Callable[[int], float] = ALPHA) -> dict[str, Any]:
+    """The rule of the module docstring after the newest completed round of ``rounds``. ``alpha`` is each round's
+    share of the loop's budget: a number, or a function of the round number
+    (:meth:`pex.online.spending.AlphaSpending.round_alpha`). The rounds are replayed in order, since a champion
+    keeps the certification of the round that picked it."""
+    share = alpha if callable(alpha) else (lambda _number: alpha)
     done = [r for r in rounds if r.status == "complete" and r.results]
-    rows = judge_round(done[-1], goals, primary, alpha) if done else []
+    standing: dict[str, Any] | None = None  # the pick so far: its policy, version and the round that certified it
+    result = _pick([], None, share(0), None)
+    for r in done:
+        result = _pick(judge_round(r, goals, primary, share(r.round)), r.round, share(r.round), standing)
+        chosen = result["chosen"]
+        standing = None if chosen is None else {
+            "policy": chosen["policy"], "version": chosen["version"],
+            "certified_round": result["params"].get("certified_round", chosen["round"])}
+    return result
+
+
+def _pick(rows: list[dict[str, Any]], number: int | None, alpha: float, standing: dict[str, Any] | None) -> dict[str, Any]:
+    """One round's pick from its judged ``rows``, given the ``standing`` pick of the rounds before."""
     family = max(len(rows), 1)
     level = alpha / family
     certified = [r for r in rows if r["certified"]]
     beating = [r for r in certified if r["gain_lower"] > 0]
-    champion = next((r for r in beating if r["role"] == "champion"), None)
-    params: dict[str, Any] = {"level": 1 - level, "family": family, "round": done[-1].round if done else None,
-                              "round_alpha": alpha}
+    params: dict[str, Any] = {"level": 1 - level, "family": family, "round": number, "round_alpha": alpha}
+    champion = next((r for r in rows if r["role"] == "champion"), None)
+    carried = (champion is not None and standing is not None and not champion["refuted"]
+               and (champion["policy"], champion["version"]) == (standing["policy"], standing["version"]))
+    holds = champion is not None and (champion in beating or carried)
     chosen = None
-    if champion is not None:
+    if holds:
+        if champion not in beating:  # kept on the certification of the round that picked it
+            params["certified_round"] = standing["certified_round"]
         better = [r for r in beating if r is not champion and r["versus_champion"]["lower"] > 0]
         params["champion"] = _brief(champion)
         if better:
             chosen = max(better, key=lambda r: r["versus_champion"]["lower"])
             code = "replaced_champion"
+            params.pop("certified_round", None)
         else:
             chosen, code = champion, "kept_champion"
             rivals = [r for r in beating if r is not champion]
@@ -102,9 +134,8 @@ def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha:
                 params["closest"] = _brief(max(rivals, key=lambda r: r["versus_champion"]["lower"]))
     elif beating:
         chosen, code = max(beating, key=lambda r: r["gain_lower"]), "picked"
-        lost = next((r for r in rows if r["role"] == "champion"), None)
-        if lost is not None:  # measured again, but no longer certified or no longer beating control
-            params["lost_champion"] = _brief(lost)
+        if champion is not None:  # measured again, and refuted, or never certified live (round 1's offline pick)
+            params["lost_champion"] = _brief(champion)
     elif certified:
         code = "none_beat_control"
         params["closest"] = _brief(max(certified, key=lambda r: r["gain_lower"]))
@@ -121,7 +152,7 @@ def choose_best(rounds: list[Any], goals: dict[str, float], primary: str, alpha:
 
 
 def _brief(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("route", "round", "gain", "gain_lower", "certified", "versus_champion")
+    keys = ("route", "round", "gain", "gain_lower", "certified", "refuted", "versus_champion")
     return {k: row[k] for k in keys}
 
 
@@ -140,21 +171,31 @@ def reason_text(code: str, p: dict[str, Any]) -> str:
         return (f"control: the best certified arm of round {p['round']}, {c['route']}, gains {c['gain']:+.4g} but its "
                 f"lower bound ({c['gain_lower']:+.4g}) does not exclude 0 {at}")
     c = p["chosen"]
-    head = (f"{c['route']} (round {c['round']}): every guardrail certified and a primary gain of {c['gain']:+.4g} "
-            f"(lower bound {c['gain_lower']:+.4g}) over control {at}")
+    if code == "kept_champion" and "certified_round" in p:
+        head = (f"{c['route']} (round {c['round']}): kept as champion on its certification in round "
+                f"{p['certified_round']}; this round, not enough alone to certify it {at}, measures a primary gain of "
+                f"{c['gain']:+.4g} and refutes neither it nor its guardrails at the one-sided 95% level")
+    else:
+        head = (f"{c['route']} (round {c['round']}): every guardrail certified and a primary gain of {c['gain']:+.4g} "
+                f"(lower bound {c['gain_lower']:+.4g}) over control {at}")
     if code == "picked":
         lost = p.get("lost_champion")
         if lost is None:
             return head
-        why = "is not certified" if not lost["certified"] else "does not beat control"
-        return f"{head}; the champion, {lost['route']}, {why} on this round's units"
+        if lost["refuted"]:
+            why = ("is refuted on this round's units (a guardrail beyond its limit, or a gain below control, at the "
+                   "one-sided 95% level)")
+        else:
+            why = ("has no live certification to keep and " + ("is not certified" if not lost["certified"] else
+                                                                 "does not beat control") + " on this round's units")
+        return f"{head}; the champion, {lost['route']}, {why}"
     if code == "kept_champion":
         rival = p.get("closest")
         if rival is None:
-            return f"{head}; the champion is kept (no certified challenger beats control)"
+            return f"{head}; no certified challenger beats control"
         v = rival["versus_champion"]
-        return (f"{head}; the champion is kept: the closest challenger, {rival['route']}, is {v['difference']:+.4g} "
-                f"better (z = {v['z']:.2f}, lower bound {v['lower']:+.4g}), not significantly")
+        return (f"{head}; the closest challenger, {rival['route']}, differs from it by {v['difference']:+.4g} "
+                f"(z = {v['z']:.2f}, lower bound {v['lower']:+.4g}): not significantly better")
     v = c["versus_champion"]
     return (f"{head}; it replaces the champion, {p['champion']['route']}: {v['difference']:+.4g} better "
             f"(z = {v['z']:.2f}, lower bound {v['lower']:+.4g} above 0)")

@@ -309,13 +309,7 @@ def _champion(ws: Workspace, loop: Any) -> dict[str, Any] | None:
 
 def _best(ws: Workspace, loop: Any, rounds: list[Any]) -> dict[str, Any]:
     spec = experiment_spec(ws, loop.experiment)
-    return choose_best(rounds, _signs(loop, spec), _primary(loop.settings, spec), _round_alpha(loop, rounds))
-
-
-def _round_alpha(loop: Any, rounds: list[Any]) -> float:
-    """The newest completed round's share of the loop's error budget."""
-    done = [r for r in rounds if r.status == "complete"]
-    return AlphaSpending.of(loop.settings).round_alpha(done[-1].round) if done else 0.0
+    return choose_best(rounds, _signs(loop, spec), _primary(loop.settings, spec), AlphaSpending.of(loop.settings).round_alpha)
 
 
 def _signs(loop: Any, spec: ExperimentSpec) -> dict[str, float]:
@@ -394,7 +388,7 @@ def status(ws: Workspace, experiment: str) -> dict[str, Any]:
     spec = experiment_spec(ws, loop.experiment)
     signs, primary = _signs(loop, spec), _primary(s, spec)
     plan = AlphaSpending.of(s)
-    best = choose_best(rounds, signs, primary, _round_alpha(loop, rounds))
+    best = choose_best(rounds, signs, primary, plan.round_alpha)
     done = [r for r in rounds if r.status == "complete"]
     # every round at its own share of the budget: the front's arms are certified jointly within alpha
     judged = [row for r in done for row in judge_round(r, signs, primary, plan.round_alpha(r.round))]
@@ -418,6 +412,7 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
     loop = ws.get_loop(experiment)
     best = info["best"]
     rows = {r["route"]: r for r in info["judged"]}  # an arm measured twice (a champion): its newest measurement
+    pick = (best["chosen"] or {}).get("route")  # the pick holds the certification of its round (pex.online.choice)
     if arm is None:
         chosen = best["chosen"]
         route = chosen["route"] if chosen else "control"
@@ -426,7 +421,7 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
         if route not in rows and route != "control":
             raise NotFoundError(f"no measured arm {arm!r} in {experiment!r}'s loop",
                                 "arms: " + (", ".join(sorted(rows)) or "none measured yet") + ", or control")
-        if route != "control" and not rows[route]["certified"] and not force:
+        if route not in ("control", pick) and not rows[route]["certified"] and not force:
             row, plan = rows[route], info["spending"]
             missed = ", ".join(f"{m} bound {h['upper']:+.4g} over its limit {h['limit']:+.4g}"
                                for m, h in row["harms"].items() if h["verdict"] != "pass")
@@ -443,7 +438,8 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
     doc["name"] = loop.policy
     doc["lineage"] = {**(doc.get("lineage") or {}), "promoted_from": {"route": route, "policy": record.name,
                                                                        "version": record.version,
-                                                                       "certified": route == "control" or rows[route]["certified"],
+                                                                       "certified": route in ("control", pick)
+                                                                       or rows[route]["certified"],
                                                                        "spending": info["spending"]}}
     stored = ws.put_policies(loop.experiment, [(doc, None)], fit_id=record.fit_id)[0]
     release = publish(ws, loop.policy, stored.version)

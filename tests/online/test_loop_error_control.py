@@ -78,9 +78,10 @@ def run_loops(loops: int, round_alpha: Callable[[int], float], seed: int, rounds
     rng = np.random.default_rng(seed)
     picked = certified = 0
     for _ in range(loops):
-        champion, any_pick, any_certified = None, False, False
+        champion, any_pick, any_certified, played = None, False, False, []
         for number in range(1, rounds + 1):
-            best = choose_best([synthetic_round(rng, number, champion)], GOALS, "y", round_alpha(number))
+            played.append(synthetic_round(rng, number, champion))
+            best = choose_best(played, GOALS, "y", round_alpha)  # replayed, as `pex online` does
             any_certified |= any(r["certified"] for r in best["arms"])
             if best["chosen"] is not None:
                 any_pick, champion = True, best["chosen"]["route"]

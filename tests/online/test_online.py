@@ -153,7 +153,8 @@ def test_a_marginally_better_challenger_does_not_replace_the_champion():
     assert best["chosen"]["route"] == "a0" and best["code"] == "kept_champion"
     versus = next(r for r in best["arms"] if r["route"] == "a1")["versus_champion"]
     assert versus["difference"] == pytest.approx(0.1) and versus["z"] == pytest.approx(1.0) and versus["lower"] < 0
-    assert "the champion is kept: the closest challenger, a1, is +0.1 better (z = 1.00" in best["why"]
+    assert best["why"].endswith("the closest challenger, a1, differs from it by +0.1 (z = 1.00, lower bound -0.096): "
+                                "not significantly better")
     # the issue's case: a lead at z = 1.73 (p = 0.042) against the round's level 0.05 / 4 = 0.0125 (z 2.24)
     se = 0.1 * 2**0.5  # each arm's own value has se 0.1, so their difference has se 0.1 x 2**0.5 too
     issue = _rounds(_measured(0.8, se, 0.0, 0.01), _measured(0.8 + 1.73 * se, se, 0.0, 0.01),
@@ -175,11 +176,12 @@ def test_a_significantly_better_challenger_replaces_the_champion():
     # a challenger that is better but breaks a guardrail does not replace it
     unsafe = _rounds(_measured(0.5, 0.1, 0.0, 0.01), _measured(1.5, 0.1, 0.06, 0.01), champion=0)
     assert choose_best(unsafe, {"y": 1.0}, "y")["chosen"]["route"] == "a0"
-    # a champion that no longer beats control on fresh units is dropped, and the rule says so
+    # a champion with no earlier certification (round 1's offline pick) that does not beat control is not kept
     fading = _rounds(_measured(0.1, 0.1, 0.0, 0.01), _measured(0.4, 0.1, 0.0, 0.01), champion=0)
     dropped = choose_best(fading, {"y": 1.0}, "y")
     assert dropped["code"] == "picked" and dropped["chosen"]["route"] == "a1"
-    assert dropped["why"].endswith("the champion, a0, does not beat control on this round's units")
+    assert dropped["why"].endswith("the champion, a0, has no live certification to keep and does not beat control on "
+                                   "this round's units")
 
 
 def test_measurements_are_not_pooled_across_rounds():
@@ -194,7 +196,34 @@ def test_measurements_are_not_pooled_across_rounds():
     best = choose_best([first, second], {"y": 1.0}, "y")
     assert not next(r for r in best["arms"] if r["route"] == "c")["certified"]
     assert best["chosen"]["route"] == "o2" and best["code"] == "picked"
-    assert "the champion, c, is not certified on this round's units" in best["why"]
+    assert "the champion, c, has no live certification to keep and is not certified on this round's units" in best["why"]
+
+
+def test_a_champion_keeps_the_certification_of_the_round_that_picked_it_until_a_round_refutes_it():
+    a0 = {"route": "a0", "role": "candidate", "policy": "a0", "version": 1}
+    a1 = {"route": "a1", "role": "candidate", "policy": "a1", "version": 1}
+    first = _Round(1, "complete", [a0, a1], {"arms": {"a0": _measured(0.8, 0.1, 0.0, 0.01), "a1": _measured(0.2, 0.1, 0.0, 0.01)}})
+    assert choose_best([first], {"y": 1.0}, "y")["chosen"]["route"] == "a0"
+
+    def second(champion: dict) -> _Round:
+        return _Round(2, "complete", [{**a0, "role": "champion"}, {**a1, "route": "b1", "policy": "b1"}],
+                      {"arms": {"a0": champion, "b1": _measured(0.85, 0.1, 0.0, 0.01)}})
+
+    # round 2 alone does not certify a0 again (0.03 + 2.24 x 0.012 = 0.057 > 0.05 at 0.05 / 2) but refutes nothing
+    # (its 95% lower bound 0.03 - 1.645 x 0.012 is within 0.05): a0 stays, b1 is not significantly better
+    kept = choose_best([first, second(_measured(0.8, 0.1, 0.03, 0.012))], {"y": 1.0}, "y")
+    assert kept["code"] == "kept_champion" and kept["chosen"]["route"] == "a0" and kept["params"]["certified_round"] == 1
+    assert not next(r for r in kept["arms"] if r["route"] == "a0")["certified"]
+    assert kept["why"].startswith("a0 (round 2): kept as champion on its certification in round 1")
+    # a round that refutes it, harm 0.08 (95% lower bound 0.064 beyond 0.05), drops it for the best certified arm
+    refuted = choose_best([first, second(_measured(0.8, 0.1, 0.08, 0.01))], {"y": 1.0}, "y")
+    assert refuted["code"] == "picked" and refuted["chosen"]["route"] == "b1"
+    assert "the champion, a0, is refuted on this round's units" in refuted["why"]
+    # so does a gain below control (95% upper bound -0.3 + 1.645 x 0.1 < 0)
+    assert choose_best([first, second(_measured(-0.3, 0.1, 0.0, 0.01))], {"y": 1.0}, "y")["chosen"]["route"] == "b1"
+    # a champion that was not the loop's pick (round 1's offline pick) has nothing to keep
+    offline = choose_best([second(_measured(0.8, 0.1, 0.03, 0.012))], {"y": 1.0}, "y")
+    assert offline["chosen"]["route"] == "b1" and "has no live certification to keep" in offline["why"]
 
 
 def test_the_loops_budget_is_split_over_its_planned_rounds():
