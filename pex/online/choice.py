@@ -1,10 +1,11 @@
 """Which measured arm is best so far: the online loop's version of the recommendation's rule.
 
 Each round is its own randomized test on fresh units (units served in an earlier round are left out of its
-measurement, :mod:`pex.services.online`), so the rule reads the newest completed round alone: its candidate arms,
-among them the champion (the previous round's pick, served again; in a round 1 started from the offline
-candidates, the offline pick). Every figure of the round is judged at the round's level: its share ``alpha_r`` of
-the loop's error budget (:mod:`pex.online.spending`), Bonferroni-adjusted over the round's ``F`` measured arms.
+measurement, :mod:`pex.services.online`), so the newest completed round's arms are judged on that round alone:
+its candidates and the champion (the previous round's pick, served again; in a round 1 started from the offline
+candidates, the offline pick). The rounds before only say which arm is the standing pick and which round certified
+it. Every figure of a round is judged at the round's level: its share ``alpha_r`` of the loop's error budget
+(:mod:`pex.online.spending`), Bonferroni-adjusted over the round's ``F`` measured arms.
 
 1. An arm is **certified** when every guardrail's one-sided upper bound at level ``1 - alpha_r / F`` is within its
    limit (the guardrail rule, :mod:`pex.experiment.guardrail`). The chance that any certified arm of the round
