@@ -11,8 +11,10 @@ champion; ``--cold``: Ax's quasi-random points instead):
 * **random**: Ax's quasi-random ``random_search`` from round 2, as many live arms;
 * **offline**: no live search: the offline search's best candidate on the primary metric, shipped as is.
 
-After every round the loop's promotion rule (:mod:`pex.online.choice`: guardrails certified at a Bonferroni level
-over every arm measured, primary gain's lower bound above 0) picks a policy, and the benchmark measures that
+After every round the loop's promotion rule (:mod:`pex.online.choice`: guardrails certified at the round's share
+of the loop's 5% budget, split over its ``--rounds`` planned rounds and Bonferroni-adjusted over every arm measured;
+primary gain's lower bound above 0; a champion kept unless a challenger is significantly better than it) picks a
+policy, and the benchmark measures that
 pick on a fresh draw of ``--truth-units`` users whose expected outcomes under every arm are known. A pick's
 **score** is its true primary gain over all-control when it truly keeps every guardrail, else 0 (and it counts as
 a violation). The **best achievable** is the largest true gain, among policies that truly keep every guardrail,
@@ -39,7 +41,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from pex.cli.main import main as pex
-from pex.experiment.simulate import SimulatedExperiment, simulate
+from pex.experiment.simulate import SCENARIOS, SimulatedExperiment, simulate
 from pex.experiment.truth import distribution_truth
 from pex.policy.base import Policy
 from pex.services import online
@@ -117,7 +119,7 @@ def run_searcher(base: Path, searcher: str, args: argparse.Namespace, seed: int,
     shutil.copytree(base / "ws", home)
     ws = Workspace(home)
     options = online.LoopOptions(arms=args.arms, holdout=args.holdout, from_offline=not args.cold, seed=seed,
-                                 method="fast" if searcher == "ax" else "random_search")
+                                 method="fast" if searcher == "ax" else "random_search", rounds=args.rounds)
     started = time.perf_counter()
     status = online.start_loop(ws, NAME, options)
     curve, points = [], []
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth-units", type=int, default=100_000)
     parser.add_argument("--reference", type=int, default=64, help="quasi-random configurations behind the best achievable")
     parser.add_argument("--missing", type=float, default=0.1)
-    parser.add_argument("--scenario", default="segment_harm")
+    parser.add_argument("--scenario", default="segment_harm", choices=SCENARIOS)
     parser.add_argument("--cold", action="store_true",
                         help="round 1 from Ax's quasi-random points instead of the offline candidates (no champion)")
     parser.add_argument("--out", default=None)

@@ -19,6 +19,7 @@ from click.core import ParameterSource
 from pex.cli.common import _echo_json, _lazy_workspace, _units_file_options, _workspace
 from pex.errors import PexError
 from pex.evaluation.procedures import CERTIFICATIONS
+from pex.experiment.simulate import SCENARIOS
 from pex.experiment.split import HOLDOUT
 from pex.version import __version__
 
@@ -156,8 +157,8 @@ def experiments(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--scenario", type=click.Choice(["notification_cadence", "constant", "null"]), default="notification_cadence",
-              show_default=True)
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="notification_cadence", show_default=True,
+              help="One of pex.experiment.simulate's scenarios (the README's and the benchmarks').")
 @click.option("-n", "--units", type=click.IntRange(min=10), default=50_000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, callback=lambda ctx, param, value: _check_name(value),

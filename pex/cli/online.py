@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from pex.cli.common import _echo_json, _workspace
+from pex.experiment.simulate import SCENARIOS
+from pex.online.spending import DEFAULT_ROUNDS
 
 
 @click.group()
@@ -20,16 +22,18 @@ def online() -> None:
 @click.option("--exploration", type=float, default=0.05, show_default=True, help="Exploration of every arm.")
 @click.option("--method", type=click.Choice(["fast", "random_search"]), default="fast", show_default=True,
               help="How Ax proposes: Bayesian optimization (fast) or quasi-random points (random_search, a baseline).")
+@click.option("--rounds", type=int, default=DEFAULT_ROUNDS, show_default=True,
+              help="Planned rounds: the loop's 5% error budget is split equally over them, and no round opens beyond.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the loop's status as JSON.")
 @click.pass_context
 def start(ctx: click.Context, name: str, arms: int, holdout: float, from_offline: bool, exploration: float, method: str,
-          seed: int, as_json: bool) -> None:
+          rounds: int, seed: int, as_json: bool) -> None:
     """Start NAME's loop: round 1's arms are built from the newest fit and served as NAME-online."""
     from pex.services.online import LoopOptions, start_loop
 
     options = LoopOptions(arms=arms, holdout=holdout, from_offline=from_offline, exploration=exploration, seed=seed,
-                          method=method)
+                          method=method, rounds=rounds)
     found = start_loop(_workspace(ctx, create=True), name, options, say=lambda m: click.echo(m, err=True))
     _show(found, as_json)
 
@@ -85,7 +89,8 @@ def promote(ctx: click.Context, name: str, arm: str | None, force: bool, as_json
 @click.option("--units", type=click.IntRange(min=1), required=True, help="Simulated users.")
 @click.option("--days", type=click.IntRange(min=1), default=1, show_default=True, help="Simulated days they arrive over.")
 @click.option("--policy", default=None, help="Policy to ask (default: NAME-online, the loop's).")
-@click.option("--scenario", default="notification_cadence", show_default=True, help="pex.simulate scenario of the users.")
+@click.option("--scenario", type=click.Choice(SCENARIOS), default="notification_cadence", show_default=True,
+              help="pex.simulate scenario of the users.")
 @click.option("--missing", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of users whose outcomes never arrive.")
 @click.option("--pace", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Real seconds between simulated days.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the users (new ids per seed).")
@@ -93,11 +98,8 @@ def promote(ctx: click.Context, name: str, arm: str | None, force: bool, as_json
 def simulate_traffic(name: str, url: str, token: str, units: int, days: int, policy: str | None, scenario: str,
                      missing: float, pace: float, seed: int, as_json: bool) -> None:
     """Play simulated users of experiment NAME against a running server: decisions, then their true outcomes."""
-    from pex.experiment.simulate import SCENARIOS
     from pex.online.traffic import Client, play, population
 
-    if scenario not in SCENARIOS:
-        raise click.BadParameter(f"{scenario!r} is not one of {', '.join(SCENARIOS)}", param_hint="--scenario")
     sim = population(name, units, scenario, seed)
     result = play(Client(url, token), name, policy or f"{name}-online", sim, unit_column="user_id", days=days,
                   missing=missing, seed=seed, pace=pace, say=lambda m: click.echo(m, err=True))

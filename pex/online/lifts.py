@@ -19,7 +19,7 @@ randomized split: each arm's units are a random sample of the round's units. Wit
   (as ``pex analyze`` does for average effects, :mod:`pex.experiment.effects`);
 * a **lift** is the difference of the two, with the standard errors of independent samples combined; a
   **guardrail harm** is the rule's relative (or, at a zero control mean, absolute) change, its standard error
-  by the delta method, its verdict the rule's.
+  Fieller's at the limit (:func:`harm_of`), its verdict the rule's.
 
 Units without an outcome for a metric are left out of that metric (and counted). That is unbiased when
 outcomes go missing independently of the arm; an arm that stops units reporting would bias it, which is why
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pex.errors import DataError
 from pex.evaluation.estimators import Estimate, SelfNormalizedIPS
 from pex.experiment.guardrail import ALPHA, GuardrailRule, Harm
 from pex.experiment.spec import MetricSpec
@@ -44,15 +45,28 @@ MIN_OUTCOMES = 2  # outcomes an arm needs on a metric for a standard error
 _SNIPS = SelfNormalizedIPS()
 
 
-def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.ndarray) -> Estimate | None:
+def logged_actions(frame: pd.DataFrame, arms: Sequence[str]) -> np.ndarray:
+    """Each row's logged arm as its index in ``arms``; DataError on an arm outside them."""
+    # the codes of a categorical, computed once per round: a per-row map on arrow strings for every arm and metric
+    # was most of a round's measurement
+    action = pd.Categorical(frame["arm"], categories=list(arms)).codes.astype(np.int64)
+    if (action < 0).any():  # code -1 would silently index the last arm
+        unknown = sorted(set(frame["arm"][action < 0].astype(str)))
+        raise DataError(f"logged arms {', '.join(unknown)} are not arms of the round's policy ({', '.join(arms)})",
+                        "the round's decisions must come from its own routing policy's version")
+    return action
+
+
+def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.ndarray,
+              action: np.ndarray | None = None) -> Estimate | None:
     """SNIPS of ``target`` (per row, probabilities over ``arms``) on ``frame``'s rows that have an outcome; None when
-    fewer than :data:`MIN_OUTCOMES` of them have a logged arm the target can choose."""
+    fewer than :data:`MIN_OUTCOMES` of them have a logged arm the target can choose. ``action``: the rows'
+    :func:`logged_actions`, when already known."""
     reward = frame[metric].to_numpy(dtype=float)
     keep = np.isfinite(reward)
     if keep.sum() < MIN_OUTCOMES:
         return None
-    index = {a: i for i, a in enumerate(arms)}
-    action = frame["arm"].map(index).to_numpy(dtype=np.int64)
+    action = logged_actions(frame, arms) if action is None else action
     if (target[np.flatnonzero(keep), action[keep]] > 0).sum() < MIN_OUTCOMES:
         return None  # e.g. a holdout whose few reported units were all explored away from control
     return _SNIPS.estimate(reward[keep], action[keep], frame["propensity"].to_numpy(dtype=float)[keep], target[keep])
@@ -61,7 +75,9 @@ def arm_value(frame: pd.DataFrame, metric: str, arms: Sequence[str], target: np.
 def harm_of(rule: GuardrailRule, value: Estimate, control: Estimate, alpha: float = ALPHA) -> Harm:
     """``rule``'s harm of ``value`` against all-control's ``control`` (independent samples), relative to the
     round's own control value: Fieller's test at the limit (:meth:`GuardrailRule.assess_means`), the change
-    ``value - control`` covarying with ``control`` by ``-var(control)``."""
+    ``value - control`` covarying with ``control`` by ``-var(control)``. The delta method used before is skewed in
+    the tail the loop's error budget reaches: with every arm at the limit, at the one-sided 0.05 / 24 of a 6-round
+    loop of 4 arms, it passed 0.35% of arms instead of 0.21% (Fieller: 0.202%)."""
     rule = rule.at_control_mean(control.value)
     return rule.assess_means(value.value - control.value, math.hypot(value.se, control.se), control.se,
                              -control.se**2, n=value.n, alpha=alpha)
@@ -82,11 +98,14 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
     arms = list(routing.arms)
     frame, reduction = cuped_adjusted(frame, metrics)
     routes = {p.name: p for p in getattr(routing, "routes", ())}
-    by_route = {name: frame[frame["route"] == name] for name in routes}
+    route = frame["route"].to_numpy(dtype=object)
+    masks = {name: route == name for name in routes}
+    by_route = {name: frame[mask] for name, mask in masks.items()}
+    actions = logged_actions(frame, arms)
     hold = by_route[holdout]
     control_target = np.zeros((len(hold), len(arms)))
     control_target[:, arms.index(control)] = 1.0
-    control_values = {m: arm_value(hold, m, arms, control_target) for m in metrics}
+    control_values = {m: arm_value(hold, m, arms, control_target, actions[masks[holdout]]) for m in metrics}
 
     out_arms: dict[str, Any] = {}
     usable = all(v is not None for v in control_values.values())
@@ -96,7 +115,7 @@ def measure_round(frame: pd.DataFrame, routing: Policy, holdout: str, control: s
         target = policy.action_probabilities(rows) if len(rows) else np.zeros((0, len(arms)))
         for m in metrics:
             have = int(rows[m].notna().sum()) if len(rows) else 0
-            value = arm_value(rows, m, arms, target) if len(rows) else None
+            value = arm_value(rows, m, arms, target, actions[masks[name]]) if len(rows) else None
             cell: dict[str, Any] = {"n": have, "missing": len(rows) - have, "value": value.to_dict() if value else None,
                                     "lift": None}
             base = control_values[m]

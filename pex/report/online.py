@@ -17,6 +17,10 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [f"{status['name']}: online loop of experiment {status['experiment']}, served as {policy} "
              f"({s['arms']} candidate arms and a {fmt_pct1(s['holdout'], signed=False)} control holdout per round, "
              f"exploration {fmt_pct1(s['exploration'], signed=False)})"]
+    plan = status.get("spending")
+    if plan:
+        lines.append(f"  error control: alpha {plan['alpha']:g} split over {plan['rounds']} planned rounds "
+                     f"({plan['per_round']:.4g} a round, Bonferroni over its arms); {plan['completed']} completed")
     live = status.get("live_version")
     if live is None:
         lines.append(f"  nothing live: `pex publish {policy}` serves the newest version")
@@ -26,10 +30,13 @@ def status_text(status: dict[str, Any]) -> str:
         lines.append(f"  live: v{live} (a promoted arm)")
     goals = s["objectives"]
     rails = list(s["guardrails"])
+    versus_champion = {(j["round"], j["route"]): j.get("versus_champion") for j in status.get("judged", [])}
     for r in status["rounds"]:
         res = r.get("results")
         head = f"round {r['round']} (v{r['policy_version']}, {r['status']}"
-        head += f", {res['rows']:,} units)" if res else ", waiting for traffic and outcomes)" if r["status"] == "open" else ")"
+        returning = ((res or {}).get("log") or {}).get("returning_units")
+        head += (f", {res['rows']:,} units" + (f"; {returning:,} served in an earlier round left out" if returning else "")
+                 + ")") if res else ", waiting for traffic and outcomes)" if r["status"] == "open" else ")"
         lines.append(head)
         cols = [f"{m} lift [95% CI]" for m in goals] + [f"{m} harm (limit)" for m in rails]
         lines.append("  " + "  ".join([f"{'arm':<10}", f"{'units':>7}", *[f"{c:<28}" for c in cols]]))
@@ -51,6 +58,10 @@ def status_text(status: dict[str, Any]) -> str:
                 cells.append(f"{fmt_pct1(h['estimate'])} (<= {fmt_pct1(h['limit'])}) {h['verdict']}" if h else "-")
             tag = (" abandoned" if got.get("abandoned") else "") + (" (champion)" if arm["role"] == "champion" else "")
             lines.append("  " + "  ".join([f"{name:<10}", f"{got['units']:>7,}", *[f"{c:<28}" for c in cells]]) + tag)
+            versus = versus_champion.get((r["round"], arm["route"]))
+            if versus:
+                lines.append(f"  {'':<10}  {'':>7}  against the champion: {fmt_decimals(versus['difference'])} "
+                             f"(z = {versus['z']:.2f}, lower bound {fmt_decimals(versus['lower'])})")
             if arm.get("offline"):
                 off = arm["offline"]
                 lines.append(f"  {'':<10}  {'':>7}  offline evidence (in-sample, not told to Ax): "

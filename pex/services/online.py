@@ -3,10 +3,17 @@
 A loop belongs to an experiment and serves every round under one stable policy name, ``<experiment>-online``:
 a routing policy (:mod:`pex.policy.routing`) whose routes are the round's arms, a holdout of all-control and
 one value-model policy per Ax trial, built from the experiment's newest fit. Callers keep asking that name for
-decisions; each round is a new version of it, with its own hash key, so units are re-randomised per round and
+decisions; each round is a new version of it, with its own hash key, so units are split afresh per round and
 stay in their arm for the whole round. Every decision is logged with its version (the round), its route (the
 arm) and its propensity; :func:`complete_round` measures the round from that log joined with the outcomes
 (:mod:`pex.online.lifts`), tells Ax, and stores Ax's state with the results in one transaction.
+
+A round is measured on fresh units only: a unit the loop's policy decided in an earlier version (an earlier
+round, or a promoted arm) is served as the round says but left out of its measurement, and counted. Its outcome
+may still carry an earlier arm's effect (an unsubscribe lasts), and outcomes join decisions by unit, so it would
+credit one arm with another's effect. Leaving such units out, rather than keeping each unit on its first arm,
+keeps serving stateless (a draw is a hash of the version and the unit, on any host) and makes each round the
+independent test that the loop's error budget (:mod:`pex.online.spending`) is spent on.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pex.experiment.spec import ExperimentSpec
 from pex.online.choice import choose_best, judge_round
 from pex.online.lifts import measure_round
 from pex.online.space import Measurement, OnlineSpace
+from pex.online.spending import DEFAULT_ROUNDS, AlphaSpending
 from pex.policy.base import Policy
 from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
@@ -43,7 +51,8 @@ METHODS = ("fast", "random_search")
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """How a loop runs: candidates per round, the holdout's share of units, and where round 1 comes from."""
+    """How a loop runs: candidates per round, the holdout's share of units, where round 1 comes from, and the
+    planned rounds its error budget is split over (:mod:`pex.online.spending`)."""
 
     arms: int = 4
     holdout: float = 0.2
@@ -51,9 +60,11 @@ class LoopOptions:
     exploration: float = 0.05
     seed: int = 0
     method: str = "fast"  # Ax's generation method: "fast" (Bayesian optimization) or "random_search" (the baseline)
+    rounds: int = DEFAULT_ROUNDS
 
     def check(self) -> None:
         """DataError on an option out of range."""
+        AlphaSpending(self.rounds).check()
         if not 1 <= self.arms <= 16:
             raise DataError(f"--arms must be from 1 to 16, got {self.arms}", "e.g. --arms 4: four candidates per round")
         if not 0.0 < self.holdout < 1.0:
@@ -99,7 +110,8 @@ def start_loop(ws: Workspace, experiment: str, options: LoopOptions | None = Non
         raise PexError(f"experiment {experiment!r} already has an online loop",
                        f"see `pex online status {experiment}`; `pex online complete {experiment} --next` opens its next round")
     ctx = load_fit(ws, experiment)
-    settings = {**asdict(options), **_space_settings(spec, ctx), "control": spec.control, "policy": experiment + SUFFIX}
+    settings = {**asdict(options), **_space_settings(spec, ctx), "control": spec.control, "policy": experiment + SUFFIX,
+                "alpha": AlphaSpending(options.rounds).alpha}
     offline = offline_candidates(ctx, options, say) if options.from_offline else []
     # round 1's offline candidates are attached; quasi-random points fill the rest of round 1, and Ax's model
     # starts at round 2, from live data only
@@ -263,7 +275,14 @@ def complete_round(ws: Workspace, experiment: str, *, next_round: bool = False, 
         if not next_round:
             raise PexError(f"round {current.round} of {experiment!r} is already complete",
                            f"open the next one with `pex online complete {experiment} --next`")
-    else:
+    plan = AlphaSpending.of(loop.settings)
+    if next_round and current.round >= plan.rounds:
+        raise PexError(f"round {current.round} is the last of {experiment!r}'s {plan.rounds} planned rounds: no round "
+                       f"{current.round + 1} opens",
+                       f"the loop's {plan.alpha:g} error budget is spent over those rounds; "
+                       + ("complete it without --next, then " if current.status != "complete" else "")
+                       + f"`pex online promote {experiment}` publishes the best arm")
+    if current.status != "complete":
         _complete(ws, loop, current, space, abandon_empty, say)
     if not next_round:
         return status(ws, experiment)
@@ -290,7 +309,7 @@ def _champion(ws: Workspace, loop: Any) -> dict[str, Any] | None:
 
 def _best(ws: Workspace, loop: Any, rounds: list[Any]) -> dict[str, Any]:
     spec = experiment_spec(ws, loop.experiment)
-    return choose_best(rounds, _signs(loop, spec), _primary(loop.settings, spec))
+    return choose_best(rounds, _signs(loop, spec), _primary(loop.settings, spec), AlphaSpending.of(loop.settings).round_alpha)
 
 
 def _signs(loop: Any, spec: ExperimentSpec) -> dict[str, float]:
@@ -305,13 +324,17 @@ def _complete(ws: Workspace, loop: Any, current: Any, space: OnlineSpace, abando
     spec = experiment_spec(ws, loop.experiment)
     routing = _routing(ws, loop, current)
     table, frame = _frame(ws, loop, current, routing)
+    seen = returning_units(ws, loop, current)
+    returning = frame["unit"].isin(seen).to_numpy()
+    frame = frame[~returning]
     holdout = next(a["route"] for a in current.arms if a["role"] == "holdout")
     results = measure_round(frame, routing, holdout, loop.settings["control"], spec.metrics, loop_rules(loop.settings))
     held = results["arms"][holdout]
     thin = [m for m, c in held["metrics"].items() if c["value"] is None]
     if thin:
-        raise DataError(f"round {current.round}: the holdout has {held['units']:,} units but too few outcomes of "
-                        f"{', '.join(thin)} to compare against", _wait_hint(loop.name))
+        left_out = f" ({int(returning.sum()):,} units served in an earlier round left out)" if returning.any() else ""
+        raise DataError(f"round {current.round}: the holdout has {held['units']:,} units{left_out} but too few "
+                        f"outcomes of {', '.join(thin)} to compare against", _wait_hint(loop.name))
     empty = {a["route"]: results["arms"][a["route"]] for a in current.arms
              if a["role"] != "holdout" and not results["arms"][a["route"]]["measured"]}
     if empty and not abandon_empty:
@@ -334,11 +357,19 @@ def _complete(ws: Workspace, loop: Any, current: Any, space: OnlineSpace, abando
                         for m in objectives},
             harms={m: (h["estimate"], h["se"]) for m, h in got["harms"].items()})
         space.tell(arm["trial"], measured)
-    results["log"] = {**table.summary(), "note": "outcomes of units with no decision in this round (another "
-                      "round's, or unknown units) are not used"}
+    results["log"] = {**table.summary(), "returning_units": int(returning.sum()),
+                      "note": "outcomes of units with no decision in this round (another round's, or unknown units) are "
+                      "not used; units the loop served in an earlier round (returning_units) are left out"}
     ws.save_round(loop.name, space.state(), current.round, results=results, expect_status="open")
     say(f"round {current.round} completed: {results['rows']:,} units, "
         f"{sum(1 for a in current.arms if a['role'] != 'holdout') - len(empty)} arms measured and told to Ax")
+
+
+def returning_units(ws: Workspace, loop: Any, current: Any) -> set[str]:
+    """Units the loop's policy decided in a version before ``current``'s round (an earlier round, or an arm promoted
+    in between): their outcomes may carry that decision's effect, so the round does not measure them."""
+    log = ws.read_decisions(experiment=loop.experiment, policy=loop.policy)
+    return set(log.loc[log["version"] < current.policy_version, "unit"])
 
 
 def _wait_hint(name: str) -> str:
@@ -356,9 +387,11 @@ def status(ws: Workspace, experiment: str) -> dict[str, Any]:
     s = loop.settings
     spec = experiment_spec(ws, loop.experiment)
     signs, primary = _signs(loop, spec), _primary(s, spec)
-    best = choose_best(rounds, signs, primary)
+    plan = AlphaSpending.of(s)
+    best = choose_best(rounds, signs, primary, plan.round_alpha)
     done = [r for r in rounds if r.status == "complete"]
-    judged = [row for i, r in enumerate(done) for row in judge_round(r, signs, primary, earlier=done[:i])]
+    # every round at its own share of the budget: the front's arms are certified jointly within alpha
+    judged = [row for r in done for row in judge_round(r, signs, primary, plan.round_alpha(r.round))]
     front = []
     if judged:
         objectives = np.array([[row["objectives"][m] for m in s["objectives"]] for row in judged])
@@ -368,6 +401,7 @@ def status(ws: Workspace, experiment: str) -> dict[str, Any]:
     live = ws.live_versions().get(loop.policy)
     serving = next((r.round for r in rounds if r.policy_version == live), None)
     return {"name": loop.name, "experiment": loop.experiment, "policy": loop.policy, "settings": s,
+            "spending": plan.to_dict(len(done)),
             "live_version": live, "live_round": serving, "rounds": [r.to_dict() for r in rounds],
             "judged": judged, "pareto": front, "best": best, "created_at": loop.created_at.isoformat()}
 
@@ -378,6 +412,7 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
     loop = ws.get_loop(experiment)
     best = info["best"]
     rows = {r["route"]: r for r in info["judged"]}  # an arm measured twice (a champion): its newest measurement
+    pick = (best["chosen"] or {}).get("route")  # the pick holds the certification of its round (pex.online.choice)
     if arm is None:
         chosen = best["chosen"]
         route = chosen["route"] if chosen else "control"
@@ -386,10 +421,15 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
         if route not in rows and route != "control":
             raise NotFoundError(f"no measured arm {arm!r} in {experiment!r}'s loop",
                                 "arms: " + (", ".join(sorted(rows)) or "none measured yet") + ", or control")
-        if route != "control" and not rows[route]["certified"] and not force:
-            raise PexError(f"arm {route} does not have every guardrail certified ({rows[route]['level']:.4g} level over "
-                           f"round {rows[route]['round']}'s {rows[route]['family']} arms)",
-                           "pass --force to publish it anyway, or promote without ARM")
+        if route not in ("control", pick) and not rows[route]["certified"] and not force:
+            row, plan = rows[route], info["spending"]
+            missed = ", ".join(f"{m} bound {h['upper']:+.4g} over its limit {h['limit']:+.4g}"
+                               for m, h in row["harms"].items() if h["verdict"] != "pass")
+            raise PexError(f"arm {route} is not certified under the loop's error control: {missed} at the one-sided "
+                           f"{row['level']:.4g} level (round {row['round']}'s {row['round_alpha']:.4g} of the loop's "
+                           f"{plan['alpha']:g} budget over {plan['rounds']} rounds, Bonferroni over its {row['family']} arms)",
+                           "promote without ARM (the pick, or control), or pass --force to publish it uncertified "
+                           "(recorded in its lineage)")
     if route == "control":
         record = ws.get_policy(rounds_holdout(ws, experiment))
     else:
@@ -397,7 +437,10 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
     doc = {**record.document}
     doc["name"] = loop.policy
     doc["lineage"] = {**(doc.get("lineage") or {}), "promoted_from": {"route": route, "policy": record.name,
-                                                                       "version": record.version}}
+                                                                       "version": record.version,
+                                                                       "certified": route in ("control", pick)
+                                                                       or rows[route]["certified"],
+                                                                       "spending": info["spending"]}}
     stored = ws.put_policies(loop.experiment, [(doc, None)], fit_id=record.fit_id)[0]
     release = publish(ws, loop.policy, stored.version)
     return {"promoted": route, "policy": loop.policy, "version": stored.version, "release": release.to_dict(),

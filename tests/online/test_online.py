@@ -23,8 +23,10 @@ from pex.experiment.truth import distribution_truth
 from pex.online.choice import choose_best
 from pex.online.lifts import measure_round
 from pex.online.space import OnlineSpace
+from pex.online.spending import AlphaSpending
 from pex.policy.constant import constant_policy
 from pex.policy.routing import routing_policy
+from pex.report.online import status_text
 from pex.services import online
 from pex.services.decision_log import DecisionLog
 from pex.services.serving import PolicyServer
@@ -142,34 +144,104 @@ def test_the_pick_is_the_best_arm_certified_at_the_bonferroni_level_that_beats_c
     assert choose_best([], {"y": 1.0}, "y")["why"] == "control: no round has been completed with measured arms yet"
 
 
-def test_a_champion_is_judged_on_its_confirmation_rounds_pooled():
-    # harm 0.03 with se 0.012 in each of two rounds: one round's bound at 0.05 / 2 is 0.03 + 1.96 x 0.012 = 0.054,
-    # beyond 0.05; both rounds pooled (se 0.0085) give 0.047, within
+def test_a_marginally_better_challenger_does_not_replace_the_champion():
+    # both certified and beating control; the challenger's lower bound is the larger (0.9 - 2.24 x 0.1 against
+    # 0.8 - 2.24 x 0.1), which the rule before took for "better", but it leads by 0.1 with a standard error of 0.1
+    # (z = 1): the champion is kept
+    marginal = _rounds(_measured(0.8, 0.1, 0.0, 0.01), _measured(0.9, 0.1, 0.0, 0.01), champion=0)
+    best = choose_best(marginal, {"y": 1.0}, "y")
+    assert best["chosen"]["route"] == "a0" and best["code"] == "kept_champion"
+    versus = next(r for r in best["arms"] if r["route"] == "a1")["versus_champion"]
+    assert versus["difference"] == pytest.approx(0.1) and versus["z"] == pytest.approx(1.0) and versus["lower"] < 0
+    assert best["why"].endswith("the closest challenger, a1, differs from it by +0.1 (z = 1.00, lower bound -0.096): "
+                                "not significantly better")
+    # the issue's case: a lead at z = 1.73 (p = 0.042) against the round's level 0.05 / 4 = 0.0125 (z 2.24)
+    se = 0.1 * 2**0.5  # each arm's own value has se 0.1, so their difference has se 0.1 x 2**0.5 too
+    issue = _rounds(_measured(0.8, se, 0.0, 0.01), _measured(0.8 + 1.73 * se, se, 0.0, 0.01),
+                    _measured(0.1, se, 0.0, 0.01), _measured(0.2, se, 0.0, 0.01), champion=0)
+    kept = choose_best(issue, {"y": 1.0}, "y")
+    assert kept["chosen"]["route"] == "a0" and kept["family"] == 4
+    assert next(r for r in kept["arms"] if r["route"] == "a1")["versus_champion"]["z"] == pytest.approx(1.73)
+    # the same lead without a champion is a plain pick by lower bound: the rule is about replacing, not about ties
+    assert choose_best(_rounds(_measured(0.8, 0.1, 0.0, 0.01), _measured(0.9, 0.1, 0.0, 0.01)), {"y": 1.0}, "y")["chosen"]["route"] == "a1"
+
+
+def test_a_significantly_better_challenger_replaces_the_champion():
+    # a1 and a2 both beat the champion significantly; the one with the larger lower bound of the difference wins
+    rounds = _rounds(_measured(0.5, 0.1, 0.0, 0.01), _measured(1.2, 0.1, 0.0, 0.01), _measured(1.1, 0.05, 0.0, 0.01),
+                     champion=0)
+    best = choose_best(rounds, {"y": 1.0}, "y")
+    assert best["code"] == "replaced_champion" and best["chosen"]["route"] == "a1"
+    assert "it replaces the champion, a0: +0.7 better" in best["why"]
+    # a challenger that is better but breaks a guardrail does not replace it
+    unsafe = _rounds(_measured(0.5, 0.1, 0.0, 0.01), _measured(1.5, 0.1, 0.06, 0.01), champion=0)
+    assert choose_best(unsafe, {"y": 1.0}, "y")["chosen"]["route"] == "a0"
+    # a champion with no earlier certification (round 1's offline pick) that does not beat control is not kept
+    fading = _rounds(_measured(0.1, 0.1, 0.0, 0.01), _measured(0.4, 0.1, 0.0, 0.01), champion=0)
+    dropped = choose_best(fading, {"y": 1.0}, "y")
+    assert dropped["code"] == "picked" and dropped["chosen"]["route"] == "a1"
+    assert dropped["why"].endswith("the champion, a0, has no live certification to keep and does not beat control on "
+                                   "this round's units")
+
+
+def test_measurements_are_not_pooled_across_rounds():
+    # harm 0.03 with se 0.012 in each of two rounds as champion: pooled the bound would pass (0.047), but the round
+    # that kept it was chosen for looking good, so only the newest round counts: 0.03 + 1.96 x 0.012 = 0.054 > 0.05
     champ = {"route": "c", "role": "champion", "policy": "c", "version": 1}
     other = {"route": "o", "role": "candidate", "policy": "o", "version": 1}
     first = _Round(1, "complete", [champ, other],
                    {"arms": {"c": _measured(0.8, 0.1, 0.03, 0.012), "o": _measured(0.2, 0.1, 0.0, 0.01)}})
     second = _Round(2, "complete", [champ, {**other, "route": "o2", "policy": "o2"}],
                     {"arms": {"c": _measured(0.8, 0.1, 0.03, 0.012), "o2": _measured(0.2, 0.1, 0.0, 0.01)}})
-    alone = choose_best([second], {"y": 1.0}, "y")
-    assert not next(r for r in alone["arms"] if r["route"] == "c")["certified"]
-    pooled = choose_best([first, second], {"y": 1.0}, "y")
-    row = next(r for r in pooled["arms"] if r["route"] == "c")
-    assert row["certified"] and row["rounds_pooled"] == 2 and pooled["chosen"]["route"] == "c"
-    # a round in which it was only a candidate (the round that chose it) is not pooled
-    chosen_in = _Round(1, "complete", [{**champ, "role": "candidate"}, other], first.results)
-    assert next(r for r in choose_best([chosen_in, second], {"y": 1.0}, "y")["arms"] if r["route"] == "c")["rounds_pooled"] == 1
+    best = choose_best([first, second], {"y": 1.0}, "y")
+    assert not next(r for r in best["arms"] if r["route"] == "c")["certified"]
+    assert best["chosen"]["route"] == "o2" and best["code"] == "picked"
+    assert "the champion, c, has no live certification to keep and is not certified on this round's units" in best["why"]
 
 
-def test_the_best_is_chosen_by_its_lower_bound():
-    # a1's estimate is the largest but so is its noise: a0's lower bound (at 0.05 / 2) is higher
-    noisy = _rounds(_measured(0.8, 0.05, 0.0, 0.01), _measured(0.9, 0.2, 0.0, 0.01), champion=0)
-    assert choose_best(noisy, {"y": 1.0}, "y")["chosen"]["route"] == "a0"
-    clear = _rounds(_measured(0.8, 0.1, 0.0, 0.01), _measured(1.5, 0.1, 0.0, 0.01), champion=0)
-    assert choose_best(clear, {"y": 1.0}, "y")["chosen"]["route"] == "a1"
-    # a champion that no longer keeps its guardrails on fresh units is not kept
-    broken = _rounds(_measured(0.8, 0.1, 0.06, 0.01), _measured(0.7, 0.1, 0.0, 0.01), champion=0)
-    assert choose_best(broken, {"y": 1.0}, "y")["chosen"]["route"] == "a1"
+def test_a_champion_keeps_the_certification_of_the_round_that_picked_it_until_a_round_refutes_it():
+    a0 = {"route": "a0", "role": "candidate", "policy": "a0", "version": 1}
+    a1 = {"route": "a1", "role": "candidate", "policy": "a1", "version": 1}
+    first = _Round(1, "complete", [a0, a1], {"arms": {"a0": _measured(0.8, 0.1, 0.0, 0.01), "a1": _measured(0.2, 0.1, 0.0, 0.01)}})
+    assert choose_best([first], {"y": 1.0}, "y")["chosen"]["route"] == "a0"
+
+    def second(champion: dict) -> _Round:
+        return _Round(2, "complete", [{**a0, "role": "champion"}, {**a1, "route": "b1", "policy": "b1"}],
+                      {"arms": {"a0": champion, "b1": _measured(0.85, 0.1, 0.0, 0.01)}})
+
+    # round 2 alone does not certify a0 again (0.03 + 2.24 x 0.012 = 0.057 > 0.05 at 0.05 / 2) but refutes nothing
+    # (its 95% lower bound 0.03 - 1.645 x 0.012 is within 0.05): a0 stays, b1 is not significantly better
+    kept = choose_best([first, second(_measured(0.8, 0.1, 0.03, 0.012))], {"y": 1.0}, "y")
+    assert kept["code"] == "kept_champion" and kept["chosen"]["route"] == "a0" and kept["params"]["certified_round"] == 1
+    assert not next(r for r in kept["arms"] if r["route"] == "a0")["certified"]
+    assert kept["why"].startswith("a0 (round 2): kept as champion on its certification in round 1")
+    # a round that refutes it, harm 0.08 (95% lower bound 0.064 beyond 0.05), drops it for the best certified arm
+    refuted = choose_best([first, second(_measured(0.8, 0.1, 0.08, 0.01))], {"y": 1.0}, "y")
+    assert refuted["code"] == "picked" and refuted["chosen"]["route"] == "b1"
+    assert "the champion, a0, is refuted on this round's units" in refuted["why"]
+    # so does a gain below control (95% upper bound -0.3 + 1.645 x 0.1 < 0)
+    assert choose_best([first, second(_measured(-0.3, 0.1, 0.0, 0.01))], {"y": 1.0}, "y")["chosen"]["route"] == "b1"
+    # a champion that was not the loop's pick (round 1's offline pick) has nothing to keep
+    offline = choose_best([second(_measured(0.8, 0.1, 0.03, 0.012))], {"y": 1.0}, "y")
+    assert offline["chosen"]["route"] == "b1" and "has no live certification to keep" in offline["why"]
+
+
+def test_the_loops_budget_is_split_over_its_planned_rounds():
+    plan = AlphaSpending(rounds=6)
+    assert [plan.round_alpha(r) for r in (1, 6)] == [pytest.approx(0.05 / 6)] * 2 and plan.round_alpha(7) == 0.0
+    assert sum(plan.round_alpha(r) for r in range(1, 10)) == pytest.approx(0.05)
+    assert AlphaSpending.of({}) == plan  # a loop from before plans existed has the default plan
+    # harm 0.02 with se 0.012 passes at 0.05 / 2 a round (0.02 + 1.96 x 0.012 = 0.0435) but not at its share of a
+    # 6-round budget, 0.05 / 6 / 2 (z 2.64: 0.0517)
+    rounds = _rounds(_measured(0.8, 0.1, 0.02, 0.012), _measured(0.5, 0.1, 0.0, 0.005))
+    assert choose_best(rounds, {"y": 1.0}, "y")["chosen"]["route"] == "a0"
+    spent = choose_best(rounds, {"y": 1.0}, "y", plan.round_alpha(1))
+    assert spent["chosen"]["route"] == "a1" and spent["level"] == pytest.approx(1 - 0.05 / 12)
+    assert "the round's 0.008333 of the loop's budget over its 2 arms" in spent["why"]
+    # past the plan nothing is certified
+    assert choose_best(rounds, {"y": 1.0}, "y", plan.round_alpha(7))["code"] == "none_certified"
+    with pytest.raises(DataError, match="--rounds must be from 1 to 50"):
+        AlphaSpending(rounds=0).check()
 
 
 # -- the loop's use cases on a fitted workspace ------------------------------------------------------------------
@@ -364,6 +436,46 @@ def test_the_next_round_serves_the_champion_again_with_ax_proposals(loop_home_2,
         decisions = _traffic(ws, 2_000, seed=10)
         assert {d["version"] for d in decisions} == {second["policy_version"]}
         assert pick["route"] in set(ws.read_decisions(policy="exp-online").query(f"version == {second['policy_version']}")["route"])
+        # 500 of round 1's units come back: served as round 2 says, but left out of its measurement, since their
+        # outcomes may carry round 1's arm (and an outcome joins every decision of its unit)
+        back = _traffic(ws, 500, seed=9)
+        assert {d["version"] for d in back} == {second["policy_version"]}
+        done = online.complete_round(ws, "exp")["rounds"][1]["results"]
+        assert done["log"]["returning_units"] == 500 and done["rows"] == 2_000
+        assert sum(a["units"] for a in done["arms"].values()) == 2_000
+        text = status_text(online.status(ws, "exp"))
+        assert "2,000 units; 500 served in an earlier round left out)" in text
+        assert text.count("against the champion: ") == 1  # round 2's one challenger, compared with the champion
+
+
+def test_no_round_opens_beyond_the_plan_and_promote_refuses_an_uncertified_arm(tmp_path, serving_home, capsys):
+    shutil.copytree(serving_home, tmp_path / "ws")
+    home = str(tmp_path / "ws")
+    assert main(["--home", home, "online", "start", "exp", "--arms", "1", "--rounds", "1", "--json"]) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert started["settings"]["rounds"] == 1 and started["spending"] == {
+        "alpha": 0.05, "rounds": 1, "per_round": 0.05, "completed": 0, "spent": 0.0,
+        "rule": "equal shares, Bonferroni over each round's arms"}
+    with Workspace(tmp_path / "ws") as ws:
+        _traffic(ws, 600, seed=11)  # too few units for the guardrail's bound to certify anything
+    assert main(["--home", home, "online", "complete", "exp", "--next"]) == 2
+    err = capsys.readouterr().err
+    assert "round 1 is the last of 'exp''s 1 planned rounds: no round 2 opens" in err and "without --next" in err
+    with Workspace(tmp_path / "ws") as ws:
+        assert ws.rounds("exp")[0].status == "open"  # refused before anything was measured
+    assert main(["--home", home, "online", "complete", "exp"]) == 0
+    assert "error control: alpha 0.05 split over 1 planned rounds (0.05 a round, Bonferroni over its arms); 1 completed" \
+        in capsys.readouterr().out
+    assert main(["--home", home, "online", "promote", "exp", "r1-a1"]) == 2
+    err = capsys.readouterr().err
+    assert "arm exp-online-r1-a1 is not certified under the loop's error control: unsubscribes bound" in err
+    assert "(round 1's 0.05 of the loop's 0.05 budget over 1 rounds, Bonferroni over its 1 arms)" in err
+    assert main(["--home", home, "online", "promote", "exp", "r1-a1", "--force", "--json"]) == 0
+    with Workspace(tmp_path / "ws") as ws:
+        promoted = ws.get_policy("exp-online", ws.live_versions()["exp-online"]).document["lineage"]["promoted_from"]
+    assert promoted["certified"] is False and promoted["spending"]["rounds"] == 1
+    assert main(["--home", home, "online", "complete", "exp", "--next"]) == 2
+    assert "complete it without --next" not in capsys.readouterr().err  # already complete: only promote is left
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -373,7 +485,20 @@ def test_the_next_round_serves_the_champion_again_with_ax_proposals(loop_home_2,
     (["simulate-traffic", "exp", "--url", "http://127.0.0.1:9", "--token", "t", "--units", "5"], "cannot reach http://127.0.0.1:9"),
     (["simulate-traffic", "exp", "--url", "http://127.0.0.1:9", "--token", "t", "--units", "5", "--scenario", "nope"],
      "'nope' is not one of"),
+    (["online", "start", "exp", "--rounds", "0"], "--rounds must be from 1 to 50, got 0"),
 ])
 def test_bad_online_input_is_a_clear_exit_2(argv, message, ws_home, capsys):
     assert main(["--home", str(ws_home), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_simulate_and_simulate_traffic_offer_every_scenario(tmp_path, capsys):
+    from pex.cli.main import cli
+    from pex.experiment.simulate import SCENARIOS
+
+    for command in ("simulate", "simulate-traffic"):
+        option = next(p for p in cli.commands[command].params if p.name == "scenario")
+        assert tuple(option.type.choices) == SCENARIOS, command
+    for scenario in ("segment_harm", "aligned_harm"):  # the benchmarks' scenarios, refused by `pex simulate` before
+        assert main(["simulate", str(tmp_path / scenario), "--scenario", scenario, "-n", "50"]) == 0
+        assert f"scenario {scenario!r}" in capsys.readouterr().out

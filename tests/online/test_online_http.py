@@ -162,7 +162,7 @@ def test_sigkill_mid_round_loses_nothing_but_the_last_second_and_the_round_compl
 
 
 @pytest.mark.slow
-def test_five_rounds_of_four_arms_reach_the_best_achievable_within_the_guardrails(tmp_path):
+def test_five_rounds_of_four_arms_come_near_the_best_achievable_within_the_guardrails(tmp_path):
     """segment_harm: 20,000 offline units fitted, then 5 rounds of 4 arms with 80,000 simulated users each over
     gunicorn; the pick after every round measured on 100,000 fresh users whose true outcomes are known."""
     from bench.online import NAME, TRUTH_SEED, TruthOracle, best_achievable, chosen_policy
@@ -204,5 +204,10 @@ def test_five_rounds_of_four_arms_reach_the_best_achievable_within_the_guardrail
     shares = ", ".join(f"{s['score'] / best['gain']:.2f}" for s in scores)
     print(f"best achievable {best['gain']:+.4f}; offline pick {offline['score']:+.4f}; picks per round {shares} of it")
     assert all(s["keeps"] for s in scores)
-    assert scores[-1]["score"] >= 0.9 * best["gain"]
-    assert scores[-1]["score"] >= offline["score"] - 1e-9
+    # a champion is kept unless a challenger is significantly better, and each round certifies at its share of the
+    # loop's 5% budget (pex.online.choice, pex.online.spending): the loop holds a good pick rather than chasing a lead
+    # within the noise. On seed 1 round 1's pick (0.89 of the best; the offline pick, 0.91, missed certification at
+    # the round's level) held through round 5 against a challenger +0.043 better at z = 1.52. Before the rule it was
+    # the largest lower bound each round: 0.9 of the best and at least the offline pick were asserted here.
+    assert scores[-1]["score"] >= 0.85 * best["gain"]
+    assert scores[-1]["score"] >= 0.95 * offline["score"]
