@@ -28,7 +28,10 @@ of personalized / arm / control.
     .venv/bin/python bench/certification.py --cache /work/certcache --no-fit --variants gated,step-down
 
 Adding a variant is one entry of :data:`VARIANTS` (or ``--variant NAME='{"certification": "step-down"}'``). A
-variant's ``screen`` may be a dict (``{}``: nothing screened out) or the name of a screen in :data:`SCREENS`.
+variant's ``screen`` may be a dict (``{}``: nothing screened out) or the name of a screen in :data:`SCREENS` (a
+function of the cached run; :func:`load_crossfit` gives its folds' fits, models and data for a screen computed
+anew). ``policy_order`` (the benchmark's own key, not passed on) names an order of :data:`ORDERS` the policies
+are handed to recommend in: with no screen that order is the test order.
 With ``--recompare`` the comparison rows are recomputed from the cached policies and evaluation data by the
 current :func:`pex.evaluation.comparison.compare` (for a changed guardrail bound) before replaying.
 """
@@ -81,6 +84,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fixed-sequence": {"certification": "fixed-sequence"},
     "gated/no-screen": {"certification": "gated", "screen": "none"},
     "step-down/no-screen": {"certification": "step-down", "screen": "none"},
+    # no screen and a test order fixed by the recipes alone (item 5 of issue 23: nothing of the units chooses it)
+    "gated/recipe-order": {"certification": "gated", "screen": "none", "policy_order": "recipe"},
+    "fixed-sequence/recipe-order": {"certification": "fixed-sequence", "screen": "none", "policy_order": "recipe"},
 }
 
 
@@ -114,6 +120,31 @@ SCREENS: dict[str, Callable[[Fitted], dict[str, dict]]] = {
     "run": _screen_of_run,  # the building-units screens the pipeline computed (the default)
     "none": lambda fitted: {},  # nothing screened out: every candidate is tested
 }
+
+
+def _recipe_order(fitted: Fitted) -> list[int]:
+    """The policies' indices in an order fixed by their recipes, using no unit: the value policy's ladder safest
+    first (highest planned power; the value policy itself is planned at the default power), then every searched
+    policy in the run's order, then one arm for everyone (a priori the boldest). With no screen, recommend()'s test
+    order is this order (its sort is stable and every candidate's room is then the same), so this is how a variant
+    tests a pre-specified sequence."""
+    from pex.experiment.guardrail import POWER
+
+    def key(i: int) -> tuple[bool, bool, float, int]:
+        policy = fitted.policies[i]
+        unsearched = bool(policy.lineage.get("unsearched", False))
+        power = -float(policy.lineage.get("planned_power", POWER)) if unsearched else 0.0
+        return (not unsearched, policy.single_arm is not None, power, i)
+
+    return sorted(range(len(fitted.policies)), key=key)
+
+
+# named policy orders a variant can ask for (``policy_order``: a key of the benchmark, not passed to recommend)
+ORDERS: dict[str, Callable[[Fitted], list[int]]] = {
+    "run": lambda fitted: list(range(len(fitted.policies))),  # the run's own order
+    "recipe": _recipe_order,
+}
+BENCH_KEYS = ("policy_order",)  # variant keys the benchmark applies itself
 
 
 def cache_path(cache: Path, case: Case) -> Path:
@@ -260,7 +291,8 @@ def cached(cache: Path) -> list[Fitted]:
 def recommend_kwargs(fitted: Fitted, variant: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments ``variant`` replays recommend() with: the run's own, overridden by the variant's
     (a string ``screen`` names an entry of :data:`SCREENS`)."""
-    kwargs: dict[str, Any] = {"screen": fitted.screens, "holdout_share": fitted.holdout_share, **variant}
+    kwargs: dict[str, Any] = {"screen": fitted.screens, "holdout_share": fitted.holdout_share,
+                              **{k: v for k, v in variant.items() if k not in BENCH_KEYS}}
     if isinstance(kwargs["screen"], str):
         if kwargs["screen"] not in SCREENS:
             raise ValueError(f"unknown screen {kwargs['screen']!r}; choose from {', '.join(SCREENS)}")
@@ -274,7 +306,12 @@ def replay(fitted: Fitted, name: str, variant: dict[str, Any], *, recompare: boo
     from pex.evaluation.recommendation import recommend
 
     rows = compare(fitted.policies, fitted.data, fitted.coefficients, fitted.spec) if recompare else fitted.rows
-    rec = recommend(fitted.policies, rows, fitted.data, fitted.spec, fitted.coefficients, **recommend_kwargs(fitted, variant))
+    order_name = variant.get("policy_order", "run")
+    if order_name not in ORDERS:
+        raise ValueError(f"unknown policy_order {order_name!r}; choose from {', '.join(ORDERS)}")
+    order = ORDERS[order_name](fitted)
+    policies, rows = [fitted.policies[i] for i in order], [rows[i] for i in order]
+    rec = recommend(policies, rows, fitted.data, fitted.spec, fitted.coefficients, **recommend_kwargs(fitted, variant))
     by_name = {p.name: p for p in fitted.policies}
     chosen = by_name[rec.policy]
     truth = fitted.truth[rec.policy]
@@ -310,7 +347,7 @@ def replay(fitted: Fitted, name: str, variant: dict[str, Any], *, recompare: boo
 
 def _run_settings(fitted: Fitted, variant: dict[str, Any]) -> bool:
     """Whether ``variant`` replays recommend() exactly as the run called it."""
-    own = {"certification": fitted.run["options"].get("certification"), "screen": "run"}
+    own = {"certification": fitted.run["options"].get("certification"), "screen": "run", "policy_order": "run"}
     return all(own.get(k, object()) == v for k, v in variant.items())
 
 

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from bench.certification import (
+    BENCH_KEYS,
+    ORDERS,
     SCREENS,
     VARIANTS,
     _variant,
@@ -51,7 +53,24 @@ def test_the_default_variants_are_the_procedures_with_and_without_the_screen():
     first = next(iter(VARIANTS.values()))
     assert first == {"certification": CERTIFICATION}  # the pipeline's own settings first: its replay is checked
     assert {v["certification"] for v in VARIANTS.values()} == set(CERTIFICATIONS)
-    assert all(v.get("screen", "run") in SCREENS for v in VARIANTS.values())
+    assert all(v.get("screen", "run") in SCREENS and v.get("policy_order", "run") in ORDERS for v in VARIANTS.values())
+    # the benchmark's own keys are not passed on to recommend()
+    kwargs = recommend_kwargs(_fitted({}), {"certification": "gated", "policy_order": "recipe"})
+    assert not set(BENCH_KEYS) & set(kwargs) and kwargs["certification"] == "gated"
+
+
+def test_the_recipe_order_puts_the_value_ladder_safest_first_and_single_arms_last():
+    def policy(name: str, unsearched: bool = False, power: float | None = None, arm: str | None = None) -> SimpleNamespace:
+        lineage = {"unsearched": True} if unsearched else {}
+        if power is not None:
+            lineage["planned_power"] = power
+        return SimpleNamespace(name=name, lineage=lineage, single_arm=arm)
+
+    policies = [policy("control", arm="control"), policy("treat", arm="treat"), policy("value", unsearched=True),
+                policy("value-p50", True, 0.5), policy("value-p99", True, 0.99), policy("tree-d2"), policy("pareto-1")]
+    order = ORDERS["recipe"](SimpleNamespace(policies=policies))
+    assert [policies[i].name for i in order] == ["value-p99", "value", "value-p50", "tree-d2", "pareto-1", "control", "treat"]
+    assert ORDERS["run"](SimpleNamespace(policies=policies)) == list(range(len(policies)))
 
 
 @pytest.mark.parametrize("text, message", [("x", "NAME=JSON"), ("x=[1]", "NAME=JSON"), ("x={bad", "not JSON"),
@@ -109,6 +128,9 @@ def test_variants_replayed_on_one_cached_fit(tmp_path, capsys):
     assert all(by_variant[v]["matches_run"] is None for v in VARIANTS if v != "gated")
     unscreened = by_variant["step-down/no-screen"]
     assert unscreened["screened_out"] == [] and set(unscreened["tested"]) == set(unscreened["order"])
+    recipe = by_variant["gated/recipe-order"]["order"]  # the value ladder first, safest step first
+    ladder = [n for n in recipe if "-value" in n]
+    assert recipe[:len(ladder)] == ladder and ladder[0].endswith("-value-p99")
     for r in records:  # the measured truth is the cached truth of the policy recommended
         assert r["harm"] == f.truth[r["policy"]]["harm"] and r["exceeds"] == bool(f.truth[r["policy"]]["exceeds"])
         assert set(r["certified_truth"]) == set(r["certified"])
