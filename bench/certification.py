@@ -432,20 +432,20 @@ def _row(key: Any, group: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_table(rows: Sequence[dict[str, Any]], label: str = "variant") -> str:
     """The rows of :func:`summarize` as a fixed-width text table."""
-    header = (f"{label:<36}{'n':>4}  {'rec. beyond limit (95% CI)':<27}{'any certified beyond':<25}{'gain/oracle':>12}"
+    header = (f"{label:<44}{'n':>4}  {'rec. beyond limit (95% CI)':<27}{'any certified beyond':<25}{'gain/oracle':>12}"
               f"{'#cert':>7}{'cannot':>8}{'pers':>6}{'arm':>6}{'ctrl':>6}")
     lines = [header, "-" * len(header)]
     for r in rows:
         n = r["experiments"]
         group = " ".join(str(g) for g in r["group"]) if isinstance(r["group"], tuple) else str(r["group"])
         if not n:
-            lines.append(f"{group:<36}{0:>4}  (every replay failed: {r['errors']} errors)")
+            lines.append(f"{group:<44}{0:>4}  (every replay failed: {r['errors']} errors)")
             continue
         lo, hi = r["exceed_ci"]
         flo, fhi = r["family_exceed_ci"]
         exceed = f"{r['exceed']}/{n} {r['exceed_share']:.0%} ({lo:.0%}-{hi:.0%})"
         family = f"{r['family_exceed']}/{n} {r['family_exceed_share']:.0%} ({flo:.0%}-{fhi:.0%})"
-        lines.append(f"{group:<36}{n:>4}  {exceed:<27}{family:<25}"
+        lines.append(f"{group:<44}{n:>4}  {exceed:<27}{family:<25}"
                      f"{r['mean_gain_share']:>12.2f}{r['mean_certified']:>7.1f}{r['cannot_certify']:>8.0%}"
                      f"{r['personalized']:>6.0%}{r['arm']:>6.0%}{r['control']:>6.0%}")
     return "\n".join(lines)
