@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.pex-installed
 PYTEST_FLAGS ?=
 
-.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails bench-online bench-serve clean
+.PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails bench-certification bench-online bench-serve clean
 
 # torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -59,6 +59,11 @@ bench: $(STAMP)
 # Do recommended policies truly keep their guardrails? 108 whole pipeline runs against the simulator's truth.
 bench-guardrails: $(STAMP)
 	$(PY) bench/guardrails.py
+
+# Certification procedures and screens replayed on shared fits against the simulator's truth (fits cached in .certcache;
+# BENCH_FLAGS=--no-fit replays cached fits only, --variant NAME=JSON adds a procedure).
+bench-certification: $(STAMP)
+	$(PY) bench/certification.py $(BENCH_FLAGS)
 
 # The online loop against the simulator's truth: Ax vs random search vs the offline pick, 5 seeds (about 12 minutes;
 # BENCH_FLAGS=--cold starts from quasi-random points instead of the offline candidates).

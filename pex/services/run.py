@@ -228,7 +228,8 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         write_outputs(out_dir, summary, policies, render_report)
     return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
                      details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
-                              "tuning": tuning, "evaluation": data, "crossfit": crossfit if plan.crossed else None},
+                              "tuning": tuning, "evaluation": data, "crossfit": crossfit if plan.crossed else None,
+                              "screens": {p.name: sc for p, sc in zip(policies, screens)}},  # what recommend was given
                      unit=spec.unit, recommended=carried)
 
 
