@@ -79,14 +79,13 @@ Progress = Callable[[str], None]
 # keyword arguments for recommend() over the run's own (screen, holdout_share); the first is the pipeline's default,
 # whose replay must reproduce the run's own recommendation (checked per experiment: ``matches_run``)
 VARIANTS: dict[str, dict[str, Any]] = {
+    "graphical": {"certification": "graphical"},
     "gated": {"certification": "gated"},
     "step-down": {"certification": "step-down"},
     "fixed-sequence": {"certification": "fixed-sequence"},
-    "gated/no-screen": {"certification": "gated", "screen": "none"},
-    "step-down/no-screen": {"certification": "step-down", "screen": "none"},
-    # no screen and a test order fixed by the recipes alone (item 5 of issue 23: nothing of the units chooses it)
-    "gated/recipe-order": {"certification": "gated", "screen": "none", "policy_order": "recipe"},
-    "fixed-sequence/recipe-order": {"certification": "fixed-sequence", "screen": "none", "policy_order": "recipe"},
+    # with a single hold-out (--no-crossfit) the screen and its order matter; cross-fitted, recommend uses neither
+    "graphical/no-screen": {"certification": "graphical", "screen": "none"},
+    "graphical/recipe-order": {"certification": "graphical", "screen": "none", "policy_order": "recipe"},
 }
 
 

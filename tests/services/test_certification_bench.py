@@ -124,11 +124,11 @@ def test_variants_replayed_on_one_cached_fit(tmp_path, capsys):
     records = evaluate(fitted, VARIANTS)
     by_variant = {r["variant"]: r for r in records}
     assert set(by_variant) == set(VARIANTS) and not any("error" in r for r in records)
-    assert by_variant["gated"]["matches_run"] is True  # the replay of the run's own settings is the run's
-    assert all(by_variant[v]["matches_run"] is None for v in VARIANTS if v != "gated")
-    unscreened = by_variant["step-down/no-screen"]
+    assert by_variant["graphical"]["matches_run"] is True  # the replay of the run's own settings is the run's
+    assert all(by_variant[v]["matches_run"] is None for v in VARIANTS if v != "graphical")
+    unscreened = by_variant["graphical/no-screen"]
     assert unscreened["screened_out"] == [] and set(unscreened["tested"]) == set(unscreened["order"])
-    recipe = by_variant["gated/recipe-order"]["order"]  # the value ladder first, safest step first
+    recipe = by_variant["graphical/recipe-order"]["order"]  # the value ladder first, safest step first
     ladder = [n for n in recipe if "-value" in n]
     assert recipe[:len(ladder)] == ladder and ladder[0].endswith("-value-p99")
     for r in records:  # the measured truth is the cached truth of the policy recommended
