@@ -26,18 +26,31 @@ PIPELINE_MODULES = (
     "tests/services/test_crossfit.py",
     "tests/services/test_pipeline.py",
 )
+# Modules whose module-scoped fixtures are whole pipeline runs or fits (10-35 s each): each is kept on one worker, so
+# its fixtures are built once rather than on both (every other module's tests are spread one by one).
+WHOLE_MODULES = (
+    "tests/services/test_history.py",
+    "tests/services/test_guardrail_limits.py",
+    "tests/policy/test_value_policy.py",
+    "tests/cli/test_cli_policies.py",
+    "tests/hte/test_hte.py",
+)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
-    """loadgroup's scheduler with the modules of :data:`PIPELINE_MODULES` as one group (every other test alone)."""
+    """loadgroup's scheduler with the modules of :data:`PIPELINE_MODULES` as one group, each of :data:`WHOLE_MODULES` as
+    a group of its own, and every other test alone."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 
     class PipelineGroupScheduling(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "pipeline" if nodeid.split("::", 1)[0] in PIPELINE_MODULES else super()._split_scope(nodeid)
+            module = nodeid.split("::", 1)[0]
+            if module in PIPELINE_MODULES:
+                return "pipeline"
+            return module if module in WHOLE_MODULES else super()._split_scope(nodeid)
 
     return PipelineGroupScheduling(config, log)
 
