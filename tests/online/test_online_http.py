@@ -100,6 +100,7 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
         assert len(trials) == 4
 
 
+@pytest.mark.slow  # 25 s; make test stays within its 8 minutes, CI runs it with make test-slow
 def test_sigkill_mid_round_loses_nothing_but_the_last_second_and_the_round_completes(tmp_path, served):
     home, port = served.home, free_port()
     assert main(["--home", str(home), "online", "start", "exp", "--arms", "2"]) == 0

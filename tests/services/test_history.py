@@ -49,7 +49,7 @@ def runs(tmp_path_factory) -> dict:
     for i, (seed, extra) in enumerate([(3, ()), (4, ("--certification", OTHER)), (3, ()), (5, ("--reason", REASON_TEXT))], start=1):
         out = base / f"out{i}"
         code, stdout, err = _cli(home, "run", str(base / "exp" / "exp.toml"), "--out", str(out), "--learner", "t",
-                                 "--dense", "64", "--seed", str(seed), *extra)
+                                 "--dense", "16", "--seed", str(seed), *extra)
         assert code == 0, err
         done[i] = {"summary": json.loads((out / "summary.json").read_text()), "html": (out / "report.html").read_text(),
                    "text": stdout, "err": err, "out": out}

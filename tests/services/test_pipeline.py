@@ -380,7 +380,7 @@ def test_a_failed_sample_ratio_check_blocks_certification_unless_a_reason_is_rec
     from pex.evaluation.recommendation import SRM_ACCEPTED, SRM_FAILED, recommend
 
     d = tmp_path / "exp"
-    spec = simulate(4_000, scenario="segment_harm", seed=9).write(d, name="lossy")
+    spec = simulate(2_500, scenario="segment_harm", seed=9).write(d, name="lossy")
     data = d / "lossy.csv"
     frame = pd.read_csv(data)
     treated = frame.index[frame["arm"] != "control"]
