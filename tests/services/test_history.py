@@ -40,13 +40,13 @@ def _cli(home: Path, *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
-    """Four `pex run` on one 2,000-unit dataset version: seed 3 (the first), seed 4 with another --certification (other
-    settings, no reason), seed 3 again (the same settings) and seed 5 with --reason."""
+    """Three `pex run` on one 2,000-unit dataset version: seed 3 (the first), seed 4 with another --certification (other
+    settings, no reason) and seed 5 with --reason. (A re-run with the same settings: test_pipeline's null scenario.)"""
     base = tmp_path_factory.mktemp("history")
     simulate(2_000, scenario="notification_cadence", seed=11).write(base / "exp", name="exp")
     home = base / "ws"
     done = {}
-    for i, (seed, extra) in enumerate([(3, ()), (4, ("--certification", OTHER)), (3, ()), (5, ("--reason", REASON_TEXT))], start=1):
+    for i, (seed, extra) in enumerate([(3, ()), (4, ("--certification", OTHER)), (5, ("--reason", REASON_TEXT))], start=1):
         out = base / f"out{i}"
         code, stdout, err = _cli(home, "run", str(base / "exp" / "exp.toml"), "--out", str(out), "--learner", "t",
                                  "--dense", "16", "--seed", str(seed), *extra)
@@ -64,12 +64,12 @@ def runs(tmp_path_factory) -> dict:
 def test_the_split_key_is_the_dataset_versions_whatever_the_seed(runs):
     key = dataset_split_key(runs["dataset"].content_hash)
     assert key != split_key(3) and key != split_key(4)
-    for i in range(1, 5):
+    for i in range(1, 4):
         s = runs[i]["summary"]
         assert s["crossfit"]["key"] == key  # the routing policies route by it
         assert s["hte"]["holdout"]["key"] == key and s["hte"]["holdout"]["seed"] == s["options"]["seed"]
     # the same units certify: the held-out arm counts of every run are equal (seeds 3, 4 and 5)
-    counts = {json.dumps(runs[i]["summary"]["evaluation_rows"]["parts"][0]["arm_counts"]) for i in range(1, 5)}
+    counts = {json.dumps(runs[i]["summary"]["evaluation_rows"]["parts"][0]["arm_counts"]) for i in range(1, 4)}
     assert len(counts) == 1
 
 
@@ -112,32 +112,21 @@ def test_the_second_runs_report_says_it_is_the_second_and_what_differed(runs):
     assert publish in html and publish in second["text"]
     assert "History: Run 2 on dataset version 1" in second["text"]
     assert "run 2 on this dataset version" in second["err"]
-    for i in range(1, 5):
+    for i in range(1, 4):
         jsonschema.validate(runs[i]["summary"], SCHEMA, cls=jsonschema.Draft202012Validator)
         RunSummary.load(runs[i]["summary"])
 
 
-def test_a_re_run_with_the_same_settings_is_noted_and_changes_nothing(runs):
+def test_a_reason_makes_the_later_run_bind_and_is_shown(runs):
     third = runs[3]["summary"]
     h = third["history"]
-    assert h["run"] == 3 and h["same_settings_as"] == 1 and h["binding"] == EARLIER_RUN
-    assert [e["differs"] for e in h["earlier"]] == [[], [{"setting": "certification", "then": OTHER, "now": DEFAULT},
-                                                         {"setting": "seed", "then": 4, "now": 3}]]
-    assert "With the same settings as run 1 the result is the same" in h["text"]
-    assert third["recommendation"]["document"] == runs[1]["summary"]["recommendation"]["document"]
-    assert third["own_recommendation"]["policy"] == runs[1]["summary"]["recommended_policy"]
-
-
-def test_a_reason_makes_the_later_run_bind_and_is_shown(runs):
-    fourth = runs[4]["summary"]
-    h = fourth["history"]
-    assert h["binding"] == REASON and h["binding_run"] == 4 and h["reason"] == REASON_TEXT
-    assert "from_run" not in fourth["recommendation"] and "own_recommendation" not in fourth
-    own_version = fourth["recommendation"]["document"]["version"]
+    assert h["binding"] == REASON and h["binding_run"] == 3 and h["reason"] == REASON_TEXT
+    assert "from_run" not in third["recommendation"] and "own_recommendation" not in third
+    own_version = third["recommendation"]["document"]["version"]
     assert own_version > runs[1]["summary"]["recommendation"]["document"]["version"]  # this run's own stored version
-    assert REASON_TEXT in h["text"] and REASON_TEXT in runs[4]["html"]
-    assert runs[4]["summary"]["options"]["reason"] == REASON_TEXT
-    assert runs["history"][3].reason == REASON_TEXT and runs["history"][3].binds
+    assert REASON_TEXT in h["text"] and REASON_TEXT in runs[3]["html"]
+    assert runs[3]["summary"]["options"]["reason"] == REASON_TEXT
+    assert runs["history"][2].reason == REASON_TEXT and runs["history"][2].binds
 
 
 def test_the_recommended_policy_object_and_publishing_serve_the_first_runs_version(runs, tmp_path):
@@ -153,9 +142,9 @@ def test_the_recommended_policy_object_and_publishing_serve_the_first_runs_versi
     spec = runs[1]["out"].parent / "exp" / "exp.toml"
     result = run(spec, tmp_path / "out", home=home, learner="t", dense=64, seed=9)
     first_version = runs[1]["summary"]["recommendation"]["document"]["version"]
-    assert result.summary["history"]["run"] == 5 and result.summary["history"]["binding_run"] == 4
-    assert result.summary["recommendation"]["from_run"]["run"] == 4
-    bound = runs[4]["summary"]["recommendation"]["document"]["version"]
+    assert result.summary["history"]["run"] == 4 and result.summary["history"]["binding_run"] == 3
+    assert result.summary["recommendation"]["from_run"]["run"] == 3
+    bound = runs[3]["summary"]["recommendation"]["document"]["version"]
     assert bound != first_version
     assert result.policy().version == result.recommended_version == bound
     assert result.policy(result.recommended_policy).version != bound  # by name: this run's own version

@@ -306,6 +306,7 @@ def test_null_scenario_keeps_control_and_a_rerun_reproduces_the_result(null_dir,
 
     assert stable(a.summary) == stable(b.summary)
     assert b.summary["history"]["run"] == 2 and b.summary["history"]["same_settings_as"] == 1
+    assert "With the same settings as run 1 the result is the same" in b.summary["history"]["text"]
     own = {k: v for k, v in b.summary["own_recommendation"].items() if k != "document"}
     assert own == {k: v for k, v in a.summary["recommendation"].items() if k != "document"}  # the same result again
     assert b.summary["recommendation"]["document"] == a.summary["recommendation"]["document"]  # run 1's stored version
