@@ -115,7 +115,7 @@ class RoutingPolicy(Policy):
     def description(self) -> str:
         """The routes' kinds, e.g. "2 depth-2 trees, each for the units of its own hash arc"."""
         kinds = {p.description for p in self.routes}
-        inner = kinds.pop() if len(kinds) == 1 else "policies"
+        inner = kinds.pop() if len(kinds) == 1 else " or ".join(sorted(kinds))  # e.g. each fold chose its own depth
         return f"{len(self.routes)} routes by unit hash, each {inner}"
 
     def summary_fields(self) -> dict[str, Any]:

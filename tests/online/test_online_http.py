@@ -46,6 +46,7 @@ def _traffic(home: Path, port: int, token: str, units: int, seed: int, days: int
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow  # about 1 min (Ax's batch proposal); make test stays within its 8 minutes, CI runs it in make test-slow
 def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
     from bench.online import TruthOracle, chosen_policy
     from pex.experiment.simulate import simulate
