@@ -183,7 +183,7 @@ def _check_name(value: str | None) -> str | None:
 
 def _demo_spec_path() -> Path:
     """The bundled demo spec, beside the package in a checkout (``notification_cadence.toml`` beside it is the
-    example that cannot be certified at this size)."""
+    hard example, where only a cautious policy can be certified)."""
     return Path(__file__).resolve().parents[2] / "experiments" / "checkout_offer.toml"
 
 
