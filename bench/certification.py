@@ -68,6 +68,7 @@ from bench.guardrails import (  # noqa: E402
     category,
     plan,
     reference,
+    simulate_and_run,
     wilson,
 )
 from pex.experiment.truth import policy_truth  # noqa: E402
@@ -218,16 +219,9 @@ def fit_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> t
     """Simulate ``case``, run the pipeline once in ``workdir`` and measure every policy's truth against ``ref``.
 
     Returns the fitted run and the run's cross-fit (None with ``crossfit=False``)."""
-    import pex
-    from pex.experiment.simulate import simulate
     from pex.experiment.spec import load_spec
 
-    sim = simulate(case.size, scenario=case.scenario, seed=case.seed)
-    spec_path = sim.write(workdir / "exp", name=case.scenario.replace("_", "-"))
-    options = {"seed": case.seed, "use_ax": False, **run_options}
-    started = time.perf_counter()
-    result = pex.run(spec_path, out=workdir / "out", home=workdir / "ws", **options)
-    seconds = time.perf_counter() - started
+    spec_path, result, seconds = simulate_and_run(case, workdir, **run_options)
     details = result.details
     policies = list(result.policy_objects.values())
     started_truth = time.perf_counter()

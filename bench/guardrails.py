@@ -114,21 +114,27 @@ def category(kind: str, default_arm: str, exploration: float, control: str) -> s
     return "control" if default_arm == control else "arm"
 
 
+def simulate_and_run(case: Case, workdir: Path, **run_options: Any) -> tuple[Path, Any, float]:
+    """Simulate ``case`` into ``workdir`` and run the whole pipeline on it (no Ax unless asked): the spec's path, the
+    :class:`pex.services.run.RunResult` and the run's seconds (this benchmark's and bench/certification.py's fit)."""
+    import pex
+
+    sim = simulate(case.size, scenario=case.scenario, seed=case.seed)
+    spec_path = sim.write(workdir / "exp", name=case.scenario.replace("_", "-"))
+    options = {"seed": case.seed, "use_ax": False, **run_options}
+    started = time.perf_counter()
+    result = pex.run(spec_path, out=workdir / "out", home=workdir / "ws", **options)
+    return spec_path, result, time.perf_counter() - started
+
+
 def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> dict[str, Any]:
     """Simulate ``case``, run the pipeline on it in ``workdir`` and measure its recommendation against ``ref``.
 
     Returns a JSON-able record (see :func:`run_benchmark`). Exceptions propagate.
     """
-    import pex
-
-    sim = simulate(case.size, scenario=case.scenario, seed=case.seed)
-    spec_path = sim.write(workdir / "exp", name=case.scenario.replace("_", "-"))
     from pex.experiment.split import HOLDOUT
 
-    options = {"seed": case.seed, "use_ax": False, **run_options}
-    started = time.perf_counter()
-    result = pex.run(spec_path, out=workdir / "out", home=workdir / "ws", **options)
-    seconds = time.perf_counter() - started
+    _spec_path, result, seconds = simulate_and_run(case, workdir, **run_options)
 
     policy = result.policy()
     truth = policy_truth(policy, ref.sim)
@@ -142,7 +148,7 @@ def run_case(case: Case, ref: Reference, workdir: Path, **run_options: Any) -> d
         share = math.nan
     # cross-fitted runs (the default) certify on every unit; a single fit on its held-out share
     crossfit = bool(result.summary.get("crossfit"))
-    n_eval = case.size if crossfit else round(case.size * float(options.get("holdout", HOLDOUT)))
+    n_eval = case.size if crossfit else round(case.size * float(run_options.get("holdout", HOLDOUT)))
     ceiling = ref.ceiling(n_eval)["fixed_sequence"] / oracle_gain if oracle_gain > 1e-12 else math.nan
     recommendation = result.summary["recommendation"]
     estimated = next((p.get("guardrails", {}) for p in result.summary["policies"] if p["name"] == policy.name), {})

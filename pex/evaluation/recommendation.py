@@ -94,7 +94,7 @@ NO_LIFT_OVER_BEST_ARM = "no_lift_over_best_arm"  # a personalized policy that do
 BEATS_BEST_ARM = "beats_best_arm"  # a personalized policy that beats the best arm by its bound
 ARM_NO_LIFT_OVER_CONTROL = "arm_no_lift_over_control"  # one arm for everyone that does not beat control by its bound
 SCREENED_OUT = "screened_out"  # dropped on the building units before the held-out test
-CANNOT_CERTIFY = "cannot_certify"  # a tested candidate not certified: its harms, the miss and the units that would certify it
+CANNOT_CERTIFY = "cannot_certify"  # a tested candidate not certified (role gatekeeper, best_inside or best): its miss and units
 CERTIFIED_NOT_BETTER = "certified_not_better"  # certified candidates that did not beat control by their lower bound
 NOT_TESTED = "not_tested"  # candidates the procedure never tested (it stopped at a failure)
 SRM_FAILED = "srm_failed"  # the sample-ratio check failed: nothing is certified
@@ -102,8 +102,6 @@ SRM_ACCEPTED = "srm_accepted"  # the sample-ratio check failed, and the owner re
 REASON_CODES = (CONSTANT_EQUIVALENT, SIMPLER_NOT_WORSE, ARM_NOT_CERTIFIED, NO_LIFT_OVER_BEST_ARM, BEATS_BEST_ARM,
                 ARM_NO_LIFT_OVER_CONTROL, SCREENED_OUT, CANNOT_CERTIFY, CERTIFIED_NOT_BETTER, NOT_TESTED, SRM_FAILED,
                 SRM_ACCEPTED)
-# the role a "cannot certify" candidate plays in the explanation
-ROLES = ("gatekeeper", "best_inside", "best")
 
 
 @dataclass(frozen=True)
