@@ -61,5 +61,15 @@ class StoreError(PexError):
     status = 500
 
 
+class BusyError(PexError):
+    """The workspace is busy: its writers' lock (or the database's write lock) was not free within the deadline.
+
+    Not a :class:`StoreError`: nothing is broken and the message names no path, so the API answers it as it is
+    (503, retry later) and the CLI exits 2 with it.
+    """
+
+    status = 503
+
+
 class NotFittedError(PexError, ValueError):
     """An estimator was used before ``fit``."""

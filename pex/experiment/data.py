@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pex.errors import DataError
 from pex.experiment.spec import ExperimentSpec
+from pex.names import HINT, TEXT_PATTERN, check_name, describe, unsafe_character
 
 PROPENSITY = "_pex_propensity"  # column added by validate: P(assigned arm) for each unit
 MIN_UNITS_PER_ARM = 2
@@ -251,6 +252,7 @@ def validate(
     feature_types = {}
     for col in features:
         frame[col], feature_types[col] = _feature(frame[col], col)
+    _check_names(frame, spec, arms, features, feature_types, source)
     frame = frame.copy()  # consolidate blocks before adding a column to a wide frame
 
     metric_types = {
@@ -334,6 +336,25 @@ def _feature(series: pd.Series, col: str) -> tuple[pd.Series, str]:
             raise DataError(f"feature {col!r} has infinite values", "replace them with the real value or leave the cell empty")
         return out, "numeric"
     return series.astype("string"), "categorical"
+
+
+def _check_names(frame: pd.DataFrame, spec: ExperimentSpec, arms: list[str], features: list[str],
+                 feature_types: dict[str, str], source: str) -> None:
+    """Names are data (:mod:`pex.names`): arm labels, feature column names and category labels end up in policy
+    documents, SQL and logs, so a line break, NUL or other control character in one is refused here, at ingest."""
+    for arm in arms:
+        check_name(arm, f"an arm label in column {spec.arm!r} of {source}", DataError,
+                   f"{HINT}; fix the arm labels in the data (and the spec's control and allocation)")
+    for col in features:
+        check_name(col, f"feature column name in {source}", DataError,
+                   f"{HINT}; rename the column, or list features in the spec without it")
+        if feature_types[col] == "categorical":
+            bad = frame[col].str.contains(TEXT_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
+            if bad.any():
+                label = frame[col][bad].iloc[0]
+                raise DataError(f"feature {col!r} in {source} has a category label that holds "
+                                f"{describe(unsafe_character(label) or '?')} ({_rows(bad)}): {label!r}",
+                                f"{HINT}; clean the labels, or list features in the spec without {col!r}")
 
 
 def _is_temporal(series: pd.Series) -> bool:

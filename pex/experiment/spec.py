@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pex.errors import SpecError
+from pex.names import HINT, check_name, describe, unsafe_character
 
 GOALS = ("increase", "decrease")
 ROLES = ("primary", "secondary", "guardrail")
@@ -187,6 +188,7 @@ def parse_spec(
         description=description, owner=owner, features=features, propensity=propensity,
         allocation=allocation, source=source,
     )
+    _check_names(spec)
     _check_columns(spec)
     return spec
 
@@ -298,6 +300,7 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
         raise SpecError("spec key 'metrics' must hold at least one metric table", _REQUIRED_HINTS["metrics"])
     metrics: dict[str, MetricSpec] = {}
     for name, entry in table.items():
+        check_name(name, "spec metric name", SpecError, _NAME_HINT)
         where = f"metrics.{name}."
         if not isinstance(entry, dict):
             raise SpecError(
@@ -355,6 +358,27 @@ def _limit(entry: dict[str, Any], key: str, where: str, role: str, example: str,
         raise SpecError(f"spec key '{where}{key}' is set on a {role} metric",
                         f'{key} only applies to role = "guardrail"; remove it or change the role')
     return float(value)
+
+
+_NAME_HINT = f"{HINT}; rename the column (or arm) in the data file and the spec"
+
+
+def _check_names(spec: ExperimentSpec) -> None:
+    """Names are data (:mod:`pex.names`): no line break, NUL or other control character in a column or arm name."""
+    named = [("unit", spec.unit), ("arm", spec.arm), ("control", spec.control), ("owner", spec.owner),
+             ("propensity", spec.propensity), *(("features", f) for f in spec.features or ())]
+    named += [("allocation", arm) for arm in spec.allocation or ()]
+    for m in spec.metrics.values():
+        named += [(f"metrics.{m.name}.column", m.column), (f"metrics.{m.name}.pre", m.pre)]
+    for key, value in named:
+        check_name(value, f"spec key '{key}'", SpecError, _NAME_HINT)
+    # free text may run over lines (a TOML multi-line string); the other control characters are refused there too
+    texts = [("description", spec.description), *((f"metrics.{m.name}.description", m.description) for m in spec.metrics.values())]
+    for key, text in texts:
+        char = unsafe_character(text.replace("\n", " ").replace("\r", " ").replace("\t", " "))
+        if char is not None:
+            raise SpecError(f"spec key '{key}' holds {describe(char)}",
+                            "descriptions are plain text: remove NUL and other control characters (line breaks and tabs are fine)")
 
 
 def _check_columns(spec: ExperimentSpec) -> None:

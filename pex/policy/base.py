@@ -33,12 +33,17 @@ import numpy as np
 import pandas as pd
 
 from pex.errors import DataError, PexError
+from pex.names import HINT, check_name
 from pex.policy.draws import draw, draw_key, draw_one
 from pex.policy.records import records_frame
 
 FORMAT = "pex.policy/1"
 KINDS = ("constant", "tree", "value", "routing")
 COMMON_KEYS = ("format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "trained_at", "lineage")
+
+# names are data (pex.names): a line break, NUL or other control character in a name is refused when a document
+# is validated; a document stored before this check that holds one fails to load with this hint
+NAME_HINT = f"{HINT}; fix the document (a policy stored before pex checked names: rebuild it from clean data)"
 
 # kind -> its class. Each kind's module registers it by subclassing Policy, so this module (what every policy
 # needs) imports none of them: importing any module of pex.policy runs the package's __init__, which imports
@@ -88,8 +93,11 @@ class Policy:
             raise PolicyError("Policy is the base of the policy kinds",
                               "build one with a kind's class (e.g. TreePolicy) or Policy.from_document")
         check_common(self.name, self.arms, self.default_arm, self.exploration)
+        check_name(self.experiment, "policy experiment", PolicyError, NAME_HINT)
         object.__setattr__(self, "exploration", float(self.exploration))  # normalising its own construction
         self._check()
+        for feature in self.features:  # every kind's, a value policy's from its bound model included
+            check_name(feature, f"policy {self.name!r} reads a feature whose name", PolicyError, NAME_HINT)
 
     def _check(self) -> None:
         """Validate the kind's own fields (raise :class:`PolicyError`)."""
@@ -312,6 +320,9 @@ def check_common(name: Any, arms: Any, default_arm: Any, exploration: Any) -> No
         raise PolicyError("policy name must be a non-empty string", 'set "name", e.g. "notification_cadence-tree-d3"')
     if not isinstance(arms, list) or len(arms) < 1 or not all(isinstance(a, str) and a for a in arms):
         raise PolicyError("policy arms must be a non-empty list of arm labels", 'e.g. "arms": ["control", "daily"]')
+    check_name(name, "policy name", PolicyError, NAME_HINT)
+    for arm in arms:
+        check_name(arm, "policy arm label", PolicyError, NAME_HINT)
     if len(set(arms)) != len(arms):
         raise PolicyError("policy arms list an arm more than once", "list each arm once")
     if default_arm not in arms:

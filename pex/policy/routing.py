@@ -31,7 +31,8 @@ import pandas as pd
 
 from pex.errors import DataError
 from pex.experiment.split import hash_interval_mask, keyed_hash
-from pex.policy.base import Policy, PolicyError
+from pex.names import check_name
+from pex.policy.base import NAME_HINT, Policy, PolicyError
 
 TILE_TOLERANCE = 1e-9  # how far arcs may miss each other (decimal fractions in JSON) and still tile [0, 1)
 
@@ -63,6 +64,7 @@ class RoutingPolicy(Policy):
             if not isinstance(r.get(key), str) or not r[key]:
                 raise PolicyError(f"routing.{key} must be a non-empty string",
                                   "key: the hash key units are routed by; unit: the unit id column of a data file")
+            check_name(r[key], f"routing.{key}", PolicyError, NAME_HINT)
         routes = r.get("routes")
         if not isinstance(routes, list) or not routes:
             raise PolicyError("routing.routes must be a non-empty list", '[{"start": 0, "share": 1, "policy": {...}}]')

@@ -4,6 +4,12 @@ For a warehouse to assign arms in a query. Constant and tree policies have an SQ
 its effect models (export it as ONNX, :mod:`pex.policy.onnx`, or distil a tree from it) and a routing policy
 the keyed hash of unit ids, which SQL cannot compute. Exploration is not applied: a query cannot log
 propensities.
+
+Names are data, never code (issue 24): column names are quoted identifiers and labels quoted string literals,
+whatever they hold, so a name cannot end the expression or start another statement, even in a document stored
+before pex refused control characters in names (:mod:`pex.names`). Quoting is standard SQL (DuckDB, PostgreSQL,
+SQLite): a dialect that reads a backslash inside a string literal as an escape (MySQL by default, BigQuery,
+Snowflake) reads a label holding a backslash differently.
 """
 
 from __future__ import annotations
@@ -53,13 +59,23 @@ def tree_sql(tree: dict) -> str:
 
 
 def sql_string(text: str) -> str:
-    """``text`` as an SQL string literal (single quotes doubled)."""
-    return "'" + str(text).replace("'", "''") + "'"
+    """``text`` as an SQL string literal (single quotes doubled), so a quote, semicolon, ``--`` or line break in a
+    label stays inside the literal. NUL has no place in SQL text (PostgreSQL refuses it, C clients truncate at it):
+    a label holding one is refused, never written raw."""
+    return "'" + _no_nul(str(text), "a label").replace("'", "''") + "'"
 
 
 def sql_identifier(name: str) -> str:
-    """``name`` as a quoted SQL identifier (double quotes doubled), so any column name is safe."""
-    return '"' + str(name).replace('"', '""') + '"'
+    """``name`` as a quoted SQL identifier (double quotes doubled), so any column name is safe (NUL is refused, as in
+    :func:`sql_string`)."""
+    return '"' + _no_nul(str(name), "a column name").replace('"', '""') + '"'
+
+
+def _no_nul(text: str, what: str) -> str:
+    if "\x00" in text:
+        raise PolicyError(f"{what} holds a NUL (U+0000), which SQL text cannot hold: {text!r}",
+                          "names are data: rebuild the policy from data without NUL characters, or export it as JSON")
+    return text
 
 
 def sql_number(value: float) -> str:

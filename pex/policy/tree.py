@@ -22,7 +22,8 @@ import pandas as pd
 
 from pex.errors import DataError
 from pex.experiment.data import as_text
-from pex.policy.base import Policy, PolicyError
+from pex.names import check_name
+from pex.policy.base import NAME_HINT, Policy, PolicyError
 
 MAX_TREE_DEPTH = 12
 
@@ -192,6 +193,7 @@ def _validate_node(node: Any, arms: list[str], path: str, depth: int) -> None:
         raise PolicyError(f"policy tree node {path} has unknown key {extra[0]!r}", "allowed: feature, op, value, left, right, missing")
     if not isinstance(node["feature"], str) or not node["feature"]:
         raise PolicyError(f"policy tree node {path}: feature must be a column name", 'e.g. "feature": "tenure_days"')
+    check_name(node["feature"], f"policy tree node {path}: feature", PolicyError, NAME_HINT)
     if node["op"] == "<=":
         v = node["value"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
@@ -200,6 +202,8 @@ def _validate_node(node: Any, arms: list[str], path: str, depth: int) -> None:
         v = node["value"]
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise PolicyError(f"policy tree node {path}: 'in' needs a list of labels, got {v!r}", 'e.g. "value": ["ios"]')
+        for label in v:
+            check_name(label, f"policy tree node {path}: category label", PolicyError, NAME_HINT)
     else:
         raise PolicyError(f"policy tree node {path}: op {node['op']!r} is not '<=' or 'in'", 'use "<=" for numbers, "in" for categories')
     if node.get("missing", "right") not in ("left", "right"):

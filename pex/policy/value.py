@@ -50,7 +50,8 @@ import pandas as pd
 
 from pex.experiment.guardrail import GuardrailRule, best_certifiable_prefix, certify_margin, rules_for
 from pex.experiment.spec import ExperimentSpec
-from pex.policy.base import FORMAT, Policy, PolicyError
+from pex.names import check_name
+from pex.policy.base import FORMAT, NAME_HINT, Policy, PolicyError
 from pex.policy.constrained import served_change
 
 DEFAULT_WEIGHTS = {"primary": 1.0, "secondary": 0.5, "guardrail": 0.0}
@@ -89,6 +90,7 @@ class ValuePolicy(Policy):
             raise PolicyError("value_model.metrics must map metric names to their coefficients",
                               '"metrics": {"sessions": {"coefficient": 0.4}}')
         for metric, meta in metrics.items():
+            check_name(metric, "value_model.metrics: a metric name", PolicyError, NAME_HINT)
             c = meta.get("coefficient") if isinstance(meta, dict) else None
             if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
                 raise PolicyError(f"value_model.metrics.{metric}.coefficient must be a finite number, got {c!r}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pex.errors import PexError
+from pex.names import printable
 from pex.policy.base import Policy
 from pex.policy.sql import policy_sql
 from pex.services.models import load_policy
@@ -31,8 +32,12 @@ def export_policy(workspace: Callable[[], Workspace], policy_ref: str, fmt: str)
     if fmt == "onnx":
         return _onnx(policy), policy
     expression = policy_sql(policy)
-    header = (f"-- pex policy {policy.name} v{policy.version} ({policy.description}): each row's greedy arm.\n"
-              f"-- Reads {', '.join(policy.features) or 'no column'}; missing values are NULL and follow the tree's "
+    # names are data: in a `--` comment a line break would end the comment and start SQL (issue 24), so the header
+    # writes every name with its control characters escaped (pex.names.printable), stored documents included
+    features = ", ".join(printable(f) for f in policy.features) or "no column"
+    header = (f"-- pex policy {printable(policy.name)} v{policy.version} ({printable(policy.description)}): "
+              "each row's greedy arm.\n"
+              f"-- Reads {features}; missing values are NULL and follow the tree's "
               "declared side; category columns hold text labels.\n"
               f"-- Exploration ({policy.exploration:g}) is not applied: serve with `pex decide` to log propensities.\n")
     return header + expression + "\n", policy

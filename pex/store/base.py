@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 
 from pex.errors import NotFoundError, StoreError
 from pex.store.engine import DATABASE_FILE, configured_url, database_error, default_home, make_engine, sqlite_url
+from pex.store.lock import held
 from pex.store.migrate import ensure_schema
 
 
@@ -70,16 +70,13 @@ class WorkspaceBase:
 
         Writers that write an artifact and then its row (a dataset version) or allocate a version number
         (datasets, policies) hold it, so that the file and the row stay in step and two writers do not pick
-        the same number; the database's unique constraints back it up across hosts. Readers never take it.
+        the same number; the database's unique constraints back it up across hosts. Readers never take it, and
+        neither does serving a decision. Taken with a deadline (:mod:`pex.store.lock`): "workspace busy", never a hang.
         """
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             fh = open(self.home / ".lock", "a+b")
         except OSError as exc:
             raise StoreError(f"cannot lock the workspace {self.home}: {exc.strerror}", "check that PEX_HOME is writable") from None
-        with fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with fh, held(fh):  # waits at most PEX_LOCK_SECONDS (5 s), then BusyError: pex.store.lock
+            yield

@@ -16,9 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from pex.errors import StoreError
+from pex.errors import BusyError, StoreError
+from pex.store.lock import lock_seconds
 
 DATABASE_FILE = "pex.db"
 
@@ -65,9 +66,13 @@ def redact(url: str) -> str:
         return "<unparsable URL>"
 
 
-def database_error(url: str, doing: str) -> StoreError:
-    """The StoreError for the database failure being handled (call it inside ``except``)."""
+def database_error(url: str, doing: str) -> StoreError | BusyError:
+    """The StoreError for the database failure being handled (call it inside ``except``); SQLite's write lock held by
+    another connection past the busy timeout is a :class:`~pex.errors.BusyError` ("workspace busy", retry)."""
     exc = sys.exc_info()[1]
+    if isinstance(exc, OperationalError) and "database is locked" in str(exc):
+        return BusyError(f"workspace busy: its database stayed locked by another writer for more than {lock_seconds():g} s",
+                         "retry in a few seconds; PEX_LOCK_SECONDS sets how long writers wait")
     detail = f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}" if exc else ""
     return StoreError(
         f"cannot {doing} the metadata database {redact(url)} ({detail})",
@@ -99,5 +104,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
+    # a write waits for another connection's write lock as long as for the workspace lock, then "workspace busy"
+    cur.execute(f"PRAGMA busy_timeout={round(lock_seconds() * 1000)}")
     cur.close()
