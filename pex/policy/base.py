@@ -95,9 +95,7 @@ class Policy:
         check_common(self.name, self.arms, self.default_arm, self.exploration)
         check_name(self.experiment, "policy experiment", PolicyError, NAME_HINT)
         object.__setattr__(self, "exploration", float(self.exploration))  # normalising its own construction
-        self._check()
-        for feature in self.features:  # every kind's, a value policy's from its bound model included
-            check_name(feature, f"policy {self.name!r} reads a feature whose name", PolicyError, NAME_HINT)
+        self._check()  # a kind checks the names it holds (a tree its features and labels)
 
     def _check(self) -> None:
         """Validate the kind's own fields (raise :class:`PolicyError`)."""
