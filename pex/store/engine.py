@@ -54,7 +54,9 @@ def make_engine(url: str) -> sa.Engine:
         raise StoreError(f"cannot use database URL {redact(url)}: {exc}",
                          "check PEX_DATABASE_URL, e.g. postgresql+psycopg://user:pass@host/db") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        # a write waits for another connection's write lock as long as for the workspace lock, then "workspace busy";
+        # read here, so that a bad PEX_LOCK_SECONDS is refused when the workspace is opened
+        event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_ms=round(lock_seconds() * 1000)))
     return engine
 
 
@@ -99,11 +101,10 @@ def db(doing: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return wrap
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    # a write waits for another connection's write lock as long as for the workspace lock, then "workspace busy"
-    cur.execute(f"PRAGMA busy_timeout={round(lock_seconds() * 1000)}")
+    cur.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cur.close()

@@ -106,10 +106,12 @@ def test_the_cli_says_workspace_busy_and_exits_2(stored, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("raw", ["0", "-1", "soon", "nan", "601"])
-def test_a_bad_lock_setting_is_refused(raw, monkeypatch):
+def test_a_bad_lock_setting_is_refused_when_the_workspace_opens(raw, monkeypatch, home):
     monkeypatch.setenv("PEX_LOCK_SECONDS", raw)
     with pytest.raises(PexError, match="PEX_LOCK_SECONDS must be a number of seconds"):
         lock_seconds()
+    with pytest.raises(PexError, match="PEX_LOCK_SECONDS must be a number of seconds"):
+        Workspace(home)
     monkeypatch.delenv("PEX_LOCK_SECONDS")
     assert lock_seconds() == DEFAULT_SECONDS == 5.0
 
