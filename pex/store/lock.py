@@ -69,7 +69,7 @@ def held(fh: BinaryIO, seconds: float | None = None) -> Iterator[None]:
 
 def _busy(fh: BinaryIO, waited: float) -> BusyError:
     holder = _read_holder(fh)
-    who = f" ({holder} holds it)" if holder else ""
+    who = f" (held by {holder})" if holder else ""
     return BusyError(f"workspace busy: another writer has held its lock for more than {waited:g} s{who}",
                      "retry in a few seconds; a publish, rollback, ingest or run is writing to the workspace "
                      "(decisions are served meanwhile); PEX_LOCK_SECONDS sets how long writers wait")
@@ -79,7 +79,7 @@ def _write_holder(fh: BinaryIO, clear: bool = False) -> None:
     try:
         fh.truncate(0)
         if not clear:
-            fh.write(f"pid {os.getpid()} ({_program()})".encode())
+            fh.write(f"{_program()} pid {os.getpid()}".encode())
         fh.flush()
     except OSError:  # the note is a courtesy for the busy message; a full disk must not fail the write it guards
         pass
