@@ -10,11 +10,13 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from pex.errors import DataError, PexError
 from pex.services import publishing
+from pex.services.text import check_text
 from web import metrics
 from web.auth import requires
 
 api = Blueprint("api", __name__)
 MAX_VERSION = 2**31 - 1  # the store's version columns are 32-bit integers on PostgreSQL (larger ones overflow the driver)
+MAX_NAME = 128  # the width of the store's policy name columns
 
 
 def _state():
@@ -22,11 +24,22 @@ def _state():
 
 
 def _body() -> Any:
-    """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON."""
-    body = request.get_json(force=True, silent=True)
+    """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON or nested too deeply
+    for the parser (``[[[...]]]`` 100,000 deep: the json module recurses per level)."""
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise PexError("the request body is nested too deeply to read",
+                       "send a JSON object nested a few levels deep, as the OpenAPI document shows") from None
     if body is None and request.get_data(cache=True) not in (b"null",):
         raise PexError("the request body is not valid JSON", "send a JSON object with Content-Type: application/json")
     return body
+
+
+def _name(name: str) -> str:
+    """A policy name from the path, refused (422) when no policy can have it: the store never sees a lone
+    surrogate, a control character or an over-long name (a plain unknown name is the 404 of the route)."""
+    return check_text(name, "the policy name in the path", MAX_NAME, "use the name `pex policies EXPERIMENT` lists")
 
 
 def _count(decisions: list[dict[str, Any]]) -> None:
@@ -42,7 +55,7 @@ def _count(decisions: list[dict[str, Any]]) -> None:
 @requires("decide")
 def decide(name: str):
     """The arm for one unit: ``{"unit", "features"}`` -> ``{"arm", "policy", "version", "propensity", "decision_id"}``."""
-    decision = _state().server.decide(name, _body())
+    decision = _state().server.decide(_name(name), _body())
     _count([decision])
     return jsonify(decision)
 
@@ -51,7 +64,7 @@ def decide(name: str):
 @requires("decide")
 def decide_batch(name: str):
     """Arms for up to 10,000 units: ``{"units": [{"unit", "features"}]}`` -> ``{"decisions": [...]}``, in order."""
-    answer = _state().server.decide_batch(name, _body())
+    answer = _state().server.decide_batch(_name(name), _body())
     _count(answer["decisions"])
     return jsonify(answer)
 
@@ -97,7 +110,7 @@ def publish(name: str):
             isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION)):
         raise DataError(f"the request body must be empty or an object with an integer 'version' from 1 to {MAX_VERSION}",
                         'send {"version": 3}')
-    release = publishing.publish(_state().ws, name, version, _actor())
+    release = publishing.publish(_state().ws, _name(name), version, _actor())
     return jsonify({"ok": True, **release.to_dict()})
 
 
@@ -105,7 +118,7 @@ def publish(name: str):
 @requires("admin")
 def rollback(name: str):
     """Return to the version live before the current one."""
-    release = publishing.rollback(_state().ws, name, _actor())
+    release = publishing.rollback(_state().ws, _name(name), _actor())
     return jsonify({"ok": True, **release.to_dict()})
 
 
@@ -113,7 +126,7 @@ def rollback(name: str):
 @requires("admin")
 def releases(name: str):
     """Every publish and rollback of a policy, oldest first."""
-    return jsonify({"releases": [r.to_dict() for r in _state().ws.releases(name)]})
+    return jsonify({"releases": [r.to_dict() for r in _state().ws.releases(_name(name))]})
 
 
 @api.get("/openapi.json")
