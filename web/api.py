@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from pex.errors import DataError, PexError
 from pex.services import publishing
@@ -23,15 +24,29 @@ def _state():
     return current_app.extensions["pex"]
 
 
+def _data() -> bytes:
+    """The request's body; a 413 when it is over the limit (``MAX_CONTENT_LENGTH``), chunked ones included.
+
+    werkzeug ends a chunked body (no Content-Length) at the limit without a word, and the cut JSON then failed to
+    parse (a 400 that hid the 413): a byte left in the input past the limit is the 413.
+    """
+    data = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _body() -> Any:
     """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON or nested too deeply
     for the parser (``[[[...]]]`` 100,000 deep: the json module recurses per level)."""
+    data = _data()
     try:
         body = request.get_json(force=True, silent=True)
     except RecursionError:
         raise PexError("the request body is nested too deeply to read",
                        "send a JSON object nested a few levels deep, as the OpenAPI document shows") from None
-    if body is None and request.get_data(cache=True) not in (b"null",):
+    if body is None and data != b"null":
         raise PexError("the request body is not valid JSON", "send a JSON object with Content-Type: application/json")
     return body
 
@@ -102,7 +117,7 @@ def _actor() -> str:
 def publish(name: str):
     """Make a version live: ``{"version": V}`` (default: :func:`pex.services.publishing.publish`'s, the newest stored unless
     a re-run stored it beside an earlier run's recommendation)."""
-    body = _body() if request.get_data(cache=True) else {}
+    body = _body() if _data() else {}
     version = body.get("version") if isinstance(body, Mapping) else None
     if isinstance(version, float) and version.is_integer():  # 3.0 is an integer to JSON (and to the document)
         version = int(version)

@@ -5,6 +5,7 @@ outcome values must suit their metric's kind."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from pex.store.workspace import Workspace
 from tests.conftest import Served
@@ -318,21 +320,56 @@ def test_a_binary_metric_takes_only_0_and_1_and_the_call_stores_nothing_when_one
     assert sorted(stored["unit"]) == ["u0", "u1", "u2", "u3", "u4", "u9"]  # the refused call stored none of its records
 
 
+# -- bodies over the limit -------------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_a_413_chunked_or_not_and_one_at_the_limit_is_read(served):
+    body = json.dumps({"units": [{"unit": f"u{i}"} for i in range(200)]}).encode()
+    url = f"/api/v1/policies/{served.tree}/decide-batch"
+    headers = {**served.headers(), "Content-Type": "application/json"}
+    for limit, status in ((len(body), 200), (len(body) - 1, 413), (len(body) // 3, 413)):
+        app = create_app(_config(served, MAX_CONTENT_LENGTH=limit))
+        client = app.test_client()
+        try:
+            sized = client.post(url, data=body, headers=headers)
+            # no Content-Length: werkzeug reads up to the limit and stops there (the rest was a 400 for cut JSON)
+            environ = EnvironBuilder(path=url, method="POST", headers=headers, input_stream=io.BytesIO(body)).get_environ()
+            del environ["CONTENT_LENGTH"]
+            environ.update({"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True})  # as gunicorn says it
+            # straight to the app: the test client would drop wsgi.input_terminated (and so read no body at all)
+            answer, code, _headers = run_wsgi_app(app, environ, buffered=True)
+            chunked = (int(code.split()[0]), json.loads(b"".join(answer)))
+        finally:
+            app.extensions["pex"].close()
+        for got in ((sized.status_code, sized.json), chunked):
+            assert got[0] == status, (limit, got)
+            assert status == 200 or (set(got[1]) == SHAPE and "smaller body" in got[1]["hint"])
+            assert status != 200 or len(got[1]["decisions"]) == 200
+
+
 # -- under gunicorn ----------------------------------------------------------------------------------------------
 
 
-def _raw(port: int, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+def _raw(port: int, method: str, path: str, body: bytes, headers: dict[str, str], chunked: bool = False
+         ) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **headers})
+        content = iter([body[i:i + 16_384] for i in range(0, len(body), 16_384)]) if chunked else body
+        conn.request(method, path, body=content, headers={"Content-Type": "application/json", **headers},
+                     encode_chunked=chunked)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
 
 
-def test_under_gunicorn_deep_json_and_bad_text_are_4xx_and_the_workers_keep_serving(served, tmp_path: Path):
-    """The depth a worker's parser reaches depends on the server's threads and stack: the same answers under gunicorn."""
+def test_under_gunicorn_deep_json_bad_text_and_big_bodies_are_4xx_and_the_workers_keep_serving(served, tmp_path: Path,
+                                                                                                monkeypatch):
+    """The depth a worker's parser reaches depends on the server's threads and stack, and how a chunked body arrives
+    on the server: the same answers under gunicorn."""
+    monkeypatch.setenv("PEX_MAX_CONTENT_LENGTH", "500000")  # serve() passes the environment on
+    big = json.dumps({"units": [{"unit": f"unit-{i:06d}"} for i in range(30_000)]}).encode()
+    assert len(big) > 500_000
     port = free_port()
     with serve(served.home, port, tmp_path) as server:
         wait_ready(port, server)
@@ -350,6 +387,9 @@ def test_under_gunicorn_deep_json_and_bad_text_are_4xx_and_the_workers_keep_serv
                 code, data = _raw(port, method, path, body, headers)
                 answer = json.loads(data)
                 assert code == status and set(answer) == SHAPE and answer["status"] == status, (path, code, data[:300])
+            for chunked in (False, True):
+                code, data = _raw(port, "POST", f"{_tree(served)}/decide-batch", big, decide, chunked=chunked)
+                assert code == 413 and json.loads(data)["status"] == 413, (chunked, code, data[:300])
         assert _raw(port, "GET", "/readyz", b"", {}) == (200, b'{"ok":true}\n')
         code, data = _raw(port, "POST", f"{_tree(served)}/decide", b'{"unit": "u1"}', decide)
         assert code == 200 and json.loads(data)["policy"] == served.tree
