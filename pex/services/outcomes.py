@@ -30,18 +30,24 @@ from pex.store.workspace import Workspace
 
 MAX_RECORDS = 100_000  # per request: a larger body is better sent in parts than held in one transaction
 MAX_UNIT_LENGTH = 256  # the width of the unit column of the outcomes and decisions tables
-MAX_NAME_LENGTH = 64  # the width of the experiment and metric columns
+MAX_NAME_LENGTH = 64  # the width of the store's experiment name columns
 RECORD_KEYS = ("unit", "metric", "value")
 EXAMPLE = '{"unit": "u123", "metric": "sessions", "value": 4}'
 
 
 def experiment_spec(ws: Workspace, experiment: Any) -> ExperimentSpec:
     """The spec of ``experiment``'s current dataset version (NotFoundError, listing the known ones, if none)."""
+    return _current(ws, experiment)[0]
+
+
+def _current(ws: Workspace, experiment: Any) -> tuple[ExperimentSpec, str]:
+    """The spec and the id of ``experiment``'s current dataset version."""
     if not isinstance(experiment, str) or not experiment:
         raise PexError(f"experiment must be a name (text), got {_shown(experiment)}", 'send e.g. "experiment": "notification_cadence"')
     # a malformed name is refused before the store sees it (a lone surrogate cannot be encoded for the query)
     check_text(experiment, "the experiment name", MAX_NAME_LENGTH, 'send e.g. "experiment": "notification_cadence"')
-    return ws.load_dataset_spec(ws.dataset_version(experiment).id)
+    dataset_id = ws.dataset_version(experiment).id
+    return ws.load_dataset_spec(dataset_id), dataset_id
 
 
 def record_outcomes(ws: Workspace, experiment: Any, records: Any, *, max_records: int | None = MAX_RECORDS,
@@ -54,9 +60,9 @@ def record_outcomes(ws: Workspace, experiment: Any, records: Any, *, max_records
     naming it (``where(i)`` describes record ``i``, by default "record i") and nothing is stored.
     ``max_records`` bounds one call (None: no bound, for a file, which is one transaction however long).
     """
-    spec = experiment_spec(ws, experiment)
+    spec, dataset_id = _current(ws, experiment)
     where = where or (lambda i: f"record {i}")
-    binary = {m for m, kind in ws.dataset_metric_types(ws.dataset_version(spec.name).id).items() if kind == "binary"}
+    binary = {m for m, kind in ws.dataset_metric_types(dataset_id).items() if kind == "binary"}
     if not isinstance(records, list) or not records:
         got = "an empty list" if isinstance(records, list) else f"{type(records).__name__}"
         raise DataError(f"records must be a non-empty list of outcomes, got {got}", f"send e.g. \"records\": [{EXAMPLE}]")
