@@ -7,26 +7,54 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from pex.errors import DataError, PexError
 from pex.services import publishing
+from pex.services.text import check_text
 from web import metrics
 from web.auth import requires
 
 api = Blueprint("api", __name__)
 MAX_VERSION = 2**31 - 1  # the store's version columns are 32-bit integers on PostgreSQL (larger ones overflow the driver)
+MAX_NAME = 128  # the width of the store's policy name columns
 
 
 def _state():
     return current_app.extensions["pex"]
 
 
+def _data() -> bytes:
+    """The request's body; a 413 when it is over the limit (``MAX_CONTENT_LENGTH``), chunked ones included.
+
+    werkzeug ends a chunked body (no Content-Length) at the limit without a word, and the cut JSON then failed to
+    parse (a 400 that hid the 413): a byte left in the input past the limit is the 413.
+    """
+    data = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _body() -> Any:
-    """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON."""
-    body = request.get_json(force=True, silent=True)
-    if body is None and request.get_data(cache=True) not in (b"null",):
+    """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON or nested too deeply
+    for the parser (``[[[...]]]`` 100,000 deep: the json module recurses per level)."""
+    data = _data()
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise PexError("the request body is nested too deeply to read",
+                       "send a JSON object nested a few levels deep, as the OpenAPI document shows") from None
+    if body is None and data != b"null":
         raise PexError("the request body is not valid JSON", "send a JSON object with Content-Type: application/json")
     return body
+
+
+def _name(name: str) -> str:
+    """A policy name from the path, refused (422) when no policy can have it: the store never sees a lone
+    surrogate, a control character or an over-long name (a plain unknown name is the 404 of the route)."""
+    return check_text(name, "the policy name in the path", MAX_NAME, "use the name `pex policies EXPERIMENT` lists")
 
 
 def _count(decisions: list[dict[str, Any]]) -> None:
@@ -42,7 +70,7 @@ def _count(decisions: list[dict[str, Any]]) -> None:
 @requires("decide")
 def decide(name: str):
     """The arm for one unit: ``{"unit", "features"}`` -> ``{"arm", "policy", "version", "propensity", "decision_id"}``."""
-    decision = _state().server.decide(name, _body())
+    decision = _state().server.decide(_name(name), _body())
     _count([decision])
     return jsonify(decision)
 
@@ -51,7 +79,7 @@ def decide(name: str):
 @requires("decide")
 def decide_batch(name: str):
     """Arms for up to 10,000 units: ``{"units": [{"unit", "features"}]}`` -> ``{"decisions": [...]}``, in order."""
-    answer = _state().server.decide_batch(name, _body())
+    answer = _state().server.decide_batch(_name(name), _body())
     _count(answer["decisions"])
     return jsonify(answer)
 
@@ -89,7 +117,7 @@ def _actor() -> str:
 def publish(name: str):
     """Make a version live: ``{"version": V}`` (default: :func:`pex.services.publishing.publish`'s, the newest stored unless
     a re-run stored it beside an earlier run's recommendation)."""
-    body = _body() if request.get_data(cache=True) else {}
+    body = _body() if _data() else {}
     version = body.get("version") if isinstance(body, Mapping) else None
     if isinstance(version, float) and version.is_integer():  # 3.0 is an integer to JSON (and to the document)
         version = int(version)
@@ -97,7 +125,7 @@ def publish(name: str):
             isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION)):
         raise DataError(f"the request body must be empty or an object with an integer 'version' from 1 to {MAX_VERSION}",
                         'send {"version": 3}')
-    release = publishing.publish(_state().ws, name, version, _actor())
+    release = publishing.publish(_state().ws, _name(name), version, _actor())
     return jsonify({"ok": True, **release.to_dict()})
 
 
@@ -105,7 +133,7 @@ def publish(name: str):
 @requires("admin")
 def rollback(name: str):
     """Return to the version live before the current one."""
-    release = publishing.rollback(_state().ws, name, _actor())
+    release = publishing.rollback(_state().ws, _name(name), _actor())
     return jsonify({"ok": True, **release.to_dict()})
 
 
@@ -113,7 +141,7 @@ def rollback(name: str):
 @requires("admin")
 def releases(name: str):
     """Every publish and rollback of a policy, oldest first."""
-    return jsonify({"releases": [r.to_dict() for r in _state().ws.releases(name)]})
+    return jsonify({"releases": [r.to_dict() for r in _state().ws.releases(_name(name))]})
 
 
 @api.get("/openapi.json")

@@ -34,10 +34,12 @@ SCHEMAS: dict[str, Any] = {
         "allOf": [{"$ref": "#/components/schemas/Decision"}, {"type": "object", "required": ["unit"],
                                                                "properties": {"unit": {"type": "string"}}}]}}}},
     "OutcomesRequest": {"type": "object", "required": ["experiment", "records"], "properties": {
-        "experiment": {"type": "string"},
+        "experiment": {"type": "string", "minLength": 1, "maxLength": 64},
         "records": {"type": "array", "minItems": 1, "maxItems": 100_000, "items": {
             "type": "object", "required": ["unit", "metric", "value"],
-            "properties": {"unit": UNIT, "metric": {"type": "string"}, "value": {"type": "number"}}}}}},
+            "properties": {"unit": UNIT, "metric": {"type": "string"}, "value": {
+                "type": "number", "description": "a finite number; 0 or 1 for a binary metric (one whose every value "
+                                                 "was 0 or 1 in the ingested experiment)"}}}}}},
     "OutcomesResponse": {"type": "object", "required": ["ok", "experiment", "recorded"], "properties": {
         "ok": {"const": True}, "experiment": {"type": "string"}, "recorded": {"type": "integer"}}},
     "PublishRequest": {"type": "object", "properties": {"version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}},
@@ -53,10 +55,16 @@ SCHEMAS: dict[str, Any] = {
                        "arms": {"type": "array", "minItems": 1, "items": {"type": "string"}},
                        "exploration": {"type": "number", "minimum": 0, "maximum": 1}}}}}},
     "Health": {"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}},
-    "Readiness": {"type": "object", "required": ["ok", "store", "policies", "failed"], "properties": {
+    # without an admin token, readiness is only ok or not; the details name the live policies and the store
+    "ReadinessSummary": {"type": "object", "required": ["ok"], "additionalProperties": False,
+                         "properties": {"ok": {"type": "boolean"}}},
+    "ReadinessDetails": {"type": "object", "required": ["ok", "store", "policies", "failed"], "properties": {
         "ok": {"type": "boolean"}, "store": {"type": "string"},
         "policies": {"type": "object", "additionalProperties": {"type": "integer"}},
         "failed": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    "Readiness": {"oneOf": [{"$ref": "#/components/schemas/ReadinessSummary"},
+                            {"$ref": "#/components/schemas/ReadinessDetails"}],
+                  "description": "{\"ok\"} alone, unless the request carries an admin token"},
 }
 
 
@@ -68,11 +76,13 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "description": "policy name"}
+NAME = {"name": "name", "in": "path", "required": True, "description": "policy name (a malformed one is a 422)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"}}
 # (path, method) -> operation; responses every authenticated route can give are added below
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/healthz", "get"): {"summary": "Liveness", "security": [], "responses": {"200": _json("Health", "alive")}},
-    ("/readyz", "get"): {"summary": "Readiness: the store answers and the live policies are loaded", "security": [],
+    ("/readyz", "get"): {"summary": "Readiness: the store answers and the live policies are loaded; only ok or not, "
+                                    "unless the request carries an admin token (then the details)", "security": [],
                          "responses": {"200": _json("Readiness", "ready"), "503": _json("Readiness", "not ready")}},
     ("/metrics", "get"): {"summary": "Prometheus metrics (text format)", "x-scope": "admin", "responses": {
         "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}},
@@ -97,7 +107,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("OutcomesRequest")}}},
         "responses": {"200": _json("OutcomesResponse", "recorded"), "404": _json("Error", "unknown experiment"),
                       "400": _json("Error", "the body is not JSON, or 'experiment' is empty"),
-                      "422": _json("Error", "a malformed record")}},
+                      "422": _json("Error", "a malformed record or experiment name, or a value that does not suit "
+                                            "its metric")}},
     ("/api/v1/policies/{name}/publish", "post"): {
         "summary": "Make a version live (default: the newest, or the recommended one when a re-run stored the newest)",
         "x-scope": "admin", "parameters": [NAME],
@@ -108,10 +119,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/policies/{name}/rollback", "post"): {
         "summary": "Return to the version live before the current one", "x-scope": "admin", "parameters": [NAME],
         "responses": {"200": _json("Release", "rolled back"), "404": _json("Error", "never published"),
+                      "422": _json("Error", "a malformed policy name"),
                       "400": _json("Error", "only one version was ever live: nothing to roll back to")}},
     ("/api/v1/policies/{name}/releases", "get"): {
         "summary": "Every publish and rollback of a policy", "x-scope": "admin", "parameters": [NAME],
-        "responses": {"200": _json("Releases", "the releases, oldest first")}},
+        "responses": {"200": _json("Releases", "the releases, oldest first"),
+                      "422": _json("Error", "a malformed policy name")}},
 }
 
 
@@ -135,9 +148,12 @@ def document(app: Flask) -> dict[str, Any]:
             op["responses"].setdefault("401", _json("Error", "no valid token"))
             op["responses"].setdefault("403", _json("Error", f"the token's scope is not {op['x-scope']!r} or admin"))
         if "requestBody" in op:
-            op["responses"].setdefault("400", _json("Error", "the body is not JSON"))
+            op["responses"].setdefault("400", _json("Error", "the body is not JSON, or nested too deeply to read"))
+        if method == "post":  # the server's body limit (PEX_MAX_CONTENT_LENGTH) holds for every request, chunked too
+            op["responses"].setdefault("413", _json("Error", "the body is larger than the server accepts"))
         if path != "/healthz":  # every other route reads the store (a token, the live versions): down, it is a 503
-            op["responses"].setdefault("503", _json("Error", "the store is unavailable; retry later"))
+            op["responses"].setdefault("503", _json("Error", "the store is unavailable (the answer names no path); "
+                                                             "retry later"))
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -10,6 +11,9 @@ from pex.store.tokens import SCOPES, TokenRecord
 from pex.store.workspace import Workspace
 
 FIRST_TOKEN_NAME = "admin-first-start"
+# what `pex token create` makes (pex_<hex id>_<url-safe secret>), with room to spare: anything else is unknown
+# without a look-up, so a made-up header (a NUL for PostgreSQL, 8 KiB of junk for the cache) never reaches the store
+TOKEN_SHAPE = re.compile(r"pex_[0-9a-f]{1,64}_[A-Za-z0-9_-]{1,128}")
 
 
 def first_start_token(ws: Workspace) -> str | None:
@@ -42,12 +46,14 @@ class TokenChecker:
         if kind.lower() != "bearer" or not token.strip():
             raise UnauthorizedError("the Authorization header must read 'Bearer <token>'",
                                     "send 'Authorization: Bearer <token>'")
-        record = self._lookup(token.strip())
+        token = token.strip()
+        record = self._lookup(token) if TOKEN_SHAPE.fullmatch(token) else None
         if record is None:
             raise UnauthorizedError("the API token is unknown or revoked", "`pex token list` shows the valid tokens")
         if not record.allows(scope):
+            wanted = "scope 'admin'" if scope == "admin" else f"scope {scope!r} or 'admin'"
             raise ForbiddenError(f"token {record.name!r} has scope {record.scope!r}; this route needs {scope!r}",
-                                 f"use a token with scope {scope!r} or 'admin'")
+                                 f"use a token with {wanted}; `pex token create --scope {scope}` makes one")
         return record
 
     def _lookup(self, token: str) -> TokenRecord | None:

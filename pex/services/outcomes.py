@@ -3,8 +3,11 @@
 An outcome is ``{"unit", "metric", "value"}``: the value a unit showed on one of the experiment's metrics after
 its decision. :func:`record_outcomes` takes the records as parsed from JSON (or built from a file by
 :func:`read_outcome_file`), checks every one of them, and stores them all in one transaction or, at the first bad
-record, none. Outcomes are appended, never overwritten: when a unit reports a metric twice, the join that builds
-logged feedback (:mod:`pex.services.feedback`) takes the latest, so sending the same outcomes again is harmless.
+record, none. A value must suit its metric: a finite number, and 0 or 1 for a binary metric (one whose every
+value was 0 or 1 when the experiment was ingested: the models and estimators treat it as yes/no, and a logged -5
+would break the off-policy estimates of later rounds). Outcomes are appended, never overwritten: when a unit
+reports a metric twice, the join that builds logged feedback (:mod:`pex.services.feedback`) takes the latest, so
+sending the same outcomes again is harmless.
 """
 
 from __future__ import annotations
@@ -22,19 +25,29 @@ import pandas as pd
 from pex.errors import DataError, PexError
 from pex.experiment.data import read_table
 from pex.experiment.spec import ExperimentSpec
+from pex.services.text import check_text
 from pex.store.workspace import Workspace
 
 MAX_RECORDS = 100_000  # per request: a larger body is better sent in parts than held in one transaction
 MAX_UNIT_LENGTH = 256  # the width of the unit column of the outcomes and decisions tables
+MAX_NAME_LENGTH = 64  # the width of the store's experiment name columns
 RECORD_KEYS = ("unit", "metric", "value")
 EXAMPLE = '{"unit": "u123", "metric": "sessions", "value": 4}'
 
 
 def experiment_spec(ws: Workspace, experiment: Any) -> ExperimentSpec:
     """The spec of ``experiment``'s current dataset version (NotFoundError, listing the known ones, if none)."""
+    return _current(ws, experiment)[0]
+
+
+def _current(ws: Workspace, experiment: Any) -> tuple[ExperimentSpec, str]:
+    """The spec and the id of ``experiment``'s current dataset version."""
     if not isinstance(experiment, str) or not experiment:
-        raise PexError(f"experiment must be a name (text), got {experiment!r}", 'send e.g. "experiment": "notification_cadence"')
-    return ws.load_dataset_spec(ws.dataset_version(experiment).id)
+        raise PexError(f"experiment must be a name (text), got {_shown(experiment)}", 'send e.g. "experiment": "notification_cadence"')
+    # a malformed name is refused before the store sees it (a lone surrogate cannot be encoded for the query)
+    check_text(experiment, "the experiment name", MAX_NAME_LENGTH, 'send e.g. "experiment": "notification_cadence"')
+    dataset_id = ws.dataset_version(experiment).id
+    return ws.load_dataset_spec(dataset_id), dataset_id
 
 
 def record_outcomes(ws: Workspace, experiment: Any, records: Any, *, max_records: int | None = MAX_RECORDS,
@@ -47,8 +60,9 @@ def record_outcomes(ws: Workspace, experiment: Any, records: Any, *, max_records
     naming it (``where(i)`` describes record ``i``, by default "record i") and nothing is stored.
     ``max_records`` bounds one call (None: no bound, for a file, which is one transaction however long).
     """
-    spec = experiment_spec(ws, experiment)
+    spec, dataset_id = _current(ws, experiment)
     where = where or (lambda i: f"record {i}")
+    binary = {m for m, kind in ws.dataset_metric_types(dataset_id).items() if kind == "binary"}
     if not isinstance(records, list) or not records:
         got = "an empty list" if isinstance(records, list) else f"{type(records).__name__}"
         raise DataError(f"records must be a non-empty list of outcomes, got {got}", f"send e.g. \"records\": [{EXAMPLE}]")
@@ -56,19 +70,25 @@ def record_outcomes(ws: Workspace, experiment: Any, records: Any, *, max_records
         raise DataError(f"{len(records):,} records in one call; at most {max_records:,} are accepted",
                         f"send them in parts of up to {max_records:,} records")
     metrics = list(spec.metrics)
-    rows = [_check_record(i, record, metrics, spec.name, where) for i, record in enumerate(records)]
+    rows = [_check_record(i, record, metrics, binary, spec.name, where) for i, record in enumerate(records)]
     return ws.put_outcomes(spec.name, rows)
 
 
-def _check_record(i: int, record: Any, metrics: list[str], experiment: str, where: Callable[[int], str]
-                  ) -> tuple[str, str, float]:
+def _shown(value: Any, limit: int = 80) -> str:
+    """``value``'s repr for a message, cut to ``limit`` characters: a message never echoes a whole body back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_record(i: int, record: Any, metrics: list[str], binary: set[str], experiment: str,
+                  where: Callable[[int], str]) -> tuple[str, str, float]:
     """One record as (unit, metric, value), or the DataError naming what is wrong with it."""
     if not isinstance(record, dict):
         raise DataError(f"{where(i)} is {type(record).__name__}, not an object", f"each record looks like {EXAMPLE}")
     unknown = sorted(str(k) for k in record if k not in RECORD_KEYS)
     if unknown:
         # a misspelt key ("vaule") must not pass for a record with a key missing
-        raise DataError(f"{where(i)} has the unknown key {unknown[0]!r}", f"a record has exactly the keys {', '.join(RECORD_KEYS)}")
+        raise DataError(f"{where(i)} has the unknown key {_shown(unknown[0])}", f"a record has exactly the keys {', '.join(RECORD_KEYS)}")
     missing = [k for k in RECORD_KEYS if k not in record]
     if missing:
         raise DataError(f"{where(i)} has no {missing[0]!r}", f"each record looks like {EXAMPLE}")
@@ -76,20 +96,20 @@ def _check_record(i: int, record: Any, metrics: list[str], experiment: str, wher
     if isinstance(unit, numbers.Integral) and not isinstance(unit, bool):
         unit = str(int(unit))  # the decision log keeps unit ids as text
     if not isinstance(unit, str) or not unit.strip():
-        raise DataError(f"{where(i)} has unit {unit!r}: a unit is a non-empty string or an integer",
+        raise DataError(f"{where(i)} has unit {_shown(unit)}: a unit is a non-empty string or an integer",
                         "send the id the decision was requested for, e.g. \"unit\": \"u123\"")
-    if "\x00" in unit:  # PostgreSQL refuses NUL in text (the store would fail, not this record)
-        raise DataError(f"{where(i)} has a unit id with the NUL character (\\u0000)",
-                        "send the id the decision was requested for")
-    if len(unit) > MAX_UNIT_LENGTH:
-        raise DataError(f"{where(i)} has a unit id of {len(unit)} characters (at most {MAX_UNIT_LENGTH})",
-                        "send the id the decision was requested for")
-    if metric not in metrics:
-        raise DataError(f"{where(i)} has metric {metric!r}, which is not a metric of experiment {experiment!r}",
+    # NUL (PostgreSQL refuses it) or a lone surrogate (no encoder takes it) would fail the store, not this record
+    check_text(unit, f"{where(i)} has a unit id that", MAX_UNIT_LENGTH, "send the id the decision was requested for",
+               controls=True)
+    if not isinstance(metric, str) or metric not in metrics:
+        raise DataError(f"{where(i)} has metric {_shown(metric)}, which is not a metric of experiment {experiment!r}",
                         f"its metrics are {', '.join(metrics)}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not _finite(value):
-        raise DataError(f"{where(i)} has value {value!r}: a value is a finite number",
+        raise DataError(f"{where(i)} has value {_shown(value)}: a value is a finite number",
                         "send the metric's value as a number, e.g. 1 or 0.25 (for a yes/no metric 1 or 0)")
+    if metric in binary and value not in (0, 1):
+        raise DataError(f"{where(i)} has value {_shown(value)} for metric {metric!r}, which is binary: 0 or 1",
+                        f"send 1 where the unit {metric} and 0 where it did not")
     return unit, metric, float(value)
 
 

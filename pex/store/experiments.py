@@ -138,6 +138,16 @@ class ExperimentsMixin:
         return spec_from_dict(row.spec)
 
     @db("read")
+    def dataset_metric_types(self, dataset_id: str) -> dict[str, str]:
+        """Each metric's type in a dataset version, as ingest found it: ``"binary"`` (every value 0 or 1) or
+        ``"continuous"``; the same types the models and estimators use (:attr:`pex.experiment.data.Dataset.metric_types`)."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(dataset_versions.c.summary).where(dataset_versions.c.id == dataset_id)).first()
+        if row is None:
+            raise NotFoundError(f"no dataset version {dataset_id!r}", "list experiments with `pex experiments`")
+        return dict(row.summary.get("metric_types", {}))
+
+    @db("read")
     def list_dataset_versions(self, experiment: str) -> list[DatasetVersion]:
         """Every dataset version of an experiment, oldest first."""
         with self._read() as conn:

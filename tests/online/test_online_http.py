@@ -24,12 +24,13 @@ def _pex(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([*PEX, *argv], capture_output=True, text=True, timeout=timeout)
 
 
-def _wait_serving(port: int, token: str, version: int, timeout: float = 30) -> None:
-    """Until both workers serve ``exp-online`` at ``version`` (they poll the store every 0.5 s here)."""
+def _wait_serving(port: int, admin: str, version: int, timeout: float = 30) -> None:
+    """Until both workers serve ``exp-online`` at ``version`` (they poll the store every 0.5 s here); ``admin``: an
+    admin token (readiness lists the live versions only to one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # readiness is per worker and a request reaches either: enough answers in a row that both have answered
-        seen = {call(port, "GET", "/readyz")[1]["policies"].get("exp-online") for _ in range(30)}
+        seen = {call(port, "GET", "/readyz", token=admin)[1]["policies"].get("exp-online") for _ in range(30)}
         if seen == {version}:
             # the OS may hand every one of those requests to the same worker: give the other its refresh (0.5 s
             # here) and the load of a value policy's model before traffic that must all reach the new version
@@ -66,7 +67,7 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
         wait_ready(port, server)
         for number in (1, 2):
             version = status["rounds"][-1]["policy_version"]
-            _wait_serving(port, served.decide, version)
+            _wait_serving(port, served.admin, version)
             sent = _traffic(home, port, served.decide, 6_000, seed=number)
             assert sent["versions"] == {f"exp-online v{version}": 6_000}  # callers changed nothing between rounds
             assert 0 < sent["units_without_outcomes"] < 6_000 * 0.2  # some outcomes never arrive
@@ -90,7 +91,7 @@ def test_two_rounds_over_gunicorn_from_start_to_promotion(tmp_path, served):
         promoted = _pex("--home", str(home), "online", "promote", "exp", "--json")
         assert promoted.returncode == 0, promoted.stderr
         release = json.loads(promoted.stdout)
-        _wait_serving(port, served.decide, release["version"])
+        _wait_serving(port, served.admin, release["version"])
         for i in range(20):  # whichever worker answers, it serves the promoted version
             code, answer = call(port, "POST", "/api/v1/policies/exp-online/decide",
                                 {"unit": f"someone-{i}", "features": {"age": 30}}, token=served.decide)
@@ -178,6 +179,7 @@ def test_five_rounds_of_four_arms_come_near_the_best_achievable_within_the_guard
         assert main(["--home", str(home), *argv]) == 0
     with Workspace(home) as ws:
         token = ws.create_token("decide", "traffic")[1]
+        admin = ws.create_token("admin", "readiness")[1]
         ctx = load_fit(ws, NAME)
         truth = TruthOracle(simulate(100_000, scenario="segment_harm", seed=TRUTH_SEED + 1), ctx.model, ctx.record.id)
         first, _evidence = online.offline_candidates(ctx, online.LoopOptions(arms=4, seed=1), lambda m: None)[0]
@@ -189,7 +191,7 @@ def test_five_rounds_of_four_arms_come_near_the_best_achievable_within_the_guard
     with serve(home, port, tmp_path) as server:
         wait_ready(port, server)
         for number in range(1, 6):
-            _wait_serving(port, token, status["rounds"][-1]["policy_version"])
+            _wait_serving(port, admin, status["rounds"][-1]["policy_version"])
             done = _pex("--home", str(home), "simulate-traffic", NAME, "--url", f"http://127.0.0.1:{port}", "--token", token,
                         "--units", "80000", "--days", "3", "--scenario", "segment_harm", "--seed", str(100 + number), "--json")
             assert done.returncode == 0, done.stderr

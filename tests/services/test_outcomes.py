@@ -47,7 +47,19 @@ def test_records_as_parsed_from_json_are_stored(ws):
     ({"unit": 1.5, "metric": "sessions", "value": 1}, r"record 1 has unit 1.5", "id"),
     ({"unit": True, "metric": "sessions", "value": 1}, r"record 1 has unit True", "id"),
     ({"unit": ["u2"], "metric": "sessions", "value": 1}, r"record 1 has unit \['u2'\]", "id"),
-    ({"unit": "u" * 257, "metric": "sessions", "value": 1}, r"record 1 has a unit id of 257 characters", "id"),
+    ({"unit": "u" * 257, "metric": "sessions", "value": 1}, r"record 1 has a unit id that has 257 characters \(at most 256\)",
+     "id"),
+    ({"unit": "u\ud800", "metric": "sessions", "value": 1}, r"record 1 has a unit id that is not valid Unicode: a lone "
+     r"surrogate \(\\ud800\) at character 1", "id"),
+    ({"unit": "u\x00", "metric": "sessions", "value": 1}, r"record 1 has a unit id that contains the NUL character", "id"),
+    ({"unit": "u2", "metric": "\udfff", "value": 1}, r"record 1 has metric '\\udfff', which is not a metric", "sessions"),
+    ({"unit": "u2", "metric": 3, "value": 1}, r"record 1 has metric 3, which is not a metric", "sessions"),
+    ({"unit": "u2", "metric": "converted", "value": -5}, r"record 1 has value -5 for metric 'converted', which is binary: "
+     r"0 or 1", "send 1 where the unit converted"),
+    ({"unit": "u2", "metric": "unsubscribes", "value": 0.5}, r"record 1 has value 0.5 for metric 'unsubscribes', which is "
+     r"binary", "0 where it did not"),
+    ({"unit": "u2", "metric": "sessions", "value": [[[1]]] * 100}, r"record 1 has value \[\[\[1\]\], .{72}\.\.\.: a value",
+     "number"),  # the message quotes the start of a value, never the whole of it
     ({"unit": "u2", "metric": "sessions", "value": "3"}, r"record 1 has value '3': a value is a finite number", "number"),
     ({"unit": "u2", "metric": "sessions", "value": None}, r"record 1 has value None", "number"),
     ({"unit": "u2", "metric": "sessions", "value": True}, r"record 1 has value True", "number"),
@@ -84,10 +96,21 @@ def test_at_most_100000_records_per_call(ws):
     assert record_outcomes(ws, NAME, [GOOD] * 3, max_records=None) == 3  # a file is not bound
 
 
+def test_binary_metrics_take_0_and_1_and_other_metrics_any_finite_number(ws):
+    assert ws.dataset_metric_types(ws.dataset_version(NAME).id) == {
+        "sessions": "continuous", "converted": "binary", "unsubscribes": "binary"}
+    records = [{"unit": "u1", "metric": "converted", "value": v} for v in (0, 1, 0.0, 1.0)]
+    records += [{"unit": "u1", "metric": "sessions", "value": v} for v in (-5, 0.25, 1e9)]
+    assert record_outcomes(ws, NAME, records) == 7
+
+
 @pytest.mark.parametrize(("experiment", "error", "message"), [
     ("nope", NotFoundError, "no experiment named 'nope'"),
     (None, PexError, "experiment must be a name"),
     (7, PexError, "experiment must be a name"),
+    ("e\ud800", DataError, r"the experiment name is not valid Unicode: a lone surrogate \(\\ud800\) at character 1"),
+    ("exp\n", DataError, r"the experiment name contains a line feed \(\\u000a\) at character 3"),
+    ("e" * 65, DataError, r"the experiment name has 65 characters \(at most 64\)"),
 ])
 def test_the_experiment_must_exist(ws, experiment, error, message):
     with pytest.raises(error, match=message) as caught:

@@ -225,7 +225,8 @@ def test_every_decision_served_is_logged_with_its_features_after_close(served, a
 
 
 def test_readiness_metrics_and_openapi(served, client):
-    ready = client.get("/readyz").json
+    assert client.get("/readyz").json == {"ok": True}  # the details need an admin token (tests/web/test_hygiene.py)
+    ready = client.get("/readyz", headers=served.headers("admin")).json
     assert ready["ok"] and set(ready["policies"]) == {served.tree, served.value, served.constant, served.routing}
     client.post(f"/api/v1/policies/{served.tree}/decide", json={"unit": "u1"}, headers=served.headers())
     text = client.get("/metrics", headers=served.headers("admin")).data.decode()

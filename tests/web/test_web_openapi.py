@@ -298,6 +298,7 @@ def test_real_answers_validate_against_the_documented_schema_of_their_status(ser
             "/api/v1/policies/no-such/rollback", headers=admin)),
         ("/api/v1/policies/{name}/releases", "get", 200, lambda: client.get(f"{tree}/releases", headers=admin)),
         ("/readyz", "get", 200, lambda: client.get("/readyz")),
+        ("/readyz", "get", 200, lambda: client.get("/readyz", headers=admin)),
         ("/healthz", "get", 200, lambda: client.get("/healthz")),
         ("/api/v1/openapi.json", "get", 200, lambda: client.get("/api/v1/openapi.json", headers=admin)),
     ]
@@ -324,7 +325,7 @@ def test_a_store_that_fails_gives_the_documented_503s(served, app, client, monke
     assert ready.status_code == 503 and ready.json["ok"] is False
     _validate(doc, "/readyz", "get", ready)
     # a token not seen before must be checked against the store, which is down
-    r = client.get("/api/v1/policies", headers={"Authorization": "Bearer pex_never_seen"})
+    r = client.get("/api/v1/policies", headers={"Authorization": "Bearer pex_0123456789ab_never-seen"})
     assert r.status_code == 503
     _validate(doc, "/api/v1/policies", "get", r)
 
