@@ -4,10 +4,11 @@ Most cases go through Flask's test client of ``web.create_app`` (the WSGI stack 
 included); the few that only the real HTTP server can see (a chunked body over the limit, an over-long request
 line, huge headers) go to `pex serve` under gunicorn over raw sockets.
 
-Every case runs on a fresh copy of the workspace between good decisions, and ends by writing the decision log:
-every decision answered 200 in the case, before and after the bad request (and by the bad request itself, should
-it wrongly be answered), must be in the log. A bad request that poisons a worker's log (issue 24: one lone
-surrogate stopped every later flush) fails there even when its own answer looked right.
+The cases share one app on a private workspace copy while they pass (a failed case leaves it for a fresh app, so
+that what it broke does not fail the next case). Each sends good decisions before and after its bad request and
+ends by writing the decision log: every decision the app answered 200 so far (earlier cases' too, and the bad
+request's own, should it wrongly be answered) must be in the log. A bad request that poisons the log (issue 24:
+one lone surrogate stopped every later flush of a worker) fails there even when its own answer looked right.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import shutil
 import signal
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,6 @@ class Case:
     raw: bytes | None = None
     auth: str | None = "decide"
     content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def deep(levels: int = DEEP) -> bytes:
@@ -268,7 +268,7 @@ class Harness:
         return body
 
     def request(self, case: Case) -> Any:
-        headers = dict(case.headers)
+        headers: dict[str, str] = {}
         if case.auth is not None and case.auth.startswith("header:"):
             headers["Authorization"] = case.auth.removeprefix("header:").replace("@decide-token@", self.served.decide)
         elif case.auth is not None:
