@@ -156,6 +156,20 @@ class Load:
         raise AssertionError(f"no {status} answer within {timeout} s; seen {self.statuses(start)}")
 
 
+def readyz_becomes(port: int, status: int, timeout: float = 10) -> None:
+    """/readyz answers ``status`` within ``timeout`` seconds (each worker answers for itself, and notices a fault
+    at its own next flush; a load balancer polls likewise)."""
+    deadline = time.monotonic() + timeout
+    seen = set()
+    while time.monotonic() < deadline:
+        got = call(port, "GET", "/readyz", timeout=10)[0]
+        if got == status:
+            return
+        seen.add(got)
+        time.sleep(0.1)
+    raise AssertionError(f"/readyz did not answer {status} within {timeout} s; it answered {seen}")
+
+
 def logged_ids(home: Path) -> list[str]:
     with Workspace(home, create=False) as ws:
         return ws.read_decisions()["decision_id"].tolist()
@@ -248,14 +262,14 @@ def test_the_sqlite_write_lock_held_for_seconds_then_released(tmp_path, served, 
             holder.execute("BEGIN IMMEDIATE")
             held = time.monotonic()
             load.wait_for(503, timeout=15)
-            assert call(port, "GET", "/readyz")[0] == 503
+            readyz_becomes(port, 503)
             time.sleep(2)
             holder.execute("ROLLBACK")
             holder.close()
             released = time.monotonic()
             recovered = load.wait_for(200, timeout=20)
             time.sleep(1)
-        assert call(port, "GET", "/readyz")[0] == 200
+        readyz_becomes(port, 200)
         stop(server)
     print(f"\nlock held {released - held:.1f} s; decides served again {recovered - released:.1f} s after release")
     assert load.statuses() == {200, 503}, load.statuses()
@@ -299,12 +313,12 @@ def test_a_full_workspace_filesystem_then_space_freed(tmp_path, served, monkeypa
                     except OSError as exc:
                         assert exc.errno == errno.ENOSPC
                 load.wait_for(503, timeout=20)
-                assert call(port, "GET", "/readyz")[0] == 503
+                readyz_becomes(port, 503)
                 time.sleep(1)
                 filler.unlink()
                 load.wait_for(200, timeout=20)
                 time.sleep(1)
-            assert call(port, "GET", "/readyz")[0] == 200
+            readyz_becomes(port, 200)
             stop(server)
         assert load.statuses() == {200, 503}, load.statuses()
         logged, dead = logged_ids(home), dead_ids(home)
