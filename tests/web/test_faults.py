@@ -351,6 +351,9 @@ def test_kill_9_of_a_worker_loses_at_most_its_last_flush_interval(tmp_path, serv
     answered = {d: t for t, s, d, _ in load.answers if s == 200}
     lost = set(answered) - set(logged) - set(dead)
     assert not dead
-    print(f"kill -9: lost {len(lost)} decisions, all answered in the {flush + margin:g} s before the kill")
-    assert all(killed - flush - margin <= answered[d] <= killed for d in lost), sorted(killed - answered[d] for d in lost)
+    print(f"kill -9: lost {len(lost)} decisions")
+    # (an answer is timed when the client has read it, so one sent just before the kill may be timed just after)
+    ages = sorted(killed - answered[d] for d in lost)
+    print(f"kill -9: the lost decisions were answered {ages[0]:.3f} to {ages[-1]:.3f} s before the kill" if ages else "")
+    assert all(-0.5 <= age <= flush + margin for age in ages), ages
     assert len({d[:20] for d in lost}) <= 1  # one worker's buffer
