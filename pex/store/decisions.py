@@ -48,8 +48,7 @@ class DecisionsMixin:
                     for start in range(0, len(rows), INSERT_CHUNK):
                         conn.execute(decisions.insert(), [{"route": None, **r} for r in rows[start:start + INSERT_CHUNK]])
         except REFUSED as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else ""
-            raise DataError(f"the decision log refused a row of this batch ({exc.__class__.__name__}: {detail})"[:500],
+            raise DataError(f"the decision log refused a row of this batch ({exc.__class__.__name__}: {_first_line(exc)})"[:500],
                             "the row holds a value the database cannot store") from None
         return len(rows)
 
@@ -85,11 +84,16 @@ class DecisionsMixin:
         self.check_identity()  # a server whose workspace was removed must not answer success for outcomes
         now = datetime.now(UTC)
         rows = [{"experiment": experiment, "unit": u, "metric": m, "value": v, "recorded_at": now} for u, m, v in records]
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
-                raise NotFoundError(f"no experiment {experiment!r} in this workspace", "ingest it first with `pex ingest SPEC`")
-            for start in range(0, len(rows), INSERT_CHUNK):
-                conn.execute(outcomes.insert(), rows[start:start + INSERT_CHUNK])
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
+                    raise NotFoundError(f"no experiment {experiment!r} in this workspace",
+                                        "ingest it first with `pex ingest SPEC`")
+                for start in range(0, len(rows), INSERT_CHUNK):
+                    conn.execute(outcomes.insert(), rows[start:start + INSERT_CHUNK])
+        except REFUSED as exc:  # the caller's values (all or none are stored): a 422, not a failing store
+            raise DataError(f"the store refused these outcomes ({exc.__class__.__name__}: {_first_line(exc)})"[:500],
+                            "send unit ids and metric names as plain text") from None
         return len(rows)
 
     @db("read the outcomes of")
@@ -100,6 +104,11 @@ class DecisionsMixin:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["unit", "metric", "value", "recorded_at"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
 
 
 _COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features", "route")

@@ -176,3 +176,11 @@ def test_a_removed_or_replaced_workspace_is_noticed_and_nothing_more_is_written_
         with Workspace(ws.home, create=False) as fresh:
             assert len(fresh.read_decisions()) == 3  # only what was written before
             fresh.check_identity()  # a process that opens it now is fine
+
+
+def test_outcomes_the_store_cannot_hold_are_a_data_error_and_none_is_stored(ws_home):
+    with Workspace(ws_home) as ws:
+        metric = next(iter(ws.load_dataset_spec(ws.dataset_version("exp").id).metrics))
+        with pytest.raises(DataError, match="refused these outcomes"):
+            ws.put_outcomes("exp", [("u1", metric, 1.0), ("u2\ud800", metric, 1.0)])
+        assert ws.read_outcomes("exp").empty

@@ -73,6 +73,16 @@ def test_a_feature_label_no_store_can_keep_is_422(served, app, label):
     assert r.status_code == 200, r.json  # a long label within the bound is served (and logged)
 
 
+def test_an_outcome_unit_id_no_store_can_keep_is_422_not_500(served, app):
+    with Workspace(served.home, create=False) as ws:
+        metric = next(iter(ws.load_dataset_spec(ws.dataset_version("exp").id).metrics))
+    r = app.test_client().post("/api/v1/outcomes", headers=served.headers(), json={
+        "experiment": "exp", "records": [{"unit": "u1", "metric": metric, "value": 1}, {"unit": "u\ud800", "metric": metric, "value": 1}]})
+    assert r.status_code == 422 and set(r.json) == {"ok", "error", "hint", "status"}, r.json
+    with Workspace(served.home, create=False) as ws:
+        assert ws.read_outcomes("exp").empty
+
+
 def test_a_full_disk_under_the_store_keeps_decisions_buffered_then_writes_them(ws_home, monkeypatch):
     """The store's own path: an OSError(ENOSPC) in the append is the store being down, not a refused row."""
     import pex.store.decisions as store_decisions
