@@ -112,7 +112,8 @@ class DecisionLog:
         return None
 
     def _stalled(self) -> bool:
-        oldest = min((t for t in (self._buffered_since, self._flushing_since) if t is not None), default=None)
+        # the rows of a flush in progress arrived before any row now in the buffer: the older of the two is theirs
+        oldest = self._flushing_since if self._flushing_since is not None else self._buffered_since
         return oldest is not None and time.monotonic() - oldest > self.stall_seconds
 
     # -- the flusher -------------------------------------------------------------------------------
@@ -211,12 +212,16 @@ class DecisionLog:
         for rows, error in waiting:
             self._dead(rows, error)
 
-    def close(self, attempts: int = 3, pause: float = 0.2) -> None:
-        """Stop the flusher and write what is left (``attempts`` tries, ``pause`` seconds apart); rows the store
-        still does not take are dead-lettered. Safe to call twice."""
+    def close(self, attempts: int = 3, pause: float = 0.2, budget: float = 10.0) -> None:
+        """Stop the flusher and write what is left (``attempts`` tries, ``pause`` seconds apart, no new try after
+        ``budget`` seconds); rows the store still does not take are dead-lettered. Safe to call twice.
+
+        The budget keeps the whole stop within gunicorn's graceful timeout (30 s), after which the worker would be
+        killed with its rows: a locked SQLite store makes each try wait up to its busy timeout (10 s)."""
+        started = time.monotonic()
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=budget)
         error = None
         for attempt in range(attempts):
             try:
@@ -225,8 +230,9 @@ class DecisionLog:
             except Exception as exc:
                 error = f"not written at shutdown: {exc.__class__.__name__}: {exc}"[:500]
                 log.exception("final decision log flush failed (attempt %d of %d)", attempt + 1, attempts)
-                if attempt + 1 < attempts:
-                    time.sleep(pause)
+                if attempt + 1 == attempts or time.monotonic() - started > budget:
+                    break
+                time.sleep(pause)
         with self._flush_lock:
             with self._buffer_lock:
                 rows, self._buffer = self._buffer, []
