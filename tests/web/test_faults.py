@@ -10,6 +10,7 @@ the flush interval, as docs/serving.md says).
 from __future__ import annotations
 
 import errno
+import http.client
 import os
 import shutil
 import signal
@@ -143,7 +144,7 @@ class Load:
             try:
                 status, body = call(self.port, "POST", f"/api/v1/policies/{self.policy}/decide", {"unit": unit}, self.token,
                                     timeout=60)
-            except OSError:  # a worker killed mid-request: no answer, so not an answered decision
+            except (OSError, http.client.HTTPException, ValueError):  # a worker killed mid-request: no (whole) answer
                 self.answers.append((time.monotonic(), 0, None, bool(bad)))
                 continue
             self.answers.append((time.monotonic(), status, body.get("decision_id") if status == 200 else None, bool(bad)))
