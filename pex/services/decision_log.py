@@ -85,7 +85,7 @@ class DecisionLog:
     def admit(self, n: int = 1) -> None:
         """Raise a StoreError (503) when ``n`` more decisions must not be answered: they could not be logged."""
         if self.replaced is not None or len(self._buffer) + n > self.max_buffered or self._stalled():
-            problem = self.trouble() or f"the decision log's buffer cannot take {n:,} more decisions"
+            problem = self.trouble(detail=False) or f"the decision log's buffer cannot take {n:,} more decisions"
             raise StoreError(f"decisions are not taken now: {problem}", HINT)
 
     def record(self, rows: Rows) -> None:
@@ -100,15 +100,17 @@ class DecisionLog:
         """Rows buffered and not yet written."""
         return len(self._buffer)
 
-    def trouble(self) -> str | None:
-        """Why decisions cannot be logged now (for readiness and 503 answers), or None when they can."""
+    def trouble(self, detail: bool = True) -> str | None:
+        """Why decisions cannot be logged now, or None when they can. ``detail`` adds the store's last error, which
+        may name a path or a URL: for the operator (readiness details, the log), not for a client's 503 body."""
         if self.replaced is not None:
             return self.replaced
         if len(self._buffer) >= self.max_buffered:
             return f"the decision log's buffer is full ({self.max_buffered:,} decisions not yet written)"
         if self._stalled():
+            why = f"; last error: {self.last_error or 'still writing'}" if detail else ""
             return (f"the decision log could not be written for over {self.stall_seconds:g} s "
-                    f"({len(self._buffer):,} decisions buffered; last error: {self.last_error or 'still writing'})")
+                    f"({len(self._buffer):,} decisions buffered{why})")
         return None
 
     def _stalled(self) -> bool:
