@@ -14,7 +14,8 @@ No answered decision is dropped silently; each ends in the store or in the works
   dead-lettered with the store's error, and the rest is logged, so one bad row never blocks the log;
 * the workspace's database was removed or replaced under the server: nothing more is written to it and the rows
   are dead-lettered;
-* at shutdown, rows the store still does not take are dead-lettered.
+* at shutdown, rows the store still does not take are dead-lettered; rows the dead-letter file does not take
+  either (the same full disk) are written to the process's log, one JSON line each, as the last resort.
 
 Before a request is answered the server asks :meth:`DecisionLog.admit`, which refuses (a StoreError, 503) while
 the buffer is full, the oldest unwritten row has waited longer than ``stall_seconds`` (the store has been
@@ -31,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pex.errors import DataError, StoreError
-from pex.store.dead_letters import DeadLetterFile
+from pex.store.dead_letters import DeadLetterFile, dead_letter_line
 
 log = logging.getLogger("pex.decisions")
 
@@ -197,8 +198,7 @@ class DecisionLog:
     def _dead(self, rows: Rows, error: str) -> None:
         """Dead-letter ``rows``; if the file cannot be written either, keep them to try again at the next flush."""
         if self._dead_letter is None:
-            for row in rows:
-                log.error("decision not logged (%s): %r", error, row)
+            _log_rows(rows, error)
             self.dead_lettered += len(rows)
             return
         try:
@@ -242,6 +242,14 @@ class DecisionLog:
             if rows:
                 self._dead(rows, error or "not written at shutdown")
             self._retry_undeliverable()
-            lost = sum(len(rows) for rows, _ in self._undeliverable)
-        if lost:
-            log.error("%d decisions could not be logged nor dead-lettered at shutdown", lost)
+            left, self._undeliverable = self._undeliverable, []
+        if left:  # the last resort: the process's own log (stderr), one JSON line per decision, so none goes unseen
+            log.error("%d decisions could not be logged nor dead-lettered at shutdown; they follow",
+                      sum(len(batch) for batch, _ in left))
+            for batch, why in left:
+                _log_rows(batch, why)
+
+
+def _log_rows(rows: Rows, error: str) -> None:
+    for row in rows:
+        log.error("decision not logged: %s", dead_letter_line(row, error))

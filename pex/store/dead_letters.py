@@ -40,8 +40,7 @@ class DeadLetterFile:
         """Append ``rows`` with the reason ``error``, on disk when this returns; raises OSError when it cannot."""
         if not rows:
             return 0
-        text = "".join(json.dumps({"error": error, "row": _plain(row)}, ensure_ascii=True, default=str) + "\n"
-                       for row in rows)
+        text = "".join(dead_letter_line(row, error) + "\n" for row in rows)
         # the folder may be gone with the workspace it was in (rm -rf): the rows matter more than its absence
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path()
@@ -54,6 +53,11 @@ class DeadLetterFile:
             _fsync_folder(self.folder)
         self.written += len(rows)
         return len(rows)
+
+
+def dead_letter_line(row: dict[str, Any], error: str) -> str:
+    """One line of a dead-letter file (without its newline): ASCII JSON of the error and the row."""
+    return json.dumps({"error": error, "row": _plain(row)}, ensure_ascii=True, default=str)
 
 
 def read_dead_letters(home: str | Path) -> Iterator[dict[str, Any]]:

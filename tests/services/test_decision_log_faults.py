@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -185,3 +186,16 @@ def test_outcomes_the_store_cannot_hold_are_a_data_error_and_none_is_stored(ws_h
         with pytest.raises(DataError, match="refused these outcomes"):
             ws.put_outcomes("exp", [("u1", metric, 1.0), ("u2\ud800", metric, 1.0)])
         assert ws.read_outcomes("exp").empty
+
+
+def test_rows_neither_store_nor_dead_letter_file_takes_end_in_the_process_log(tmp_path, caplog):
+    def append(batch):
+        raise StoreError("database or disk is full")
+
+    (tmp_path / "serve").write_text("a file where the dead-letter folder would be")  # the folder cannot be made
+    log = DecisionLog(append, dead_letter=DeadLetterFile(tmp_path))
+    log.record(rows(3))
+    log.close(attempts=1)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decision not logged: ")]
+    assert [json.loads(line.split(": ", 1)[1])["row"]["decision_id"] for line in lines] == [r["decision_id"] for r in rows(3)]
+    assert log.dead_lettered == 0
