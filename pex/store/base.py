@@ -45,7 +45,10 @@ class WorkspaceBase:
         try:
             # create=True: a new database is created at head, an older schema upgraded; create=False: only checked
             self.schema = ensure_schema(self.engine, url, writable=create)
-            self._opened_as = self._identity()  # what check_identity compares against
+            try:
+                self._opened_as = self._identity()  # what check_identity compares against
+            except OSError:  # not statable now (a database path SQLite resolves differently): nothing to compare
+                self._opened_as = None
         except BaseException:
             self.engine.dispose()  # a refused database is left alone, with no connection kept open
             raise
