@@ -57,6 +57,9 @@ def _check(values: dict[str, Any]) -> None:
     for name in ("MAX_BATCH", "MAX_CONTENT_LENGTH", "MAX_BUFFERED"):
         if values[name] < 1:
             raise PexError(f"setting {name.lower()} must be at least 1, got {values[name]}", f"fix PEX_{name}")
+    if values["MAX_BUFFERED"] < values["MAX_BATCH"]:  # else a full batch could never be taken
+        raise PexError(f"setting max_buffered ({values['MAX_BUFFERED']}) must be at least max_batch ({values['MAX_BATCH']})",
+                       "raise PEX_MAX_BUFFERED or lower PEX_MAX_BATCH")
 
 
 def _read_file(path: Path) -> dict[str, Any]:

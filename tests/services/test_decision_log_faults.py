@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pex.errors import DataError, StoreError
+from pex.errors import DataError, PexError, StoreError
 from pex.services.decision_log import DecisionLog
+from pex.services.settings import load_config
 from pex.store.dead_letters import DeadLetterFile, read_dead_letters
 from pex.store.workspace import Workspace
 
@@ -199,3 +200,15 @@ def test_rows_neither_store_nor_dead_letter_file_takes_end_in_the_process_log(tm
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("decision not logged: ")]
     assert [json.loads(line.split(": ", 1)[1])["row"]["decision_id"] for line in lines] == [r["decision_id"] for r in rows(3)]
     assert log.dead_lettered == 0
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"PEX_MAX_BUFFERED": "0"}, "max_buffered must be at least 1"),
+    ({"PEX_MAX_BUFFERED": "500", "PEX_MAX_BATCH": "1000"}, r"max_buffered \(500\) must be at least max_batch \(1000\)"),
+    ({"PEX_LOG_STALL_SECONDS": "0"}, "log_stall_seconds must be above 0"),
+    ({"PEX_LOG_STALL_SECONDS": "soon"}, "must be float"),
+])
+def test_the_log_settings_are_checked(env, words):
+    with pytest.raises(PexError, match=words):
+        load_config(environ=env)
+    assert load_config(environ={"PEX_MAX_BUFFERED": "20000", "PEX_LOG_STALL_SECONDS": "2.5"})["LOG_STALL_SECONDS"] == 2.5
