@@ -18,6 +18,7 @@ from pex.services.access import TokenChecker
 from pex.services.decision_log import DecisionLog
 from pex.services.serving import PolicyServer
 from pex.services.settings import load_config
+from pex.store.dead_letters import DeadLetterFile
 from pex.store.migrate import head_revision
 from pex.store.workspace import Workspace
 from web import metrics
@@ -51,8 +52,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ws.close()
         raise StoreError(f"the workspace {ws.home} has an older schema than this server needs",
                          "`pex serve` upgrades it on start; or run any writing pex command once")
-    server = PolicyServer(ws, DecisionLog(ws.append_decisions, settings["FLUSH_SECONDS"], metrics.LOG_BUFFER.set),
-                          settings["REFRESH_SECONDS"], settings["MAX_BATCH"]).start()
+    decision_log = DecisionLog(ws.append_decisions, settings["FLUSH_SECONDS"], metrics.LOG_BUFFER.set,
+                               dead_letter=DeadLetterFile(ws.home), check_store=ws.check_identity,
+                               max_buffered=settings["MAX_BUFFERED"], stall_seconds=settings["LOG_STALL_SECONDS"])
+    server = PolicyServer(ws, decision_log, settings["REFRESH_SECONDS"], settings["MAX_BATCH"]).start()
     state = State(ws, server, TokenChecker(ws, settings["TOKEN_TTL_SECONDS"]))
     app.extensions["pex"] = state
     atexit.register(state.close)

@@ -21,7 +21,7 @@ import numpy as np
 
 from pex.errors import DataError, NotFoundError, PexError
 from pex.policy.base import Policy
-from pex.policy.records import check_record
+from pex.policy.records import check_record, check_text
 from pex.services.decision_log import DecisionLog
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
@@ -131,13 +131,17 @@ class PolicyServer:
         return dict(self._live)
 
     def readiness(self) -> dict[str, Any]:
-        """Whether this process can serve: the store answers, and every live version is loaded."""
+        """Whether this process can serve: the store answers and is still the workspace's, the decision log is
+        being written (:meth:`DecisionLog.trouble`), and every live version is loaded."""
         store_ok, detail = True, "ok"
         try:
+            self.ws.check_identity()
             self.ws.live_versions()
         except PexError as exc:
             store_ok, detail = False, exc.message
-        return {"ok": store_ok and not self._failed, "store": detail,
+        trouble = self.decision_log.trouble()
+        return {"ok": store_ok and trouble is None and not self._failed, "store": detail,
+                "decision_log": trouble or "ok",
                 "policies": {n: p.version for n, p in sorted(self._live.items())},
                 "failed": dict(self._failed)}
 
@@ -155,6 +159,7 @@ class PolicyServer:
     def decide(self, name: str, body: Any) -> dict[str, Any]:
         """One unit's decision from a ``{"unit", "features"}`` body."""
         policy = self.policy(name)
+        self.decision_log.admit(1)  # a decision that could not be logged is not answered (503)
         if not isinstance(body, Mapping):
             raise DataError("the request body must be a JSON object", 'send {"unit": "u1", "features": {...}}')
         unit = _unit_id(body.get("unit"), "unit")
@@ -176,6 +181,7 @@ class PolicyServer:
         if len(units) > self.max_batch:
             raise DataError(f"{len(units)} units in one batch; at most {self.max_batch} are allowed",
                             f"split the request into batches of {self.max_batch}")
+        self.decision_log.admit(len(units))
         return {"decisions": self._serve(policy, units, "units").rows()}
 
     def _serve(self, policy: Policy, items: list, where: str) -> Served:
@@ -216,8 +222,7 @@ def _unit_id(value: Any, where: str) -> str:
         raise DataError(f"{where} must be a string or an integer, got {type(value).__name__ if value is not None else 'null'}",
                         'send the unit id, e.g. "unit": "u123"')
     text = str(value)
-    if not text or len(text) > MAX_UNIT_CHARS:
-        raise DataError(f"{where} must have 1 to {MAX_UNIT_CHARS} characters, got {len(text)}", "send the unit's id")
-    if "\x00" in text:  # PostgreSQL refuses NUL in text: one such row would stop every later flush of the log
-        raise DataError(f"{where} must not contain the NUL character (\\u0000)", "send the unit's id")
-    return text
+    if not text:
+        raise DataError(f"{where} must have 1 to {MAX_UNIT_CHARS} characters, got 0", "send the unit's id")
+    # a row the store refuses (NUL, a lone surrogate) must be refused here, before the decision is answered
+    return check_text(text, where, MAX_UNIT_CHARS, "send the unit's id")

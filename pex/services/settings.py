@@ -21,9 +21,13 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BATCH": 10_000,  # units per decide-batch request
     "TOKEN_TTL_SECONDS": 2.0,  # how long a token's verdict is reused (a revocation takes effect within it)
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # request bodies larger than this get 413
+    # decisions a worker holds unwritten before decides answer 503 (about 1 KB each)
+    "MAX_BUFFERED": 100_000,
+    # how long the oldest unwritten decision may wait (the log unwritable) before decides answer 503, /readyz fails
+    "LOG_STALL_SECONDS": 5.0,
 }
 TYPES = {"REFRESH_SECONDS": float, "FLUSH_SECONDS": float, "MAX_BATCH": int, "TOKEN_TTL_SECONDS": float,
-         "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str}
+         "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str, "MAX_BUFFERED": int, "LOG_STALL_SECONDS": float}
 
 
 def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -44,14 +48,18 @@ def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str]
 
 
 def _check(values: dict[str, Any]) -> None:
-    limits = {"REFRESH_SECONDS": (0.0, 60.0), "FLUSH_SECONDS": (0.0, 1.0), "TOKEN_TTL_SECONDS": (0.0, 300.0)}
+    limits = {"REFRESH_SECONDS": (0.0, 60.0), "FLUSH_SECONDS": (0.0, 1.0), "TOKEN_TTL_SECONDS": (0.0, 300.0),
+              "LOG_STALL_SECONDS": (0.0, 300.0)}
     for name, (low, high) in limits.items():
         if not low < values[name] <= high:
             raise PexError(f"setting {name.lower()} must be above {low:g} and at most {high:g}, got {values[name]}",
                            f"fix PEX_{name} or {name.lower()} in the PEX_CONFIG file")
-    for name in ("MAX_BATCH", "MAX_CONTENT_LENGTH"):
+    for name in ("MAX_BATCH", "MAX_CONTENT_LENGTH", "MAX_BUFFERED"):
         if values[name] < 1:
             raise PexError(f"setting {name.lower()} must be at least 1, got {values[name]}", f"fix PEX_{name}")
+    if values["MAX_BUFFERED"] < values["MAX_BATCH"]:  # else a full batch could never be taken
+        raise PexError(f"setting max_buffered ({values['MAX_BUFFERED']}) must be at least max_batch ({values['MAX_BATCH']})",
+                       "raise PEX_MAX_BUFFERED or lower PEX_MAX_BATCH")
 
 
 def _read_file(path: Path) -> dict[str, Any]:

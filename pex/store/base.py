@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,9 +45,43 @@ class WorkspaceBase:
         try:
             # create=True: a new database is created at head, an older schema upgraded; create=False: only checked
             self.schema = ensure_schema(self.engine, url, writable=create)
+            try:
+                self._opened_as = self._identity()  # what check_identity compares against
+            except OSError:  # not statable now (a database path SQLite resolves differently): nothing to compare
+                self._opened_as = None
         except BaseException:
             self.engine.dispose()  # a refused database is left alone, with no connection kept open
             raise
+
+    def _identity(self) -> tuple[int, int, int, int] | None:
+        """(device, inode) of the workspace folder and of its SQLite database file; None when the database is not a
+        file (PostgreSQL, which many hosts share and which ``rm -rf`` of a folder cannot take away)."""
+        database = sa.engine.make_url(self._url).database if self.is_sqlite else None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        folder, file = os.stat(self.home), os.stat(database)
+        return folder.st_dev, folder.st_ino, file.st_dev, file.st_ino
+
+    def check_identity(self) -> None:
+        """Raise a StoreError when the workspace folder or its SQLite database is no longer the one opened.
+
+        A process that keeps the workspace open (``pex serve``) holds connections to the database file it opened:
+        after ``rm -rf $PEX_HOME`` (or a new workspace made in its place) they still write, into a file nobody
+        can read any more. Writers of such a process call this first, so that they fail instead of answering
+        success for data that goes nowhere. Two ``stat`` calls; the message names no path (it may reach an HTTP
+        body).
+        """
+        opened = getattr(self, "_opened_as", None)
+        if opened is None:
+            return
+        try:
+            now = self._identity()
+        except OSError:
+            now = None
+        if now != opened:
+            raise StoreError("the workspace this process opened was removed or replaced (its folder or database file "
+                             "is not the one it started with); nothing more can be written to it",
+                             "restart the process (e.g. `pex serve`) so that it opens the workspace now at PEX_HOME")
 
     def _error(self, doing: str) -> StoreError:
         return database_error(self._url, doing)

@@ -14,9 +14,14 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from pex.errors import NotFoundError
+from pex.errors import DataError, NotFoundError
 from pex.store.engine import db
 from pex.store.schema import decisions, experiments, outcomes
+
+# what a store raises for a value it cannot hold (the row's fault, not the store's): the driver's data and integrity
+# errors, and the encoding of a parameter (a lone surrogate in text is a UnicodeEncodeError, a ValueError, raised
+# by sqlite3 before SQLAlchemy sees it); OperationalError and the like mean the store is down and stay StoreErrors
+REFUSED = (sa.exc.DataError, sa.exc.IntegrityError, ValueError, TypeError)
 
 # rows per INSERT statement: large enough to amortise the round trip, small enough to keep each statement short
 INSERT_CHUNK = 5_000
@@ -27,13 +32,24 @@ class DecisionsMixin:
 
     @db("append to the decision log of")
     def append_decisions(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Append decisions (dicts with the columns of ``decisions`` but ``id``) in one transaction; returns the count."""
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                _append_sqlite(conn, rows)
-            else:
-                for start in range(0, len(rows), INSERT_CHUNK):
-                    conn.execute(decisions.insert(), [{"route": None, **r} for r in rows[start:start + INSERT_CHUNK]])
+        """Append decisions (dicts with the columns of ``decisions`` but ``id``) in one transaction; returns the count.
+
+        All or nothing, and the two ways to fail differ: a :class:`~pex.errors.DataError` when the store refuses a
+        row of this batch (a value it cannot hold: the same rows fail again, so the caller isolates the bad ones),
+        a :class:`~pex.errors.StoreError` when the store cannot be written at all (down, locked, disk full, or the
+        workspace replaced under this process: the same rows may succeed later).
+        """
+        self.check_identity()
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "sqlite":
+                    _append_sqlite(conn, rows)
+                else:
+                    for start in range(0, len(rows), INSERT_CHUNK):
+                        conn.execute(decisions.insert(), [{"route": None, **r} for r in rows[start:start + INSERT_CHUNK]])
+        except REFUSED as exc:
+            raise DataError(f"the decision log refused a row of this batch ({exc.__class__.__name__}: {_first_line(exc)})"[:500],
+                            "the row holds a value the database cannot store") from None
         return len(rows)
 
     @db("read the decision log of")
@@ -65,13 +81,19 @@ class DecisionsMixin:
     @db("record outcomes in")
     def put_outcomes(self, experiment: str, records: Iterable[tuple[str, str, float]]) -> int:
         """Append (unit, metric, value) outcomes of an experiment in one transaction; returns the count."""
+        self.check_identity()  # a server whose workspace was removed must not answer success for outcomes
         now = datetime.now(UTC)
         rows = [{"experiment": experiment, "unit": u, "metric": m, "value": v, "recorded_at": now} for u, m, v in records]
-        with self.engine.begin() as conn:
-            if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
-                raise NotFoundError(f"no experiment {experiment!r} in this workspace", "ingest it first with `pex ingest SPEC`")
-            for start in range(0, len(rows), INSERT_CHUNK):
-                conn.execute(outcomes.insert(), rows[start:start + INSERT_CHUNK])
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(sa.select(experiments.c.name).where(experiments.c.name == experiment)).first() is None:
+                    raise NotFoundError(f"no experiment {experiment!r} in this workspace",
+                                        "ingest it first with `pex ingest SPEC`")
+                for start in range(0, len(rows), INSERT_CHUNK):
+                    conn.execute(outcomes.insert(), rows[start:start + INSERT_CHUNK])
+        except REFUSED as exc:  # the caller's values (all or none are stored): a 422, not a failing store
+            raise DataError(f"the store refused these outcomes ({exc.__class__.__name__}: {_first_line(exc)})"[:500],
+                            "send unit ids and metric names as plain text") from None
         return len(rows)
 
     @db("read the outcomes of")
@@ -82,6 +104,11 @@ class DecisionsMixin:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["unit", "metric", "value", "recorded_at"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
 
 
 _COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features", "route")
