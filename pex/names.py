@@ -11,7 +11,11 @@ into code-like text escapes it anyway (:func:`printable`), since documents store
 Refused (:data:`UNSAFE`): every control character (C0 including NUL, tab, CR and LF; DEL; C1 including NEL),
 the Unicode line and paragraph separators, the bidirectional embeddings, overrides and isolates, and lone
 surrogates (not UTF-8 text). Everything else, any script, emoji and zero-width joiners included, is allowed.
-Imports nothing from pex.
+
+Text a client sends to be stored or matched (a unit id, a category label in a decide request) is opaque: it
+may hold any character a store can keep, so only NUL (PostgreSQL refuses it) and lone surrogates (no UTF-8
+encoder takes them; answered, such a row failed every later write of the decision log) are refused there, by
+:func:`check_text` with ``opaque=True``. Imports nothing from pex but its errors.
 """
 
 from __future__ import annotations
@@ -20,13 +24,17 @@ import re
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["HINT", "TEXT_PATTERN", "UNSAFE", "check_name", "describe", "printable", "unsafe_character"]
+from pex.errors import DataError
+
+__all__ = ["HINT", "TEXT_PATTERN", "UNSAFE", "check_name", "check_text", "describe", "printable", "text_problem",
+           "unsafe_character"]
 
 # one character class, so that a pandas column can be searched with it in one vectorised pass: TEXT_PATTERN (written
 # as the characters themselves, which Python's re and Arrow's RE2 both read) for text already known to be UTF-8
 # (Arrow strings cannot hold a lone surrogate), UNSAFE for any Python string
 TEXT_PATTERN = "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 UNSAFE = re.compile(TEXT_PATTERN[:-1] + "\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # what no store keeps, even in opaque text
 
 HINT = "names and labels are plain text: remove line breaks, tabs, NUL and other control characters"
 
@@ -45,6 +53,26 @@ def check_name(value: object, what: str, error: Callable[[str, str], Exception],
     e.g. ``"spec key 'features'"`` gives "spec key 'features' holds a line feed (U+000A): 'age\\nx'"."""
     if isinstance(value, str) and (char := unsafe_character(value)) is not None:
         raise error(f"{what} holds {describe(char)}: {value!r}", hint)
+
+
+def text_problem(value: str, max_chars: int, *, opaque: bool = False) -> str | None:
+    """What makes ``value`` unfit to keep (None: nothing): more than ``max_chars`` characters, or a refused
+    character (every :data:`UNSAFE` one for a name; for ``opaque`` text only NUL and lone surrogates)."""
+    if len(value) > max_chars:
+        return f"has {len(value):,} characters (at most {max_chars:,})"
+    found = (UNSTORABLE if opaque else UNSAFE).search(value)
+    if found is not None:
+        return f"holds {describe(found.group())} at character {found.start()}"
+    return None
+
+
+def check_text(value: str, where: str, max_chars: int, hint: str, *, opaque: bool = False) -> str:
+    """``value`` when :func:`text_problem` finds nothing, else a :class:`~pex.errors.DataError` (422) reading
+    "``where`` <problem>"; the message does not repeat the text, which may be long or unprintable."""
+    problem = text_problem(value, max_chars, opaque=opaque)
+    if problem is not None:
+        raise DataError(f"{where} {problem}", hint)
+    return value
 
 
 def describe(char: str) -> str:

@@ -10,8 +10,8 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from pex.errors import DataError, PexError
+from pex.names import check_text
 from pex.services import publishing
-from pex.services.text import check_text
 from web import metrics
 from web.auth import requires
 

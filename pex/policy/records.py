@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pex.errors import DataError
+from pex.names import check_text
 
 if TYPE_CHECKING:
     from pex.policy.base import Policy
@@ -44,31 +45,13 @@ def check_record(policy: Policy, features: Any, where: str = "features") -> Reco
             out[name] = _number(value, f"{where}.{name}", policy.name, name)
         elif isinstance(value, str):
             out[name] = check_text(value, f"{where}.{name}", MAX_LABEL_CHARS,
-                                   f"send the category label of {name!r} as the policy's data spells it")
+                                   f"send the category label of {name!r} as the policy's data spells it", opaque=True)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = number_label(value)
         else:
             raise DataError(f"{where}.{name} must be a string label or null, got {json_type(value)} {value!r}"[:300],
                             f"policy {policy.name!r} compares {name!r} as a category label")
     return out
-
-
-def check_text(text: str, where: str, max_chars: int, hint: str) -> str:
-    """``text`` if every store can keep it in the decision log: at most ``max_chars`` characters, encodable as
-    UTF-8 (a lone surrogate such as ``"\\ud800"`` is valid JSON but not text any database takes) and without NUL
-    (PostgreSQL refuses it). A refused row would otherwise be answered and then fail the log's write; the message
-    does not repeat the text, which may be long or unprintable."""
-    if len(text) > max_chars:
-        raise DataError(f"{where} has {len(text):,} characters; at most {max_chars:,} are allowed", hint)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise DataError(f"{where} is not valid Unicode text: it holds a lone surrogate (\\ud800 to \\udfff)",
-                            hint) from None
-    if "\x00" in text:
-        raise DataError(f"{where} must not contain the NUL character (\\u0000)", hint)
-    return text
 
 
 def records_frame(policy: Policy, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import pandas as pd
 from pex.errors import DataError, PexError
 from pex.experiment.data import read_table
 from pex.experiment.spec import ExperimentSpec
-from pex.services.text import check_text
+from pex.names import check_text
 from pex.store.workspace import Workspace
 
 MAX_RECORDS = 100_000  # per request: a larger body is better sent in parts than held in one transaction
@@ -100,7 +100,7 @@ def _check_record(i: int, record: Any, metrics: list[str], binary: set[str], exp
                         "send the id the decision was requested for, e.g. \"unit\": \"u123\"")
     # NUL (PostgreSQL refuses it) or a lone surrogate (no encoder takes it) would fail the store, not this record
     check_text(unit, f"{where(i)} has a unit id that", MAX_UNIT_LENGTH, "send the id the decision was requested for",
-               controls=True)
+               opaque=True)
     if not isinstance(metric, str) or metric not in metrics:
         raise DataError(f"{where(i)} has metric {_shown(metric)}, which is not a metric of experiment {experiment!r}",
                         f"its metrics are {', '.join(metrics)}")

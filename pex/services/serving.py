@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from pex.errors import DataError, NotFoundError, PexError
+from pex.names import check_text
 from pex.policy.base import Policy
-from pex.policy.records import check_record, check_text
+from pex.policy.records import check_record
 from pex.services.decision_log import DecisionLog
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
@@ -225,4 +226,4 @@ def _unit_id(value: Any, where: str) -> str:
     if not text:
         raise DataError(f"{where} must have 1 to {MAX_UNIT_CHARS} characters, got 0", "send the unit's id")
     # a row the store refuses (NUL, a lone surrogate) must be refused here, before the decision is answered
-    return check_text(text, where, MAX_UNIT_CHARS, "send the unit's id")
+    return check_text(text, where, MAX_UNIT_CHARS, "send the unit's id", opaque=True)

@@ -49,9 +49,9 @@ def test_records_as_parsed_from_json_are_stored(ws):
     ({"unit": ["u2"], "metric": "sessions", "value": 1}, r"record 1 has unit \['u2'\]", "id"),
     ({"unit": "u" * 257, "metric": "sessions", "value": 1}, r"record 1 has a unit id that has 257 characters \(at most 256\)",
      "id"),
-    ({"unit": "u\ud800", "metric": "sessions", "value": 1}, r"record 1 has a unit id that is not valid Unicode: a lone "
-     r"surrogate \(\\ud800\) at character 1", "id"),
-    ({"unit": "u\x00", "metric": "sessions", "value": 1}, r"record 1 has a unit id that contains the NUL character", "id"),
+    ({"unit": "u\ud800", "metric": "sessions", "value": 1}, r"record 1 has a unit id that holds a lone "
+     r"surrogate \(U\+D800, not UTF-8 text\) at character 1", "id"),
+    ({"unit": "u\x00", "metric": "sessions", "value": 1}, r"record 1 has a unit id that holds a NUL \(U\+0000\) at character 1", "id"),
     ({"unit": "u2", "metric": "\udfff", "value": 1}, r"record 1 has metric '\\udfff', which is not a metric", "sessions"),
     ({"unit": "u2", "metric": 3, "value": 1}, r"record 1 has metric 3, which is not a metric", "sessions"),
     ({"unit": "u2", "metric": "converted", "value": -5}, r"record 1 has value -5 for metric 'converted', which is binary: "
@@ -108,8 +108,8 @@ def test_binary_metrics_take_0_and_1_and_other_metrics_any_finite_number(ws):
     ("nope", NotFoundError, "no experiment named 'nope'"),
     (None, PexError, "experiment must be a name"),
     (7, PexError, "experiment must be a name"),
-    ("e\ud800", DataError, r"the experiment name is not valid Unicode: a lone surrogate \(\\ud800\) at character 1"),
-    ("exp\n", DataError, r"the experiment name contains a line feed \(\\u000a\) at character 3"),
+    ("e\ud800", DataError, r"the experiment name holds a lone surrogate \(U\+D800, not UTF-8 text\) at character 1"),
+    ("exp\n", DataError, r"the experiment name holds a line feed \(U\+000A\) at character 3"),
     ("e" * 65, DataError, r"the experiment name has 65 characters \(at most 64\)"),
 ])
 def test_the_experiment_must_exist(ws, experiment, error, message):
