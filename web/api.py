@@ -12,7 +12,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from pex.errors import DataError, PexError
 from pex.names import check_text
 from pex.services import publishing
-from web import metrics
+from web import jsonbody, metrics
 from web.auth import requires
 
 api = Blueprint("api", __name__)
@@ -38,17 +38,17 @@ def _data() -> bytes:
 
 
 def _body() -> Any:
-    """The request's JSON body, whatever its Content-Type claims; a 400 when it is not JSON or nested too deeply
-    for the parser (``[[[...]]]`` 100,000 deep: the json module recurses per level)."""
+    """The request's JSON body (strict JSON, :mod:`web.jsonbody`), whatever its Content-Type claims; a 400 when it is
+    not JSON or nested too deeply for the parser (``[[[...]]]`` 100,000 deep: the json module recurses per level)."""
     data = _data()
     try:
-        body = request.get_json(force=True, silent=True)
+        return jsonbody.loads(data)
     except RecursionError:
         raise PexError("the request body is nested too deeply to read",
                        "send a JSON object nested a few levels deep, as the OpenAPI document shows") from None
-    if body is None and data != b"null":
-        raise PexError("the request body is not valid JSON", "send a JSON object with Content-Type: application/json")
-    return body
+    except ValueError as exc:  # JSONDecodeError, a repeated key, NaN, bytes that are not UTF-8 text
+        raise PexError(f"the request body is not valid JSON: {str(exc)[:200]}",
+                       "send a JSON object with Content-Type: application/json") from None
 
 
 def _name(name: str) -> str:

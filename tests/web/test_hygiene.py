@@ -67,7 +67,7 @@ CASES = [
     ("POST", "{tree}/decide", b'{"unit": "\xff\xfe"}', "decide", 400),
     ("POST", "{tree}/decide", '{"unit": "u1"} trailing', "decide", 400),
     ("POST", "{tree}/decide", '{"unit": ' + BIG_INT + "}", "decide", 400),
-    ("POST", "{tree}/decide", {"unit": "u1", "features": [float("nan")]}, "decide", 422),
+    ("POST", "{tree}/decide", {"unit": "u1", "features": [float("nan")]}, "decide", 400),  # NaN: not JSON
     ("POST", "{tree}/decide", {"unit": "u" * 257}, "decide", 422),
     ("POST", "{tree}/decide", {"unit": 10**300}, "decide", 422),
     ("POST", "{tree}/decide", [1, 2, 3], "decide", 422),
@@ -109,9 +109,9 @@ CASES = [
     ("POST", "/api/v1/outcomes", _outcome(metric="unsubscribes", value=2), "decide", 422),
     ("POST", "/api/v1/outcomes", _outcome(metric="converted", value=True), "decide", 422),
     ("POST", "/api/v1/outcomes", '{"experiment": "exp", "records": [{"unit": "u1", "metric": "sessions", "value": NaN}]}',
-     "decide", 422),
+     "decide", 400),
     ("POST", "/api/v1/outcomes", '{"experiment": "exp", "records": [{"unit": "u1", "metric": "sessions", "value": '
-     "-Infinity}]}", "decide", 422),
+     "-Infinity}]}", "decide", 400),
     ("POST", "/api/v1/outcomes", '{"experiment": "exp", "records": [{"unit": "u1", "metric": "sessions", "value": 1e400}]}',
      "decide", 422),
     ("POST", "/api/v1/outcomes", '{"experiment": "exp", "records": [{"unit": "u1", "metric": "sessions", "value": '
