@@ -10,6 +10,11 @@ route (auth matrix, malformed bodies, schemathesis) run through this wrapper.
 
 An error can only happen before a decision is logged (``decide`` logs last), so handing a failed request to
 Flask never logs a decision twice.
+
+The wrapper also reads every request body before Flask sees it, up to the body limit (``MAX_CONTENT_LENGTH``):
+a chunked body (no Content-Length) larger than the limit is then refused with 413 like any other (Flask alone
+would read it as a stream and answer 400), and a client that stalls in the middle of its body (the worker's
+socket timeout, web/worker.py) gets a 408 here rather than a 500 from deep inside a view.
 """
 
 from __future__ import annotations
@@ -28,22 +33,57 @@ _PATH = re.compile(r"/api/v1/policies/([A-Za-z0-9._~-]+)/decide")  # plain names
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # what Flask's jsonify writes (compact), plus its newline
 
 
+def _buffer_body(environ: dict, max_length: int) -> None:
+    """Read the request body into memory (``environ["pex.body"]``) and describe it by its length, when it has one
+    within ``max_length`` bytes or is chunked; an oversized chunked body is read one byte past the limit and left
+    to Flask's 413.
+    A body with a Content-Length above the limit, or an unreadable one, is left as it is for Flask to refuse."""
+    length = environ.get("CONTENT_LENGTH")
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            return
+        if not 0 < size <= max_length:
+            return
+        raw = environ["wsgi.input"].read(size)
+    elif chunked:
+        raw = environ["wsgi.input"].read(max_length + 1)
+    else:
+        return
+    environ["pex.body"] = raw
+    environ["wsgi.input"] = io.BytesIO(b"" if len(raw) > max_length else raw)
+    environ["CONTENT_LENGTH"] = str(len(raw))
+
+
+def _timed_out(start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """408 in the error shape: the client stopped sending its body (no view ran, nothing was decided)."""
+    payload = (_dumps({"ok": False, "error": "the request body did not arrive in time",
+                       "hint": "send the whole body without pauses (a buffering proxy in front does)",
+                       "status": 408}) + "\n").encode()
+    start_response("408 Request Timeout", [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
+                                           ("Connection", "close")])
+    return [payload]
+
+
 def fast_decide(flask_wsgi: Callable[..., Iterable[bytes]], state: Any, max_length: int) -> Callable[..., Iterable[bytes]]:
     """Wrap the Flask WSGI callable ``flask_wsgi`` (see the module docstring)."""
 
     def app(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
         environ["pex.started"] = started
+        try:
+            _buffer_body(environ, max_length)
+        except OSError:  # the socket's timeout ran out (or the client reset): it is not sending its body
+            metrics.request_counter("unmatched", environ.get("REQUEST_METHOD", ""), 408).inc()
+            return _timed_out(start_response)
         match = _PATH.fullmatch(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None
         if match is None:
             return flask_wsgi(environ, start_response)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= max_length:  # chunked, missing or too large: Flask says so
+        raw = environ.get("pex.body")
+        if raw is None or len(raw) > max_length:  # missing, unreadable or too large: Flask says so
             return flask_wsgi(environ, start_response)
-        raw = environ["wsgi.input"].read(length)
         try:
             state.tokens.require(environ.get("HTTP_AUTHORIZATION"), "decide")
             decision = state.server.decide(match.group(1), json.loads(raw))

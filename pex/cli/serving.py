@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import click
@@ -16,9 +15,12 @@ from pex.cli.common import _echo_json, _workspace
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True,
               help="gunicorn worker processes (each holds the live policies and its own decision-log buffer).")
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=8, show_default=True,
+              help="Request threads per worker (a request holds one while its body is read and it is answered; "
+                   "idle and half-sent connections hold none).")
 @click.option("--dev", is_flag=True, help="Flask's own single-process server instead of gunicorn (for development).")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, dev: bool) -> None:
     """Serve the JSON API: decisions from published policies (every one logged), outcomes, publishing.
 
     Upgrades the workspace's schema if needed. On the first start with no API token, creates an admin token
@@ -42,15 +44,15 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
     if dev:
         argv = [sys.executable, "-m", "web.dev", "--host", host, "--port", str(port)]
     else:
-        # prometheus-client's multiprocess mode: one folder of value files per server (in the workspace, one per
-        # port, so restarts reuse it rather than leaving folders behind), emptied at start
-        metrics_dir = os.path.abspath(os.path.join(ws.home, "serve", f"metrics-{port}"))
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        os.makedirs(metrics_dir)
-        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        from pex.services.metrics_folder import prepare
+
+        # prometheus-client's multiprocess mode: a folder of value files on tmpfs named after this process, which
+        # becomes gunicorn's master by exec (never in the workspace, never another server's; removed on exit)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare(os.getpid()))
         argv = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf", "--workers", str(workers),
-                "--bind", f"{host}:{port}", "web:create_app()"]
-    click.echo(f"serving on http://{host}:{port} ({'Flask dev server' if dev else f'gunicorn, {workers} workers'})", err=True)
+                "--threads", str(threads), "--bind", f"{host}:{port}", "web:create_app()"]
+    how = "Flask dev server" if dev else f"gunicorn, {workers} workers x {threads} threads"
+    click.echo(f"serving on http://{host}:{port} ({how})", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     ws.close()

@@ -1,0 +1,164 @@
+"""The gunicorn worker of `pex serve`: gunicorn's threaded worker, made safe against idle and slow clients.
+
+gunicorn's sync worker gives each connection a whole process until its request is read: two clients that send a
+request line and then stay silent hold both workers of a default `pex serve`, and every other request waits for
+gunicorn's 120 s timeout. gunicorn's ``gthread`` worker serves connections from a pool of threads, but a
+connection that sent part of its headers is still read by a pool thread on a blocking socket, so as many silent
+clients as there are threads starve it the same way.
+
+This worker keeps gthread's pool for running requests and moves the reading of the request head (request line
+and header fields) into the worker's event loop: a connection reaches a thread only once its whole head has
+arrived (or it is already too large to be valid, so gunicorn's parser refuses it at once). The loop reads what
+each connection sends without blocking and closes a connection whose head is not complete within the header
+timeout. A silent or slow client therefore costs a file descriptor and a few bytes, never a thread.
+
+Once its head is complete, a request holds a thread while its body is read and its answer is written: each
+socket operation then has the body timeout, so a client that stops sending its body, or stops reading the
+answer, frees the thread after that long. A buffering reverse proxy in front (nginx's default) takes the body
+wait off the server entirely; the body limit (MAX_CONTENT_LENGTH) bounds what one request can make a worker read.
+
+gunicorn's own answers to requests it cannot parse (414 request line too long, 431 header fields too large, 400
+malformed) are written in the API's error shape, ``{"ok": false, "error", "hint", "status"}``, instead of HTML.
+
+TLS is not terminated here (`pex serve` runs plain HTTP behind a proxy or on loopback): with gunicorn's TLS
+settings the head cannot be read before the handshake, so this worker then falls back to gthread's behaviour.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import selectors
+import socket
+import struct
+import time
+from functools import partial
+
+from gunicorn import util
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from pex.services.settings import load_config
+
+# one recv in the event loop: a whole head of an ordinary request fits
+READ_CHUNK = 16 * 1024
+
+_BAD_REQUEST = (http_errors.InvalidRequestLine, http_errors.InvalidRequestMethod, http_errors.InvalidHTTPVersion,
+                http_errors.InvalidHeader, http_errors.InvalidHeaderName, http_errors.ObsoleteFolding,
+                http_errors.InvalidChunkSize, http_errors.ChunkMissingTerminator, http_errors.InvalidChunkExtension,
+                http_errors.InvalidSchemeHeaders)
+# gunicorn's parse failures, in the API's words: (status, reason phrase, error, hint)
+_ANSWERS = (
+    (http_errors.LimitRequestLine, 414, "URI Too Long", "the request line is too long",
+     "send the data in the JSON body, not in the URL"),
+    (http_errors.LimitRequestHeaders, 431, "Request Header Fields Too Large", "the request's header fields are too large",
+     "send fewer or shorter headers"),
+    (_BAD_REQUEST, 400, "Bad Request", "the request is not valid HTTP/1.1", "check the client's request line and headers"),
+)
+
+
+def _head_complete(head: bytes) -> bool:
+    """Whether ``head`` holds the blank line that ends a request head (CRLF, or a bare LF as lenient clients send)."""
+    return b"\n\r\n" in head or b"\n\n" in head
+
+
+class PexWorker(ThreadWorker):
+    """gthread with the request head read in the event loop under a deadline (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # how long a connection may take to send its whole request head (counted from its connection, or from
+        # the end of the previous request when kept alive), and how long one body read or answer write may block
+        # a thread (PEX_HEADER_SECONDS, PEX_BODY_SECONDS; checked by `pex serve` before gunicorn started)
+        settings = load_config()
+        self.header_seconds = settings["HEADER_SECONDS"]
+        self.body_seconds = settings["BODY_SECONDS"]
+        # a head longer than every limit together is invalid whatever follows: the parser refuses it at once
+        cfg = self.cfg
+        self.max_head = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4
+        self.buffer_heads = not cfg.is_ssl
+
+    # -- connections waiting for their head: in the event loop, never in a thread -----------------------------
+
+    def accept(self, listener) -> None:
+        """A new connection: its head is awaited in the event loop."""
+        if not self.buffer_heads:
+            return super().accept(listener)
+        try:
+            client, address = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        # a blocking read or write in a thread gives up after body_seconds (SO_RCVTIMEO / SO_SNDTIMEO live in
+        # the kernel, so they hold whatever gunicorn later does with the socket's blocking mode)
+        timeout = struct.pack("ll", int(self.body_seconds), int(self.body_seconds % 1 * 1e6))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
+        self._await_head(TConn(self.cfg, client, address, listener.getsockname()))
+
+    def on_client_socket_readable(self, conn, client) -> None:
+        """A kept-alive connection sends its next request: its head is awaited in the loop too."""
+        if not self.buffer_heads:
+            return super().on_client_socket_readable(conn, client)
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._await_head(conn)
+
+    def _await_head(self, conn) -> None:
+        conn.head = b""
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + self.header_seconds  # murder_pending closes it then
+        self.pending_conns.append(conn)  # gthread's own deque of connections waiting for data, kept in deadline order
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
+
+    def _read_head(self, conn, client) -> None:
+        try:
+            data = conn.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away before its request was complete
+            self._drop_pending(conn)
+            conn.close()
+            return
+        conn.head += data
+        if _head_complete(conn.head) or len(conn.head) > self.max_head:
+            self._drop_pending(conn, close=False)
+            conn.data_ready = True  # gthread then skips its wait for the first byte
+            self.enqueue_req(conn)
+
+    def _drop_pending(self, conn, close: bool = True) -> None:
+        self.poller.unregister(conn.sock)
+        self.pending_conns.remove(conn)
+        if close:
+            self.nr_conns -= 1
+
+    def handle(self, conn):
+        """In a pool thread: give the parser the head read so far, then serve the request as gthread does."""
+        head = conn.__dict__.pop("head", None)
+        if head is not None:
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(head)
+        return super().handle(conn)
+
+    # -- gunicorn's own error answers, in the API's shape -------------------------------------------------------
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """A request gunicorn could not parse: 414, 431 or 400 as JSON; anything else as gunicorn answers it."""
+        answer = next((a for a in _ANSWERS if isinstance(exc, a[0])), None)
+        if answer is None:
+            return super().handle_error(req, client, addr, exc)
+        _, status, reason, message, hint = answer
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        body = json.dumps({"ok": False, "error": message, "hint": hint, "status": status}).encode()
+        head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        try:
+            util.write_nonblock(client, head + body)
+        except Exception:  # the client is gone: nothing to answer
+            self.log.debug("Failed to send error message.")
+        return None
