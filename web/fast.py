@@ -30,6 +30,8 @@ from web import metrics
 
 ROUTE = "/api/v1/policies/<name>/decide"
 _PATH = re.compile(r"/api/v1/policies/([A-Za-z0-9._~-]+)/decide")  # plain names only; the rest goes to Flask
+# an oversized body is read and dropped up to this many bytes, so that its sender can read the 413 (see _discard)
+DISCARD_BYTES = 64 * 1024 * 1024
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # what Flask's jsonify writes (compact), plus its newline
 
 
@@ -40,21 +42,36 @@ def _buffer_body(environ: dict, max_length: int) -> None:
     A body with a Content-Length above the limit, or an unreadable one, is left as it is for Flask to refuse."""
     length = environ.get("CONTENT_LENGTH")
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    stream = environ["wsgi.input"]
     if length:
         try:
             size = int(length)
         except ValueError:
             return
+        if size > max_length:
+            _discard(stream, size)
         if not 0 < size <= max_length:
             return
-        raw = environ["wsgi.input"].read(size)
+        raw = stream.read(size)
     elif chunked:
-        raw = environ["wsgi.input"].read(max_length + 1)
+        raw = stream.read(max_length + 1)
+        if len(raw) > max_length:
+            _discard(stream, DISCARD_BYTES)
     else:
         return
     environ["pex.body"] = raw
     environ["wsgi.input"] = io.BytesIO(b"" if len(raw) > max_length else raw)
     environ["CONTENT_LENGTH"] = str(len(raw))
+    environ.pop("HTTP_TRANSFER_ENCODING", None)  # now a body of known length (werkzeug ignores the length if chunked)
+
+
+def _discard(stream: Any, most: int) -> None:
+    """Read and drop up to ``most`` bytes (at most DISCARD_BYTES) of an oversized body, 64 KiB at a time: a
+    client still sending when the server closes gets a connection reset instead of its 413 answer, and gunicorn
+    itself drains only 64 KiB. A larger body is cut off there (the client then may see the reset)."""
+    left = min(most, DISCARD_BYTES)
+    while left > 0 and (chunk := stream.read(min(left, 64 * 1024))):
+        left -= len(chunk)
 
 
 def _timed_out(start_response: Callable[..., Any]) -> Iterable[bytes]:
