@@ -30,6 +30,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, 
     from pex.services.settings import load_config
 
     load_config()  # bad PEX_* settings or PEX_CONFIG file: exit 2 here, not a worker that fails to boot
+    _check_port_free(host, port)
     ws = _workspace(ctx, create=True)  # creates or upgrades the schema before any worker opens it read-only
     if not ws.live_versions():
         click.echo("note: no policy is published yet, so every decide answers 404; `pex publish POLICY` makes one "
@@ -58,6 +59,29 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, 
     ws.close()
     # the server replaces this process, so signals reach it directly
     os.execve(sys.executable, argv, env)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Exit 2 when another server listens on ``host:port`` already, before anything is started or created (gunicorn
+    would find out only after its start; it binds with SO_REUSEADDR as this check does)."""
+    import errno
+    import socket
+
+    from pex.errors import PexError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # gunicorn reports a host it cannot resolve
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = ("another server uses this port: stop it or pass --port" if exc.errno == errno.EADDRINUSE
+                    else "pass a --host of this machine and a --port this user may use")
+            raise PexError(f"cannot listen on {host}:{port}: {exc.strerror}", hint) from None
 
 
 @click.command()
