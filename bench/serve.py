@@ -2,12 +2,13 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/serve.py [--workers 2] [--seconds 20] [--quick]
+    .venv/bin/python bench/serve.py [--workers 2] [--threads 8] [--seconds 20] [--quick]
 
 In a temporary workspace it simulates an experiment (20,000 units), runs the pipeline (`pex run`, which
 stores tree, value and constant policies), publishes a tree and a value policy and creates a decide token.
-Then it starts two gunicorn servers with the same number of sync workers, each in its own process group:
-the bare Flask app (bench/bare_app.py) and `pex serve`. It loads them with wrk (closed loop: each
+Then it starts two gunicorn servers with the same settings (web/gunicorn_conf.py: pex's threaded worker class,
+keep-alive; the same numbers of workers and threads), each in its own process group: the bare Flask app
+(bench/bare_app.py) and `pex serve`. It loads them with wrk (closed loop: each
 connection sends its next request when the last one is answered) and, for the fixed-rate scenario, with an
 open-loop generator of its own (Debian has no wrk2): requests leave at fixed times whether or not earlier
 ones were answered, and a request's latency runs from the time it was due, so a stalled server cannot hide
@@ -222,19 +223,22 @@ def wait_until_up(server: Server, path: str, body: bytes | None = None, timeout:
     raise BenchError(f"{server.name} did not answer {path} within {timeout:.0f}s:\n{server.tail()}")
 
 
-def start_bare(root: Path, workers: int) -> Server:
-    """gunicorn with ``workers`` sync workers serving bench/bare_app.py."""
+def start_bare(root: Path, workers: int, threads: int) -> Server:
+    """gunicorn serving bench/bare_app.py with `pex serve`'s settings, ``workers`` workers of ``threads`` threads."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf", "--workers", str(workers),
+            "--threads", str(threads),
             "--bind", f"{HOST}:{port}", "bench.bare_app:app"]
     return Server("bare Flask (gunicorn)", argv, child_env(), root / "bare.log", port)
 
 
-def start_pex(root: Path, home: Path, workers: int) -> Server:
-    """`pex serve` with ``workers`` gunicorn sync workers on ``home`` (it execs gunicorn: the pid is the master's)."""
+def start_pex(root: Path, home: Path, workers: int, threads: int) -> Server:
+    """`pex serve` with ``workers`` gunicorn workers of ``threads`` threads on ``home`` (it execs gunicorn: the pid
+    is the master's)."""
     port = free_port()
-    argv = [sys.executable, "-c", PEX_CLI, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
-    # TMPDIR: `pex serve` makes its metrics folder (pex-metrics-PORT) in the temporary folder and leaves it there
+    argv = [sys.executable, "-c", PEX_CLI, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers),
+            "--threads", str(threads)]
+    # TMPDIR: where `pex serve` makes its metrics folder when /dev/shm is not there (it removes it when stopped)
     return Server("pex serve", argv, {**child_env(home), "TMPDIR": str(root)}, root / "pex.log", port)
 
 
@@ -410,8 +414,8 @@ async def open_loop(requests: list[bytes], port: int, rate: float, timeout: floa
 
 
 def fixed_rate(server: Server, path: str, ws: Workspace, *, rate: float, seconds: float, prefix: str) -> Load:
-    """Decisions at a fixed ``rate`` requests/s for ``seconds``, a new connection per request (as wrk does against
-    sync workers, which close every connection), latency from each request's due time."""
+    """Decisions at a fixed ``rate`` requests/s for ``seconds``, a new connection per request (a client without
+    keep-alive), latency from each request's due time."""
     n = max(1, round(rate * seconds))
     bodies = [json.dumps({"unit": f"{prefix}{i}", "features": ws.rows[i % len(ws.rows)]}).encode() for i in range(n)]
     requests = [http_request(path, server.port, ws.token, b) for b in bodies]
@@ -471,11 +475,11 @@ def cpu_idle(seconds: float = 1.0) -> float | None:
     return (idle1 - idle0) / max(1, total1 - total0)
 
 
-def machine(workers: int) -> str:
+def machine(workers: int, threads: int) -> str:
     """Cores, workers, Python, the load average and how idle the cores are now (other work on the machine)."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     idle = cpu_idle()
-    return (f"{os.cpu_count()} cores ({platform.machine()}), {workers} gunicorn sync workers per server, "
+    return (f"{os.cpu_count()} cores ({platform.machine()}), {workers} gunicorn workers x {threads} threads per server, "
             f"Python {platform.python_version()}, wrk -t2; load average {load}"
             + ("" if idle is None else f"; CPU idle over 1 s: {idle:.0%}"))
 
@@ -519,6 +523,7 @@ class Settings:
     """How long and how hard each scenario runs."""
 
     workers: int
+    threads: int
     seconds: float  # each wrk run
     rate_seconds: float  # the fixed-rate run
     connections: int  # wrk connections for single decisions
@@ -544,13 +549,13 @@ def scenarios(root: Path, ws: Workspace, s: Settings, lua: dict[str, Path]
     """Every scenario; the measured loads by key, and by policy every load on `pex serve` that made decisions
     (warm-ups too).
 
-    Both servers run from the start (an idle sync worker costs nothing), so that the bare endpoint is measured
+    Both servers run from the start (an idle worker costs nothing), so that the bare endpoint is measured
     right before and right after the tree policy's decide: on a machine that other work shares, the ratio of
     the two then compares like with like.
     """
     with ExitStack() as stack:
-        bare = stack.enter_context(running(start_bare(root, s.workers)))
-        server = stack.enter_context(running(start_pex(root, ws.home, s.workers)))
+        bare = stack.enter_context(running(start_bare(root, s.workers, s.threads)))
+        server = stack.enter_context(running(start_pex(root, ws.home, s.workers, s.threads)))
         wait_until_up(bare, "/decide", b'{"unit": "u0"}')
         wait_ready(server, s.workers)
         decide, batch = (server.url(f"/api/v1/policies/{{}}/{r}") for r in ("decide", "decide-batch"))
@@ -598,15 +603,16 @@ def rows_of(loads: dict[str, Load], ws: Workspace, s: Settings) -> list[Row]:
 def settings(args: argparse.Namespace) -> Settings:
     """The run's settings from the command line (``--quick``: a short smoke run)."""
     if args.quick:
-        return Settings(args.workers, args.seconds or 3, args.rate_seconds or 4, args.connections, args.batch_connections,
+        return Settings(args.workers, args.threads, args.seconds or 3, args.rate_seconds or 4, args.connections, args.batch_connections,
                         1)
-    return Settings(args.workers, args.seconds or 20, args.rate_seconds or 20, args.connections, args.batch_connections,
+    return Settings(args.workers, args.threads, args.seconds or 20, args.rate_seconds or 20, args.connections, args.batch_connections,
                     2)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn sync workers of each server")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of each server")
+    ap.add_argument("--threads", type=int, default=8, help="threads per worker of each server (pex serve's default)")
     ap.add_argument("--seconds", type=float, default=None, help="each wrk run (default 20; --quick 3)")
     ap.add_argument("--rate-seconds", type=float, default=None, help="the fixed-rate run (default 20; --quick 4)")
     ap.add_argument("--connections", type=int, default=8, help="wrk connections for single decisions")
@@ -617,7 +623,7 @@ def main() -> int:
     s = settings(args)
     for sig in (signal.SIGINT, signal.SIGTERM):  # both unwind (servers stopped), SIGINT even when inherited ignored
         signal.signal(sig, signal.default_int_handler)
-    print(f"machine: {machine(s.workers)}")
+    print(f"machine: {machine(s.workers, s.threads)}")
     try:
         with tempfile.TemporaryDirectory(prefix="pex-bench-serve-") as d:
             root = Path(d)
@@ -632,7 +638,7 @@ def main() -> int:
         print("\ninterrupted: the servers are stopped and the temporary workspace is removed", file=sys.stderr)
         return 130
     rows = rows_of(loads, ws, s)
-    print(f"\nmachine after the runs: {machine(s.workers)}\n")
+    print(f"\nmachine after the runs: {machine(s.workers, s.threads)}\n")
     print(table(rows))
     missed = [r.scenario for r in rows if r.met is False]
     print("\nevery goal met" if not missed else "\ngoals NOT met: " + "; ".join(missed))
