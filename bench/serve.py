@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/serve.py [--workers 2] [--threads 8] [--seconds 20] [--quick]
+    .venv/bin/python bench/serve.py [--workers 2] [--threads 8] [--seconds 20] [--quick] [--tree-only]
 
 In a temporary workspace it simulates an experiment (20,000 units), runs the pipeline (`pex run`, which
 stores tree, value and constant policies), publishes a tree and a value policy and creates a decide token.
@@ -524,6 +524,7 @@ class Settings:
 
     workers: int
     threads: int
+    tree_only: bool  # only the bare endpoint and the tree policy's decide (the 0.8x goal)
     seconds: float  # each wrk run
     rate_seconds: float  # the fixed-rate run
     connections: int  # wrk connections for single decisions
@@ -568,17 +569,25 @@ def scenarios(root: Path, ws: Workspace, s: Settings, lua: dict[str, Path]
         loads["bare again"] = wrk(bare.url("/decide"), lua["bare"], "bare /decide again", connections=c,
                                   seconds=s.seconds)
         bare.stop()
+        if s.tree_only:
+            return _stopped(server, loads, {ws.tree: [warm[ws.tree], loads["tree"]], ws.value: [warm[ws.value]]})
         loads["rate"] = fixed_rate(server, f"/api/v1/policies/{ws.value}/decide", ws, rate=GOAL_RATE,
                                    seconds=s.rate_seconds, prefix="r")
         loads["value"] = wrk(decide.format(ws.value), lua["value"], "value decide, closed loop", connections=c,
                              seconds=s.seconds)
         loads["batch"] = wrk(batch.format(ws.tree), lua["batch"], f"tree decide-batch ({BATCH_UNITS:,} units)",
                              connections=s.batch_connections, seconds=s.seconds, units=BATCH_UNITS)
-        code = server.stop(timeout=60)  # graceful: every worker flushes its decision log
-        if code != 0:
-            raise BenchError(f"pex serve did not stop cleanly on SIGTERM (exit {code}):\n{server.tail()}")
-    served = {ws.tree: [warm[ws.tree], loads["tree"], loads["batch"]],
-              ws.value: [warm[ws.value], loads["rate"], loads["value"]]}
+        served = {ws.tree: [warm[ws.tree], loads["tree"], loads["batch"]],
+                  ws.value: [warm[ws.value], loads["rate"], loads["value"]]}
+        return _stopped(server, loads, served)
+
+
+def _stopped(server: Server, loads: dict[str, Load], served: dict[str, list[Load]]
+             ) -> tuple[dict[str, Load], dict[str, list[Load]]]:
+    """Stop `pex serve` gracefully (every worker flushes its decision log); ``loads`` and ``served``."""
+    code = server.stop(timeout=60)
+    if code != 0:
+        raise BenchError(f"pex serve did not stop cleanly on SIGTERM (exit {code}):\n{server.tail()}")
     return loads, served
 
 
@@ -586,12 +595,17 @@ def rows_of(loads: dict[str, Load], ws: Workspace, s: Settings) -> list[Row]:
     """The table's rows with their goals (the tree policy's against the mean of the bare runs before and after)."""
     bare = (loads["bare"].rate + loads["bare again"].rate) / 2
     ratio = loads["tree"].rate / bare
-    batch = loads["batch"]
-    return [
+    rows = [
         Row("bare Flask JSON endpoint (baseline)", loads["bare"], False),
         Row(f"decide, tree policy ({ws.tree})", loads["tree"], True, f"≥ {GOAL_RATIO}× bare (is {ratio:.2f}×)",
             ratio >= GOAL_RATIO),
         Row("bare Flask JSON endpoint again, right after", loads["bare again"], False),
+    ]
+    if "batch" not in loads:  # --tree-only
+        return rows
+    batch = loads["batch"]
+    return [
+        *rows,
         Row(f"decide, value policy at {GOAL_RATE:g} requests/s (open loop)", loads["rate"], True,
             f"p99 ≤ {GOAL_P99_MS:g} ms", loads["rate"].p99_ms <= GOAL_P99_MS),
         Row(f"decide, value policy ({ws.value}), max rate", loads["value"], True),
@@ -603,10 +617,10 @@ def rows_of(loads: dict[str, Load], ws: Workspace, s: Settings) -> list[Row]:
 def settings(args: argparse.Namespace) -> Settings:
     """The run's settings from the command line (``--quick``: a short smoke run)."""
     if args.quick:
-        return Settings(args.workers, args.threads, args.seconds or 3, args.rate_seconds or 4, args.connections, args.batch_connections,
-                        1)
-    return Settings(args.workers, args.threads, args.seconds or 20, args.rate_seconds or 20, args.connections, args.batch_connections,
-                    2)
+        return Settings(args.workers, args.threads, args.tree_only, args.seconds or 3, args.rate_seconds or 4,
+                        args.connections, args.batch_connections, 1)
+    return Settings(args.workers, args.threads, args.tree_only, args.seconds or 20, args.rate_seconds or 20,
+                    args.connections, args.batch_connections, 2)
 
 
 def main() -> int:
@@ -619,6 +633,8 @@ def main() -> int:
     ap.add_argument("--batch-connections", type=int, default=2, help="wrk connections for decide-batch")
     ap.add_argument("--units", type=int, default=20_000, help="simulated units of the experiment")
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
+    ap.add_argument("--tree-only", action="store_true",
+                    help="only the bare endpoint and the tree policy's decide (the 0.8x goal), not value or batch")
     args = ap.parse_args()
     s = settings(args)
     for sig in (signal.SIGINT, signal.SIGTERM):  # both unwind (servers stopped), SIGINT even when inherited ignored

@@ -8,9 +8,9 @@ clients as there are threads starve it the same way.
 
 This worker keeps gthread's pool for running requests and moves the reading of the request head (request line
 and header fields) into the worker's event loop: a connection reaches a thread only once its whole head has
-arrived (or it is already too large to be valid, so gunicorn's parser refuses it at once). The loop reads what
-each connection sends without blocking and closes a connection whose head is not complete within the header
-timeout. A silent or slow client therefore costs a file descriptor and a few bytes, never a thread.
+arrived. The loop reads what each connection sends without blocking, answers 431 to a head over 32 KiB, and
+closes a connection whose head is not complete within the header timeout. A silent or slow client therefore
+costs a file descriptor and a few bytes, never a thread.
 
 Once its head is complete, a request holds a thread while its body is read and its answer is written: each
 socket operation then has the body timeout, so a client that stops sending its body, or stops reading the
@@ -42,6 +42,9 @@ from pex.services.settings import load_config
 
 # one recv in the event loop: a whole head of an ordinary request fits
 READ_CHUNK = 16 * 1024
+# the longest request head read in the event loop (like nginx's default 4 x 8 KiB header buffers); a longer one
+# gets 431 there and then, so that a thousand slow clients cost at most 32 MiB of a worker's memory
+MAX_HEAD = 32 * 1024
 
 _BAD_REQUEST = (http_errors.InvalidRequestLine, http_errors.InvalidRequestMethod, http_errors.InvalidHTTPVersion,
                 http_errors.InvalidHeader, http_errors.InvalidHeaderName, http_errors.ObsoleteFolding,
@@ -57,9 +60,18 @@ _ANSWERS = (
 )
 
 
-def _head_complete(head: bytes) -> bool:
-    """Whether ``head`` holds the blank line that ends a request head (CRLF, or a bare LF as lenient clients send)."""
-    return b"\n\r\n" in head or b"\n\n" in head
+def _answer(status: int, reason: str, message: str, hint: str) -> bytes:
+    """A whole HTTP answer in the API's error shape that closes the connection."""
+    body = json.dumps({"ok": False, "error": message, "hint": hint, "status": status}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _head_length(data: bytes) -> int | None:
+    """The length of the request head at the start of ``data`` up to the blank line that ends it (CRLF, or a bare LF
+    as lenient clients send); None while that line has not arrived."""
+    ends = [i for i in (data.find(b"\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else None
 
 
 class PexWorker(ThreadWorker):
@@ -73,10 +85,7 @@ class PexWorker(ThreadWorker):
         settings = load_config()
         self.header_seconds = settings["HEADER_SECONDS"]
         self.body_seconds = settings["BODY_SECONDS"]
-        # a head longer than every limit together is invalid whatever follows: the parser refuses it at once
-        cfg = self.cfg
-        self.max_head = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4
-        self.buffer_heads = not cfg.is_ssl
+        self.buffer_heads = not self.cfg.is_ssl
 
     # -- connections waiting for their head: in the event loop, never in a thread -----------------------------
 
@@ -125,10 +134,34 @@ class PexWorker(ThreadWorker):
             conn.close()
             return
         conn.head += data
-        if _head_complete(conn.head) or len(conn.head) > self.max_head:
+        length = _head_length(conn.head)
+        if length is not None and length <= MAX_HEAD:
             self._drop_pending(conn, close=False)
             conn.data_ready = True  # gthread then skips its wait for the first byte
             self.enqueue_req(conn)
+        elif (length or len(conn.head)) > MAX_HEAD:
+            # answered at once; the connection then stays in the loop until the client has sent the rest and closes,
+            # or until its header deadline: closing with unread data would reset it and lose the answer
+            conn.head = b""
+            try:
+                conn.sock.send(_answer(431, "Request Header Fields Too Large", "the request head is too large",
+                                       f"send at most {MAX_HEAD // 1024} KiB of request line and headers"))
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:  # a client that does not read its answer: closed all the same
+                pass
+            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self._discard, conn))
+
+    def _discard(self, conn, client) -> None:
+        """Read and drop what a refused connection still sends, until it closes."""
+        try:
+            if conn.sock.recv(READ_CHUNK):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._drop_pending(conn)
+        conn.close()
 
     def _drop_pending(self, conn, close: bool = True) -> None:
         self.poller.unregister(conn.sock)
@@ -154,11 +187,8 @@ class PexWorker(ThreadWorker):
             return super().handle_error(req, client, addr, exc)
         _, status, reason, message, hint = answer
         self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
-        body = json.dumps({"ok": False, "error": message, "hint": hint, "status": status}).encode()
-        head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
         try:
-            util.write_nonblock(client, head + body)
+            util.write_nonblock(client, _answer(status, reason, message, hint))
         except Exception:  # the client is gone: nothing to answer
             self.log.debug("Failed to send error message.")
         return None

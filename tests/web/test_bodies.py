@@ -80,6 +80,11 @@ def test_body_and_head_limits_answer_in_the_error_shape(tmp_path, served):
         status, fields, body = raw_request(port, f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'v' * 9000}\r\n\r\n".encode())
         assert status == 431
         error_shape(431, fields, body)
+        # a head over 32 KiB in all (each field within gunicorn's limits) is refused before it reaches a thread
+        many = "".join(f"X-Field-{i}: {'v' * 1000}\r\n" for i in range(40))
+        status, fields, body = raw_request(port, f"GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+        assert status == 431
+        error_shape(431, fields, body)
         status, fields, body = raw_request(port, b"NOT AN HTTP REQUEST\r\n\r\n")
         assert status == 400
         error_shape(400, fields, body)
