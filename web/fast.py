@@ -37,9 +37,9 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode  # what Flask's jsonify 
 
 def _buffer_body(environ: dict, max_length: int) -> None:
     """Read the request body into memory (``environ["pex.body"]``) and describe it by its length, when it has one
-    within ``max_length`` bytes or is chunked; an oversized chunked body is read one byte past the limit and left
-    to Flask's 413.
-    A body with a Content-Length above the limit, or an unreadable one, is left as it is for Flask to refuse."""
+    within ``max_length`` bytes or is chunked. An oversized body is read past the limit and dropped (see _discard)
+    while its announced length (or the limit plus one, when chunked) stays for Flask to answer 413; a body with an
+    unreadable Content-Length is left for Flask to refuse."""
     length = environ.get("CONTENT_LENGTH")
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     stream = environ["wsgi.input"]
