@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/serve.py [--workers 2] [--threads 8] [--seconds 20] [--quick] [--tree-only]
+    .venv/bin/python bench/serve.py [--workers 2] [--threads 4] [--seconds 20] [--quick] [--tree-only]
 
 In a temporary workspace it simulates an experiment (20,000 units), runs the pipeline (`pex run`, which
 stores tree, value and constant policies), publishes a tree and a value policy and creates a decide token.
@@ -656,7 +656,7 @@ def settings(args: argparse.Namespace) -> Settings:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of each server")
-    ap.add_argument("--threads", type=int, default=8, help="threads per worker of each server (pex serve's default)")
+    ap.add_argument("--threads", type=int, default=4, help="threads per worker of each server (pex serve's default)")
     ap.add_argument("--seconds", type=float, default=None, help="each wrk run (default 20; --quick 3)")
     ap.add_argument("--rate-seconds", type=float, default=None, help="the fixed-rate run (default 20; --quick 4)")
     ap.add_argument("--connections", type=int, default=8, help="wrk connections for single decisions")

@@ -15,9 +15,10 @@ from pex.cli.common import _echo_json, _workspace
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True,
               help="gunicorn worker processes (each holds the live policies and its own decision-log buffer).")
-@click.option("--threads", type=click.IntRange(min=1, max=256), default=8, show_default=True,
-              help="Request threads per worker (a request holds one while its body is read and it is answered; "
-                   "idle and half-sent connections hold none).")
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=4, show_default=True,
+              help="Request threads per worker. A request holds one while its body is read and it is answered; idle "
+                   "and half-sent connections hold none. Decisions are CPU work under Python's GIL, so more threads "
+                   "add no speed; they absorb clients that send their bodies slowly.")
 @click.option("--dev", is_flag=True, help="Flask's own single-process server instead of gunicorn (for development).")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, dev: bool) -> None:
