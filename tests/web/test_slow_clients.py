@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import select
 import signal
 import socket
@@ -13,6 +14,7 @@ import pytest
 from tests.gunicorn import call, free_port, serve, wait_ready
 
 HEADER_SECONDS = 2.0  # the server's header timeout in this test (PEX_HEADER_SECONDS), short to keep the test quick
+BODY_SECONDS = 1.0  # and its body timeout (PEX_BODY_SECONDS)
 
 
 def half_sent(port: int) -> socket.socket:
@@ -38,6 +40,7 @@ def closed_by_server(s: socket.socket, deadline: float) -> bool:
 
 def test_fifty_half_sent_requests_do_not_starve_decides_and_are_closed(tmp_path, served, monkeypatch):
     monkeypatch.setenv("PEX_HEADER_SECONDS", str(HEADER_SECONDS))
+    monkeypatch.setenv("PEX_BODY_SECONDS", str(BODY_SECONDS))
     port = free_port()
     # 2 workers x 2 threads: far fewer threads than idle connections, so a thread per idle connection would starve
     with serve(served.home, port, tmp_path, "--threads", "2") as server:
@@ -77,6 +80,19 @@ def test_fifty_half_sent_requests_do_not_starve_decides_and_are_closed(tmp_path,
             for s in idle:
                 s.close()
         assert call(port, "GET", "/healthz")[0] == 200
+
+        # a client that stops in the middle of its body is answered 408 once the body timeout has passed
+        with socket.create_connection(("127.0.0.1", port), timeout=BODY_SECONDS + 5) as stalled:
+            stalled.sendall(f"POST /api/v1/policies/{served.tree}/decide HTTP/1.1\r\nHost: x\r\n"
+                            f"Authorization: Bearer {served.decide}\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: 100\r\n\r\n{{\"unit\": ".encode())
+            answer = b""
+            while chunk := stalled.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {
+            "ok": False, "error": "the request body did not arrive in time",
+            "hint": "send the whole body without pauses (a buffering proxy in front does)", "status": 408}
         assert server.signal_and_wait(signal.SIGTERM, timeout=60) == 0
 
 
