@@ -53,6 +53,8 @@ def _buffer_body(environ: dict, max_length: int) -> None:
         if not 0 < size <= max_length:
             return
         raw = stream.read(size)
+        if len(raw) < size:  # the read side was shut at the body deadline (web/worker.py), or the client left
+            raise TimeoutError("the body ended early")
     elif chunked:
         raw = stream.read(max_length + 1)
         if len(raw) > max_length:
@@ -92,7 +94,7 @@ def fast_decide(flask_wsgi: Callable[..., Iterable[bytes]], state: Any, max_leng
         environ["pex.started"] = started
         try:
             _buffer_body(environ, max_length)
-        except OSError:  # the socket's timeout ran out (or the client reset): it is not sending its body
+        except OSError:  # the body's deadline passed (or the client reset): it is not sending its body
             metrics.request_counter("unmatched", environ.get("REQUEST_METHOD", ""), 408).inc()
             return _timed_out(start_response)
         match = _PATH.fullmatch(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "POST" else None

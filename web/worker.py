@@ -12,9 +12,10 @@ arrived. The loop reads what each connection sends without blocking, answers 431
 closes a connection whose head is not complete within the header timeout. A silent or slow client therefore
 costs a file descriptor and a few bytes, never a thread.
 
-Once its head is complete, a request holds a thread while its body is read and its answer is written: each
-socket operation then has the body timeout, so a client that stops sending its body, or stops reading the
-answer, frees the thread after that long. A buffering reverse proxy in front (nginx's default) takes the body
+Once its head is complete, a request holds a thread while its body is read and its answer is written. Its
+whole body must arrive within the body timeout: each read waits at most that long (a kernel socket timeout), and
+a body that still trickles in at the deadline has its socket's read side shut by the event loop, so the request
+gets 408 (web/fast.py). A client that stops reading its answer frees the thread after the same time. A buffering reverse proxy in front (nginx's default) takes the body
 wait off the server entirely; the body limit (MAX_CONTENT_LENGTH) bounds what one request can make a worker read.
 
 gunicorn's own answers to requests it cannot parse (414 request line too long, 431 header fields too large, 400
@@ -86,6 +87,8 @@ class PexWorker(ThreadWorker):
         self.header_seconds = settings["HEADER_SECONDS"]
         self.body_seconds = settings["BODY_SECONDS"]
         self.buffer_heads = not self.cfg.is_ssl
+        # connections held by a pool thread -> when their read side is shut (see murder_pending)
+        self.reading: dict = {}
 
     # -- connections waiting for their head: in the event loop, never in a thread -----------------------------
 
@@ -172,11 +175,30 @@ class PexWorker(ThreadWorker):
     def handle(self, conn):
         """In a pool thread: give the parser the head read so far, then serve the request as gthread does."""
         head = conn.__dict__.pop("head", None)
-        if head is not None:
-            conn.sock.setblocking(True)
-            conn.init()
-            conn.parser.unreader.unread(head)
-        return super().handle(conn)
+        if head is None:
+            return super().handle(conn)
+        conn.sock.setblocking(True)
+        conn.init()
+        conn.parser.unreader.unread(head)
+        self.reading[conn] = time.monotonic() + self.body_seconds
+        try:
+            return super().handle(conn)
+        finally:
+            self.reading.pop(conn, None)
+
+    def murder_pending(self) -> None:
+        """Close the connections whose head is overdue (gthread's own), and shut the read side of those whose
+        request has held a thread for the body timeout: the socket timeout bounds each read, not a body that
+        trickles in a byte at a time, whereas a shut read side ends the read at once (the request then gets
+        408, web/fast.py). Its answer can still be written; a request that merely runs long loses nothing."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, deadline in list(self.reading.items()):
+            if deadline <= now and self.reading.pop(conn, None) is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RD)
+                except OSError:  # closed meanwhile
+                    pass
 
     # -- gunicorn's own error answers, in the API's shape -------------------------------------------------------
 

@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
     # request bodies larger than this get 413; a decide-batch of 10,000 units with a dozen features is ~1.5 MiB
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "HEADER_SECONDS": 10.0,  # a connection's whole request head must arrive within this, else it is closed
-    "BODY_SECONDS": 10.0,  # longest wait for one read of a request body or one write of an answer (gunicorn)
+    "BODY_SECONDS": 10.0,  # a request's body must arrive within this (else 408), and an answer's write take at most this
 }
 TYPES = {"REFRESH_SECONDS": float, "FLUSH_SECONDS": float, "MAX_BATCH": int, "TOKEN_TTL_SECONDS": float,
          "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str, "HEADER_SECONDS": float, "BODY_SECONDS": float}

@@ -81,18 +81,24 @@ def test_fifty_half_sent_requests_do_not_starve_decides_and_are_closed(tmp_path,
                 s.close()
         assert call(port, "GET", "/healthz")[0] == 200
 
-        # a client that stops in the middle of its body is answered 408 once the body timeout has passed
-        with socket.create_connection(("127.0.0.1", port), timeout=BODY_SECONDS + 5) as stalled:
-            stalled.sendall(f"POST /api/v1/policies/{served.tree}/decide HTTP/1.1\r\nHost: x\r\n"
-                            f"Authorization: Bearer {served.decide}\r\nContent-Type: application/json\r\n"
-                            f"Content-Length: 100\r\n\r\n{{\"unit\": ".encode())
-            answer = b""
-            while chunk := stalled.recv(4096):
-                answer += chunk
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {
-            "ok": False, "error": "the request body did not arrive in time",
-            "hint": "send the whole body without pauses (a buffering proxy in front does)", "status": 408}
+        # a client that stops in the middle of its body, and one that sends it a byte every 0.3 s (each read
+        # then waits less than the body timeout), are both answered 408 once the body timeout has passed
+        for drip in (None, 0.3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+                slow.sendall(f"POST /api/v1/policies/{served.tree}/decide HTTP/1.1\r\nHost: x\r\n"
+                             f"Authorization: Bearer {served.decide}\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: 100\r\n\r\n{{\"unit\": ".encode())
+                give_up = time.monotonic() + 6  # the client would drip for 28 s; the server must not wait for it
+                while drip and time.monotonic() < give_up and not select.select([slow], [], [], drip)[0]:
+                    slow.sendall(b" ")
+                assert time.monotonic() < give_up, "the server waited for a body that trickles in"
+                answer = b""
+                while chunk := slow.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), (drip, answer[:200])
+            assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {
+                "ok": False, "error": "the request body did not arrive in time",
+                "hint": "send the whole body without pauses (a buffering proxy in front does)", "status": 408}
         assert server.signal_and_wait(signal.SIGTERM, timeout=60) == 0
 
 
