@@ -15,8 +15,9 @@ costs a file descriptor and a few bytes, never a thread.
 Once its head is complete, a request holds a thread while its body is read and its answer is written. Its
 whole body must arrive within the body timeout: each read waits at most that long (a kernel socket timeout), and
 a body that still trickles in at the deadline has its socket's read side shut by the event loop, so the request
-gets 408 (web/fast.py). A client that stops reading its answer frees the thread after the same time. A buffering reverse proxy in front (nginx's default) takes the body
-wait off the server entirely; the body limit (MAX_CONTENT_LENGTH) bounds what one request can make a worker read.
+gets 408 (web/fast.py). A client that stops reading its answer frees the thread after the same time. A
+buffering reverse proxy in front (nginx's default) takes the body wait off the server entirely; the body limit
+(MAX_CONTENT_LENGTH) bounds what one request can make a worker read.
 
 gunicorn's own answers to requests it cannot parse (414 request line too long, 431 header fields too large, 400
 malformed) are written in the API's error shape, ``{"ok": false, "error", "hint", "status"}``, instead of HTML.
