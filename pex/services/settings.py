@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "FLUSH_SECONDS": 0.5,  # how often the decision log is written (at most 1 s)
     "MAX_BATCH": 10_000,  # units per decide-batch request
     "TOKEN_TTL_SECONDS": 2.0,  # how long a token's verdict is reused (a revocation takes effect within it)
-    # request bodies larger than this get 413; a decide-batch of 10,000 units with a dozen features is ~1.5 MiB
+    # request bodies larger than this get 413; a decide-batch of 10,000 units with a dozen features is ~2.6 MiB
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
     "HEADER_SECONDS": 10.0,  # a connection's whole request head must arrive within this, else it is closed
     "BODY_SECONDS": 10.0,  # a request's body must arrive within this (else 408), and an answer's write take at most this
