@@ -2,12 +2,13 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/serve.py [--workers 2] [--seconds 20] [--quick]
+    .venv/bin/python bench/serve.py [--workers 2] [--threads 4] [--seconds 20] [--quick] [--tree-only]
 
 In a temporary workspace it simulates an experiment (20,000 units), runs the pipeline (`pex run`, which
 stores tree, value and constant policies), publishes a tree and a value policy and creates a decide token.
-Then it starts two gunicorn servers with the same number of sync workers, each in its own process group:
-the bare Flask app (bench/bare_app.py) and `pex serve`. It loads them with wrk (closed loop: each
+Then it starts two gunicorn servers with the same settings (web/gunicorn_conf.py: pex's threaded worker class,
+keep-alive; the same numbers of workers and threads), each in its own process group: the bare Flask app
+(bench/bare_app.py) and `pex serve`. It loads them with wrk (closed loop: each
 connection sends its next request when the last one is answered) and, for the fixed-rate scenario, with an
 open-loop generator of its own (Debian has no wrk2): requests leave at fixed times whether or not earlier
 ones were answered, and a request's latency runs from the time it was due, so a stalled server cannot hide
@@ -40,7 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,20 +223,48 @@ def wait_until_up(server: Server, path: str, body: bytes | None = None, timeout:
     raise BenchError(f"{server.name} did not answer {path} within {timeout:.0f}s:\n{server.tail()}")
 
 
-def start_bare(root: Path, workers: int) -> Server:
-    """gunicorn with ``workers`` sync workers serving bench/bare_app.py."""
+def start_bare(root: Path, workers: int, threads: int) -> Server:
+    """gunicorn serving bench/bare_app.py with `pex serve`'s settings, ``workers`` workers of ``threads`` threads."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf", "--workers", str(workers),
+            "--threads", str(threads),
             "--bind", f"{HOST}:{port}", "bench.bare_app:app"]
     return Server("bare Flask (gunicorn)", argv, child_env(), root / "bare.log", port)
 
 
-def start_pex(root: Path, home: Path, workers: int) -> Server:
-    """`pex serve` with ``workers`` gunicorn sync workers on ``home`` (it execs gunicorn: the pid is the master's)."""
+def start_pex(root: Path, home: Path, workers: int, threads: int) -> Server:
+    """`pex serve` with ``workers`` gunicorn workers of ``threads`` threads on ``home`` (it execs gunicorn: the pid
+    is the master's)."""
     port = free_port()
-    argv = [sys.executable, "-c", PEX_CLI, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)]
-    # TMPDIR: `pex serve` makes its metrics folder (pex-metrics-PORT) in the temporary folder and leaves it there
+    argv = [sys.executable, "-c", PEX_CLI, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers),
+            "--threads", str(threads)]
+    # TMPDIR: where `pex serve` makes its metrics folder when /dev/shm is not there (it removes it when stopped)
     return Server("pex serve", argv, {**child_env(home), "TMPDIR": str(root)}, root / "pex.log", port)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User and system CPU seconds of the running processes of process group ``pgid`` (a server: its master and
+    workers), from /proc; 0 where there is no /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def on_cpu(server: Server, run: Callable[[], Load]) -> Load:
+    """``run()``'s load with the server's CPU time per response. Unlike requests/s, this hardly depends on what else
+    the machine runs (other work takes cores away, not CPU time from each request), so the tree-over-bare ratio
+    by CPU per response is the steadier figure on a shared machine."""
+    before = group_cpu_seconds(server.proc.pid)
+    load = run()
+    load.cpu_ms = (group_cpu_seconds(server.proc.pid) - before) * 1e3 / max(1, load.requests)
+    print(f"    {server.name}: {load.cpu_ms:.3f} ms of server CPU per response")
+    return load
 
 
 def wait_ready(server: Server, workers: int) -> None:
@@ -264,6 +293,7 @@ class Load:
     socket_errors: dict[str, int]
     connections: int
     units: int = 1  # decisions per request
+    cpu_ms: float | None = None  # CPU time of the server's processes per response (see on_cpu)
 
     @property
     def decisions(self) -> int:
@@ -410,8 +440,8 @@ async def open_loop(requests: list[bytes], port: int, rate: float, timeout: floa
 
 
 def fixed_rate(server: Server, path: str, ws: Workspace, *, rate: float, seconds: float, prefix: str) -> Load:
-    """Decisions at a fixed ``rate`` requests/s for ``seconds``, a new connection per request (as wrk does against
-    sync workers, which close every connection), latency from each request's due time."""
+    """Decisions at a fixed ``rate`` requests/s for ``seconds``, a new connection per request (a client without
+    keep-alive), latency from each request's due time."""
     n = max(1, round(rate * seconds))
     bodies = [json.dumps({"unit": f"{prefix}{i}", "features": ws.rows[i % len(ws.rows)]}).encode() for i in range(n)]
     requests = [http_request(path, server.port, ws.token, b) for b in bodies]
@@ -471,11 +501,11 @@ def cpu_idle(seconds: float = 1.0) -> float | None:
     return (idle1 - idle0) / max(1, total1 - total0)
 
 
-def machine(workers: int) -> str:
+def machine(workers: int, threads: int) -> str:
     """Cores, workers, Python, the load average and how idle the cores are now (other work on the machine)."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     idle = cpu_idle()
-    return (f"{os.cpu_count()} cores ({platform.machine()}), {workers} gunicorn sync workers per server, "
+    return (f"{os.cpu_count()} cores ({platform.machine()}), {workers} gunicorn workers x {threads} threads per server, "
             f"Python {platform.python_version()}, wrk -t2; load average {load}"
             + ("" if idle is None else f"; CPU idle over 1 s: {idle:.0%}"))
 
@@ -519,6 +549,8 @@ class Settings:
     """How long and how hard each scenario runs."""
 
     workers: int
+    threads: int
+    tree_only: bool  # only the bare endpoint and the tree policy's decide (the 0.8x goal)
     seconds: float  # each wrk run
     rate_seconds: float  # the fixed-rate run
     connections: int  # wrk connections for single decisions
@@ -544,13 +576,13 @@ def scenarios(root: Path, ws: Workspace, s: Settings, lua: dict[str, Path]
     """Every scenario; the measured loads by key, and by policy every load on `pex serve` that made decisions
     (warm-ups too).
 
-    Both servers run from the start (an idle sync worker costs nothing), so that the bare endpoint is measured
+    Both servers run from the start (an idle worker costs nothing), so that the bare endpoint is measured
     right before and right after the tree policy's decide: on a machine that other work shares, the ratio of
     the two then compares like with like.
     """
     with ExitStack() as stack:
-        bare = stack.enter_context(running(start_bare(root, s.workers)))
-        server = stack.enter_context(running(start_pex(root, ws.home, s.workers)))
+        bare = stack.enter_context(running(start_bare(root, s.workers, s.threads)))
+        server = stack.enter_context(running(start_pex(root, ws.home, s.workers, s.threads)))
         wait_until_up(bare, "/decide", b'{"unit": "u0"}')
         wait_ready(server, s.workers)
         decide, batch = (server.url(f"/api/v1/policies/{{}}/{r}") for r in ("decide", "decide-batch"))
@@ -558,22 +590,32 @@ def scenarios(root: Path, ws: Workspace, s: Settings, lua: dict[str, Path]
         wrk(bare.url("/decide"), lua["bare"], "warm-up bare", connections=c, seconds=s.warmup)
         warm = {p: wrk(decide.format(p), lua["warm"], f"warm-up {p}", connections=c, seconds=s.warmup)
                 for p in (ws.tree, ws.value)}
-        loads = {"bare": wrk(bare.url("/decide"), lua["bare"], "bare /decide", connections=c, seconds=s.seconds)}
-        loads["tree"] = wrk(decide.format(ws.tree), lua["tree"], "tree decide", connections=c, seconds=s.seconds)
-        loads["bare again"] = wrk(bare.url("/decide"), lua["bare"], "bare /decide again", connections=c,
-                                  seconds=s.seconds)
+        loads = {"bare": on_cpu(bare, lambda: wrk(bare.url("/decide"), lua["bare"], "bare /decide", connections=c,
+                                                  seconds=s.seconds))}
+        loads["tree"] = on_cpu(server, lambda: wrk(decide.format(ws.tree), lua["tree"], "tree decide", connections=c,
+                                                   seconds=s.seconds))
+        loads["bare again"] = on_cpu(bare, lambda: wrk(bare.url("/decide"), lua["bare"], "bare /decide again",
+                                                       connections=c, seconds=s.seconds))
         bare.stop()
+        if s.tree_only:
+            return _stopped(server, loads, {ws.tree: [warm[ws.tree], loads["tree"]], ws.value: [warm[ws.value]]})
         loads["rate"] = fixed_rate(server, f"/api/v1/policies/{ws.value}/decide", ws, rate=GOAL_RATE,
                                    seconds=s.rate_seconds, prefix="r")
         loads["value"] = wrk(decide.format(ws.value), lua["value"], "value decide, closed loop", connections=c,
                              seconds=s.seconds)
         loads["batch"] = wrk(batch.format(ws.tree), lua["batch"], f"tree decide-batch ({BATCH_UNITS:,} units)",
                              connections=s.batch_connections, seconds=s.seconds, units=BATCH_UNITS)
-        code = server.stop(timeout=60)  # graceful: every worker flushes its decision log
-        if code != 0:
-            raise BenchError(f"pex serve did not stop cleanly on SIGTERM (exit {code}):\n{server.tail()}")
-    served = {ws.tree: [warm[ws.tree], loads["tree"], loads["batch"]],
-              ws.value: [warm[ws.value], loads["rate"], loads["value"]]}
+        served = {ws.tree: [warm[ws.tree], loads["tree"], loads["batch"]],
+                  ws.value: [warm[ws.value], loads["rate"], loads["value"]]}
+        return _stopped(server, loads, served)
+
+
+def _stopped(server: Server, loads: dict[str, Load], served: dict[str, list[Load]]
+             ) -> tuple[dict[str, Load], dict[str, list[Load]]]:
+    """Stop `pex serve` gracefully (every worker flushes its decision log); ``loads`` and ``served``."""
+    code = server.stop(timeout=60)
+    if code != 0:
+        raise BenchError(f"pex serve did not stop cleanly on SIGTERM (exit {code}):\n{server.tail()}")
     return loads, served
 
 
@@ -581,12 +623,19 @@ def rows_of(loads: dict[str, Load], ws: Workspace, s: Settings) -> list[Row]:
     """The table's rows with their goals (the tree policy's against the mean of the bare runs before and after)."""
     bare = (loads["bare"].rate + loads["bare again"].rate) / 2
     ratio = loads["tree"].rate / bare
+    # the same ratio from CPU per response (requests/s the servers would reach on cores of their own)
+    by_cpu = (loads["bare"].cpu_ms + loads["bare again"].cpu_ms) / 2 / loads["tree"].cpu_ms
+    rows = [
+        Row("bare Flask JSON endpoint (baseline)", loads["bare"], False),
+        Row(f"decide, tree policy ({ws.tree})", loads["tree"], True,
+            f"≥ {GOAL_RATIO}× bare (is {ratio:.2f}×; by server CPU per response {by_cpu:.2f}×)", ratio >= GOAL_RATIO),
+        Row("bare Flask JSON endpoint again, right after", loads["bare again"], False),
+    ]
+    if "batch" not in loads:  # --tree-only
+        return rows
     batch = loads["batch"]
     return [
-        Row("bare Flask JSON endpoint (baseline)", loads["bare"], False),
-        Row(f"decide, tree policy ({ws.tree})", loads["tree"], True, f"≥ {GOAL_RATIO}× bare (is {ratio:.2f}×)",
-            ratio >= GOAL_RATIO),
-        Row("bare Flask JSON endpoint again, right after", loads["bare again"], False),
+        *rows,
         Row(f"decide, value policy at {GOAL_RATE:g} requests/s (open loop)", loads["rate"], True,
             f"p99 ≤ {GOAL_P99_MS:g} ms", loads["rate"].p99_ms <= GOAL_P99_MS),
         Row(f"decide, value policy ({ws.value}), max rate", loads["value"], True),
@@ -598,26 +647,29 @@ def rows_of(loads: dict[str, Load], ws: Workspace, s: Settings) -> list[Row]:
 def settings(args: argparse.Namespace) -> Settings:
     """The run's settings from the command line (``--quick``: a short smoke run)."""
     if args.quick:
-        return Settings(args.workers, args.seconds or 3, args.rate_seconds or 4, args.connections, args.batch_connections,
-                        1)
-    return Settings(args.workers, args.seconds or 20, args.rate_seconds or 20, args.connections, args.batch_connections,
-                    2)
+        return Settings(args.workers, args.threads, args.tree_only, args.seconds or 3, args.rate_seconds or 4,
+                        args.connections, args.batch_connections, 1)
+    return Settings(args.workers, args.threads, args.tree_only, args.seconds or 20, args.rate_seconds or 20,
+                    args.connections, args.batch_connections, 2)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn sync workers of each server")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of each server")
+    ap.add_argument("--threads", type=int, default=4, help="threads per worker of each server (pex serve's default)")
     ap.add_argument("--seconds", type=float, default=None, help="each wrk run (default 20; --quick 3)")
     ap.add_argument("--rate-seconds", type=float, default=None, help="the fixed-rate run (default 20; --quick 4)")
     ap.add_argument("--connections", type=int, default=8, help="wrk connections for single decisions")
     ap.add_argument("--batch-connections", type=int, default=2, help="wrk connections for decide-batch")
     ap.add_argument("--units", type=int, default=20_000, help="simulated units of the experiment")
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
+    ap.add_argument("--tree-only", action="store_true",
+                    help="only the bare endpoint and the tree policy's decide (the 0.8x goal), not value or batch")
     args = ap.parse_args()
     s = settings(args)
     for sig in (signal.SIGINT, signal.SIGTERM):  # both unwind (servers stopped), SIGINT even when inherited ignored
         signal.signal(sig, signal.default_int_handler)
-    print(f"machine: {machine(s.workers)}")
+    print(f"machine: {machine(s.workers, s.threads)}")
     try:
         with tempfile.TemporaryDirectory(prefix="pex-bench-serve-") as d:
             root = Path(d)
@@ -632,7 +684,7 @@ def main() -> int:
         print("\ninterrupted: the servers are stopped and the temporary workspace is removed", file=sys.stderr)
         return 130
     rows = rows_of(loads, ws, s)
-    print(f"\nmachine after the runs: {machine(s.workers)}\n")
+    print(f"\nmachine after the runs: {machine(s.workers, s.threads)}\n")
     print(table(rows))
     missed = [r.scenario for r in rows if r.met is False]
     print("\nevery goal met" if not missed else "\ngoals NOT met: " + "; ".join(missed))

@@ -1,7 +1,12 @@
-"""gunicorn settings and hooks for ``pex serve`` (bind and workers come from its command line)."""
+"""gunicorn settings and hooks for ``pex serve`` (bind, workers and threads come from its command line)."""
 
 from __future__ import annotations
 
+# gthread's thread pool with the request head read in the event loop: an idle or half-sent connection holds no
+# thread (web/worker.py); bench/serve.py serves its bare Flask baseline with the same class
+worker_class = "web.worker.PexWorker"
+# a kept-alive connection waits in the event loop (no thread) and is closed after this many idle seconds
+keepalive = 5
 # a worker loads every live policy (value policies with their effect models) before it serves
 timeout = 120
 # SIGTERM: workers finish the requests they hold, then flush their decision log (worker_exit)
@@ -25,6 +30,15 @@ def worker_exit(server, worker) -> None:
     state = getattr(app, "extensions", {}).get("pex") if app is not None else None
     if state is not None:
         state.close()
+
+
+def on_exit(server) -> None:
+    """Remove this server's metrics folder (only its own: see pex.services.metrics_folder)."""
+    import os
+
+    from pex.services.metrics_folder import remove
+
+    remove(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 def child_exit(server, worker) -> None:

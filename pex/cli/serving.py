@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 import click
@@ -16,9 +15,13 @@ from pex.cli.common import _echo_json, _workspace
 @click.option("--port", type=click.IntRange(min=1, max=65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True,
               help="gunicorn worker processes (each holds the live policies and its own decision-log buffer).")
+@click.option("--threads", type=click.IntRange(min=1, max=256), default=4, show_default=True,
+              help="Request threads per worker. A request holds one while its body is read and it is answered; idle "
+                   "and half-sent connections hold none. Decisions are CPU work under Python's GIL, so more threads "
+                   "add no speed; they absorb clients that send their bodies slowly.")
 @click.option("--dev", is_flag=True, help="Flask's own single-process server instead of gunicorn (for development).")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int, dev: bool) -> None:
     """Serve the JSON API: decisions from published policies (every one logged), outcomes, publishing.
 
     Upgrades the workspace's schema if needed. On the first start with no API token, creates an admin token
@@ -28,6 +31,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
     from pex.services.settings import load_config
 
     load_config()  # bad PEX_* settings or PEX_CONFIG file: exit 2 here, not a worker that fails to boot
+    _check_port_free(host, port)
     ws = _workspace(ctx, create=True)  # creates or upgrades the schema before any worker opens it read-only
     if not ws.live_versions():
         click.echo("note: no policy is published yet, so every decide answers 404; `pex publish POLICY` makes one "
@@ -42,20 +46,43 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, dev: bool) -> 
     if dev:
         argv = [sys.executable, "-m", "web.dev", "--host", host, "--port", str(port)]
     else:
-        # prometheus-client's multiprocess mode: one folder of value files per server (in the workspace, one per
-        # port, so restarts reuse it rather than leaving folders behind), emptied at start
-        metrics_dir = os.path.abspath(os.path.join(ws.home, "serve", f"metrics-{port}"))
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        os.makedirs(metrics_dir)
-        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        from pex.services.metrics_folder import prepare
+
+        # prometheus-client's multiprocess mode: a folder of value files on tmpfs named after this process, which
+        # becomes gunicorn's master by exec (never in the workspace, never another server's; removed on exit)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare(os.getpid()))
         argv = [sys.executable, "-m", "gunicorn", "--config", "python:web.gunicorn_conf", "--workers", str(workers),
-                "--bind", f"{host}:{port}", "web:create_app()"]
-    click.echo(f"serving on http://{host}:{port} ({'Flask dev server' if dev else f'gunicorn, {workers} workers'})", err=True)
+                "--threads", str(threads), "--bind", f"{host}:{port}", "web:create_app()"]
+    how = "Flask dev server" if dev else f"gunicorn, {workers} workers x {threads} threads"
+    click.echo(f"serving on http://{host}:{port} ({how})", err=True)
     sys.stdout.flush()
     sys.stderr.flush()
     ws.close()
     # the server replaces this process, so signals reach it directly
     os.execve(sys.executable, argv, env)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Exit 2 when another server listens on ``host:port`` already, before anything is started or created (gunicorn
+    would find out only after its start; it binds with SO_REUSEADDR as this check does)."""
+    import errno
+    import socket
+
+    from pex.errors import PexError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # gunicorn reports a host it cannot resolve
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            hint = ("another server uses this port: stop it or pass --port" if exc.errno == errno.EADDRINUSE
+                    else "pass a --host of this machine and a --port this user may use")
+            raise PexError(f"cannot listen on {host}:{port}: {exc.strerror}", hint) from None
 
 
 @click.command()

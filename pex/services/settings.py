@@ -20,14 +20,18 @@ DEFAULTS: dict[str, Any] = {
     "FLUSH_SECONDS": 0.5,  # how often the decision log is written (at most 1 s)
     "MAX_BATCH": 10_000,  # units per decide-batch request
     "TOKEN_TTL_SECONDS": 2.0,  # how long a token's verdict is reused (a revocation takes effect within it)
-    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # request bodies larger than this get 413
+    # request bodies larger than this get 413; a decide-batch of 10,000 units with a dozen features is ~2.6 MiB
+    "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
+    "HEADER_SECONDS": 10.0,  # a connection's whole request head must arrive within this, else it is closed
+    "BODY_SECONDS": 10.0,  # a request's body must arrive within this (else 408), and an answer's write take at most this
     # decisions a worker holds unwritten before decides answer 503 (about 1 KB each)
     "MAX_BUFFERED": 100_000,
     # how long the oldest unwritten decision may wait (the log unwritable) before decides answer 503, /readyz fails
     "LOG_STALL_SECONDS": 5.0,
 }
 TYPES = {"REFRESH_SECONDS": float, "FLUSH_SECONDS": float, "MAX_BATCH": int, "TOKEN_TTL_SECONDS": float,
-         "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str, "MAX_BUFFERED": int, "LOG_STALL_SECONDS": float}
+         "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str, "HEADER_SECONDS": float, "BODY_SECONDS": float,
+         "MAX_BUFFERED": int, "LOG_STALL_SECONDS": float}
 
 
 def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -49,7 +53,7 @@ def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str]
 
 def _check(values: dict[str, Any]) -> None:
     limits = {"REFRESH_SECONDS": (0.0, 60.0), "FLUSH_SECONDS": (0.0, 1.0), "TOKEN_TTL_SECONDS": (0.0, 300.0),
-              "LOG_STALL_SECONDS": (0.0, 300.0)}
+              "HEADER_SECONDS": (0.0, 300.0), "BODY_SECONDS": (0.0, 300.0), "LOG_STALL_SECONDS": (0.0, 300.0)}
     for name, (low, high) in limits.items():
         if not low < values[name] <= high:
             raise PexError(f"setting {name.lower()} must be above {low:g} and at most {high:g}, got {values[name]}",
