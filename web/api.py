@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from pex.errors import DataError, PexError
 from pex.names import check_text
@@ -25,16 +24,9 @@ def _state():
 
 
 def _data() -> bytes:
-    """The request's body; a 413 when it is over the limit (``MAX_CONTENT_LENGTH``), chunked ones included.
-
-    werkzeug ends a chunked body (no Content-Length) at the limit without a word, and the cut JSON then failed to
-    parse (a 400 that hid the 413): a byte left in the input past the limit is the 413.
-    """
-    data = request.get_data(cache=True)
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if request.content_length is None and limit is not None and len(data) >= limit and request.environ["wsgi.input"].read(1):
-        raise RequestEntityTooLarge()
-    return data
+    """The request's body; a 413 when it is over the limit (``MAX_CONTENT_LENGTH``), chunked ones included: the
+    WSGI wrapper (web/fast.py) has read every body and given it a length, which werkzeug checks."""
+    return request.get_data(cache=True)
 
 
 def _body() -> Any:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from web import metrics
+from web import jsonbody, metrics
 
 ROUTE = "/api/v1/policies/<name>/decide"
 _PATH = re.compile(r"/api/v1/policies/([A-Za-z0-9._~-]+)/decide")  # plain names only; the rest goes to Flask
@@ -105,7 +105,7 @@ def fast_decide(flask_wsgi: Callable[..., Iterable[bytes]], state: Any, max_leng
             return flask_wsgi(environ, start_response)
         try:
             state.tokens.require(environ.get("HTTP_AUTHORIZATION"), "decide")
-            decision = state.server.decide(match.group(1), json.loads(raw))
+            decision = state.server.decide(match.group(1), jsonbody.loads(raw))
         except Exception:  # whatever it is, Flask answers it, from the same body
             environ["wsgi.input"] = io.BytesIO(raw)
             return flask_wsgi(environ, start_response)
