@@ -359,7 +359,7 @@ def soak(args: argparse.Namespace, root: Path) -> Result:
         logged_before = store.count_decisions()
     seconds = args.minutes * 60
     warmup = min(30.0, seconds / 10)
-    with running(start_pex(root, ws.home, args.workers)) as server:
+    with running(start_pex(root, ws.home, args.workers, args.server_threads)) as server:
         wait_ready(server, args.workers)
         start = time.time() + 1.0
         stop = start + seconds
@@ -367,8 +367,8 @@ def soak(args: argparse.Namespace, root: Path) -> Result:
                     f"/api/v1/policies/{ws.tree}/decide", ws.token, EXPERIMENT, metric, ws.rows)
                 for c in range(args.clients)]
         print(f"soak: {seconds:.0f} s at {args.rate:,.0f} decisions/s on {ws.tree} v{old}, {args.clients} client "
-              f"processes x {args.threads} keep-alive sessions, {args.workers} gunicorn workers; v{new} published at "
-              f"40%, rolled back at 60%", flush=True)
+              f"processes x {args.threads} keep-alive sessions, {args.workers} gunicorn workers of {args.server_threads} "
+              f"threads; v{new} published at 40%, rolled back at 60%", flush=True)
         rss: list[tuple[float, float, int]] = []
         releases: list[tuple[str, int, dict]] = []
         plan = [(start + 0.4 * seconds, "publish", f"/api/v1/policies/{ws.tree}/publish", {"version": new}),
@@ -407,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=2, help="client processes")
     ap.add_argument("--threads", type=int, default=4, help="keep-alive sessions (threads) per client process")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers of `pex serve`")
+    ap.add_argument("--server-threads", type=int, default=4, help="request threads per worker of `pex serve` (its default)")
     ap.add_argument("--units", type=int, default=5_000, help="simulated units of the experiment behind the policy")
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.rate <= 0 or args.clients < 1 or args.threads < 1:

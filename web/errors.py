@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from pex.errors import PexError, StoreError
@@ -52,7 +52,11 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         status = exc.code or 500
-        return error_response(exc.description or exc.name, HINTS.get(status, ""), status)
+        message = exc.description or exc.name
+        if status == 413:  # werkzeug's text ("exceeds the capacity limit") names neither the limit nor the setting
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"the request body is larger than this server's limit of {limit:,} bytes (max_content_length)"
+        return error_response(message, HINTS.get(status, ""), status)
 
     # The two exceptions below come from what a client sent, not from a bug: pex recurses only over request
     # structures (parsing, messages quoting a value), and encodes only the client's text (hashing a unit id,
