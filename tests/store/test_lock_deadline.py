@@ -117,6 +117,7 @@ def test_a_bad_lock_setting_is_refused_when_the_workspace_opens(raw, monkeypatch
     assert lock_seconds() == DEFAULT_SECONDS == 5.0
 
 
+@pytest.mark.slow  # a server and a 5 s wait; the deadline itself is tested above
 def test_over_gunicorn_a_held_lock_gives_503_busy_while_decides_and_healthz_answer(stored, tmp_path):
     """The issue's case: the lock held for longer than the deadline (default 5 s). The publish is answered 503
     "workspace busy" while the lock is still held, and decides and /healthz keep answering meanwhile."""

@@ -472,6 +472,7 @@ def over_http_cases(port: int, tree: str, token: str) -> dict[str, tuple[tuple[i
     }
 
 
+@pytest.mark.slow  # a server of its own; tests/web/test_bodies.py covers the same answers in make test
 def test_over_http_oversized_bodies_lines_and_headers_get_the_error_shape(tmp_path, served):
     port = free_port()
     answered = 0

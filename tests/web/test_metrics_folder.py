@@ -8,6 +8,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from pex.services import metrics_folder
 from tests.gunicorn import PEX, call, free_port, serve, wait_ready
 
@@ -43,6 +45,7 @@ def test_prepare_removes_only_this_hosts_folders_of_dead_masters(tmp_path):
             live.kill()
 
 
+@pytest.mark.slow  # two servers; the folder rules are tested above
 def test_a_second_serve_on_a_busy_port_leaves_the_first_ones_metrics(tmp_path, served):
     port = free_port()
     with serve(served.home, port, tmp_path) as first:
