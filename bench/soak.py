@@ -106,6 +106,19 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict, headers: dict[
     return response.status, response.read()
 
 
+def send(conn: http.client.HTTPConnection, path: str, body: dict, headers: dict[str, str], mine: Tally) -> int | None:
+    """:func:`post`, counted in ``mine``: its status, or None (and the connection closed) when no answer came."""
+    try:
+        status, _ = post(conn, path, body, headers)
+    except (OSError, http.client.HTTPException) as exc:
+        mine.no_answer += 1
+        mine.errors[type(exc).__name__] += 1
+        conn.close()
+        return None
+    mine.statuses[status] += 1
+    return status
+
+
 def session(job: Job, thread: int, tally: Tally, lock: threading.Lock) -> None:
     """One thread: decides at ``job.rate / job.threads`` per second on one connection until ``job.stop``."""
     mine = Tally()
@@ -127,29 +140,13 @@ def session(job: Job, thread: int, tally: Tally, lock: threading.Lock) -> None:
         body = {"unit": unit, "features": job.rows[i % len(job.rows)]}
         i += 1
         sent = time.perf_counter()
-        try:
-            status, _ = post(conn, job.path, body, headers)
-        except (OSError, http.client.HTTPException) as exc:
-            mine.no_answer += 1
-            mine.errors[type(exc).__name__] += 1
-            conn.close()
-            continue
-        mine.statuses[status] += 1
-        if status != 200:
+        if send(conn, job.path, body, headers, mine) != 200:
             continue
         mine.decisions += 1
         mine.latencies_ms.append((time.perf_counter() - sent) * 1e3)
         if i % OUTCOME_EVERY == 1:
             record = {"experiment": job.experiment, "records": [{"unit": unit, "metric": job.metric, "value": 1}]}
-            try:
-                status, _ = post(conn, "/api/v1/outcomes", record, headers)
-            except (OSError, http.client.HTTPException) as exc:
-                mine.no_answer += 1
-                mine.errors[type(exc).__name__] += 1
-                conn.close()
-                continue
-            mine.statuses[status] += 1
-            mine.outcomes += status == 200
+            mine.outcomes += send(conn, "/api/v1/outcomes", record, headers, mine) == 200
     conn.close()
     with lock:
         tally.add(mine)
