@@ -61,6 +61,16 @@ class StoreError(PexError):
     status = 500
 
 
+class UnavailableError(PexError):
+    """The server cannot take the request now (e.g. its decision log cannot be written): retry later or elsewhere.
+
+    Not a :class:`StoreError`: its message says what is wrong and names no path, so the API answers it as it is
+    (503) rather than with the generic "store unavailable".
+    """
+
+    status = 503
+
+
 class BusyError(PexError):
     """The workspace is busy: its writers' lock (or the database's write lock) was not free within the deadline.
 

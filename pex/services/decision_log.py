@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pex.errors import DataError, StoreError
+from pex.errors import DataError, StoreError, UnavailableError
 from pex.store.dead_letters import DeadLetterFile, dead_letter_line
 
 log = logging.getLogger("pex.decisions")
@@ -84,10 +84,11 @@ class DecisionLog:
     # -- the request side --------------------------------------------------------------------------
 
     def admit(self, n: int = 1) -> None:
-        """Raise a StoreError (503) when ``n`` more decisions must not be answered: they could not be logged."""
+        """Raise an UnavailableError (503, its reason in the answer) when ``n`` more decisions must not be answered:
+        they could not be logged."""
         if self.replaced is not None or len(self._buffer) + n > self.max_buffered or self._stalled():
             problem = self.trouble(detail=False) or f"the decision log's buffer cannot take {n:,} more decisions"
-            raise StoreError(f"decisions are not taken now: {problem}", HINT)
+            raise UnavailableError(f"decisions are not taken now: {problem}", HINT)
 
     def record(self, rows: Rows) -> None:
         """Buffer decision rows; never touches the store."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pex.errors import DataError, PexError, StoreError
+from pex.errors import DataError, PexError, StoreError, UnavailableError
 from pex.services.decision_log import DecisionLog
 from pex.services.settings import load_config
 from pex.store.dead_letters import DeadLetterFile, read_dead_letters
@@ -112,7 +112,7 @@ def test_a_store_that_stays_down_stalls_the_log_then_recovers():
     with pytest.raises(StoreError):
         log.flush()
     time.sleep(0.1)
-    with pytest.raises(StoreError, match=r"could not be written for over 0.05 s \(5 decisions buffered\)") as refused:
+    with pytest.raises(UnavailableError, match=r"could not be written for over 0.05 s \(5 decisions buffered\)") as refused:
         log.admit()
     assert "disk is full" not in refused.value.message  # a client's 503 body says what, the operator's log why
     assert "disk is full" in log.trouble()
@@ -126,10 +126,10 @@ def test_a_full_buffer_refuses_decisions_until_it_is_written():
     written = []
     log = DecisionLog(lambda batch: written.extend(batch) or len(batch), max_buffered=10)
     log.admit(10)
-    with pytest.raises(StoreError, match="cannot take 11 more"):
+    with pytest.raises(UnavailableError, match="cannot take 11 more"):
         log.admit(11)
     log.record(rows(10))
-    with pytest.raises(StoreError, match="buffer is full"):
+    with pytest.raises(UnavailableError, match="buffer is full"):
         log.admit(1)
     log.flush()
     log.admit(10)
@@ -166,7 +166,7 @@ def test_a_removed_or_replaced_workspace_is_noticed_and_nothing_more_is_written_
     with pytest.raises(StoreError, match="removed or replaced"):
         ws.check_identity()
     assert log.flush() == 0
-    with pytest.raises(StoreError, match="removed or replaced"):
+    with pytest.raises(UnavailableError, match="removed or replaced"):
         log.admit()
     assert "removed or replaced" in log.trouble()
     dead = list(read_dead_letters(ws.home))

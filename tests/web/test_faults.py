@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pex.errors import StoreError
+from pex.errors import StoreError, UnavailableError
 from pex.services.decision_log import DecisionLog
 from pex.store.dead_letters import read_dead_letters
 from pex.store.workspace import Workspace
@@ -104,7 +104,7 @@ def test_a_full_disk_under_the_store_keeps_decisions_buffered_then_writes_them(w
         with pytest.raises(StoreError, match="No space left on device"):
             log.flush()
         time.sleep(0.1)
-        with pytest.raises(StoreError, match="could not be written"):
+        with pytest.raises(UnavailableError, match="could not be written"):
             log.admit()
         full[0] = False
         assert log.flush() == 20 and ws.count_decisions() == 20
@@ -248,6 +248,9 @@ def test_the_workspace_removed_under_the_server_is_noticed_and_nothing_answered_
         # each worker notices at its next flush (every 0.5 s): two seconds on, none answers success any more
         late = [s for t, s, _, _ in load.answers if t > removed + 2]
         assert late and 200 not in late, set(late)
+        status, body = call(port, "POST", f"/api/v1/policies/{served.tree}/decide", {"unit": "late", "features": {}},
+                            served.decide)
+        assert status == 503 and "removed or replaced" in body["error"], body  # the client is told why
         status, body = call(port, "GET", "/readyz")
         assert status == 503, body
         status, body = call(port, "POST", "/api/v1/outcomes", {"experiment": "exp", "records": [
