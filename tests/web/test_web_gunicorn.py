@@ -65,6 +65,7 @@ def test_ten_thousand_concurrent_decisions_then_sigterm_logged_equals_served(tmp
     assert log["decision_id"].str[:20].nunique() == 2
 
 
+@pytest.mark.slow  # 20 s of a test worker; make test keeps publish/rollback over HTTP (test_web) and slow clients
 def test_publish_under_load_then_rollback_no_errors_and_served_within_5s(tmp_path, served):
     with Workspace(served.home) as ws:
         record = ws.get_policy(served.tree)
