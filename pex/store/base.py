@@ -107,7 +107,9 @@ class WorkspaceBase:
         (datasets, policies) hold it, so that the file and the row stay in step and two writers do not pick
         the same number; the database's unique constraints back it up across hosts. Readers never take it, and
         neither does serving a decision. Taken with a deadline (:mod:`pex.store.lock`): "workspace busy", never a hang.
+        A process whose workspace was removed or replaced since it opened it writes nothing (:meth:`check_identity`).
         """
+        self.check_identity()  # before the mkdir below, which would quietly re-make a removed folder
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             fh = open(self.home / ".lock", "a+b")
