@@ -25,7 +25,19 @@ from pex.hte.learners import LEARNER_NAMES
 from pex.report import charts
 from pex.report.cells import base_kind, candidate_policies, tree_of
 from pex.report.numbers import finite, fmt_num, fmt_p, fmt_pct, fmt_seconds, fmt_signed
-from pex.report.summary import Bounds, Certification, PolicyRow, RunSummary, Segment, as_summary
+from pex.report.summary import (
+    ArmEffect,
+    ArmGuardrail,
+    Balance,
+    Bounds,
+    Certification,
+    DatasetInfo,
+    PolicyRow,
+    RunSummary,
+    Segment,
+    Srm,
+    as_summary,
+)
 
 METHOD_NAMES = {"ax": "Bayesian optimisation (Ax)", "dense": "dense random search", "kept": "kept front (all methods)"}
 VERDICTS = {
@@ -290,12 +302,14 @@ def _certification_facts(s: RunSummary, entry: PolicyRow | None, goal: str | Non
             "groups": [{"label": k_, "names": ", ".join(_short(n, s.experiment) for n in v)} for k_, v in counts.items() if v]}
 
 
-def _health_section(s: RunSummary) -> dict:
-    srm, ds, bal = s.srm, s.dataset, s.balance
+def health_section(srm: Srm, ds: DatasetInfo, bal: Balance, n: int) -> dict:
+    """Data health for the page (formatted): the sample-ratio check, rows read and dropped, missing values, balance.
+
+    Takes the parts rather than a whole summary so the web UI shows a stored analysis (before any run) the same way.
+    """
     total = sum(srm.counts.values())
-    srm_rows = [{"arm": arm, "n": fmt_num(n), "observed": fmt_pct(n / total, signed=False) if total else "–",
-                 "expected": fmt_pct(srm.expected_shares.get(arm), signed=False)} for arm, n in srm.counts.items()]
-    n = s.n_units
+    srm_rows = [{"arm": arm, "n": fmt_num(count), "observed": fmt_pct(count / total, signed=False) if total else "–",
+                 "expected": fmt_pct(srm.expected_shares.get(arm), signed=False)} for arm, count in srm.counts.items()]
     missing = [{"feature": f, "n": fmt_num(v), "share": fmt_pct(v / n, signed=False)}
                for f, v in sorted(ds.missing.items(), key=lambda kv: -kv[1]) if v]
     worst = sorted(bal.worst, key=lambda r: -abs(r.smd))[:MAX_BALANCE_ROWS]
@@ -315,16 +329,17 @@ def _health_section(s: RunSummary) -> dict:
     }
 
 
-def _effects_section(s: RunSummary) -> dict:
-    goals = {m.name: m.goal for m in s.metrics}
-    rails = {(g.metric, g.arm): _arm_cell(g.model_dump()) for g in s.guardrails}
+def effects_section(effects: list[ArmEffect], guardrails: list[ArmGuardrail], goals: dict[str, str], control: str) -> dict:
+    """Average effects for the page: one formatted row per metric and arm with its guardrail verdict, and the forest
+    plot (``goals``: metric -> increase | decrease). Takes the parts so the web UI shows a stored analysis alike."""
+    rails = {(g.metric, g.arm): _arm_cell(g.model_dump()) for g in guardrails}
     # the forest plot draws a metric's limit (relative) when every arm's verdict was judged relative to the control mean
     limits = {}
     for (m, _arm), g in rails.items():
         if m not in limits and all(c["basis"] == "relative" for (cm, _a), c in rails.items() if cm == m):
             limits[m] = g["limit"]
     rows = []
-    for e in s.effects:
+    for e in effects:
         goal = goals.get(e.metric)
         g = rails.get((e.metric, e.arm))
         rows.append({
@@ -336,14 +351,15 @@ def _effects_section(s: RunSummary) -> dict:
             "p": fmt_p(e.p_holm), "cuped": e.cuped,
             "guardrail": _guardrail_cell(e.metric, g) if g else None,
         })
-    svg = charts.forest_plot([e.model_dump() for e in s.effects], goals, limits)
-    no_relative = [f"{e.metric} · {e.arm}" for e in s.effects if not finite(e.relative)]
+    svg = charts.forest_plot([e.model_dump() for e in effects], goals, limits)
+    no_relative = [f"{e.metric} · {e.arm}" for e in effects if not finite(e.relative)]
     levels = {g["level"] for g in rails.values()}
-    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": s.control,
+    return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": control,
             "has_limits": bool(limits), "bound": _bound_name(levels.pop() if len(levels) == 1 else None)}
 
 
-def _hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
+def hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
+    """Per metric: do effects differ across units (the heterogeneity tests), the learner leaderboard, the drivers."""
     hte = s.hte
     descriptions = {m.name: m.description for m in s.metrics}
     names = list(dict.fromkeys([*(m.name for m in s.metrics), *(t.metric for t in hte.heterogeneity),
@@ -383,7 +399,8 @@ def _hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
             "holdout_share": fmt_pct(holdout.get("share"), signed=False) if holdout else ""}
 
 
-def _segments_section(s: RunSummary) -> dict:
+def segments_section(s: RunSummary) -> dict:
+    """The segments whose effects differ most on the primary metric, with each arm's honest estimate per metric."""
     segments = s.hte.segments
     primary = s.judged.primary
     goals = {m.name: m.goal for m in s.metrics}
@@ -683,10 +700,10 @@ def render_report(summary: RunSummary | dict) -> str:
         "colors": colors,
         "verdict": verdict,
         "history": _history_section(model),
-        "health": _health_section(model),
-        "effects": _effects_section(model),
-        "hte": _hte_section(model, colors),
-        "segments": _segments_section(model),
+        "health": health_section(model.srm, model.dataset, model.balance, model.n_units),
+        "effects": effects_section(model.effects, model.guardrails, {m.name: m.goal for m in model.metrics}, model.control),
+        "hte": hte_section(model, colors),
+        "segments": segments_section(model),
         "policies": _policy_section(model),
         "pareto": _pareto_section(model, s, policies, "" if model.carried_over else verdict["policy"]),
         "doc": _policy_doc_section(s, by_name, colors),
