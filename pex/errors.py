@@ -14,10 +14,13 @@ class PexError(Exception):
 
     status: int = 400
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        # the spec field the error concerns ("unit", "metrics.revenue.max_harm", ...), set where it is raised, so
+        # that a form can show the error next to its input without matching the message's words
+        self.field = field
 
     def __str__(self) -> str:
         return self.message

@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +237,18 @@ def validate(
     # NFC: the same label typed on two systems can differ in Unicode form ("café")
     frame[spec.arm] = as_text(frame[spec.arm]).str.strip().str.normalize("NFC")
 
-    for col in spec.metric_columns:
-        frame[col] = _numeric(frame[col], col, "metric", source)
-    for col in spec.pre_columns:
-        frame[col] = _numeric(frame[col], col, "pre-period", source)
+    for m in spec.metrics.values():
+        frame[m.column] = _numeric(frame[m.column], m.column, "metric", source, field=f"metrics.{m.name}")
+    for m in spec.metrics.values():
+        if not m.pre:
+            continue
+        col = m.pre
+        frame[col] = _numeric(frame[col], col, "pre-period", source, field=f"metrics.{m.name}.pre")
         if np.isinf(frame[col]).any():
-            raise DataError(f"pre-period column {col!r} has infinite values", "replace them with the real value or leave the cell empty")
+            raise DataError(f"pre-period column {col!r} has infinite values", "replace them with the real value or leave the cell empty",
+                            field=f"metrics.{m.name}.pre")
     if spec.propensity:
-        frame[spec.propensity] = _numeric(frame[spec.propensity], spec.propensity, "propensity", source)
+        frame[spec.propensity] = _numeric(frame[spec.propensity], spec.propensity, "propensity", source, field="propensity")
 
     frame, dropped = _invalid_rows(frame, spec, drop_invalid, source)
     _check_units(frame, spec)
@@ -299,7 +304,7 @@ def _check_columns(frame: pd.DataFrame, spec: ExperimentSpec, source: str) -> No
         hint = f"did you mean {close[0]!r}? fix the spec's '{key}' or rename the column" if close else (
             f"the file's columns are: {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}"
         )
-        raise DataError(f"column {col!r} (spec '{key}') is not in {source}{more}", hint)
+        raise DataError(f"column {col!r} (spec '{key}') is not in {source}{more}", hint, field=key)
 
 
 def _count(n: int, noun: str) -> str:
@@ -317,6 +322,7 @@ def _feature(series: pd.Series, col: str) -> tuple[pd.Series, str]:
         raise DataError(
             f"feature {col!r} holds dates or durations",
             "derive a number from it (e.g. days since signup) or leave it out of features",
+            field="features",
         )
     if pd.api.types.is_object_dtype(series):
         values = series.dropna()
@@ -329,11 +335,13 @@ def _feature(series: pd.Series, col: str) -> tuple[pd.Series, str]:
             raise DataError(
                 f"feature {col!r} holds lists, records, bytes or dates, not single numbers or labels",
                 "flatten it into numeric or text columns, or leave it out of features",
+                field="features",
             )
     if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
         out = series.astype("float64")
         if np.isinf(out.to_numpy()).any():
-            raise DataError(f"feature {col!r} has infinite values", "replace them with the real value or leave the cell empty")
+            raise DataError(f"feature {col!r} has infinite values", "replace them with the real value or leave the cell empty",
+                            field="features")
         return out, "numeric"
     return series.astype("string"), "categorical"
 
@@ -343,10 +351,10 @@ def _check_names(frame: pd.DataFrame, spec: ExperimentSpec, arms: list[str], fea
     """Names are data (:mod:`pex.names`): arm labels, feature column names and category labels end up in policy
     documents, SQL and logs, so a line break, NUL or other control character in one is refused here, at ingest."""
     for arm in arms:
-        check_name(arm, f"an arm label in column {spec.arm!r} of {source}", DataError,
+        check_name(arm, f"an arm label in column {spec.arm!r} of {source}", partial(DataError, field="arm"),
                    f"{HINT}; fix the arm labels in the data (and the spec's control and allocation)")
     for col in features:
-        check_name(col, f"feature column name in {source}", DataError,
+        check_name(col, f"feature column name in {source}", partial(DataError, field="features"),
                    f"{HINT}; rename the column, or list features in the spec without it")
         if feature_types[col] == "categorical":
             bad = frame[col].str.contains(TEXT_PATTERN, regex=True, na=False).to_numpy(dtype=bool)
@@ -354,7 +362,7 @@ def _check_names(frame: pd.DataFrame, spec: ExperimentSpec, arms: list[str], fea
                 label = frame[col][bad].iloc[0]
                 raise DataError(f"feature {col!r} in {source} has a category label that holds "
                                 f"{describe(unsafe_character(label) or '?')} ({_rows(bad)}): {label!r}",
-                                f"{HINT}; clean the labels, or list features in the spec without {col!r}")
+                                f"{HINT}; clean the labels, or list features in the spec without {col!r}", field="features")
 
 
 def _is_temporal(series: pd.Series) -> bool:
@@ -362,9 +370,10 @@ def _is_temporal(series: pd.Series) -> bool:
             or isinstance(series.dtype, pd.PeriodDtype))
 
 
-def _numeric(series: pd.Series, col: str, what: str, source: str) -> pd.Series:
+def _numeric(series: pd.Series, col: str, what: str, source: str, field: str | None = None) -> pd.Series:
     if _is_temporal(series):
-        raise DataError(f"{what} column {col!r} holds dates or durations, not numbers", f"{what} values must be numbers")
+        raise DataError(f"{what} column {col!r} holds dates or durations, not numbers", f"{what} values must be numbers",
+                        field=field)
     if pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
     if pd.api.types.is_numeric_dtype(series):
@@ -376,6 +385,7 @@ def _numeric(series: pd.Series, col: str, what: str, source: str) -> pd.Series:
         raise DataError(
             f"{what} column {col!r} has {_count(int(text.sum()), 'non-numeric value')} ({_rows(text)}: {examples})",
             f"{what} values must be numbers; fix or empty those cells (rows count from 1 after the header)",
+            field=field,
         )
     return values.astype("float64")
 
@@ -385,21 +395,26 @@ def _invalid_rows(frame: pd.DataFrame, spec: ExperimentSpec, drop: bool, source:
         (f"missing unit id ({spec.unit!r})", frame[spec.unit].isna() | (frame[spec.unit].str.strip() == "")),
         (f"missing arm ({spec.arm!r})", frame[spec.arm].isna() | (frame[spec.arm] == "")),
     ]
+    fields = ["unit", "arm"]  # the spec field each check concerns, in the same order
     for m in spec.metrics.values():
         checks.append((f"missing metric {m.name!r}", frame[m.column].isna()))
         checks.append((f"infinite metric {m.name!r}", pd.Series(np.isinf(frame[m.column].to_numpy()))))
+        fields += [f"metrics.{m.name}"] * 2
     if spec.propensity:
         p = frame[spec.propensity]
         checks.append((f"missing propensity ({spec.propensity!r})", p.isna()))
+        fields.append("propensity")
         bad = p.notna() & ~((p > 0) & (p <= 1))
         if bad.any():
             raise DataError(
                 f"propensity column {spec.propensity!r} has {_count(int(bad.sum()), 'value')} outside (0, 1] ({_rows(bad)})",
                 "each value must be the probability that the unit got its assigned arm",
+                field="propensity",
             )
     problems = [(label, mask) for label, mask in checks if mask.any()]
     if not problems:
         return frame, {}
+    first_field = next(f for (_, mask), f in zip(checks, fields) if mask.any())
     invalid = np.logical_or.reduce([mask.to_numpy() for _, mask in problems])
     dropped = {label: int(mask.sum()) for label, mask in problems}
     if not drop:
@@ -407,6 +422,7 @@ def _invalid_rows(frame: pd.DataFrame, spec: ExperimentSpec, drop: bool, source:
         raise DataError(
             f"{int(invalid.sum()):,} of {len(frame):,} rows in {source} are invalid - {parts}",
             "fix those rows, or pass --drop-invalid to drop them (the count is recorded with the dataset version)",
+            field=first_field,
         )
     if invalid.all():
         raise DataError(f"every row of {source} is invalid", "check that the spec names the right columns")
@@ -421,6 +437,7 @@ def _check_units(frame: pd.DataFrame, spec: ExperimentSpec) -> None:
             f"unit id column {spec.unit!r} repeats {_count(len(ids), 'id')} "
             f"(e.g. {', '.join(repr(str(i)) for i in ids[:3])}; {_rows(dup)})",
             "each unit must appear in exactly one row; aggregate per unit or remove the repeated rows",
+            field="unit",
         )
 
 
@@ -434,6 +451,7 @@ def _check_arms(frame: pd.DataFrame, spec: ExperimentSpec) -> list[str]:
                 f"arm column {spec.arm!r} has labels not in the spec's allocation: "
                 f"{', '.join(repr(a) for a in unknown[:5])} ({_count(int(mask.sum()), 'row')}, e.g. {_rows(mask)})",
                 f"the allocation lists {', '.join(spec.allocation)}; add the arm to [allocation] or fix the labels",
+                field="allocation",
             )
         arms = list(spec.allocation)
     else:
@@ -443,15 +461,18 @@ def _check_arms(frame: pd.DataFrame, spec: ExperimentSpec) -> list[str]:
             f"no rows have the control arm {spec.control!r} in column {spec.arm!r} "
             f"(labels found: {', '.join(map(repr, sorted(observed.index)[:6]))})",
             "set control in the spec to the control arm's label exactly as it appears in the data",
+            field="control",
         )
     if len(arms) < 2:
-        raise DataError(f"column {spec.arm!r} holds only the control arm", "an experiment needs at least one arm besides control")
+        raise DataError(f"column {spec.arm!r} holds only the control arm", "an experiment needs at least one arm besides control",
+                        field="arm")
     for arm in arms:
         n = int(observed.get(arm, 0))
         if n < MIN_UNITS_PER_ARM:
             raise DataError(
                 f"arm {arm!r} has {n} units; at least {MIN_UNITS_PER_ARM} are needed to estimate anything",
                 "remove the arm from [allocation] if it was never run, or check the arm labels",
+                field=f"allocation.{arm}" if spec.allocation else "arm",
             )
     return [spec.control, *[a for a in arms if a != spec.control]]
 

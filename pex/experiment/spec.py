@@ -13,6 +13,7 @@ import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +164,14 @@ def parse_spec(
     _reject_unknown(raw, _TOP_KEYS, where="")
     for key in _REQUIRED_TOP_KEYS:
         if key not in raw:
-            raise SpecError(f"spec is missing required key '{key}'", _REQUIRED_HINTS[key])
+            raise SpecError(f"spec is missing required key '{key}'", _REQUIRED_HINTS[key], field=key)
 
     name = _string(raw, "name")
     if not NAME_PATTERN.fullmatch(name):
         raise SpecError(
             f"spec key 'name' = {name!r} is not a valid experiment name",
             "use 1-64 lowercase letters, digits, '_' or '-', e.g. name = \"notification_cadence\"",
+            field="name",
         )
     unit = _string(raw, "unit")
     arm = _string(raw, "arm")
@@ -208,19 +210,21 @@ def _reject_unknown(table: dict[str, Any], allowed: set[str], where: str) -> Non
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
-            raise SpecError(f"unknown spec key '{where}{key}'", hint)
+            raise SpecError(f"unknown spec key '{where}{key}'", hint, field=f"{where}{key}")
 
 
 def _string(table: dict[str, Any], key: str, *, where: str = "", default: Any = ...) -> Any:
     if key not in table:
         if default is ...:
-            raise SpecError(f"spec is missing required key '{where}{key}'", f"add {where}{key} = \"...\"")
+            raise SpecError(f"spec is missing required key '{where}{key}'", f"add {where}{key} = \"...\"",
+                            field=f"{where}{key}")
         return default
     value = table[key]
     if not isinstance(value, str) or (not value.strip() and key not in ("description", "owner")):
         raise SpecError(
             f"spec key '{where}{key}' must be a non-empty string, got {value!r}",
             f'quote the value, e.g. {key} = "..."',
+            field=f"{where}{key}",
         )
     return value
 
@@ -231,12 +235,14 @@ def _resolve_data(data: str, base_dir: Path, require: bool) -> Path:
         raise SpecError(
             f"spec key 'data' = {data!r} is neither CSV nor Parquet",
             "point data at a .csv, .parquet or .pq file",
+            field="data",
         )
     if require and not path.is_file():
         raise SpecError(
             f"data file not found: {path} (spec key 'data' = {data!r})",
             "data is resolved relative to the spec file; fix the path or create the file "
             "(for the demo: `pex demo` or `pex simulate`)",
+            field="data",
         )
     return path
 
@@ -249,12 +255,14 @@ def _features(raw: dict[str, Any]) -> tuple[str, ...] | None:
         raise SpecError(
             f"spec key 'features' must be a list of column names, got {value!r}",
             'write e.g. features = ["age", "country"], or leave it out to use all other columns',
+            field="features",
         )
     if not value:
-        raise SpecError("spec key 'features' is an empty list", "list the feature columns, or leave features out to use all other columns")
+        raise SpecError("spec key 'features' is an empty list", "list the feature columns, or leave features out to use all other columns",
+                        field="features")
     if len(set(value)) != len(value):
         dup = sorted({v for v in value if value.count(v) > 1})
-        raise SpecError(f"spec key 'features' lists {dup} more than once", "list each feature once")
+        raise SpecError(f"spec key 'features' lists {dup} more than once", "list each feature once", field="features")
     return tuple(value)
 
 
@@ -266,6 +274,7 @@ def _allocation(raw: dict[str, Any], control: str) -> dict[str, float] | None:
         raise SpecError(
             "spec key 'allocation' must be a table of arm = share",
             "write e.g. [allocation] with lines control = 0.5 and treatment = 0.5",
+            field="allocation",
         )
     shares: dict[str, float] = {}
     for arm, share in table.items():
@@ -273,47 +282,54 @@ def _allocation(raw: dict[str, Any], control: str) -> dict[str, float] | None:
             raise SpecError(
                 f"spec key 'allocation.{arm}' must be a number, got {share!r}",
                 "give each arm's planned share of units as a number, e.g. 0.5",
+                field=f"allocation.{arm}",
             )
         if not math.isfinite(share) or share <= 0:
             raise SpecError(
                 f"spec key 'allocation.{arm}' = {share} is not a positive share",
                 "shares are positive fractions that add up to 1; drop arms that got no units",
+                field=f"allocation.{arm}",
             )
         shares[unicodedata.normalize("NFC", str(arm).strip())] = float(share)
     total = sum(shares.values())
     if abs(total - 1.0) > 0.01:
         hint = "write fractions, not percentages" if abs(total - 100) < 1 else "make the shares add up to 1"
-        raise SpecError(f"spec 'allocation' shares add up to {total:g}, not 1", hint)
+        raise SpecError(f"spec 'allocation' shares add up to {total:g}, not 1", hint, field="allocation")
     if control not in shares:
         raise SpecError(
             f"spec key 'control' = {control!r} is not among the arms in 'allocation' ({', '.join(shares)})",
             "set control to the label of the control arm exactly as it appears in the data",
+            field="control",
         )
     if len(shares) < 2:
-        raise SpecError("spec 'allocation' has a single arm", "an experiment needs a control and at least one other arm")
+        raise SpecError("spec 'allocation' has a single arm", "an experiment needs a control and at least one other arm",
+                        field="allocation")
     return {arm: share / total for arm, share in shares.items()}
 
 
 def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
     table = raw["metrics"]
     if not isinstance(table, dict) or not table:
-        raise SpecError("spec key 'metrics' must hold at least one metric table", _REQUIRED_HINTS["metrics"])
+        raise SpecError("spec key 'metrics' must hold at least one metric table", _REQUIRED_HINTS["metrics"], field="metrics")
     metrics: dict[str, MetricSpec] = {}
     for name, entry in table.items():
-        check_name(name, "spec metric name", SpecError, _NAME_HINT)
+        check_name(name, "spec metric name", partial(SpecError, field=f"metrics.{name}"), _NAME_HINT)
         where = f"metrics.{name}."
         if not isinstance(entry, dict):
             raise SpecError(
                 f"spec key 'metrics.{name}' must be a table",
                 f'write [metrics.{name}] on its own line followed by goal = "increase"',
+                field=f"metrics.{name}",
             )
         _reject_unknown(entry, _METRIC_KEYS, where=where)
         goal = _string(entry, "goal", where=where)
         if goal not in GOALS:
-            raise SpecError(f"spec key '{where}goal' = {goal!r} is not one of {GOALS}", 'use goal = "increase" or "decrease"')
+            raise SpecError(f"spec key '{where}goal' = {goal!r} is not one of {GOALS}", 'use goal = "increase" or "decrease"',
+                            field=f"{where}goal")
         role = _string(entry, "role", where=where, default="primary")
         if role not in ROLES:
-            raise SpecError(f"spec key '{where}role' = {role!r} is not one of {ROLES}", 'use role = "primary", "secondary" or "guardrail"')
+            raise SpecError(f"spec key '{where}role' = {role!r} is not one of {ROLES}", 'use role = "primary", "secondary" or "guardrail"',
+                            field=f"{where}role")
         max_harm = _limit(entry, "max_harm", where, role, "write e.g. max_harm = 0.02 for 2%",
                           "max_harm is a tolerated relative harm, 0 or more (0.02 = 2%)")
         max_harm_abs = _limit(entry, "max_harm_abs", where, role, "write e.g. max_harm_abs = 0.001 (in the metric's units)",
@@ -321,14 +337,15 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
         if max_harm is not None and max_harm_abs is not None:
             raise SpecError(f"spec keys '{where}max_harm' and '{where}max_harm_abs' are both set",
                             "keep one: max_harm for a change relative to the control mean, max_harm_abs for one in the "
-                            "metric's units (when the control mean can be 0)")
+                            "metric's units (when the control mean can be 0)", field=f"{where}max_harm")
         if role == "guardrail" and max_harm is None and max_harm_abs is None:
             raise SpecError(f"guardrail metric '{name}' has no max_harm",
                             f"add {where}max_harm, the largest tolerated relative harm (e.g. 0.02 = 2%; 0 = none), or "
-                            f"{where}max_harm_abs, a tolerated change in the metric's units")
+                            f"{where}max_harm_abs, a tolerated change in the metric's units", field=f"{where}max_harm")
         weight = entry.get("weight")
         if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight)):
-            raise SpecError(f"spec key '{where}weight' must be a number, got {weight!r}", "write e.g. weight = 1.0")
+            raise SpecError(f"spec key '{where}weight' must be a number, got {weight!r}", "write e.g. weight = 1.0",
+                              field=f"{where}weight")
         metrics[name] = MetricSpec(
             name=name,
             column=_string(entry, "column", where=where, default=name),
@@ -341,7 +358,8 @@ def _metrics(raw: dict[str, Any]) -> dict[str, MetricSpec]:
             description=_string(entry, "description", where=where, default=""),
         )
     if not any(m.role == "primary" for m in metrics.values()):
-        raise SpecError("spec has no primary metric", 'mark the metric you want to improve with role = "primary"')
+        raise SpecError("spec has no primary metric", 'mark the metric you want to improve with role = "primary"',
+                        field="metrics")
     return metrics
 
 
@@ -351,12 +369,12 @@ def _limit(entry: dict[str, Any], key: str, where: str, role: str, example: str,
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpecError(f"spec key '{where}{key}' must be a number, got {value!r}", example)
+        raise SpecError(f"spec key '{where}{key}' must be a number, got {value!r}", example, field=f"{where}{key}")
     if value < 0:
-        raise SpecError(f"spec key '{where}{key}' = {value} is negative", meaning)
+        raise SpecError(f"spec key '{where}{key}' = {value} is negative", meaning, field=f"{where}{key}")
     if role != "guardrail":
         raise SpecError(f"spec key '{where}{key}' is set on a {role} metric",
-                        f'{key} only applies to role = "guardrail"; remove it or change the role')
+                        f'{key} only applies to role = "guardrail"; remove it or change the role', field=f"{where}{key}")
     return float(value)
 
 
@@ -371,42 +389,46 @@ def _check_names(spec: ExperimentSpec) -> None:
     for m in spec.metrics.values():
         named += [(f"metrics.{m.name}.column", m.column), (f"metrics.{m.name}.pre", m.pre)]
     for key, value in named:
-        check_name(value, f"spec key '{key}'", SpecError, _NAME_HINT)
+        check_name(value, f"spec key '{key}'", partial(SpecError, field=key), _NAME_HINT)
     # free text may run over lines (a TOML multi-line string); the other control characters are refused there too
     texts = [("description", spec.description), *((f"metrics.{m.name}.description", m.description) for m in spec.metrics.values())]
     for key, text in texts:
         char = unsafe_character(text.replace("\n", " ").replace("\r", " ").replace("\t", " "))
         if char is not None:
             raise SpecError(f"spec key '{key}' holds {describe(char)}",
-                            "descriptions are plain text: remove NUL and other control characters (line breaks and tabs are fine)")
+                            "descriptions are plain text: remove NUL and other control characters (line breaks and tabs are fine)",
+                            field=key)
 
 
 def _check_columns(spec: ExperimentSpec) -> None:
     if spec.unit == spec.arm:
         raise SpecError(f"spec keys 'unit' and 'arm' both name column {spec.unit!r}",
-                        "the unit id and the assigned arm must be different columns")
+                        "the unit id and the assigned arm must be different columns", field="arm")
     columns = spec.metric_columns
     dup = sorted({c for c in columns if columns.count(c) > 1})
     if dup:
-        raise SpecError(f"metric column {dup[0]!r} is used by more than one metric", "give each metric its own column")
+        name = next(m.name for m in reversed(spec.metrics.values()) if m.column == dup[0])
+        raise SpecError(f"metric column {dup[0]!r} is used by more than one metric", "give each metric its own column",
+                        field=f"metrics.{name}.column")
     for m in spec.metrics.values():
         for key, col in (("column", m.column), ("pre", m.pre)):
             if col in (spec.unit, spec.arm):
                 raise SpecError(f"spec key 'metrics.{m.name}.{key}' = {col!r} is the unit or arm column",
-                                "point it at the metric's own column")
+                                "point it at the metric's own column", field=f"metrics.{m.name}.{key}")
         if m.pre and m.pre in columns:
             raise SpecError(f"spec key 'metrics.{m.name}.pre' = {m.pre!r} is itself a metric",
-                            "pre must be a pre-period covariate measured before assignment")
+                            "pre must be a pre-period covariate measured before assignment", field=f"metrics.{m.name}.pre")
     if spec.features is not None:
         clash = [f for f in spec.features if f in spec.reserved_columns]
         if clash:
             raise SpecError(
                 f"spec key 'features' includes {clash[0]!r}, which is the unit, arm, propensity or a metric column",
                 "features are pre-treatment covariates only; remove it from features",
+                field="features",
             )
     if spec.propensity and spec.propensity in (spec.unit, spec.arm, *columns, *spec.pre_columns):
         raise SpecError(f"spec key 'propensity' = {spec.propensity!r} is already another column's role",
-                        "name the column holding assignment probabilities")
+                        "name the column holding assignment probabilities", field="propensity")
 
 
 def spec_from_dict(d: dict[str, Any]) -> ExperimentSpec:
