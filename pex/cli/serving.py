@@ -138,11 +138,11 @@ def releases(ctx: click.Context, policy: str | None, as_json: bool) -> None:
 
 @click.group()
 def token() -> None:
-    """API tokens: scope 'decide' (decisions and outcomes) or 'admin' (everything)."""
+    """API tokens: scope 'decide' (decisions and outcomes), 'view' (the web UI, read-only) or 'admin' (everything)."""
 
 
 @token.command("create")
-@click.option("--scope", type=click.Choice(["decide", "admin"]), required=True)
+@click.option("--scope", type=click.Choice(["decide", "view", "admin"]), required=True)
 @click.option("--name", default=None, help="A name to recognise it by (default: SCOPE-ID).")
 @click.pass_context
 def token_create(ctx: click.Context, scope: str, name: str | None) -> None:

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from pex.errors import NotFoundError
 from pex.serialize import jsonable
 from pex.store.engine import db
-from pex.store.records import NewRun, RunRecord, run_record
-from pex.store.schema import runs
+from pex.store.records import NewRun, RunRecord, run_record, utc
+from pex.store.schema import dataset_versions, jobs, runs
 
 # the columns a history reads (never the summaries: each is the size of a summary.json)
 _HISTORY = (runs.c.id, runs.c.experiment, runs.c.dataset_id, runs.c.fit_id, runs.c.created_at, runs.c.settings,
@@ -85,3 +85,30 @@ class RunsMixin:
             raise NotFoundError(f"experiment {experiment!r} has no pipeline run yet",
                                 "run the whole pipeline first: `pex run SPEC` (the spec of that experiment)")
         return row.summary
+
+    @db("read")
+    def list_runs(self, experiment: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The pipeline runs of an experiment, newest first: id, created_at, dataset_id, dataset_version (its
+        number; None for runs stored before run history was kept), the recommended policy and version, the
+        recommendation's headline, the reason given, ``bound_to`` and the id of the job that made it (None for
+        ``pex run``). Reads two fields out of each summary in the database, never whole summaries.
+
+        An unknown experiment is a NotFoundError; one without runs gives an empty list.
+        """
+        self.dataset_version(experiment)  # NotFoundError (with the known names) for an unknown experiment
+        headline = runs.c.summary[("recommendation", "headline")].as_string()
+        recommended = runs.c.summary[("recommended_policy",)].as_string()
+        query = (sa.select(runs.c.id, runs.c.created_at, runs.c.dataset_id, dataset_versions.c.version, runs.c.policy,
+                           runs.c.policy_version, runs.c.reason, runs.c.bound_to, runs.c.fit_id,
+                           headline.label("headline"), recommended.label("recommended"), jobs.c.id.label("job_id"))
+                 .select_from(runs.outerjoin(dataset_versions, dataset_versions.c.id == runs.c.dataset_id)
+                              .outerjoin(jobs, jobs.c.run_id == runs.c.id))
+                 .where(runs.c.experiment == experiment).order_by(runs.c.id.desc()))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [{"id": r.id, "experiment": experiment, "created_at": utc(r.created_at), "dataset_id": r.dataset_id,
+                 "dataset_version": r.version, "policy": r.policy or r.recommended, "policy_version": r.policy_version,
+                 "headline": r.headline, "reason": r.reason, "bound_to": r.bound_to, "fit_id": r.fit_id,
+                 "job_id": r.job_id} for r in rows]

@@ -154,6 +154,9 @@ releases = sa.Table(
     sa.Column("to_version", sa.Integer, nullable=False),
     sa.Column("actor", sa.String(256), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # (revision 0005) why a publish happened outside the normal rule, e.g. "uncertified: confirmed by token:alice
+    # in the UI"; empty for ordinary publishes and rollbacks
+    sa.Column("note", sa.Text, nullable=True),
     sa.Index("ix_releases_policy", "policy"),
 )
 
@@ -194,6 +197,61 @@ online_rounds = sa.Table(
     sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("loop", "round", name="uq_online_round"),
+)
+
+# Background jobs (revision 0005): what the UI asks the worker to do (a pipeline run, an online round), claimed by
+# one worker at a time (pex.store.jobs), with its progress, a tail of its log, its outcome and a heartbeat. A
+# job's worker is "host:pid", so that the next worker can tell a dead one's jobs (pex.services.worker).
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # run | online_start | online_complete
+    sa.Column("experiment", sa.String(64), nullable=True),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | running | succeeded | failed | cancelled | interrupted
+    sa.Column("stage", sa.String(32), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("fraction", sa.Float, nullable=False),
+    sa.Column("log_tail", sa.JSON, nullable=False),  # the last lines of the job's log (pex.store.jobs.LOG_LINES)
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("hint", sa.Text, nullable=True),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("worker", sa.String(128), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False),
+    sa.Index("ix_jobs_status", "status", "id"),
+)
+
+# The monitor's hourly counts (revision 0005), kept by the worker from the decision log and the outcomes
+# (pex.store.rollups) so that a page view never scans those: decisions per policy version, arm and hour (UTC, start
+# of the hour), outcomes per experiment, metric and hour; ``rollup_marks`` holds, per rollup, the id of the last
+# row counted (and since when a gap in the ids has been waited for).
+decision_hours = sa.Table(
+    "decision_hours", metadata,
+    sa.Column("policy", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("arm", sa.String(128), primary_key=True),
+    sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+outcome_hours = sa.Table(
+    "outcome_hours", metadata,
+    sa.Column("experiment", sa.String(64), primary_key=True),
+    sa.Column("metric", sa.String(64), primary_key=True),
+    sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)
+
+rollup_marks = sa.Table(
+    "rollup_marks", metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("last_id", sa.Integer, nullable=False),
+    sa.Column("gap_since", sa.DateTime(timezone=True), nullable=True),
 )
 
 # Alembic's own bookkeeping (the revision a database is at), created and written by Alembic, never by

@@ -21,7 +21,8 @@ from pex.store.engine import db
 from pex.store.records import utc
 from pex.store.schema import tokens
 
-SCOPES = ("decide", "admin")
+# decide: the decision API (decisions, outcomes); view: read-only pages of the UI; admin: everything
+SCOPES = ("decide", "view", "admin")
 PREFIX = "pex_"
 
 
@@ -36,7 +37,8 @@ class TokenRecord:
     revoked_at: datetime | None
 
     def allows(self, scope: str) -> bool:
-        """Whether this token may use routes of ``scope`` (``admin`` may use every route)."""
+        """Whether this token may use routes of ``scope`` (``admin`` may use every route; ``view``, the UI's
+        read-only pages, only routes of scope ``view``: never the decision API nor an action)."""
         return self.revoked_at is None and (self.scope == "admin" or self.scope == scope)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +79,14 @@ class TokensMixin:
         """Every token, revoked ones included, oldest first."""
         with self._read() as conn:
             return [_record(r) for r in conn.execute(sa.select(tokens).order_by(tokens.c.created_at, tokens.c.id))]
+
+    @db("read the tokens of")
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        """The token with id ``token_id`` (revoked or not), None when there is none; the UI reloads its session's
+        token with it on every request, so that revoking logs its user out."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(tokens).where(tokens.c.id == token_id)).first()
+        return _record(row) if row is not None else None
 
     @db("check a token against")
     def verify_token(self, token: str) -> TokenRecord | None:

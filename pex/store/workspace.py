@@ -18,7 +18,8 @@ transaction fails. A reader therefore sees either the old state or the new one.
 Reads take no lock.
 
 The parts live in their own modules (engine, schema, migrate, records, and one
-per aggregate: experiments, fits, policies, runs, decisions and outcomes, releases, tokens, online loops); this module composes them and
+per aggregate: experiments, fits, policies, runs, decisions and outcomes, releases, tokens, online loops, background
+jobs, the monitor's hourly rollups); this module composes them and
 keeps the names the rest of pex imports.
 """
 
@@ -29,21 +30,23 @@ from pex.store.decisions import DecisionsMixin
 from pex.store.engine import default_home, workspace_exists
 from pex.store.experiments import ExperimentsMixin
 from pex.store.fits import FitsMixin
+from pex.store.jobs import JobRecord, JobsMixin
 from pex.store.online import OnlineLoop, OnlineMixin, OnlineRound
 from pex.store.policies import PoliciesMixin
 from pex.store.records import DatasetVersion, FitRecord, PolicyRecord
 from pex.store.releases import Release, ReleasesMixin
+from pex.store.rollups import RollupsMixin
 from pex.store.runs import RunsMixin
 from pex.store.tokens import TokenRecord, TokensMixin
 
-__all__ = ["DatasetVersion", "FitRecord", "OnlineLoop", "OnlineRound", "PolicyRecord",
+__all__ = ["DatasetVersion", "FitRecord", "JobRecord", "OnlineLoop", "OnlineRound", "PolicyRecord",
            "Release", "TokenRecord", "Workspace",
            "default_home",
            "workspace_exists"]
 
 
 class Workspace(ExperimentsMixin, FitsMixin, PoliciesMixin, RunsMixin, DecisionsMixin, ReleasesMixin, TokensMixin,
-                OnlineMixin, WorkspaceBase):
+                OnlineMixin, JobsMixin, RollupsMixin, WorkspaceBase):
     """Metadata database plus artifact folder.
 
     Parameters
