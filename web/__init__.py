@@ -41,17 +41,24 @@ class State:
             self.ws.close()
 
 
+def open_workspace(settings: dict[str, Any]) -> Workspace:
+    """The workspace of ``settings`` (never created here), refused when its schema is older than this code's: the
+    API app and the UI app (web.ui) open it alike; `pex serve` and `pex ui` upgrade it before they start gunicorn."""
+    ws = Workspace(settings["HOME"], settings["DATABASE_URL"], create=False)
+    if not (ws.schema.kind == "revision" and ws.schema.revision == head_revision()):
+        ws.close()
+        raise StoreError(f"the workspace {ws.home} has an older schema than this server needs",
+                         "`pex serve` or `pex ui` upgrades it on start; or run any writing pex command once")
+    return ws
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The application, with settings from defaults, ``PEX_CONFIG``, ``PEX_*`` variables and ``config``."""
     settings = load_config(config)
     app = Flask("web")
     app.config.update(settings)
     app.json.sort_keys = False
-    ws = Workspace(settings["HOME"], settings["DATABASE_URL"], create=False)
-    if not (ws.schema.kind == "revision" and ws.schema.revision == head_revision()):
-        ws.close()
-        raise StoreError(f"the workspace {ws.home} has an older schema than this server needs",
-                         "`pex serve` upgrades it on start; or run any writing pex command once")
+    ws = open_workspace(settings)
     decision_log = DecisionLog(ws.append_decisions, settings["FLUSH_SECONDS"], metrics.LOG_BUFFER.set,
                                dead_letter=DeadLetterFile(ws.home), check_store=ws.check_identity,
                                max_buffered=settings["MAX_BUFFERED"], stall_seconds=settings["LOG_STALL_SECONDS"])

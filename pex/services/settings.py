@@ -28,10 +28,31 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BUFFERED": 100_000,
     # how long the oldest unwritten decision may wait (the log unwritable) before decides answer 503, /readyz fails
     "LOG_STALL_SECONDS": 5.0,
+    # -- the web UI (`pex ui`) --
+    # signs the UI's session cookies; None: a random key kept in $PEX_HOME/ui-secret (made once, mode 0600), so
+    # sessions survive restarts and every worker agrees
+    "SECRET_KEY": None,
+    "COOKIE_SECURE": False,  # send the session cookie over HTTPS only (set it behind a TLS proxy)
+    "UI_MAX_UPLOAD": 200 * 1024 * 1024,  # the largest data file the UI accepts for a new experiment (bytes)
 }
+def _flag(value: Any) -> bool:
+    """A yes/no setting: TOML's true/false, or 1/0, true/false, yes/no, on/off from a variable."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_flag.__name__ = "true or false"
+
 TYPES = {"REFRESH_SECONDS": float, "FLUSH_SECONDS": float, "MAX_BATCH": int, "TOKEN_TTL_SECONDS": float,
          "MAX_CONTENT_LENGTH": int, "HOME": str, "DATABASE_URL": str, "HEADER_SECONDS": float, "BODY_SECONDS": float,
-         "MAX_BUFFERED": int, "LOG_STALL_SECONDS": float}
+         "MAX_BUFFERED": int, "LOG_STALL_SECONDS": float, "SECRET_KEY": str, "COOKIE_SECURE": _flag,
+         "UI_MAX_UPLOAD": int}
 
 
 def load_config(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
@@ -58,12 +79,15 @@ def _check(values: dict[str, Any]) -> None:
         if not low < values[name] <= high:
             raise PexError(f"setting {name.lower()} must be above {low:g} and at most {high:g}, got {values[name]}",
                            f"fix PEX_{name} or {name.lower()} in the PEX_CONFIG file")
-    for name in ("MAX_BATCH", "MAX_CONTENT_LENGTH", "MAX_BUFFERED"):
+    for name in ("MAX_BATCH", "MAX_CONTENT_LENGTH", "MAX_BUFFERED", "UI_MAX_UPLOAD"):
         if values[name] < 1:
             raise PexError(f"setting {name.lower()} must be at least 1, got {values[name]}", f"fix PEX_{name}")
     if values["MAX_BUFFERED"] < values["MAX_BATCH"]:  # else a full batch could never be taken
         raise PexError(f"setting max_buffered ({values['MAX_BUFFERED']}) must be at least max_batch ({values['MAX_BATCH']})",
                        "raise PEX_MAX_BUFFERED or lower PEX_MAX_BATCH")
+    if values["SECRET_KEY"] is not None and len(values["SECRET_KEY"]) < 16:  # a short key can be guessed offline
+        raise PexError("setting secret_key must be at least 16 characters long",
+                       "set PEX_SECRET_KEY to a long random text, or unset it to let pex keep one in $PEX_HOME/ui-secret")
 
 
 def _read_file(path: Path) -> dict[str, Any]:

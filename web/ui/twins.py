@@ -17,10 +17,17 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, render_template
+from flask import Blueprint, abort, current_app, jsonify, render_template
 from flask_login import current_user, login_required
 
+from pex.store.workspace import Workspace
+
 View = Callable[..., dict[str, Any]]
+
+
+def workspace() -> Workspace:
+    """The workspace the UI app opened (``create_ui_app``): what every view passes to its pages function."""
+    return current_app.extensions["pex"].ws
 
 
 def can_act() -> bool:
