@@ -25,16 +25,36 @@ field                           value
 ``metrics.<name>.description``  free text
 ==============================  ==========================================================================
 
-Errors that concern no single field (the file itself) have ``field == ""``; show them above the form.
+Errors about the uploaded data file have ``field == "file"``, about an uploaded spec file (instead of the form)
+``field == "spec_file"``. A ``field`` that names no input of the form (``""``, ``"data"``, an unknown key of an
+uploaded spec) belongs above the form.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import IO, Any
 
+import pandas as pd
+
+from pex.errors import DataError, NotFoundError, PexError, SpecError
+from pex.experiment.data import Dataset, read_table, validate
+from pex.experiment.effects import analyze
+from pex.experiment.infer import experiment_name, propose_spec
+from pex.experiment.spec import DATA_SUFFIXES, NAME_PATTERN, ExperimentSpec, load_spec, parse_spec
+from pex.experiment.spec_toml import spec_to_toml
+from pex.files import fsync_dir, replacing, write_atomic
 from pex.store.workspace import Workspace
 
 __all__ = [
@@ -42,12 +62,16 @@ __all__ = [
     "spec_to_form", "stage", "staged",
 ]
 
-MAX_BYTES = 200 * 1024 * 1024  # the default upload limit (PEX_UI_MAX_UPLOAD_MB in the UI's config may change it)
+MAX_BYTES = 200 * 1024 * 1024  # the default upload limit; the UI passes its own (UI_MAX_UPLOAD)
+_ID = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): nothing else names a staged upload (no path traversal)
+_CHUNK = 1 << 20
+_PREVIEW_ROWS = 5
+_EXAMPLES = 3
 
 
 @dataclass(frozen=True)
 class FieldError:
-    """One problem with the proposed or corrected spec, tied to the form field it concerns ("" for the file)."""
+    """One problem with the proposed or corrected spec, tied to the form field it concerns ("" for none)."""
 
     field: str
     message: str
@@ -57,13 +81,19 @@ class FieldError:
         """The error as JSON: field, message, hint."""
         return {"field": self.field, "message": self.message, "hint": self.hint}
 
+    @classmethod
+    def of(cls, error: PexError) -> FieldError:
+        """The field error a :class:`~pex.errors.PexError` carries (its ``field``, else "")."""
+        return cls(error.field or "", error.message, error.hint)
+
 
 @dataclass(frozen=True)
 class Staged:
     """An uploaded table waiting to become an experiment.
 
-    ``columns`` is a list of ``{"name", "dtype", "n_distinct", "examples"}`` (examples: up to 3 distinct values as
-    text); ``preview`` the first rows as ``{column: text}`` dicts.
+    ``columns`` is a list of ``{"name", "dtype", "n_distinct", "n_missing", "examples"}`` (``dtype``: number, integer,
+    boolean, text or date; ``examples``: up to 3 distinct values as text); ``preview`` the first rows as
+    ``{column: text}`` dicts ("" for an empty cell).
     """
 
     id: str
@@ -72,11 +102,12 @@ class Staged:
     n_rows: int
     columns: list[dict[str, Any]] = field(default_factory=list)
     preview: list[dict[str, str]] = field(default_factory=list)
+    created_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The upload as JSON (without its server-side path)."""
         return {"id": self.id, "filename": self.filename, "n_rows": self.n_rows, "columns": self.columns,
-                "preview": self.preview}
+                "preview": self.preview, "created_at": self.created_at}
 
 
 @dataclass(frozen=True)
@@ -95,34 +126,90 @@ class Created:
                 "analysis": self.analysis}
 
 
+def uploads_dir(ws_home: str | Path) -> Path:
+    """Where staged uploads live: ``$PEX_HOME/uploads``."""
+    return Path(ws_home) / "uploads"
+
+
+def experiments_dir(ws_home: str | Path) -> Path:
+    """Where experiments made from uploads keep their spec and data: ``$PEX_HOME/experiments``."""
+    return Path(ws_home) / "experiments"
+
+
 def stage(ws_home: str | Path, filename: str, data: bytes | IO[bytes], max_bytes: int = MAX_BYTES) -> Staged:
     """Save an upload (CSV or Parquet, by its ``filename``'s suffix) under ``$PEX_HOME/uploads/<id>/`` and read it.
 
-    Raises a :class:`~pex.errors.DataError` for another type, a file over ``max_bytes`` or a file that is not a
-    readable table; nothing is left behind then.
+    Raises a :class:`~pex.errors.DataError` (``field == "file"``) for another type, a file over ``max_bytes`` or a
+    file that is not a readable table with rows; nothing is left behind then.
     """
-    raise NotImplementedError  # filled in by the next commit
+    shown = _base_name(filename)
+    suffix = PurePosixPath(shown).suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise DataError(f"{shown or 'the file'!r} is neither a CSV nor a Parquet file",
+                        "upload the experiment's data as .csv or .parquet (one row per unit)", field="file")
+    upload_id = secrets.token_hex(16)
+    folder = uploads_dir(ws_home) / upload_id
+    target = folder / ("data.csv" if suffix == ".csv" else "data.parquet")
+    try:
+        _save(target, data, max_bytes)
+        try:
+            frame = read_table(target)
+        except PexError as exc:
+            raise DataError(exc.message.replace(target.name, repr(shown)), exc.hint, field="file") from None
+        if frame.shape[0] == 0:
+            raise DataError(f"{shown!r} has a header but no rows", "export the experiment's rows, one per unit",
+                            field="file")
+        meta = {"filename": shown, "n_rows": int(frame.shape[0]), "columns": _columns(frame),
+                "preview": _preview(frame), "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_atomic(folder / "meta.json", json.dumps(meta))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return _staged(upload_id, folder, meta)
 
 
 def staged(ws_home: str | Path, upload_id: str) -> Staged:
     """The staged upload ``upload_id`` (random hex); anything else, or an unknown id, is a NotFoundError."""
-    raise NotImplementedError
+    if not isinstance(upload_id, str) or not _ID.fullmatch(upload_id):
+        raise NotFoundError("no such upload", "upload the file again", field="file")
+    folder = uploads_dir(ws_home) / upload_id
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError("this upload is gone (finished, or removed after a day unused)", "upload the file again",
+                            field="file") from None
+    return _staged(upload_id, folder, meta)
 
 
 def propose(ws_home: str | Path, upload_id: str, name: str | None = None) -> dict[str, Any]:
     """The spec pex proposes for the upload: ``{"spec": spec dict (TOML shape), "notes": [{"field", "reason"}]}``.
 
-    ``name`` defaults to one made from the upload's file name.
+    ``name`` defaults to one made from the upload's file name. Raises a DataError (with ``field``) when the table has
+    no column that can be the unit, the arm or a metric.
     """
-    raise NotImplementedError
+    st = staged(ws_home, upload_id)
+    name = name or experiment_name(PurePosixPath(st.filename).stem)
+    return propose_spec(read_table(st.path), name, st.path.name)
 
 
 def check(ws_home: str | Path, upload_id: str, spec: Mapping[str, Any], ws: Workspace | None = None) -> list[FieldError]:
     """Every problem of ``spec`` (TOML shape) and of the upload's data under it; ``[]`` when it would be accepted.
 
-    Stores nothing. With ``ws``, a name already taken is reported too.
+    The spec is checked first, then the data against it (so one error at a time: the data cannot be checked against
+    a spec that does not load). Stores nothing. With ``ws``, a name already taken is reported too.
     """
-    raise NotImplementedError
+    st = staged(ws_home, upload_id)
+    errors = []
+    if ws is not None:
+        try:
+            _check_name_free(ws, ws_home, str(spec.get("name", "")))
+        except PexError as exc:
+            errors.append(FieldError.of(exc))
+    try:
+        _validate(st, spec)
+    except PexError as exc:
+        errors.append(FieldError.of(exc))
+    return errors
 
 
 def create(ws: Workspace, ws_home: str | Path, upload_id: str, spec: Mapping[str, Any], actor: str) -> Created:
@@ -130,19 +217,191 @@ def create(ws: Workspace, ws_home: str | Path, upload_id: str, spec: Mapping[str
     it as dataset version 1 and analyse it; then remove the staged upload.
 
     Raises a :class:`~pex.errors.PexError` (with ``field`` set where one applies) and stores nothing when the spec
-    or data is invalid or the name exists already.
+    or data is invalid or the name exists already. The dataset version's ``source`` records the file and ``actor``.
     """
-    raise NotImplementedError
+    st = staged(ws_home, upload_id)
+    _check_name_free(ws, ws_home, str(spec.get("name", "")))
+    checked, dataset = _validate(st, spec)
+    analysis = analyze(dataset)  # before anything is stored: a failure here leaves no trace
+    folder = experiments_dir(ws_home) / checked.name
+    data_name = st.path.name
+    text = spec_to_toml({**_plain(spec), "data": data_name},
+                        [f"made by pex from the upload {st.filename!r} by {actor}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"])
+    _write_experiment_folder(folder, text, st.path)
+    try:
+        stored = load_spec(folder / "spec.toml")
+        dataset = replace(dataset, spec=stored)  # the same rows; the spec now names the data where it stays
+        version = ws.put_dataset(dataset, source=f"{folder / data_name} (uploaded as {st.filename!r} by {actor})")
+        result = {**analysis.to_dict(), "dataset_version": version.to_dict()}
+        ws.put_analysis(stored.name, version.id, result)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(st.path.parent, ignore_errors=True)
+    return Created(experiment=stored.name, dataset_version=version.version, n_units=dataset.n_units,
+                   spec_path=folder / "spec.toml", analysis=result)
 
 
 def cleanup(ws_home: str | Path, max_age_hours: float = 24) -> int:
-    """Remove staged uploads older than ``max_age_hours``; returns how many were removed."""
-    raise NotImplementedError
+    """Remove staged uploads (and half-written ones) older than ``max_age_hours``; returns how many were removed."""
+    root = uploads_dir(ws_home)
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - max_age_hours * 3600
+    removed = 0
+    for entry in root.iterdir():
+        try:
+            old = entry.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if old and entry.is_dir() and (_ID.fullmatch(entry.name) or entry.name.startswith(".")):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
 
 
-def spec_from_toml(text: str) -> dict[str, Any]:
-    """A spec dict from an uploaded spec file's text; a SpecError with ``field`` when it is not valid TOML."""
-    raise NotImplementedError
+def spec_from_toml(text: str | bytes) -> dict[str, Any]:
+    """A spec dict from an uploaded spec file's text; a SpecError with ``field == "spec_file"`` when it is not TOML.
+
+    Its ``data`` entry is ignored by :func:`check` and :func:`create`: the data is the staged upload.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise SpecError("the spec file is not UTF-8 text", "save the spec as UTF-8", field="spec_file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"the spec file is not valid TOML: {exc}",
+                        'check quoting and brackets; strings need quotes, e.g. unit = "user_id"',
+                        field="spec_file") from None
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+
+def _base_name(filename: str) -> str:
+    """The uploaded file's own name, without any folder a browser sent with it (shown to the user, never a path)."""
+    return PureWindowsPath(PurePosixPath(str(filename or "")).name).name.strip()
+
+
+def _save(target: Path, data: bytes | IO[bytes], max_bytes: int) -> None:
+    """Write the upload to ``target`` atomically, refusing it as soon as it passes ``max_bytes``."""
+    with replacing(target) as tmp, open(tmp, "wb") as out:
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            if len(data) > max_bytes:
+                _too_large(max_bytes)
+            out.write(data)
+        else:
+            size = 0
+            while chunk := data.read(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    _too_large(max_bytes)
+                out.write(chunk)
+        out.flush()
+
+
+def _too_large(max_bytes: int) -> None:
+    raise DataError(f"the file is larger than the upload limit of {max_bytes / 2**20:,.0f} MiB",
+                    "upload a smaller file (Parquet is usually much smaller than CSV), or raise PEX_UI_MAX_UPLOAD "
+                    "(ui_max_upload in the PEX_CONFIG file) and restart `pex ui`; `pex init` and `pex ingest` on "
+                    "the command line have no limit", field="file")
+
+
+def _dtype(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_numeric_dtype(series):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series):
+        return "date"
+    return "text"
+
+
+def _cell(value: Any) -> str:
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):  # a list or array in a Parquet cell
+        pass
+    return str(value)
+
+
+def _columns(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for col in frame.columns:
+        series = frame[col]
+        try:
+            distinct = series.dropna().unique()
+            n_distinct = len(distinct)
+        except TypeError:  # unhashable cells (lists): not a column any role can use, but it is described
+            distinct, n_distinct = series.dropna().to_numpy(), -1
+        out.append({"name": str(col), "dtype": _dtype(series), "n_distinct": int(n_distinct),
+                    "n_missing": int(series.isna().sum()), "examples": [_cell(v) for v in distinct[:_EXAMPLES]]})
+    return out
+
+
+def _preview(frame: pd.DataFrame) -> list[dict[str, str]]:
+    return [{str(col): _cell(value) for col, value in row.items()}
+            for _, row in frame.head(_PREVIEW_ROWS).iterrows()]
+
+
+def _staged(upload_id: str, folder: Path, meta: Mapping[str, Any]) -> Staged:
+    path = next((p for p in (folder / "data.csv", folder / "data.parquet") if p.is_file()), None)
+    if path is None:
+        raise NotFoundError("this upload is gone (finished, or removed after a day unused)", "upload the file again",
+                            field="file")
+    return Staged(id=upload_id, filename=meta["filename"], path=path, n_rows=meta["n_rows"],
+                  columns=meta["columns"], preview=meta["preview"], created_at=meta.get("created_at", ""))
+
+
+def _plain(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A spec mapping as plain dicts (a form's or TOML's), without ``data`` (the upload's own file replaces it)."""
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in spec.items() if k != "data"}
+
+
+def _validate(st: Staged, spec: Mapping[str, Any]) -> tuple[ExperimentSpec, Dataset]:
+    """The spec as it would be stored (data = the upload) and its validated data; PexErrors carry their field."""
+    if not isinstance(spec, Mapping):
+        raise SpecError("the spec is not a table of keys and values", "start from the proposed spec", field="")
+    raw = {**_plain(spec), "data": st.path.name}
+    checked = parse_spec(raw, base_dir=st.path.parent)
+    frame = read_table(checked.data, text_columns=(checked.unit, checked.arm))
+    return checked, validate(frame, checked, source=repr(st.filename))
+
+
+def _check_name_free(ws: Workspace, ws_home: str | Path, name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        return  # not a name at all: the spec check says so, on the same field
+    taken = any(e["name"] == name for e in ws.list_experiments())
+    if taken or (name and (experiments_dir(ws_home) / name).exists()):
+        raise SpecError(f"an experiment named {name!r} exists already",
+                        "choose another name; to add new data to the existing experiment instead, point its spec's "
+                        f"data at the new file and run `pex ingest SPEC` (a new dataset version of {name!r})",
+                        field="name")
+
+
+def _write_experiment_folder(folder: Path, spec_text: str, data: Path) -> None:
+    """Create ``folder`` with spec.toml and a copy of the data, whole or not at all (it must not exist yet)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        shutil.copyfile(data, tmp / data.name)
+        (tmp / "spec.toml").write_text(spec_text, encoding="utf-8")
+        for path in (tmp / data.name, tmp / "spec.toml"):
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if folder.exists():  # os.replace would merge into an empty folder
+            raise SpecError(f"an experiment folder {folder.name!r} exists already", "choose another name",
+                            field="name")
+        os.replace(tmp, folder)
+        fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def spec_to_form(spec: Mapping[str, Any]) -> dict[str, str | list[str]]:
