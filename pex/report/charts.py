@@ -685,3 +685,78 @@ def tree_diagram(tree: dict, colors: dict[str, str]) -> str:
                          f'fill="#1a202c">{esc(item["text"])}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------- hourly counts (the UI's live monitor)
+
+
+def decisions_chart(hours: list, stacks: dict[str, list[int]], colors: dict[str, str],
+                    markers: list[tuple] | None = None, what: str = "decisions", key: str = "decisions") -> str:
+    """Counts per hour as stacked bars, one colour per series (an arm), with vertical markers for events.
+
+    ``hours`` are the starts of consecutive hours (aware datetimes, oldest first); ``stacks`` maps a series to its
+    count in each hour; ``markers`` are ``(hour, label)`` pairs (a publish or a rollback) drawn as dashed lines at
+    that time with the label above. ``what`` names the counted things on the axis. Returns ``""`` when there is
+    nothing to draw, so the page can say so in words.
+    """
+    if not hours or not any(sum(v) for v in stacks.values()):
+        return ""
+    from matplotlib.dates import AutoDateLocator, DateFormatter, date2num
+
+    hours_n = [date2num(h) for h in hours]
+    width = (hours_n[1] - hours_n[0]) * 0.85 if len(hours_n) > 1 else 1 / 24 * 0.85
+    markers = markers or []
+
+    def paint(fig: Figure) -> None:
+        ax = fig.add_subplot()
+        bottom = [0] * len(hours)
+        for series, counts in stacks.items():
+            if not sum(counts):
+                continue
+            ax.bar(hours_n, counts, width=width, bottom=bottom, align="edge", color=colors.get(series, UNCLEAR),
+                   label=series, linewidth=0)
+            bottom = [b + c for b, c in zip(bottom, counts)]
+        top = max(bottom) or 1
+        for when, label in markers:
+            x = date2num(when)
+            if hours_n[0] <= x <= hours_n[-1] + 1 / 24:  # only events inside the window
+                ax.axvline(x, color=INK, lw=1.0, ls=(0, (3, 2)))
+                ax.annotate(label, (x, top), xytext=(3, 2), textcoords="offset points", fontsize=8, color=INK,
+                            rotation=90, va="top", ha="left")
+        ax.set_xlim(hours_n[0], hours_n[-1] + 1 / 24)
+        ax.set_ylim(0, top * 1.08)
+        ax.xaxis.set_major_locator(AutoDateLocator(minticks=4, maxticks=8))
+        ax.xaxis.set_major_formatter(DateFormatter("%d %b %H:%M"))
+        ax.set_ylabel(f"{what} per hour")
+        ax.set_xlabel("hour (UTC)")
+        ax.grid(axis="y", color=GRID, lw=0.6)
+        ax.set_axisbelow(True)
+        if len(stacks) > 1:
+            ax.legend(loc="upper left", ncols=min(4, len(stacks)))
+
+    return _draw(key, 2.6, paint)
+
+
+# SVG properties that may stand as presentation attributes (the rest of an inline style is dropped)
+_PRESENTATION = {"fill", "fill-opacity", "fill-rule", "stroke", "stroke-width", "stroke-opacity", "stroke-linecap",
+                 "stroke-linejoin", "stroke-dasharray", "stroke-dashoffset", "stroke-miterlimit", "opacity",
+                 "clip-path", "font-family", "font-size", "font-weight", "font-style", "text-anchor", "white-space"}
+
+
+def without_inline_styles(svg: str) -> str:
+    """``svg`` with its ``style="..."`` attributes turned into presentation attributes and its ``<style>`` elements
+    dropped: a page served with a strict Content-Security-Policy (``default-src 'self'``, as the web UI's) refuses
+    inline styles, and matplotlib writes every colour as one. Presentation attributes are markup, not style, so the
+    chart keeps its colours; properties that are not presentation attributes (sizing) belong in the page's CSS."""
+    svg = re.sub(r"<style[^>]*>.*?</style>", "", svg, flags=re.DOTALL)
+
+    def attributes(match: re.Match) -> str:
+        out = []
+        for decl in html.unescape(match.group(1)).split(";"):
+            name, _, value = decl.partition(":")
+            name, value = name.strip(), value.strip()
+            if name in _PRESENTATION and value:
+                out.append(f' {name}="{html.escape(value)}"')
+        return "".join(out)
+
+    return re.sub(r'\sstyle="([^"]*)"', attributes, svg)

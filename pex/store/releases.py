@@ -29,21 +29,24 @@ class Release:
     to_version: int
     actor: str
     created_at: datetime
+    note: str | None = None  # why it happened outside the normal rule (an uncertified publish confirmed in the UI)
 
     def to_dict(self) -> dict[str, Any]:
         """The event for JSON output."""
         return {"policy": self.policy, "action": self.action, "from_version": self.from_version,
-                "to_version": self.to_version, "actor": self.actor, "created_at": self.created_at.isoformat()}
+                "to_version": self.to_version, "actor": self.actor, "created_at": self.created_at.isoformat(),
+                "note": self.note}
 
 
 class ReleasesMixin:
     """Workspace methods for publishing policy versions."""
 
     @db("publish a policy in")
-    def publish(self, name: str, version: int | None, actor: str) -> Release:
+    def publish(self, name: str, version: int | None, actor: str, note: str | None = None) -> Release:
         """Make ``version`` of policy ``name`` live. The default is the newest stored version, unless a run stored it
         beside the recommendation of an earlier run on the same data (:mod:`pex.services.history`: a re-run without a
-        reason, whose own versions are for information): then the version that run recommends."""
+        reason, whose own versions are for information): then the version that run recommends. ``note`` is kept
+        with the event (e.g. that an uncertified policy was published on purpose)."""
         with self._lock(), self.engine.begin() as conn:
             stored = conn.execute(sa.select(sa.func.max(policies.c.version)).where(policies.c.name == name)).scalar()
             if stored is None:
@@ -60,10 +63,10 @@ class ReleasesMixin:
             live = history[-1] if history else None
             if live == version:
                 raise PexError(f"policy {name!r} version {version} is already live", "publish another version, or roll back")
-            return _append(conn, name, "publish", live, version, actor)
+            return _append(conn, name, "publish", live, version, actor, note)
 
     @db("roll back a policy in")
-    def rollback(self, name: str, actor: str) -> Release:
+    def rollback(self, name: str, actor: str, note: str | None = None) -> Release:
         """Return policy ``name`` to the version that was live before the current one was published."""
         with self._lock(), self.engine.begin() as conn:
             history = _history(conn, name)
@@ -72,7 +75,7 @@ class ReleasesMixin:
             if len(history) < 2:
                 raise PexError(f"policy {name!r} has only ever had version {history[-1]} live: nothing to roll back to",
                                f"publish another version instead: `pex publish {name} --version V`")
-            return _append(conn, name, "rollback", history[-1], history[-2], actor)
+            return _append(conn, name, "rollback", history[-1], history[-2], actor, note)
 
     @db("read the live policies of")
     def live_versions(self) -> dict[str, int]:
@@ -89,8 +92,16 @@ class ReleasesMixin:
         if name is not None:
             query = query.where(releases.c.policy == name)
         with self._read() as conn:
-            return [Release(r.policy, r.action, r.from_version, r.to_version, r.actor, utc(r.created_at))
+            return [Release(r.policy, r.action, r.from_version, r.to_version, r.actor, utc(r.created_at), r.note)
                     for r in conn.execute(query.order_by(releases.c.id))]
+
+    @db("read the releases of")
+    def rollback_target(self, name: str) -> int | None:
+        """The version a rollback of policy ``name`` would make live (the one live before the current one), or None
+        when there is nothing to roll back to (never published, or only ever one version live)."""
+        with self._read() as conn:
+            history = _history(conn, name)
+        return history[-2] if len(history) >= 2 else None
 
 
 def _history(conn: sa.Connection, name: str) -> list[int]:
@@ -105,8 +116,9 @@ def _history(conn: sa.Connection, name: str) -> list[int]:
     return stack
 
 
-def _append(conn: sa.Connection, name: str, action: str, from_version: int | None, to_version: int, actor: str) -> Release:
+def _append(conn: sa.Connection, name: str, action: str, from_version: int | None, to_version: int, actor: str,
+            note: str | None) -> Release:
     now = datetime.now(UTC)
     conn.execute(releases.insert().values(policy=name, action=action, from_version=from_version, to_version=to_version,
-                                          actor=actor, created_at=now))
-    return Release(name, action, from_version, to_version, actor, now)
+                                          actor=actor, created_at=now, note=note))
+    return Release(name, action, from_version, to_version, actor, now, note)
