@@ -528,6 +528,10 @@ feedback.register(cli)
 online.register(cli)
 serving.register(cli)
 
+from pex.cli import ui as ui_cli  # noqa: E402  (`pex ui`: the web UI with its job worker)
+
+ui_cli.register(cli)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 2 bad input)."""
