@@ -10,6 +10,12 @@ recommendation (:mod:`pex.evaluation.recommendation`) -> outputs:
 ``summary.json``, ``policies/*.json`` and ``report.html`` in the output
 folder, and the same summary stored in the workspace for ``pex report``.
 
+:func:`run` starts from a spec file (ingesting its data); :func:`run_stored` from a dataset version already in the
+workspace (the UI's experiments, uploaded through the browser, have no spec file anyone edits). Both print the
+same ``[i/6]`` stage lines through ``say`` and hand structured :class:`pex.services.progress.Progress` events to
+``on_progress`` (the background worker's job rows); a callback raising
+:class:`pex.services.progress.Cancelled` stops the run with nothing recorded (the run is recorded at its end).
+
 Everything random is seeded from one ``seed``, so a re-run on the same data
 gives the same fit, policies and recommendation. The held-out split is not
 random: its key is the dataset version's. Every run is recorded with its
@@ -40,6 +46,7 @@ from pex.services.history import bind, check_reason
 from pex.services.models import effect_model_by_id
 from pex.services.optimize import pareto_policies
 from pex.services.policies import BuildOptions, assemble_policies, load_fit, objective_coefficients
+from pex.services.progress import OnProgress, event
 from pex.store.records import NewRun, RunRecord
 from pex.store.workspace import Workspace
 
@@ -83,8 +90,9 @@ class RunOptions:
 class _Stages:
     """``[i/n] what`` progress lines and per-stage wall time."""
 
-    def __init__(self, total: int, say: Say) -> None:
+    def __init__(self, total: int, say: Say, on_progress: OnProgress | None = None) -> None:
         self.total, self.say, self.i = total, say, 0
+        self.on_progress = on_progress
         self.seconds: dict[str, float] = {}
         self._name: str | None = None
         self._t = time.perf_counter()
@@ -94,6 +102,12 @@ class _Stages:
         self.i += 1
         self._name = name
         self.say(f"[{self.i}/{self.total}] {message}")
+        self.emit(name, message)
+
+    def emit(self, stage: str, message: str, share: float = 0.0) -> None:
+        """Hand a structured event to ``on_progress`` (which may raise Cancelled to stop the run)."""
+        if self.on_progress is not None:
+            self.on_progress(event(stage, message, share))
 
     def _close(self) -> None:
         now = time.perf_counter()
@@ -108,7 +122,7 @@ class _Stages:
 
 def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Path | None = None,
         options: RunOptions | None = None, say: Say | None = None, progress: Callable[[int, int, str], None] | None = None,
-        **overrides: Any) -> RunResult:
+        on_progress: OnProgress | None = None, **overrides: Any) -> RunResult:
     """Run the whole offline pipeline on the experiment described by ``spec_path``.
 
     Parameters
@@ -121,14 +135,58 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         Workspace folder (default: ``PEX_HOME`` or ``./.pex``).
     options, overrides
         :class:`RunOptions`, or its fields as keywords (``learner="x"``, ``seed=1``).
-    say, progress
-        Callbacks for stage messages and for the fit's progress.
+    say, progress, on_progress
+        Callbacks for stage messages, for the fit's progress and for structured progress events.
     """
     from pex.experiment.data import load_dataset
-    from pex.experiment.effects import analyze
     from pex.experiment.spec import load_spec
-    from pex.report.html import render_report
 
+    options = _options(options, overrides)
+    say = say or (lambda message: None)
+    started = time.perf_counter()
+    stages = _Stages(6, say, on_progress)
+    stages.next("ingest", f"reading and validating {spec_path}")
+    spec = load_spec(spec_path)
+    dataset = load_dataset(spec)
+    with Workspace(home) as ws:
+        dv = ws.put_dataset(dataset, source=str(spec.data))
+        say(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}): "
+            f"{dataset.n_units:,} units")
+        out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
+        return _pipeline(ws, dataset, dv, options, out_dir, say, progress, stages, started)
+
+
+def run_stored(home: str | Path | Workspace | None, experiment: str, version: int | None = None, *,
+               options: RunOptions | None = None, out: str | Path | None = None, say: Say | None = None,
+               progress: Callable[[int, int, str], None] | None = None, on_progress: OnProgress | None = None,
+               **overrides: Any) -> RunResult:
+    """Run the whole offline pipeline on a stored dataset version of ``experiment`` (default: its current one).
+
+    The same pipeline as :func:`run` after its ingest, on the dataset and spec as stored: the same seed gives the
+    same recommendation as ``pex run`` on the spec that stored them. The summary is stored (``ws.run_summary``, which
+    the UI renders the report from); files (``summary.json``, ``report.html``, ``policies/``) are written only when
+    ``out`` is given. ``home`` is a workspace folder (None: ``PEX_HOME``) or an open :class:`Workspace`.
+    """
+    options = _options(options, overrides)
+    say = say or (lambda message: None)
+    started = time.perf_counter()
+    stages = _Stages(6, say, on_progress)
+    if isinstance(home, Workspace):
+        return _run_stored(home, experiment, version, options, out, say, progress, stages, started)
+    with Workspace(home) as ws:
+        return _run_stored(ws, experiment, version, options, out, say, progress, stages, started)
+
+
+def _run_stored(ws: Workspace, experiment: str, version: int | None, options: RunOptions, out: str | Path | None,
+                say: Say, progress: Callable[[int, int, str], None] | None, stages: _Stages, started: float) -> RunResult:
+    stages.next("ingest", f"reading the stored dataset of {experiment}" + (f", version {version}" if version else ""))
+    dataset, dv = ws.load_dataset(experiment, version)
+    say(f"      dataset version {dv.version} ({dv.id}, stored): {dataset.n_units:,} units")
+    return _pipeline(ws, dataset, dv, options, Path(out) if out is not None else None, say, progress, stages, started)
+
+
+def _options(options: RunOptions | None, overrides: dict[str, Any]) -> RunOptions:
+    """The run's options, checked before any work is done or stored."""
     if options is not None and overrides:
         raise TypeError(f"pass either options or keyword overrides, not both (got {', '.join(overrides)})")
     options = options or RunOptions(**{k: v for k, v in overrides.items() if k != "build"})
@@ -143,94 +201,111 @@ def run(spec_path: str | Path, out: str | Path | None = None, *, home: str | Pat
         raise PexError("--accept-srm needs a reason: why the sample-ratio mismatch cannot bias the comparison",
                        'e.g. --accept-srm "bot traffic filtered from the treatment arm only, after assignment"')
     options.reason = check_reason(options.reason)
-    say = say or (lambda message: None)
-    started = time.perf_counter()
-    stages = _Stages(6, say)
+    return options
 
+
+def _pipeline(ws: Workspace, dataset: Any, dv: Any, options: RunOptions, out_dir: Path | None, say: Say,
+              progress: Callable[[int, int, str], None] | None, stages: _Stages, started: float) -> RunResult:
+    """Everything after the ingest: effects, fits, policies, search, recommendation, the recorded run; outputs into
+    ``out_dir`` when one is given."""
+    from pex.experiment.effects import analyze
+    from pex.report.html import render_report
+
+    spec = dataset.spec
     plan = options.fold_plan()
-    stages.next("ingest", f"reading and validating {spec_path}")
-    spec = load_spec(spec_path)
-    dataset = load_dataset(spec)
-    with Workspace(home) as ws:
-        dv = ws.put_dataset(dataset, source=str(spec.data))
-        say(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}): "
-            f"{dataset.n_units:,} units")
-        before = ws.run_history(spec.name, dv.id)
-        if before:
-            say(f"      run {len(before) + 1} on this dataset version"
-                + (f", with the reason: {options.reason}" if options.reason else
-                   "; without --reason it recommends what the binding earlier run recommended"))
+    before = ws.run_history(spec.name, dv.id)
+    if before:
+        say(f"      run {len(before) + 1} on this dataset version"
+            + (f", with the reason: {options.reason}" if options.reason else
+               "; without --reason it recommends what the binding earlier run recommended"))
 
-        stages.next("effects", "checking health (sample ratio, balance, missing values) and measuring average effects")
-        analysis = analyze(dataset)
-        ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
+    stages.next("effects", "checking health (sample ratio, balance, missing values) and measuring average effects")
+    analysis = analyze(dataset)
+    ws.put_analysis(spec.name, dv.id, {**analysis.to_dict(), "dataset_version": dv.to_dict()})
 
-        stages.next("fit", _fit_message(plan, options.learner))
-        fits = [fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
-                              holdout=share, holdout_offset=offset, progress=progress) for offset, share in plan.arcs]
-        record, fit = fits[0]  # the first fold's fit is the one the summary describes
-        crossfit = CrossFit.of([load_fit(ws, spec.name, r.id) for r, _summary in fits])
+    stages.next("fit", _fit_message(plan, options.learner))
+    fits = [fit_and_store(ws, dataset, dv, learner=options.learner, folds=options.folds, seed=options.seed,
+                          holdout=share, holdout_offset=offset, progress=_fold_progress(progress, stages, i, len(plan.arcs)))
+            for i, (offset, share) in enumerate(plan.arcs)]
+    record, fit = fits[0]  # the first fold's fit is the one the summary describes
+    crossfit = CrossFit.of([load_fit(ws, spec.name, r.id) for r, _summary in fits])
 
-        stages.next("policies", "building the value-model policy and distilled trees")
-        sets = [assemble_policies(c, options.build, say=lambda m, i=i: say(f"      {plan.label(i)}{m}"))
+    stages.next("policies", "building the value-model policy and distilled trees")
+    sets = [assemble_policies(c, options.build, say=lambda m, i=i: say(f"      {plan.label(i)}{m}"))
+            for i, c in enumerate(crossfit.contexts)]
+
+    stages.next("optimize", "searching the weight trade-offs for Pareto candidates, evaluating every policy off-policy")
+    searched = [pareto_policies(c, options, say=lambda m, i=i: say(f"      {plan.label(i)}{m}"))
                 for i, c in enumerate(crossfit.contexts)]
+    tuning = searched[0][0]
+    policies = crossfit.route([[*built.policies, *found] for built, (_t, found) in zip(sets, searched)],
+                              unit=spec.unit, experiment=spec.name)
+    data = crossfit.evaluation
+    coefficients = objective_coefficients(spec, crossfit.building_frame(), options.build.weights, options.build.guardrails)
+    say(f"      evaluating {len(policies)} policies on {data.n:,} held-out units"
+        f"{' (every unit, cross-fitted)' if plan.crossed else ''} (IPS, SNIPS, DM, DR)")
+    rows, screens = crossfit.compare(policies, sets[0], coefficients, spec)
+    records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=record.id)
+    policies = [p.replace(version=r.version) for p, r in zip(policies, records)]
+    build_report = {"fit": record.id, "options": options.build.to_dict(), "evaluation_rows": data.description,
+                    "objective_coefficients": coefficients, "calibration": sets[0].calibration,
+                    "distillation": sets[0].distilled.to_dict()}
 
-        stages.next("optimize", "searching the weight trade-offs for Pareto candidates, evaluating every policy off-policy")
-        searched = [pareto_policies(c, options, say=lambda m, i=i: say(f"      {plan.label(i)}{m}"))
-                    for i, c in enumerate(crossfit.contexts)]
-        tuning = searched[0][0]
-        policies = crossfit.route([[*built.policies, *found] for built, (_t, found) in zip(sets, searched)],
-                                  unit=spec.unit, experiment=spec.name)
-        data = crossfit.evaluation
-        coefficients = objective_coefficients(spec, crossfit.building_frame(), options.build.weights, options.build.guardrails)
-        say(f"      evaluating {len(policies)} policies on {data.n:,} held-out units"
-            f"{' (every unit, cross-fitted)' if plan.crossed else ''} (IPS, SNIPS, DM, DR)")
-        rows, screens = crossfit.compare(policies, sets[0], coefficients, spec)
-        records = ws.put_policies(spec.name, [(p.to_document(), r) for p, r in zip(policies, rows)], fit_id=record.id)
-        policies = [p.replace(version=r.version) for p, r in zip(policies, records)]
-        build_report = {"fit": record.id, "options": options.build.to_dict(), "evaluation_rows": data.description,
-                        "objective_coefficients": coefficients, "calibration": sets[0].calibration,
-                        "distillation": sets[0].distilled.to_dict()}
+    stages.next("recommend", "choosing the policy to recommend")
+    rec = recommend(policies, rows, data, spec, coefficients, screen={p.name: sc for p, sc in zip(policies, screens)},
+                    holdout_share=plan.share, certification=options.certification, srm=analysis.srm.to_dict(),
+                    accept_srm=options.accept_srm)
+    say(f"      {rec.headline}")
 
-        stages.next("recommend", "choosing the policy to recommend")
-        rec = recommend(policies, rows, data, spec, coefficients, screen={p.name: sc for p, sc in zip(policies, screens)},
-                        holdout_share=plan.share, certification=options.certification, srm=analysis.srm.to_dict(),
-                        accept_srm=options.accept_srm)
-        say(f"      {rec.headline}")
+    own = (rec.policy, next(p.version for p in policies if p.name == rec.policy))
+    settings = options.to_dict()
+    made: list[dict] = []
 
-        out_dir = Path(out) if out is not None else Path(f"pex-run-{spec.name}")
-        own = (rec.policy, next(p.version for p in policies if p.name == rec.policy))
-        settings = options.to_dict()
-        made: list[dict] = []
+    def finish(earlier: list[RunRecord], run_id: int, _now: object) -> NewRun:
+        # under the workspace lock, with the runs recorded before this one on the dataset version
+        binding = bind(earlier, run_id=run_id, settings=settings, reason=options.reason, dataset_version=dv.version,
+                       own=own, load_summary=ws.run_summary)
+        summary = build_summary(spec=spec, dataset=dataset, dataset_id=dv.id, dataset_version=dv.version,
+                                analysis=analysis, fit_id=record.id, fit=fit, policies=policies, rows=rows,
+                                build_report=build_report, tuning=tuning.to_dict(), recommendation=rec,
+                                options=settings, evaluation=data.description, crossfit=crossfit.description(),
+                                timings={**stages.done(), "total": round(time.perf_counter() - started, 2)},
+                                history=binding.history, carried=binding.carried).to_dict()
+        policy, version = binding.policy or own
+        made.append(summary)
+        return NewRun(summary, policy, version, own[0], own[1], binding.bound_to)
 
-        def finish(earlier: list[RunRecord], run_id: int, _now: object) -> NewRun:
-            # under the workspace lock, with the runs recorded before this one on the dataset version
-            binding = bind(earlier, run_id=run_id, settings=settings, reason=options.reason, dataset_version=dv.version,
-                           own=own, load_summary=ws.run_summary)
-            summary = build_summary(spec=spec, dataset=dataset, dataset_id=dv.id, dataset_version=dv.version,
-                                    analysis=analysis, fit_id=record.id, fit=fit, policies=policies, rows=rows,
-                                    build_report=build_report, tuning=tuning.to_dict(), recommendation=rec,
-                                    options=settings, evaluation=data.description, crossfit=crossfit.description(),
-                                    timings={**stages.done(), "total": round(time.perf_counter() - started, 2)},
-                                    history=binding.history, carried=binding.carried).to_dict()
-            policy, version = binding.policy or own
-            made.append(summary)
-            return NewRun(summary, policy, version, own[0], own[1], binding.bound_to)
-
-        recorded = ws.record_run(spec.name, dv.id, settings, options.reason, finish, fit_id=record.id)
-        summary = made[-1]
-        say(f"      {summary['history']['text']}")
-        carried = None
-        if recorded.bound_to is not None:  # the recommended policy is the binding run's stored version, as published
-            stored = ws.get_policy(recorded.policy, recorded.policy_version)
-            carried = Policy.from_document(stored.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
+    stages.emit("report", "recording the run" + (f" and writing {out_dir}" if out_dir is not None else ""))
+    recorded = ws.record_run(spec.name, dv.id, settings, options.reason, finish, fit_id=record.id)
+    summary = made[-1]
+    say(f"      {summary['history']['text']}")
+    carried = None
+    if recorded.bound_to is not None:  # the recommended policy is the binding run's stored version, as published
+        stored = ws.get_policy(recorded.policy, recorded.policy_version)
+        carried = Policy.from_document(stored.document, lambda vm: effect_model_by_id(ws, vm["fit"]))
+    if out_dir is not None:
         say(f"writing {out_dir / 'summary.json'}, {out_dir / 'report.html'} and {out_dir / 'policies'}/")
         write_outputs(out_dir, summary, policies, render_report)
-    return RunResult(summary=summary, out=out_dir, policy_objects={p.name: p for p in policies},
+    stages.emit("report", f"done: run {recorded.id}", 1.0)
+    return RunResult(summary=summary, out=out_dir, run_id=recorded.id, policy_objects={p.name: p for p in policies},
                      details={"analysis": analysis, "fit_id": record.id, "fit": fit, "build_report": build_report, "rows": rows,
                               "tuning": tuning, "evaluation": data, "crossfit": crossfit if plan.crossed else None,
                               "screens": {p.name: sc for p, sc in zip(policies, screens)}},  # what recommend was given
                      unit=spec.unit, recommended=carried)
+
+
+def _fold_progress(progress: Callable[[int, int, str], None] | None, stages: _Stages, fold: int,
+                   folds: int) -> Callable[[int, int, str], None] | None:
+    """The fit's model-by-model callback for fold ``fold`` of ``folds``: the caller's, and a structured event that
+    moves the fraction through the fit stage."""
+    if stages.on_progress is None:
+        return progress
+
+    def report(done: int, total: int, message: str) -> None:
+        if progress is not None:
+            progress(done, total, message)
+        stages.emit("fit", message, (fold + done / max(total, 1)) / folds)
+    return report
 
 
 def _fit_message(plan: Folds, learner: str) -> str:
@@ -267,6 +342,7 @@ class RunResult:
     summary: dict
     out: Path | None
     policy_objects: dict[str, Policy]
+    run_id: int | None = None  # the id of the recorded run (``ws.run_summary(run_id)``)
     details: dict = field(default_factory=dict, repr=False)  # the Python objects behind the summary (analysis, tuning, rows)
     unit: str | None = None  # the experiment's unit id column
     # the recommended policy when it is an earlier run's (summary["recommendation"]["from_run"]): that run's stored

@@ -122,18 +122,21 @@ class JobsMixin:
 
         Safe with any number of workers on SQLite and PostgreSQL: the UPDATE only changes a row still queued, so of
         two workers that picked the same job one changes it and the other changes nothing (on PostgreSQL it waits
-        for the first one's row lock, then re-checks the condition) and tries the next queued job.
+        for the first one's row lock, then re-checks the condition) and tries the next queued job. SQLite runs
+        the statement, the choice of the oldest job included, under its one write lock.
         """
         while True:
-            with self.engine.begin() as conn:
-                picked = conn.execute(sa.select(sa.func.min(jobs.c.id)).where(jobs.c.status == "queued")).scalar()
-                if picked is None:
+            oldest = sa.select(sa.func.min(jobs.c.id)).where(jobs.c.status == "queued").scalar_subquery()
+            now = datetime.now(UTC)
+            with self.engine.begin() as conn:  # one statement: on SQLite it runs under the write lock as a whole
+                row = conn.execute(jobs.update().where((jobs.c.id == oldest) & (jobs.c.status == "queued"))
+                                   .values(status="running", worker=worker, started_at=now, heartbeat_at=now)
+                                   .returning(*jobs.c)).first()
+                if row is not None:
+                    return job_record(row)
+                if conn.execute(sa.select(jobs.c.id).where(jobs.c.status == "queued").limit(1)).first() is None:
                     return None
-                now = datetime.now(UTC)
-                changed = conn.execute(jobs.update().where((jobs.c.id == picked) & (jobs.c.status == "queued")).values(
-                    status="running", worker=worker, started_at=now, heartbeat_at=now)).rowcount
-                if changed == 1:
-                    return job_record(conn.execute(sa.select(jobs).where(jobs.c.id == picked)).one())
+            # another worker took the job this one picked, and others are queued: try again
 
     @db("write the progress of a job in")
     def job_progress(self, job_id: int, *, stage: str | None = None, message: str | None = None,
@@ -149,12 +152,12 @@ class JobsMixin:
             values["message"] = message
         if fraction is not None:
             values["fraction"] = min(1.0, max(0.0, float(fraction)))
-        with self.engine.begin() as conn:
-            if lines:
+        running = jobs.update().where((jobs.c.id == job_id) & (jobs.c.status == "running"))
+        with self.engine.begin() as conn:  # the write first (see cancel_job), then the tail it appends to
+            changed = conn.execute(running.values(**values) if values else running.values(fraction=jobs.c.fraction))
+            if lines and changed.rowcount == 1:
                 tail = conn.execute(sa.select(jobs.c.log_tail).where(jobs.c.id == job_id)).scalar()
-                values["log_tail"] = ([*(tail or []), *lines])[-LOG_LINES:]
-            if values:
-                conn.execute(jobs.update().where((jobs.c.id == job_id) & (jobs.c.status == "running")).values(**values))
+                conn.execute(running.values(log_tail=[*(tail or []), *lines][-LOG_LINES:]))
 
     @db("write the heartbeat of a job in")
     def job_heartbeat(self, job_id: int) -> bool:
@@ -164,19 +167,27 @@ class JobsMixin:
                                 .values(heartbeat_at=datetime.now(UTC))).rowcount == 1
 
     @db("cancel a job in")
-    def cancel_job(self, job_id: int) -> JobRecord:
-        """Cancel a job: a queued one at once (``cancelled``), a running one by asking its worker
-        (``cancel_requested``; the worker stops it and marks it ``cancelled``). A finished job is refused."""
+    def cancel_job(self, job_id: int, actor: str) -> JobRecord:
+        """Cancel a job for ``actor``: a queued one at once (``cancelled``), a running one by asking its worker
+        (``cancel_requested``, and a line in its log; the worker stops it and it ends ``cancelled``). A finished
+        job is refused."""
+        # every transaction here starts with its write, which takes SQLite's write lock (waiting for another
+        # writer's) before anything is read: a transaction that read first could not write after a concurrent one
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
-            if row is None:
-                raise _not_found(job_id)
+            now = datetime.now(UTC)
             queued = jobs.update().where((jobs.c.id == job_id) & (jobs.c.status == "queued"))
-            if conn.execute(queued.values(status="cancelled", finished_at=datetime.now(UTC), cancel_requested=True,
-                                          message="cancelled before it started")).rowcount == 0:
+            if conn.execute(queued.values(status="cancelled", finished_at=now, cancel_requested=True,
+                                          message=f"cancelled by {actor} before it started")).rowcount == 0:
                 running = jobs.update().where((jobs.c.id == job_id) & (jobs.c.status == "running"))
-                if conn.execute(running.values(cancel_requested=True)).rowcount == 0:
+                if conn.execute(running.values(cancel_requested=True)).rowcount == 1:
+                    tail = conn.execute(sa.select(jobs.c.log_tail).where(jobs.c.id == job_id)).scalar()
+                    line = f"{now:%H:%M:%S} cancel requested by {actor}"
+                    conn.execute(jobs.update().where(jobs.c.id == job_id)
+                                 .values(log_tail=[*(tail or []), line][-LOG_LINES:]))
+                else:
                     status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+                    if status is None:
+                        raise _not_found(job_id)
                     raise PexError(f"job {job_id} already finished ({status})",
                                    "only a queued or running job can be cancelled; `pex jobs rerun ID` runs it again")
             return job_record(conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).one())
