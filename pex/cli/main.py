@@ -528,6 +528,10 @@ feedback.register(cli)
 online.register(cli)
 serving.register(cli)
 
+from pex.cli import jobs as jobs_cli  # noqa: E402  (`pex worker`, `pex jobs list|show|cancel|rerun`)
+
+jobs_cli.register(cli)
+
 from pex.cli import ui as ui_cli  # noqa: E402  (`pex ui`: the web UI with its job worker)
 
 ui_cli.register(cli)
