@@ -18,9 +18,9 @@ saying why it was made, so that the owner can check each one. It is a starting p
   secondary. A column ``<metric>_pre`` (or ``pre_<metric>``) is the metric's pre-period covariate (CUPED).
 - **propensity**: a numeric column named ``p``, ``propensity``, ``pscore`` ... with values in (0, 1].
 - **features**: every other column, except constant ones and text columns with a distinct value per row (ids).
-- **allocation**: the observed arm shares, when a planned-looking split (equal shares, else shares on a 5% or 1%
-  grid) is consistent with them (chi-square p >= 0.001, the sample-ratio check's own threshold); else left out,
-  and the notes say so (pex then uses the observed shares).
+- **allocation**: a planned-looking split (equal shares, equal shares in whole percents such as 0.34 / 0.33 / 0.33,
+  else the observed shares rounded to 5%) when the observed counts are consistent with it (chi-square p >= 0.001,
+  the sample-ratio check's own threshold); else left out, and the notes say so (pex then uses the observed shares).
 
 Columns whose names hold characters a name may not (:mod:`pex.names`) are left out of every role, with a note.
 Deterministic: the same table gives the same proposal.
@@ -192,7 +192,7 @@ def _arm(frame: pd.DataFrame, columns: list[str], note) -> str:
         for col in columns:
             if set(_words(col)) & words and _is_labelish(frame[col]):
                 n = frame[col].nunique(dropna=True)
-                if 2 <= n <= 20:
+                if 1 <= n <= 20:  # one label is a named arm column all the same: the caller says it needs two
                     note("arm", f"{col!r} is named like an assignment and holds {n} labels")
                     return col
     candidates = []
@@ -338,19 +338,24 @@ def _features(frame: pd.DataFrame, columns: list[str], note) -> list[str]:
 
 
 def _allocation(counts: pd.Series, arms: list[str], control: str) -> dict[str, float] | None:
-    """The planned-looking split the observed ``counts`` are consistent with (equal shares, else a 5% or a 1% grid),
-    control first; None when none is."""
-    observed = np.array([float(counts[a]) for a in arms])
+    """The planned-looking split the observed ``counts`` are consistent with, control first; None when none is.
+
+    The plans: equal shares; equal shares in whole percents, the extra ones to control first (0.34 / 0.33 / 0.33);
+    the observed shares rounded to 5%. The one the counts fit best is chosen; a finer grid would make any split
+    look planned.
+    """
+    order = [control, *[a for a in arms if a != control]]
+    observed = np.array([float(counts[a]) for a in order])
     total = observed.sum()
-    k = len(arms)
-    plans = [np.full(k, 1.0 / k)]
-    for step in (0.05, 0.01):
-        grid = np.round(observed / total / step) * step
-        if (grid > 0).all() and abs(grid.sum() - 1.0) < 1e-9:
-            plans.append(grid)
-    for plan in plans:
-        if stats.chisquare(observed, plan * total).pvalue >= SRM_ALPHA:
-            order = [control, *[a for a in arms if a != control]]
-            shares = dict(zip(arms, plan))
-            return {a: round(float(shares[a]), 4) for a in order}
-    return None
+    k = len(order)
+    percents = np.full(k, 100 // k)
+    percents[: 100 - percents.sum()] += 1
+    plans = [np.full(k, 1.0 / k), percents / 100]
+    grid = np.round(observed / total / 0.05) * 0.05
+    if (grid > 0).all() and abs(grid.sum() - 1.0) < 1e-9:
+        plans.append(grid)
+    p_values = [float(stats.chisquare(observed, plan * total).pvalue) for plan in plans]
+    best = int(np.argmax(p_values))  # the plan closest to what was observed (the first, simplest, on a tie)
+    if p_values[best] < SRM_ALPHA:
+        return None
+    return {a: round(float(share), 4) for a, share in zip(order, plans[best])}
