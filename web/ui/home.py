@@ -4,14 +4,16 @@ job pages (with the actions that start, cancel and re-run jobs). Views only call
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from pex.services.pages.experiments import experiments_page
+from pex.errors import NotFoundError, PexError
+from pex.services.pages.experiments import experiments_page, proposal_page, upload_page
 from pex.services.pages.jobs import job_page, jobs_page
 from web.ui import auth
-from web.ui.twins import action, actor, page, workspace
+from web.ui.twins import action, actor, can_act, page, workspace
 
 bp = Blueprint("home", __name__, url_prefix="/ui")
 home = bp
@@ -95,10 +97,60 @@ def rerun_job(job_id: int):
 
 
 # -- a new experiment ----------------------------------------------------------------------------------------------
+# Two steps, nothing stored in the workspace's database until the second succeeds: upload the data file (staged
+# under $PEX_HOME/uploads), then check and correct the spec pex proposes from its columns (or upload a spec file).
 
 @page(bp, "/experiments/new", "new_experiment.html")
 def new_experiment() -> dict[str, Any]:
-    """Step 1 of a new experiment: upload its data file."""
-    from flask import current_app
+    """Step 1: upload the experiment's data (CSV or Parquet)."""
+    return upload_page(current_app.config["UI_MAX_UPLOAD"])
 
-    return {"title": "New experiment", "max_upload_mib": round(current_app.config["UI_MAX_UPLOAD"] / 2**20)}
+
+@action(bp, "/experiments/new")
+def upload_data():
+    """Stage the uploaded file and show the spec pex proposes for it; a bad file is shown next to the file field."""
+    from pex.services import upload
+
+    sent = request.files.get("data")
+    try:
+        if sent is None or not sent.filename:
+            raise PexError("choose a data file to upload", "a CSV or Parquet file with one row per unit")
+        staged = upload.stage(workspace().home, sent.filename, sent.stream, current_app.config["UI_MAX_UPLOAD"])
+    except PexError as exc:
+        error = {"field": "file", "message": exc.message, "hint": exc.hint}
+        return render_template("new_experiment.html", page=upload_page(current_app.config["UI_MAX_UPLOAD"], error),
+                               can_act=can_act()), exc.status if exc.status < 500 else 503
+    return redirect(url_for("home.proposal", upload_id=staged.id), 303)
+
+
+@page(bp, "/experiments/new/<upload_id>", "proposal.html")
+def proposal(upload_id: str) -> dict[str, Any]:
+    """Step 2: the spec pex proposes, as a form to check and correct, each guess with its reason."""
+    return proposal_page(workspace().home, upload_id, owner=current_user.name)
+
+
+@action(bp, "/experiments/new/<upload_id>")
+def create_experiment(upload_id: str):
+    """Check the corrected spec (or an uploaded spec file) against the data; errors go back next to their fields,
+    nothing stored. When it validates: create the experiment (stored, ingested, analysed) and show it."""
+    from pex.services import upload
+
+    ws = workspace()
+    form = {key: values for key, values in request.form.to_dict(flat=False).items() if key != "csrf_token"}
+    spec_file = request.files.get("spec_file")
+    try:
+        if spec_file is not None and spec_file.filename:
+            spec = upload.spec_from_toml(spec_file.read())
+            form = upload.spec_to_form(spec)
+        else:
+            spec = upload.form_to_spec(form)
+        errors = [e.to_dict() for e in upload.check(ws.home, upload_id, spec, ws)]
+        if not errors:
+            created = upload.create(ws, ws.home, upload_id, spec, actor())
+            return redirect(f"/ui/experiments/{quote(created.experiment, safe='')}", 303)
+    except PexError as exc:
+        if isinstance(exc, NotFoundError):
+            raise  # the upload itself is gone: the error page says to upload again
+        errors = [{"field": getattr(exc, "field", None) or "", "message": exc.message, "hint": exc.hint}]
+    page_dict = proposal_page(ws.home, upload_id, form=form, errors=errors)
+    return render_template("proposal.html", page=page_dict, can_act=can_act()), 422

@@ -69,3 +69,120 @@ def _active_jobs(ws: Workspace) -> list[dict[str, Any]]:
     if list_jobs is None:  # a store from before the jobs table
         return []
     return [j.to_dict() for j in list_jobs(status=ACTIVE)]
+
+
+# -- a new experiment: the upload and the proposed spec as a form ------------------------------------------------
+
+# the plain-language explanation of each term the form uses (shown next to it with _macros term())
+TERMS = {
+    "unit": "What was randomized: one row per unit (a user, an account, a device). The column must hold a different "
+            "id in every row.",
+    "arm": "The column saying which version (arm) each unit was assigned to.",
+    "control": "The arm every other arm is compared with: usually the current experience, unchanged.",
+    "propensity": "Only if units were assigned with unequal, varying chances: the column holding each unit's "
+                  "probability of the arm it got. Leave empty for an ordinary A/B test.",
+    "features": "What was known about each unit before the experiment (age, country, tenure...). pex uses them to find "
+                "who gains and who is harmed. Never include something the experiment itself could have changed.",
+    "allocation": "The planned share of units per arm (e.g. 0.5 and 0.5). The sample-ratio check compares the "
+                  "actual counts with it; a mismatch means the assignment or the logging is broken.",
+    "primary": "Primary metric: the outcome the experiment is meant to improve; the recommendation optimizes it.",
+    "secondary": "Secondary metric: reported with its effects, but not optimized.",
+    "guardrail": "Guardrail: a metric that must not get worse by more than its limit (max_harm). A policy that may "
+                 "break a guardrail is not recommended.",
+    "max_harm": "The largest relative harm a guardrail tolerates, as a fraction: 0.05 means at most 5% worse than "
+                "control.",
+    "pre": "Pre-period (CUPED): the same metric measured before the experiment, if you have it. It makes the results "
+           "more precise without changing what they estimate.",
+    "goal": "Whether a higher value of the metric is better (increase) or worse (decrease).",
+}
+GOALS = ("increase", "decrease")
+ROLES = ("primary", "secondary", "guardrail")
+
+
+def upload_page(max_bytes: int, error: dict[str, str] | None = None) -> dict[str, Any]:
+    """The dict behind /ui/experiments/new: step 1, upload a data file (``error``: why the last upload failed)."""
+    return {"title": "New experiment", "max_upload_mib": round(max_bytes / 2**20), "error": error}
+
+
+def proposal_page(ws_home: Any, upload_id: str, form: dict[str, Any] | None = None,
+                  errors: list[dict[str, str]] | None = None, owner: str = "") -> dict[str, Any]:
+    """The dict behind /ui/experiments/new/<id>: the staged upload, the spec as form values (pex's proposal, or
+    the owner's submitted ``form``), pex's reasons, and ``errors`` (FieldError dicts) attached to their fields.
+    ``owner`` fills the proposal's empty owner (the logged-in user's name: who uploads usually owns it)."""
+    from pex.services import upload
+
+    staged = upload.staged(ws_home, upload_id)
+    notes: dict[str, str] = {}
+    if form is None:
+        proposal = upload.propose(ws_home, upload_id)
+        form = upload.spec_to_form(proposal["spec"])
+        notes = {n["field"]: n["reason"] for n in proposal.get("notes", [])}
+        if owner and not form.get("owner"):
+            form["owner"] = owner
+    columns = [c["name"] for c in staged.columns]
+    metric_names = _metric_names(form)
+    chosen_metrics = set(_many(form, "metrics")) if "metrics" in form else set(metric_names)
+    shown: set[str] = {"name", "description", "owner", "unit", "arm", "control", "propensity", "features",
+                       "spec_file", "file", "allocation", "metrics"}
+    metrics = []
+    for name in metric_names:
+        row = {"name": name, "chosen": name in chosen_metrics, "note": notes.get(f"metrics.{name}", "")}
+        for key in ("goal", "role", "pre", "max_harm", "description"):
+            row[key] = _one(form, f"metrics.{name}.{key}")
+            row[f"{key}_note"] = notes.get(f"metrics.{name}.{key}", "")
+            shown.add(f"metrics.{name}.{key}")
+        shown.add(f"metrics.{name}")
+        metrics.append(row)
+    arms = [key[len("allocation."):] for key in form if key.startswith("allocation.")]
+    shown.update(f"allocation.{arm}" for arm in arms)
+    by_field: dict[str, dict[str, str]] = {}
+    general = []
+    for err in errors or []:
+        if err["field"] in shown and err["field"] not in ("file", ""):
+            by_field.setdefault(err["field"], err)
+        else:
+            general.append(err)
+    chosen_features = set(_many(form, "features"))
+    unit, arm = _one(form, "unit"), _one(form, "arm")
+    return {
+        "title": "New experiment: check the proposed description",
+        "upload": staged.to_dict(),
+        "columns": columns,
+        "form": {key: form[key] for key in form},
+        "features": [{"name": c, "chosen": c in chosen_features} for c in columns
+                     if c not in (unit, arm) and c not in metric_names],
+        "metrics": metrics,
+        "allocation": [{"arm": a, "share": _one(form, f"allocation.{a}")} for a in arms],
+        "notes": notes,
+        "errors": by_field,
+        "general_errors": general,
+        "terms": TERMS,
+        "goals": list(GOALS),
+        "roles": list(ROLES),
+        "preview_columns": columns,
+        "preview": staged.preview,
+    }
+
+
+def _metric_names(form: dict[str, Any]) -> list[str]:
+    names = list(_many(form, "metrics")) if "metrics" in form else []
+    for key in form:
+        if key.startswith("metrics.") and key.count(".") >= 2:
+            name = key[len("metrics."):].rsplit(".", 1)[0]
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _one(form: dict[str, Any], key: str) -> str:
+    value = form.get(key, "")
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return "" if value is None else str(value)
+
+
+def _many(form: dict[str, Any], key: str) -> list[str]:
+    value = form.get(key, [])
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value]
