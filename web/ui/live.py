@@ -12,6 +12,7 @@ from flask import Blueprint, redirect, request, url_for
 
 from pex.errors import DataError
 from pex.services import publishing
+from pex.services.pages import monitor as monitor_pages
 from pex.services.pages import policies as policies_pages
 from web.ui.twins import action, actor, page, workspace
 
@@ -58,3 +59,17 @@ def rollback(name: str, policy: str):
     policies_pages.own_policy(ws, name, policy)
     publishing.rollback(ws, policy, actor())
     return redirect(url_for("live.policies", name=name) + "#live")
+
+
+# -- the live monitor ----------------------------------------------------------------------------------------------
+
+@page(bp, "/monitor", "monitor.html")
+def monitor() -> dict[str, Any]:
+    """Every live policy: version, age, decisions and outcomes of the last 48 h (from the worker's hourly counts)."""
+    return monitor_pages.monitor_page(workspace())
+
+
+@page(bp, "/monitor/<policy>", "monitor_policy.html")
+def monitor_policy(policy: str) -> dict[str, Any]:
+    """One live policy: decisions per hour by arm with publish / rollback markers, outcome arrival, the hourly table."""
+    return monitor_pages.policy_monitor_page(workspace(), policy)

@@ -1,0 +1,151 @@
+"""The live monitor of the web UI: ``/ui/monitor`` (every live policy) and ``/ui/monitor/<policy>`` (one policy's
+decisions per hour stacked by arm over the last 48 hours, with its publishes and rollbacks marked, and the arrival of
+its experiment's outcomes), each with its ``.json`` twin.
+
+Counts come from the hourly rollups the worker keeps (:mod:`pex.services.rollups`), never from the decision log: a
+page view reads at most 48 rows per arm and metric however much traffic the policy serves. So the page is as fresh as
+the worker's last refresh, which it says.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pex.errors import NotFoundError
+from pex.report import charts
+from pex.report.numbers import fmt_num
+from pex.services import rollups
+from pex.store.workspace import Workspace
+
+WINDOW_HOURS = 48
+FRESHNESS = ("Counts come from hourly totals that the background worker (`pex worker`, or the one `pex ui` starts) "
+             "brings up to date every few seconds; with no worker running they stop at its last refresh.")
+ALERTS = ("Drift, staleness and live guardrail alerts are not part of this page yet: they come with the policy "
+          "lifecycle work (issue 26).")
+
+
+def _window(now: datetime | None) -> list[datetime]:
+    """The starts of the last :data:`WINDOW_HOURS` UTC hours, the current one last."""
+    top = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return [top - timedelta(hours=WINDOW_HOURS - 1 - i) for i in range(WINDOW_HOURS)]
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _age(since: datetime, now: datetime) -> str:
+    """How long a version has been live, in words ("3 d 4 h", "2 h 5 min", "40 s")."""
+    seconds = max(0, int((now - since).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else f"{secs} s"
+
+
+def _live_since(ws: Workspace, policy: str) -> tuple[datetime | None, str]:
+    """When the live version became live and who made it so (its newest publish or rollback)."""
+    events = ws.releases(policy)
+    return (events[-1].created_at, events[-1].actor) if events else (None, "")
+
+
+def _experiment_of(ws: Workspace, policy: str, version: int) -> tuple[str, list[str], str]:
+    """The policy's experiment, its arms and default arm (as its live document states them)."""
+    doc = ws.get_policy(policy, version).document
+    return str(doc.get("experiment") or ""), [str(a) for a in doc.get("arms") or []], str(doc.get("default_arm") or "")
+
+
+def monitor_page(ws: Workspace, now: datetime | None = None) -> dict[str, Any]:
+    """Every live policy: its live version and age, its decisions and its experiment's outcomes in the last 48 h."""
+    now = now or datetime.now(UTC)
+    start = _window(now)[0]
+    rows = []
+    for policy, version in sorted(ws.live_versions().items()):
+        experiment, _, _ = _experiment_of(ws, policy, version)
+        since, by = _live_since(ws, policy)
+        decided = sum(r["count"] for r in rollups.decision_hours(ws, policy, start))
+        arrived = sum(r["count"] for r in rollups.outcome_hours(ws, experiment, start)) if experiment else 0
+        rows.append({"policy": policy, "experiment": experiment, "live": f"v{version}", "live_version": version,
+                     "since": _when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
+                     "decisions": fmt_num(decided), "decisions_count": decided,
+                     "outcomes": fmt_num(arrived), "outcomes_count": arrived,
+                     "activity": "serving" if decided else f"no decisions in the last {WINDOW_HOURS} h"})
+    return {"window_hours": WINDOW_HOURS, "from": _when(start), "policies": rows, "freshness": FRESHNESS,
+            "alerts": ALERTS}
+
+
+def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None) -> dict[str, Any]:
+    """One live policy over the last 48 h: decisions per hour by arm (chart and table), publish and rollback markers,
+    its experiment's outcomes per hour by metric, the live version and its age."""
+    now = now or datetime.now(UTC)
+    live = ws.live_versions()
+    if policy not in live:
+        raise NotFoundError(f"policy {policy!r} is not live", "the monitor lists every live policy at /ui/monitor; "
+                                                              "publish one from its experiment's policies page")
+    version = live[policy]
+    experiment, arms, default = _experiment_of(ws, policy, version)
+    hours = _window(now)
+    start = hours[0]
+    index = {h: i for i, h in enumerate(hours)}
+    decided = rollups.decision_hours(ws, policy, start)
+    arrived = rollups.outcome_hours(ws, experiment, start) if experiment else []
+    arms = arms + sorted({r["arm"] for r in decided} - set(arms))  # an arm of an earlier version stays visible
+    metrics = sorted({r["metric"] for r in arrived})
+    by_arm: dict[str, list[int]] = {a: [0] * len(hours) for a in arms}
+    by_metric: dict[str, list[int]] = {m: [0] * len(hours) for m in metrics}
+    versions: dict[int, set[int]] = defaultdict(set)
+    for r in decided:
+        if r["hour"] in index:
+            by_arm[r["arm"]][index[r["hour"]]] += r["count"]
+            versions[index[r["hour"]]].add(r["version"])
+    for r in arrived:
+        if r["hour"] in index:
+            by_metric[r["metric"]][index[r["hour"]]] += r["count"]
+    events = [e for e in ws.releases(policy) if e.created_at >= start]
+    markers = [{"when": _when(e.created_at), "at": e.created_at.isoformat(), "action": e.action,
+                "from": "nothing live" if e.from_version is None else f"v{e.from_version}", "to": f"v{e.to_version}",
+                "who": e.actor, "note": e.note or ""} for e in events]
+    labels = [(e.created_at, f"{e.action} v{e.to_version}") for e in events]
+    since, by = _live_since(ws, policy)
+    table = []
+    for i, hour in enumerate(hours):
+        total = sum(by_arm[a][i] for a in arms)
+        outcomes = sum(by_metric[m][i] for m in metrics)
+        if not total and not outcomes:
+            continue  # the chart shows the empty hours; the table lists the hours with something in them
+        row: dict[str, Any] = {"hour": hour.strftime("%Y-%m-%d %H:00"), "at": hour.isoformat(),
+                               "versions": ", ".join(f"v{v}" for v in sorted(versions[i])) or "–",
+                               "decisions": total, "outcomes": outcomes}
+        row.update({f"arm__{a}": by_arm[a][i] for a in arms})
+        table.append(row)
+    total_decisions = sum(sum(v) for v in by_arm.values())
+    total_outcomes = sum(sum(v) for v in by_metric.values())
+    colors = charts.arm_colors(arms, default or None)
+    return {
+        "policy": policy, "experiment": experiment, "live_version": version, "live": f"v{version}",
+        "since": _when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
+        "window_hours": WINDOW_HOURS, "from": _when(hours[0]), "to": _when(hours[-1] + timedelta(hours=1)),
+        "arms": arms, "metrics": metrics,
+        "decisions": total_decisions, "outcomes": total_outcomes,
+        "decisions_text": (f"{fmt_num(total_decisions)} decisions in the last {WINDOW_HOURS} h" if total_decisions
+                           else f"No decisions in the last {WINDOW_HOURS} h."),
+        "outcomes_text": (f"{fmt_num(total_outcomes)} outcomes of {experiment} reported in the last {WINDOW_HOURS} h"
+                          if total_outcomes else f"No outcomes of {experiment} reported in the last {WINDOW_HOURS} h."),
+        "hours": table,
+        "hours_columns": ([["hour", "Hour (UTC)"], ["versions", "Version"]] + [[f"arm__{a}", a] for a in arms]
+                          + [["decisions", "All decisions"], ["outcomes", "Outcomes"]]),
+        "releases": markers,
+        "charts": {
+            "decisions": charts.without_inline_styles(charts.decisions_chart(
+                hours, by_arm, colors, labels, what="decisions", key="monitor-decisions")),
+            "outcomes": charts.without_inline_styles(charts.decisions_chart(
+                hours, by_metric, charts.arm_colors(metrics, None), labels, what="outcomes", key="monitor-outcomes")),
+        },
+        "freshness": FRESHNESS, "alerts": ALERTS,
+    }
