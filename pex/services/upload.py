@@ -36,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -58,8 +59,8 @@ from pex.files import fsync_dir, replacing, write_atomic
 from pex.store.workspace import Workspace
 
 __all__ = [
-    "Created", "FieldError", "Staged", "check", "cleanup", "create", "form_to_spec", "propose", "spec_from_toml",
-    "spec_to_form", "stage", "staged",
+    "Created", "FieldError", "Initialized", "Staged", "check", "cleanup", "create", "form_to_spec", "init_spec",
+    "propose", "spec_from_toml", "spec_to_form", "stage", "staged",
 ]
 
 MAX_BYTES = 200 * 1024 * 1024  # the default upload limit; the UI passes its own (UI_MAX_UPLOAD)
@@ -492,3 +493,52 @@ def _number(text: str) -> float | str:
         return float(text.strip())
     except ValueError:
         return text
+
+
+# -- pex init: the same proposal, written next to the data ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Initialized:
+    """What ``pex init`` wrote: the spec file, the proposal behind it and, when its data would be refused, why."""
+
+    spec_path: Path
+    spec: dict[str, Any]
+    notes: list[dict[str, str]]
+    problem: FieldError | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON."""
+        return {"spec_path": str(self.spec_path), "spec": self.spec, "notes": self.notes,
+                "problem": self.problem.to_dict() if self.problem else None,
+                "next": f"pex run {shlex.quote(str(self.spec_path))}"}
+
+
+def init_spec(data: str | Path, *, name: str | None = None, out: str | Path | None = None,
+              force: bool = False) -> Initialized:
+    """Propose a spec for the table ``data`` and write it as TOML (default: ``<data stem>.toml`` beside it).
+
+    The spec's ``data`` is the table's path relative to the spec file. An existing ``out`` is refused unless
+    ``force``. The written spec is then loaded and its data validated, as ``pex ingest`` would: a problem (say, a
+    metric with empty cells) is returned, not raised, since the file is written for the owner to correct.
+    """
+    data = Path(data)
+    if data.suffix.lower() not in DATA_SUFFIXES:
+        raise DataError(f"{data} is neither a CSV nor a Parquet file", "pass the experiment's data as .csv or .parquet")
+    frame = read_table(data)
+    out = Path(out) if out is not None else data.with_suffix(".toml")
+    if out.suffix.lower() != ".toml":
+        raise SpecError(f"--out {out} does not end in .toml", "name the spec file like experiment.toml")
+    if out.exists() and not force:
+        raise SpecError(f"{out} exists already", "pass --force to overwrite it, or --out to write the spec elsewhere")
+    relative = Path(os.path.relpath(data.resolve(), out.resolve().parent)).as_posix()
+    proposal = propose_spec(frame, name or experiment_name(data.stem), relative)
+    comments = ["proposed by `pex init` from the columns of its data: check every line, then `pex run` this file",
+                *(f"{n['field']}: {n['reason']}" for n in proposal["notes"])]
+    write_atomic(out, spec_to_toml(proposal["spec"], comments))
+    problem = None
+    try:
+        checked = load_spec(out)
+        validate(read_table(checked.data, text_columns=(checked.unit, checked.arm)), checked, source=data.name)
+    except PexError as exc:
+        problem = FieldError.of(exc)
+    return Initialized(spec_path=out, spec=proposal["spec"], notes=proposal["notes"], problem=problem)
