@@ -522,9 +522,10 @@ def report(ctx: click.Context, name: str, out_path: str) -> None:
 
 
 # commands of their own modules (the serving side, and the logged feedback it produces)
-from pex.cli import feedback, online, serving  # noqa: E402  (they need `cli` to exist)
+from pex.cli import feedback, init, online, serving  # noqa: E402  (they need `cli` to exist)
 
 feedback.register(cli)
+init.register(cli)
 online.register(cli)
 serving.register(cli)
 
