@@ -329,9 +329,11 @@ def health_section(srm: Srm, ds: DatasetInfo, bal: Balance, n: int) -> dict:
     }
 
 
-def effects_section(effects: list[ArmEffect], guardrails: list[ArmGuardrail], goals: dict[str, str], control: str) -> dict:
+def effects_section(effects: list[ArmEffect], guardrails: list[ArmGuardrail], goals: dict[str, str], control: str,
+                    chart: bool = True) -> dict:
     """Average effects for the page: one formatted row per metric and arm with its guardrail verdict, and the forest
-    plot (``goals``: metric -> increase | decrease). Takes the parts so the web UI shows a stored analysis alike."""
+    plot (``goals``: metric -> increase | decrease). Takes the parts so the web UI shows a stored analysis alike;
+    ``chart=False`` skips drawing the plot (``""``), for a view that serves it separately."""
     rails = {(g.metric, g.arm): _arm_cell(g.model_dump()) for g in guardrails}
     # the forest plot draws a metric's limit (relative) when every arm's verdict was judged relative to the control mean
     limits = {}
@@ -351,15 +353,16 @@ def effects_section(effects: list[ArmEffect], guardrails: list[ArmGuardrail], go
             "p": fmt_p(e.p_holm), "cuped": e.cuped,
             "guardrail": _guardrail_cell(e.metric, g) if g else None,
         })
-    svg = charts.forest_plot([e.model_dump() for e in effects], goals, limits)
+    svg = charts.forest_plot([e.model_dump() for e in effects], goals, limits) if chart else ""
     no_relative = [f"{e.metric} · {e.arm}" for e in effects if not finite(e.relative)]
     levels = {g["level"] for g in rails.values()}
     return {"rows": rows, "chart": Markup(svg), "no_relative": no_relative, "control": control,
             "has_limits": bool(limits), "bound": _bound_name(levels.pop() if len(levels) == 1 else None)}
 
 
-def hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
-    """Per metric: do effects differ across units (the heterogeneity tests), the learner leaderboard, the drivers."""
+def hte_section(s: RunSummary, colors: dict[str, str], chart: bool = True) -> dict:
+    """Per metric: do effects differ across units (the heterogeneity tests), the learner leaderboard, the drivers;
+    ``chart=False`` skips drawing the Qini curves (``""``) for a view that does not show them."""
     hte = s.hte
     descriptions = {m.name: m.description for m in s.metrics}
     names = list(dict.fromkeys([*(m.name for m in s.metrics), *(t.metric for t in hte.heterogeneity),
@@ -392,7 +395,7 @@ def hte_section(s: RunSummary, colors: dict[str, str]) -> dict:
             "metric": metric, "tests": test_rows, "board": board_rows, "description": descriptions.get(metric) or "",
             "selected": LEARNER_NAMES.get(chosen, chosen) if chosen else "",
             "drivers": [{"feature": i.feature, "share": fmt_pct(i.importance, signed=False)} for i in top],
-            "chart": Markup(charts.qini_chart([t.model_dump() for t in mt], metric, colors)),
+            "chart": Markup(charts.qini_chart([t.model_dump() for t in mt], metric, colors) if chart else ""),
         })
     holdout = hte.holdout
     return {"blocks": blocks, "score": hte.score, "requested": hte.requested,

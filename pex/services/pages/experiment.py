@@ -28,19 +28,20 @@ from pex.store.workspace import Workspace
 # ArmEffect.method in words an owner reads (pex.experiment.effects._method's four values)
 METHODS = {
     "ols": "difference in means",
-    "cuped": "CUPED (adjusted for the pre-period)",
+    "cuped": "CUPED",
     "weighted": "difference in means, weighted by assignment probability",
     "weighted_cuped": "CUPED, weighted by assignment probability",
 }
 # a guardrail verdict (pex.experiment.guardrail's rule) as the words and tone the page shows; never colour alone
-GUARDRAIL_WORDS = {"pass": ("✓ kept", "good"), "fail": ("✗ harmed", "bad"), "inconclusive": ("? not yet clear", "unclear")}
+GUARDRAIL_WORDS = {"pass": ("✓ kept", "good"), "fail": ("✗ harmed", "bad"), "inconclusive": ("? unclear", "unclear")}
 # the direction of an average effect (the report's good / bad class) as words and tone
-DIRECTION_WORDS = {"good": ("✓ better than control", "good"), "bad": ("✗ worse than control", "bad"),
-                   "": ("? no clear difference", "unclear")}
+DIRECTION_WORDS = {"good": ("✓ better", "good"), "bad": ("✗ worse", "bad"), "": ("? unclear", "unclear")}
 CSV_COLUMNS = ("arm", "metric", "control_mean", "arm_mean", "lift", "ci_low", "ci_high", "relative", "relative_ci_low",
                "relative_ci_high", "p_value", "p_holm", "method", "variance_reduction")
 MAX_SEGMENTS_SHOWN = 6
 MAX_JOBS_SHOWN = 20
+SVG_NS = "http://www.w3.org/2000/svg"
+XLINK_NS = "http://www.w3.org/1999/xlink"
 
 
 def when(value: datetime | str | None) -> str:
@@ -93,8 +94,9 @@ def _current_analysis(ws: Workspace, name: str) -> _Analysis | None:
 
 
 def _srm_banner(srm: Srm, p_text: str) -> str:
+    p = p_text if p_text.startswith("<") else f"= {p_text}"  # "p < 0.001", "p = 0.0004" reads; "p = < 0.001" does not
     return (f"Sample-ratio mismatch: the arms did not get the shares of units they were planned to get "
-            f"(p = {p_text}, below {srm.threshold}). Do not trust the effects below until you know why: assignment "
+            f"(p {p}, below {srm.threshold}). Do not trust the effects below until you know why: assignment "
             "or logging may be broken, so every comparison may be biased.")
 
 
@@ -135,12 +137,12 @@ def _health(a: _Analysis) -> dict[str, Any]:
 
 
 def _effect_rows(a: _Analysis, goals: dict[str, str]) -> list[dict[str, Any]]:
-    section = effects_section(a.effects, a.guardrails, goals, a.control)
+    section = effects_section(a.effects, a.guardrails, goals, a.control, chart=False)  # the plot is its own file
     rows = []
     for e, shown in zip(a.effects, section["rows"]):
         direction, tone = DIRECTION_WORDS[shown["abs"]["cls"]]
         rail = shown["guardrail"]
-        rail_words, rail_tone = GUARDRAIL_WORDS[rail["verdict"]] if rail else ("not a guardrail", "")
+        rail_words, rail_tone = GUARDRAIL_WORDS[rail["verdict"]] if rail else ("–", "")
         rows.append({
             "metric": e.metric, "arm": e.arm,
             "control_mean": _raw(e.control_mean), "arm_mean": _raw(e.arm_mean),
@@ -152,9 +154,10 @@ def _effect_rows(a: _Analysis, goals: dict[str, str]) -> list[dict[str, Any]]:
             "control_mean_text": shown["control_mean"], "arm_mean_text": shown["arm_mean"],
             "lift_text": shown["abs"]["est"] + (f" ({shown['abs']['ci']})" if shown["abs"]["ci"] else ""),
             "relative_text": shown["rel"]["est"] + (f" ({shown['rel']['ci']})" if shown["rel"]["ci"] else ""),
-            "p_text": fmt_p(e.p_value), "p_holm_text": shown["p"],
+            "means_text": f"{shown['control_mean']} → {shown['arm_mean']}",
+            "p_text": fmt_p(e.p_value), "p_holm_text": shown["p"], "p_both": f"{fmt_p(e.p_value)} (Holm {shown['p']})",
             "method_text": METHODS.get(e.method, e.method)
-            + (f", variance cut {fmt_pct(e.variance_reduction, signed=False)}" if finite(e.variance_reduction) else ""),
+            + (f": variance cut {fmt_pct(e.variance_reduction, signed=False)}" if finite(e.variance_reduction) else ""),
             "direction": direction, "tone": tone,
             "guardrail": rail_words, "guardrail_tone": rail_tone, "guardrail_detail": rail["detail"] if rail else "",
         })
@@ -192,8 +195,9 @@ def forest_svg(ws: Workspace, name: str) -> str:
         return ""
     spec = ws.load_dataset_spec(a.dataset.id)
     chart = str(effects_section(a.effects, a.guardrails, {m: s.goal for m, s in spec.metrics.items()}, a.control)["chart"])
-    # the report inlines the chart in HTML, where the SVG namespace is implied; a file served on its own needs it
-    return chart.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ', 1) if chart else ""
+    # the report inlines the chart in HTML, where the SVG and xlink namespaces are implied (charts drops them); a
+    # file served on its own is XML and needs both declared
+    return chart.replace("<svg ", f'<svg xmlns="{SVG_NS}" xmlns:xlink="{XLINK_NS}" ', 1) if chart else ""
 
 
 # --------------------------------------------------------------------------- the newest run
@@ -208,7 +212,7 @@ def _run_section(ws: Workspace, runs: list[dict[str, Any]]) -> dict[str, Any] | 
         s = RunSummary.load(ws.run_summary(newest["id"]))
     except PexError as e:  # a summary of a format this pex cannot read: say so, the rest of the page still works
         return {"id": newest["id"], "readable": False, "problem": e.message, "hint": e.hint}
-    hte = hte_section(s, arm_colors(s.arms, s.control))
+    hte = hte_section(s, arm_colors(s.arms, s.control), chart=False)  # the page shows the tests, not the curves
     tests, board = [], []
     for block in hte["blocks"]:
         for t in block["tests"]:
