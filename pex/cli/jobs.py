@@ -39,13 +39,16 @@ def worker(ctx: click.Context, poll: float, once: bool) -> None:
     def stop(_signum: int, _frame: object) -> None:
         runner.stopping.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, stop)
-    if once:
-        ended = runner.once(ws)
-        click.echo("no job queued" if ended is None else f"job {ended.id} {ended.status}")
-    else:
-        runner.loop()
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if once:
+            ended = runner.once(ws)
+            click.echo("no job queued" if ended is None else f"job {ended.id} {ended.status}")
+        else:
+            runner.loop()
+    finally:  # (in-process callers, e.g. tests, get their own handlers back)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @click.group()
