@@ -406,8 +406,10 @@ def status(ws: Workspace, experiment: str) -> dict[str, Any]:
             "judged": judged, "pareto": front, "best": best, "created_at": loop.created_at.isoformat()}
 
 
-def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool = False) -> dict[str, Any]:
-    """Publish the best arm so far (or ``arm``: a route name, ``rR-aI``, or ``control``) under the loop's stable name."""
+def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool = False,
+            actor: str | None = None) -> dict[str, Any]:
+    """Publish the best arm so far (or ``arm``: a route name, ``rR-aI``, or ``control``) under the loop's stable name;
+    the release records ``actor`` (default: who is at this terminal)."""
     info = status(ws, experiment)
     loop = ws.get_loop(experiment)
     best = info["best"]
@@ -442,7 +444,7 @@ def promote(ws: Workspace, experiment: str, arm: str | None = None, force: bool 
                                                                        or rows[route]["certified"],
                                                                        "spending": info["spending"]}}
     stored = ws.put_policies(loop.experiment, [(doc, None)], fit_id=record.fit_id)[0]
-    release = publish(ws, loop.policy, stored.version)
+    release = publish(ws, loop.policy, stored.version, actor)
     return {"promoted": route, "policy": loop.policy, "version": stored.version, "release": release.to_dict(),
             "why": best["why"] if arm is None else f"{route}, chosen by hand", "best": best}
 

@@ -11,8 +11,10 @@ from typing import Any
 from flask import Blueprint, redirect, request, url_for
 
 from pex.errors import DataError
-from pex.services import publishing
+from pex.services import jobs, publishing
+from pex.services import online as online_service
 from pex.services.pages import monitor as monitor_pages
+from pex.services.pages import online as online_pages
 from pex.services.pages import policies as policies_pages
 from web.ui.twins import action, actor, page, workspace
 
@@ -59,6 +61,44 @@ def rollback(name: str, policy: str):
     policies_pages.own_policy(ws, name, policy)
     publishing.rollback(ws, policy, actor())
     return redirect(url_for("live.policies", name=name) + "#live")
+
+
+# -- the online loop -----------------------------------------------------------------------------------------------
+
+@page(bp, "/experiments/<name>/online", "online.html")
+def online(name: str) -> dict[str, Any]:
+    """The loop's rounds and arms, the pick and why, and what to do next (or what the loop is, before it starts)."""
+    return online_pages.online_page(workspace(), name)
+
+
+def _job(kind: str, params: dict[str, Any]):
+    job = jobs.submit(workspace(), kind, params, actor())
+    return redirect(url_for("home.job", job_id=job.id), 303)
+
+
+@action(bp, "/experiments/<name>/online/start")
+def online_start(name: str):
+    """Start the loop as a job (round 1 opens and is published): ``arms`` candidates a round, optionally round 1
+    from the offline Pareto candidates (``from_offline``)."""
+    text = request.form.get("arms", "4").strip()
+    if not text.isdigit():
+        raise DataError(f"candidates per round must be a whole number, got {text[:20]!r}", "e.g. 4")
+    return _job("online_start", {"experiment": name, "arms": int(text),
+                                 "from_offline": request.form.get("from_offline") == "yes"})
+
+
+@action(bp, "/experiments/<name>/online/complete")
+def online_complete(name: str):
+    """Measure the open round as a job (``next_round=yes``: and open the next one)."""
+    return _job("online_complete", {"experiment": name, "next_round": request.form.get("next_round") == "yes"})
+
+
+@action(bp, "/experiments/<name>/online/promote")
+def online_promote(name: str):
+    """Publish the loop's pick under its stable name (quick: no job)."""
+    ws = workspace()
+    online_service.promote(ws, name, actor=actor())
+    return redirect(url_for("live.online", name=name), 303)
 
 
 # -- the live monitor ----------------------------------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""The online loop page of the web UI (``/ui/experiments/<name>/online`` and its ``.json`` twin): per round and arm
+its role, units, lift over the holdout with its 95% CI and guardrail certification under the loop's error control;
+the pick and why; offline estimates labelled in-sample; what an admin can do next (start the loop, complete a round,
+open the next, promote the pick). Built from :func:`pex.services.online.status`, the same data as
+``pex online status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pex.errors import NotFoundError
+from pex.report.numbers import fmt_num, fmt_pct, fmt_signed
+from pex.services import jobs, online
+from pex.services.settings import DEFAULTS
+from pex.store.workspace import Workspace
+
+WHAT = ("The online loop tests candidate policies live, in rounds. Each round serves a holdout that keeps control and "
+        "a few candidate policies, all under one policy name the decision API answers for; when enough outcomes have "
+        "come back, completing the round measures every candidate against the holdout and asks Ax (Bayesian "
+        "optimisation) for the next candidates. Promoting publishes the best arm certified so far under the same name.")
+HOW_TO_START = ("Start the loop: round 1 is opened and published at once as {policy}; callers of the decision API ask "
+                "that name. Then let traffic and outcomes arrive, and complete the round.")
+ROLES = {"holdout": "holdout (keeps control)", "candidate": "candidate", "champion": "champion (the pick so far)"}
+ONLINE_KINDS = ("online_start", "online_complete")
+EMPTY = "–"
+
+
+def _short(route: str, policy: str) -> str:
+    return route[len(policy) + 1:] if route.startswith(policy + "-") else route
+
+
+def _lift(cell: dict[str, Any] | None) -> str:
+    if not cell:
+        return "no outcomes"
+    return f"{fmt_signed(cell['estimate'], 3)} ({fmt_signed(cell['ci_low'], 3)} to {fmt_signed(cell['ci_high'], 3)})"
+
+
+def _harm(h: dict[str, Any], relative: bool) -> str:
+    show = fmt_pct if relative else fmt_signed
+    limit = fmt_pct(h["limit"], signed=False) if relative else fmt_num(h["limit"])
+    word = {"pass": "kept", "fail": "broken", "inconclusive": "inconclusive"}[h["verdict"]]
+    return f"{word}: upper {show(h['upper'])} vs limit {limit}"
+
+
+def _offline(arm: dict[str, Any]) -> str:
+    off = arm.get("offline")
+    if not off:
+        return EMPTY
+    parts = ", ".join(f"{m} {fmt_signed(v, 3)}" for m, v in (off.get("objectives") or {}).items())
+    return f"in-sample (offline): {parts}" + (" (the offline pick)" if off.get("offline_pick") else "")
+
+
+def _arm_rows(status: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    s, policy = status["settings"], status["policy"]
+    objectives, rails = list(s["objectives"]), list(s["guardrails"])
+    relative = {g: (s["guardrails"][g] or {}).get("basis", "relative") == "relative" for g in rails}
+    judged = {(j["round"], j["route"]): j for j in status["judged"]}
+    rows = []
+    for r in status["rounds"]:
+        results = r.get("results") or {}
+        for arm in r["arms"]:
+            got = (results.get("arms") or {}).get(arm["route"])
+            verdict = judged.get((r["round"], arm["route"]))
+            row: dict[str, Any] = {
+                "round": r["round"], "arm": _short(arm["route"], policy), "route": arm["route"],
+                "role": ROLES.get(arm["role"], arm["role"]), "share": fmt_pct(arm.get("share"), signed=False),
+                "units": fmt_num(got["units"]) if got else ("waiting for traffic" if r["status"] == "open" else EMPTY),
+                "offline": _offline(arm),
+            }
+            for m in objectives:
+                row[f"lift__{m}"] = _lift(got["metrics"][m].get("lift")) if got else EMPTY
+            for g in rails:
+                if verdict is not None and g in verdict["harms"]:
+                    row[f"guardrail__{g}"] = _harm(verdict["harms"][g], relative[g])
+                elif got and g in (got.get("harms") or {}):
+                    row[f"guardrail__{g}"] = _harm(got["harms"][g], relative[g])
+                else:
+                    row[f"guardrail__{g}"] = EMPTY
+            if arm["role"] == "holdout":
+                row["certified"] = "the comparison (needs no certificate)"
+            elif got and got.get("abandoned"):
+                row["certified"] = "abandoned (no outcomes to measure)"
+            elif verdict is not None:
+                row["certified"] = (f"certified at {fmt_pct(verdict['level'], signed=False)}" if verdict["certified"]
+                                    else f"not certified at {fmt_pct(verdict['level'], signed=False)}")
+            else:
+                row["certified"] = "not measured yet"
+            rows.append(row)
+    columns = ([["arm", "Arm"], ["round", "Round"], ["role", "Role"], ["share", "Share of units"], ["units", "Units measured"]]
+               + [[f"lift__{m}", f"{m}: lift vs holdout (95% CI)"] for m in objectives]
+               + [[f"guardrail__{g}", f"{g}: harm bound vs limit"] for g in rails]
+               + [["certified", "Guardrails certified?"], ["offline", "Offline estimate"]])
+    return rows, columns
+
+
+def _rounds(status: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for r in status["rounds"]:
+        res = r.get("results") or {}
+        returning = (res.get("log") or {}).get("returning_units") or 0
+        serving = status["live_version"] == r["policy_version"]
+        out.append({"round": r["round"], "version": f"v{r['policy_version']}", "status": r["status"],
+                    "serving": "yes" if serving else "no",
+                    "units": fmt_num(res["rows"]) if res else "waiting for traffic and outcomes",
+                    "left_out": fmt_num(returning) if res else EMPTY,
+                    "opened": r["opened_at"][:16].replace("T", " ") + " UTC",
+                    "completed": r["completed_at"][:16].replace("T", " ") + " UTC" if r["completed_at"] else EMPTY})
+    return out
+
+
+def _jobs(ws: Workspace, experiment: str) -> list[dict[str, Any]]:
+    return [{"id": j.id, "kind": j.kind, "status": j.status, "actor": j.actor,
+             "created": j.created_at.strftime("%Y-%m-%d %H:%M UTC"), "message": j.message or ""}
+            for j in jobs.list_jobs(ws, experiment, limit=20) if j.kind in ONLINE_KINDS][:5]
+
+
+def online_page(ws: Workspace, experiment: str) -> dict[str, Any]:
+    """The online loop page's dict: see the module's docstring."""
+    ws.dataset_version(experiment)  # NotFoundError for an unknown experiment
+    policy = experiment + online.SUFFIX
+    base = {"experiment": experiment, "policy": policy, "what": WHAT, "jobs": _jobs(ws, experiment),
+            "refresh_seconds": DEFAULTS["REFRESH_SECONDS"]}
+    try:
+        status = online.status(ws, experiment)
+    except NotFoundError:
+        return {**base, "has_loop": False, "how_to_start": HOW_TO_START.format(policy=policy), "rounds": [], "arms": [],
+                "arms_columns": [], "actions": {"start": True, "complete": False, "next": False, "promote": None}}
+    s, plan = status["settings"], status["spending"]
+    rounds = status["rounds"]
+    newest = rounds[-1]
+    arms, columns = _arm_rows(status)
+    best = status["best"]
+    chosen = best.get("chosen")
+    pick = _short(chosen["route"], policy) if chosen else "control"
+    live = status["live_version"]
+    try:
+        next_version = ws.get_policy(policy).version + 1
+    except NotFoundError:
+        next_version = 1
+    done = [r for r in rounds if r["status"] == "complete"]
+    promote = None
+    if done:
+        promote = {"pick": pick, "label": f"Promote the pick ({pick})",
+                   "confirm": (f"{policy} {'nothing live' if live is None else f'v{live}'} -> v{next_version} "
+                               f"({pick}, promoted) on every server within seconds: every unit gets {pick}'s decisions "
+                               "and the loop's rounds stop being served.")}
+    live_text = ("nothing live" if live is None else
+                 f"v{live}, round {status['live_round']}" if status.get("live_round") else f"v{live} (a promoted arm)")
+    return {
+        **base, "has_loop": True,
+        "settings": {"arms": s["arms"], "holdout": fmt_pct(s["holdout"], signed=False),
+                     "exploration": fmt_pct(s["exploration"], signed=False), "rounds": plan["rounds"],
+                     "alpha": f"{plan['alpha']:g}", "per_round": f"{plan['per_round']:.4g}",
+                     "completed": plan["completed"], "objectives": ", ".join(s["objectives"]),
+                     "guardrails": ", ".join(s["guardrails"]) or "none"},
+        "live": live_text, "live_version": live,
+        "rounds": _rounds(status), "arms": arms, "arms_columns": columns,
+        "pick": {"arm": pick, "why": best["why"], "code": best.get("code", ""),
+                 "front": ", ".join(f"{_short(p['route'], policy)} (round {p['round']})" for p in status["pareto"])},
+        "actions": {"start": False, "complete": newest["status"] == "open",
+                    "next": newest["status"] == "complete" and newest["round"] < plan["rounds"],
+                    "round": newest["round"], "promote": promote},
+    }
