@@ -7,8 +7,8 @@ saying why it was made, so that the owner can check each one. It is a starting p
 - **unit**: a column named like an id (``id``, ``user``, ``unit``, ``customer``, ``account`` ...) whose values are
   unique; else the first unique text or integer column. No unique column is an error (duplicate ids).
 - **arm**: a column named like an assignment (``arm``, ``variant``, ``group``, ``treatment``, ``bucket`` ...) with
-  2 to 20 labels; else the text or integer column with the fewest labels (2 to 6, none missing, each at least 1% of
-  rows) whose shares look planned (see allocation). None is an error.
+  1 to 20 labels; else the text or integer column with the fewest labels (2 to 6, none missing) whose counts are
+  consistent with equal shares (a guess, and the notes say so). None is an error.
 - **control**: a label named like one (``control``, ``ctrl``, ``baseline``, ``a``, ``default``, ``holdout``, ``0``),
   else the most common label (a guess, and the notes say so).
 - **metrics**: numeric columns whose name reads like an outcome (revenue, sessions, clicks, conversions, ``*_count``,
@@ -63,7 +63,7 @@ _PROPENSITY_NAMES = {"p", "propensity", "propensity_score", "pscore", "prob", "p
                      "assignment_probability", "p_assign", "p_assigned"}
 
 
-def propose_spec(frame: pd.DataFrame, name: str, data: str) -> dict[str, Any]:
+def propose_spec(frame: pd.DataFrame, name: str, data: str, *, partial: bool = False) -> dict[str, Any]:
     """A spec for ``frame`` and why: ``{"spec": spec dict (TOML shape), "notes": [{"field", "reason"}, ...]}``.
 
     Parameters
@@ -74,14 +74,26 @@ def propose_spec(frame: pd.DataFrame, name: str, data: str) -> dict[str, Any]:
         The experiment name (see :func:`experiment_name` to make one from a file name).
     data
         The spec's ``data`` entry (the file's path relative to where the spec will live).
-
-    Raises a :class:`~pex.errors.DataError` (with ``field``) when no column can be the unit or the arm, or none reads
-    like a metric: no spec could be proposed that would load.
+    partial
+        When no column can be the unit or the arm, or none reads like a metric, no spec could be proposed that would
+        load: by default that raises a :class:`~pex.errors.DataError` (with ``field``). With ``partial``, the
+        proposal leaves what it could not guess empty ("" or no metric) and adds ``"errors"``:
+        ``[{"field", "message", "hint"}]``, for a form in which the owner fills it in.
     """
     notes: list[dict[str, str]] = []
+    errors: list[DataError] = []
 
     def note(field: str, reason: str) -> None:
         notes.append({"field": field, "reason": reason})
+
+    def attempt(guess, *args, empty):
+        try:
+            return guess(*args)
+        except DataError as exc:
+            if not partial:
+                raise
+            errors.append(exc)
+            return empty
 
     if frame.shape[0] == 0:
         raise DataError("the table has a header but no rows", "export the experiment's rows, one per unit", field="")
@@ -94,22 +106,24 @@ def propose_spec(frame: pd.DataFrame, name: str, data: str) -> dict[str, Any]:
             continue
         columns.append(col)
 
-    unit = _unit(frame, columns, note)
-    arm = _arm(frame, [c for c in columns if c != unit], note)
-    labels = as_text(frame[arm]).str.strip().str.normalize("NFC")
-    counts = labels.value_counts(dropna=True)
-    arms = sorted(counts.index, key=lambda a: (-int(counts[a]), a))
-    if len(arms) < 2:
-        raise DataError(f"column {arm!r} holds a single arm label {arms[0]!r}" if arms else f"column {arm!r} is empty",
-                        "an experiment needs a control and at least one other arm; export every arm's rows",
-                        field="arm")
-    control = _control(arms, counts, arm, note)
+    unit = attempt(_unit, frame, columns, note, empty="")
+    arm = attempt(_arm, frame, [c for c in columns if c != unit], note, empty="")
+    arms: list[str] = []
+    counts = pd.Series(dtype="int64")
+    control = ""
+    if arm:
+        counts = as_text(frame[arm]).str.strip().str.normalize("NFC").value_counts(dropna=True)
+        arms = sorted(counts.index, key=lambda a: (-int(counts[a]), a))
+        if len(arms) < 2:
+            attempt(_single_arm, arm, arms, empty=None)
+        else:
+            control = _control(arms, counts, arm, note)
 
     rest = [c for c in columns if c not in (unit, arm)]
     propensity = _propensity(frame, rest, note)
     if propensity:
         rest.remove(propensity)
-    metrics = _metrics(frame, rest, note)
+    metrics = attempt(_metrics, frame, rest, note, empty={})
     metric_columns = {m["column"] if "column" in m else n for n, m in metrics.items()}
     features = _features(frame, [c for c in rest if c not in metric_columns], note)
 
@@ -118,18 +132,27 @@ def propose_spec(frame: pd.DataFrame, name: str, data: str) -> dict[str, Any]:
         spec["features"] = features
     if propensity:
         spec["propensity"] = propensity
-    allocation = _allocation(counts, arms, control)
-    if allocation is None:
-        shares = ", ".join(f"{a} {counts[a] / counts.sum():.1%}" for a in arms)
-        note("allocation", f"left out: the observed shares ({shares}) do not look like a planned split, so pex "
-                           "will use them as they are; add the planned shares if you know them")
-    else:
-        spec["allocation"] = allocation
-        note("allocation", "the planned split that the observed shares ("
-             + ", ".join(f"{a} {int(counts[a]):,}" for a in arms) + ") are consistent with; "
-             "correct it if the plan was different, since the sample-ratio check compares against it")
+    if control:
+        allocation = _allocation(counts, arms, control)
+        if allocation is None:
+            shares = ", ".join(f"{a} {counts[a] / counts.sum():.1%}" for a in arms)
+            note("allocation", f"left out: the observed shares ({shares}) do not look like a planned split, so pex "
+                               "will use them as they are; add the planned shares if you know them")
+        else:
+            spec["allocation"] = allocation
+            note("allocation", "the planned split that the observed shares ("
+                 + ", ".join(f"{a} {int(counts[a]):,}" for a in arms) + ") are consistent with; "
+                 "correct it if the plan was different, since the sample-ratio check compares against it")
     spec["metrics"] = metrics
-    return {"spec": spec, "notes": notes}
+    out: dict[str, Any] = {"spec": spec, "notes": notes}
+    if partial:
+        out["errors"] = [{"field": e.field or "", "message": e.message, "hint": e.hint} for e in errors]
+    return out
+
+
+def _single_arm(arm: str, arms: list[str]) -> None:
+    raise DataError(f"column {arm!r} holds a single arm label {arms[0]!r}" if arms else f"column {arm!r} is empty",
+                    "an experiment needs a control and at least one other arm; export every arm's rows", field="arm")
 
 
 def experiment_name(text: str) -> str:
@@ -201,17 +224,17 @@ def _arm(frame: pd.DataFrame, columns: list[str], note) -> str:
         if not _is_labelish(series) or series.isna().any():
             continue
         counts = as_text(series).str.strip().value_counts()
-        if 2 <= len(counts) <= 6 and counts.min() >= 0.01 * len(series) and \
-                _allocation(counts, list(counts.index), str(counts.index[0])) is not None:
+        if 2 <= len(counts) <= 6 and \
+                _allocation(counts, list(counts.index), str(counts.index[0]), equal_only=True) is not None:
             candidates.append((len(counts), columns.index(col), col))
     if candidates:
         n, _, col = min(candidates)
-        note("arm", f"{col!r} holds {n} labels whose shares look like a planned split (no column is named like an "
-                    "assignment, e.g. arm or variant): a guess, check it")
+        note("arm", f"{col!r} holds {n} labels in about equal shares (no column is named like an assignment, e.g. "
+                    "arm or variant): a guess, check it")
         return col
     raise DataError(
         "no column looks like the assigned arm: none is named like one (arm, variant, group, treatment, bucket) "
-        "and none holds a few labels in planned-looking shares",
+        "and none holds a few labels in about equal shares",
         "add a column with each unit's assigned arm (e.g. arm = control / treatment), or write the spec by hand "
         "(pex init writes one to start from when the file has such a column)",
         field="arm",
@@ -337,12 +360,13 @@ def _features(frame: pd.DataFrame, columns: list[str], note) -> list[str]:
     return features
 
 
-def _allocation(counts: pd.Series, arms: list[str], control: str) -> dict[str, float] | None:
+def _allocation(counts: pd.Series, arms: list[str], control: str, *, equal_only: bool = False) -> dict[str, float] | None:
     """The planned-looking split the observed ``counts`` are consistent with, control first; None when none is.
 
     The plans: equal shares; equal shares in whole percents, the extra ones to control first (0.34 / 0.33 / 0.33);
     the observed shares rounded to 5%. The one the counts fit best is chosen; a finer grid would make any split
-    look planned.
+    look planned. ``equal_only`` tries the equal splits alone (for telling an unnamed arm column from a feature:
+    a country's shares can sit on a 5% grid too).
     """
     order = [control, *[a for a in arms if a != control]]
     observed = np.array([float(counts[a]) for a in order])
@@ -352,7 +376,7 @@ def _allocation(counts: pd.Series, arms: list[str], control: str) -> dict[str, f
     percents[: 100 - percents.sum()] += 1
     plans = [np.full(k, 1.0 / k), percents / 100]
     grid = np.round(observed / total / 0.05) * 0.05
-    if (grid > 0).all() and abs(grid.sum() - 1.0) < 1e-9:
+    if not equal_only and (grid > 0).all() and abs(grid.sum() - 1.0) < 1e-9:
         plans.append(grid)
     p_values = [float(stats.chisquare(observed, plan * total).pvalue) for plan in plans]
     best = int(np.argmax(p_values))  # the plan closest to what was observed (the first, simplest, on a tie)

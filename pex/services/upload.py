@@ -182,15 +182,17 @@ def staged(ws_home: str | Path, upload_id: str) -> Staged:
     return _staged(upload_id, folder, meta)
 
 
-def propose(ws_home: str | Path, upload_id: str, name: str | None = None) -> dict[str, Any]:
+def propose(ws_home: str | Path, upload_id: str, name: str | None = None, *, partial: bool = False) -> dict[str, Any]:
     """The spec pex proposes for the upload: ``{"spec": spec dict (TOML shape), "notes": [{"field", "reason"}]}``.
 
-    ``name`` defaults to one made from the upload's file name. Raises a DataError (with ``field``) when the table has
-    no column that can be the unit, the arm or a metric.
+    ``name`` defaults to one made from the upload's file name. When the table has no column that can be the unit,
+    the arm or a metric, a DataError (with ``field``) is raised; with ``partial``, the proposal leaves those empty
+    instead and adds ``"errors": [{"field", "message", "hint"}]`` (the same shape as :meth:`FieldError.to_dict`),
+    so a form can show them on their fields for the owner to fill in.
     """
     st = staged(ws_home, upload_id)
     name = name or experiment_name(PurePosixPath(st.filename).stem)
-    return propose_spec(read_table(st.path), name, st.path.name)
+    return propose_spec(read_table(st.path), name, st.path.name, partial=partial)
 
 
 def check(ws_home: str | Path, upload_id: str, spec: Mapping[str, Any], ws: Workspace | None = None) -> list[FieldError]:

@@ -102,6 +102,10 @@ def test_no_plausible_arm_column_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no column looks like the assigned arm") as err:
         _propose(frame, tmp_path)
     assert err.value.field == "arm" and "arm" in err.value.hint
+    # a categorical feature is not taken for the arm, though its shares sit on a 5% grid (35/20/15/10/10/10)
+    sim = simulate(3_000, scenario="segment_harm", seed=0).data.drop(columns="arm")
+    with pytest.raises(DataError, match="no column looks like the assigned arm"):
+        _propose(sim, tmp_path)
 
 
 def test_duplicate_ids_are_a_clear_error(tmp_path):
@@ -185,3 +189,22 @@ def test_proposals_are_deterministic(tmp_path):
                                             ("Ünïcode!", "n_code")])
 def test_experiment_names_from_file_names(text, name):
     assert experiment_name(text) == name
+
+
+def test_a_partial_proposal_leaves_what_it_cannot_guess_empty(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"user_id": range(300), "segment": rng.choice(["x", "y", "z"], 300, p=[0.6, 0.3, 0.1]),
+                          "age": rng.integers(18, 70, 300), "amount": rng.normal(5, 1, 300)})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    proposal = propose_spec(read_table(tmp_path / "t.csv"), "t", "t.csv", partial=True)
+    spec = proposal["spec"]
+    assert (spec["unit"], spec["arm"], spec["control"], spec["metrics"]) == ("user_id", "", "", {})
+    assert [e["field"] for e in proposal["errors"]] == ["arm", "metrics"]
+    assert all(e["message"] and e["hint"] for e in proposal["errors"])
+    assert set(spec["features"]) == {"segment", "age", "amount"}
+    # without partial, the first of them is raised
+    with pytest.raises(DataError, match="no column looks like the assigned arm"):
+        propose_spec(read_table(tmp_path / "t.csv"), "t", "t.csv")
+    # a complete proposal has no errors to report
+    assert _propose(_table(), tmp_path) == {k: v for k, v in propose_spec(
+        read_table(tmp_path / "data.csv"), "x", "data.csv", partial=True).items() if k != "errors"}
