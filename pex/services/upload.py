@@ -17,12 +17,16 @@ field                           value
 ``propensity``                  a column of assignment probabilities, or "" for none
 ``features``                    a list of column names; an empty list means "every other column"
 ``allocation.<arm>``            the arm's planned share as text ("0.5"); all empty means no planned split
-``metrics``                     a list of metric names (= their columns) that are metrics
+``metrics``                     a list of the metric names that are metrics (rows not listed are ignored)
 ``metrics.<name>.goal``         "increase" | "decrease"
 ``metrics.<name>.role``         "primary" | "secondary" | "guardrail"
 ``metrics.<name>.pre``          the pre-period covariate column, or "" for none
 ``metrics.<name>.max_harm``     the guardrail's tolerated relative harm as text ("0.05"), "" when not a guardrail
 ``metrics.<name>.description``  free text
+``metrics.<name>.column``       the metric's column when it is not named as the metric (pex names a metric
+                                "revenue_usd" for a column "Revenue (USD)"): keep it in the form, hidden or shown
+``file``                        the uploaded data file (errors of :func:`stage` and a gone upload)
+``spec_file``                   an uploaded spec file (TOML) used instead of the form (:func:`spec_from_toml`)
 ==============================  ==========================================================================
 
 Errors about the uploaded data file have ``field == "file"``, about an uploaded spec file (instead of the form)
@@ -140,6 +144,8 @@ def experiments_dir(ws_home: str | Path) -> Path:
 def stage(ws_home: str | Path, filename: str, data: bytes | IO[bytes], max_bytes: int = MAX_BYTES) -> Staged:
     """Save an upload (CSV or Parquet, by its ``filename``'s suffix) under ``$PEX_HOME/uploads/<id>/`` and read it.
 
+    Staged uploads older than a day are removed first (:func:`cleanup`).
+
     Raises a :class:`~pex.errors.DataError` (``field == "file"``) for another type, a file over ``max_bytes`` or a
     file that is not a readable table with rows; nothing is left behind then.
     """
@@ -148,6 +154,7 @@ def stage(ws_home: str | Path, filename: str, data: bytes | IO[bytes], max_bytes
     if suffix not in DATA_SUFFIXES:
         raise DataError(f"{shown or 'the file'!r} is neither a CSV nor a Parquet file",
                         "upload the experiment's data as .csv or .parquet (one row per unit)", field="file")
+    cleanup(ws_home)  # abandoned uploads go as new ones come, so no scheduler is needed to keep the folder small
     upload_id = secrets.token_hex(16)
     folder = uploads_dir(ws_home) / upload_id
     target = folder / ("data.csv" if suffix == ".csv" else "data.parquet")
