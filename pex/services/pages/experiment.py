@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from pex.errors import NotFoundError, PexError
 from pex.hte.heterogeneity import DIFFER
@@ -90,7 +91,10 @@ def _current_analysis(ws: Workspace, name: str) -> _Analysis | None:
     stored = ws.latest_analysis(name)
     if not stored or (stored.get("dataset_version") or {}).get("id") != dv.id:
         return None
-    return _Analysis(stored, dv.version, dv.source)
+    try:
+        return _Analysis(stored, dv.version, dv.source)
+    except (ValidationError, KeyError, TypeError):  # stored by an older pex in another shape: analysed again by a run
+        return None
 
 
 def _srm_banner(srm: Srm, p_text: str) -> str:

@@ -165,3 +165,31 @@ def test_a_sample_ratio_mismatch_shows_a_banner_in_words_before_any_run(ui_clien
     assert data["latest_run"] is None and data["runs"] == []
     assert "Run the pipeline to see whether effects differ" in html
     assert client.get(f"/ui/experiments/{mismatched}/effects.csv").status_code == 200
+
+
+def test_a_new_dataset_version_not_yet_analysed_says_so(ui_client, ui_home, tmp_path):
+    """Health and effects are those of the current dataset version only: a newer version without an analysis shows
+    none (never the older version's numbers as if they were its own), and the CSV is a 404 that says what to do."""
+    import shutil
+
+    from pex.services.experiments import ingest
+    from pex.store.workspace import Workspace
+
+    folder = tmp_path / "v2"
+    folder.mkdir()
+    shutil.copy(ui_home.spec, folder / ui_home.spec.name)
+    frame = pd.read_csv(ui_home.data)
+    frame.loc[0, "sessions"] = frame.loc[0, "sessions"] + 1.0
+    frame.to_csv(folder / ui_home.data.name, index=False)
+    with Workspace(ui_home.home) as ws:
+        assert ingest(lambda: ws, folder / ui_home.spec.name).version.version == 2
+    client = ui_client("view")
+    data = client.get(PAGE + ".json").get_json()
+    assert data["experiment"]["dataset_version"] == 2
+    assert data["analysed"] is False and data["health"] is None and data["effects"] == [] and not data["has_forest"]
+    assert data["latest_run"]["readable"]  # the run on version 1 is still the newest run
+    html = client.get(PAGE).get_data(as_text=True)
+    assert "(version 2) has not been analysed" in html and "Download effects (CSV)" not in html
+    answer = client.get(PAGE + "/effects.csv")
+    assert answer.status_code == 404 and "no analysis of its current dataset version" in html_module.unescape(answer.get_data(as_text=True))
+    assert client.get(PAGE + "/forest.svg").status_code == 404
