@@ -158,3 +158,27 @@ def test_get_token_reads_a_token_back_by_id_and_view_tokens_allow_view_routes_on
     assert ws.get_token(record.id) == revoked and not revoked.allows("view")
     with pytest.raises(PexError, match="unknown token scope 'read'"):
         ws.create_token("read")
+
+
+@pytest.mark.postgres
+def test_claims_race_safely_on_postgresql(tmp_path, empty_postgres_url):
+    n_jobs, n_workers = 30, 4
+    with Workspace(tmp_path / "ws", database_url=empty_postgres_url) as ws:
+        queued = [ws.put_job("run", {"experiment": "exp"}, "tests", "exp").id for _ in range(n_jobs)]
+    got: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_workers)
+
+    def claim(name: str) -> None:
+        with Workspace(tmp_path / "ws", database_url=empty_postgres_url) as own:
+            start.wait()
+            while (job := own.claim_job(name)) is not None:
+                with lock:
+                    got.append(job.id)
+
+    threads = [threading.Thread(target=claim, args=(f"host:{i}",)) for i in range(n_workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(got) == queued

@@ -44,8 +44,11 @@ def direct_decisions(ws: Workspace) -> Counter:
     with ws._read() as conn:
         rows = conn.execute(sa.select(decisions.c.policy, decisions.c.version, decisions.c.arm,
                                       decisions.c.decided_at)).all()
-    return Counter((r.policy, r.version, r.arm, r.decided_at.replace(minute=0, second=0, microsecond=0, tzinfo=UTC))
-                   for r in rows)
+    def hour(at: datetime) -> datetime:  # SQLite hands back naive UTC, PostgreSQL aware times
+        at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+        return at.replace(minute=0, second=0, microsecond=0)
+
+    return Counter((r.policy, r.version, r.arm, hour(r.decided_at)) for r in rows)
 
 
 def rolled_decisions(ws: Workspace, **kw) -> Counter:
@@ -131,3 +134,22 @@ def test_a_long_backlog_is_counted_in_bounded_transactions(ws_home, monkeypatch,
         add_decisions(ws, 100, 0)
         assert ws.refresh_rollups()["decision_hours"] == 100
         assert rolled_decisions(ws) == direct_decisions(ws)
+
+
+@pytest.mark.postgres
+def test_counts_equal_a_direct_count_on_postgresql(tmp_path, empty_postgres_url):
+    with Workspace(tmp_path / "ws", database_url=empty_postgres_url) as ws:
+        from pex.store.schema import experiments
+
+        with ws.engine.begin() as conn:  # outcomes name their experiment (a foreign key)
+            conn.execute(experiments.insert().values(name="exp", description="", owner="", spec={},
+                                                     created_at=T0, updated_at=T0))
+        start = 0
+        for batch in (40, 3, 120):
+            add_decisions(ws, batch, start)
+            add_outcomes(ws, batch, start)
+            start += batch
+            assert refresh(ws) == {"decision_hours": batch, "outcome_hours": batch}
+            assert rolled_decisions(ws) == direct_decisions(ws)
+        assert all(r["hour"].tzinfo is not None and r["hour"].minute == 0 for r in ws.decision_hours())
+        assert sum(r["count"] for r in ws.outcome_hours("exp")) == start
