@@ -108,6 +108,33 @@ def test_a_database_at_an_older_revision_is_read_as_it_stands_then_upgraded_keep
         assert (ws.schema.kind, ws.schema.revision) == ("revision", migrate.head_revision())
 
 
+@pytest.mark.parametrize("database", BACKENDS, indirect=True)
+def test_revision_0005_adds_jobs_rollups_and_release_notes_keeping_releases_and_goes_back_down(database):
+    home, url = database
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(conn), "0004")
+        conn.execute(sa.text("INSERT INTO releases (policy, action, from_version, to_version, actor, created_at) "
+                             "VALUES ('p', 'publish', NULL, 1, 'cli:me', '2026-01-01')"))
+    engine.dispose()
+    with Workspace(home, database_url=url) as ws:  # upgraded to head on open
+        assert [(r.policy, r.to_version, r.actor) for r in ws.releases()] == [("p", 1, "cli:me")]
+        assert ws.list_jobs() == [] and ws.decision_hours() == [] and ws.rollup_marks() == {}
+        job = ws.put_job("run", {"experiment": "exp"}, "tests", "exp")
+        assert ws.claim_job("w:1").id == job.id
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT note FROM releases")).scalar() is None
+            command.downgrade(migrate.alembic_config(conn), "0004")
+        tables = set(sa.inspect(engine).get_table_names())
+        assert not tables & {"jobs", "decision_hours", "outcome_hours", "rollup_marks"}
+        assert "note" not in {c["name"] for c in sa.inspect(engine).get_columns("releases")}
+    finally:
+        engine.dispose()
+    assert revisions(url) == ["0004"]
+
+
 def test_reopening_a_workspace_at_head_is_a_no_op(home_copy):
     before = snapshot(home_copy)
     for create in (True, False):
