@@ -749,6 +749,13 @@ def without_inline_styles(svg: str) -> str:
     inline styles, and matplotlib writes every colour as one. Presentation attributes are markup, not style, so the
     chart keeps its colours; properties that are not presentation attributes (sizing) belong in the page's CSS."""
     svg = re.sub(r"<style[^>]*>.*?</style>", "", svg, flags=re.DOTALL)
+    # a drawing sized by its style (the tree diagram) keeps its natural width as an attribute: the page's CSS
+    # (max-width: 100%) still shrinks it to its column
+    root = re.match(r"\s*<svg\b[^>]*>", svg)
+    if root and " width=" not in root.group(0):
+        natural = re.search(r'style="[^"]*max-width:\s*([0-9.]+)px', root.group(0))
+        if natural:
+            svg = svg.replace("<svg ", f'<svg width="{natural.group(1)}" ', 1)
 
     def attributes(match: re.Match) -> str:
         out = []
@@ -760,3 +767,11 @@ def without_inline_styles(svg: str) -> str:
         return "".join(out)
 
     return re.sub(r'\sstyle="([^"]*)"', attributes, svg)
+
+
+def labelled(svg: str, label: str) -> str:
+    """``svg`` with an accessible name (``aria-label`` on its root, which has ``role="img"``), so that a screen reader
+    announces what the chart shows; the page's text next to it carries the detail."""
+    if not svg:
+        return svg
+    return re.sub(r"<svg\b", f'<svg aria-label="{html.escape(label)}"', svg, count=1)

@@ -113,8 +113,8 @@ def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None)
                 "who": e.actor, "note": e.note or ""} for e in events]
     labels = [(e.created_at, f"{e.action} v{e.to_version}") for e in events]
     since, by = _live_since(ws, policy)
-    table = []
-    for i, hour in enumerate(hours):
+    table = []  # newest hour first: what happened last is what an owner looks for
+    for i, hour in reversed(list(enumerate(hours))):
         total = sum(by_arm[a][i] for a in arms)
         outcomes = sum(by_metric[m][i] for m in metrics)
         if not total and not outcomes:
@@ -142,10 +142,12 @@ def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None)
                           + [["decisions", "All decisions"], ["outcomes", "Outcomes"]]),
         "releases": markers,
         "charts": {
-            "decisions": charts.without_inline_styles(charts.decisions_chart(
+            "decisions": charts.labelled(charts.without_inline_styles(charts.decisions_chart(
                 hours, by_arm, colors, labels, what="decisions", key="monitor-decisions")),
-            "outcomes": charts.without_inline_styles(charts.decisions_chart(
+                f"Decisions of {policy} per hour by arm, last {WINDOW_HOURS} hours"),
+            "outcomes": charts.labelled(charts.without_inline_styles(charts.decisions_chart(
                 hours, by_metric, charts.arm_colors(metrics, None), labels, what="outcomes", key="monitor-outcomes")),
+                f"Outcomes of {experiment} reported per hour by metric, last {WINDOW_HOURS} hours"),
         },
         "freshness": FRESHNESS, "alerts": ALERTS,
     }

@@ -107,7 +107,8 @@ def _interval_text(iv: Interval | None) -> str:
         return "–"
     if iv.estimate == 0 and iv.ci_low == 0 and iv.ci_high == 0:
         return "baseline (control itself)"
-    return f"{fmt_signed(iv.estimate, 3)} ({fmt_signed(iv.ci_low, 3)} to {fmt_signed(iv.ci_high, 3)})"
+    # two significant digits keep the table within 800 px; the twin has the raw numbers next to the text
+    return f"{fmt_signed(iv.estimate, 2)} ({fmt_signed(iv.ci_low, 2)} to {fmt_signed(iv.ci_high, 2)})"
 
 
 def _guardrail_text(cell: HarmCell | None) -> str:
@@ -116,7 +117,7 @@ def _guardrail_text(cell: HarmCell | None) -> str:
         return "–"
     show = fmt_pct if cell.relative else fmt_signed
     limit = fmt_pct(cell.limit, signed=False) if cell.relative else fmt_num(cell.limit)
-    return f"{GUARDRAIL_WORDS[cell.verdict]}: upper {show(cell.upper)} vs limit {limit}"
+    return f"{GUARDRAIL_WORDS[cell.verdict]} (bound {show(cell.upper)}, limit {limit})"
 
 
 def _detail(p: PolicyRow) -> str:
@@ -148,8 +149,10 @@ def _comparison(s: RunSummary) -> tuple[list[dict[str, Any]], list[list[str]]]:
         for g in rails:
             row[f"guardrail__{g}"] = _guardrail_text(p.guardrails.get(g))
         rows.append(row)
-    columns = ([["policy", "Policy"], ["kind", "Kind"]] + [[f"lift__{m}", f"{m}: lift vs control (95% CI)"] for m in metrics]
-               + [[f"guardrail__{g}", f"{g}: harm bound vs limit"] for g in rails] + [["standing", "Standing"]])
+    # the kind stays in the twin; the table keeps to what decides (standing, lifts, guardrails), so it fits 800 px
+    columns = ([["policy", "Policy"], ["standing", "Standing"]]
+               + [[f"lift__{m}", f"{m} lift (95% CI)"] for m in metrics]
+               + [[f"guardrail__{g}", f"{g}: harm bound vs limit"] for g in rails])
     return rows, columns
 
 
@@ -196,22 +199,39 @@ def _charts(s: RunSummary) -> dict[str, Any]:
         matched = candidate_policies(candidates, data["policies"], s.experiment)
         labels = {i: _short(p.get("name", ""), s.experiment) for i, p in matched.items()}
         rec = next((i for i, p in matched.items() if p.get("name") == s.recommendation.policy), None)
-        out["pareto"] = charts.without_inline_styles(charts.pareto_chart(pareto, labels, rec))
-    # the recommended policy's tree when it is one; else the distilled tree the run chose, which explains it
-    doc = s.recommendation.document
-    tree = tree_of({"tree": doc.get("tree"), "routes": [r.get("policy") or {} for r in (doc.get("routing") or {}).get("routes") or []]})
-    name = s.recommendation.policy
-    if tree is None:
-        chosen = next((p for p in data["policies"] if (p.get("fidelity") or {}).get("chosen")), None)
-        if chosen is None:
-            chosen = next((p for p in data["policies"] if base_kind(p) == "tree"), None)
-        tree = tree_of(chosen) if chosen else None
-        name = chosen["name"] if chosen else ""
-        out["tree_note"] = "a tree distilled from the value model: the same decisions, readable" if tree else ""
-    if isinstance(tree, dict):
-        out["tree"] = charts.without_inline_styles(charts.tree_diagram(tree, colors))
-        out["tree_policy"] = name
+        out["pareto"] = charts.labelled(charts.without_inline_styles(charts.pareto_chart(pareto, labels, rec)),
+                                        "Pareto front of the weight search over the goals")
+    # the recommended policy's tree when it has one; else the distilled tree the run chose, which explains the value
+    # model in a few questions; else any tree policy of the run
+    rec = next((p for p in data["policies"] if p["name"] == s.recommendation.policy), None)
+    chosen = [p for p in data["policies"] if (p.get("fidelity") or {}).get("chosen")]
+    trees = [p for p in data["policies"] if base_kind(p) == "tree"]
+    for candidate, note in [(rec, ""), *((p, "a tree distilled from the value model: its decisions in a few questions")
+                                         for p in chosen), *((p, "") for p in trees)]:
+        found = _split_tree(candidate) if candidate is not None else None
+        if found is not None:
+            tree, half = found
+            out["tree"] = charts.labelled(charts.without_inline_styles(charts.tree_diagram(tree, colors)),
+                                          f"The decision tree of {candidate['name']}")
+            halves = (f"its half {half}: each half of this cross-fitted policy serves the units its own models never "
+                      "saw") if half else ""
+            out["tree_policy"], out["tree_note"] = candidate["name"], "; ".join(x for x in (note, halves) if x)
+            break
     return out
+
+
+def _split_tree(policy: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """A policy row's tree with at least one question and, for a cross-fitted policy, the name of the half it is
+    (its first with a question; "" for a plain tree); None when it has none (a single leaf gives everyone one arm:
+    the table says so in words)."""
+    own = tree_of({"tree": policy.get("tree")})
+    if isinstance(own, dict) and "feature" in own:
+        return own, ""
+    for route in policy.get("routes") or []:
+        tree = route.get("tree")
+        if isinstance(tree, dict) and "feature" in tree:
+            return tree, str(route.get("name") or "")
+    return None
 
 
 def _audit(ws: Workspace, names: list[str], experiment: str) -> list[dict[str, Any]]:
