@@ -97,10 +97,14 @@ def _current_analysis(ws: Workspace, name: str) -> _Analysis | None:
         return None
 
 
+def _p_phrase(p_text: str) -> str:
+    """'p < 0.001' or 'p = 0.092' (fmt_p writes '< 0.001' for tiny ones, and 'p = < 0.001' does not read)."""
+    return f"p {p_text}" if p_text.startswith("<") else f"p = {p_text}"
+
+
 def _srm_banner(srm: Srm, p_text: str) -> str:
-    p = p_text if p_text.startswith("<") else f"= {p_text}"  # "p < 0.001", "p = 0.0004" reads; "p = < 0.001" does not
     return (f"Sample-ratio mismatch: the arms did not get the shares of units they were planned to get "
-            f"(p {p}, below {srm.threshold}). Do not trust the effects below until you know why: assignment "
+            f"({_p_phrase(p_text)}, below {srm.threshold}). Do not trust the effects below until you know why: assignment "
             "or logging may be broken, so every comparison may be biased.")
 
 
@@ -123,7 +127,8 @@ def _health(a: _Analysis) -> dict[str, Any]:
     missing_rows = [{"feature": m["feature"], "units": a.dataset.missing[m["feature"]], "units_text": m["n"],
                      "share": m["share"]} for m in section["missing"]]
     return {
-        "srm": {"ok": srm.ok, "p_value": _raw(srm.p_value), "p_text": section["srm_p"], "chi2": _raw(srm.chi2),
+        "srm": {"ok": srm.ok, "p_value": _raw(srm.p_value), "p_text": section["srm_p"],
+                "p_phrase": _p_phrase(section["srm_p"]), "chi2": _raw(srm.chi2),
                 "threshold": srm.threshold, "basis": srm.basis,
                 "verdict": "✓ the arms got their planned shares" if srm.ok else "✗ sample-ratio mismatch",
                 "banner": "" if srm.ok else _srm_banner(srm, section["srm_p"])},
