@@ -21,7 +21,7 @@ WHAT = ("The online loop tests candidate policies live, in rounds. Each round se
         "optimisation) for the next candidates. Promoting publishes the best arm certified so far under the same name.")
 HOW_TO_START = ("Start the loop: round 1 is opened and published at once as {policy}; callers of the decision API ask "
                 "that name. Then let traffic and outcomes arrive, and complete the round.")
-ROLES = {"holdout": "holdout (keeps control)", "candidate": "candidate", "champion": "champion (the pick so far)"}
+ROLES = {"holdout": "holdout (keeps control)", "candidate": "candidate"}
 ONLINE_KINDS = ("online_start", "online_complete")
 EMPTY = "–"
 
@@ -30,17 +30,25 @@ def _short(route: str, policy: str) -> str:
     return route[len(policy) + 1:] if route.startswith(policy + "-") else route
 
 
+def _role(arm: dict[str, Any], round_: int) -> str:
+    if arm["role"] != "champion":
+        return ROLES.get(arm["role"], arm["role"])
+    # round 1's champion is what the offline search alone would ship; later, the previous round's pick served again
+    return "champion (the offline pick)" if round_ == 1 else f"champion (round {round_ - 1}'s pick, again)"
+
+
 def _lift(cell: dict[str, Any] | None) -> str:
     if not cell:
         return "no outcomes"
-    return f"{fmt_signed(cell['estimate'], 3)} ({fmt_signed(cell['ci_low'], 3)} to {fmt_signed(cell['ci_high'], 3)})"
+    # two significant digits keep the table narrow; the raw lifts are in the round's results in the twin
+    return f"{fmt_signed(cell['estimate'], 2)} ({fmt_signed(cell['ci_low'], 2)} to {fmt_signed(cell['ci_high'], 2)})"
 
 
 def _harm(h: dict[str, Any], relative: bool) -> str:
     show = fmt_pct if relative else fmt_signed
     limit = fmt_pct(h["limit"], signed=False) if relative else fmt_num(h["limit"])
     word = {"pass": "kept", "fail": "broken", "inconclusive": "inconclusive"}[h["verdict"]]
-    return f"{word}: upper {show(h['upper'])} vs limit {limit}"
+    return f"{word} (bound {show(h['upper'])}, limit {limit})"
 
 
 def _offline(arm: dict[str, Any]) -> str:
@@ -64,7 +72,7 @@ def _arm_rows(status: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[s
             verdict = judged.get((r["round"], arm["route"]))
             row: dict[str, Any] = {
                 "round": r["round"], "arm": _short(arm["route"], policy), "route": arm["route"],
-                "role": ROLES.get(arm["role"], arm["role"]), "share": fmt_pct(arm.get("share"), signed=False),
+                "role": _role(arm, r["round"]), "share": fmt_pct(arm.get("share"), signed=False),
                 "units": fmt_num(got["units"]) if got else ("waiting for traffic" if r["status"] == "open" else EMPTY),
                 "offline": _offline(arm),
             }
@@ -87,10 +95,11 @@ def _arm_rows(status: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[s
             else:
                 row["certified"] = "not measured yet"
             rows.append(row)
-    columns = ([["arm", "Arm"], ["round", "Round"], ["role", "Role"], ["share", "Share of units"], ["units", "Units measured"]]
-               + [[f"lift__{m}", f"{m}: lift vs holdout (95% CI)"] for m in objectives]
+    # the round is in the arm's name (r1-a2), its share in the round's settings; the offline estimates have a table
+    columns = ([["arm", "Arm"], ["role", "Role"], ["units", "Units"]]
+               + [[f"lift__{m}", f"{m} lift vs holdout (95% CI)"] for m in objectives]
                + [[f"guardrail__{g}", f"{g}: harm bound vs limit"] for g in rails]
-               + [["certified", "Guardrails certified?"], ["offline", "Offline estimate"]])
+               + [["certified", "Guardrails certified?"]])
     return rows, columns
 
 
@@ -125,7 +134,7 @@ def online_page(ws: Workspace, experiment: str) -> dict[str, Any]:
         status = online.status(ws, experiment)
     except NotFoundError:
         return {**base, "has_loop": False, "how_to_start": HOW_TO_START.format(policy=policy), "rounds": [], "arms": [],
-                "arms_columns": [], "actions": {"start": True, "complete": False, "next": False, "promote": None}}
+                "arms_columns": [], "offline": [], "actions": {"start": True, "complete": False, "next": False, "promote": None}}
     s, plan = status["settings"], status["spending"]
     rounds = status["rounds"]
     newest = rounds[-1]
@@ -156,6 +165,7 @@ def online_page(ws: Workspace, experiment: str) -> dict[str, Any]:
                      "guardrails": ", ".join(s["guardrails"]) or "none"},
         "live": live_text, "live_version": live,
         "rounds": _rounds(status), "arms": arms, "arms_columns": columns,
+        "offline": [{"arm": a["arm"], "role": a["role"], "offline": a["offline"]} for a in arms if a["offline"] != EMPTY],
         "pick": {"arm": pick, "why": best["why"], "code": best.get("code", ""),
                  "front": ", ".join(f"{_short(p['route'], policy)} (round {p['round']})" for p in status["pareto"])},
         "actions": {"start": False, "complete": newest["status"] == "open",

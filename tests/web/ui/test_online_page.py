@@ -88,11 +88,13 @@ def test_before_a_loop_the_page_says_what_it_is_and_starts_it_as_a_job(ui_client
 
 def test_a_measured_round_equals_its_twin_with_offline_estimates_labelled_in_sample(ui_client):
     html, twin = _page(ui_client("view"))
-    counts = assert_cell_rule(html, twin, expect=("rounds", "arms"))
-    assert counts == {"rounds": 1, "arms": 3}
+    counts = assert_cell_rule(html, twin, expect=("rounds", "arms", "offline"))
+    assert counts == {"rounds": 1, "arms": 3, "offline": 2}
     holdout, *candidates = twin["arms"]
     assert holdout["role"] == "holdout (keeps control)" and holdout["offline"] == "–"
+    assert candidates[0]["role"] == "champion (the offline pick)"
     assert all(c["offline"].startswith("in-sample (offline): sessions ") for c in candidates)
+    assert [o["arm"] for o in twin["offline"]] == [c["arm"] for c in candidates]
     assert all(c["units"] != "–" and "(" in c["lift__sessions"] for c in twin["arms"])
     assert all(c["certified"].split(" at ")[0] in ("certified", "not certified") for c in candidates)
     assert twin["pick"]["why"] and twin["pick"]["why"] in html.replace("&#39;", "'")
