@@ -78,15 +78,17 @@ def _alive(pid: int) -> bool:
 
 
 def dead_workers_jobs(ws: Workspace, me: str, now: datetime | None = None) -> list[JobRecord]:
-    """The running jobs whose worker is dead: on this host with its pid gone, or with a stale heartbeat."""
+    """The running jobs whose worker is dead: on this host with its pid gone, or with a stale heartbeat.
+
+    Called by an idle worker ``me``: a running job under its own name is a dead predecessor's that had the same host
+    name and pid (a restarted container, where the worker is always the same pid), so it counts as dead too.
+    """
     now = now or datetime.now(UTC)
     host = socket.gethostname()
     found = []
     for job in ws.list_jobs(status="running", limit=None):
-        if job.worker == me:
-            continue
         their_host, _, pid = (job.worker or "").rpartition(":")
-        gone = their_host == host and pid.isdigit() and not _alive(int(pid))
+        gone = job.worker == me or (their_host == host and pid.isdigit() and not _alive(int(pid)))
         stale = job.heartbeat_at is None or now - job.heartbeat_at > timedelta(seconds=STALE_SECONDS)
         if gone or stale:
             found.append(job)
@@ -94,7 +96,7 @@ def dead_workers_jobs(ws: Workspace, me: str, now: datetime | None = None) -> li
 
 
 def mark_interrupted(ws: Workspace, me: str) -> list[int]:
-    """Mark the jobs of dead workers ``interrupted``; returns their ids."""
+    """Mark the jobs of dead workers ``interrupted`` (called by the idle worker ``me``); returns their ids."""
     return [job.id for job in dead_workers_jobs(ws, me)
             if ws.interrupt_job(job.id, job.worker, INTERRUPTED, INTERRUPTED_HINT)]
 

@@ -158,6 +158,8 @@ def test_only_dead_workers_jobs_are_interrupted(ws_home):
         ws.claim_job(f"{socket.gethostname()}:{proc.pid}")  # a pid on this host that has ended
         assert mark_interrupted(ws, "me:1") == [gone.id]
         assert ws.get_job(alive.id).status == "running" and ws.get_job(gone.id).status == "interrupted"
+        # a restarted container's worker has the dead one's host and pid: idle, it knows the job is not its own
+        assert mark_interrupted(ws, f"{socket.gethostname()}:{os.getpid()}") == [alive.id]
 
 
 @pytest.mark.slow  # starts a worker process and a job (15-20 s on a busy machine)
