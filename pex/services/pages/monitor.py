@@ -71,10 +71,11 @@ def monitor_page(ws: Workspace, now: datetime | None = None) -> dict[str, Any]:
         since, by = _live_since(ws, policy)
         decided = sum(r["count"] for r in rollups.decision_hours(ws, policy, start))
         arrived = sum(r["count"] for r in rollups.outcome_hours(ws, experiment, start)) if experiment else 0
-        rows.append({"policy": policy, "experiment": experiment, "live": f"v{version}", "live_version": version,
+        live = f"v{version}" + (f" for {_age(since, now)}, by {by}" if since else "")
+        rows.append({"policy": policy, "experiment": experiment, "live": live, "live_version": version,
                      "since": _when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
-                     "decisions": fmt_num(decided), "decisions_count": decided,
-                     "outcomes": fmt_num(arrived), "outcomes_count": arrived,
+                     "decisions": fmt_num(decided) if decided else "none", "decisions_count": decided,
+                     "outcomes": fmt_num(arrived) if arrived else "none", "outcomes_count": arrived,
                      "activity": "serving" if decided else f"no decisions in the last {WINDOW_HOURS} h"})
     return {"window_hours": WINDOW_HOURS, "from": _when(start), "policies": rows, "freshness": FRESHNESS,
             "alerts": ALERTS}

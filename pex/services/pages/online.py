@@ -21,7 +21,9 @@ WHAT = ("The online loop tests candidate policies live, in rounds. Each round se
         "optimisation) for the next candidates. Promoting publishes the best arm certified so far under the same name.")
 HOW_TO_START = ("Start the loop: round 1 is opened and published at once as {policy}; callers of the decision API ask "
                 "that name. Then let traffic and outcomes arrive, and complete the round.")
-ROLES = {"holdout": "holdout (keeps control)", "candidate": "candidate"}
+# a role in one word for the table (the terms above the table explain them), and what it means for the twin
+ROLES = {"holdout": "holdout", "candidate": "candidate", "champion": "champion"}
+ROLE_MEANING = {"holdout": "keeps control: the comparison of every arm", "candidate": "proposed for this round"}
 ONLINE_KINDS = ("online_start", "online_complete")
 EMPTY = "–"
 
@@ -30,11 +32,11 @@ def _short(route: str, policy: str) -> str:
     return route[len(policy) + 1:] if route.startswith(policy + "-") else route
 
 
-def _role(arm: dict[str, Any], round_: int) -> str:
+def _role_meaning(arm: dict[str, Any], round_: int) -> str:
     if arm["role"] != "champion":
-        return ROLES.get(arm["role"], arm["role"])
+        return ROLE_MEANING.get(arm["role"], "")
     # round 1's champion is what the offline search alone would ship; later, the previous round's pick served again
-    return "champion (the offline pick)" if round_ == 1 else f"champion (round {round_ - 1}'s pick, again)"
+    return "the offline pick" if round_ == 1 else f"round {round_ - 1}'s pick, served again to fresh units"
 
 
 def _lift(cell: dict[str, Any] | None) -> str:
@@ -72,7 +74,8 @@ def _arm_rows(status: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[s
             verdict = judged.get((r["round"], arm["route"]))
             row: dict[str, Any] = {
                 "round": r["round"], "arm": _short(arm["route"], policy), "route": arm["route"],
-                "role": _role(arm, r["round"]), "share": fmt_pct(arm.get("share"), signed=False),
+                "role": ROLES.get(arm["role"], arm["role"]), "role_meaning": _role_meaning(arm, r["round"]),
+                "share": fmt_pct(arm.get("share"), signed=False),
                 "units": fmt_num(got["units"]) if got else ("waiting for traffic" if r["status"] == "open" else EMPTY),
                 "offline": _offline(arm),
             }
@@ -109,12 +112,12 @@ def _rounds(status: dict[str, Any]) -> list[dict[str, Any]]:
         res = r.get("results") or {}
         returning = (res.get("log") or {}).get("returning_units") or 0
         serving = status["live_version"] == r["policy_version"]
-        out.append({"round": r["round"], "version": f"v{r['policy_version']}", "status": r["status"],
-                    "serving": "yes" if serving else "no",
+        out.append({"round": r["round"], "version": f"v{r['policy_version']}",
+                    "status": r["status"] + (", serving now" if serving else ""), "serving": serving,
                     "units": fmt_num(res["rows"]) if res else "waiting for traffic and outcomes",
                     "left_out": fmt_num(returning) if res else EMPTY,
-                    "opened": r["opened_at"][:16].replace("T", " ") + " UTC",
-                    "completed": r["completed_at"][:16].replace("T", " ") + " UTC" if r["completed_at"] else EMPTY})
+                    "opened": r["opened_at"][:16].replace("T", " "),
+                    "completed": r["completed_at"][:16].replace("T", " ") if r["completed_at"] else EMPTY})
     return out
 
 

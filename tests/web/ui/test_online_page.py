@@ -91,14 +91,14 @@ def test_a_measured_round_equals_its_twin_with_offline_estimates_labelled_in_sam
     counts = assert_cell_rule(html, twin, expect=("rounds", "arms", "offline"))
     assert counts == {"rounds": 1, "arms": 3, "offline": 2}
     holdout, *candidates = twin["arms"]
-    assert holdout["role"] == "holdout (keeps control)" and holdout["offline"] == "–"
-    assert candidates[0]["role"] == "champion (the offline pick)"
+    assert holdout["role"] == "holdout" and holdout["offline"] == "–"
+    assert (candidates[0]["role"], candidates[0]["role_meaning"]) == ("champion", "the offline pick")
     assert all(c["offline"].startswith("in-sample (offline): sessions ") for c in candidates)
     assert [o["arm"] for o in twin["offline"]] == [c["arm"] for c in candidates]
     assert all(c["units"] != "–" and "(" in c["lift__sessions"] for c in twin["arms"])
     assert all(c["certified"].split(" at ")[0] in ("certified", "not certified") for c in candidates)
     assert twin["pick"]["why"] and twin["pick"]["why"] in html.replace("&#39;", "'")
-    assert twin["rounds"][0]["status"] == "complete" and twin["rounds"][0]["serving"] == "yes"
+    assert twin["rounds"][0]["status"] == "complete, serving now" and twin["rounds"][0]["serving"] is True
     assert "/online/complete" not in html and "/online/promote" not in html  # a view token sees no buttons
 
 
