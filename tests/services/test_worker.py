@@ -113,6 +113,7 @@ def test_cancelling_a_running_job_ends_it_cancelled_within_seconds_with_no_run(w
         assert children(job.id) == []
 
 
+@pytest.mark.slow  # two worker processes and a job (10-20 s); the browser test (make test) kills a worker too
 def test_a_sigkilled_workers_job_is_marked_interrupted_by_the_next_worker_and_its_child_stops(ws_home, tmp_path):
     env = {**os.environ, "PEX_HOME": str(ws_home), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     with Workspace(ws_home) as ws:
