@@ -179,7 +179,13 @@ class Worker:
             now = time.monotonic()
             try:
                 if now - beat >= HEARTBEAT_SECONDS:
-                    ws.job_heartbeat(job.id)
+                    if (not ws.job_heartbeat(job.id) and asked is None
+                            and ws.get_job(job.id).status == "interrupted"):
+                        # another worker took this one for dead and ended its job: the child must not run on
+                        self.say(f"job {job.id} is no longer running here; stopping its process")
+                        asked = now
+                        _signal(child, signal.SIGTERM)
+                        termed = True
                     beat = now
                 if asked is None and not cancelled:
                     cancelled = ws.get_job(job.id).cancel_requested
