@@ -89,7 +89,7 @@ def _arm_rows(status: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[s
                 else:
                     row[f"guardrail__{g}"] = EMPTY
             if arm["role"] == "holdout":
-                row["certified"] = "the comparison (needs no certificate)"
+                row["certified"] = "not needed (the comparison)"
             elif got and got.get("abandoned"):
                 row["certified"] = "abandoned (no outcomes to measure)"
             elif verdict is not None:
@@ -100,9 +100,9 @@ def _arm_rows(status: dict[str, Any]) -> tuple[list[dict[str, Any]], list[list[s
             rows.append(row)
     # the round is in the arm's name (r1-a2), its share in the round's settings; the offline estimates have a table
     columns = ([["arm", "Arm"], ["role", "Role"], ["units", "Units"]]
-               + [[f"lift__{m}", f"{m} lift vs holdout (95% CI)"] for m in objectives]
-               + [[f"guardrail__{g}", f"{g}: harm bound vs limit"] for g in rails]
-               + [["certified", "Guardrails certified?"]])
+               + [[f"lift__{m}", f"{m} lift"] for m in objectives]
+               + [[f"guardrail__{g}", f"{g} guardrail"] for g in rails]
+               + [["certified", "Certified?"]])
     return rows, columns
 
 

@@ -151,8 +151,8 @@ def _comparison(s: RunSummary) -> tuple[list[dict[str, Any]], list[list[str]]]:
         rows.append(row)
     # the kind stays in the twin; the table keeps to what decides (standing, lifts, guardrails), so it fits 800 px
     columns = ([["policy", "Policy"], ["standing", "Standing"]]
-               + [[f"lift__{m}", f"{m} lift (95% CI)"] for m in metrics]
-               + [[f"guardrail__{g}", f"{g}: harm bound vs limit"] for g in rails])
+               + [[f"lift__{m}", f"{m} lift"] for m in metrics]
+               + [[f"guardrail__{g}", f"{g} guardrail"] for g in rails])
     return rows, columns
 
 
