@@ -133,3 +133,25 @@ def test_bad_requests_are_refused_with_the_reason(ui_client, ui_home):
     assert missing.status_code == 404 and "has no policy" in missing.get_data(as_text=True)
     assert client.get("/ui/experiments/nope/policies.json").status_code == 404
     assert _live(ui_home.home) == {}
+
+
+def test_an_experiment_without_a_run_says_so(ingested_template, tmp_path):
+    import shutil
+
+    from tests.web.ui.conftest import SECRET, UiClient
+    from web.ui import create_ui_app
+
+    shutil.copytree(ingested_template, tmp_path / "ws")
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        token = ws.create_token("view", "ui-view")[1]
+    app = create_ui_app({"HOME": str(tmp_path / "ws"), "SECRET_KEY": SECRET})
+    app.test_client_class = UiClient
+    try:
+        client = app.test_client()
+        assert client.login(token).status_code == 302
+        html, twin = _page(client)
+        assert (twin["has_run"], twin["comparison"], twin["publish"], twin["releases"]) == (False, [], [], [])
+        assert "has not been analysed yet" in html
+        assert_cell_rule(html, twin)
+    finally:
+        app.extensions["pex"].close()
