@@ -54,7 +54,8 @@ def when(value: datetime | str | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_time(value: datetime | None) -> str | None:
+    """A stored time for the JSON twin (ISO 8601), None when missing."""
     return value.isoformat() if value is not None else None
 
 
@@ -251,7 +252,7 @@ def _run_section(ws: Workspace, runs: list[dict[str, Any]]) -> dict[str, Any] | 
                          "effect": "; ".join(f"{c['arm']} {c['est']}" + (f" ({c['ci']})" if c["ci"] else "")
                                              for c in cells) or "–"})
     rec = s.recommendation
-    return {"id": newest["id"], "readable": True, "created_at": _iso(newest["created_at"]),
+    return {"id": newest["id"], "readable": True, "created_at": iso_time(newest["created_at"]),
             "created_at_text": when(newest["created_at"]), "headline": rec.headline, "verdict": rec.verdict,
             "recommended_policy": s.recommended_policy, "differ": differ, "heterogeneity": tests, "leaderboard": board,
             "learners_requested": hte["requested"], "segments": segments, "segments_total": seg["total"],
@@ -280,7 +281,7 @@ def experiment_page(ws: Workspace, name: str) -> dict[str, Any]:
         "experiment": {
             "name": name, "description": spec.description, "owner": spec.owner, "control": spec.control,
             "arms": list(a.srm.counts) if a else [], "units": dv.n_units, "dataset_version": dv.version,
-            "dataset_id": dv.id, "dataset_created_at": _iso(dv.created_at), "dataset_created_at_text": when(dv.created_at),
+            "dataset_id": dv.id, "dataset_created_at": iso_time(dv.created_at), "dataset_created_at_text": when(dv.created_at),
         },
         "metrics": [{"metric": m, "role": s.role, "goal": s.goal,
                      "limit": (f"at most {fmt_pct(s.max_harm, signed=False)} harm" if s.max_harm is not None else
@@ -291,7 +292,7 @@ def experiment_page(ws: Workspace, name: str) -> dict[str, Any]:
         "effects": _effect_rows(a, goals) if a else [],
         "has_forest": bool(a and any(finite(e.relative) for e in a.effects)),
         "latest_run": _run_section(ws, runs),
-        "runs": [{"id": r["id"], "created_at": _iso(r["created_at"]), "when": when(r["created_at"]),
+        "runs": [{"id": r["id"], "created_at": iso_time(r["created_at"]), "when": when(r["created_at"]),
                   "dataset_version": r["dataset_version"] if r["dataset_version"] is not None else "–",
                   "headline": r["headline"] or "",
                   "policy": (r["policy"] or "") + (f" v{r['policy_version']}" if r["policy_version"] is not None else ""),

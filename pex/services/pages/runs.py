@@ -10,7 +10,7 @@ from typing import Any
 from pex.errors import NotFoundError
 from pex.report.html import render_report
 from pex.report.summary import RunSummary
-from pex.services.pages.experiment import _iso, when
+from pex.services.pages.experiment import iso_time, when
 from pex.store.workspace import Workspace
 
 # the settings of a run (RunOptions.to_dict) an owner may want to read, in words, in this order; the rest follow
@@ -93,7 +93,7 @@ def run_page(ws: Workspace, run_id: int) -> dict[str, Any]:
     alert, reasons = rec.alert_and_reasons()
     standing = {p.name: s.standing(p) for p in s.policies}
     return {
-        "run": {"id": run_id, "experiment": s.experiment, "created_at": _iso(row["created_at"]),
+        "run": {"id": run_id, "experiment": s.experiment, "created_at": iso_time(row["created_at"]),
                 "when": when(row["created_at"]), "dataset_version": s.dataset.version, "dataset_id": s.dataset.id,
                 "n_units": s.n_units, "pex_version": s.pex_version, "generated_at": s.generated_at,
                 "reason": row["reason"] or "", "asked_by": job["actor"] if job else "command line (pex run)",
