@@ -24,6 +24,7 @@ from pex.report.charts import arm_colors
 from pex.report.html import effects_section, health_section, hte_section, segments_section
 from pex.report.numbers import finite, fmt_num, fmt_p, fmt_pct, fmt_signed
 from pex.report.summary import ArmEffect, ArmGuardrail, Balance, DatasetInfo, RunSummary, Srm
+from pex.services.jobs import list_jobs
 from pex.store.workspace import Workspace
 
 # ArmEffect.method in words an owner reads (pex.experiment.effects._method's four values)
@@ -276,7 +277,7 @@ def experiment_page(ws: Workspace, name: str) -> dict[str, Any]:
     goals = {m: s.goal for m, s in spec.metrics.items()}
     a = _current_analysis(ws, name)
     runs = ws.list_runs(name)
-    jobs = ws.list_jobs(experiment=name, limit=MAX_JOBS_SHOWN)
+    jobs = list_jobs(ws, experiment=name, limit=MAX_JOBS_SHOWN)
     return {
         "experiment": {
             "name": name, "description": spec.description, "owner": spec.owner, "control": spec.control,

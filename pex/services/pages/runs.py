@@ -10,6 +10,7 @@ from typing import Any
 from pex.errors import NotFoundError
 from pex.report.html import render_report
 from pex.report.summary import RunSummary
+from pex.services.jobs import get_job
 from pex.services.pages.experiment import iso_time, when
 from pex.store.workspace import Workspace
 
@@ -85,7 +86,7 @@ def run_page(ws: Workspace, run_id: int) -> dict[str, Any]:
     row = _record(ws, run_id, s.experiment)
     job = None
     if row["job_id"] is not None:
-        j = ws.get_job(row["job_id"]).to_dict()
+        j = get_job(ws, row["job_id"]).to_dict()
         job = {"id": j["id"], "actor": j["actor"], "status": j["status"], "created_at": j["created_at"]}
     settings = s.options or {}
     ordered = [k for k in SETTING_WORDS if k in settings] + [k for k in settings if k not in SETTING_WORDS]
