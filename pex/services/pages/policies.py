@@ -9,6 +9,8 @@ action alike, for whether a publish needs the owner's extra confirmation (the ru
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +40,12 @@ STANDING_MEANING = {
     "not a candidate": "shown for comparison; it was not offered to the recommendation",
 }
 NOTHING_LIVE = "nothing live"
+
+# A run's summary never changes, so its charts (most of the page's time: matplotlib takes about a second for the
+# Pareto plot) are drawn once per process, keyed by workspace folder, experiment, run and when it was written.
+CHART_CACHE_ENTRIES = 8
+_charts_cache: OrderedDict[tuple[str, str, str, str], dict[str, Any]] = OrderedDict()
+_charts_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,10 @@ def publish_check(ws: Workspace, experiment: str, policy: str) -> PublishCheck:
     run certified it (or it is the all-control fallback, which harms nothing). A policy of another experiment is a
     NotFoundError."""
     own_policy(ws, experiment, policy)
-    s = _summary(ws, experiment)
+    return _check(_summary(ws, experiment), policy)
+
+
+def _check(s: RunSummary | None, policy: str) -> PublishCheck:
     if s is None:
         return PublishCheck(policy, "not a candidate", True, "no run of this experiment has certified it")
     standing = _standing(s, policy)
@@ -185,6 +196,21 @@ def _recommendation(s: RunSummary) -> dict[str, Any]:
             "standing": _standing(s, rec.policy), "cannot_certify": bool(alert), "alert": alert, "reasons": reasons,
             "units_to_certify": _units_to_certify(s), "certification": cert.text,
             "from_run": rec.from_run.text if rec.from_run is not None else ""}
+
+
+def _cached_charts(ws: Workspace, s: RunSummary) -> dict[str, Any]:
+    """:func:`_charts` of a run, drawn once per process."""
+    key = (str(ws.home.resolve()), s.experiment, str(s.history.id if s.history else ""), s.generated_at)
+    with _charts_lock:
+        if key in _charts_cache:
+            _charts_cache.move_to_end(key)
+            return dict(_charts_cache[key])
+    drawn = _charts(s)
+    with _charts_lock:
+        _charts_cache[key] = drawn
+        while len(_charts_cache) > CHART_CACHE_ENTRIES:
+            _charts_cache.popitem(last=False)
+    return dict(drawn)
 
 
 def _charts(s: RunSummary) -> dict[str, Any]:
@@ -287,7 +313,7 @@ def policies_page(ws: Workspace, experiment: str) -> dict[str, Any]:
             version = version or newest[name]
             if live_all.get(name) == version:
                 continue
-            check = publish_check(ws, experiment, name)
+            check = _check(s, name)
             publish.append({"policy": name, "short": _short(name, experiment), "version": version,
                             "recommended": name == rec.policy, "standing": check.standing,
                             "needs_confirmation": check.needs_confirmation,
@@ -305,7 +331,7 @@ def policies_page(ws: Workspace, experiment: str) -> dict[str, Any]:
         if s is not None else None,
         "recommendation": _recommendation(s) if s is not None else None,
         "comparison": rows, "comparison_columns": columns,
-        "charts": _charts(s) if s is not None else {"pareto": "", "tree": "", "tree_policy": "", "tree_note": ""},
+        "charts": _cached_charts(ws, s) if s is not None else {"pareto": "", "tree": "", "tree_policy": "", "tree_note": ""},
         "live": live_rows, "releases": audit,
         "publish": publish, "rollback": rollbacks,
         "refresh_seconds": DEFAULTS["REFRESH_SECONDS"],
