@@ -25,6 +25,7 @@ HOW_TO_START = ("Start the loop: round 1 is opened and published at once as {pol
 ROLES = {"holdout": "holdout", "candidate": "candidate", "champion": "champion"}
 ROLE_MEANING = {"holdout": "keeps control: the comparison of every arm", "candidate": "proposed for this round"}
 ONLINE_KINDS = ("online_start", "online_complete")
+ACTIVE = ("queued", "running")
 EMPTY = "–"
 
 
@@ -122,22 +123,30 @@ def _rounds(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _jobs(ws: Workspace, experiment: str) -> list[dict[str, Any]]:
-    return [{"id": j.id, "kind": j.kind, "status": j.status, "actor": j.actor,
+    return [{"id": j.id, "kind": j.kind, "status": j.status, "actor": j.actor, "active": j.status in ACTIVE,
              "created": j.created_at.strftime("%Y-%m-%d %H:%M UTC"), "message": j.message or ""}
             for j in jobs.list_jobs(ws, experiment, limit=20) if j.kind in ONLINE_KINDS][:5]
+
+
+def _busy(recent: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The loop's job that is queued or running, if any: while it works, the page offers no other round action (a
+    second one would only fail, or act on a state about to change)."""
+    return next((j for j in recent if j["active"]), None)
 
 
 def online_page(ws: Workspace, experiment: str) -> dict[str, Any]:
     """The online loop page's dict: see the module's docstring."""
     ws.dataset_version(experiment)  # NotFoundError for an unknown experiment
     policy = experiment + online.SUFFIX
-    base = {"experiment": experiment, "policy": policy, "what": WHAT, "jobs": _jobs(ws, experiment),
+    recent = _jobs(ws, experiment)
+    busy = _busy(recent)
+    base = {"experiment": experiment, "policy": policy, "what": WHAT, "jobs": recent, "busy": busy,
             "refresh_seconds": DEFAULTS["REFRESH_SECONDS"]}
     try:
         status = online.status(ws, experiment)
     except NotFoundError:
         return {**base, "has_loop": False, "how_to_start": HOW_TO_START.format(policy=policy), "rounds": [], "arms": [],
-                "arms_columns": [], "offline": [], "actions": {"start": True, "complete": False, "next": False, "promote": None}}
+                "arms_columns": [], "offline": [], "actions": {"start": busy is None, "complete": False, "next": False, "promote": None}}
     s, plan = status["settings"], status["spending"]
     rounds = status["rounds"]
     newest = rounds[-1]
@@ -171,7 +180,7 @@ def online_page(ws: Workspace, experiment: str) -> dict[str, Any]:
         "offline": [{"arm": a["arm"], "role": a["role"], "offline": a["offline"]} for a in arms if a["offline"] != EMPTY],
         "pick": {"arm": pick, "why": best["why"], "code": best.get("code", ""),
                  "front": ", ".join(f"{_short(p['route'], policy)} (round {p['round']})" for p in status["pareto"])},
-        "actions": {"start": False, "complete": newest["status"] == "open",
-                    "next": newest["status"] == "complete" and newest["round"] < plan["rounds"],
-                    "round": newest["round"], "promote": promote},
+        "actions": {"start": False, "complete": busy is None and newest["status"] == "open",
+                    "next": busy is None and newest["status"] == "complete" and newest["round"] < plan["rounds"],
+                    "round": newest["round"], "promote": promote if busy is None else None},
     }

@@ -341,4 +341,5 @@ def policies_page(ws: Workspace, experiment: str) -> dict[str, Any]:
 def refuse_uncertified(check: PublishCheck) -> PexError:
     """The error of a publish of an uncertified policy sent without the extra confirmation (400)."""
     return PexError(f"{check.policy} is not certified ({check.why}); it was not published",
-                    "tick the box that confirms you want to publish an uncertified policy, then publish again")
+                    "publish it from the policies page and tick the dialog's box that confirms you want an "
+                    "uncertified policy live (the dialog needs JavaScript); or publish a certified policy")

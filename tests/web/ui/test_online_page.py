@@ -81,6 +81,8 @@ def test_before_a_loop_the_page_says_what_it_is_and_starts_it_as_a_job(ui_client
     refused = client.post_form(f"{PAGE}/start", {"arms": "40"})
     assert refused.status_code == 422 and "--arms must be from 1 to 16" in refused.get_data(as_text=True)
     assert len(_jobs(ui_home.home)) == 1
+    html, twin = _page(client)  # the start job is queued: the page says so instead of offering a second start
+    assert twin["busy"]["id"] == job.id and not twin["actions"]["start"] and "Start the loop</button>" not in html
     view = ui_client("view")
     assert "Start the loop</button>" not in view.get(PAGE).get_data(as_text=True)
     assert view.post_form(f"{PAGE}/start", {"arms": "2"}).status_code == 403
@@ -111,7 +113,11 @@ def test_opening_the_next_round_is_a_job(ui_client, ui_home):
     [job] = _jobs(ui_home.home)
     assert (job.kind, job.params, job.actor) == ("online_complete", {"experiment": "exp", "next_round": True},
                                                  "token:ui-admin")
-    assert f"Job {job.id}" in client.get(PAGE).get_data(as_text=True)
+    html, twin = _page(client)
+    assert f"Job {job.id}" in html and twin["busy"]["id"] == job.id
+    # while the job works, no other round action is offered
+    assert not (twin["actions"]["next"] or twin["actions"]["complete"] or twin["actions"]["promote"])
+    assert "Open round 2" not in html and f"job {job.id}</a> (online_complete) is queued" in html
 
 
 def test_promote_publishes_the_pick_with_the_actor(ui_client, ui_home):
