@@ -37,6 +37,7 @@ def check(ws: Workspace, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         raise _bad(f"unknown job kind {kind!r}", f"kinds: {', '.join(KINDS)}")
     if not isinstance(params, dict):
         raise _bad("a job's parameters must be an object of names and values", 'e.g. {"experiment": "checkout"}')
+    params = {k: v for k, v in params.items() if v is not None}  # None: not given (the default)
     allowed = PARAMS[kind]
     unknown = sorted(set(params) - set(allowed) - {"experiment"})
     if unknown:

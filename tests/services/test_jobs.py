@@ -46,12 +46,15 @@ def test_submit_queues_with_its_actor_and_rerun_only_after_a_failure_cancel_or_i
         job = jobs.submit(ws, "run", {"experiment": "exp", "dataset_version": 1, **SMALL}, "token:alice")
         assert (job.status, job.experiment, job.actor, job.kind) == ("queued", "exp", "token:alice", "run")
         assert jobs.get_job(ws, job.id).params == {"experiment": "exp", "dataset_version": 1, **SMALL}
+        default = jobs.submit(ws, "run", {"experiment": "exp", "dataset_version": None}, "token:alice")
+        assert default.params == {"experiment": "exp"}  # None is "not given": the current version, at run time
+        jobs.cancel(ws, default.id, "token:alice")
         with pytest.raises(PexError, match="is queued; only a failed, cancelled or interrupted"):
             jobs.rerun(ws, job.id, "token:bob")
         assert jobs.cancel(ws, job.id, "token:bob").status == "cancelled"
         again = jobs.rerun(ws, job.id, "token:bob")
         assert (again.status, again.params, again.actor) == ("queued", job.params, "token:bob") and again.id != job.id
-        assert [j.id for j in jobs.list_jobs(ws, experiment="exp")] == [again.id, job.id]
+        assert [j.id for j in jobs.list_jobs(ws, experiment="exp")] == [again.id, default.id, job.id]
         assert jobs.list_jobs(ws, experiment="other") == []
         with pytest.raises(NotFoundError, match="no job 77"):
             jobs.get_job(ws, 77)
