@@ -4,7 +4,10 @@ renderer (so it is the report ``pex run`` wrote, served as is)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from pex.errors import NotFoundError
@@ -50,10 +53,28 @@ def run_summary(ws: Workspace, run_id: int) -> dict[str, Any]:
                             "each experiment's page lists its runs (the Runs table)") from None
 
 
+# Rendered reports by the digest of their summary: a recorded run's summary never changes, and drawing a report's
+# charts takes seconds of CPU, so a process renders each one once (a few, each about half a megabyte).
+_REPORTS: OrderedDict[str, str] = OrderedDict()
+REPORTS_KEPT = 4
+_REPORTS_LOCK = threading.Lock()
+
+
 def run_report(ws: Workspace, run_id: int) -> str:
     """The offline evaluation report of run ``run_id``: the HTML ``pex run`` wrote, rendered again from the stored
     summary (a summary of a format this pex does not read is a PexError with its hint)."""
-    return render_report(RunSummary.load(run_summary(ws, run_id)))
+    summary = run_summary(ws, run_id)
+    key = hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()
+    with _REPORTS_LOCK:  # gunicorn's threaded workers share the cache
+        if key in _REPORTS:
+            _REPORTS.move_to_end(key)
+            return _REPORTS[key]
+    page = render_report(RunSummary.load(summary))  # outside the lock: two first views may both render, harmlessly
+    with _REPORTS_LOCK:
+        _REPORTS[key] = page
+        while len(_REPORTS) > REPORTS_KEPT:
+            _REPORTS.popitem(last=False)
+    return page
 
 
 def _stored_version(summary: dict[str, Any], run_id: int, name: str) -> int:
