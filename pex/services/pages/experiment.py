@@ -11,7 +11,11 @@ a list of dicts whose display text sits next to the raw numbers).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +48,9 @@ MAX_SEGMENTS_SHOWN = 6
 MAX_JOBS_SHOWN = 20
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"
+FORESTS_KEPT = 16
+_FORESTS: OrderedDict[str, str] = OrderedDict()
+_FORESTS_LOCK = threading.Lock()
 
 
 def when(value: datetime | str | None) -> str:
@@ -205,10 +212,22 @@ def forest_svg(ws: Workspace, name: str) -> str:
     if a is None:
         return ""
     spec = ws.load_dataset_spec(a.dataset.id)
-    chart = str(effects_section(a.effects, a.guardrails, {m: s.goal for m, s in spec.metrics.items()}, a.control)["chart"])
+    goals = {m: s.goal for m, s in spec.metrics.items()}
+    drawn = [[e.model_dump() for e in a.effects], [g.model_dump() for g in a.guardrails], goals, a.control]
+    key = hashlib.sha256(json.dumps(drawn, sort_keys=True, default=str).encode()).hexdigest()
+    with _FORESTS_LOCK:  # drawing takes a few tenths of a second: a process draws each analysis's plot once
+        if key in _FORESTS:
+            _FORESTS.move_to_end(key)
+            return _FORESTS[key]
+    chart = str(effects_section(a.effects, a.guardrails, goals, a.control)["chart"])
     # the report inlines the chart in HTML, where the SVG and xlink namespaces are implied (charts drops them); a
     # file served on its own is XML and needs both declared
-    return chart.replace("<svg ", f'<svg xmlns="{SVG_NS}" xmlns:xlink="{XLINK_NS}" ', 1) if chart else ""
+    svg = chart.replace("<svg ", f'<svg xmlns="{SVG_NS}" xmlns:xlink="{XLINK_NS}" ', 1) if chart else ""
+    with _FORESTS_LOCK:
+        _FORESTS[key] = svg
+        while len(_FORESTS) > FORESTS_KEPT:
+            _FORESTS.popitem(last=False)
+    return svg
 
 
 # --------------------------------------------------------------------------- the newest run
