@@ -60,13 +60,15 @@ def ui(ctx: click.Context, host: str, port: int, workers: int, threads: int, no_
     env = {**os.environ, "PEX_HOME": home}
     server = [sys.executable, "-m", "gunicorn", "--config", "python:web.ui.gunicorn_conf", "--workers", str(workers),
               "--threads", str(threads), "--bind", f"{host}:{port}", "web.ui:create_ui_app()"]
-    ctx.exit(_supervise(server, None if no_worker else WORKER_ARGV, env, f"http://{host}:{port}/ui/", workers, threads))
+    _supervise(server, None if no_worker else WORKER_ARGV, env, f"http://{host}:{port}/ui/", workers, threads)
 
 
 def _supervise(server: list[str], worker: list[str] | None, env: dict[str, str], url: str, workers: int,
-               threads: int) -> int:
-    """Run gunicorn and the job worker as children until a signal or until one of them ends; returns the exit code
-    (0 after SIGTERM/SIGINT, else the code of the child that ended first)."""
+               threads: int) -> None:
+    """Run gunicorn and the job worker as children until SIGTERM/SIGINT (then return) or until one of them ends
+    on its own (then stop the other and raise a PexError: exit 2)."""
+    from pex.errors import PexError
+
     stopping: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -91,10 +93,12 @@ def _supervise(server: list[str], worker: list[str] | None, env: dict[str, str],
                     break
             else:
                 time.sleep(0.2)
-        if ended is not None:
-            click.echo(f"error: the UI's {ended[0]} stopped (exit code {ended[1]}); stopping the rest", err=True)
         _stop(children, signal.SIGTERM)
-        return 0 if ended is None else (ended[1] or 1)
+        if ended is not None:
+            name, code = ended
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            raise PexError(f"the UI's {name} stopped ({how}), so pex ui stopped the rest",
+                           "its messages above say why; start `pex ui` again")
     finally:
         _stop(children, signal.SIGKILL, wait=5.0)  # anything still running after the grace period
         for sig, handler in previous.items():
