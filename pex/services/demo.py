@@ -1,4 +1,5 @@
-"""The bundled demo: its spec, its data simulated when the spec's data file is absent, and publishing its result.
+"""The bundled demo: its spec, its data simulated when the spec's data file is absent, publishing its result, some
+simulated traffic through the published policy (for the UI's monitor page) and the token its owner logs in with.
 
 The demo's spec does not name a scenario: its data comes from the first simulated scenario whose design
 (arms, control and metrics) the spec has, so ``experiments/checkout_offer.toml`` gets ``segment_harm``
@@ -19,6 +20,7 @@ from pex.services.publishing import publish
 from pex.services.tables import write_table
 
 if TYPE_CHECKING:  # the pipeline's modules load only when the demo runs it
+    from pex.online.traffic import TrafficResult
     from pex.policy.base import Policy
     from pex.report.summary import RecommendationView
     from pex.store.releases import Release
@@ -27,6 +29,9 @@ if TYPE_CHECKING:  # the pipeline's modules load only when the demo runs it
 DEMO_SEED = 2026
 # What the simulator writes, whatever the scenario (pex.experiment.simulate.simulate).
 SIMULATED_UNIT, SIMULATED_ARM = "user_id", "arm"
+# The tokens the demo creates: the owner's (admin, to log in to the UI) and the simulated traffic's (decide, revoked
+# once the traffic is sent: nothing else needs it).
+DEMO_OWNER, DEMO_TRAFFIC = "demo-owner", "demo-traffic"
 
 
 def demo_scenario(spec: ExperimentSpec) -> str | None:
@@ -121,3 +126,51 @@ def first_decisions(ws: Workspace, published: DemoRelease, spec: ExperimentSpec,
     shown = [f for f in policy.features if f in rows.columns][:3]
     return [{"unit": str(rows[spec.unit].iloc[i]), "features": {f: rows[f].iloc[i] for f in shown},
              "arm": str(arms[i]), "propensity": float(propensities[i])} for i in range(len(rows))]
+
+
+@dataclass(frozen=True)
+class OwnerToken:
+    """The admin token the demo prints for logging in to the UI."""
+
+    id: str
+    name: str
+    secret: str  # shown once: only its hash is stored
+    earlier: int  # demo-owner tokens of earlier demos that still work
+
+    def note(self) -> str:
+        """One sentence for the terminal about this token and the earlier ones."""
+        if not self.earlier:
+            return f"created the admin token {self.name!r} (id {self.id}); it is shown only now"
+        return (f"created a new admin token {self.name!r} (id {self.id}): a token is shown only once, so each demo "
+                f"makes its own; the {self.earlier} of earlier demos still work until `pex token revoke ID`")
+
+
+def owner_token(ws: Workspace) -> OwnerToken:
+    """A new admin token named :data:`DEMO_OWNER` for the demo's owner to log in to the UI with."""
+    earlier = sum(1 for t in ws.list_tokens() if t.name == DEMO_OWNER and t.revoked_at is None)
+    record, secret = ws.create_token("admin", DEMO_OWNER)
+    return OwnerToken(id=record.id, name=record.name, secret=secret, earlier=earlier)
+
+
+def traffic_token(ws: Workspace) -> tuple[str, str, int]:
+    """A decide token for the demo's simulated traffic: (its id, its secret, how many demos sent traffic before).
+    The count seeds the traffic, so each demo's simulated users are new ones (``population`` names them by seed)."""
+    before = sum(1 for t in ws.list_tokens() if t.name == DEMO_TRAFFIC)
+    record, secret = ws.create_token("decide", DEMO_TRAFFIC)
+    return record.id, secret, before
+
+
+def send_traffic(url: str, token: str, spec: ExperimentSpec, published: DemoRelease, units: int, seed: int,
+                 say: Callable[[str], None] = lambda message: None) -> TrafficResult:
+    """``units`` simulated users of the demo's scenario ask the server at ``url`` for the published policy's decisions
+    (over three simulated days) and post their outcomes back, a tenth of them never (:func:`pex.online.traffic.play`):
+    what the UI's monitor page shows of a live policy. The data behind it knows the truth, as only a demo may."""
+    from pex.online.traffic import Client, play, population
+
+    scenario = demo_scenario(spec)
+    if scenario is None or published.version is None:
+        raise PexError("the demo sends traffic only to a published policy of a simulated scenario",
+                       "run the demo with --publish on its bundled spec, or pass --traffic 0")
+    sim = population(spec.name, units, scenario, DEMO_SEED + seed)
+    return play(Client(url, token), spec.name, published.policy, sim, unit_column=SIMULATED_UNIT, days=3,
+                missing=0.1, seed=seed, say=say)

@@ -1,21 +1,17 @@
-"""The pex command line: happy paths, JSON output, and the demo."""
+"""The pex command line: happy paths, JSON output, and the demo (its end-to-end run: tests/cli/test_demo.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from processes import started
 
 PEX = str(Path(sys.executable).parent / "pex")
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-DEMO_SPEC = EXPERIMENTS / "checkout_offer.toml"
 
 
 def test_ingest_analyze_experiments(run, sim_dir):
@@ -88,59 +84,6 @@ def test_simulate_then_ingest_parquet(run, tmp_path):
     assert (tmp_path / "sim" / "pq.parquet").is_file()
     r = run("ingest", tmp_path / "sim" / "pq.toml")
     assert r.code == 0 and "3,000 units" in r.out
-
-
-def test_demo_console_script_end_to_end(tmp_path):
-    """The installed `pex demo` simulates the demo experiment, runs the whole pipeline, publishes the personalized
-    policy it certifies and serves the report."""
-    spec = tmp_path / "demo.toml"
-    spec.write_text(DEMO_SPEC.read_text())
-    env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
-    env.pop("PEX_DATABASE_URL", None)
-    out_dir = tmp_path / "demo-out"
-    err_path = tmp_path / "demo.err"
-    # 4,000 units, not the demo's 20,000, to keep the suite fast: the trade-off already certifies at this size.
-    # Started as a background job would be, with SIGINT ignored: Ctrl-C's signal must stop the server all the same
-    with started([PEX, "demo", "--spec", str(spec), "-n", "4000", "--out", str(out_dir), "--port", "0", "--trials", "6"],
-                 stderr=err_path, env=env, sigint_ignored=True) as demo:
-        line = demo.wait_for_line("serving the report at ", timeout=400)
-        stdout = demo.stdout()
-        assert line, stdout + err_path.read_text()
-        with urllib.request.urlopen(line.split()[4], timeout=30) as response:
-            page = response.read().decode()
-        assert response.status == 200 and "<svg" in page
-        returncode = demo.signal_and_wait(signal.SIGINT, timeout=30)
-    assert returncode == 0
-    assert (tmp_path / "checkout_offer.csv").is_file()
-    assert "scenario segment_harm" in stdout
-    assert "Sample ratio: OK" in stdout and "Average effects vs control" in stdout
-    assert (tmp_path / "ws" / "pex.db").is_file()
-    assert "Leaderboard per metric" in stdout and "Segments" in stdout
-    assert "Policies, valued off-policy" in stdout and "checkout_offer-value" in stdout
-    assert "checkout_offer-tree-d4" in stdout and "Distilled trees" in stdout
-    assert "Weight search" in stdout and "Recommendation: Personalize with " in stdout
-    assert {"summary.json", "report.html", "policies"} <= {p.name for p in out_dir.iterdir()}
-    # the recommendation is a certified personalized policy, and the trade-off shows: treating everyone is rejected
-    rec = json.loads((out_dir / "summary.json").read_text())["recommendation"]
-    assert rec["verdict"] == "personalize" and rec["kind"] != "constant", rec
-    assert rec["policy"] in rec["certification"]["certified"]
-    # cross-fitted, nothing is screened out on the building units (they are the other half's test units): treating
-    # everyone is tested, fails, and the recommendation says so with its bound
-    cert = rec["certification"]
-    assert cert["screened_out"] == [] and "checkout_offer-all-treat" in cert["tested"]
-    assert "checkout_offer-all-treat" not in cert["certified"]
-    assert "giving everyone 'treat' would do better on revenue" in stdout and "cannot be certified to keep complaints" in stdout
-    # ... and it is live: published by the demo, served from the store by the keyed draw
-    assert f"published {rec['policy']} v" in stdout and "what `pex serve` answers with it" in stdout
-    releases = subprocess.run([PEX, "releases", "--json"], capture_output=True, text=True, env=env, timeout=120)
-    assert releases.returncode == 0, releases.stderr
-    assert [(r["policy"], r["action"]) for r in json.loads(releases.stdout)] == [(rec["policy"], "publish")]
-    decided = [ln.split(" -> ")[1].split()[0] for ln in stdout.splitlines() if " -> " in ln and "(propensity" in ln]
-    assert len(decided) == 4 and set(decided) <= {"control", "treat"}
-    # a second run reuses the data and the stored version
-    again = subprocess.run([PEX, "demo", "--spec", str(spec), "-n", "4000", "--no-fit"],
-                           capture_output=True, text=True, env=env, timeout=300)
-    assert again.returncode == 0 and "already stored" in again.stdout
 
 
 @pytest.mark.postgres

@@ -37,3 +37,37 @@ def test_keeping_control_publishes_nothing(tmp_path):
         done = publish_recommendation(ws, rec, {})
         assert not done.published and done.release is None and "keep control" in done.reason
         assert ws.releases(None) == []
+
+
+def test_each_demo_creates_its_own_owner_token_and_says_how_many_earlier_ones_still_work(tmp_path):
+    from pex.services.demo import DEMO_OWNER, owner_token
+
+    with Workspace(tmp_path / "ws") as ws:
+        first = owner_token(ws)
+        assert first.earlier == 0 and "shown only now" in first.note() and first.name == DEMO_OWNER
+        assert ws.verify_token(first.secret).scope == "admin"
+        second = owner_token(ws)
+        assert second.secret != first.secret and second.earlier == 1
+        assert "new admin token" in second.note() and "the 1 of earlier demos still work" in second.note()
+        ws.revoke_token(first.id)
+        assert owner_token(ws).earlier == 1  # a revoked one is not counted
+
+
+def test_the_traffic_token_is_a_decide_token_and_counts_the_demos_before_it(tmp_path):
+    from pex.services.demo import traffic_token
+
+    with Workspace(tmp_path / "ws") as ws:
+        ident, secret, before = traffic_token(ws)
+        assert before == 0 and ws.verify_token(secret).scope == "decide"
+        ws.revoke_token(ident)
+        assert traffic_token(ws)[2] == 1  # the next demo's users are new ones (seeded by the count)
+
+
+def test_traffic_needs_a_published_policy(tmp_path):
+    from pex.errors import PexError
+    from pex.services.demo import DemoRelease, send_traffic
+
+    spec = load_spec(EXPERIMENTS / "checkout_offer.toml", require_data=False)
+    nothing = DemoRelease(policy="checkout_offer-all-control", version=None, release=None, reason="kept control")
+    with pytest.raises(PexError, match="only to a published policy"):
+        send_traffic("http://127.0.0.1:9", "token", spec, nothing, 10, 0)
