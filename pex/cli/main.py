@@ -189,6 +189,8 @@ def _demo_spec_path() -> Path:
 
 # The demo's size: like a well-powered test of its experiment, it certifies a personalized policy.
 DEMO_UNITS = 20_000
+# Simulated users the demo sends through the published policy, so the UI's monitor page has live traffic to show.
+DEMO_TRAFFIC_UNITS = 3_000
 
 
 @cli.command()
@@ -204,22 +206,27 @@ DEMO_UNITS = 20_000
               help="Ax weight vectors refining the weight search (0: the dense sweep alone).")
 @click.option("--publish/--no-publish", "publish_policy", default=True, show_default=True,
               help="Make the recommended policy live when it is certified and does more than keep control.")
-@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the report over HTTP when done.")
+@click.option("--traffic", "traffic_units", type=click.IntRange(min=0), default=DEMO_TRAFFIC_UNITS, show_default=True,
+              help="Simulated users sent through the published policy by a `pex serve` the demo starts and stops "
+                   "(decisions and outcomes for the UI's monitor page); 0 sends none.")
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="Serve the web UI (`pex ui`, with its worker) when done; --no-serve ends after the pipeline and traffic.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="The UI's port (0: any free one).")
 @click.pass_context
 def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: str, trials: int, publish_policy: bool,
-         serve: bool, host: str, port: int) -> None:
-    """Run the whole pipeline on the bundled demo experiment, publish the policy it certifies and serve its report."""
+         traffic_units: int, serve: bool, host: str, port: int) -> None:
+    """Run the whole pipeline on the bundled demo experiment, publish the policy it certifies, send it some simulated
+    traffic and serve the web UI, where the experiment, its run, the live policy and its traffic are shown."""
     from pex.report.text import render_analysis
     from pex.services.demo import demo_spec
     from pex.services.experiments import ingest_and_analyze
 
     started = time.perf_counter()
-    steps = 3 if fit_models and publish_policy else 2
-    spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"[1/{steps}] {m}"))
     if not fit_models:
-        click.echo(f"[2/{steps}] validating, storing and analysing the data")
+        steps = _DemoSteps(2)
+        spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"{steps.next()} {m}"))
+        click.echo(f"{steps.next()} validating, storing and analysing the data")
         done, analysis = ingest_and_analyze(lambda: _workspace(ctx, create=True), spec)
         dv = done.version
         click.echo(f"      dataset version {dv.version} ({dv.id}, {'new' if dv.created else 'already stored'}) "
@@ -230,34 +237,133 @@ def demo(ctx: click.Context, spec_path: str, units: int, fit_models: bool, out: 
         return
     from pex.services.run import run as run_pipeline
 
-    click.echo(f"[2/{steps}] the whole offline pipeline (pex run)")
+    steps = _DemoSteps(2 + publish_policy + (publish_policy and traffic_units > 0) + serve)
+    spec = demo_spec(spec_path, units, say=lambda m: click.echo(f"{steps.next()} {m}"))
+    click.echo(f"{steps.next()} the whole offline pipeline (pex run)")
     result = run_pipeline(spec_path, out, home=ctx.obj.get("home"), seed=0, trials=trials, use_ax=trials > 0,
                           say=lambda m: click.echo(f"      {m}"), progress=_Progress())
     _print_run(result)
     click.echo(f"\npipeline done in {time.perf_counter() - started:.1f}s")
     if publish_policy:
-        _publish_demo(ctx, spec, result)
+        published = _publish_demo(ctx, spec, result, steps)
+        if traffic_units and published.published:
+            _demo_traffic(ctx, spec, published, traffic_units, steps)
+        elif traffic_units:
+            click.echo(f"{steps.next()} no simulated traffic: no policy is live to send it to")
     if serve:
-        from pex.cli.report_server import serve_folder
-
-        serve_folder(Path(out), host, port, say=click.echo)
+        _serve_demo_ui(ctx, host, port, steps)
 
 
-def _publish_demo(ctx: click.Context, spec, result) -> None:
+class _DemoSteps:
+    """The demo's numbered steps, ``[i/n]``, counted as they are announced."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def next(self) -> str:
+        self.done += 1
+        return f"\n[{self.done}/{self.total}]" if self.done > 1 else f"[1/{self.total}]"
+
+
+def _publish_demo(ctx: click.Context, spec, result, steps: _DemoSteps):
     """Publish what the demo's run certified, and show what a server answers with it."""
     from pex.services.demo import first_decisions, publish_recommendation
 
-    click.echo("\n[3/3] publishing the recommendation (pex publish)")
+    click.echo(f"{steps.next()} publishing the recommendation (pex publish)")
     ws = _workspace(ctx, create=True)
     done = publish_recommendation(ws, result.typed.recommendation, result.policy_objects)
     click.echo(f"      {done.reason}")
     if not done.published:
-        return
+        return done
     click.echo(f"      what `pex serve` answers with it (POST /api/v1/policies/{done.policy}/decide), first units of the data:")
     for d in first_decisions(ws, done, spec):
         features = ", ".join(f"{k}={v}" for k, v in d["features"].items())
         click.echo(f"        {d['unit']} ({features}) -> {d['arm']} (propensity {d['propensity']:.3f})")
-    click.echo("      serve it: `pex token create --scope decide`, `pex serve`, then POST units to that route")
+    return done
+
+
+def _demo_traffic(ctx: click.Context, spec, published, units: int, steps: _DemoSteps) -> None:
+    """Start `pex serve` on a free port, send ``units`` simulated users through the published policy, stop it (SIGTERM:
+    every buffered decision is written) and bring the monitor's hourly counts up to date."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+
+    from pex.services.demo import send_traffic, traffic_token
+
+    click.echo(f"{steps.next()} simulated traffic through {published.policy} v{published.version} (pex serve + "
+               f"pex simulate-traffic)")
+    ws = _workspace(ctx, create=True)
+    token_id, secret, before = traffic_token(ws)
+    with socket.socket() as probe:  # a free port for a server that lives only for this step
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PEX_HOME": str(ws.home)}
+    with tempfile.TemporaryFile("w+") as err:
+        server = subprocess.Popen([sys.executable, "-c", "from pex.cli.main import entry; entry()", "serve", "--port",
+                                   str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", server, err)
+            done = send_traffic(f"http://127.0.0.1:{port}", secret, spec, published, units, before,
+                                say=lambda m: click.echo(f"      {m}"))
+        finally:
+            server.terminate()  # SIGTERM: requests in flight finish and the decision log is written
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=30)
+            ws.revoke_token(token_id)  # the traffic's own token: nothing else needs it
+    arms = ", ".join(f"{a} {n:,}" for a, n in sorted(done.arms.items()))
+    click.echo(f"      {done.decisions:,} decisions ({arms}) and {done.outcomes_posted:,} outcomes in {done.seconds:.1f}s; "
+               f"{done.units_without_outcomes:,} users never reported")
+    from pex.services.rollups import refresh
+
+    refresh(ws)
+    click.echo("      the monitor's hourly counts are up to date")
+
+
+def _wait_ready(url: str, server, err, timeout: float = 120) -> None:
+    """Wait for a child `pex serve` to answer /readyz (its published policy loaded), or fail with its stderr."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            err.seek(0)
+            raise PexError(f"the demo's `pex serve` exited with {server.returncode}: {err.read().strip()[-500:]}",
+                           "run the demo with --traffic 0 to skip the simulated traffic")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise PexError("the demo's `pex serve` did not become ready within two minutes",
+                   "run the demo with --traffic 0 to skip the simulated traffic")
+
+
+def _serve_demo_ui(ctx: click.Context, host: str, port: int, steps: _DemoSteps) -> None:
+    """Print the UI's address and an owner's token, then become `pex ui` (with its worker) on ``host:port``."""
+    from pex.services.demo import owner_token
+
+    if port == 0:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    owner = owner_token(_workspace(ctx, create=True))
+    click.echo(f"{steps.next()} the web UI (pex ui, with its job worker)")
+    click.echo(f"      {owner.note()}")
+    click.echo(f"      open http://{host}:{port}/ui/login and paste this token:")
+    click.echo(f"      token: {owner.secret}")
+    click.echo(f"      serving the UI at http://{host}:{port}/ui/ (Ctrl-C stops it)")
+    sys.stdout.flush()
+    ctx.invoke(cli.get_command(ctx, "ui"), host=host, port=port)
 
 
 def _print_run(result) -> None:
