@@ -80,7 +80,7 @@ def _supervise(server: list[str], worker: list[str] | None, env: dict[str, str],
         children["gunicorn"] = subprocess.Popen(server, env=env)
         if worker is not None:
             children["worker"] = subprocess.Popen(worker, env=env)
-        how = f"gunicorn, {workers} workers x {threads} threads"
+        how = f"gunicorn, {workers} worker{'s' if workers != 1 else ''} x {threads} threads"
         job = f"job worker pid {children['worker'].pid}" if worker is not None else "no job worker (--no-worker)"
         click.echo(f"serving the UI on {url} ({how}; {job})", err=True)
         sys.stderr.flush()

@@ -43,11 +43,15 @@
         .then(function (data) {
           update(data.job);
           var log = document.querySelector('[data-job="log"]');
-          if (log) { log.textContent = data.log.map(function (row) { return row.line + "\n"; }).join(""); }
+          if (log) {
+            log.textContent = data.log.length ? data.log.map(function (row) { return row.line + "\n"; }).join("")
+                                              : "(nothing logged yet)";
+          }
           if (data.job.finished) {
             section.setAttribute("data-finished", "true");
-            // the actions change with the status (Cancel -> Run again): reload once to show the right ones
-            if (!section.hasAttribute("data-reloaded")) { window.location.reload(); }
+            // the actions change with the status (Cancel -> Run again): reload to show the right ones (the
+            // reloaded page says data-finished="true", so it polls no more)
+            window.location.reload();
             return;
           }
           timer = window.setTimeout(tick, 1000);
@@ -82,13 +86,15 @@
     }
     var buttons = document.createElement("div");
     buttons.className = "buttons";
+    // the buttons say what they do: "Cancel" would be ambiguous next to an action that cancels a job
+    var submitter = form.querySelector("button[type=submit], button:not([type])");
     var cancel = document.createElement("button");
     cancel.type = "button";
     cancel.className = "secondary";
-    cancel.textContent = "Cancel";
+    cancel.textContent = "Go back";
     var ok = document.createElement("button");
     ok.type = "button";
-    ok.textContent = "Confirm";
+    ok.textContent = submitter ? submitter.textContent.trim() : "Confirm";
     buttons.appendChild(cancel);
     buttons.appendChild(ok);
     dialog.appendChild(buttons);
