@@ -14,7 +14,7 @@ import atexit
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Flask, redirect, url_for
+from flask import Blueprint, Flask, redirect, request, url_for
 
 from pex.errors import PexError
 from pex.services.access import TokenChecker
@@ -107,6 +107,8 @@ def create_ui_app(config: dict[str, Any] | None = None) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        if request.blueprint != "ui_static":  # pages and twins show a user's data: never kept by a shared cache
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return app

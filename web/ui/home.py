@@ -3,6 +3,7 @@ job pages (with the actions that start, cancel and re-run jobs). Views only call
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -15,6 +16,7 @@ from pex.services.pages.jobs import job_page, jobs_page
 from web.ui import auth
 from web.ui.twins import action, actor, can_act, page, workspace
 
+log = logging.getLogger("pex.web.ui")
 bp = Blueprint("home", __name__, url_prefix="/ui")
 home = bp
 
@@ -33,8 +35,10 @@ def login():
             user = auth.check_login(workspace(), request.form.get("token", ""))
         except auth.LoginRefused as exc:
             refused = exc
+            log.info("ui login refused from %s: %s", request.remote_addr, exc.message)
         else:
             login_user(user)
+            log.info("ui login: token:%s (%s) from %s", user.name, user.scope, request.remote_addr)
             return redirect(auth.safe_next(next_url))
     status = 401 if refused else 200
     return render_template("login.html", refused=refused, next_url=next_url or ""), status
@@ -43,6 +47,8 @@ def login():
 @bp.post("/logout")
 def logout():
     """Forget the session (a POST, CSRF-checked: a link elsewhere cannot log anyone out)."""
+    if current_user.is_authenticated:
+        log.info("ui logout: token:%s", current_user.name)
     logout_user()
     return redirect(url_for("home.login"))
 

@@ -147,5 +147,9 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("section[data-job-poll]").forEach(pollJob);
+    // the dialog asks for the extra confirmation: the page's own checkbox (for use without JavaScript) goes away
+    document.querySelectorAll("form[data-extra-confirm] label.extra-confirm").forEach(function (label) {
+      label.remove();
+    });
   });
 })();
