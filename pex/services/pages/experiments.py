@@ -96,6 +96,7 @@ TERMS = {
     "goal": "Whether a higher value of the metric is better (increase) or worse (decrease).",
 }
 GOALS = ("increase", "decrease")
+NOTE = "_note."  # the form's hidden fields carrying pex's reason for each guess (not part of the spec)
 ROLES = ("primary", "secondary", "guardrail")
 
 
@@ -113,7 +114,10 @@ def proposal_page(ws_home: Any, upload_id: str, form: dict[str, Any] | None = No
 
     staged = upload.staged(ws_home, upload_id)
     notes: dict[str, str] = {}
-    if form is None:
+    if form is not None:  # pex's reasons came back with the form (hidden fields): still shown next to each guess
+        notes = {key[len(NOTE):]: _one(form, key) for key in form if key.startswith(NOTE)}
+        form = {key: value for key, value in form.items() if not key.startswith(NOTE)}
+    else:
         proposal = upload.propose(ws_home, upload_id)
         form = upload.spec_to_form(proposal["spec"])
         notes = {n["field"]: n["reason"] for n in proposal.get("notes", [])}
@@ -121,7 +125,7 @@ def proposal_page(ws_home: Any, upload_id: str, form: dict[str, Any] | None = No
             form["owner"] = owner
     columns = [c["name"] for c in staged.columns]
     metric_names = _metric_names(form)
-    chosen_metrics = set(_many(form, "metrics")) if "metrics" in form else set(metric_names)
+    chosen_metrics = {n for n in _many(form, "metrics") if n} if "metrics" in form else set(metric_names)
     shown: set[str] = {"name", "description", "owner", "unit", "arm", "control", "propensity", "features",
                        "spec_file", "file", "allocation", "metrics"}
     metrics = []
@@ -154,6 +158,7 @@ def proposal_page(ws_home: Any, upload_id: str, form: dict[str, Any] | None = No
         "metrics": metrics,
         "allocation": [{"arm": a, "share": _one(form, f"allocation.{a}")} for a in arms],
         "notes": notes,
+        "note_prefix": NOTE,
         "errors": by_field,
         "general_errors": general,
         "terms": TERMS,
@@ -165,7 +170,7 @@ def proposal_page(ws_home: Any, upload_id: str, form: dict[str, Any] | None = No
 
 
 def _metric_names(form: dict[str, Any]) -> list[str]:
-    names = list(_many(form, "metrics")) if "metrics" in form else []
+    names = [n for n in _many(form, "metrics") if n] if "metrics" in form else []
     for key in form:
         if key.startswith("metrics.") and key.count(".") >= 2:
             name = key[len("metrics."):].rsplit(".", 1)[0]

@@ -268,6 +268,8 @@ def test_upload_propose_fix_a_deliberate_error_and_create(ui_client, ui_home, ui
     guardrails = [m["name"] for m in proposal["metrics"] if m["role"] == "guardrail"]
     metric = guardrails[0] if guardrails else proposal["metrics"][0]["name"]
     form["name"] = "checkout"
+    page = client.get(url).get_data(as_text=True)
+    form.update({name: value for name, value in re.findall(r'<input type="hidden" name="(_note\.[^"]+)" value="([^"]*)"', page)})
     form[f"metrics.{metric}.role"] = "guardrail"
     form[f"metrics.{metric}.max_harm"] = "-1"  # the deliberate error
     refused = client.post_form(url, form)
@@ -279,6 +281,7 @@ def test_upload_propose_fix_a_deliberate_error_and_create(ui_client, ui_home, ui
     error = re.search(rf'<p class="error" id="{field.group(1).strip()}">(.*?)</p>', text, re.S)
     assert error and "max_harm" in error.group(1) and "negative" in error.group(1)
     assert "checkout" not in [e["name"] for e in ui_app.extensions["pex"].ws.list_experiments()]  # nothing stored
+    assert "pex guessed:" in text  # the reasons stay next to their guesses (they came back as hidden fields)
     form[f"metrics.{metric}.max_harm"] = "0.05"
     created = client.post_form(url, form)
     assert created.status_code == 303 and created.headers["Location"] == "/ui/experiments/checkout"
@@ -331,3 +334,18 @@ def test_the_upload_limit_is_a_setting(ui_home, monkeypatch):
     monkeypatch.setenv("PEX_UI_MAX_UPLOAD", str(5 * 2**20))
     assert load_config({"HOME": str(ui_home.home)})["UI_MAX_UPLOAD"] == 5 * 2**20
     assert os.environ["PEX_UI_MAX_UPLOAD"] == str(5 * 2**20)
+
+
+def test_unticking_every_metric_is_an_error_not_all_metrics(ui_client, ui_home):
+    client = ui_client("admin")
+    data = Path(ui_home.data).read_bytes()
+    url = client.post_form("/ui/experiments/new", {"data": (io.BytesIO(data), "exp.csv")},
+                           content_type="multipart/form-data").headers["Location"]
+    form = _form_of(client.get(f"{url}.json").json)
+    form["metrics"] = [""]  # what the page sends with every box unticked (its hidden empty entry)
+    answer = client.post_form(url, form)
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 422
+    errors = dict(re.findall(r'<p class="error" id="([^"]+)-error"><strong>(.*?)</strong>', text, re.S))
+    assert "f-metrics" in errors, errors
+    assert "f-name" in errors and "exp" in errors["f-name"]  # the name the file suggests is taken: said as well
