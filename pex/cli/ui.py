@@ -20,7 +20,7 @@ import click
 from pex.cli.common import _workspace
 
 # how long the children get to stop after SIGTERM before they are killed: gunicorn's graceful timeout (30 s) for
-# requests in flight, and the worker's time to cancel its job cleanly
+# requests in flight, and the worker's time to stop its running job cleanly
 STOP_SECONDS = 45.0
 WORKER_ARGV = [sys.executable, "-c", "from pex.cli.main import entry; entry()", "worker"]
 
@@ -40,8 +40,8 @@ def ui(ctx: click.Context, host: str, port: int, workers: int, threads: int, no_
 
     Log in with a `view` or `admin` token (`pex token create --scope view --name alice`). Upgrades the workspace's
     schema if needed; on a workspace with no token, creates an admin token and prints it once. Starts one job worker
-    (`pex worker`) unless --no-worker. SIGTERM or Ctrl-C stops both: requests in flight finish, and a running job is
-    cancelled cleanly (nothing half-written).
+    (`pex worker`) unless --no-worker. SIGTERM or Ctrl-C stops both: requests in flight finish, and a running job
+    stops cleanly (nothing half-written) and ends 'interrupted', to be run again from its page.
     """
     from pex.services.access import first_start_token
     from pex.services.settings import load_config
