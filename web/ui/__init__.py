@@ -100,6 +100,11 @@ def create_ui_app(config: dict[str, Any] | None = None) -> Flask:
     def root():
         return redirect(url_for("home.experiments"))
 
+    @app.get("/favicon.ico")
+    def favicon():
+        # what a browser asks for on a page that names no icon (a served report, a download): pex's own, not a 404
+        return redirect(url_for("ui_static.static", filename="favicon.svg"), 301)
+
     @app.after_request
     def security_headers(response):
         # a view may set its own policy for its response (the offline report's inline styles); all others get CSP

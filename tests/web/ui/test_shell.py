@@ -43,6 +43,7 @@ def test_pages_hold_no_inline_script_style_or_handler(ui_client, ui_home):
 def test_root_goes_to_the_experiments_and_static_files_are_served(ui_client):
     client = ui_client(None)
     assert client.get("/").headers["Location"] == "/ui/experiments"
+    assert client.get("/favicon.ico").headers["Location"] == "/ui/static/favicon.svg"
     with client.get("/ui/static/pex.css") as css, client.get("/ui/static/pex.js") as js:
         assert css.status_code == 200 and css.mimetype == "text/css"
         assert js.status_code == 200 and "javascript" in js.mimetype
