@@ -350,3 +350,15 @@ def test_unticking_every_metric_is_an_error_not_all_metrics(ui_client, ui_home):
     errors = dict(re.findall(r'<p class="error" id="([^"]+)-error"><strong>(.*?)</strong>', text, re.S))
     assert "f-metrics" in errors, errors
     assert "f-name" in errors and "exp" in errors["f-name"]  # the name the file suggests is taken: said as well
+
+
+def test_post_button_with_extra_confirmation_works_without_javascript(ui_app):
+    from flask import render_template_string
+
+    with ui_app.test_request_context("/ui/x"):
+        html = render_template_string(
+            '{% import "_macros.html" as m %}{{ m.post_button("/ui/x", "Publish v2", confirm="v1 -> v2", '
+            'extra_confirm="I understand v2 is <not> certified") }}')
+    assert 'data-confirm="v1 -&gt; v2"' in html and 'data-extra-confirm="I understand v2 is &lt;not&gt; certified"' in html
+    assert '<input type="checkbox" name="extra_confirmed" value="yes">' in html  # ticked on the page without JS
+    assert 'name="csrf_token"' in html
