@@ -322,7 +322,13 @@ def test_an_upload_id_is_never_a_path(ui_client):
 
 
 def test_only_admins_upload(ui_client, ui_home):
+    data = Path(ui_home.data).read_bytes()
+    url = ui_client("admin").post_form("/ui/experiments/new", {"data": (io.BytesIO(data), "exp.csv")},
+                                       content_type="multipart/form-data").headers["Location"]
     viewer = ui_client("view")
+    page = viewer.get(url).get_data(as_text=True)
+    assert re.findall(r'<form method="post" action="([^"]+)"', page) == ["/ui/logout"]
+    assert viewer.post_form(url, {"name": "x"}).status_code == 403
     answer = viewer.post_form("/ui/experiments/new", {"data": (io.BytesIO(b"a,b\n1,2\n"), "x.csv")},
                               content_type="multipart/form-data")
     assert answer.status_code == 403
