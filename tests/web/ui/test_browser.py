@@ -517,6 +517,28 @@ def test_every_page_again_at_800_px_shows_its_twin_and_scrolls_no_sideways(brows
     assert findings.problems.get("scroll", []) == [], "\n".join(findings.problems["scroll"])
 
 
+def test_the_read_only_pages_work_without_javascript(browser, ui, findings):
+    """With JavaScript off, logging in works and every page shows what its twin holds (only polling and dialogs need
+    scripts)."""
+    context = browser.browser.new_context(java_script_enabled=False, base_url=ui.url)
+    try:
+        page = context.new_page()
+        page.goto(ui.url + "/ui/login")
+        page.fill("#token", ui.tokens["view"])
+        with page.expect_navigation():
+            page.click("form.login button[type=submit]")
+        assert page.url.endswith("/ui/experiments")
+        s = Session(context=context, page=page, origin=ui.url)
+        for path in findings.pages:
+            if path != "/ui/login":
+                assert s.goto(path).status == 200
+                assert page.locator("h1").count() == 1
+                findings.add("twin", [f"(no JavaScript) {p}" for p in settled_twin(s, path)[1]])
+    finally:
+        context.close()
+    assert findings.problems.get("twin", []) == [], "\n".join(findings.problems["twin"])
+
+
 def test_every_page_has_one_h1(findings):
     assert len(findings.pages) >= 12
     assert findings.problems.get("h1", []) == [], findings.problems["h1"]
