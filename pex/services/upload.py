@@ -383,9 +383,16 @@ def _validate(st: Staged, spec: Mapping[str, Any]) -> tuple[ExperimentSpec, Data
     return checked, validate(frame, checked, source=repr(st.filename))
 
 
+# names the UI's own routes take under /ui/experiments/ (web/ui/home.py): an experiment so named could not be opened
+RESERVED_NAMES = frozenset({"new"})
+
+
 def _check_name_free(ws: Workspace, ws_home: str | Path, name: str) -> None:
     if not NAME_PATTERN.fullmatch(name):
         return  # not a name at all: the spec check says so, on the same field
+    if name in RESERVED_NAMES:
+        raise SpecError(f"{name!r} cannot name an experiment made in the UI: /ui/experiments/{name} is the UI's own page",
+                        "choose another name", field="name")
     taken = any(e["name"] == name for e in ws.list_experiments())
     if taken or (name and (experiments_dir(ws_home) / name).exists()):
         raise SpecError(f"an experiment named {name!r} exists already",

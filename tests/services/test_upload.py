@@ -70,6 +70,9 @@ def test_stage_propose_check_create(home, ws, csv_bytes):
     assert error.field == "name" and "exists already" in error.message and "pex ingest" in error.hint
     with pytest.raises(SpecError, match="exists already"):
         upload.create(ws, home, again.id, spec, "token:alice")
+    # a name the UI's own page takes (/ui/experiments/new) is refused on the same field
+    [error] = upload.check(home, again.id, {**spec, "name": "new"}, ws)
+    assert error.field == "name" and "the UI's own page" in error.message
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
