@@ -271,6 +271,7 @@ def test_the_pipeline_runs_as_a_job_whose_page_shows_its_progress(admin, ui, fin
     run = admin.page.url.removeprefix(ui.url)
     visit(admin, run, findings, shots, "08-run")
     state["run"] = run
+    state["job"] = job
     # the offline report, served as is (not a twin page: no tables to compare; still no error, nothing foreign)
     with admin.page.expect_navigation():
         admin.page.click("a[href$='/report.html']")
@@ -392,7 +393,7 @@ ACTION_FORMS = "form[method=post]:not([action$='/ui/logout'])"
 def test_a_view_session_sees_no_action_and_its_posts_are_refused(viewer, ui, findings, shots, state):
     assert viewer.page.url.endswith("/ui/experiments")
     pages = ["/ui/experiments", f"/ui/experiments/{EXPERIMENT}", f"/ui/experiments/{EXPERIMENT}/policies",
-             "/ui/jobs", state["run"], "/ui/monitor", "/ui/experiments/new"]
+             "/ui/jobs", state["job"], state["run"], "/ui/monitor", "/ui/experiments/new"]
     for path in pages:
         visit(viewer, path, findings)
         assert viewer.page.locator(ACTION_FORMS).count() == 0, f"{path} shows a view token an action"
