@@ -501,6 +501,22 @@ def test_the_monitor_lists_the_live_policies(admin, findings, shots, state):
     visit(admin, f"/ui/experiments/{EXPERIMENT}", findings, shots, "22-experiment-final")
 
 
+def test_a_missing_experiment_shows_the_message_and_hint_never_a_trace(browser, ui, findings, shots):
+    s = log_in(browser, findings, ui.tokens["view"])
+    findings.sessions.remove(s)  # its expected 404 is no console error of the pages
+    try:
+        assert s.goto("/ui/experiments/no-such-experiment").status == 404
+        problem = s.page.locator(".problem[role=alert]")
+        assert "no-such-experiment" in problem.locator(".message").inner_text()
+        assert problem.locator(".hint").inner_text().startswith("What to do: ")
+        assert "Traceback" not in s.page.content() and 'File "' not in s.page.content()
+        axe(s, "404 page")
+        shot(s, shots, "23-not-found")
+        s.assert_clean(404)
+    finally:
+        s.context.close()
+
+
 # -- every page, once more -----------------------------------------------------------------------------------------
 
 def test_every_page_again_at_800_px_shows_its_twin_and_scrolls_no_sideways(browser, ui, findings, state):
