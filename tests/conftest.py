@@ -34,6 +34,7 @@ WHOLE_MODULES = (
     "tests/policy/test_value_policy.py",
     "tests/cli/test_cli_policies.py",
     "tests/hte/test_hte.py",
+    "tests/services/test_jobs.py",
     "tests/web/ui/test_browser.py",  # one pex ui and one browser, its tests in order (an owner's path)
 )
 
