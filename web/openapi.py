@@ -23,7 +23,9 @@ DECIDE_REQUEST = {"type": "object", "required": ["unit"], "properties": {
 RELEASE_EVENT = {"type": "object", "required": ["policy", "action", "from_version", "to_version", "actor", "created_at"],
                  "properties": {"policy": {"type": "string"}, "action": {"enum": ["publish", "rollback"]},
                                 "from_version": {"type": ["integer", "null"]}, "to_version": {"type": "integer"},
-                                "actor": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}}
+                                "actor": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                                # why a release happened outside the normal rule (an uncertified publish confirmed in the UI)
+                                "note": {"type": ["string", "null"]}}}
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
     "DecideRequest": DECIDE_REQUEST,

@@ -68,8 +68,9 @@ def _new_figure(height_in: float) -> Figure:
     return Figure(figsize=(WIDTH_IN, height_in), layout="constrained")
 
 
-def _to_svg(fig: Figure, key: str) -> str:
-    """Serialise ``fig`` as an inline SVG element (no XML prolog, no namespace URLs, no metadata)."""
+def _to_svg(fig: Figure, key: str, label: str) -> str:
+    """Serialise ``fig`` as an inline SVG element (no XML prolog, no namespace URLs, no metadata), named ``label``
+    for screen readers (an image without a name is announced as nothing at all)."""
     buf = io.StringIO()
     # A fixed salt per chart keeps ids deterministic (same summary, same bytes) and distinct between charts.
     with matplotlib.rc_context({**_RC, "svg.hashsalt": f"pex-{key}"}):
@@ -82,15 +83,16 @@ def _to_svg(fig: Figure, key: str) -> str:
     # Glyph and clip-path ids repeat between charts; prefix them so ids stay unique within the page.
     prefix = re.sub(r"[^A-Za-z0-9_-]", "_", key) + "-"
     svg = re.sub(r'(\bid="|href="#|url\(#)([^")]+)', lambda m: m.group(1) + prefix + m.group(2), svg)
-    svg = svg.replace("<svg ", f'<svg role="img" class="chart-svg" data-chart="{html.escape(key)}" ', 1)
+    svg = svg.replace("<svg ", f'<svg role="img" class="chart-svg" data-chart="{html.escape(key)}" '
+                              f'aria-label="{html.escape(label)}" ', 1)
     return svg.strip()
 
 
-def _draw(key: str, height_in: float, paint) -> str:
+def _draw(key: str, height_in: float, paint, label: str) -> str:
     with matplotlib.rc_context(_RC):
         fig = _new_figure(height_in)
         paint(fig)
-        return _to_svg(fig, key)
+        return _to_svg(fig, key, label)
 
 
 def _pct(x: float, _pos=None) -> str:
@@ -148,7 +150,8 @@ def forest_plot(effects: list[dict], goals: dict[str, str], limits: dict[str, fl
         if limit_drawn:
             ax.legend(loc="lower right")
 
-    return _draw("forest", 1.0 + 0.34 * n, paint)
+    return _draw("forest", 1.0 + 0.34 * n, paint,
+                 "Forest plot: each arm's average effect on each metric relative to control, with its 95% interval")
 
 
 # --------------------------------------------------------------------------- Qini curves
@@ -183,7 +186,8 @@ def qini_chart(tests: list[dict], metric: str, colors: dict[str, str]) -> str:
         else:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
-    return _draw(f"qini-{metric}", 2.9, paint)
+    return _draw(f"qini-{metric}", 2.9, paint,
+                 f"Qini curves for {metric}: the gain from treating first the units the model ranks highest")
 
 
 # --------------------------------------------------------------------------- Pareto front
@@ -473,7 +477,9 @@ def pareto_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, r
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
         _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=kept + held)
 
-    return _draw("pareto", 3.6, paint)
+    return _draw("pareto", 3.6, paint,
+                 "The weight search's trade-offs between the metrics: the policies tried, the Pareto front and the "
+                 "candidates")
 
 
 def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None, recommended: int | None = None,
@@ -548,7 +554,7 @@ def tradeoff_chart(pareto: dict, candidate_labels: dict[int, str] | None = None,
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, borderaxespad=0)
         _label_candidates(fig, ax, cand, candidate_labels, recommended, avoid=held + [(x1, y) for _, x1, y in bars])
 
-    return _draw("tradeoff", 3.6, paint)
+    return _draw("tradeoff", 3.6, paint, "Each candidate's gain on the goal against its guardrail harm")
 
 
 def _label_offsets(points: list[tuple[int, tuple[float, float]]]) -> list[tuple[int, tuple[float, float], tuple[float, float]]]:
@@ -648,7 +654,7 @@ def tree_diagram(tree: dict, colors: dict[str, str]) -> str:
 
     esc = html.escape
     # Shrinks with its column down to 70% (then the wrapper scrolls), never grows past its natural size.
-    root_tag = (f'<svg class="tree-svg" role="img" viewBox="0 0 {width:.0f} {height:.0f}" '
+    root_tag = (f'<svg class="tree-svg" role="img" aria-label="The policy as a tree of questions" viewBox="0 0 {width:.0f} {height:.0f}" '
                 f'style="width:100%;max-width:{width:.0f}px;min-width:{0.7 * width:.0f}px;height:auto" font-size="12.5">')
     parts = [root_tag]
     edge_labels = []
@@ -734,7 +740,7 @@ def decisions_chart(hours: list, stacks: dict[str, list[int]], colors: dict[str,
         if len(stacks) > 1:
             ax.legend(loc="upper left", ncols=min(4, len(stacks)))
 
-    return _draw(key, 2.6, paint)
+    return _draw(key, 2.6, paint, f"{what.capitalize()} per hour" + (", stacked by arm" if len(stacks) > 1 else ""))
 
 
 # SVG properties that may stand as presentation attributes (the rest of an inline style is dropped)
@@ -774,4 +780,8 @@ def labelled(svg: str, label: str) -> str:
     announces what the chart shows; the page's text next to it carries the detail."""
     if not svg:
         return svg
-    return re.sub(r"<svg\b", f'<svg aria-label="{html.escape(label)}"', svg, count=1)
+    named = f'aria-label="{html.escape(label)}"'
+    root = re.match(r"\s*<svg\b[^>]*>", svg)
+    if root and "aria-label=" in root.group(0):  # every chart has a general name: replace it with the page's
+        return svg[:root.start()] + re.sub(r'aria-label="[^"]*"', named, root.group(0), count=1) + svg[root.end():]
+    return re.sub(r"<svg\b", f"<svg {named}", svg, count=1)

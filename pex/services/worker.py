@@ -54,7 +54,7 @@ CANCEL_GRACE = 3.0  # seconds from asking the child to stop to SIGTERM; SIGKILL 
 ROLLUP_SECONDS = 5.0  # the monitor's counts are refreshed at least this often, also while a job runs
 WRITE_INTERVAL = 0.5  # the child writes progress at most twice a second (stage changes at once)
 INTERRUPTED = "the worker stopped while this job ran; run it again"
-INTERRUPTED_HINT = "`pex jobs rerun ID` (or the job page's Run again) queues it again"
+INTERRUPTED_HINT = "run it again: the job page's Run again, or `pex jobs rerun ID`"
 
 
 def worker_name() -> str:

@@ -92,6 +92,7 @@ def test_a_failing_job_ends_failed_with_the_message_and_hint_never_a_traceback(w
         assert "Traceback" in capfd.readouterr().err
 
 
+@pytest.mark.slow  # a worker process and a pipeline job (12-16 s); the browser test (make test) cancels a job too
 def test_cancelling_a_running_job_ends_it_cancelled_within_seconds_with_no_run(ws_home):
     with Workspace(ws_home) as ws:
         job = jobs.submit(ws, "run", {"experiment": "exp"}, "token:alice")  # the default run: long enough

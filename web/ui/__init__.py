@@ -11,10 +11,12 @@ Every page has a JSON twin (web/ui/twins.py). Views call :mod:`pex.services` (pa
 from __future__ import annotations
 
 import atexit
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Flask, redirect, request, url_for
+from markupsafe import Markup, escape
 
 from pex.errors import PexError
 from pex.services.access import TokenChecker
@@ -88,6 +90,7 @@ def create_ui_app(config: dict[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # a token lives as long as the session: a form left open for hours still posts
     )
     app.jinja_env.autoescape = True  # names are data: escape every value in every template (.html is already)
+    app.jinja_env.filters["code"] = code_spans
     auth.init(app)
     errors.init(app)
 
@@ -117,3 +120,9 @@ def create_ui_app(config: dict[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+def code_spans(text: object) -> Markup:
+    """A message or hint with its `backquoted` commands shown as code (the CLI prints the same text with the quotes);
+    everything is escaped first, so a name inside the quotes stays data."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape("" if text is None else text))))

@@ -63,16 +63,9 @@ def check_login(ws: Workspace, pasted: str) -> User:
     return User(record)
 
 
-def _token_by_id(ws: Workspace, ident: str) -> TokenRecord | None:
-    getter = getattr(ws, "get_token", None)
-    if getter is not None:
-        return getter(ident)
-    return next((t for t in ws.list_tokens() if t.id == ident), None)
-
-
 def load_user(ident: str) -> User | None:
     """The session's token, read again from the store on every request: revoked or gone -> logged out."""
-    record = _token_by_id(current_app.extensions["pex"].ws, ident)
+    record = current_app.extensions["pex"].ws.get_token(ident)
     if record is None or record.revoked_at is not None or record.scope not in UI_SCOPES:
         return None
     return User(record)

@@ -261,8 +261,10 @@ def _run_section(ws: Workspace, runs: list[dict[str, Any]]) -> dict[str, Any] | 
         differ = {"answer": "yes", "text": f"✓ Yes: effects differ between units for {where}. Different units respond "
                                            "differently, so a personalized policy can do better than one arm for everyone."}
     else:
-        differ = {"answer": "no", "text": "? No evidence that effects differ between units: giving everyone the best "
-                                          "arm is likely as good as personalizing (the policies page checks this)."}
+        differ = {"answer": "no", "text": "? No clear evidence that effects differ between units, from these tests of "
+                                          "one arm and metric at a time. That is not the last word: a policy weighing "
+                                          "all metrics at once can still beat every single arm, and the policies page "
+                                          "says whether one was certified to."}
     seg = segments_section(s)
     primary = seg["primary"]
     segments = []

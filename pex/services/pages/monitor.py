@@ -37,16 +37,17 @@ def _when(at: datetime) -> str:
 
 
 def _age(since: datetime, now: datetime) -> str:
-    """How long a version has been live, in words ("3 d 4 h", "2 h 5 min", "40 s")."""
+    """How long a version has been live, in words ("3 d 4 h", "2 h 5 min", "under a minute")."""
     seconds = max(0, int((now - since).total_seconds()))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    minutes = rest // 60
     if days:
         return f"{days} d {hours} h"
     if hours:
         return f"{hours} h {minutes} min"
-    return f"{minutes} min" if minutes else f"{secs} s"
+    # never seconds: a page and its .json twin are built moments apart and must show the same words
+    return f"{minutes} min" if minutes else "under a minute"
 
 
 def _live_since(ws: Workspace, policy: str) -> tuple[datetime | None, str]:

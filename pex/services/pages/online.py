@@ -163,7 +163,8 @@ def online_page(ws: Workspace, experiment: str) -> dict[str, Any]:
     promote = None
     if done:
         promote = {"pick": pick, "label": f"Promote the pick ({pick})",
-                   "confirm": (f"{policy} {'nothing live' if live is None else f'v{live}'} -> v{next_version} "
+                   "confirm": (f"{policy}: " + (f"v{next_version} becomes live (nothing is live now)" if live is None
+                                                else f"v{live} -> v{next_version}") + " "
                                f"({pick}, promoted) on every server within seconds: every unit gets {pick}'s decisions "
                                "and the loop's rounds stop being served.")}
     live_text = ("nothing live" if live is None else

@@ -270,7 +270,8 @@ def _audit(ws: Workspace, names: list[str], experiment: str) -> list[dict[str, A
 
 def _confirm(policy: str, live: int | None, version: int) -> str:
     seconds = DEFAULTS["REFRESH_SECONDS"]
-    return (f"{policy} {_version(live)} -> v{version} on every server within seconds "
+    change = f"v{version} becomes live (nothing is live now)" if live is None else f"v{live} -> v{version}"
+    return (f"{policy}: {change} on every server within seconds "
             f"(each server checks for a new version every {seconds:g} s by default).")
 
 

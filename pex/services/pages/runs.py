@@ -31,9 +31,20 @@ def _setting_text(value: Any) -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, (dict, list)):
+    if isinstance(value, dict):  # the policy-building options: "key: value" pairs in words, not JSON
+        return "; ".join(f"{k.replace('_', ' ')}: {_setting_text(v)}" for k, v in sorted(value.items())) or "–"
+    if isinstance(value, list):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+# settings that did nothing in a run: Ax's budget without Ax, the held-out share under cross-fitting
+AX_ONLY = ("trials", "batch", "ax_seconds")
+
+
+def _settings_used(settings: dict[str, Any]) -> dict[str, Any]:
+    unused = set(AX_ONLY if not settings.get("use_ax") else ()) | ({"holdout"} if settings.get("crossfit") else set())
+    return {k: v for k, v in settings.items() if k not in unused}
 
 
 def _record(ws: Workspace, run_id: int, experiment: str) -> dict[str, Any]:
@@ -109,7 +120,7 @@ def run_page(ws: Workspace, run_id: int) -> dict[str, Any]:
     if row["job_id"] is not None:
         j = get_job(ws, row["job_id"]).to_dict()
         job = {"id": j["id"], "actor": j["actor"], "status": j["status"], "created_at": j["created_at"]}
-    settings = s.options or {}
+    settings = _settings_used(s.options or {})
     ordered = [k for k in SETTING_WORDS if k in settings] + [k for k in settings if k not in SETTING_WORDS]
     rec = s.recommendation
     alert, reasons = rec.alert_and_reasons()

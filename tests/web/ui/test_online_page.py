@@ -124,7 +124,7 @@ def test_promote_publishes_the_pick_with_the_actor(ui_client, ui_home):
     client = ui_client("admin")
     _, twin = _page(client)
     promote = twin["actions"]["promote"]
-    assert promote["confirm"].startswith(f"exp-online v{twin['live_version']} -> v")
+    assert promote["confirm"].startswith(f"exp-online: v{twin['live_version']} -> v")
     assert ui_client("view").post_form(f"{PAGE}/promote").status_code == 403
     answer = client.post_form(f"{PAGE}/promote")
     assert answer.status_code == 303 and answer.headers["Location"].endswith(PAGE)

@@ -46,7 +46,8 @@ def test_the_page_equals_its_twin_and_shows_the_recommendation(ui_client):
     assert ' style="' not in html and "<style" not in html
     # the confirmation says exactly what changes
     offer = _offer(twin, certified=True)
-    assert offer["confirm"].startswith(f"{offer['policy']} nothing live -> v{offer['version']} on every server within seconds")
+    assert offer["confirm"].startswith(
+        f"{offer['policy']}: v{offer['version']} becomes live (nothing is live now) on every server within seconds")
 
 
 def test_publish_with_confirmation_goes_live_and_into_the_audit_trail(ui_client, ui_home):

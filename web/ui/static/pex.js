@@ -11,6 +11,16 @@
     });
   }
 
+  // a hint with its `backquoted` commands as <code>, like the server renders it (text nodes only: names stay data)
+  function setCode(el, text) {
+    el.textContent = "";
+    String(text).split("`").forEach(function (part, i) {
+      if (!part) { return; }
+      if (i % 2) { var code = document.createElement("code"); code.textContent = part; el.appendChild(code); }
+      else { el.appendChild(document.createTextNode(part)); }
+    });
+  }
+
   function pollJob(section) {
     var url = section.getAttribute("data-job-poll");
     var timer = null;
@@ -29,7 +39,7 @@
       if (errorBox) {
         errorBox.classList.toggle("hidden", !job.error);
         errorBox.querySelector('[data-job="error"]').textContent = job.error || "";
-        errorBox.querySelector('[data-job="hint"]').textContent = job.hint || "";
+        setCode(errorBox.querySelector('[data-job="hint"]'), job.hint || "");
       }
       var runBox = section.querySelector('[data-job-box="run"]');
       if (runBox && job.run_id) {

@@ -52,7 +52,7 @@ def test_demo_console_script_end_to_end(tmp_path):
     err_path = tmp_path / "demo.err"
     # 4,000 units, not the demo's 20,000, to keep the suite fast: the trade-off already certifies at this size.
     # Started as a background job would be, with SIGINT ignored: Ctrl-C's signal must stop the UI all the same
-    with started([PEX, "demo", "--spec", str(spec), "-n", "4000", "--out", str(out_dir), "--port", "0", "--trials", "6",
+    with started([PEX, "demo", "--spec", str(spec), "-n", "4000", "--out", str(out_dir), "--port", "0",
                   "--traffic", str(TRAFFIC)], stderr=err_path, env=env, sigint_ignored=True) as demo:
         line = demo.wait_for_line("      serving the UI at ", timeout=400)
         stdout = demo.stdout()
