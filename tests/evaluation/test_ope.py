@@ -539,6 +539,7 @@ def test_step_down_makes_each_claim_at_a_shrinking_critical_value():
         ope.step_down_upper([far], [0.0, 1.0])
 
 
+@pytest.mark.slow  # a 6 s sweep; the family-wise error of the procedures is tested in test_multiple_testing.py
 def test_step_down_claims_are_all_true_at_once_about_95_percent_of_the_time():
     """Six alike estimates whose truths sit exactly at their limits (the hardest case) and three that are truly
     within: over 400 replications some false claim is made about 5% of the time, while the true ones are made."""

@@ -185,6 +185,7 @@ def test_aligned_harm_best_policy_within_the_limit_treats_a_middle_slice(aligned
 # -- certification_ceiling ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # the truth harness of the benchmarks (5 s)
 def test_certification_ceiling_standard_error_is_what_dr_with_true_models_attains(segment):
     """The ceiling's standard error (the efficiency bound) against the spread of doubly-robust harm estimates with
     the true outcome models over 300 fresh experiments of the same size, for the policy it picked."""
@@ -210,6 +211,7 @@ def test_certification_ceiling_standard_error_is_what_dr_with_true_models_attain
     assert np.mean(estimates) == pytest.approx(best["harm"]["complaints"], abs=3 * best["se"]["complaints"] / np.sqrt(300))
 
 
+@pytest.mark.slow  # the truth harness of the benchmarks (9 s)
 def test_certification_ceiling_grows_with_the_units_and_stays_below_the_oracle(segment):
     oracle = constrained_oracle(segment, exploration=0.05)["gain"]
     small, large, huge = (certification_ceiling(segment, n) for n in (2_000, 20_000, 5_000_000))

@@ -124,6 +124,7 @@ def _claims_heterogeneity(spec, seed: int) -> bool:
     return any(t.verdict == DIFFER for t in heterogeneity(fit_effects(ds, seed=seed)))
 
 
+@pytest.mark.slow  # 6 whole fits (16 s); its 20-seed sibling below is slow too
 def test_constant_effects_give_no_evidence_of_heterogeneity_in_most_seeds(spec):
     """pex must not claim heterogeneity that is not there (constant true effects): the first 6 seeds of the
     sweep below, at most one claim (if each seed claimed with the Holm family's 5%, a second claim would come

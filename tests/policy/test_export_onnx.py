@@ -101,7 +101,8 @@ def assert_same_arms(policy: Policy, out: dict[str, np.ndarray], frame: pd.DataF
     return want
 
 
-@pytest.mark.parametrize(("learner", "budget"), [("t", None), ("s", None), ("x", 0.4), ("dr", 0.4)])
+@pytest.mark.parametrize(("learner", "budget"), [("t", None), pytest.param("s", None, marks=pytest.mark.slow),
+                                                 pytest.param("x", 0.4, marks=pytest.mark.slow), ("dr", 0.4)])
 def test_value_policies_assign_the_same_arms_and_scores_in_onnxruntime(experiment, units, learner, budget):
     dataset, _ = experiment
     fit = fit_effects(dataset, learner=learner, seed=0)
