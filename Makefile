@@ -9,12 +9,14 @@ PYTEST_FLAGS ?=
 
 .PHONY: install demo lint test test-slow test-postgres test-all bench bench-guardrails bench-certification bench-online bench-serve bench-soak clean
 
-# torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build.
+# torch first, from the CPU wheel on disk: ax-platform would otherwise pull a multi-GB CUDA build. --no-compile: pip
+# would byte-compile every module of every package (torch alone has thousands) at install; Python compiles the few
+# that are imported on first use instead.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-compile torch==2.13.0
+	$(PIP) install --quiet --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 # The report's browser test drives Debian's chromium through Playwright (never `playwright install`:

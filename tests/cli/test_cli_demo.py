@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from processes import started
 
 PEX = str(Path(sys.executable).parent / "pex")
@@ -41,6 +42,7 @@ def twin(url: str, path: str, token: str) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # 33 s: the whole demo; its parts run in make test (tests/services/test_demo.py, the UI's browser test)
 def test_demo_console_script_end_to_end(tmp_path):
     """The installed `pex demo` simulates the demo experiment, runs the whole pipeline, publishes the personalized
     policy it certifies, sends it simulated traffic and serves the UI, where all of it shows."""

@@ -143,6 +143,7 @@ def test_bad_weights(built, weights, match):
         objective(built["dataset"].spec, built["frame"], weights)
 
 
+@pytest.mark.slow  # 8-12 s; the document round trip is tested on small data in tests/policy and by the serving tests
 def test_value_document_round_trip_agrees_on_20k_rows(built):
     """In-memory policy vs its JSON document with the model rebuilt from its stored files (every booster predicts
     each row three times here, so 20k fresh rows, not 100k: most of the suite's time for no further check)."""

@@ -52,6 +52,7 @@ def load(chromium: str, path, shot=None) -> dict:
     return out
 
 
+@pytest.mark.slow  # 11-14 s; the UI's browser test and test_run_page load the report in Chromium on every make test
 def test_report_renders_offline_in_chromium(pipeline_run, chromium, tmp_path):
     report = pipeline_run.out / "report.html"
     rec = pipeline_run.summary["recommendation"]

@@ -203,6 +203,7 @@ def test_the_safe_personalized_policy_is_found_and_certified(segment_run):
     assert entry["certification"] in ("screened out", "not certified")
 
 
+@pytest.mark.slow  # 7-11 s; the procedures are compared on shared fits by bench/certification.py and tested in test_multiple_testing
 def test_step_down_and_gated_certification_on_the_same_run(segment_run):
     """The other multiple-testing procedures on the segment run's own policies and held-out units: their harms are
     the comparison's own; step-down tests every candidate (none left after a failure), gated tests the safest alone
@@ -286,6 +287,7 @@ def null_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.slow  # two 20k runs (25-35 s); reruns on one dataset version are tested in test_history.py
 def test_null_scenario_keeps_control_and_a_rerun_reproduces_the_result(null_dir, tmp_path):
     """No effect at all: nothing beats control. The same seed gives the same policies, values and recommendation."""
     a = pex.run(null_dir / "flat.toml", tmp_path / "a", home=tmp_path / "ws", trials=4, batch=2, dense=128, seed=7)

@@ -42,6 +42,7 @@ def test_first_start_prints_an_admin_token_once(tmp_path, served):
         assert len(ws.list_tokens()) == before
 
 
+@pytest.mark.slow  # 14 s; make bench-soak checks logged == answered at 1,000 decisions/s for 10 minutes
 def test_ten_thousand_concurrent_decisions_then_sigterm_logged_equals_served(tmp_path, served):
     port = free_port()
     units = [{"unit": f"u{i}", "features": {}} for i in range(10_000)]

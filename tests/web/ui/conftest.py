@@ -21,13 +21,14 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+
+from tests.web.ui.cell_rule import assert_cell_rule
 
 SECRET = "tests-only-secret-key-0123456789abcdef"  # tests pass a key: no ui-secret file is written in a template
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -115,55 +116,6 @@ def ui_client(ui_app, ui_home) -> Callable[[str | None], UiClient]:
     return make
 
 
-class TwinTables(HTMLParser):
-    """The tables of a page that declare ``data-twin``: path -> rows, each row the list of (field, text) of its
-    cells that declare ``data-field`` (text: everything inside the cell, links and spans included, stripped)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tables: dict[str, list[list[tuple[str, str]]]] = {}
-        self._table: str | None = None
-        self._in_body = False
-        self._row: list[tuple[str, str]] | None = None
-        self._cell: tuple[str, list[str]] | None = None
-        self._depth = 0  # cells hold no tables; nested data-twin tables are not part of the rule
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        found = dict(attrs)
-        if tag == "table" and found.get("data-twin"):
-            self._table = str(found["data-twin"])
-            assert self._table not in self.tables, f"two tables for the twin {self._table!r}"
-            self.tables[self._table] = []
-        elif self._table and tag == "tbody":
-            self._in_body = True
-        elif self._table and self._in_body and tag == "tr":
-            self._row = []
-        elif self._row is not None and tag in ("td", "th") and "data-field" in found:
-            self._cell = (str(found["data-field"]), [])
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append((self._cell[0], "".join(self._cell[1]).strip()))
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.tables[self._table].append(self._row)
-            self._row = None
-        elif tag == "tbody":
-            self._in_body = False
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell[1].append(data)
-
-
-def _at(data: Any, path: str) -> Any:
-    for key in path.split("."):
-        data = data[int(key)] if isinstance(data, list) else data[key]
-    return data
-
-
 def check_twin(client: FlaskClient, url: str) -> dict[str, Any]:
     """Assert that every ``data-twin`` table of the page at ``url`` shows, cell by cell, ``str(row[field])`` of the
     rows of its twin (``url + ".json"``); returns the twin's dict. A page without such a table passes trivially,
@@ -172,16 +124,7 @@ def check_twin(client: FlaskClient, url: str) -> dict[str, Any]:
     assert page.status_code == 200, f"{url}: {page.status_code}"
     twin = client.get(f"{url}.json")
     assert twin.status_code == 200 and twin.is_json, f"{url}.json: {twin.status_code}"
-    parser = TwinTables()
-    parser.feed(page.get_data(as_text=True))
     data = twin.json
-    for path, rows in parser.tables.items():
-        expected = _at(data, path)
-        assert len(rows) == len(expected), f"{url} table {path!r}: {len(rows)} rows, the twin has {len(expected)}"
-        for row, want in zip(rows, expected, strict=True):
-            for field, text in row:
-                value = want[field]
-                assert text == str(value).strip(), (
-                    f"{url} table {path!r} field {field!r}: page {text!r}, twin {value!r}")
-    data["_tables"] = sorted(parser.tables)
+    tables = assert_cell_rule(page.get_data(as_text=True), data)
+    data["_tables"] = sorted(tables)
     return data

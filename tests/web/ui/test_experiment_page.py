@@ -15,7 +15,7 @@ import xml.dom.minidom
 import pandas as pd
 import pytest
 
-from tests.web.ui.live_helpers import assert_cell_rule
+from tests.web.ui.cell_rule import assert_cell_rule
 
 PAGE = "/ui/experiments/exp"
 TABLES = ("metrics", "health.srm_rows", "health.balance_rows", "effects", "latest_run.heterogeneity",

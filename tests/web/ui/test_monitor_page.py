@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from pex.services import rollups
 from pex.store.workspace import Workspace
-from tests.web.ui.live_helpers import assert_cell_rule
+from tests.web.ui.cell_rule import assert_cell_rule
 
 
 def _decisions(policy: str, version: int, at: datetime, arms: list[str]) -> list[dict]:

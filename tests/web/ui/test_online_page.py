@@ -14,7 +14,7 @@ from pex.services import online
 from pex.services.decision_log import DecisionLog
 from pex.services.serving import PolicyServer
 from pex.store.workspace import Workspace
-from tests.web.ui.live_helpers import assert_cell_rule
+from tests.web.ui.cell_rule import assert_cell_rule
 
 PAGE = "/ui/experiments/exp/online"
 

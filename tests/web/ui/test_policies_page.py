@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from pex.store.workspace import Workspace
-from tests.web.ui.live_helpers import assert_cell_rule
+from tests.web.ui.cell_rule import assert_cell_rule
 
 PAGE = "/ui/experiments/exp/policies"
 

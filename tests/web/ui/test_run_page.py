@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.web.ui.live_helpers import assert_cell_rule
+from tests.web.ui.cell_rule import assert_cell_rule
 
 
 def _run_id(home) -> int:

@@ -1,5 +1,5 @@
-"""Helpers of the live pages' tests (policies, online loop, monitor): the cell rule checked on a page's HTML against
-its JSON twin, without a browser (web/ui/twins.py: every ``<table data-twin="key.path">`` cell ``data-field="f"``
+"""The cell rule checked on a page's HTML against its JSON twin, without a browser (the UI's Flask test-client
+tests; the browser tests check the same in Chromium) (web/ui/twins.py: every ``<table data-twin="key.path">`` cell ``data-field="f"``
 reads ``str(row[f])`` of the row at the same position)."""
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ def twin_tables(html: str) -> dict[str, list[list[tuple[str, str]]]]:
     return parser.tables
 
 
-def _at(data: dict[str, Any], path: str) -> Any:
+def _at(data: Any, path: str) -> Any:
     for key in path.split("."):
-        data = data[key]
+        data = data[int(key)] if isinstance(data, list) else data[key]
     return data
 
 
