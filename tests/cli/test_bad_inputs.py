@@ -341,8 +341,11 @@ def pex(home: Path, *args: object) -> subprocess.CompletedProcess:
 
 SCRIPT_CASES = [
     pytest.param(spec_edit('control = "control"', 'contrl = "control"'), r"unknown spec key 'contrl'", id="typo-key-contrl"),
-    pytest.param(set_cells("sessions", [3, 8], "lots"), r"metric column 'sessions' has 2 non-numeric", id="text-in-metric"),
-    pytest.param(corrupt_parquet, r"not a readable Parquet file", id="corrupt-parquet"),
+    # the console script's error path is the same for every error (the in-process tests above cover each one): one
+    # case in make test, the others in make test-slow (a console script costs seconds to start)
+    pytest.param(set_cells("sessions", [3, 8], "lots"), r"metric column 'sessions' has 2 non-numeric", id="text-in-metric",
+                 marks=pytest.mark.slow),
+    pytest.param(corrupt_parquet, r"not a readable Parquet file", id="corrupt-parquet", marks=pytest.mark.slow),
 ]
 
 

@@ -135,7 +135,8 @@ def running_ui(tmp: Path) -> Iterator[UI]:
     with ExitStack() as stack:
         env = {**os.environ, "PEX_HOME": str(home)}
         env.pop("PEX_DATABASE_URL", None)
-        ui = stack.enter_context(started([*PEX, "ui", "--port", str(port), "--no-worker"], stderr=tmp / "ui.err", env=env))
+        ui = stack.enter_context(started([*PEX, "ui", "--port", str(port), "--no-worker", "--workers", "1"],
+                                         stderr=tmp / "ui.err", env=env))
         server = UI(url=f"http://127.0.0.1:{port}", home=home, tmp=tmp, tokens=tokens, csv=csv, ui=ui, stack=stack)
         server.start_worker()  # starts while the UI does
         try:
