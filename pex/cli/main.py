@@ -283,67 +283,16 @@ def _publish_demo(ctx: click.Context, spec, result, steps: _DemoSteps):
 
 
 def _demo_traffic(ctx: click.Context, spec, published, units: int, steps: _DemoSteps) -> None:
-    """Start `pex serve` on a free port, send ``units`` simulated users through the published policy, stop it (SIGTERM:
-    every buffered decision is written) and bring the monitor's hourly counts up to date."""
-    import os
-    import socket
-    import subprocess
-    import tempfile
-
-    from pex.services.demo import send_traffic, traffic_token
+    """Simulated users through the published policy by a `pex serve` started for it (:func:`pex.services.demo.live_traffic`)."""
+    from pex.services.demo import live_traffic
 
     click.echo(f"{steps.next()} simulated traffic through {published.policy} v{published.version} (pex serve + "
                f"pex simulate-traffic)")
-    ws = _workspace(ctx, create=True)
-    token_id, secret, before = traffic_token(ws)
-    with socket.socket() as probe:  # a free port for a server that lives only for this step
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PEX_HOME": str(ws.home)}
-    with tempfile.TemporaryFile("w+") as err:
-        server = subprocess.Popen([sys.executable, "-c", "from pex.cli.main import entry; entry()", "serve", "--port",
-                                   str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=err, env=env)
-        try:
-            _wait_ready(f"http://127.0.0.1:{port}", server, err)
-            done = send_traffic(f"http://127.0.0.1:{port}", secret, spec, published, units, before,
-                                say=lambda m: click.echo(f"      {m}"))
-        finally:
-            server.terminate()  # SIGTERM: requests in flight finish and the decision log is written
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=30)
-            ws.revoke_token(token_id)  # the traffic's own token: nothing else needs it
+    done = live_traffic(_workspace(ctx, create=True), spec, published, units, say=lambda m: click.echo(f"      {m}"))
     arms = ", ".join(f"{a} {n:,}" for a, n in sorted(done.arms.items()))
     click.echo(f"      {done.decisions:,} decisions ({arms}) and {done.outcomes_posted:,} outcomes in {done.seconds:.1f}s; "
                f"{done.units_without_outcomes:,} users never reported")
-    from pex.services.rollups import refresh
-
-    refresh(ws)
     click.echo("      the monitor's hourly counts are up to date")
-
-
-def _wait_ready(url: str, server, err, timeout: float = 120) -> None:
-    """Wait for a child `pex serve` to answer /readyz (its published policy loaded), or fail with its stderr."""
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            err.seek(0)
-            raise PexError(f"the demo's `pex serve` exited with {server.returncode}: {err.read().strip()[-500:]}",
-                           "run the demo with --traffic 0 to skip the simulated traffic")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise PexError("the demo's `pex serve` did not become ready within two minutes",
-                   "run the demo with --traffic 0 to skip the simulated traffic")
 
 
 def _serve_demo_ui(ctx: click.Context, host: str, port: int, steps: _DemoSteps) -> None:

@@ -174,3 +174,64 @@ def send_traffic(url: str, token: str, spec: ExperimentSpec, published: DemoRele
     sim = population(spec.name, units, scenario, DEMO_SEED + seed)
     return play(Client(url, token), spec.name, published.policy, sim, unit_column=SIMULATED_UNIT, days=3,
                 missing=0.1, seed=seed, say=say)
+
+
+def live_traffic(ws: Workspace, spec: ExperimentSpec, published: DemoRelease, units: int,
+                 say: Callable[[str], None] = lambda message: None) -> TrafficResult:
+    """Start `pex serve` on a free loopback port, send ``units`` simulated users through the published policy
+    (:func:`send_traffic`), stop the server (SIGTERM: every buffered decision is written) and bring the monitor's
+    hourly counts up to date. The traffic's own decide token is revoked afterwards: nothing else needs it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    from pex.services.rollups import refresh
+
+    token_id, secret, before = traffic_token(ws)
+    with socket.socket() as probe:  # a free port for a server that lives only for this step
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PEX_HOME": str(ws.home)}
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as err:
+        # the pex command line as a program (the services layer imports no CLI): `pex serve` under gunicorn
+        server = subprocess.Popen([sys.executable, "-c", "from pex.cli.main import entry; entry()", "serve", "--port",
+                                   str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            _wait_ready(url, server, err)
+            done = send_traffic(url, secret, spec, published, units, before, say=say)
+        finally:
+            server.terminate()  # SIGTERM: requests in flight finish and the decision log is written
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=30)
+            ws.revoke_token(token_id)
+    refresh(ws)
+    return done
+
+
+def _wait_ready(url: str, server, err, timeout: float = 120) -> None:
+    """Wait for a child `pex serve` to answer /readyz (its published policy loaded), or fail with its stderr."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            err.seek(0)
+            raise PexError(f"the demo's `pex serve` exited with {server.returncode}: {err.read().strip()[-500:]}",
+                           "run the demo with --traffic 0 to skip the simulated traffic")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise PexError("the demo's `pex serve` did not become ready within two minutes",
+                   "run the demo with --traffic 0 to skip the simulated traffic")
