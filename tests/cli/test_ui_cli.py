@@ -71,6 +71,7 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
 
 
+@pytest.mark.slow  # 8-20 s: gunicorn and a worker; make test's browser test serves every page through `pex ui`
 def test_pex_ui_serves_the_pages_with_its_worker_and_stops_both_on_sigterm(tmp_path):
     home, port = tmp_path / "ws", free_port()
     env = {**os.environ, "PEX_HOME": str(home)}
