@@ -242,11 +242,13 @@ def create(ws: Workspace, ws_home: str | Path, upload_id: str, spec: Mapping[str
         stored = load_spec(folder / "spec.toml")
         dataset = replace(dataset, spec=stored)  # the same rows; the spec now names the data where it stays
         version = ws.put_dataset(dataset, source=f"{folder / data_name} (uploaded as {st.filename!r} by {actor})")
-        result = {**analysis.to_dict(), "dataset_version": version.to_dict()}
-        ws.put_analysis(stored.name, version.id, result)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    # the experiment exists from here on, with its folder: an analysis the store refuses leaves it unanalysed, which
+    # its page says and `pex analyze NAME` redoes, never an experiment whose spec and data were removed
+    result = {**analysis.to_dict(), "dataset_version": version.to_dict()}
+    ws.put_analysis(stored.name, version.id, result)
     shutil.rmtree(st.path.parent, ignore_errors=True)
     return Created(experiment=stored.name, dataset_version=version.version, n_units=dataset.n_units,
                    spec_path=folder / "spec.toml", analysis=result)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
@@ -123,7 +122,7 @@ def upload_data():
             raise PexError("choose a data file to upload", "a CSV or Parquet file with one row per unit")
         staged = upload.stage(workspace().home, sent.filename, sent.stream, current_app.config["UI_MAX_UPLOAD"])
     except PexError as exc:
-        error = {"field": "file", "message": exc.message, "hint": exc.hint}
+        error = {"field": "file", "message": exc.message, "hint": exc.hint}  # whatever went wrong, it is the file's
         return render_template("new_experiment.html", page=upload_page(current_app.config["UI_MAX_UPLOAD"], error),
                                can_act=can_act()), exc.status if exc.status < 500 else 503
     return redirect(url_for("home.proposal", upload_id=staged.id), 303)
@@ -153,10 +152,10 @@ def create_experiment(upload_id: str):
         errors = [e.to_dict() for e in upload.check(ws.home, upload_id, spec, ws)]
         if not errors:
             created = upload.create(ws, ws.home, upload_id, spec, actor())
-            return redirect(f"/ui/experiments/{quote(created.experiment, safe='')}", 303)
+            return redirect(url_for("results.experiment", name=created.experiment), 303)
     except PexError as exc:
         if isinstance(exc, NotFoundError):
             raise  # the upload itself is gone: the error page says to upload again
-        errors = [{"field": getattr(exc, "field", None) or "", "message": exc.message, "hint": exc.hint}]
+        errors = [upload.FieldError.of(exc).to_dict()]
     page_dict = proposal_page(ws.home, upload_id, form=form, errors=errors)
     return render_template("proposal.html", page=page_dict, can_act=can_act()), 422

@@ -16,7 +16,6 @@ import io
 import json
 import threading
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -29,6 +28,7 @@ from pex.report.html import effects_section, health_section, hte_section, segmen
 from pex.report.numbers import finite, fmt_num, fmt_p, fmt_pct, fmt_signed
 from pex.report.summary import ArmEffect, ArmGuardrail, Balance, DatasetInfo, RunSummary, Srm
 from pex.services.jobs import list_jobs
+from pex.services.pages.times import iso_time, when
 from pex.store.workspace import Workspace
 
 # ArmEffect.method in words an owner reads (pex.experiment.effects._method's four values)
@@ -51,20 +51,6 @@ XLINK_NS = "http://www.w3.org/1999/xlink"
 FORESTS_KEPT = 16
 _FORESTS: OrderedDict[str, str] = OrderedDict()
 _FORESTS_LOCK = threading.Lock()
-
-
-def when(value: datetime | str | None) -> str:
-    """A stored time as the page writes it (``2026-12-07 19:33 UTC``); '' when missing."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def iso_time(value: datetime | None) -> str | None:
-    """A stored time for the JSON twin (ISO 8601), None when missing."""
-    return value.isoformat() if value is not None else None
 
 
 def _raw(x: Any) -> float | None:

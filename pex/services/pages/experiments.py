@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pex.services.pages.times import when
 from pex.store.workspace import Workspace
 
 ACTIVE = ("queued", "running")
@@ -58,17 +59,13 @@ def experiments_page(ws: Workspace) -> dict[str, Any]:
 def _run_text(run: dict[str, Any] | None) -> str:
     if run is None:
         return "no run yet"
-    when = str(run.get("created_at") or "")[:16].replace("T", " ")
     headline = run.get("headline") or "finished"
-    return f"{when}: {headline}"
+    return f"{when(run.get('created_at'))}: {headline}"
 
 
 def _active_jobs(ws: Workspace) -> list[dict[str, Any]]:
     """Queued and running jobs of every experiment (newest first)."""
-    list_jobs = getattr(ws, "list_jobs", None)
-    if list_jobs is None:  # a store from before the jobs table
-        return []
-    return [j.to_dict() for j in list_jobs(status=ACTIVE)]
+    return [j.to_dict() for j in ws.list_jobs(status=ACTIVE)]
 
 
 # -- a new experiment: the upload and the proposed spec as a form ------------------------------------------------

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from pex.services.pages.times import when
 from pex.store.workspace import Workspace
 
 # what each kind of job does, in words for the page
@@ -15,14 +15,6 @@ STATUS_WORDS = {"queued": "waiting for a worker", "running": "running", "succeed
                 "cancelled": "cancelled", "interrupted": "interrupted (its worker stopped)"}
 CANCELLABLE = ("queued", "running")
 RERUNNABLE = ("failed", "cancelled", "interrupted")
-
-
-def _when(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(value)[:19].replace("T", " ") + " UTC"
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
@@ -39,9 +31,9 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
         "finished": status not in CANCELLABLE,
         "can_cancel": status in CANCELLABLE,
         "can_rerun": status in RERUNNABLE,
-        "created": _when(job.get("created_at")),
-        "started": _when(job.get("started_at")),
-        "ended": _when(job.get("finished_at")),
+        "created": when(job.get("created_at"), seconds=True) or "-",
+        "started": when(job.get("started_at"), seconds=True) or "-",
+        "ended": when(job.get("finished_at"), seconds=True) or "-",
         "asked_by": job.get("actor") or "-",
     }
 

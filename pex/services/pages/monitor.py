@@ -17,6 +17,7 @@ from pex.errors import NotFoundError
 from pex.report import charts
 from pex.report.numbers import fmt_num
 from pex.services import rollups
+from pex.services.pages.times import when
 from pex.store.workspace import Workspace
 
 WINDOW_HOURS = 48
@@ -30,10 +31,6 @@ def _window(now: datetime | None) -> list[datetime]:
     """The starts of the last :data:`WINDOW_HOURS` UTC hours, the current one last."""
     top = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     return [top - timedelta(hours=WINDOW_HOURS - 1 - i) for i in range(WINDOW_HOURS)]
-
-
-def _when(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _age(since: datetime, now: datetime) -> str:
@@ -74,11 +71,11 @@ def monitor_page(ws: Workspace, now: datetime | None = None) -> dict[str, Any]:
         arrived = sum(r["count"] for r in rollups.outcome_hours(ws, experiment, start)) if experiment else 0
         live = f"v{version}" + (f" for {_age(since, now)}, by {by}" if since else "")
         rows.append({"policy": policy, "experiment": experiment, "live": live, "live_version": version,
-                     "since": _when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
+                     "since": when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
                      "decisions": fmt_num(decided) if decided else "none", "decisions_count": decided,
                      "outcomes": fmt_num(arrived) if arrived else "none", "outcomes_count": arrived,
                      "activity": "serving" if decided else f"no decisions in the last {WINDOW_HOURS} h"})
-    return {"window_hours": WINDOW_HOURS, "from": _when(start), "policies": rows, "freshness": FRESHNESS,
+    return {"window_hours": WINDOW_HOURS, "from": when(start), "policies": rows, "freshness": FRESHNESS,
             "alerts": ALERTS}
 
 
@@ -110,7 +107,7 @@ def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None)
         if r["hour"] in index:
             by_metric[r["metric"]][index[r["hour"]]] += r["count"]
     events = [e for e in ws.releases(policy) if e.created_at >= start]
-    markers = [{"when": _when(e.created_at), "at": e.created_at.isoformat(), "action": e.action,
+    markers = [{"when": when(e.created_at), "at": e.created_at.isoformat(), "action": e.action,
                 "from": "nothing live" if e.from_version is None else f"v{e.from_version}", "to": f"v{e.to_version}",
                 "who": e.actor, "note": e.note or ""} for e in events]
     labels = [(e.created_at, f"{e.action} v{e.to_version}") for e in events]
@@ -131,8 +128,8 @@ def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None)
     colors = charts.arm_colors(arms, default or None)
     return {
         "policy": policy, "experiment": experiment, "live_version": version, "live": f"v{version}",
-        "since": _when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
-        "window_hours": WINDOW_HOURS, "from": _when(hours[0]), "to": _when(hours[-1] + timedelta(hours=1)),
+        "since": when(since) if since else "", "age": _age(since, now) if since else "", "by": by,
+        "window_hours": WINDOW_HOURS, "from": when(hours[0]), "to": when(hours[-1] + timedelta(hours=1)),
         "arms": arms, "metrics": metrics,
         "decisions": total_decisions, "outcomes": total_outcomes,
         "decisions_text": (f"{fmt_num(total_decisions)} decisions in the last {WINDOW_HOURS} h" if total_decisions

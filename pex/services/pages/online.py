@@ -12,6 +12,7 @@ from typing import Any
 from pex.errors import NotFoundError
 from pex.report.numbers import fmt_num, fmt_pct, fmt_signed
 from pex.services import jobs, online
+from pex.services.pages.times import when
 from pex.services.settings import DEFAULTS
 from pex.store.workspace import Workspace
 
@@ -124,7 +125,7 @@ def _rounds(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _jobs(ws: Workspace, experiment: str) -> list[dict[str, Any]]:
     return [{"id": j.id, "kind": j.kind, "status": j.status, "actor": j.actor, "active": j.status in ACTIVE,
-             "created": j.created_at.strftime("%Y-%m-%d %H:%M UTC"), "message": j.message or ""}
+             "created": when(j.created_at), "message": j.message or ""}
             for j in jobs.list_jobs(ws, experiment, limit=20) if j.kind in ONLINE_KINDS][:5]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from pex.errors import NotFoundError, PexError
@@ -23,6 +22,7 @@ from pex.report.cells import base_kind, candidate_policies, tree_of
 from pex.report.html import VERDICTS
 from pex.report.numbers import fmt_num, fmt_pct, fmt_signed
 from pex.report.summary import HarmCell, Interval, PolicyRow, RunSummary
+from pex.services.pages.times import when
 from pex.services.settings import DEFAULTS
 from pex.store.releases import Release
 from pex.store.workspace import Workspace
@@ -61,10 +61,6 @@ class PublishCheck:
 def _short(name: str, experiment: str) -> str:
     prefix = f"{experiment}-"
     return name[len(prefix):] if name.startswith(prefix) and len(name) > len(prefix) else name
-
-
-def _when(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _version(v: int | None) -> str:
@@ -263,7 +259,7 @@ def _split_tree(policy: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
 def _audit(ws: Workspace, names: list[str], experiment: str) -> list[dict[str, Any]]:
     events: list[Release] = [r for n in names for r in ws.releases(n)]
     events.sort(key=lambda r: r.created_at, reverse=True)
-    return [{"when": _when(r.created_at), "at": r.created_at.isoformat(), "who": r.actor, "action": r.action,
+    return [{"when": when(r.created_at), "at": r.created_at.isoformat(), "who": r.actor, "action": r.action,
              "policy": _short(r.policy, experiment), "name": r.policy, "from": _version(r.from_version),
              "to": _version(r.to_version), "note": r.note or ""} for r in events]
 

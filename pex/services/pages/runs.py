@@ -14,7 +14,7 @@ from pex.errors import NotFoundError
 from pex.report.html import render_report
 from pex.report.summary import RunSummary
 from pex.services.jobs import get_job
-from pex.services.pages.experiment import iso_time, when
+from pex.services.pages.times import iso_time, when
 from pex.store.workspace import Workspace
 
 # the settings of a run (RunOptions.to_dict) an owner may want to read, in words, in this order; the rest follow
