@@ -130,6 +130,8 @@ decisions = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     # the route of a routing policy that decided (an online round's candidate policy); empty for other kinds
     sa.Column("route", sa.String(128), nullable=True),
+    # (revision 0006) true when the live version could not be loaded and the policy's fallback arm was served instead
+    sa.Column("fallback", sa.Boolean, nullable=True),
 )
 
 # Metric values reported for units after their decisions (`POST /api/v1/outcomes`, `pex outcomes`).
@@ -157,6 +159,9 @@ releases = sa.Table(
     # (revision 0005) why a publish happened outside the normal rule, e.g. "uncertified: confirmed by token:alice
     # in the UI"; empty for ordinary publishes and rollbacks
     sa.Column("note", sa.Text, nullable=True),
+    # (revision 0006) the figures behind an automatic rollout step (the watcher's measurement that advanced, completed
+    # or rolled back a canary); empty for releases made by hand
+    sa.Column("details", sa.JSON, nullable=True),
     sa.Index("ix_releases_policy", "policy"),
 )
 
@@ -252,6 +257,46 @@ rollup_marks = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("last_id", sa.Integer, nullable=False),
     sa.Column("gap_since", sa.DateTime(timezone=True), nullable=True),
+)
+
+# (revision 0006) Staged rollouts (pex.services.rollout): a new version served to a canary share of the units under the
+# policy's stable name, the version live before to the rest, and an all-control holdout; ``steps`` are the canary
+# shares of the ramp, ``step`` the index of the current one, ``versions`` the routing versions published per step,
+# ``last_check`` the watcher's latest measurement. ``status``: running | complete | rolled_back | stopped.
+rollouts = sa.Table(
+    "rollouts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("experiment", sa.String(64), nullable=True),
+    sa.Column("new_version", sa.Integer, nullable=False),
+    sa.Column("base_version", sa.Integer, nullable=True),
+    sa.Column("routing_key", sa.String(32), nullable=False),
+    sa.Column("holdout", sa.Float, nullable=False),
+    sa.Column("steps", sa.JSON, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("versions", sa.JSON, nullable=False),
+    sa.Column("last_check", sa.JSON, nullable=True),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_rollouts_policy", "policy", "id"),
+)
+
+# (revision 0006) What `pex monitor` found for a live policy version (drift per feature, staleness, arm shares, live
+# guardrails), newest last: /metrics and `pex check` read the newest instead of recomputing it per scrape.
+monitor_reports = sa.Table(
+    "monitor_reports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("policy", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("experiment", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Index("ix_monitor_reports_policy", "policy", "id"),
 )
 
 # Alembic's own bookkeeping (the revision a database is at), created and written by Alembic, never by
