@@ -592,6 +592,15 @@ from pex.cli import ui as ui_cli  # noqa: E402  (`pex ui`: the web UI with its j
 
 ui_cli.register(cli)
 
+# the live lifecycle: staged rollouts, monitoring, alert rules, retraining from the decision log
+from pex.cli import check as check_cli  # noqa: E402
+from pex.cli import monitoring as monitoring_cli  # noqa: E402
+from pex.cli import retrain as retrain_cli  # noqa: E402
+from pex.cli import rollout as rollout_cli  # noqa: E402
+
+for _module in (check_cli, monitoring_cli, retrain_cli, rollout_cli):
+    _module.register(cli)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 2 bad input)."""

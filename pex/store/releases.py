@@ -24,7 +24,6 @@ from pex.store.engine import db
 from pex.store.records import utc
 from pex.store.schema import policies, releases, runs
 
-
 PUSH = frozenset({"publish", "canary"})  # a new top of the stack
 REPLACE = frozenset({"ramp", "complete"})  # the top replaced (a rollout's later steps)
 POP = frozenset({"rollback", "auto-rollback"})  # back to the version below the top

@@ -31,10 +31,12 @@ from pex.store.engine import default_home, workspace_exists
 from pex.store.experiments import ExperimentsMixin
 from pex.store.fits import FitsMixin
 from pex.store.jobs import JobRecord, JobsMixin
+from pex.store.monitoring import MonitorReportsMixin
 from pex.store.online import OnlineLoop, OnlineMixin, OnlineRound
 from pex.store.policies import PoliciesMixin
 from pex.store.records import DatasetVersion, FitRecord, PolicyRecord
 from pex.store.releases import Release, ReleasesMixin
+from pex.store.rollouts import RolloutsMixin
 from pex.store.rollups import RollupsMixin
 from pex.store.runs import RunsMixin
 from pex.store.tokens import TokenRecord, TokensMixin
@@ -46,7 +48,7 @@ __all__ = ["DatasetVersion", "FitRecord", "JobRecord", "OnlineLoop", "OnlineRoun
 
 
 class Workspace(ExperimentsMixin, FitsMixin, PoliciesMixin, RunsMixin, DecisionsMixin, ReleasesMixin, TokensMixin,
-                OnlineMixin, JobsMixin, RollupsMixin, WorkspaceBase):
+                OnlineMixin, JobsMixin, RollupsMixin, RolloutsMixin, MonitorReportsMixin, WorkspaceBase):
     """Metadata database plus artifact folder.
 
     Parameters
