@@ -27,7 +27,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 _TOP_KEYS = {
     "name", "description", "owner", "data", "unit", "arm", "control",
-    "features", "propensity", "allocation", "metrics",
+    "features", "propensity", "allocation", "metrics", "max_age_days", "oncall", "monitor",
 }
 _REQUIRED_TOP_KEYS = ("name", "data", "unit", "arm", "control", "metrics")
 _METRIC_KEYS = {"column", "goal", "role", "pre", "max_harm", "max_harm_abs", "weight", "description"}
@@ -60,6 +60,35 @@ class MetricSpec:
         return 1 if self.goal == "increase" else -1
 
 
+MAX_AGE_DAYS = 30  # a live policy (or its data) older than this is stale, unless the spec says otherwise
+
+
+@dataclass(frozen=True)
+class MonitorThresholds:
+    """When ``pex monitor`` flags a live policy (the spec's optional ``[monitor]`` table; each key optional).
+
+    ``psi``: population-stability index of a numeric feature against its training bins; ``js``: Jensen-Shannon
+    distance (base 2, 0..1) of a categorical feature's categories; ``missing_increase``: rise of a feature's missing
+    rate over training's (absolute, 0.05 = 5 points); ``unseen``: share of served values in categories training never
+    had; ``arm_share_psi``: PSI of the served arm shares against the policy's expected shares.
+    """
+
+    psi: float = 0.2
+    js: float = 0.1
+    missing_increase: float = 0.05
+    unseen: float = 0.01
+    arm_share_psi: float = 0.2
+
+    def to_dict(self) -> dict[str, float]:
+        """The thresholds by name."""
+        return {"psi": self.psi, "js": self.js, "missing_increase": self.missing_increase, "unseen": self.unseen,
+                "arm_share_psi": self.arm_share_psi}
+
+
+# the largest sensible value of each threshold: a distance or a rate is at most 1; PSI has no upper bound
+_THRESHOLD_MAX = {"psi": math.inf, "js": 1.0, "missing_increase": 1.0, "unseen": 1.0, "arm_share_psi": math.inf}
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """A validated experiment spec. ``data`` is an absolute path."""
@@ -76,6 +105,9 @@ class ExperimentSpec:
     propensity: str | None = None
     allocation: dict[str, float] | None = None
     source: Path | None = field(default=None, compare=False)
+    max_age_days: int = MAX_AGE_DAYS
+    oncall: str | None = None
+    monitor: MonitorThresholds = field(default_factory=MonitorThresholds)
 
     @property
     def metric_columns(self) -> list[str]:
@@ -117,7 +149,15 @@ class ExperimentSpec:
                 }
                 for name, m in self.metrics.items()
             },
+            # the live-operation settings only when set, so that a spec without them keeps its canonical form (and hash)
+            **({"max_age_days": self.max_age_days} if self.max_age_days != MAX_AGE_DAYS else {}),
+            **({"oncall": self.oncall} if self.oncall is not None else {}),
+            **({"monitor": self._monitor_set()} if self.monitor != MonitorThresholds() else {}),
         }
+
+    def _monitor_set(self) -> dict[str, float]:
+        defaults = MonitorThresholds().to_dict()
+        return {k: v for k, v in self.monitor.to_dict().items() if v != defaults[k]}
 
 
 def load_spec(path: str | Path, *, require_data: bool = True) -> ExperimentSpec:
@@ -184,11 +224,14 @@ def parse_spec(
     features = _features(raw)
     allocation = _allocation(raw, control)
     metrics = _metrics(raw)
+    max_age_days = _max_age_days(raw)
+    oncall = _string(raw, "oncall", default=None)
+    monitor = _monitor(raw)
 
     spec = ExperimentSpec(
         name=name, data=data, unit=unit, arm=arm, control=control, metrics=metrics,
         description=description, owner=owner, features=features, propensity=propensity,
-        allocation=allocation, source=source,
+        allocation=allocation, source=source, max_age_days=max_age_days, oncall=oncall, monitor=monitor,
     )
     _check_names(spec)
     _check_columns(spec)
@@ -264,6 +307,37 @@ def _features(raw: dict[str, Any]) -> tuple[str, ...] | None:
         dup = sorted({v for v in value if value.count(v) > 1})
         raise SpecError(f"spec key 'features' lists {dup} more than once", "list each feature once", field="features")
     return tuple(value)
+
+
+def _max_age_days(raw: dict[str, Any]) -> int:
+    value = raw.get("max_age_days", MAX_AGE_DAYS)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(f"spec key 'max_age_days' must be a whole number of days above 0, got {value!r}",
+                        f"write e.g. max_age_days = 30: a live policy older than that (or whose data is) is stale; "
+                        f"leave it out for {MAX_AGE_DAYS}", field="max_age_days")
+    return value
+
+
+def _monitor(raw: dict[str, Any]) -> MonitorThresholds:
+    if "monitor" not in raw:
+        return MonitorThresholds()
+    table = raw["monitor"]
+    if not isinstance(table, dict):
+        raise SpecError("spec key 'monitor' must be a table of thresholds",
+                        "write [monitor] on its own line followed by e.g. psi = 0.2", field="monitor")
+    _reject_unknown(table, set(_THRESHOLD_MAX), where="monitor.")
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        top = _THRESHOLD_MAX[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SpecError(f"spec key 'monitor.{key}' must be a number, got {value!r}",
+                            f"write e.g. {key} = {MonitorThresholds().to_dict()[key]}", field=f"monitor.{key}")
+        if not 0 < value <= top:
+            bound = "above 0" if top == math.inf else f"above 0 and at most {top:g}"
+            raise SpecError(f"spec key 'monitor.{key}' = {value} is out of range", f"{key} is a threshold {bound}",
+                            field=f"monitor.{key}")
+        values[key] = float(value)
+    return MonitorThresholds(**values)
 
 
 def _allocation(raw: dict[str, Any], control: str) -> dict[str, float] | None:
@@ -383,7 +457,7 @@ _NAME_HINT = f"{HINT}; rename the column (or arm) in the data file and the spec"
 
 def _check_names(spec: ExperimentSpec) -> None:
     """Names are data (:mod:`pex.names`): no line break, NUL or other control character in a column or arm name."""
-    named = [("unit", spec.unit), ("arm", spec.arm), ("control", spec.control), ("owner", spec.owner),
+    named = [("unit", spec.unit), ("arm", spec.arm), ("control", spec.control), ("owner", spec.owner), ("oncall", spec.oncall),
              ("propensity", spec.propensity), *(("features", f) for f in spec.features or ())]
     named += [("allocation", arm) for arm in spec.allocation or ()]
     for m in spec.metrics.values():
@@ -439,4 +513,6 @@ def spec_from_dict(d: dict[str, Any]) -> ExperimentSpec:
         description=d.get("description", ""), owner=d.get("owner", ""),
         features=tuple(d["features"]) if d.get("features") is not None else None,
         propensity=d.get("propensity"), allocation=d.get("allocation"),
+        max_age_days=d.get("max_age_days", MAX_AGE_DAYS), oncall=d.get("oncall"),
+        monitor=MonitorThresholds(**d.get("monitor", {})),
     )

@@ -15,7 +15,8 @@ from pex.names import printable
 
 __all__ = ["spec_to_toml"]
 
-_TOP_ORDER = ("name", "description", "owner", "data", "unit", "arm", "control", "features", "propensity")
+_TOP_ORDER = ("name", "description", "owner", "oncall", "data", "unit", "arm", "control", "features", "propensity",
+              "max_age_days")
 _METRIC_ORDER = ("column", "goal", "role", "pre", "max_harm", "max_harm_abs", "weight", "description")
 
 
