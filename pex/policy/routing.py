@@ -90,8 +90,10 @@ class RoutingPolicy(Policy):
             raise PolicyError(f"routing policy {self.name!r} has {len(routes)} routes but {len(self.routes)} policies bound",
                               "build it with routing_policy() or Policy.from_document()")
         for i, p in enumerate(self.routes):
-            if isinstance(p, RoutingPolicy):
-                raise PolicyError(f"routing.routes[{i}] is itself a routing policy", "route to constant, tree or value policies")
+            # one level of nesting: a staged rollout routes to cross-fitted policies, themselves routing by unit hash
+            if isinstance(p, RoutingPolicy) and any(isinstance(q, RoutingPolicy) for q in p.routes):
+                raise PolicyError(f"routing.routes[{i}] ({p.name!r}) is a routing policy that itself routes to a routing policy",
+                                  "nest at most one level: a route may route to constant, tree or value policies")
             if list(p.arms) != list(self.arms) or p.exploration != self.exploration:
                 raise PolicyError(f"routing.routes[{i}] ({p.name!r}) has arms {p.arms} and exploration {p.exploration:g}; "
                                   f"the routing policy has {self.arms} and {self.exploration:g}",
@@ -173,7 +175,10 @@ class RoutingPolicy(Policy):
             rows = np.flatnonzero(route == i)
             if len(rows):
                 part = None if effects is None else {k: np.asarray(v)[rows] for k, v in effects.items()}
-                out[rows] = p.greedy_arms(frame.iloc[rows], effects=part)
+                if isinstance(p, RoutingPolicy):  # a nested routing routes by the same unit ids, not by a column
+                    out[rows] = p._routed(frame.iloc[rows], units[rows], part)
+                else:
+                    out[rows] = p.greedy_arms(frame.iloc[rows], effects=part)
         return out
 
     def greedy_arms_of_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -186,7 +191,9 @@ class RoutingPolicy(Policy):
         for i, p in enumerate(self.routes):
             rows = np.flatnonzero(route == i)
             if len(rows):
-                out[rows] = p.greedy_arms_of_records([records[j] for j in rows])
+                part = [records[j] for j in rows]
+                out[rows] = (p._greedy_of_unit_records(part, [units[j] for j in rows]) if isinstance(p, RoutingPolicy)
+                             else p.greedy_arms_of_records(part))
         return out
 
 

@@ -130,9 +130,41 @@ def test_what_a_routing_policy_cannot_do(data):
         policy_sql(policy)
     nested = policy.to_document()
     nested["routing"]["routes"][0]["policy"] = policy.to_document()
-    with pytest.raises(PolicyError, match="itself a routing policy"):
-        Policy.from_document(nested)
+    twice = policy.to_document()
+    twice["routing"]["routes"][0]["policy"] = nested  # one level of nesting is allowed, two are not
+    with pytest.raises(PolicyError, match="itself routes to a routing policy"):
+        Policy.from_document(twice)
     # constants route too, and features are the union of the routes'
     mixed = routing_policy("m", [(0.0, 0.5, constant_policy(ARMS, "treat", 0.1, "t")), (0.5, 0.5, _tree("b", 40.0))],
                            key="k", unit="user_id")
     assert mixed.features == ["age"] and mixed.complexity == 1
+
+
+def test_a_nested_routing_decides_as_its_inner_policy_for_each_unit(data):
+    """A staged rollout routes a share of units to a cross-fitted policy (itself a routing policy): each unit of that
+    share gets exactly the inner policy's greedy arm, on the batch, records and one-unit paths; the route a
+    decision logs stays the outer route's name."""
+    inner = _two_trees(exploration=0.0)
+    other = constant_policy(ARMS, "control", 0.0, "base")
+    outer = routing_policy("rollout", [(0.0, 0.3, other), (0.3, 0.7, inner.replace(name="canary"))],
+                           key="0123456789abcdef", unit="user_id", experiment="exp")
+    again = Policy.from_document(json.loads(json.dumps(outer.to_document())))
+    units = data["user_id"].to_numpy()
+    in_canary = outer.route_of(units) == 1
+    assert 0.65 < in_canary.mean() < 0.75
+    for policy in (outer, again):
+        greedy = policy.greedy_arms(data)
+        assert np.array_equal(greedy[in_canary], inner.greedy_arms(data)[in_canary])
+        assert (greedy[~in_canary] == 0).all()
+        rows = data.iloc[:300]
+        records = [check_record(policy, r) for r in rows[policy.features].to_dict("records")]
+        ids = rows["user_id"].tolist()
+        chosen, _ = policy.decide_records(records, ids)
+        batch, _ = policy.decide(rows, rows["user_id"])
+        assert list(chosen) == list(batch)
+        assert [policy.decide_one(records[i], ids[i])[0] for i in range(20)] == list(batch[:20])
+        # no exploration: the decision is the inner policy's own greedy arm
+        inner_arms = np.asarray(ARMS)[inner.greedy_arms(rows)]
+        canary = in_canary[:300]
+        assert list(np.asarray(batch)[canary]) == list(inner_arms[canary])
+        assert set(policy.route_names(ids)) == {"base", "canary"}
