@@ -94,13 +94,22 @@ def promote(ctx: click.Context, name: str, arm: str | None, force: bool, as_json
 @click.option("--missing", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of users whose outcomes never arrive.")
 @click.option("--pace", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Real seconds between simulated days.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the users (new ids per seed).")
+@click.option("--shift", "shifts", multiple=True, metavar="FEATURE=AMOUNT",
+              help="Send a numeric feature moved by AMOUNT (drift; repeatable). Outcomes stay the users' own.")
+@click.option("--feature-missing", "blanks", multiple=True, metavar="FEATURE=SHARE",
+              help="Send a feature missing for SHARE of the users (0-1; repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 def simulate_traffic(name: str, url: str, token: str, units: int, days: int, policy: str | None, scenario: str,
-                     missing: float, pace: float, seed: int, as_json: bool) -> None:
-    """Play simulated users of experiment NAME against a running server: decisions, then their true outcomes."""
+                     missing: float, pace: float, seed: int, shifts: tuple[str, ...], blanks: tuple[str, ...],
+                     as_json: bool) -> None:
+    """Play simulated users of experiment NAME against a running server: decisions, then their true outcomes.
+
+    POLICY may be any served name, e.g. a policy under a staged rollout (`pex publish POLICY --canary ...`): the
+    server routes each user to the canary, the base or the holdout."""
     from pex.online.traffic import Client, play, population
 
-    sim = population(name, units, scenario, seed)
+    sim = population(name, units, scenario, seed, shift=_pairs("--shift", shifts),
+                     missing_features=_pairs("--feature-missing", blanks))
     result = play(Client(url, token), name, policy or f"{name}-online", sim, unit_column="user_id", days=days,
                   missing=missing, seed=seed, pace=pace, say=lambda m: click.echo(m, err=True))
     if as_json:
@@ -108,6 +117,22 @@ def simulate_traffic(name: str, url: str, token: str, units: int, days: int, pol
     else:
         click.echo(f"{result.decisions:,} decisions ({', '.join(f'{a} {n:,}' for a, n in sorted(result.arms.items()))}); "
                    f"{result.outcomes_posted:,} outcomes posted, {result.units_without_outcomes:,} users never reported")
+
+
+def _pairs(option: str, pairs: tuple[str, ...]) -> dict[str, float]:
+    """``FEATURE=NUMBER`` options as a dict; PexError (exit 2) on anything else."""
+    from pex.errors import PexError
+
+    found: dict[str, float] = {}
+    for pair in pairs:
+        feature, sep, value = pair.partition("=")
+        try:
+            found[feature.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not feature.strip():
+            raise PexError(f"{option} {pair!r} is not FEATURE=NUMBER", f"e.g. {option} age=10")
+    return found
 
 
 def _show(found: dict, as_json: bool) -> None:

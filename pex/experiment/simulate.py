@@ -29,6 +29,16 @@ Scenarios
     with the same latent engagement (seen through ``spend_pre``), the harm
     faster than the lift, and the least engaged lose spend: the best policy
     within the limit treats a middle slice, not the top gainers.
+``canary``
+    Three arms (control, lite, heavy), the release scenario of staged rollouts. ``lite`` (a light
+    recommendations widget) lifts ``orders`` for everyone (more for active users) and makes pages 1%
+    faster; ``heavy`` (the same widget with a slow, buggy loader) lifts ``orders`` less and raises the
+    continuous ``latency`` guardrail (mean about 20, ``max_harm`` 5%) by 15% relative for every unit. So
+    all-``lite`` is a good version to ramp to 100% and all-``heavy`` a harmful one a canary must roll back;
+    ``latency``'s small relative spread lets a 5% canary judge that on a few hundred units.
+
+:func:`drifted` changes the *observed* features of drawn units (a shifted feature, a feature going
+missing), as a client release that reports a field differently would, for drift monitoring.
 
 Every scenario draws the same kind of units (age, tenure, country, platform,
 noise features ``x0..``, missing values) so they all look alike to the pipeline;
@@ -39,14 +49,14 @@ from __future__ import annotations
 
 import copy
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-SCENARIOS = ("notification_cadence", "constant", "null", "segment_harm", "aligned_harm")
+SCENARIOS = ("notification_cadence", "constant", "null", "segment_harm", "aligned_harm", "canary")
 COUNTRIES = ["US", "IN", "BR", "DE", "GB", "FR"]
 COUNTRY_P = [0.35, 0.2, 0.15, 0.1, 0.1, 0.1]
 PLATFORMS = ["ios", "android", "web"]
@@ -69,6 +79,12 @@ ALIGNED_HARM_METRICS = {
     "churned": {"goal": "decrease", "role": "guardrail", "max_harm": 0.08, "kind": "binary"},
 }
 
+CANARY_METRICS = {
+    "orders": {"goal": "increase", "role": "primary", "pre": "orders_pre", "kind": "continuous"},
+    "latency": {"goal": "decrease", "role": "guardrail", "max_harm": 0.05, "kind": "continuous"},
+}
+CANARY_LATENCY_CHANGE = {"control": 1.0, "lite": 0.99, "heavy": 1.15}  # each arm's latency, relative to control
+
 
 @dataclass
 class ScenarioDesign:
@@ -90,6 +106,7 @@ _DESIGNS = {
     "null": ScenarioDesign(ARMS, DEFAULT_ALLOCATION, METRICS),
     "segment_harm": ScenarioDesign(["control", "treat"], {"control": 0.5, "treat": 0.5}, SEGMENT_HARM_METRICS),
     "aligned_harm": ScenarioDesign(["control", "upsell"], {"control": 0.5, "upsell": 0.5}, ALIGNED_HARM_METRICS),
+    "canary": ScenarioDesign(["control", "lite", "heavy"], {"control": 0.34, "lite": 0.33, "heavy": 0.33}, CANARY_METRICS),
 }
 
 
@@ -253,6 +270,8 @@ def simulate(
         expected, pre = _segment_harm_truth(units)
     elif scenario == "aligned_harm":
         expected, pre = _aligned_harm_truth(units)
+    elif scenario == "canary":
+        expected, pre = _canary_truth(units)
     else:
         expected, pre = _cadence_truth(units, scenario)
     metrics = design.metrics
@@ -386,6 +405,50 @@ def _aligned_harm_truth(u: _Units) -> tuple[dict[str, dict[str, np.ndarray]], di
         "churned": {"control": churn0, "upsell": churn1},
     }
     return expected, {"spend_pre": spend_pre}
+
+
+def _canary_truth(u: _Units) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """``canary``: ``lite`` lifts orders and speeds pages up a little; ``heavy`` lifts orders less and slows pages by 15%."""
+    activity, age = u.activity, u.age
+    ios = u.platform == "ios"
+    android = u.platform == "android"
+    orders_pre = np.maximum(0, 1.5 + 1.0 * (activity + u.pre_noise)).round(2)
+    orders0 = 1.5 + 1.0 * activity + 0.2 * ios - 0.004 * (age - 38)
+    # heavy's lift is below lite's for every unit: no policy that knows the truth would serve it
+    lift = {"control": 0.0, "lite": 0.15 + 0.05 * activity, "heavy": 0.1 + 0.03 * activity}
+    # a mean near 20 against the simulator's noise (sd 2): a relative spread near 0.14, so harm is measured cheaply
+    latency0 = 18.0 + 0.3 * activity + 1.0 * android
+    expected = {
+        "orders": {arm: orders0 + lift[arm] for arm in lift},
+        "latency": {arm: latency0 * change for arm, change in CANARY_LATENCY_CHANGE.items()},
+    }
+    return expected, {"orders_pre": orders_pre}
+
+
+def drifted(sim: SimulatedExperiment, *, shift: dict[str, float] | None = None,
+            missing: dict[str, float] | None = None, seed: int = 0) -> SimulatedExperiment:
+    """``sim`` with its observed features drifted: each numeric feature of ``shift`` moved by its amount, each
+    feature of ``missing`` made missing in that share of the units (drawn with ``seed``; missing already stays missing).
+
+    Only what the data shows changes, not the users: the truth (expected and realised outcomes) is ``sim``'s, as when a
+    client release starts reporting a field differently or stops sending one. Unknown or non-numeric shifted
+    features and rates outside [0, 1] raise ValueError.
+    """
+    data = sim.data.copy()
+    for feature, amount in (shift or {}).items():
+        if feature not in sim.truth.feature_names or not pd.api.types.is_numeric_dtype(data[feature]):
+            raise ValueError(f"cannot shift {feature!r}: not a numeric feature of scenario {sim.scenario!r}")
+        data[feature] = data[feature] + float(amount)
+    rng = np.random.default_rng(seed)
+    for feature, rate in (missing or {}).items():
+        if feature not in sim.truth.feature_names:
+            raise ValueError(f"cannot blank {feature!r}: not a feature of scenario {sim.scenario!r}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"the missing share of {feature!r} must be within [0, 1], got {rate}")
+        gone = rng.uniform(size=len(data)) < rate
+        data[feature] = data[feature].astype(object).where(~gone, None) if data[feature].dtype == object \
+            else data[feature].mask(gone)
+    return replace(sim, data=data)
 
 
 def write_product_export(directory: str | Path, n: int = 8_000, seed: int = 0) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pex.errors import PexError
-from pex.experiment.simulate import SimulatedExperiment, simulate
+from pex.experiment.simulate import SimulatedExperiment, drifted, simulate
 
 BATCH = 1_000  # units per decide-batch request
 OUTCOME_BATCH = 20_000  # records per outcomes request
@@ -78,10 +78,17 @@ class Client:
             raise TrafficError(f"cannot reach {self.url}: {reason}", "start the server with `pex serve` and pass its --url") from None
 
 
-def population(experiment: str, units: int, scenario: str, seed: int) -> SimulatedExperiment:
-    """``units`` fresh simulated users of ``scenario``, ids ``<experiment>-s<seed>-<i>`` (new ids per seed)."""
+def population(experiment: str, units: int, scenario: str, seed: int, *, shift: dict[str, float] | None = None,
+               missing_features: dict[str, float] | None = None) -> SimulatedExperiment:
+    """``units`` fresh simulated users of ``scenario``, ids ``<experiment>-s<seed>-<i>`` (new ids per seed); with
+    ``shift`` or ``missing_features``, their features as sent drift (:func:`pex.experiment.simulate.drifted`)."""
     sim = simulate(units, scenario=scenario, seed=seed)
     sim.data["user_id"] = [f"{experiment}-s{seed}-{i}" for i in range(units)]
+    if shift or missing_features:
+        try:
+            sim = drifted(sim, shift=shift, missing=missing_features, seed=seed)
+        except ValueError as exc:
+            raise TrafficError(str(exc), f"name features of the {scenario} scenario: {', '.join(sim.truth.feature_names)}") from None
     return sim
 
 
