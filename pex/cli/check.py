@@ -7,6 +7,19 @@ import click
 from pex.cli.common import _echo_json, _workspace
 
 
+class AlertsFiring(click.ClickException):
+    """Exit code 1 (an alert fires) through pex's CLI runner, which returns a ClickException's ``exit_code``; the
+    alert lines are already printed, so it shows nothing more."""
+
+    exit_code = 1
+
+    def __init__(self) -> None:
+        super().__init__("alerts fire")
+
+    def show(self, file: object = None) -> None:
+        """Nothing to add: the lines above are the message."""
+
+
 def register(cli: click.Group) -> None:
     """Add this module's commands to the ``pex`` group."""
     cli.add_command(check)
@@ -39,4 +52,4 @@ def check(ctx: click.Context, name: str | None, url: str | None, token: str | No
             click.echo("all clear: no alert fires" + (f" ({len(done.not_checked)} part(s) not checked, above)"
                                                       if done.not_checked else ""))
     if done.alerts:
-        ctx.exit(1)
+        raise AlertsFiring
