@@ -9,7 +9,7 @@ served values in categories training never had. Pure functions over frames: no s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ TOP_CATEGORIES = 50  # categories kept by name; the rarer ones are pooled in the
 EPSILON = 1e-4  # the share given to an empty bin, so that PSI (a log ratio) stays finite
 MIN_DECISIONS = 200  # below this many served decisions nothing is judged: shares of a few units are noise
 TOO_FEW = "too few decisions"
+NOT_LOGGED = "not logged"  # the decision log keeps only the features the live policy reads
 
 DEFAULT_THRESHOLDS = {"psi": 0.2, "js": 0.1, "missing_increase": 0.05, "unseen": 0.01, "arm_share_psi": 0.2}
 
@@ -65,8 +66,8 @@ def profile(frame: pd.DataFrame, features: list[str], kinds: Mapping[str, str],
     return out
 
 
-def drift(profile: Mapping[str, Any], served: pd.DataFrame, thresholds: Mapping[str, float] | None = None
-          ) -> dict[str, Any]:
+def drift(profile: Mapping[str, Any], served: pd.DataFrame, thresholds: Mapping[str, float] | None = None,
+          logged: Collection[str] | None = None) -> dict[str, Any]:
     """Each profiled feature of ``served`` (one row per served decision, a column per feature; an absent column
     is all missing) against the training ``profile``, flagged by ``thresholds`` (:data:`DEFAULT_THRESHOLDS` for
     any not given).
@@ -76,13 +77,19 @@ def drift(profile: Mapping[str, Any], served: pd.DataFrame, thresholds: Mapping[
     ``unseen_rate`` (categorical), ``empty_bins`` (the bins given :data:`EPSILON` because training or traffic left
     them empty), ``flags`` (codes ``psi``, ``js``, ``missing``, ``unseen``) and ``drifted``. With fewer than
     :data:`MIN_DECISIONS` rows the figures are shown but nothing is flagged (``judged`` false, ``verdict``
-    :data:`TOO_FEW`).
+    :data:`TOO_FEW`). ``logged``: the features the decision log holds (a server logs those its policy reads); any
+    other profiled feature is listed with verdict :data:`NOT_LOGGED` and no figures (default: every feature).
     """
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     n = len(served)
     judged = n >= MIN_DECISIONS
     rows = []
     for name, prof in profile["features"].items():
+        if logged is not None and name not in logged:
+            rows.append({"feature": name, "kind": prof["kind"], "psi": None, "js": None, "missing_rate": None,
+                         "training_missing_rate": prof["missing_rate"], "unseen_rate": None, "empty_bins": [],
+                         "flags": [], "drifted": False, "verdict": NOT_LOGGED})
+            continue
         series = served[name] if name in served.columns else pd.Series([None] * n, dtype=object)
         row = (_numeric_drift if prof["kind"] == "numeric" else _categorical_drift)(prof, series)
         row = {"feature": name, "kind": prof["kind"], **row, "training_missing_rate": prof["missing_rate"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,9 @@ import pandas as pd
 
 from pex.experiment.data import Dataset
 from pex.experiment.split import HOLDOUT, dataset_split_key
-from pex.hte.learners import Progress, fit_effects
+from pex.hte.learners import HTEFit, Progress, fit_effects
 from pex.hte.summary import fit_summary
+from pex.monitor.drift import PROFILE_FILE, profile
 from pex.services.models import effect_model
 from pex.services.tables import read_units
 from pex.store.workspace import DatasetVersion, FitRecord, Workspace
@@ -28,7 +30,18 @@ def fit_and_store(ws: Workspace, dataset: Dataset, dv: DatasetVersion, *, learne
     result = fit_effects(dataset, learner=learner, folds=folds, seed=seed, holdout=holdout, holdout_offset=holdout_offset,
                          split_key=dataset_split_key(dv.content_hash), progress=progress)
     summary = {**fit_summary(result, seed=seed), "dataset_version": dv.to_dict(), "seed": seed}
-    return ws.put_fit(dv.id, learner, result.to_files(), summary), summary
+    files = {**result.to_files(), PROFILE_FILE: json.dumps(training_profile(dataset, result))}
+    return ws.put_fit(dv.id, learner, files, summary), summary
+
+
+def training_profile(dataset: Dataset, result: HTEFit) -> dict[str, Any]:
+    """The profile (:func:`pex.monitor.drift.profile`) of the fit's training units and of their out-of-fold
+    effects: what ``pex monitor`` compares served traffic with."""
+    frame = dataset.frame
+    training = frame[frame[dataset.spec.unit].astype(str).isin(set(result.units.astype(str)))]
+    effects = {(metric, arm): result.oof_effects(metric)[:, j]
+               for metric in result.metrics for j, arm in enumerate(result.model.treated_arms)}
+    return profile(training, list(dataset.features), dataset.features, effects)
 
 
 def fit(ws: Workspace, experiment: str, *, version: int | None = None, learner: str = "auto", folds: int = 2, seed: int = 0,
