@@ -45,5 +45,5 @@ def _admin(state) -> bool:
 @requires("admin")
 def prometheus():
     """Prometheus text format, summed over the server's workers."""
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(current_app.extensions["pex"].ws)
     return Response(body, content_type=content_type)
