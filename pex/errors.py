@@ -86,3 +86,10 @@ class BusyError(PexError):
 
 class NotFittedError(PexError, ValueError):
     """An estimator was used before ``fit``."""
+
+
+class UncertifiedError(PexError):
+    """A publish of a policy version that is not certified to keep its guardrails, without an override
+    (:func:`pex.services.publishing.publish_checked`): a conflict with the gate, not a malformed request."""
+
+    status = 409

@@ -107,8 +107,9 @@ def _actor() -> str:
 @api.post("/policies/<name>/publish")
 @requires("admin")
 def publish(name: str):
-    """Make a version live: ``{"version": V}`` (default: :func:`pex.services.publishing.publish`'s, the newest stored unless
-    a re-run stored it beside an earlier run's recommendation)."""
+    """Make a version live through the publish gate: ``{"version": V}`` (default: the version
+    :func:`pex.services.publishing.publish` picks); a version the gate does not pass is a 409 with the why, unless
+    the body says ``"force": true`` with a ``"reason"``, which the release history records as a forced publish."""
     body = _body() if _data() else {}
     version = body.get("version") if isinstance(body, Mapping) else None
     if isinstance(version, float) and version.is_integer():  # 3.0 is an integer to JSON (and to the document)
@@ -117,7 +118,14 @@ def publish(name: str):
             isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION)):
         raise DataError(f"the request body must be empty or an object with an integer 'version' from 1 to {MAX_VERSION}",
                         'send {"version": 3}')
-    release = publishing.publish(_state().ws, _name(name), version, _actor())
+    force, reason = body.get("force", False), body.get("reason")
+    if not isinstance(force, bool):
+        raise DataError("'force' must be true or false", 'send {"version": 3, "force": true, "reason": "..."}')
+    if force != (reason is not None):
+        raise DataError("'force': true and a 'reason' go together", 'send {"version": 3, "force": true, "reason": '
+                                                                    '"why it goes live without a certificate"}')
+    release = publishing.publish_checked(_state().ws, _name(name), version, _actor(),
+                                         force_reason=reason if force else None)
     return jsonify({"ok": True, **release.to_dict()})
 
 

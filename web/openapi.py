@@ -15,17 +15,25 @@ UNIT = {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 256, "pattern"
 DECISION = {"type": "object", "required": ["arm", "policy", "version", "propensity", "decision_id"], "properties": {
     "arm": {"type": "string"}, "policy": {"type": "string"}, "version": {"type": "integer"},
     "propensity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "decision_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}}
+    "decision_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    # present (true) only when the live version could not be loaded and the policy's fallback arm was served
+    "fallback": {"type": "boolean"}}}
 DECIDE_REQUEST = {"type": "object", "required": ["unit"], "properties": {
     "unit": UNIT, "features": {"type": "object", "additionalProperties": FEATURE_VALUE,
                                "description": "Feature values; absent or null is missing and follows the policy's "
                                               "declared path. Numeric features take numbers, categorical ones labels."}}}
 RELEASE_EVENT = {"type": "object", "required": ["policy", "action", "from_version", "to_version", "actor", "created_at"],
-                 "properties": {"policy": {"type": "string"}, "action": {"enum": ["publish", "rollback"]},
+                 "properties": {"policy": {"type": "string"}, "action": {"enum": ["publish", "rollback", "canary", "ramp", "complete",
+                                                                                "auto-rollback"]},
                                 "from_version": {"type": ["integer", "null"]}, "to_version": {"type": "integer"},
                                 "actor": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
-                                # why a release happened outside the normal rule (an uncertified publish confirmed in the UI)
-                                "note": {"type": ["string", "null"]}}}
+                                # why a release happened outside the normal rule: a forced publish's "forced: <reason>",
+                                # a rollout step's why
+                                "note": {"type": ["string", "null"]},
+                                "forced": {"type": "boolean", "description": "a publish of a version the gate did not "
+                                                                             "pass, with the reason in its note"},
+                                "details": {"type": ["object", "null"], "description": "the figures behind an "
+                                                                                       "automatic rollout step"}}}
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR,
     "DecideRequest": DECIDE_REQUEST,
@@ -44,7 +52,15 @@ SCHEMAS: dict[str, Any] = {
                                                  "was 0 or 1 in the ingested experiment)"}}}}}},
     "OutcomesResponse": {"type": "object", "required": ["ok", "experiment", "recorded"], "properties": {
         "ok": {"const": True}, "experiment": {"type": "string"}, "recorded": {"type": "integer"}}},
-    "PublishRequest": {"type": "object", "properties": {"version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}},
+    "PublishRequest": {"type": "object", "properties": {
+        "version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+        "force": {"type": "boolean", "description": "publish a version the gate does not pass (with 'reason')"},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500,
+                   "pattern": "\\S", "description": "why a forced publish is made (text without control "
+                                                      "characters); recorded as the release note 'forced: <reason>'"}},
+        # a reason comes with "force": true and only with it
+        "if": {"required": ["force"], "properties": {"force": {"const": True}}},
+        "then": {"required": ["reason"]}, "else": {"not": {"required": ["reason"]}}},
     "ReleaseEvent": RELEASE_EVENT,
     "Release": {"allOf": [{"$ref": "#/components/schemas/ReleaseEvent"},
                           {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}}]},
@@ -112,12 +128,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                       "422": _json("Error", "a malformed record or experiment name, or a value that does not suit "
                                             "its metric")}},
     ("/api/v1/policies/{name}/publish", "post"): {
-        "summary": "Make a version live (default: the newest, or the recommended one when a re-run stored the newest)",
+        "summary": "Make a version live (default: the newest, or the recommended one when a re-run stored the newest) "
+                   "when it is certified to keep its guardrails, or forced with a reason",
         "x-scope": "admin", "parameters": [NAME],
         "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("PublishRequest")}}},
         "responses": {"200": _json("Release", "published"), "404": _json("Error", "no such policy or version"),
                       "400": _json("Error", "the body is not JSON, or that version is already live"),
-                      "422": _json("Error", "the body is not an object with an integer 'version'")}},
+                      "409": _json("Error", "the version is not certified to keep its guardrails (the error says "
+                                            "why); send force and a reason to override"),
+                      "422": _json("Error", "the body is not an object with an integer 'version', or 'force' "
+                                            "without a 'reason'")}},
     ("/api/v1/policies/{name}/rollback", "post"): {
         "summary": "Return to the version live before the current one", "x-scope": "admin", "parameters": [NAME],
         "responses": {"200": _json("Release", "rolled back"), "404": _json("Error", "never published"),

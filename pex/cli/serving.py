@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -85,23 +86,108 @@ def _check_port_free(host: str, port: int) -> None:
             raise PexError(f"cannot listen on {host}:{port}: {exc.strerror}", hint) from None
 
 
+def _percents(text: str, option: str) -> list[float]:
+    """Percents as shares: "5,25,50,100" -> [0.05, 0.25, 0.5, 1.0]; each in (0, 100] (exit 2 otherwise)."""
+    from pex.errors import PexError
+
+    shares = []
+    for part in text.split(","):
+        try:
+            pct = float(part.strip())
+        except ValueError:
+            raise PexError(f"{option} takes percents, got {part.strip()[:20]!r}",
+                           f"e.g. {option} 5" + (",25,50,100" if option == "--ramp" else "")) from None
+        if not 0 < pct <= 100:  # also refuses nan
+            raise PexError(f"{option} {part.strip()[:20]} is not a percent in (0, 100]", f"e.g. {option} 5")
+        shares.append(pct / 100)
+    return shares
+
+
+def _rollout_shares(canary: str, ramp: str | None, holdout: str) -> tuple[float, list[float] | None, float]:
+    """The canary, ramp and holdout shares of `pex publish --canary`, checked (exit 2 with the cause)."""
+    from pex.errors import PexError
+
+    if "," in canary:
+        raise PexError("--canary takes one percent", "e.g. --canary 5; the later steps go in --ramp 5,25,50,100")
+    [first] = _percents(canary, "--canary")
+    steps = _percents(ramp, "--ramp") if ramp is not None else None
+    if steps is not None:
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise PexError(f"--ramp {ramp} does not increase step by step", "e.g. --ramp 5,25,50,100")
+        if steps[-1] != 1.0:
+            raise PexError(f"--ramp {ramp} does not end at 100", "the last step serves the new version to everyone: "
+                                                                   "e.g. --ramp 5,25,50,100")
+    if "," in holdout:
+        raise PexError("--holdout takes one percent", "e.g. --holdout 5")
+    [held] = _percents(holdout, "--holdout")
+    if held >= 1.0:
+        raise PexError("--holdout 100 leaves no traffic for the policy", "e.g. --holdout 5")
+    return first, steps, held
+
+
 @click.command()
 @click.argument("policy")
 @click.option("--version", "version", type=click.IntRange(min=1), default=None,
               help="Version to make live (default: the newest, unless a re-run stored it beside an earlier run's "
                    "recommendation of POLICY: then the recommended version).")
-@click.option("--json", "as_json", is_flag=True, help="Print the release as JSON.")
+@click.option("--force", is_flag=True, help="Publish a version that is not certified to keep its guardrails (needs "
+                                            "--reason; recorded in the release history as a forced publish).")
+@click.option("--reason", default=None, help="Why a forced publish is made (with --force; at most 500 characters).")
+@click.option("--canary", default=None, metavar="PERCENT",
+              help="Start a staged rollout: the new version to PERCENT of the units, the live version to the rest; "
+                   "a watcher advances or rolls it back (`pex rollout status POLICY`).")
+@click.option("--ramp", default=None, metavar="P1,P2,...,100",
+              help="The rollout's shares after the canary, increasing and ending at 100 (with --canary).")
+@click.option("--holdout", default="5", show_default=True, metavar="PERCENT",
+              help="The rollout's all-control holdout, against which guardrail harm is measured (with --canary).")
+@click.option("--json", "as_json", is_flag=True, help="Print the release (or the rollout) as JSON.")
 @click.pass_context
-def publish(ctx: click.Context, policy: str, version: int | None, as_json: bool) -> None:
-    """Make a version of POLICY live; running servers switch to it within seconds, without a restart."""
-    from pex.services.publishing import publish as publish_version
+def publish(ctx: click.Context, policy: str, version: int | None, force: bool, reason: str | None,
+            canary: str | None, ramp: str | None, holdout: str, as_json: bool) -> None:
+    """Make a version of POLICY live; running servers switch to it within seconds, without a restart.
 
-    release = publish_version(_workspace(ctx, create=True), policy, version)
+    Only a version certified to keep its guardrails goes live (its run certified it, the online loop promoted it
+    from a certified arm, or it gives everyone control); `--force --reason TEXT` overrides, and the release history
+    shows the override. With --canary, the version goes live in stages instead (a canary, the ramp, 100%)."""
+    from pex.errors import PexError
+    from pex.services.publishing import check_reason
+
+    if force and reason is None:
+        raise PexError("--force needs --reason", f"say why: pex publish {policy} --force --reason 'owner accepts the risk'")
+    if reason is not None and not force:
+        raise PexError("--reason goes with --force", f"pex publish {policy} --force --reason '...'")
+    force_reason = check_reason(reason) if force else None
+    if canary is None and ramp is not None:
+        raise PexError("--ramp needs --canary", f"e.g. pex publish {policy} --canary 5 --ramp 5,25,50,100")
+    ws = _workspace(ctx, create=True)
+    if canary is not None:
+        from pex.services.rollout import start
+
+        share, steps, held = _rollout_shares(canary, ramp, holdout)
+        started = start(ws, policy, version, canary=share, ramp=steps, holdout=held, force_reason=force_reason)
+        if as_json:
+            _echo_json(started)
+        else:
+            click.echo(_rollout_line(policy, started, share, held))
+        return
+    from pex.services.publishing import publish_checked
+
+    release = publish_checked(ws, policy, version, force_reason=force_reason)
     if as_json:
         _echo_json(release.to_dict())
     else:
         before = f"v{release.from_version}" if release.from_version else "nothing live"
-        click.echo(f"{policy}: v{release.to_version} is live (was {before})")
+        forced = f" ({release.note})" if release.forced else ""
+        click.echo(f"{policy}: v{release.to_version} is live (was {before}){forced}")
+
+
+def _rollout_line(policy: str, started: dict, canary: float, holdout: float) -> str:
+    """What went live when a rollout started."""
+    new = started.get("new_version", started.get("version"))
+    base = started.get("base_version")
+    rest = f"v{base}" if base is not None else "the live version"
+    return (f"{policy}: canary of v{new} live on {canary:.0%} of the units, {rest} on the rest, "
+            f"{holdout:.0%} all-control holdout; `pex rollout status {policy}` follows it")
 
 
 @click.command()
@@ -124,7 +210,8 @@ def rollback(ctx: click.Context, policy: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def releases(ctx: click.Context, policy: str | None, as_json: bool) -> None:
-    """Every publish and rollback (of POLICY, when given): who, when, from which version to which."""
+    """Every publish, rollback and rollout step (of POLICY, when given): who, when, from which version to which, and
+    the note (a forced publish's reason, a rollout step's why)."""
     found = _workspace(ctx, create=False).releases(policy)
     if as_json:
         _echo_json([r.to_dict() for r in found])
@@ -133,7 +220,9 @@ def releases(ctx: click.Context, policy: str | None, as_json: bool) -> None:
         click.echo("no releases yet: `pex publish POLICY` makes a version live")
     for r in found:
         before = f"v{r.from_version}" if r.from_version else "-"
-        click.echo(f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.policy}  {r.action:<8}  {before} -> v{r.to_version}  by {r.actor}")
+        note = f"  ({r.note})" if r.note else ""  # a forced publish reads "forced: <reason>"; a rollout step its why
+        click.echo(f"{r.created_at:%Y-%m-%d %H:%M:%S}  {r.policy}  {r.action:<13}  {before} -> v{r.to_version}  by "
+                   f"{r.actor}{note}")
 
 
 @click.group()

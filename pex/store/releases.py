@@ -73,10 +73,7 @@ class ReleasesMixin:
             if stored is None:
                 raise NotFoundError(f"no policy {name!r} in this workspace", "`pex policies NAME` lists an experiment's policies")
             if version is None:
-                carried = conn.execute(sa.select(runs.c.policy_version).where(
-                    (runs.c.own_policy == name) & (runs.c.own_version == stored) & (runs.c.policy == name)
-                    & runs.c.bound_to.is_not(None)).order_by(runs.c.id.desc()).limit(1)).scalar()
-                version = stored if carried is None else int(carried)
+                version = _default_version(conn, name, stored)
             if conn.execute(sa.select(policies.c.id).where((policies.c.name == name) & (policies.c.version == version))
                             ).first() is None:
                 raise NotFoundError(f"policy {name!r} has no version {version}", f"its newest version is {stored}")
@@ -85,6 +82,15 @@ class ReleasesMixin:
             if live == version:
                 raise PexError(f"policy {name!r} version {version} is already live", "publish another version, or roll back")
             return _append(conn, name, "publish", live, version, actor, note)
+
+    @db("read the policies of")
+    def publish_target(self, name: str) -> int:
+        """The version :meth:`publish` makes live when none is named (a gate checks that version first)."""
+        with self._read() as conn:
+            stored = conn.execute(sa.select(sa.func.max(policies.c.version)).where(policies.c.name == name)).scalar()
+            if stored is None:
+                raise NotFoundError(f"no policy {name!r} in this workspace", "`pex policies NAME` lists an experiment's policies")
+            return _default_version(conn, name, stored)
 
     @db("change the live version of a policy in")
     def release_step(self, name: str, action: str, to_version: int, actor: str, note: str | None = None,
@@ -146,6 +152,14 @@ class ReleasesMixin:
         with self._read() as conn:
             history = _history(conn, name)
         return history[-2] if len(history) >= 2 else None
+
+
+def _default_version(conn: sa.Connection, name: str, stored: int) -> int:
+    """The newest stored version, unless a re-run stored it beside an earlier run's recommendation of ``name``."""
+    carried = conn.execute(sa.select(runs.c.policy_version).where(
+        (runs.c.own_policy == name) & (runs.c.own_version == stored) & (runs.c.policy == name)
+        & runs.c.bound_to.is_not(None)).order_by(runs.c.id.desc()).limit(1)).scalar()
+    return stored if carried is None else int(carried)
 
 
 def _history(conn: sa.Connection, name: str) -> list[int]:

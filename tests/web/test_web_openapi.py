@@ -169,7 +169,7 @@ def test_the_fuzzing_fails_on_a_5xx_an_undocumented_status_or_a_response_off_its
     if operation == DECIDE:
         monkeypatch.setattr(app.extensions["pex"].server, "decide", sabotage)
     else:
-        monkeypatch.setattr(publishing, "publish", sabotage)
+        monkeypatch.setattr(publishing, "publish_checked", sabotage)
     quick = settings(FUZZ, max_examples=10, report_multiple_bugs=False)
     with pytest.raises(BaseException) as caught:  # a FailureGroup, or hypothesis' own group: its members are checked
         _fuzz(app, served, *operation, POSITIVE, quick)

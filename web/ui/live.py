@@ -39,18 +39,18 @@ def _version() -> int:
 
 @action(bp, "/experiments/<name>/policies/<policy>/publish")
 def publish(name: str, policy: str):
-    """Publish a version of one of the experiment's policies. A policy the latest run did not certify needs the
-    dialog's extra confirmation (the form field ``extra_confirmed``); without it nothing changes (400), with it the
-    audit trail records who confirmed it."""
+    """Publish a version of one of the experiment's policies through the publish gate. A version the gate does not
+    pass needs the dialog's extra confirmation (the form field ``extra_confirmed``); without it nothing changes
+    (400), with it the version goes live as a forced publish whose recorded reason names who confirmed it."""
     version = _version()
     ws = workspace()
-    check = policies_pages.publish_check(ws, name, policy)
-    note = None
+    check = policies_pages.publish_check(ws, name, policy, version)
+    reason = None
     if check.needs_confirmation:
         if request.form.get("extra_confirmed") != "yes":
             raise policies_pages.refuse_uncertified(check)
-        note = publishing.uncertified_note(actor())
-    publishing.publish(ws, policy, version, actor(), note=note)
+        reason = publishing.ui_reason(actor())
+    publishing.publish_checked(ws, policy, version, actor(), force_reason=reason)
     return redirect(url_for("live.policies", name=name) + "#live")
 
 

@@ -3,8 +3,10 @@ recommendation, the comparison of its policies, the Pareto plot and the tree, wh
 publishes and rollbacks, and what an admin may publish or roll back (with the exact change each would make).
 
 Everything the page shows is in the dict :func:`policies_page` returns (display text next to the raw numbers), so
-the page and its twin cannot disagree. :func:`publish_check` is the one rule, used by the page and by the publish
-action alike, for whether a publish needs the owner's extra confirmation (the run did not certify the policy).
+the page and its twin cannot disagree. :func:`publish_check` asks the publish gate
+(:func:`pex.services.publishing.gate`, the one rule behind `pex publish` and the API too) whether a publish needs the
+owner's extra confirmation: a version the gate does not pass goes live only as a forced publish, which the audit trail
+records with who confirmed it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pex.report.html import VERDICTS
 from pex.report.numbers import fmt_num, fmt_pct, fmt_signed
 from pex.report.summary import HarmCell, Interval, PolicyRow, RunSummary
 from pex.services.pages.times import when
+from pex.services.publishing import Judge
 from pex.services.settings import DEFAULTS
 from pex.store.releases import Release
 from pex.store.workspace import Workspace
@@ -30,7 +33,7 @@ from pex.store.workspace import Workspace
 # How each guardrail verdict reads in the comparison table (words, never colour alone).
 GUARDRAIL_WORDS = {"pass": "kept", "fail": "broken", "inconclusive": "inconclusive"}
 STANDING_TONE = {"certified": "good", "fallback": "good", "not certified": "bad", "screened out": "bad",
-                 "not tested": "unclear", "not a candidate": "unclear"}
+                 "not tested": "unclear", "not a candidate": "unclear", "never tested": "unclear"}
 STANDING_MEANING = {
     "certified": "every guardrail's upper bound is within its limit on units no model saw",
     "fallback": "everyone keeps control: it harms nothing, so it needs no certificate",
@@ -38,6 +41,7 @@ STANDING_MEANING = {
     "screened out": "dropped before the held-out test: its harm on the building units could not pass",
     "not tested": "the test sequence stopped before it, so it is neither certified nor rejected",
     "not a candidate": "shown for comparison; it was not offered to the recommendation",
+    "never tested": "no run of this experiment tested this version",
 }
 NOTHING_LIVE = "nothing live"
 
@@ -92,21 +96,15 @@ def own_policy(ws: Workspace, experiment: str, policy: str) -> None:
                             "use the buttons of the experiment's policies page")
 
 
-def publish_check(ws: Workspace, experiment: str, policy: str) -> PublishCheck:
-    """Whether a publish of ``policy`` (of ``experiment``) needs an explicit extra confirmation: yes unless the latest
-    run certified it (or it is the all-control fallback, which harms nothing). A policy of another experiment is a
+def publish_check(ws: Workspace, experiment: str, policy: str, version: int | None = None,
+                  judge: Judge | None = None) -> PublishCheck:
+    """Whether a publish of ``version`` of ``policy`` (of ``experiment``; default: the version a publish picks) needs
+    an explicit extra confirmation: yes unless the publish gate passes it. A policy of another experiment is a
     NotFoundError."""
     own_policy(ws, experiment, policy)
-    return _check(_summary(ws, experiment), policy)
-
-
-def _check(s: RunSummary | None, policy: str) -> PublishCheck:
-    if s is None:
-        return PublishCheck(policy, "not a candidate", True, "no run of this experiment has certified it")
-    standing = _standing(s, policy)
-    needs = standing not in ("certified", "fallback")
-    return PublishCheck(policy, standing, needs, f"the latest run's verdict on it: {standing} "
-                                                f"({STANDING_MEANING[standing]})")
+    version = version if version is not None else ws.publish_target(policy)
+    verdict = (judge or Judge(ws)).gate(policy, version)
+    return PublishCheck(policy, verdict.standing, not verdict.certified, verdict.why)
 
 
 def _interval_text(iv: Interval | None) -> str:
@@ -297,6 +295,7 @@ def policies_page(ws: Workspace, experiment: str) -> dict[str, Any]:
                               "label": f"Roll back {_short(name, experiment)} to v{target}",
                               "confirm": f"{name} v{live_all[name]} -> v{target} (roll back) on every server within seconds."})
     publish = []
+    judge = Judge(ws)
     if s is not None:
         rec = s.recommendation
         # the recommended version first: a carried-over recommendation is the earlier run's stored version
@@ -310,15 +309,15 @@ def policies_page(ws: Workspace, experiment: str) -> dict[str, Any]:
             version = version or newest[name]
             if live_all.get(name) == version:
                 continue
-            check = _check(s, name)
+            check = publish_check(ws, experiment, name, version, judge)
             publish.append({"policy": name, "short": _short(name, experiment), "version": version,
                             "recommended": name == rec.policy, "standing": check.standing,
                             "needs_confirmation": check.needs_confirmation,
                             "label": f"Publish {_short(name, experiment)} v{version}"
                                      + (" (recommended)" if name == rec.policy else ""),
                             "confirm": _confirm(name, live_all.get(name), version),
-                            "extra_confirm": (f"{name} is not certified: {check.why}. Publish it anyway? The audit trail "
-                                              "records that you confirmed an uncertified policy.")
+                            "extra_confirm": (f"{name} v{version} is not certified: {check.why}. Publish it anyway? "
+                                              "The audit trail records a forced publish, confirmed by you.")
                             if check.needs_confirmation else ""})
     rows, columns = _comparison(s) if s is not None else ([], [])
     return {

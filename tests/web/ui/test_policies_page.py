@@ -85,8 +85,8 @@ def test_an_uncertified_publish_needs_the_extra_confirmation_and_is_recorded_as_
     assert _live(ui_home.home)[offer["policy"]] == offer["version"]
     html, twin = _page(client)
     assert_cell_rule(html, twin, expect=("releases",))
-    assert twin["releases"][0]["note"] == "uncertified: confirmed by token:ui-admin in the UI"
-    assert "uncertified: confirmed by token:ui-admin in the UI" in html
+    assert twin["releases"][0]["note"] == "forced: confirmed by token:ui-admin in the UI"
+    assert "forced: confirmed by token:ui-admin in the UI" in html
 
 
 def test_rollback_returns_to_the_version_live_before(ui_client, ui_home):
