@@ -140,19 +140,23 @@ def predict(ctx: click.Context, name: str, data_path: str, out_path: str, fit_id
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def experiments(ctx: click.Context, as_json: bool) -> None:
-    """List the experiments in the workspace."""
+    """List the experiments in the workspace; "stale": a live policy of it (or its data) is older than the spec's
+    max_age_days (- when none is live)."""
     from pex.report.text import table
     from pex.services.experiments import list_experiments
+    from pex.services.monitoring import staleness
 
     home, rows = list_experiments(lambda: _workspace(ctx, create=False), ctx.obj.get("home"))
+    rows = [{**r, "stale": staleness(_workspace(ctx, create=False), r["name"])["stale"]} for r in rows]
     if as_json:
         _echo_json(rows)
     elif not rows:
         click.echo(f"no experiments in {home.resolve()}; add one with `pex ingest SPEC`")
     else:
-        click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", r["owner"], r["description"]]
-                          for r in rows],
-                         ["name", "version", "units", "owner", "description"], right={1, 2}))
+        stale = {True: "stale", False: "no", None: "-"}
+        click.echo(table([[r["name"], str(r["current_version"] or "-"), f"{r['n_units'] or 0:,}", stale[r["stale"]],
+                           r["owner"], r["description"]] for r in rows],
+                         ["name", "version", "units", "stale", "owner", "description"], right={1, 2}))
 
 
 @cli.command()

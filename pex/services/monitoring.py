@@ -55,6 +55,8 @@ def monitor(ws: Workspace, policy: str, *, store: bool = True, now: datetime | N
     else:
         logged = set().union(*(f.keys() for f in features)) if features else set()
         drifted = drift(fit_profile, frame, thresholds, logged=logged)
+        if features and not logged & set(fit_profile["features"]):
+            notes.append("the live policy reads no feature (its server logs none): nothing to compare with training")
     if len(served) < MIN_DECISIONS:
         notes.append(f"{TOO_FEW}: {len(served)} since version {version} went live, {MIN_DECISIONS} needed to judge")
 
