@@ -13,6 +13,7 @@ from pex.errors import DataError, NotFoundError
 from pex.experiment.data import load_dataset
 from pex.experiment.simulate import simulate
 from pex.experiment.spec import load_spec
+from pex.policy.base import Policy
 from pex.policy.constant import constant_policy
 from pex.services.experiments import analyze_stored
 from pex.services.retrain import LOG_SOURCE, RENAMED, log_dataset
@@ -21,29 +22,33 @@ from pex.store.workspace import Workspace
 
 NAME = "cadence"
 POLICY = "cadence-daily"
-METRICS = ("sessions", "converted", "unsubscribes")
 
 
 def serve_log(ws: Workspace, n: int, *, seed: int = 1, exploration: float = 0.2, prefix: str = "s",
-              at: datetime | None = None):
-    """Serve ``n`` fresh simulated units with an all-daily policy exploring ``exploration`` of the time, logging each
+              at: datetime | None = None, scenario: str = "notification_cadence", arm: str = "daily",
+              name: str = POLICY, tree: dict | None = None):
+    """Serve ``n`` fresh simulated units with an all-``arm`` policy exploring ``exploration`` of the time, logging each
     decision as the PolicyServer does and reporting each unit's outcome under the arm it got; returns the truth."""
-    fresh = simulate(n, scenario="notification_cadence", seed=seed)
-    policy = constant_policy(fresh.arms, "daily", exploration=exploration, name=POLICY).replace(experiment=NAME)
-    features = [c for c in fresh.data.columns if c not in ("user_id", "arm", *METRICS)]
+    fresh = simulate(n, scenario=scenario, seed=seed)
+    policy = constant_policy(fresh.arms, arm, exploration=exploration, name=name).replace(experiment=NAME)
+    if tree is not None:  # served arms (and so propensities) that depend on a feature the effects depend on
+        policy = Policy.from_document({**policy.to_document(), "kind": "tree", "tree": tree})
+    metrics = list(fresh.metrics)
+    features = [c for c in fresh.data.columns if c not in ("user_id", "arm", *metrics)]
     units = [f"{prefix}{i}" for i in range(n)]
     arms, propensity = policy.decide(fresh.data[features], np.array(units))
     at = at or datetime.now(UTC)
-    rows = []
-    for i, (unit, arm, p) in enumerate(zip(units, arms, propensity)):
-        record = {f: (None if isinstance(v, float) and math.isnan(v) else v) for f, v in fresh.data.loc[i, features].items()}
-        rows.append(PolicyServer._row(policy, f"d-{prefix}{i}", at + timedelta(microseconds=i), unit, str(arm), float(p),
-                                      record, None))
-    ws.append_decisions(rows)
+    records = [{f: (None if isinstance(v, float) and math.isnan(v) else v) for f, v in r.items()}
+               for r in fresh.data[features].to_dict("records")]
+    ws.append_decisions([PolicyServer._row(policy, f"d-{prefix}{i}", at + timedelta(microseconds=i), unit, str(arm),
+                                           float(p), record, None)
+                         for i, (unit, arm, p, record) in enumerate(zip(units, arms, propensity, records))])
+    # each unit's outcome is its potential outcome under the arm it was served
     index = {a: k for k, a in enumerate(fresh.arms)}
     chosen = np.array([index[a] for a in arms])
-    ws.put_outcomes(NAME, [(u, m, float(np.choose(chosen, [fresh.truth.outcomes[m][a] for a in fresh.arms])[i]))
-                           for m in METRICS for i, u in enumerate(units)])
+    for m in metrics:
+        served = np.choose(chosen, [fresh.truth.outcomes[m][a] for a in fresh.arms])
+        ws.put_outcomes(NAME, [(u, m, float(v)) for u, v in zip(units, served)])
     return fresh, arms, propensity
 
 
@@ -56,8 +61,13 @@ def ws(tmp_path):
         yield ws
 
 
+# new users (about 18%) get daily, the rest control, each 80% of the time: daily's effect on sessions is larger for new
+# users, so the served arms' plain difference overstates it; the logged propensities are what correct that
+TREE = {"feature": "tenure_days", "op": "<=", "value": 60, "left": {"arm": "daily"}, "right": {"arm": "control"}}
+
+
 def test_log_dataset_ate_within_3_se_of_truth(ws):
-    fresh, _arms, propensity = serve_log(ws, 4000)
+    fresh, _arms, propensity = serve_log(ws, 4000, tree=TREE)
     built = log_dataset(ws, NAME, policy=POLICY)
     data = built.dataset
     assert data.spec.propensity == "propensity" and data.propensity_source == "column"
@@ -72,8 +82,12 @@ def test_log_dataset_ate_within_3_se_of_truth(ws):
     assert analysis.n_units == data.n_units == 4000
     for e in analysis.effects:
         truth = fresh.truth.ate(e.metric, e.arm)
+        assert e.method.startswith("weighted")
         assert abs(e.estimate - truth) < 3 * e.se, (e.metric, e.arm, e.estimate, truth, e.se)
     assert {e.arm for e in analysis.effects} == {"daily", "weekly"}
+    frame, daily = data.frame, next(e for e in analysis.effects if (e.metric, e.arm) == ("sessions", "daily"))
+    plain = frame.loc[frame["arm"] == "daily", "sessions"].mean() - frame.loc[frame["arm"] == "control", "sessions"].mean()
+    assert plain - fresh.truth.ate("sessions", "daily") > 3 * daily.se  # what ignoring the propensities would report
 
 
 def test_first_decision_per_unit_and_units_without_outcomes(ws):
