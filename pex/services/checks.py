@@ -232,7 +232,8 @@ def _monitoring(done: Checked, ws: Workspace, live: list[_Live], now: datetime) 
             _add(done, alerts.drift(report), p)
             _add(done, alerts.stale(report.get("staleness") or {}), p)
         elif staleness is not None:
-            _add(done, alerts.stale(staleness(ws, p.experiment)), p)
+            ages = (staleness(ws, p.experiment).get("policies") or {}).get(p.policy)
+            _add(done, alerts.stale(ages or {}), p)
 
 
 def _when(value: Any) -> datetime | None:
@@ -256,18 +257,16 @@ def _rollouts(done: Checked, ws: Workspace, live: list[_Live]) -> None:
             continue
         found = status(ws, policy)
         harms, agreements = rollout_figures(found)
-        where = f"at step {found.get('step')}" if found.get("step") is not None else ""
+        step = found.get("step")
+        where = f"in the canary at step {step} ({found['steps'][step]:.0%})" if step is not None else "in the canary"
         _add(done, alerts.guardrail_harm(harms, where), by_policy[policy])
         _add(done, alerts.disagreement(agreements, where), by_policy[policy])
 
 
 def rollout_figures(status: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The guardrail harms (SequentialHarm dicts) and agreements (name -> Agreement dict) of a rollout status'
-    newest check."""
-    last = status.get("last_check") or {}
-    harms = last.get("harms") or {}
-    agreements = last.get("agreement") or last.get("agreements") or {}
-    harm_list = list(harms.values()) if isinstance(harms, dict) else list(harms)
-    if agreements and "z" in agreements:  # one agreement, not a dict of them
-        agreements = {"lift": agreements}
-    return harm_list, dict(agreements)
+    """The canary's always-valid guardrail harms (SequentialHarm dicts) and its flagged-or-not agreements with the
+    offline estimate (metric -> Agreement dict) in a rollout status (:func:`pex.services.rollout.status`)."""
+    canary = status.get("canary") or {}
+    harms = list((canary.get("sequential") or {}).values())
+    agreements = {m: cell["agreement"] for m, cell in (canary.get("metrics") or {}).items() if cell.get("agreement")}
+    return harms, agreements

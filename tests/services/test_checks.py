@@ -194,3 +194,39 @@ def test_a_ready_server_raises_no_server_alert_and_without_a_token_says_what_it_
         assert [a.rule for a in closed.alerts if a.experiment == alerts.SERVER] == ["not_ready"]
         with pytest.raises(checks.PexError, match="--url must be an http"):
             checks.check(ws, url="ftp://example")
+
+
+# -- scenario (c): a feature shifts, another goes missing -------------------------------------------------------
+
+
+def test_a_shifted_and_a_missing_feature_fire_exactly_two_drift_lines(home):
+    from pex.services.monitoring import monitor
+
+    name, version = _publish_value(home)
+    now = datetime.now(UTC)
+    with Workspace(home, create=False) as ws:
+        dataset, _ = ws.load_dataset("exp")
+        spec = dataset.spec
+        kinds = dataset.features  # feature -> numeric | categorical
+        numeric = next(f for f, kind in kinds.items() if kind == "numeric")
+        gone = next(f for f in kinds if f != numeric)
+        rows = dataset.frame.sample(600, random_state=1)
+        decisions = []
+        for i, (_, row) in enumerate(rows.iterrows()):
+            features = {f: getattr(row[f], "item", lambda v=row[f]: v)() for f in kinds if f != gone and pd.notna(row[f])}
+            features[gone] = None  # sent, but empty: a feature that went missing upstream
+            if numeric in features:
+                features[numeric] = features[numeric] * 3 + 50  # far outside the training deciles
+            decisions.append({"decision_id": uuid.uuid4().hex, "decided_at": now,
+                              "experiment": "exp", "policy": name, "version": version, "unit": f"s{i}",
+                              "arm": spec.control, "propensity": 0.5, "features": features, "route": None})
+        ws.append_decisions(decisions)
+        metric = next(iter(spec.metrics))
+        ws.put_outcomes("exp", [(f"s{i}", metric, 1.0) for i in range(600)])
+        report = monitor(ws, name)
+    assert sorted(report["drift"]["drifted"]) == sorted([numeric, gone]), report["notes"]
+    code, out = _check(home, "exp")
+    lines = out.strip().splitlines()
+    assert code == 1 and len(lines) == 2, out
+    assert all(line.startswith(f"drift exp {name}: feature ") for line in lines)
+    assert {line.split(": feature ")[1].split(" ")[0] for line in lines} == {numeric, gone}
