@@ -11,6 +11,18 @@ def _short(route: str, policy: str) -> str:
     return route[len(policy) + 1:] if route.startswith(policy + "-") else route
 
 
+def agreement_text(agreement: dict[str, Any]) -> str:
+    """One line: per metric the z of live against offline, and which disagree beyond the band."""
+    cells = []
+    for m, a in agreement["metrics"].items():
+        z = "no spread" if a["z"] is None else f"z {a['z']:+.2f}"
+        cells.append(f"{m} {a['kind']} {fmt_decimals(a['online_estimate'])} vs {fmt_decimals(a['offline_estimate'])} ({z})")
+    band = next(iter(agreement["metrics"].values()), {}).get("band", 0.99)
+    flagged = agreement.get("flagged") or []
+    verdict = (f"DISAGREE beyond the {band:.0%} band: {', '.join(flagged)}" if flagged else f"within the {band:.0%} band")
+    return "live vs offline: " + ", ".join(cells) + f"; {verdict}"
+
+
 def status_text(status: dict[str, Any]) -> str:
     """``pex online status`` without ``--json``."""
     s, policy = status["settings"], status["policy"]
@@ -66,6 +78,9 @@ def status_text(status: dict[str, Any]) -> str:
                 off = arm["offline"]
                 lines.append(f"  {'':<10}  {'':>7}  offline evidence (in-sample, not told to Ax): "
                              + ", ".join(f"{m} {fmt_decimals(v)}" for m, v in off["objectives"].items()))
+            agreement = got.get("agreement")
+            if agreement and agreement["available"]:
+                lines.append(f"  {'':<10}  {'':>7}  {agreement_text(agreement)}")
     if status["pareto"]:
         lines.append("Pareto front of the certified arms so far: "
                      + ", ".join(f"{_short(p['route'], policy)} (round {p['round']})" for p in status["pareto"]))

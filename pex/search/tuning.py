@@ -192,6 +192,18 @@ class TuningProblem:
         bar = budget_bar(best_treated(scores), self.budgets(u))
         return choose_arms(scores, ctrl, bar[:, None])
 
+    def unit_changes(self, chosen: np.ndarray, uniform: np.ndarray | None = None) -> np.ndarray:
+        """Per policy, unit and metric, the unit's doubly-robust change against all-control when served the
+        ``chosen`` arms (K, n) with the problem's exploration, shape (K, n, M): their mean over units is the lift,
+        their spread its standard error. ``uniform``: :meth:`uniform_signal`, when already computed."""
+        ctrl = self.arms.index(self.control)
+        uniform = self.uniform_signal() if uniform is None else uniform
+        change = np.zeros((len(chosen), self.n, len(self.metrics)))
+        for j in range(len(self.arms)):
+            if j != ctrl:  # control's pseudo-outcome is 0
+                change += (chosen == j)[:, :, None] * self.signal[None, :, j, :]
+        return (1.0 - self.exploration) * change + self.exploration * uniform[None, :, :]
+
     def evaluate(self, u: np.ndarray) -> dict[str, np.ndarray]:
         """Objectives (K, O), guardrail harms (K, G), feasibility (K,) and treated share (K,) of K draws."""
         u = np.atleast_2d(np.asarray(u, dtype=float))
@@ -200,14 +212,9 @@ class TuningProblem:
         lifts, treated = np.zeros((len(u), len(self.metrics))), np.zeros(len(u))
         bounds = np.zeros((len(u), len(self.rules)))
         uniform = self.uniform_signal()
-        eps = self.exploration
         for start in range(0, len(u), CHUNK):
             chosen = self.choices(u[start:start + CHUNK])  # (k, n)
-            change = np.zeros((len(chosen), self.n, len(self.metrics)))
-            for j in range(len(self.arms)):
-                if j != ctrl:  # control's pseudo-outcome is 0
-                    change += (chosen == j)[:, :, None] * self.signal[None, :, j, :]
-            change = (1.0 - eps) * change + eps * uniform[None, :, :]
+            change = self.unit_changes(chosen, uniform)
             lifts[start:start + CHUNK] = change.mean(axis=1)
             for g, rule in enumerate(self.rules.values()):
                 c = change[:, :, index[rule.metric]]

@@ -147,9 +147,49 @@ def offline_candidates(ctx: FitContext, options: LoopOptions, say: Say) -> list[
         # champion (pex.online.choice)
         evidence = {"source": "offline", "in_sample": True, "offline_pick": not out, "objectives": setting["objectives"],
                     "guardrail_bound": setting["guardrail_bound"], "fit": ctx.record.id,
+                    **offline_spread(problem, kept.draws[i]),
                     "note": "the offline search's in-sample estimate on the fit's training units; not told to Ax"}
         out.append(([float(x) for x in kept.draws[i]], evidence))
     return out
+
+
+def offline_spread(problem: TuningProblem, point: np.ndarray) -> dict[str, dict[str, float]]:
+    """A search point's standard errors on the fit's training units (what live measurements are compared with at
+    ``online complete``, :func:`offline_agreement`): per objective its goal-signed lift's, per guardrail the harm and
+    its standard error (the control mean taken as known, as the search does)."""
+    change = problem.unit_changes(problem.choices(np.atleast_2d(np.asarray(point, dtype=float))))[0]  # (n, M)
+    index = {m: k for k, m in enumerate(problem.metrics)}
+    se = change.std(axis=0, ddof=1) / np.sqrt(problem.n)
+    return {"objective_se": {m: float(se[index[m]]) for m in problem.objectives},
+            "guardrail_harm": {m: float(r.sign * change[:, index[m]].mean() / r.scale) for m, r in problem.rules.items()},
+            "guardrail_se": {m: float(se[index[m]] / r.scale) for m, r in problem.rules.items()}}
+
+
+def offline_agreement(arm: dict[str, Any], measured: dict[str, Any], signs: dict[str, float]) -> dict[str, Any]:
+    """Per metric, the agreement (:func:`pex.monitor.agreement.agreement`, 99% band) of an arm's live lift (goal-signed,
+    as the offline search states it) and guardrail harm with the offline estimate that put the arm in the round; says
+    so where the arm has none (Ax's proposals, a champion served again) or it was stored without standard errors."""
+    from pex.monitor.agreement import agreement
+
+    evidence = arm.get("offline") or {}
+    if "objectives" not in evidence:
+        why = "a champion served again" if arm.get("role") == "champion" else "an Ax proposal"
+        return {"available": False, "why": f"no offline estimate: {why}", "metrics": {}}
+    if "objective_se" not in evidence:
+        return {"available": False, "why": "the offline estimate was stored without standard errors", "metrics": {}}
+    out: dict[str, Any] = {}
+    for m, offline in evidence["objectives"].items():
+        lift = measured["metrics"].get(m, {}).get("lift")
+        if lift is not None:
+            out[m] = {"kind": "lift", **agreement(signs[m] * lift["estimate"], lift["se"], offline,
+                                                  evidence["objective_se"][m]).to_dict()}
+    for m, offline in evidence.get("guardrail_harm", {}).items():
+        harm = measured["harms"].get(m)
+        if harm is not None:
+            out[m] = {"kind": "harm", **agreement(harm["estimate"], harm["se"], offline, evidence["guardrail_se"][m]).to_dict()}
+    return {"available": True, "why": "live against the offline search's in-sample estimate (fit "
+            f"{evidence.get('fit')}): an optimistic one, the best of many points measured on the units that chose it",
+            "metrics": out, "flagged": sorted(m for m, a in out.items() if a["flag"])}
 
 
 def candidate_policy(ctx: FitContext, point: list[float], name: str, exploration: float, lineage: dict) -> tuple[Policy, dict]:
@@ -357,6 +397,7 @@ def _complete(ws: Workspace, loop: Any, current: Any, space: OnlineSpace, abando
                         for m in objectives},
             harms={m: (h["estimate"], h["se"]) for m, h in got["harms"].items()})
         space.tell(arm["trial"], measured)
+        got["agreement"] = offline_agreement(arm, got, {m: float(meta.sign) for m, meta in spec.metrics.items()})
     results["log"] = {**table.summary(), "returning_units": int(returning.sum()),
                       "note": "outcomes of units with no decision in this round (another round's, or unknown units) are "
                       "not used; units the loop served in an earlier round (returning_units) are left out"}
