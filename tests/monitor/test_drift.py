@@ -101,3 +101,53 @@ def test_staleness_by_the_policy_or_its_data():
     old_data = staleness(now - timedelta(days=3), (now - timedelta(days=45)).replace(tzinfo=None), 30, now=now)
     assert old_data["stale"] and old_data["why"] == ["data"]
     assert staleness(now - timedelta(days=31), None, 30, now=now)["why"] == ["policy"]
+
+
+def test_features_the_log_does_not_hold_are_listed_unjudged(trained):
+    frame = served()[["x0"]]
+    frame["x0"] = frame["x0"] + 1.0
+    rows = by_feature(measure(trained, frame, logged={"x0"}))
+    assert rows["x0"]["flags"] == ["psi"]
+    assert rows["age"]["verdict"] == "not logged" and rows["age"]["missing_rate"] is None and not rows["age"]["drifted"]
+
+
+SPEC = """name = "exp"\ndata = "exp.csv"\nunit = "user_id"\narm = "arm"\ncontrol = "control"\n
+[metrics.sessions]\ngoal = "increase"\n"""
+
+
+def _spec(tmp_path, extra: str):
+    from pex.experiment.spec import load_spec
+
+    (tmp_path / "exp.csv").write_text("user_id,arm,sessions\n")
+    (tmp_path / "exp.toml").write_text(extra + "\n" + SPEC)
+    return load_spec(tmp_path / "exp.toml")
+
+
+def test_the_spec_carries_max_age_oncall_and_thresholds_and_keeps_its_canonical_form(tmp_path):
+    from pex.experiment.spec import MonitorThresholds, spec_from_dict
+
+    plain = _spec(tmp_path, "")
+    assert plain.max_age_days == 30 and plain.oncall is None and plain.monitor == MonitorThresholds()
+    assert not {"max_age_days", "oncall", "monitor"} & set(plain.to_dict())  # old specs hash as before
+    spec = _spec(tmp_path, 'max_age_days = 7\noncall = "pager-growth"\nmonitor = {psi = 0.1, unseen = 0.02}')
+    assert (spec.max_age_days, spec.oncall, spec.monitor.psi, spec.monitor.unseen, spec.monitor.js) == (7, "pager-growth", 0.1, 0.02, 0.1)
+    assert spec.to_dict()["monitor"] == {"psi": 0.1, "unseen": 0.02}
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ("max_age_days = 0", "max_age_days"),
+    ("max_age_days = 2.5", "max_age_days"),
+    ('max_age_days = "30"', "max_age_days"),
+    ("oncall = 3", "oncall"),
+    ("monitor = {psi = -1}", "monitor.psi"),
+    ("monitor = {js = 1.5}", "monitor.js"),
+    ('monitor = {missing_increase = "5%"}', "monitor.missing_increase"),
+    ("monitor = {psl = 0.2}", "monitor.psl"),
+    ("monitor = 0.2", "monitor"),
+])
+def test_bad_monitoring_settings_name_their_field(tmp_path, extra, match):
+    from pex.errors import SpecError
+
+    with pytest.raises(SpecError, match=match):
+        _spec(tmp_path, extra)

@@ -9,6 +9,7 @@ import pytest
 
 from pex.cli.main import main
 from pex.errors import NotFoundError
+from pex.monitor.drift import PROFILE_FILE
 from pex.policy.base import Policy
 from pex.services.models import effect_model_by_id
 from pex.services.monitoring import latest_reports, monitor, staleness
@@ -61,6 +62,11 @@ def test_a_shifted_feature_drifts_and_old_policies_are_stale(served):
         assert staleness(ws, "exp")["stale"] is False
         with pytest.raises(NotFoundError, match="not live"):
             monitor(ws, "no-such-policy")
+        fit, _summary = ws.find_fit(ws.get_policy(served.value).fit_id)
+        (ws.artifacts / fit.artifact / PROFILE_FILE).unlink()  # a fit from before profiles existed
+        old = monitor(ws, served.value, store=False)
+        assert old["notes"] == ["no training profile: refit (`pex fit exp`) to monitor drift"]
+        assert old["drift"]["features"] == [] and old["arms"]["expected"] and old["staleness"]["stale"] is False
 
 
 def test_pex_monitor_json_and_text_then_metrics_gauges_and_the_stale_column(served, capsys):
