@@ -226,7 +226,7 @@ def measure(ws: Workspace, rollout: Rollout) -> dict[str, Any]:
                                    for role, name in names.items()},
                         "outcomes": {m: int(rows[m].notna().sum()) if len(rows) else 0 for m in spec.metrics}})
     rules = _rules(ws, spec)
-    out: dict[str, Any] = {"by_step": by_step, "canary": None, "holdout": None, "outcomes": 0, "sequential": {},
+    out: dict[str, Any] = {"by_step": by_step, "canary": None, "holdout_route": None, "outcomes": 0, "sequential": {},
                            "method": None, "guardrails": sorted(rules)}
     canary_rows = frame[frame["route"] == names["canary"]] if len(frame) else frame
     hold_rows = frame[frame["route"] == names["holdout"]] if len(frame) else frame
@@ -258,7 +258,7 @@ def measure(ws: Workspace, rollout: Rollout) -> dict[str, Any]:
     out["canary"] = {"route": names["canary"], "units": got["units"], "metrics": metrics, "harms": got["harms"],
                      "sequential": {m: h.to_dict() for m, h in sequential.items()},
                      "offline": "no offline estimate" if not offline else "the recommending run's lift over control"}
-    out["holdout"] = {"route": names["holdout"], "units": results["arms"][names["holdout"]]["units"],
+    out["holdout_route"] = {"route": names["holdout"], "units": results["arms"][names["holdout"]]["units"],
                       "control": results["control"]}
     out["outcomes"] = min((c["n"] for c in got["metrics"].values()), default=0)
     out["sequential"] = sequential
@@ -404,7 +404,7 @@ def _figures(rollout: Rollout, found: dict[str, Any], action: Action) -> dict[st
     canary = found["canary"] or {}
     return {"rollout": rollout.id, "step": rollout.step, "share": rollout.steps[rollout.step],
             "version": rollout.live_version, "action": action.to_dict(), "outcomes": found["outcomes"],
-            "units": canary.get("units", 0), "holdout_units": (found["holdout"] or {}).get("units", 0),
+            "units": canary.get("units", 0), "holdout_units": (found["holdout_route"] or {}).get("units", 0),
             "lifts": {m: c["lift"] for m, c in (canary.get("metrics") or {}).items()},
             "agreement": {m: c["agreement"] for m, c in (canary.get("metrics") or {}).items()},
             "harms": canary.get("harms", {}), "sequential": canary.get("sequential", {}), "method": found["method"]}

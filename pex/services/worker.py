@@ -52,6 +52,7 @@ STALE_SECONDS = 30.0  # a running job whose heartbeat is older belongs to a dead
 CANCEL_POLL = 0.5
 CANCEL_GRACE = 3.0  # seconds from asking the child to stop to SIGTERM; SIGKILL after twice as long
 ROLLUP_SECONDS = 5.0  # the monitor's counts are refreshed at least this often, also while a job runs
+WATCH_SECONDS = 30.0  # an idle worker runs the rollout watcher (pex.services.watch.tick) at most this often
 WRITE_INTERVAL = 0.5  # the child writes progress at most twice a second (stage changes at once)
 INTERRUPTED = "the worker stopped while this job ran; run it again"
 INTERRUPTED_HINT = "run it again: the job page's Run again, or `pex jobs rerun ID`"
@@ -115,6 +116,7 @@ class Worker:
     say: Callable[[str], None] = _say
     stopping: threading.Event = field(default_factory=threading.Event)
     _last_rollup: float = 0.0
+    _last_watch: float = -WATCH_SECONDS  # so that the first idle loop watches
 
     def housekeeping(self, ws: Workspace) -> None:
         """Mark dead workers' jobs interrupted and refresh the rollups; a failure is logged, never fatal."""
@@ -124,6 +126,19 @@ class Worker:
         except PexError as exc:
             self.say(f"could not check for interrupted jobs: {exc.message}")
         self.refresh_rollups(ws)
+        if time.monotonic() - self._last_watch >= WATCH_SECONDS:
+            self.watch(ws)
+
+    def watch(self, ws: Workspace) -> None:
+        """One pass of the rollout watcher (:func:`pex.services.watch.tick`); any failure is logged, never fatal:
+        a broken rollout check must not stop the worker from running jobs."""
+        from pex.services.watch import tick
+
+        self._last_watch = time.monotonic()
+        try:
+            tick(ws, say=self.say)
+        except Exception as exc:  # the worker's job loop outlives any watcher failure
+            self.say(f"the rollout watcher failed: {exc.__class__.__name__}: {exc}")
 
     def refresh_rollups(self, ws: Workspace) -> None:
         """Refresh the monitor's counts (:func:`pex.services.rollups.refresh`); a failure is logged."""

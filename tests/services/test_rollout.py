@@ -80,7 +80,7 @@ def _serve(ws: Workspace, scenario: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("ws", [0.01], indirect=True)  # +7% against a 1% limit: beyond it by far
-def test_a_harmful_canary_is_rolled_back_before_25_percent(ws):
+def test_a_harmful_canary_is_rolled_back_before_25_percent(ws, tmp_path, capsys):
     new = _store(ws, "daily")
     found = rollout.start(ws, POLICY, new, canary=0.05, ramp=[0.05, 0.25, 0.5, 1.0], holdout=0.2, min_outcomes=300,
                           force_reason="test: no run certified it")
@@ -102,6 +102,10 @@ def test_a_harmful_canary_is_rolled_back_before_25_percent(ws):
     assert harm["lower"] > harm["limit"] == pytest.approx(0.01)
     assert 0.03 < harm["estimate"] < 0.2  # the truth: +0.4 sessions on a control mean near 5.6 (+7%)
     assert last.details["harms"]["sessions"]["verdict"] == "fail"  # the fixed one-sided bound agrees
+    capsys.readouterr()
+    assert main(["--home", str(tmp_path / "ws"), "rollout", "status", POLICY]) == 0
+    text = capsys.readouterr().out
+    assert "rolled_back at step 1 of 4" in text and "always-valid" in text and "guardrail_beyond_limit" in text
 
 
 @pytest.mark.slow  # about 20 s
