@@ -230,3 +230,24 @@ def test_a_shifted_and_a_missing_feature_fire_exactly_two_drift_lines(home):
     assert code == 1 and len(lines) == 2, out
     assert all(line.startswith(f"drift exp {name}: feature ") for line in lines)
     assert {line.split(": feature ")[1].split(" ")[0] for line in lines} == {numeric, gone}
+
+
+# -- docs/alerts.yml ----------------------------------------------------------------------------------------------
+
+
+def test_the_prometheus_rules_file_is_valid_and_names_only_metrics_pex_exposes():
+    import re
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parents[2]
+    rules = yaml.safe_load((root / "docs" / "alerts.yml").read_text())["groups"][0]["rules"]
+    exposed = set(re.findall(r'"(pex_[a-z_]+)"', (root / "web" / "metrics.py").read_text()))
+    assert {"pex_http_requests", "pex_drift_flag", "pex_policy_stale", "pex_monitor_report_age_seconds"} <= exposed
+    for rule in rules:
+        assert {"alert", "expr", "labels", "annotations"} <= set(rule), rule
+        assert rule["annotations"]["runbook"].split("#")[1] in alerts.RULES
+        named = set(re.findall(r"\b(pex_[a-z_]+)", rule["expr"]))
+        # a counter is exposed with the _total suffix
+        assert {re.sub(r"_total$", "", n) for n in named} <= exposed, (rule["alert"], named - exposed)
+        assert named or rule["expr"].startswith("up{"), rule["alert"]
