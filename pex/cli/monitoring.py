@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -51,6 +52,10 @@ def _watch(ctx: click.Context, every: float, as_json: bool) -> None:
             done = tick(ws, say=say)
             if as_json:
                 _echo_json(done)
+            else:
+                refreshed = [name for name, what in done.get("monitored", {}).items() if what == "refreshed"]
+                click.echo(f"{datetime.now(UTC):%H:%M:%S}Z: {len(done.get('rollouts', {}))} running rollout(s) checked; "
+                           f"reports refreshed: {', '.join(refreshed) or 'none due'}")
             time.sleep(every)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)

@@ -98,3 +98,17 @@ def test_pex_monitor_json_and_text_then_metrics_gauges_and_the_stale_column(serv
     assert f'pex_policy_age_days{{policy="{served.value}"}}' in metrics
     assert f'pex_monitor_report_age_seconds{{policy="{served.value}"}}' in metrics
     assert f'pex_policy_stale{{policy="{served.tree}"}}' not in metrics  # never monitored: no gauge
+
+
+def test_pex_monitor_watch_ticks_until_interrupted(served, capsys, monkeypatch):
+    import pex.cli.monitoring
+
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pex.cli.monitoring.time, "sleep", interrupt)
+    assert main(["--home", str(served.home), "monitor", "--watch", "--every", "5"]) == 0
+    out = capsys.readouterr()
+    assert "0 running rollout(s) checked; reports refreshed: " in out.out and "stopped" in out.err
+    with Workspace(served.home) as ws:  # the tick refreshed (stored) a report of every live policy
+        assert set(latest_reports(ws)) == set(ws.live_versions())
