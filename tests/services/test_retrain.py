@@ -53,10 +53,10 @@ def serve_log(ws: Workspace, n: int, *, seed: int = 1, exploration: float = 0.2,
 
 
 @pytest.fixture
-def ws(tmp_path):
-    """A workspace holding a small randomized experiment (the original data)."""
+def ws(tmp_path, home):
+    """A workspace (at the CLI's ``home``) holding a small randomized experiment (the original data)."""
     spec_path = simulate(600, scenario="notification_cadence", seed=0).write(tmp_path / "exp", NAME)
-    with Workspace(tmp_path / "home", create=True) as ws:
+    with Workspace(home, create=True) as ws:
         ws.put_dataset(load_dataset(load_spec(spec_path)), source="cadence.csv")
         yield ws
 
@@ -144,3 +144,16 @@ def test_unknown_arm_and_no_control_are_refused(ws):
 def test_no_decisions_logged(ws):
     with pytest.raises(NotFoundError, match="no decisions of experiment 'cadence' are logged"):
         log_dataset(ws, NAME)
+
+
+def test_cli_refuses_bad_input(ws, run):
+    serve_log(ws, 100, seed=6)
+    bad = ws.read_decisions(experiment=NAME).head(1).assign(propensity=2.0, decision_id="bad", unit="bad-unit")
+    ws.append_decisions(bad.to_dict("records"))
+    out = run("retrain", NAME, "--policy", POLICY)
+    assert out.code == 2 and "propensity outside (0, 1]" in out.err and "bad-unit" in out.err
+    out = run("retrain", NAME, "--canary", "0")
+    assert out.code == 2 and "not a percentage" in out.err
+    out = run("retrain", NAME, "--ramp", "5,lots")
+    assert out.code == 2 and "comma-separated list of percentages" in out.err
+    assert [v.version for v in ws.list_dataset_versions(NAME)] == [1]
