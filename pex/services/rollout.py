@@ -226,7 +226,8 @@ def measure(ws: Workspace, rollout: Rollout) -> dict[str, Any]:
                                    for role, name in names.items()},
                         "outcomes": {m: int(rows[m].notna().sum()) if len(rows) else 0 for m in spec.metrics}})
     rules = _rules(ws, spec)
-    out: dict[str, Any] = {"by_step": by_step, "canary": None, "holdout_route": None, "outcomes": 0, "sequential": {},
+    out: dict[str, Any] = {"by_step": by_step, "canary": None, "holdout_route": None, "outcomes": 0, "step_outcomes": 0,
+                           "sequential": {},
                            "method": None, "guardrails": sorted(rules)}
     canary_rows = frame[frame["route"] == names["canary"]] if len(frame) else frame
     hold_rows = frame[frame["route"] == names["holdout"]] if len(frame) else frame
@@ -261,6 +262,10 @@ def measure(ws: Workspace, rollout: Rollout) -> dict[str, Any]:
     out["holdout_route"] = {"route": names["holdout"], "units": results["arms"][names["holdout"]]["units"],
                       "control": results["control"]}
     out["outcomes"] = min((c["n"] for c in got["metrics"].values()), default=0)
+    # the canary's outcomes first decided at the live step: a step advances on what its own share showed, never on
+    # the earlier steps' units alone (else every later step would advance at its first check, with no new data)
+    at_step = canary_rows[canary_rows["version"] == rollout.live_version]
+    out["step_outcomes"] = min((int(at_step[m].notna().sum()) for m in got["metrics"]), default=0)
     out["sequential"] = sequential
     out["method"] = next(iter(sequential.values())).method if sequential else None
     return out
@@ -389,7 +394,7 @@ def _decide(rollout: Rollout, found: dict[str, Any]) -> Action:
     an empty harm dict would read as "no guardrail to hold"."""
     harms: dict[str, SequentialHarm] = found["sequential"]
     unmeasured = found["canary"] is None or any(m not in harms for m in found["guardrails"])
-    action = next_action(harms, outcomes=int(found["outcomes"]),
+    action = next_action(harms, outcomes=int(found["step_outcomes"]),
                          min_outcomes=int(rollout.settings.get("min_outcomes", MIN_OUTCOMES)),
                          at_last_step=rollout.step == len(rollout.steps) - 1)
     if unmeasured and action.action != "rollback":
@@ -404,6 +409,7 @@ def _figures(rollout: Rollout, found: dict[str, Any], action: Action) -> dict[st
     canary = found["canary"] or {}
     return {"rollout": rollout.id, "step": rollout.step, "share": rollout.steps[rollout.step],
             "version": rollout.live_version, "action": action.to_dict(), "outcomes": found["outcomes"],
+            "step_outcomes": found["step_outcomes"],
             "units": canary.get("units", 0), "holdout_units": (found["holdout_route"] or {}).get("units", 0),
             "lifts": {m: c["lift"] for m, c in (canary.get("metrics") or {}).items()},
             "agreement": {m: c["agreement"] for m, c in (canary.get("metrics") or {}).items()},
