@@ -159,11 +159,12 @@ def publish(ctx: click.Context, policy: str, version: int | None, force: bool, r
     force_reason = check_reason(reason) if force else None
     if canary is None and ramp is not None:
         raise PexError("--ramp needs --canary", f"e.g. pex publish {policy} --canary 5 --ramp 5,25,50,100")
+    shares = _rollout_shares(canary, ramp, holdout) if canary is not None else None  # exit 2 before any work
     ws = _workspace(ctx, create=True)
-    if canary is not None:
+    if shares is not None:
         from pex.services.rollout import start
 
-        share, steps, held = _rollout_shares(canary, ramp, holdout)
+        share, steps, held = shares
         started = start(ws, policy, version, canary=share, ramp=steps, holdout=held, force_reason=force_reason)
         if as_json:
             _echo_json(started)

@@ -39,7 +39,8 @@ from pex.policy.records import records_frame
 
 FORMAT = "pex.policy/1"
 KINDS = ("constant", "tree", "value", "routing")
-COMMON_KEYS = ("format", "name", "version", "experiment", "kind", "arms", "default_arm", "exploration", "trained_at", "lineage")
+COMMON_KEYS = ("format", "name", "version", "experiment", "kind", "arms", "default_arm", "fallback_arm", "exploration",
+               "trained_at", "lineage")
 
 # names are data (pex.names): a line break, NUL or other control character in a name is refused when a document
 # is validated; a document stored before this check that holds one fails to load with this hint
@@ -82,6 +83,9 @@ class Policy:
     version: int = 1
     trained_at: str = ""
     lineage: dict = field(default_factory=dict)
+    # the arm a server answers when it cannot load this version (its model files are gone): None is default_arm,
+    # the control arm of every policy a run builds (see :attr:`fallback`)
+    fallback_arm: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -94,6 +98,7 @@ class Policy:
                               "build one with a kind's class (e.g. TreePolicy) or Policy.from_document")
         check_common(self.name, self.arms, self.default_arm, self.exploration)
         check_name(self.experiment, "policy experiment", PolicyError, NAME_HINT)
+        check_fallback(self.arms, self.fallback_arm)
         object.__setattr__(self, "exploration", float(self.exploration))  # normalising its own construction
         self._check()  # a kind checks the names it holds (a tree its features and labels)
 
@@ -132,6 +137,11 @@ class Policy:
         """The kind's strict check of the feature values in ``frame`` (raise :class:`DataError`)."""
 
     # -- description -----------------------------------------------------------------
+
+    @property
+    def fallback(self) -> str:
+        """The arm served when this version cannot be loaded: ``fallback_arm``, else ``default_arm``."""
+        return self.fallback_arm if self.fallback_arm is not None else self.default_arm
 
     @property
     def single_arm(self) -> str | None:
@@ -249,6 +259,8 @@ class Policy:
         doc = {"format": FORMAT, "name": self.name, "version": self.version, "experiment": self.experiment,
                "kind": self.kind, "arms": list(self.arms), "default_arm": self.default_arm,
                "exploration": self.exploration}
+        if self.fallback_arm is not None:  # absent means default_arm: documents without one read as before
+            doc["fallback_arm"] = self.fallback_arm
         doc.update(copy.deepcopy(self._document_fields()))
         doc["trained_at"] = self.trained_at
         doc["lineage"] = copy.deepcopy(self.lineage)
@@ -281,7 +293,7 @@ class Policy:
         common = {"name": doc["name"], "arms": copy.deepcopy(doc["arms"]), "default_arm": doc["default_arm"],
                   "exploration": doc.get("exploration", 0.0), "experiment": doc.get("experiment", ""),
                   "version": doc.get("version", 1), "trained_at": doc.get("trained_at", ""),
-                  "lineage": copy.deepcopy(doc.get("lineage", {}))}
+                  "lineage": copy.deepcopy(doc.get("lineage", {})), "fallback_arm": doc.get("fallback_arm")}
         target = _REGISTRY.get(kind) if isinstance(kind, str) else None
         if target is None:
             check_common(common["name"], common["arms"], common["default_arm"], common["exploration"])
@@ -310,6 +322,25 @@ class Policy:
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy file is not valid JSON: {exc}", "check quotes, commas and brackets") from None
         return cls.from_document(doc, load_model)
+
+
+def fallback_of(doc: Any) -> tuple[list[str], str]:
+    """The arms and the fallback arm of a policy document, read without building the policy (a server that cannot
+    load a version's model files still knows what to answer); a :class:`PolicyError` when they are malformed."""
+    if not isinstance(doc, dict):
+        raise PolicyError("a policy document must be a JSON object", f'start from {{"format": "{FORMAT}", ...}}')
+    check_common(doc.get("name"), doc.get("arms"), doc.get("default_arm"), doc.get("exploration", 0.0))
+    check_fallback(doc["arms"], doc.get("fallback_arm"))
+    fallback = doc.get("fallback_arm")
+    return list(doc["arms"]), fallback if fallback is not None else doc["default_arm"]
+
+
+def check_fallback(arms: list[str], fallback_arm: Any) -> None:
+    """A fallback arm is absent (None: the default arm) or one of the arms (raise :class:`PolicyError`)."""
+    if fallback_arm is not None and (not isinstance(fallback_arm, str) or fallback_arm not in arms):
+        raise PolicyError(f"fallback_arm {fallback_arm!r} is not among the arms {arms}",
+                          "set fallback_arm to one of the arms (the one served when the policy cannot be loaded), "
+                          "or leave it out to fall back to default_arm")
 
 
 def check_common(name: Any, arms: Any, default_arm: Any, exploration: Any) -> None:

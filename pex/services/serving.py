@@ -4,6 +4,11 @@ A :class:`PolicyServer` lives in each serving process. It loads every published 
 start and then polls the store every ``refresh_seconds``; a new live version is loaded completely (a value
 policy with its effect model) before it replaces the old one, so requests in flight finish on the version they
 started with and the switch needs no restart. Every decision goes to the :class:`DecisionLog`.
+
+A live version that cannot be loaded (its effect model's files are gone) is not ready (``/readyz`` says why), but
+its policy still answers: with its fallback arm (:attr:`pex.policy.base.Policy.fallback`, read from the stored
+document, which needs no model files), propensity 1, each such decision logged with ``fallback`` true and the answer
+saying ``"fallback": true``. Only when even the document cannot be read is the policy not served (404).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 
 from pex.errors import DataError, NotFoundError, PexError
 from pex.names import check_text
-from pex.policy.base import Policy
+from pex.policy.base import Policy, fallback_of
 from pex.policy.records import check_record
 from pex.services.decision_log import DecisionLog
 from pex.services.models import effect_model_by_id
@@ -67,6 +72,16 @@ class Served:
                 for u, a, p, d in zip(self.units, self.arms.tolist(), self.propensities.tolist(), self.decision_ids)]
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """What a policy answers while its live version cannot be loaded: its fallback arm, for every unit."""
+
+    name: str
+    version: int
+    experiment: str | None
+    arm: str
+
+
 class PolicyServer:
     """The live policies of a workspace, kept current, and the decisions made with them."""
 
@@ -78,6 +93,7 @@ class PolicyServer:
         self.max_batch = max_batch
         self._live: dict[str, Policy] = {}  # replaced whole, never mutated: readers need no lock
         self._failed: dict[str, str] = {}  # name -> why its live version could not be loaded
+        self._fallbacks: dict[str, Fallback] = {}  # the failed ones with nothing loaded before: their fallback arm
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -106,7 +122,7 @@ class PolicyServer:
         """Read the live versions and load those not loaded yet; returns the live versions."""
         with self._refresh_lock:
             versions = self.ws.live_versions()
-            live, failed = {}, {}
+            live, failed, fallbacks = {}, {}, {}
             for name, version in versions.items():
                 current = self._live.get(name)
                 if current is not None and current.version == version:
@@ -119,13 +135,26 @@ class PolicyServer:
                     log.error("cannot load live policy %s version %s: %s", name, version, exc.message)
                     if current is not None:
                         live[name] = current
-            self._live, self._failed = live, failed
+                    elif (fallback := self._fallback(name, version)) is not None:
+                        fallbacks[name] = fallback
+            self._live, self._failed, self._fallbacks = live, failed, fallbacks
             self.refreshed_at = time.monotonic()
             return versions
 
     def _load(self, name: str, version: int) -> Policy:
         record = self.ws.get_policy(name, version)
         return Policy.from_document(record.document, lambda vm: effect_model_by_id(self.ws, vm["fit"]))
+
+    def _fallback(self, name: str, version: int) -> Fallback | None:
+        """The fallback of a version that cannot be loaded, from its document; None when that cannot be read either."""
+        try:
+            record = self.ws.get_policy(name, version)
+            _arms, arm = fallback_of(record.document)
+        except PexError as exc:
+            log.error("policy %s version %s has no readable fallback arm either: %s", name, version, exc.message)
+            return None
+        log.warning("serving policy %s version %s's fallback arm %r until the version can be loaded", name, version, arm)
+        return Fallback(name, version, record.experiment or None, arm)
 
     def live(self) -> dict[str, Policy]:
         """The loaded live policies by name."""
@@ -159,6 +188,9 @@ class PolicyServer:
 
     def decide(self, name: str, body: Any) -> dict[str, Any]:
         """One unit's decision from a ``{"unit", "features"}`` body."""
+        fallback = self._fallbacks.get(name) if name not in self._live else None
+        if fallback is not None:
+            return self._serve_fallback(fallback, [body], "body", single=True)[0]
         policy = self.policy(name)
         self.decision_log.admit(1)  # a decision that could not be logged is not answered (503)
         if not isinstance(body, Mapping):
@@ -174,7 +206,8 @@ class PolicyServer:
 
     def decide_batch(self, name: str, body: Any) -> dict[str, Any]:
         """Decisions for ``{"units": [{"unit", "features"}, ...]}``, up to ``max_batch`` units, in order."""
-        policy = self.policy(name)
+        fallback = self._fallbacks.get(name) if name not in self._live else None
+        policy = self.policy(name) if fallback is None else None
         units = body.get("units") if isinstance(body, Mapping) else None
         if not isinstance(units, list) or not units:
             raise DataError("the request body must be an object with a non-empty list 'units'",
@@ -182,8 +215,29 @@ class PolicyServer:
         if len(units) > self.max_batch:
             raise DataError(f"{len(units)} units in one batch; at most {self.max_batch} are allowed",
                             f"split the request into batches of {self.max_batch}")
+        if policy is None:
+            return {"decisions": self._serve_fallback(fallback, units, "units")}
         self.decision_log.admit(len(units))
         return {"decisions": self._serve(policy, units, "units").rows()}
+
+    def _serve_fallback(self, fallback: Fallback, items: list, where: str, *, single: bool = False) -> list[dict[str, Any]]:
+        """Every unit gets the fallback arm with propensity 1 (no draw: nothing else is served); logged as such. The
+        features are not read (the policy that would read them is not loaded), so none are logged."""
+        self.decision_log.admit(len(items))
+        units = []
+        for i, item in enumerate(items):
+            at = where if single else f"{where}[{i}]"
+            if not isinstance(item, Mapping):
+                raise DataError(f"{at} must be an object with 'unit' and 'features'", '{"unit": "u1", "features": {...}}')
+            units.append(_unit_id(item.get("unit"), "unit" if single else f"{at}.unit"))
+        ids = self._ids.take(len(units))
+        now = datetime.now(UTC)
+        self.decision_log.record([
+            {"decision_id": d, "decided_at": now, "experiment": fallback.experiment, "policy": fallback.name,
+             "version": fallback.version, "unit": u, "arm": fallback.arm, "propensity": 1.0, "features": {},
+             "route": None, "fallback": True} for d, u in zip(ids, units)])
+        return [{"arm": fallback.arm, "policy": fallback.name, "version": fallback.version, "propensity": 1.0,
+                 "decision_id": d, "fallback": True} | ({} if single else {"unit": u}) for d, u in zip(ids, units)]
 
     def _serve(self, policy: Policy, items: list, where: str) -> Served:
         units, records = [], []

@@ -46,7 +46,8 @@ class DecisionsMixin:
                     _append_sqlite(conn, rows)
                 else:
                     for start in range(0, len(rows), INSERT_CHUNK):
-                        conn.execute(decisions.insert(), [{"route": None, **r} for r in rows[start:start + INSERT_CHUNK]])
+                        conn.execute(decisions.insert(), [{"route": None, "fallback": None, **r}
+                                                          for r in rows[start:start + INSERT_CHUNK]])
         except REFUSED as exc:
             raise DataError(f"the decision log refused a row of this batch ({exc.__class__.__name__}: {_first_line(exc)})"[:500],
                             "the row holds a value the database cannot store") from None
@@ -54,10 +55,11 @@ class DecisionsMixin:
 
     @db("read the decision log of")
     def read_decisions(self, experiment: str | None = None, policy: str | None = None) -> pd.DataFrame:
-        """Logged decisions (optionally of one experiment and/or policy), oldest first, as a frame."""
+        """Logged decisions (optionally of one experiment and/or policy), oldest first, as a frame; ``fallback`` is
+        True for a decision answered with the policy's fallback arm because its live version could not be loaded."""
         query = sa.select(decisions.c.decision_id, decisions.c.decided_at, decisions.c.experiment, decisions.c.policy,
                           decisions.c.version, decisions.c.unit, decisions.c.arm, decisions.c.propensity,
-                          decisions.c.features, decisions.c.route)
+                          decisions.c.features, decisions.c.route, decisions.c.fallback)
         if experiment is not None:
             query = query.where(decisions.c.experiment == experiment)
         if policy is not None:
@@ -65,8 +67,9 @@ class DecisionsMixin:
         with self._read() as conn:
             rows = conn.execute(query.order_by(decisions.c.id)).all()
         frame = pd.DataFrame(rows, columns=["decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm",
-                                            "propensity", "features", "route"])
+                                            "propensity", "features", "route", "fallback"])
         frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)  # SQLite hands them back without a zone
+        frame["fallback"] = frame["fallback"].eq(True)  # stored only when true (NULL for every decision served normally)
         return frame
 
     @db("count the decision log of")
@@ -111,7 +114,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-_COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features", "route")
+_COLUMNS = ("decision_id", "decided_at", "experiment", "policy", "version", "unit", "arm", "propensity", "features", "route",
+            "fallback")
 _SQLITE_INSERT = f"INSERT INTO decisions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -122,4 +126,5 @@ def _append_sqlite(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
     logs up to 100,000 decisions a second. tests/store/test_serving_store.py reads such rows back through SQLAlchemy."""
     conn.exec_driver_sql(_SQLITE_INSERT, [
         (r["decision_id"], r["decided_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"), r["experiment"],
-         r["policy"], r["version"], r["unit"], r["arm"], r["propensity"], _dumps(r["features"]), r.get("route")) for r in rows])
+         r["policy"], r["version"], r["unit"], r["arm"], r["propensity"], _dumps(r["features"]), r.get("route"),
+         True if r.get("fallback") else None) for r in rows])

@@ -92,7 +92,8 @@ def test_publish_under_load_then_rollback_no_errors_and_served_within_5s(tmp_pat
         try:
             time.sleep(1.0)
             switches = []
-            for args, want in ((["publish", served.tree, "--version", str(new)], new), (["rollback", served.tree], old)):
+            forced = ["--force", "--reason", "switch test"]  # a hand-made version no run certified
+            for args, want in ((["publish", served.tree, "--version", str(new), *forced], new), (["rollback", served.tree], old)):
                 done = subprocess.run([*PEX, *args], env={**os.environ, "PEX_HOME": str(served.home)},
                                                      capture_output=True, text=True, timeout=60)
                 assert done.returncode == 0, done.stderr
