@@ -89,6 +89,8 @@ def log_dataset(ws: Workspace, experiment: str, *, policy: str | None = None, si
         if live:
             frame = frame[frame["policy"].isin(live)]
             notes.append(f"decisions of the live {'policy' if len(live) == 1 else 'policies'} {', '.join(live)}")
+        else:
+            notes.append("no policy of the experiment is live: decisions of every policy that logged any")
     # one row per unit, its first decision: later ones may depend on the outcome of the first
     frame = frame.sort_values(["decided_at", "decision_id"], kind="stable")
     first = ~frame.duplicated("unit", keep="first")
