@@ -60,18 +60,21 @@ def run_checks(ws: Workspace, name: str | None = None, *, url: str | None = None
 
 
 def check(ws: Workspace, name: str | None = None, *, url: str | None = None, token: str | None = None,
-          now: datetime | None = None) -> Checked:
+          now: datetime | None = None, measure: bool = True) -> Checked:
     """Evaluate every rule; ``name`` (an experiment, or a live policy) narrows the per-policy rules to it, ``url``
-    (the server's base address) adds readiness and the 5xx rate, ``token`` (admin) lets those say why."""
+    (the server's base address) adds readiness and the 5xx rate, ``token`` (admin) lets those say why.
+
+    ``measure=False`` judges what is stored only, for a page view: the hourly counts as of the worker's last refresh
+    and each rollout's newest check by the watcher, instead of refreshing the counts and measuring the rollouts."""
     now = now or datetime.now(UTC)
     live = _live_policies(ws, name)
     done = Checked()
     if url is not None:
         _server(done, url, token)
     _dead_letters(done, ws, live, name)
-    _outcome_lag(done, ws, live, now)
+    _outcome_lag(done, ws, live, now, refresh=measure)
     _monitoring(done, ws, live, now)
-    _rollouts(done, ws, live)
+    _rollouts(done, ws, live, measure=measure)
     order = list(alerts.RULES)
     done.alerts.sort(key=lambda a: (order.index(a.rule), a.experiment, a.policy))
     return done
@@ -184,12 +187,13 @@ def _dead_letters(done: Checked, ws: Workspace, live: list[_Live], name: str | N
             _add(done, alerts.dead_letters(count), experiment=experiment, policy=policy, owner=owner, oncall=oncall)
 
 
-def _outcome_lag(done: Checked, ws: Workspace, live: list[_Live], now: datetime) -> None:
+def _outcome_lag(done: Checked, ws: Workspace, live: list[_Live], now: datetime, *, refresh: bool) -> None:
     """``outcome_lag`` from the hourly counts (whole hours: the window starts at the hour ``OUTCOME_LAG_HOURS`` ago)."""
     if not live:
         return
     try:
-        rollups.refresh(ws)
+        if refresh:
+            rollups.refresh(ws)
     except PexError as exc:  # a busy store: the worker's last refresh still counts, and the line says so
         done.not_checked.append(f"outcome_lag: counts as of the worker's last refresh ({exc.message})")
     since = (now - timedelta(hours=alerts.OUTCOME_LAG_HOURS)).replace(minute=0, second=0, microsecond=0)
@@ -243,8 +247,9 @@ def _when(value: Any) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def _rollouts(done: Checked, ws: Workspace, live: list[_Live]) -> None:
-    """``guardrail_harm`` and ``offline_online_disagreement`` from each running rollout's newest check."""
+def _rollouts(done: Checked, ws: Workspace, live: list[_Live], *, measure: bool) -> None:
+    """``guardrail_harm`` and ``offline_online_disagreement`` of each running rollout: measured now, or (``measure``
+    false) as the watcher's newest check left them."""
     running, why = _service("rollout", "running")
     status, _ = _service("rollout", "status")
     if running is None or status is None:
@@ -255,8 +260,8 @@ def _rollouts(done: Checked, ws: Workspace, live: list[_Live]) -> None:
     for policy in running(ws):
         if policy not in by_policy:
             continue
-        found = status(ws, policy)
-        harms, agreements = rollout_figures(found)
+        found = status(ws, policy) if measure else ws.get_rollout(policy).to_dict()
+        harms, agreements = rollout_figures(found) if measure else checked_figures(found.get("last_check") or {})
         step = found.get("step")
         where = f"in the canary at step {step} ({found['steps'][step]:.0%})" if step is not None else "in the canary"
         _add(done, alerts.guardrail_harm(harms, where), by_policy[policy])
@@ -269,4 +274,11 @@ def rollout_figures(status: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[
     canary = status.get("canary") or {}
     harms = list((canary.get("sequential") or {}).values())
     agreements = {m: cell["agreement"] for m, cell in (canary.get("metrics") or {}).items() if cell.get("agreement")}
+    return harms, agreements
+
+
+def checked_figures(last_check: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The same as :func:`rollout_figures` from a rollout's stored ``last_check`` (the figures of its newest check)."""
+    harms = list((last_check.get("sequential") or {}).values())
+    agreements = {m: a for m, a in (last_check.get("agreement") or {}).items() if a}
     return harms, agreements

@@ -35,6 +35,7 @@ def experiments_page(ws: Workspace) -> dict[str, Any]:
         live_here = sorted(f"{p} v{live[p]}" for p in policies if p in live)
         jobs_here = [j for j in running if j.get("experiment") == name]
         arms = (analysis or {}).get("arms") or []
+        stale = _stale(ws, name) if live_here else None
         rows.append({
             "name": name,
             "owner": exp["owner"] or "",
@@ -52,8 +53,21 @@ def experiments_page(ws: Workspace) -> dict[str, Any]:
             "live": ", ".join(live_here) if live_here else "none",
             "running_jobs": [j["id"] for j in jobs_here],
             "jobs": ", ".join(f"{j['kind']} ({j['status']})" for j in jobs_here) if jobs_here else "none",
+            "stale_policies": stale,
+            "stale": ("no live policy" if stale is None else "fresh" if not stale
+                      else "stale: " + ", ".join(stale)),
         })
     return {"title": "Experiments", "experiments": rows, "count": len(rows)}
+
+
+def _stale(ws: Workspace, experiment: str) -> list[str]:
+    """The experiment's live policies that are stale (older, or on older data, than its max_age_days), each with
+    why; empty when all are fresh. From the store's dates, not a monitor report: cheap enough for the list."""
+    from pex.services.monitoring import staleness
+
+    found = staleness(ws, experiment).get("policies") or {}
+    return [f"{name} ({' and '.join(ages.get('why') or [])} older than {ages['max_age_days']} d)"
+            for name, ages in sorted(found.items()) if ages.get("stale")]
 
 
 def _run_text(run: dict[str, Any] | None) -> str:

@@ -4,7 +4,9 @@ its experiment's outcomes), each with its ``.json`` twin.
 
 Counts come from the hourly rollups the worker keeps (:mod:`pex.services.rollups`), never from the decision log: a
 page view reads at most 48 rows per arm and metric however much traffic the policy serves. So the page is as fresh as
-the worker's last refresh, which it says.
+the worker's last refresh, which it says. The same holds for drift, staleness, rollouts and alerts: the page reads the
+stored monitor reports and each rollout's newest check (:func:`pex.services.checks.check` with ``measure=False``),
+never computing drift or measuring a canary on a page view.
 """
 
 from __future__ import annotations
@@ -16,15 +18,16 @@ from typing import Any
 from pex.errors import NotFoundError
 from pex.report import charts
 from pex.report.numbers import fmt_num
-from pex.services import rollups
+from pex.services import checks, monitoring, rollups
 from pex.services.pages.times import when
 from pex.store.workspace import Workspace
 
 WINDOW_HOURS = 48
 FRESHNESS = ("Counts come from hourly totals that the background worker (`pex worker`, or the one `pex ui` starts) "
              "brings up to date every few seconds; with no worker running they stop at its last refresh.")
-ALERTS = ("Drift, staleness and live guardrail alerts are not part of this page yet: they come with the policy "
-          "lifecycle work (issue 26).")
+ALERTS = ("The alert rules of `pex check` (docs/operations.md), judged on the stored monitor reports, the rollouts' "
+          "newest checks and the hourly counts; `pex check` itself also measures running canaries and reads the server.")
+VERDICTS = {"drifted": "drifted", "ok": "as in training"}
 
 
 def _window(now: datetime | None) -> list[datetime]:
@@ -64,6 +67,9 @@ def monitor_page(ws: Workspace, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     start = _window(now)[0]
     rows = []
+    reports = monitoring.latest_reports(ws)
+    drift_rows: list[dict[str, Any]] = []
+    rollout_rows = [_rollout_row(r.to_dict()) for r in ws.running_rollouts()]
     for policy, version in sorted(ws.live_versions().items()):
         experiment, _, _ = _experiment_of(ws, policy, version)
         since, by = _live_since(ws, policy)
@@ -75,8 +81,86 @@ def monitor_page(ws: Workspace, now: datetime | None = None) -> dict[str, Any]:
                      "decisions": fmt_num(decided) if decided else "none", "decisions_count": decided,
                      "outcomes": fmt_num(arrived) if arrived else "none", "outcomes_count": arrived,
                      "activity": "serving" if decided else f"no decisions in the last {WINDOW_HOURS} h"})
+        report = reports.get(policy)
+        if report is not None and report.get("version") != version:
+            report = None  # a report of an earlier version says nothing about what is live now
+        ages = (report or {}).get("staleness") or (monitoring.staleness(ws, experiment, now=now).get("policies") or {}
+                                                   ).get(policy)
+        rows[-1].update(staleness=_staleness_text(ages), stale=bool((ages or {}).get("stale")),
+                        monitored=when(_time(report["created_at"])) if report else "never")
+        drift_rows += _drift_rows(policy, report)
+    fired = checks.check(ws, now=now, measure=False)
+    alerts = [{"rule": a.rule, "experiment": a.experiment, "policy": a.policy, "message": a.message,
+               "owner": a.owner, "oncall": a.oncall} for a in fired.alerts]
     return {"window_hours": WINDOW_HOURS, "from": when(start), "policies": rows, "freshness": FRESHNESS,
-            "alerts": ALERTS}
+            "drift": drift_rows, "rollouts": rollout_rows, "alerts": alerts, "not_checked": fired.not_checked,
+            "alerts_note": ALERTS}
+
+
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _staleness_text(ages: dict[str, Any] | None) -> str:
+    """A live policy's staleness in words: which age is beyond the limit, or both ages and the limit."""
+    if not ages:
+        return "unknown"
+    limit = ages.get("max_age_days")
+    shown = ", ".join(f"{what} {ages[key]:.0f} d" for what, key in (("policy", "policy_age_days"),
+                                                                  ("data", "data_age_days")) if ages.get(key) is not None)
+    if ages.get("stale"):
+        why = " and ".join(ages.get("why") or []) or "policy or data"
+        return f"stale: {why} older than {limit} days ({shown})"
+    return f"fresh ({shown}; limit {limit} d)"
+
+
+def _drift_rows(policy: str, report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per feature of a stored monitor report: the feature, its figures and the verdict in words."""
+    if report is None:
+        return [{"policy": policy, "feature": "–", "figure": "–",
+                 "verdict": "no monitor report of the live version yet (`pex monitor`)", "drifted": False}]
+    rows = []
+    for f in (report.get("drift") or {}).get("features") or []:
+        figures = []
+        if f.get("psi") is not None:
+            figures.append(f"PSI {f['psi']:.3g}")
+        if f.get("js") is not None:
+            figures.append(f"JS {f['js']:.3g}")
+        if f.get("missing_rate") is not None:
+            figures.append(f"missing {100 * f['missing_rate']:.1f}% (training "
+                           f"{100 * (f.get('training_missing_rate') or 0):.1f}%)")
+        if f.get("unseen_rate"):
+            figures.append(f"unseen {100 * f['unseen_rate']:.1f}%")
+        flags = f.get("flags") or []
+        verdict = VERDICTS.get(str(f.get("verdict")), str(f.get("verdict") or ""))
+        if flags:
+            verdict = f"drifted: {', '.join(flags)} beyond the limit"
+        rows.append({"policy": policy, "feature": f["feature"], "figure": "; ".join(figures) or "–",
+                     "verdict": verdict, "drifted": bool(f.get("drifted"))})
+    return rows
+
+
+def fmt(value: Any) -> str:
+    """A harm figure (a relative change) with its sign, or "n/a"."""
+    return "n/a" if value is None else f"{value:+.3g}"
+
+
+def _rollout_row(rollout: dict[str, Any]) -> dict[str, Any]:
+    """A running rollout as its newest check left it: step, share, guardrail bounds, agreement, last action."""
+    last = rollout.get("last_check") or {}
+    steps = rollout["steps"]
+    harms = []
+    for metric, h in sorted((last.get("sequential") or {}).items()):
+        bound, estimate, limit = (fmt(h.get(k)) for k in ("upper", "estimate", "limit"))
+        harms.append(f"{metric}: harm {estimate}, upper bound {bound}, limit {limit}: {h.get('verdict')}")
+    agreement = [f"{m}: z = {a['z']:.2f}" + (" (disagree)" if a.get("flag") else "")
+                 for m, a in sorted((last.get("agreement") or {}).items()) if a and a.get("z") is not None]
+    action = last.get("action") or {}
+    return {"policy": rollout["policy"], "step": f"{rollout['step'] + 1} of {len(steps)}",
+            "share": f"{100 * steps[rollout['step']]:g}%",
+            "guardrails": "; ".join(harms) or "not measured yet",
+            "agreement": "; ".join(agreement) or "no offline estimate to compare yet",
+            "last_action": (f"{action.get('action')}: {action.get('reason')}" if action else "no check yet")}
 
 
 def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None) -> dict[str, Any]:
@@ -148,5 +232,5 @@ def policy_monitor_page(ws: Workspace, policy: str, now: datetime | None = None)
                 hours, by_metric, charts.arm_colors(metrics, None), labels, what="outcomes", key="monitor-outcomes")),
                 f"Outcomes of {experiment} reported per hour by metric, last {WINDOW_HOURS} hours"),
         },
-        "freshness": FRESHNESS, "alerts": ALERTS,
+        "freshness": FRESHNESS, "alerts_note": "The alerts of every live policy are on the monitor's overview page.",
     }
