@@ -38,6 +38,10 @@ WHOLE_MODULES = (
     "tests/web/ui/test_browser.py",  # one pex ui and one browser, its tests in order (an owner's path)
 )
 
+# fixtures of the issue-26 scenarios, as a plugin: a second conftest.py would shadow this one's module name
+# "conftest", which test modules import from
+pytest_plugins = ["tests.scenarios.fixtures"]
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):

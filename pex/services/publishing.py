@@ -81,6 +81,8 @@ def publish_checked(ws: Workspace, name: str, version: int | None = None, actor:
     the release note is ``FORCED_PREFIX + reason``, shown as a forced publish in every history."""
     reason = check_reason(force_reason) if force_reason is not None else None
     version = version if version is not None else ws.publish_target(name)
+    if ws.live_versions().get(name) == version:  # nothing would change: the store says so (400), whatever the gate
+        return ws.publish(name, version, actor or local_actor())
     verdict = gate(ws, name, version)
     if not verdict.certified and reason is None:
         raise UncertifiedError(f"policy {name} v{version} is not certified to keep its guardrails: {verdict.why}",

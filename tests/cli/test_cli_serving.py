@@ -23,18 +23,21 @@ def stored(run, exp_dir, home):
 
 
 def test_publish_rollback_and_releases(run, stored):
+    forced = ("--force", "--reason", "an example policy")  # hand-made versions: no run certified them
     r = run("publish", NAME, "--version", "1")
+    assert r.code == 2 and "not certified" in r.err and "--force" in r.err
+    r = run("publish", NAME, "--version", "1", *forced)
     assert r.code == 0 and "v1 is live (was nothing live)" in r.out
-    r = run("publish", NAME)
+    r = run("publish", NAME, *forced)
     assert r.code == 0 and "v2 is live (was v1)" in r.out
     r = run("rollback", NAME, "--json")
     assert r.code == 0 and json.loads(r.out)["to_version"] == 1
     r = run("releases", NAME)
     assert r.code == 0 and len(r.out.strip().splitlines()) == 3 and "rollback" in r.out and "@" in r.out
     assert run("rollback", NAME).code == 2  # v1 was the first: nothing before it
-    r = run("publish", NAME, "--version", "7")
-    assert r.code == 2 and "no version 7" in r.err and "hint:" in r.err
-    assert run("publish", "nope").code == 2
+    r = run("publish", NAME, "--version", "7", *forced)
+    assert r.code == 2 and "version 7" in r.err and "hint:" in r.err
+    assert run("publish", "nope", *forced).code == 2
     with Workspace(stored, create=False) as ws:
         assert ws.live_versions() == {NAME: 1} and len(ws.releases()) == 3
 

@@ -100,7 +100,7 @@ def test_the_cli_says_workspace_busy_and_exits_2(stored, monkeypatch, capsys):
 
     monkeypatch.setenv("PEX_LOCK_SECONDS", "0.3")
     with flocked(stored):
-        code = main(["--home", str(stored), "publish", POLICY, "--version", "2"])
+        code = main(["--home", str(stored), "publish", POLICY, "--version", "2", "--force", "--reason", "lock test"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("error: workspace busy: another writer has held its lock for more than 0.3 s\nhint: retry")

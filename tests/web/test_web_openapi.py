@@ -285,8 +285,10 @@ def test_real_answers_validate_against_the_documented_schema_of_their_status(ser
             "experiment": "exp", "records": [{"unit": "u1", "metric": "no-such", "value": 2}]}, headers=decide)),
         ("/api/v1/policies", "get", 403, lambda: client.get("/api/v1/policies", headers=decide)),
         ("/api/v1/policies", "get", 200, lambda: client.get("/api/v1/policies", headers=admin)),
-        ("/api/v1/policies/{name}/publish", "post", 200, lambda: client.post(
+        ("/api/v1/policies/{name}/publish", "post", 409, lambda: client.post(  # a hand-made version: never certified
             f"{tree}/publish", json={"version": v2}, headers=admin)),
+        ("/api/v1/policies/{name}/publish", "post", 200, lambda: client.post(
+            f"{tree}/publish", json={"version": v2, "force": True, "reason": "schema test"}, headers=admin)),
         ("/api/v1/policies/{name}/publish", "post", 400, lambda: client.post(f"{tree}/publish", headers=admin)),
         ("/api/v1/policies/{name}/publish", "post", 422, lambda: client.post(
             f"{tree}/publish", json={"version": "two"}, headers=admin)),
@@ -356,7 +358,8 @@ def test_numbers_beyond_the_float_range_are_422_not_500(served, app, client):
 def test_a_whole_float_version_is_that_version(served, client):
     # JSON Schema's "integer" matches 3.0, so a client generated from the document may send it
     v2 = _second_version(served, served.tree)
-    r = client.post(f"/api/v1/policies/{served.tree}/publish", json={"version": float(v2)}, headers=served.headers("admin"))
+    r = client.post(f"/api/v1/policies/{served.tree}/publish", json={"version": float(v2), "force": True, "reason": "test"},
+                    headers=served.headers("admin"))
     assert r.status_code == 200 and r.json["to_version"] == v2, r.json
     r = client.post(f"/api/v1/policies/{served.tree}/publish", json={"version": 1.5}, headers=served.headers("admin"))
     assert r.status_code == 422
