@@ -75,6 +75,7 @@ def check(ws: Workspace, name: str | None = None, *, url: str | None = None, tok
     _outcome_lag(done, ws, live, now, refresh=measure)
     _monitoring(done, ws, live, now)
     _rollouts(done, ws, live, measure=measure)
+    _online_rounds(done, ws, live)
     order = list(alerts.RULES)
     done.alerts.sort(key=lambda a: (order.index(a.rule), a.experiment, a.policy))
     return done
@@ -266,6 +267,31 @@ def _rollouts(done: Checked, ws: Workspace, live: list[_Live], *, measure: bool)
         where = f"in the canary at step {step} ({found['steps'][step]:.0%})" if step is not None else "in the canary"
         _add(done, alerts.guardrail_harm(harms, where), by_policy[policy])
         _add(done, alerts.disagreement(agreements, where), by_policy[policy])
+
+
+def _online_rounds(done: Checked, ws: Workspace, live: list[_Live]) -> None:
+    """``offline_online_disagreement`` of the online loop whose stable policy is live: the arms of its newest
+    completed round (all of them while that round serves, else the promoted one) whose live lift or harm disagreed
+    with the offline estimate that put them in the round (stored by ``online complete``,
+    :func:`pex.services.online.offline_agreement`)."""
+    for p in live:
+        try:
+            loop = ws.get_loop(p.experiment)
+        except NotFoundError:
+            continue
+        if loop.policy != p.policy:
+            continue
+        done_rounds = [r for r in ws.rounds(loop.name) if r.status == "complete" and r.results]
+        if not done_rounds:
+            continue
+        newest = done_rounds[-1]
+        # while the round itself serves, every arm counts; once an arm was promoted, only that arm
+        promoted = (ws.get_policy(p.policy, p.version).document.get("lineage") or {}).get("promoted_from") or {}
+        for route, arm in (newest.results.get("arms") or {}).items():
+            if p.version != newest.policy_version and route != promoted.get("route"):
+                continue
+            found = (arm.get("agreement") or {}).get("metrics") or {}
+            _add(done, alerts.disagreement(found, f"in online round {newest.round}'s arm {route}"), p)
 
 
 def rollout_figures(status: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:

@@ -55,3 +55,13 @@ def test_online_complete_compares_each_arm_with_its_offline_estimate(tmp_path, s
         assert agreement["flagged"] == sorted(m for m, x in agreement["metrics"].items() if x["flag"])
     text = status_text(done)
     assert text.count("live vs offline: sessions lift") == len(offline_arms)
+
+    # `pex check` raises one offline_online_disagreement per flagged metric of each arm of the serving round
+    from pex.services import checks
+
+    with Workspace(tmp_path / "ws") as ws:
+        fired = [a for a in checks.check(ws, "exp").alerts if a.rule == "offline_online_disagreement"]
+    flagged = sorted((a["route"], m) for a in arms if a["role"] != "holdout"
+                     for m in results[a["route"]]["agreement"].get("flagged", []))
+    assert sorted((next(r for r, _m in flagged if r in al.message), al.figures["name"]) for al in fired) == flagged
+    assert all(al.policy == done["policy"] and "online round 1" in al.message for al in fired)
