@@ -29,9 +29,10 @@ MAX_REASON = 500  # characters of an override's reason (it is shown in every his
 CERTIFIED, PROMOTED, FALLBACK = "certified", "promoted", "fallback"
 NOT_CERTIFIED, NOT_TESTED, SCREENED_OUT = "not_certified", "not_tested", "screened_out"
 NOT_A_CANDIDATE, NEVER_TESTED, PROMOTED_UNCERTIFIED = "not_a_candidate", "never_tested", "promoted_uncertified"
+COPY_CHANGED = "copy_changed"
 STANDINGS = {CERTIFIED: "certified", PROMOTED: "certified", FALLBACK: "fallback", NOT_CERTIFIED: "not certified",
              NOT_TESTED: "not tested", SCREENED_OUT: "screened out", NOT_A_CANDIDATE: "not a candidate",
-             NEVER_TESTED: "never tested", PROMOTED_UNCERTIFIED: "not certified"}
+             NEVER_TESTED: "never tested", PROMOTED_UNCERTIFIED: "not certified", COPY_CHANGED: "never tested"}
 PASSING = frozenset({CERTIFIED, PROMOTED, FALLBACK})
 
 
@@ -133,6 +134,9 @@ class Judge:
         """:func:`gate`."""
         record = self.ws.get_policy(name, version)
         doc = record.document
+        copied = (doc.get("lineage") or {}).get("copy_of")
+        if isinstance(copied, dict):
+            return self._copy(record, copied)
         promoted = (doc.get("lineage") or {}).get("promoted_from")
         if isinstance(promoted, dict):
             route = str(promoted.get("route", ""))
@@ -146,6 +150,17 @@ class Judge:
             return _verdict(name, version, NEVER_TESTED)
         run_id, s, row = found
         return _from_row(s, row, run_id)
+
+    def _copy(self, record: PolicyRecord, copied: dict[str, Any]) -> Gate:
+        """A version stored as a copy of another under a new name (:func:`copy_policy`) has the source's verdict, if
+        it decides exactly as the source does: the lineage is data anyone can write, the decisions are checked."""
+        source = self.ws.get_policy(str(copied.get("policy")), int(copied.get("version") or 0))
+        if _deciding(source.document) != _deciding(record.document):
+            return _verdict(record.name, record.version, COPY_CHANGED, source=f"{source.name} v{source.version}")
+        found = self.gate(source.name, source.version)
+        return Gate(record.name, record.version, found.certified, found.standing,
+                    f"a copy of {source.name} v{source.version}: {found.why}", found.code, found.run,
+                    {**found.figures, "copy_of": {"policy": source.name, "version": source.version}})
 
     def _all_control(self, record: PolicyRecord) -> bool:
         doc = record.document
@@ -191,6 +206,24 @@ class Judge:
         return self._summaries[run_id]
 
 
+# what a copy may change: how the version is named and recorded, never how it decides
+_RECORD_KEYS = frozenset({"name", "version", "lineage", "trained_at"})
+
+
+def _deciding(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in _RECORD_KEYS}
+
+
+def copy_policy(ws: Workspace, name: str, version: int, target: str, lineage: dict[str, Any] | None = None) -> PolicyRecord:
+    """Store version ``version`` of policy ``name`` as a new version of policy ``target`` (the stable name services
+    ask for), deciding exactly as the source; the gate gives it the source's verdict (:meth:`Judge._copy`)."""
+    source = ws.get_policy(name, version)
+    doc = {**source.document, "name": target,
+           "lineage": {**(source.document.get("lineage") or {}), **(lineage or {}),
+                       "copy_of": {"policy": name, "version": version}}}
+    return ws.put_policies(source.experiment, [(doc, None)], fit_id=source.fit_id)[0]
+
+
 def _from_row(s: RunSummary, row: PolicyRow, run_id: int) -> Gate:
     """The verdict of run ``run_id`` (summary ``s``) on its policy row ``row``."""
     standing = s.standing(row)
@@ -229,5 +262,6 @@ def _verdict(name: str, version: int, code: str, *, run: int | None = None, over
         NEVER_TESTED: "never tested: no run of this experiment stored or certified this version",
         PROMOTED_UNCERTIFIED: f"the online loop promoted it from {figures.get('route')} by hand, without the loop's "
                               "certificate",
+        COPY_CHANGED: f"its lineage says it copies {figures.get('source')}, but it does not decide as that version does",
     }[code]
     return Gate(name, version, code in PASSING, STANDINGS[code], why, code, run, figures)

@@ -35,6 +35,7 @@ from pex.errors import DataError, PexError
 from pex.experiment.data import MIN_UNITS_PER_ARM, PROPENSITY, Dataset, validate
 from pex.experiment.spec import ExperimentSpec
 from pex.services.feedback import feedback_table
+from pex.services.publishing import copy_policy
 from pex.store.records import DatasetVersion
 from pex.store.workspace import Workspace
 
@@ -242,9 +243,28 @@ def retrain(ws: Workspace, experiment: str, *, pool: bool = False, canary: float
         out["canary"] = {"started": False, "reason": "the run certified no policy to propose: nothing goes live"}
         say("nothing certified: no canary proposed")
         return out
+    target = _serving_name(ws, experiment, built.policies, policy)
+    if target is not None and target != name and canary is not None:
+        # services ask for the live policy by its stable name: the retrained version goes out under it, as a copy
+        # that decides exactly as the recommendation (the gate gives it the run's certificate)
+        copy = copy_policy(ws, name, version, target, {"retrained": {"run": result.run_id, "dataset_version": dv.version}})
+        say(f"{name} v{version} stored as {target} v{copy.version}, the name its services ask for")
+        out["recommendation"]["serving_as"] = {"policy": target, "version": copy.version}
+        name, version = target, copy.version
     out["canary"] = _propose(ws, name, version, canary=canary, ramp=ramp, holdout=holdout, actor=actor)
     say(f"canary: {out['canary']['reason']}")
     return out
+
+
+def _serving_name(ws: Workspace, experiment: str, logged: dict[str, int], chosen: str | None) -> str | None:
+    """The stable name the retrained version should be served under: the one live policy of ``experiment`` whose
+    decisions were retrained on (``logged``: "name vN" -> units), or the ``--policy`` chosen; None when several are
+    live or none (then the recommendation is rolled out under its own name)."""
+    names = {key.rsplit(" v", 1)[0] for key in logged}
+    live = {p for p in ws.live_versions() if p in names}
+    if chosen is not None:
+        return chosen if chosen in live else None
+    return next(iter(live)) if len(live) == 1 else None
 
 
 def _propose(ws: Workspace, name: str, version: int | None, *, canary: float | None, ramp: list[float] | None,

@@ -134,3 +134,25 @@ def test_bad_rollout_shares_exit_2_before_any_work(tmp_path, args, message):
     code, _out, err = _cli(tmp_path / "ws", "publish", "p", *args)
     assert code == 2 and message in err, err
     assert not (tmp_path / "ws").exists()
+
+
+def test_a_copy_under_another_name_carries_its_sources_verdict_only_while_it_decides_the_same(home):
+    from pex.services.publishing import copy_policy
+
+    with Workspace(home) as ws:
+        judge = Judge(ws)
+        rows = [(r, judge.gate(r.name, r.version)) for r in ws.list_policies("exp")]
+        source, verdict = next((r, g) for r, g in rows if g.code == "certified")
+        refused_source, refused = next((r, g) for r, g in rows if g.code == "not_certified")
+        copy = copy_policy(ws, source.name, source.version, "exp-served", {"retrained": {"run": 1}})
+        got = gate(ws, "exp-served", copy.version)
+        assert got.certified and got.code == "certified" and got.run == verdict.run
+        assert got.why == f"a copy of {source.name} v{source.version}: {verdict.why}"
+        # a copy of an uncertified version is refused like its source
+        assert not gate(ws, "exp-served", copy_policy(ws, refused_source.name, refused_source.version, "exp-served").version).certified
+        # lineage is data anyone can write: a document claiming to copy a certified version but deciding otherwise
+        doc = {**copy_policy(ws, source.name, source.version, "exp-served").document, "exploration": 0.5}
+        [forged] = ws.put_policies("exp", [(doc, None)], fit_id=source.fit_id)
+        got = gate(ws, "exp-served", forged.version)
+        assert (got.certified, got.code) == (False, "copy_changed") and "does not decide as" in got.why
+        assert refused.code == "not_certified"
