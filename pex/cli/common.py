@@ -11,6 +11,22 @@ def _echo_json(obj: object) -> None:
     click.echo(dumps(obj))
 
 
+def parse_pairs(option: str, pairs: tuple[str, ...], key: str, example: str) -> dict[str, float]:
+    """Repeated ``KEY=NUMBER`` options (``--weight sessions=1``) as a dict; PexError (exit 2) on anything else."""
+    from pex.errors import PexError
+
+    found: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            found[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise PexError(f"{option} {pair!r} is not {key}=NUMBER", f"e.g. {example}")
+    return found
+
+
 def _workspace(ctx: click.Context, create: bool):
     """The command's workspace, opened once and closed when the command ends."""
     from pex.store.workspace import Workspace

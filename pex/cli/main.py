@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from pex.cli.common import _echo_json, _lazy_workspace, _units_file_options, _workspace
+from pex.cli.common import _echo_json, _lazy_workspace, _units_file_options, _workspace, parse_pairs
 from pex.errors import PexError
 from pex.evaluation.procedures import CERTIFICATIONS
 from pex.experiment.simulate import SCENARIOS
@@ -348,19 +348,6 @@ def _print_run(result) -> None:
         click.echo(f"\nwrote {result.out / 'summary.json'}, {result.out / 'report.html'} and {result.out / 'policies'}/")
 
 
-def _parse_weights(pairs: tuple[str, ...]) -> dict[str, float]:
-    weights = {}
-    for pair in pairs:
-        metric, sep, value = pair.partition("=")
-        try:
-            weights[metric.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not metric.strip():
-            raise PexError(f"--weight {pair!r} is not METRIC=NUMBER", "e.g. --weight sessions=1 --weight converted=0.5")
-    return weights
-
-
 @cli.command()
 @click.argument("name")
 @click.option("--rebuild", is_flag=True, help="Build a new policy set even when the newest fit already has one.")
@@ -387,7 +374,8 @@ def policies(ctx: click.Context, name: str, rebuild: bool, fit_id: str | None, w
     # a rebuild, or any build option given on the command line, means "build with it", never "ignore it"
     given = [p for p in ("weights", "guardrails", "budget", "exploration", "min_leaf")
              if ctx.get_parameter_source(p) not in (ParameterSource.DEFAULT, None)]
-    options = (BuildOptions(weights=_parse_weights(weights), guardrails=guardrails, budget=budget, exploration=exploration,
+    parsed = parse_pairs("--weight", weights, "METRIC", "--weight sessions=1 --weight converted=0.5")
+    options = (BuildOptions(weights=parsed, guardrails=guardrails, budget=budget, exploration=exploration,
                             min_leaf_share=min_leaf) if rebuild or given else None)
     found = policy_set(_workspace(ctx, create=False), name, fit_id=fit_id, options=options,
                        say=None if as_json else (lambda m: click.echo(m, err=True)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pex.cli.common import _echo_json, _workspace
+from pex.cli.common import _echo_json, _workspace, parse_pairs
 from pex.experiment.simulate import SCENARIOS
 from pex.online.spending import DEFAULT_ROUNDS
 
@@ -108,8 +108,8 @@ def simulate_traffic(name: str, url: str, token: str, units: int, days: int, pol
     server routes each user to the canary, the base or the holdout."""
     from pex.online.traffic import Client, play, population
 
-    sim = population(name, units, scenario, seed, shift=_pairs("--shift", shifts),
-                     missing_features=_pairs("--feature-missing", blanks))
+    sim = population(name, units, scenario, seed, shift=parse_pairs("--shift", shifts, "FEATURE", "--shift age=10"),
+                     missing_features=parse_pairs("--feature-missing", blanks, "FEATURE", "--feature-missing age=0.3"))
     result = play(Client(url, token), name, policy or f"{name}-online", sim, unit_column="user_id", days=days,
                   missing=missing, seed=seed, pace=pace, say=lambda m: click.echo(m, err=True))
     if as_json:
@@ -117,22 +117,6 @@ def simulate_traffic(name: str, url: str, token: str, units: int, days: int, pol
     else:
         click.echo(f"{result.decisions:,} decisions ({', '.join(f'{a} {n:,}' for a, n in sorted(result.arms.items()))}); "
                    f"{result.outcomes_posted:,} outcomes posted, {result.units_without_outcomes:,} users never reported")
-
-
-def _pairs(option: str, pairs: tuple[str, ...]) -> dict[str, float]:
-    """``FEATURE=NUMBER`` options as a dict; PexError (exit 2) on anything else."""
-    from pex.errors import PexError
-
-    found: dict[str, float] = {}
-    for pair in pairs:
-        feature, sep, value = pair.partition("=")
-        try:
-            found[feature.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not feature.strip():
-            raise PexError(f"{option} {pair!r} is not FEATURE=NUMBER", f"e.g. {option} age=10")
-    return found
 
 
 def _show(found: dict, as_json: bool) -> None:
