@@ -3,7 +3,9 @@
 :func:`render_report` turns the JSON summary written by :func:`pex.services.run.run`
 into a page an experiment owner reads top-down: the verdict first, then the
 evidence behind it (data health, average effects, heterogeneity, segments,
-policy comparison, the Pareto search, the policy itself) and the caveats.
+policy comparison, the Pareto search, the policy itself), the caveats and, when
+the experiment's policies were measured live (a staged rollout, an online
+round), how those measurements compare with the offline estimates.
 The page has no network dependencies: CSS is inline and charts are inline SVG
 (:mod:`pex.report.charts`), so it can be mailed, archived or opened offline.
 This module only assembles sections; the layout lives in
@@ -13,6 +15,7 @@ This module only assembles sections; the layout lives in
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import jinja2
@@ -32,6 +35,7 @@ from pex.report.summary import (
     Bounds,
     Certification,
     DatasetInfo,
+    LiveRow,
     PolicyRow,
     RunSummary,
     Segment,
@@ -663,6 +667,44 @@ def _history_section(s: RunSummary) -> dict | None:
     return out
 
 
+# What a flag means, in the words of pex.monitor.agreement (the rule behind the z-score and the flag).
+FLAG_MEANING = ("A flag says the offline evaluation and live traffic disagree beyond noise: the population moved, the "
+                "offline estimate was optimistic (a best-of-many pick measured on the units that chose it), or the live "
+                "measurement is biased (e.g. outcomes missing unevenly between arms).")
+
+
+def _live_where(r: LiveRow, experiment: str) -> str:
+    """Where a live row was measured, in words: the rollout's version and step, or the online round and arm."""
+    if r.source == "rollout":
+        step = "" if r.step is None else f", step {r.step + 1}" + (f" at {fmt_pct(r.share, signed=False)}"
+                                                                  if r.share is not None else "")
+        return f"rollout of {_short(r.policy, experiment)} v{r.version}{step} ({r.status.replace('_', ' ')})"
+    return f"online round {r.round}, arm {_short(r.route or r.policy, experiment)}"
+
+
+def _live_section(s: RunSummary) -> dict | None:
+    """Live vs offline (:class:`LiveComparison`): a row per stored comparison, the flagged ones said in words."""
+    live = s.live_comparison
+    if live is None:
+        return None
+    rows, flagged = [], []
+    for r in live.rows:
+        where = _live_where(r, s.experiment)
+        band = fmt_pct(r.band, signed=False)
+        z = "–" if r.z is None else f"{r.z:+.2f}"
+        rows.append({"where": where, "metric": r.metric, "kind": r.kind, "flag": r.flag, "band": band,
+                     "online": fmt_signed(r.online_estimate), "online_se": fmt_num(r.online_se),
+                     "offline": fmt_signed(r.offline_estimate), "offline_se": fmt_num(r.offline_se), "z": z,
+                     "critical": f"{NormalDist().inv_cdf(0.5 + r.band / 2):.3g}", "at": r.measured_at[:16].replace("T", " ")})
+        if r.flag:
+            flagged.append(f"{where}: the live {r.kind} of {r.metric}, {fmt_signed(r.online_estimate)} "
+                           f"(se {fmt_num(r.online_se)}), and the offline {fmt_signed(r.offline_estimate)} "
+                           f"(se {fmt_num(r.offline_se)}) disagree beyond the {band} band (z = {z}).")
+    bands = sorted({row["band"] for row in rows})
+    return {"rows": rows, "flagged": flagged, "notes": list(live.notes.values()), "meaning": FLAG_MEANING,
+            "band": " or ".join(bands), "critical": " or ".join(sorted({row["critical"] for row in rows}))}
+
+
 def _footer(s: RunSummary) -> dict:
     timings = s.timings
     return {"experiment": s.experiment, "owner": s.owner, "generated_at": s.generated_at, "pex_version": s.pex_version,
@@ -711,6 +753,7 @@ def render_report(summary: RunSummary | dict) -> str:
         "pareto": _pareto_section(model, s, policies, "" if model.carried_over else verdict["policy"]),
         "doc": _policy_doc_section(s, by_name, colors),
         "caveats": _caveats_section(model),
+        "live": _live_section(model),
         "footer": _footer(model),
     }
     return _environment().get_template("report.html.j2").render(**context)

@@ -16,7 +16,9 @@ Format history: ``pex.summary/1`` had reasons as plain sentences and guardrail c
 engine's :class:`pex.experiment.guardrail.Harm` serializes itself, and each average-effect guardrail verdict
 with its rule's ``limit``; ``pex.summary/3`` adds the certification's first test and levels, its order's basis
 and the sample-ratio gate (:class:`Certification`), the explanation codes of issue 23, and the run's ``history`` on
-its dataset version (with a carried-over recommendation's ``from_run`` and this run's ``own_recommendation``).
+its dataset version (with a carried-over recommendation's ``from_run`` and this run's ``own_recommendation``), and
+the optional ``live_comparison`` (:class:`LiveComparison`; no key when nothing live was compared, so summaries
+without it stay valid).
 """
 
 from __future__ import annotations
@@ -446,6 +448,43 @@ class History(_Model):
     text: str  # e.g. "Run 2 on dataset version 1; run 1 used seed 0 (this run: 1). ..."
 
 
+class LiveRow(_Model):
+    """One live measurement against the offline estimate that justified it (:func:`pex.monitor.agreement.agreement`),
+    as a staged rollout's newest check or an online round's completion stored it."""
+
+    source: Literal["rollout", "online"]
+    policy: str  # the rolled-out policy; the online arm's own policy (its route)
+    version: int | None = None  # the rolled-out version; the online arm's stored version
+    status: str  # the rollout's (running, complete, rolled_back, stopped); "complete" for an online round
+    step: int | None = None  # the rollout step of the check (0: the canary)
+    share: float | None = None  # the canary's share of units at that step
+    round: int | None = None  # the online round
+    route: str | None = None  # the online arm's route in its round
+    metric: str
+    kind: Literal["lift", "harm"]  # a lift over the holdout; an online arm's guardrail harm
+    online_estimate: float
+    online_se: float
+    offline_estimate: float
+    offline_se: float
+    z: float | None  # None when neither side has a spread
+    band: float  # the two-sided band the flag is raised beyond (0.99)
+    flag: bool
+    measured_at: str  # when the check or the round's completion stored it (ISO 8601, UTC)
+
+
+class LiveComparison(_Model):
+    """Live vs offline (issue 26): the stored comparisons of the experiment's staged rollouts (their newest check)
+    and its online loop's completed rounds when the run was made; absent when there was nothing live to compare."""
+
+    rows: list[LiveRow]
+    notes: dict[str, str]  # per source, what the live and offline estimates are
+
+    @property
+    def flagged(self) -> list[LiveRow]:
+        """The rows whose live and offline estimates disagree beyond their band."""
+        return [r for r in self.rows if r.flag]
+
+
 class RunSummary(_Model):
     """Everything ``pex run`` found, typed; :meth:`to_dict` is ``summary.json``."""
 
@@ -480,6 +519,7 @@ class RunSummary(_Model):
     history: History | None = None
     crossfit: dict[str, Any] | None = None
     caveats: list[str]
+    live_comparison: LiveComparison | None = None  # set only when something live was compared (no key otherwise)
     timings: dict[str, float] = {}
 
     def to_dict(self) -> dict[str, Any]:
@@ -561,13 +601,14 @@ def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dataset_id: str, da
                   fit_id: str, fit: dict, policies: list[Policy], rows: list[dict], build_report: dict, tuning: dict,
                   recommendation: Recommendation, options: dict, evaluation: dict, crossfit: dict | None = None,
                   timings: dict[str, float] | None = None, history: dict | None = None,
-                  carried: dict | None = None) -> RunSummary:
+                  carried: dict | None = None, live_comparison: dict | None = None) -> RunSummary:
     """The run's results as the typed summary (the keys docs/architecture.md lists under "Outputs", plus what the report
     shows); ``options`` is the run's options as JSON, ``timings`` the stages' wall time when known.
 
     ``history`` is the run among the runs on its dataset version (:class:`History`); ``carried`` the recommendation
     of an earlier run that binds instead of this run's own (its published form, with ``from_run`` set): it becomes
-    ``recommendation`` and ``recommended_policy``, and this run's own goes to ``own_recommendation``."""
+    ``recommendation`` and ``recommended_policy``, and this run's own goes to ``own_recommendation``;
+    ``live_comparison`` the stored live vs offline comparisons (:class:`LiveComparison`), None when there are none."""
     from pex.version import __version__
 
     chosen = next(p for p in policies if p.name == recommendation.policy)
@@ -645,6 +686,8 @@ def build_summary(*, spec: ExperimentSpec, dataset: Dataset, dataset_id: str, da
         summary["recommended_policy"] = carried["policy"]
     if history is not None:
         summary["history"] = history
+    if live_comparison is not None:
+        summary["live_comparison"] = live_comparison
     return RunSummary.model_validate(summary)
 
 

@@ -43,6 +43,7 @@ from pex.report.summary import RunSummary, build_summary
 from pex.services.crossfit import CrossFit, Folds
 from pex.services.fitting import fit_and_store
 from pex.services.history import bind, check_reason
+from pex.services.live_comparison import live_comparison
 from pex.services.models import effect_model_by_id
 from pex.services.optimize import pareto_policies
 from pex.services.policies import BuildOptions, assemble_policies, load_fit, objective_coefficients
@@ -259,6 +260,7 @@ def _pipeline(ws: Workspace, dataset: Any, dv: Any, options: RunOptions, out_dir
 
     own = (rec.policy, next(p.version for p in policies if p.name == rec.policy))
     settings = options.to_dict()
+    live = live_comparison(ws, spec.name)  # what the experiment's rollouts and online rounds stored: nothing is measured
     made: list[dict] = []
 
     def finish(earlier: list[RunRecord], run_id: int, _now: object) -> NewRun:
@@ -270,7 +272,7 @@ def _pipeline(ws: Workspace, dataset: Any, dv: Any, options: RunOptions, out_dir
                                 build_report=build_report, tuning=tuning.to_dict(), recommendation=rec,
                                 options=settings, evaluation=data.description, crossfit=crossfit.description(),
                                 timings={**stages.done(), "total": round(time.perf_counter() - started, 2)},
-                                history=binding.history, carried=binding.carried).to_dict()
+                                history=binding.history, carried=binding.carried, live_comparison=live).to_dict()
         policy, version = binding.policy or own
         made.append(summary)
         return NewRun(summary, policy, version, own[0], own[1], binding.bound_to)

@@ -105,6 +105,14 @@ class RolloutsMixin:
             rows = conn.execute(sa.select(rollouts).where(rollouts.c.status == RUNNING).order_by(rollouts.c.id)).all()
         return [_rollout(r) for r in rows]
 
+    @db("read the rollouts of")
+    def experiment_rollouts(self, experiment: str) -> list[Rollout]:
+        """Every rollout of a policy of ``experiment``, oldest first (the run report reads their newest checks)."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(rollouts).where(rollouts.c.experiment == experiment)
+                                .order_by(rollouts.c.id)).all()
+        return [_rollout(r) for r in rows]
+
     @db("write the rollout to")
     def update_rollout(self, rollout_id: int, *, expect_step: int | None = None, step: int | None = None,
                        add_version: int | None = None, status: str | None = None,
