@@ -38,6 +38,7 @@ def _rollout(ws: Workspace) -> tuple[str, int]:
     name = next(p.name for p in ws.list_policies("exp") if p.name.endswith("-value"))
     version = ws.get_policy(name).version
     found = rollout.start(ws, name, version, canary=0.05, holdout=0.05, force_reason="test: the report reads its check")
+    assert live_comparison(ws, "exp") is None  # started, never checked: nothing to compare yet
     checked = {"rollout": found["id"], "step": 0, "share": 0.05, "version": found["live_version"], "outcomes": 600,
                "agreement": {"sessions": agreement(0.05, 0.05, 0.40, 0.05).to_dict(),
                              "converted": agreement(0.010, 0.008, 0.004, 0.003).to_dict(),
