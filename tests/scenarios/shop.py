@@ -69,12 +69,18 @@ def send(port: int, shop: Shop, policy: str, units: int, seed: int) -> TrafficRe
     with Workspace(shop.home) as ws:
         before = ws.count_decisions(policy)
     sent = play(client, NAME, policy, population(NAME, units, "canary", seed), unit_column="user_id", seed=seed)
-    deadline = time.monotonic() + 30  # the workers' logs flush every second at most
+    wait_logged(shop, policy, before + sent.decisions)
+    return sent
+
+
+def wait_logged(shop: Shop, policy: str, total: int, timeout: float = 30) -> None:
+    """Wait until ``policy`` has ``total`` decisions in the store's log: the workers flush theirs every half second,
+    and the test's server is killed on leaving :func:`served`, so anything still buffered then would be lost."""
+    deadline = time.monotonic() + timeout
     while True:
         with Workspace(shop.home) as ws:
-            logged = ws.count_decisions(policy) - before
-        if logged >= sent.decisions or time.monotonic() > deadline:
+            logged = ws.count_decisions(policy)
+        if logged >= total or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert logged == sent.decisions, f"{sent.decisions - logged} decisions answered but not logged"
-    return sent
+    assert logged == total, f"{total - logged} decisions of {policy} answered but not logged"

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from tests.gunicorn import PEX
-from tests.scenarios.shop import NAME, served
+from tests.scenarios.shop import NAME, served, wait_logged
 
 CLEAN, DRIFTED = "shop-pareto-1", "shop-value"  # two value policies the run certified, from the same fit
 SHIFTED, SHIFT = "age", 15  # years: about 1.2 standard deviations of the simulated ages
@@ -39,6 +39,8 @@ def test_a_shifted_and_a_missing_feature_fire_exactly_their_two_drift_alerts(sho
         clean = _traffic(shop.home, port, shop.decide, CLEAN, 1)
         shifted = _traffic(shop.home, port, shop.decide, DRIFTED, 2, "--shift", f"{SHIFTED}={SHIFT}",
                            "--feature-missing", f"{BLANKED}={BLANK_SHARE}")
+        for policy in (CLEAN, DRIFTED):
+            wait_logged(shop, policy, USERS)
     assert clean["decisions"] == shifted["decisions"] == USERS
     assert clean["outcomes_posted"] > 0 and shifted["outcomes_posted"] > 0  # no outcome lag to alert on
 
