@@ -50,6 +50,9 @@ class FeedbackTable:
     outcomes_replaced: int  # outcomes superseded by a later one of the same unit and metric
     units_without_decision: int  # units with outcomes but no decision among the rows
     versions: dict[str, int] = field(default_factory=dict)  # "policy v1" -> rows
+    # decisions a server answered with the policy's fallback arm because the version could not be loaded: no policy
+    # drew them, so they are left out of every value and lift estimated from the table
+    fallbacks: int = 0
 
     @property
     def with_outcome(self) -> dict[str, int]:
@@ -61,7 +64,8 @@ class FeedbackTable:
         return {"experiment": self.experiment, "rows": len(self.frame), "decisions": self.n_decisions,
                 "repeats_collapsed": self.repeats, "changed_arm": self.changed_arm, "crossed_units": self.crossed_units,
                 "outcomes_replaced": self.outcomes_replaced, "units_without_decision": self.units_without_decision,
-                "with_outcome": self.with_outcome, "versions": dict(self.versions), "features": list(self.features),
+                "with_outcome": self.with_outcome, "versions": dict(self.versions), "fallbacks_left_out": self.fallbacks,
+                "features": list(self.features),
                 "metrics": list(self.metrics)}
 
 
@@ -73,6 +77,10 @@ def feedback_table(ws: Workspace, experiment: str, policy: str | None = None, ve
     decisions = ws.read_decisions(experiment=experiment, policy=policy)
     if version is not None:
         decisions = decisions[decisions["version"] == version]
+    fallback = (decisions["fallback"].fillna(False).astype(bool) if "fallback" in decisions.columns
+                else pd.Series(False, index=decisions.index))
+    fallbacks = int(fallback.sum())
+    decisions = decisions[~fallback.to_numpy()]
     if decisions.empty:
         raise NotFoundError(f"no decisions of {_which(experiment, policy, version)} are logged", _logged_hint(ws, experiment))
     dataset, _ = ws.load_dataset(experiment)
@@ -110,6 +118,7 @@ def feedback_table(ws: Workspace, experiment: str, policy: str | None = None, ve
         outcomes_replaced=len(outcomes) - len(latest),
         units_without_decision=len(set(latest["unit"]) - set(frame["unit"])),
         versions={f"{p} v{v}": int(c) for (p, v), c in versions.items()},
+        fallbacks=fallbacks,
     )
 
 

@@ -14,7 +14,9 @@ from processes import started
 
 PEX = str(Path(sys.executable).parent / "pex")
 # SIGINT takes the same path as SIGTERM (pex.cli.main installs one handler for both): make test runs SIGTERM
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=["SIGTERM", "SIGINT"])
+# both slow: a pipeline in a child process (7-18 s each); the worker and UI tests stop children in make test
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_running_pipeline_stops_and_leaves_the_workspace_usable(tmp_path: Path, sim_dir: Path, sig: int):
     env = {**os.environ, "PEX_HOME": str(tmp_path / "ws")}
     env.pop("PEX_DATABASE_URL", None)

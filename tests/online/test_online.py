@@ -350,6 +350,7 @@ def test_complete_answers_clearly_when_there_is_nothing_to_measure(loop_home, ca
         assert ws.rounds("exp")[0].status == "open"  # nothing half-written
 
 
+@pytest.mark.slow  # a second pex process (Ax and torch imported cold): 10-22 s
 def test_an_arm_without_traffic_is_refused_then_abandoned_on_request(loop_home, capsys):
     with Workspace(loop_home) as ws:
         decisions = _traffic(ws, 3_000, seed=7)

@@ -10,6 +10,7 @@ import pytest
 from pex.errors import NotFoundError
 from pex.policy.base import Policy, PolicyError, fallback_of
 from pex.services.decision_log import DecisionLog
+from pex.services.feedback import feedback_table
 from pex.services.serving import PolicyServer
 from pex.store.schema import policies
 from pex.store.workspace import Workspace
@@ -52,6 +53,12 @@ def test_a_live_version_whose_model_files_are_gone_answers_its_fallback_arm_logg
         log = ws.read_decisions(policy=served.value)
         assert len(log) == 6 and log["fallback"].all() and (log["propensity"] == 1.0).all()
         assert not ws.read_decisions(policy=served.tree)["fallback"].any()
+        # no policy drew the fallback decisions: logged feedback (evaluation, rollouts, retraining) leaves them out
+        table = feedback_table(ws, record.experiment)
+        assert table.fallbacks == 6 and table.summary()["fallbacks_left_out"] == 6
+        assert not (table.frame["policy"] == served.value).any() and (table.frame["policy"] == served.tree).any()
+        with pytest.raises(NotFoundError, match="no decisions"):
+            feedback_table(ws, record.experiment, policy=served.value)
 
 
 def test_without_a_readable_document_the_policy_is_not_served(served):
