@@ -317,7 +317,7 @@ def test_null_scenario_keeps_control_and_a_rerun_reproduces_the_result(null_dir,
 
 def test_cli_run_on_a_real_world_shaped_csv_then_report(tmp_path, run):
     spec = write_product_export(tmp_path)
-    r = run("run", spec, "--out", tmp_path / "out", "--trials", "4", "--dense", "128")
+    r = run("run", spec, "--out", tmp_path / "out", "--trials", "0", "--dense", "128", "--learner", "t")
     assert r.code == 0, r
     assert "Recommendation:" in r.out and "[6/6]" in r.err
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -346,7 +346,8 @@ def test_cli_run_json_and_bad_inputs(tmp_path, run, null_dir, home):
     with pytest.raises(PexError, match="certification 'bonferroni' is not one of graphical") as caught:
         pex.run(null_dir / "flat.toml", tmp_path / "bad", home=tmp_path / "ws-bad", certification="bonferroni")
     assert caught.value.hint and not (tmp_path / "bad").exists() and not (tmp_path / "ws-bad").exists()
-    r = run("run", null_dir / "flat.toml", "--out", tmp_path / "o", "--trials", "0", "--dense", "64", "--json")
+    r = run("run", null_dir / "flat.toml", "--out", tmp_path / "o", "--trials", "0", "--dense", "64", "--learner", "t",
+            "--json")
     assert r.code == 0, r
     summary = json.loads(r.out)
     _validate(summary)
