@@ -143,7 +143,8 @@ def test_over_gunicorn_a_held_lock_gives_503_busy_while_decides_and_healthz_answ
         try:
             with flocked(stored):
                 started = time.monotonic()
-                status, body = call(port, "POST", f"/api/v1/policies/{POLICY}/publish", {"version": 2}, admin, timeout=30)
+                status, body = call(port, "POST", f"/api/v1/policies/{POLICY}/publish",
+                                    {"version": 2, "force": True, "reason": "lock test"}, admin, timeout=30)
                 waited = time.monotonic() - started
                 during = list(answers)
                 time.sleep(0.5)  # the lock is still held: decides keep answering after the publish gave up too
@@ -156,4 +157,5 @@ def test_over_gunicorn_a_held_lock_gives_503_busy_while_decides_and_healthz_answ
         assert waited < 2 * DEFAULT_SECONDS  # bounded: the holder kept the lock for longer than this
         assert {s for _, s in answers} == {200}, answers
         assert {k for k, _ in during} == {"decide", "healthz"} and len(during) >= 10
-        assert call(port, "POST", f"/api/v1/policies/{POLICY}/publish", {"version": 2}, admin)[0] == 200
+        assert call(port, "POST", f"/api/v1/policies/{POLICY}/publish",
+                                    {"version": 2, "force": True, "reason": "lock test"}, admin)[0] == 200
