@@ -368,7 +368,8 @@ def soak(args: argparse.Namespace, root: Path) -> Result:
               f"threads; v{new} published at 40%, rolled back at 60%", flush=True)
         rss: list[tuple[float, float, int]] = []
         releases: list[tuple[str, int, dict]] = []
-        plan = [(start + 0.4 * seconds, "publish", f"/api/v1/policies/{ws.tree}/publish", {"version": new}),
+        plan = [(start + 0.4 * seconds, "publish", f"/api/v1/policies/{ws.tree}/publish",
+                 {"version": new, "force": True, "reason": "soak benchmark"}),
                 (start + 0.6 * seconds, "rollback", f"/api/v1/policies/{ws.tree}/rollback", None)]
         with clients(jobs) as results:
             next_sample = time.time()
