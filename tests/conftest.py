@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -11,8 +10,7 @@ import pytest
 
 from pex.cli.main import main
 from pex.experiment.simulate import SimulatedExperiment, simulate
-
-N_UNITS = 20_000
+from tests.shared import N_UNITS, CliResult, Served
 
 # `make test` runs the suite on two xdist workers with `--dist loadgroup`. A session fixture is built once per worker,
 # so the modules using pipeline_run (a whole 20k-unit pipeline run) all go to one worker: building it on both would
@@ -115,14 +113,6 @@ def _no_ambient_database(monkeypatch):
     monkeypatch.delenv("PEX_HOME", raising=False)
 
 
-class CliResult:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    def __repr__(self) -> str:
-        return f"CliResult(code={self.code}, err={self.err!r}, out={self.out[:300]!r})"
-
-
 @pytest.fixture
 def run(capsys, home):
     """Run the pex CLI in-process against the test workspace; returns code, stdout, stderr."""
@@ -134,16 +124,6 @@ def run(capsys, home):
         return CliResult(code, captured.out, captured.err)
 
     return _run
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    """Every file under ``directory`` with the sha256 of its bytes."""
-    if not directory.exists():
-        return {}
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*")) if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -207,32 +187,6 @@ def serving_home(tmp_path_factory, small_run) -> Path:
     base = tmp_path_factory.mktemp("serving")
     shutil.copytree(Path(small_run.out).parent / "ws", base / "ws")  # the workspace small_run wrote
     return base / "ws"
-
-
-class Served:
-    """A workspace with a published tree, value, constant and routing policy and one token per scope, for serving tests."""
-
-    def __init__(self, home: Path) -> None:
-        from pex.store.workspace import Workspace
-
-        self.home = home
-        with Workspace(home) as ws:
-            policies = ws.list_policies("exp")
-            # pex run's policies are cross-fitted (routing); their first routes, stored on their own, are plain kinds
-            self.routing = next(p.name for p in policies if p.kind == "routing" and p.name.endswith("-tree-d3"))
-            value = next(p for p in policies if p.kind == "routing" and p.name.endswith("-value"))
-            routes = [ws.get_policy(name).document["routing"]["routes"][0]["policy"] for name in (self.routing, value.name)]
-            stored = ws.put_policies("exp", [(doc, None) for doc in routes], fit_id=value.fit_id)
-            self.tree, self.value = (r.name for r in stored)
-            self.constant = next(p.name for p in policies if p.kind == "constant")
-            for name in (self.tree, self.value, self.constant, self.routing):
-                ws.publish(name, None, "tests")
-            self.admin = ws.create_token("admin", "test-admin")[1]
-            self.decide = ws.create_token("decide", "test-decide")[1]
-
-    def headers(self, scope: str = "decide") -> dict[str, str]:
-        """Authorization headers with the token of ``scope``."""
-        return {"Authorization": f"Bearer {self.admin if scope == 'admin' else self.decide}"}
 
 
 @pytest.fixture

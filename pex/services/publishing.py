@@ -81,6 +81,7 @@ def publish_checked(ws: Workspace, name: str, version: int | None = None, actor:
     :class:`~pex.errors.UncertifiedError` saying why, unless ``force_reason`` is given: then it goes live anyway and
     the release note is ``FORCED_PREFIX + reason``, shown as a forced publish in every history."""
     reason = check_reason(force_reason) if force_reason is not None else None
+    ws.check_identity()  # a workspace removed or replaced under a server judges nothing (503), as its publish would
     version = version if version is not None else ws.publish_target(name)
     if ws.live_versions().get(name) == version:  # nothing would change: the store says so (400), whatever the gate
         return ws.publish(name, version, actor or local_actor())

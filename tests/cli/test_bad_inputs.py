@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import snapshot
+
+from tests.shared import snapshot
 
 N_ROWS = 2_000
 SPEC = "exp.toml"

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import N_UNITS, CliResult, snapshot
 
 from pex.cli.main import main
 from pex.experiment.data import read_table
@@ -30,6 +29,7 @@ from pex.experiment.split import dataset_split_key, evaluation_mask
 from pex.policy.base import FORMAT, Policy, PolicyError
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
+from tests.shared import N_UNITS, CliResult, snapshot
 
 EXPLORATION, N_ARMS = 0.05, 3
 HIGH, LOW = 1.0 - EXPLORATION + EXPLORATION / N_ARMS, EXPLORATION / N_ARMS

@@ -17,7 +17,6 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from conftest import CliResult
 from test_export import EXAMPLE, _random_tree
 
 import pex.hte.learners as learners
@@ -32,6 +31,7 @@ from pex.policy.onnx import policy_onnx
 from pex.policy.value import build_value_policy
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
+from tests.shared import CliResult
 
 N = 100_000
 N_TRAIN = 4_000

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Served
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from pex.policy.base import Policy
 from pex.services.models import effect_model_by_id
 from pex.store.workspace import Workspace
 from tests.gunicorn import call, free_port, serve, wait_ready
+from tests.shared import Served
 from web import create_app
 
 MiB = 1024 * 1024
