@@ -53,6 +53,15 @@ def _num(v: Any, fmt: str = "+.4g") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _left(left: dict[str, Any]) -> str:
+    """What the watcher saw when it left a step: the action, the canary's lifts and each guardrail's bounds."""
+    lifts = ", ".join(f"{m} lift {_num(v['estimate'])}" for m, v in (left.get("lifts") or {}).items() if v)
+    harms = ", ".join(f"{m} harm {_num(h.get('estimate'))} (always-valid [{_num(h.get('lower'))}, {_num(h.get('upper'))}],"
+                      f" limit {_num(h.get('limit'))})" for m, h in (left.get("sequential") or {}).items())
+    return (f"{left['release']} on {left.get('outcomes', 0):,} canary outcomes ({left.get('step_outcomes', 0):,} of "
+            f"this step): " + "; ".join(x for x in (lifts, harms) if x))
+
+
 def _text(found: dict[str, Any]) -> str:
     lines = [f"rollout #{found['id']} of {found['policy']}: v{found['new_version']} over v{found['base_version']}, "
              f"{found['status']} at step {found['step'] + 1} of {len(found['steps'])}, holdout {found['holdout']:.0%}, "
@@ -61,6 +70,8 @@ def _text(found: dict[str, Any]) -> str:
         outcomes = ", ".join(f"{m} {n:,}" for m, n in s["outcomes"].items())
         lines.append(f"  step {s['step'] + 1} ({s['share']:.0%}, v{s['version']}): {s['units']:,} units "
                      f"(canary {s['routes']['canary']:,}, holdout {s['routes']['holdout']:,}); outcomes {outcomes}")
+        if s.get("left"):
+            lines.append("    " + _left(s["left"]))
     canary = found.get("canary")
     if canary is None:
         lines.append("  no canary and holdout outcomes yet")

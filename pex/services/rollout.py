@@ -203,6 +203,12 @@ def status(ws: Workspace, policy: str) -> dict[str, Any]:
     rollout = ws.get_rollout(policy)
     found = measure(ws, rollout)
     found.pop("sequential")  # the objects; their JSON is the canary's "sequential"
+    # each step the watcher left: the figures it left it on (its release row's details)
+    left = {r.details["step"]: {**r.details, "release": r.action, "at": r.created_at.isoformat()}
+            for r in ws.releases(policy)
+            if r.action in ("ramp", "complete", "auto-rollback") and (r.details or {}).get("rollout") == rollout.id}
+    for step in found["by_step"]:
+        step["left"] = left.get(step["step"])
     return {**rollout.to_dict(), "live_version": ws.live_versions().get(policy), **found}
 
 

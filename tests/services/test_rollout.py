@@ -106,6 +106,9 @@ def test_a_harmful_canary_is_rolled_back_before_25_percent(ws, tmp_path, capsys)
     assert main(["--home", str(tmp_path / "ws"), "rollout", "status", POLICY]) == 0
     text = capsys.readouterr().out
     assert "rolled_back at step 1 of 4" in text and "always-valid" in text and "guardrail_beyond_limit" in text
+    # the step it left, with the figures it left it on (the release row's)
+    assert f"auto-rollback on {last.details['outcomes']:,} canary outcomes" in text
+    assert f"sessions harm {harm['estimate']:+.4g} (always-valid [{harm['lower']:+.4g}, {harm['upper']:+.4g}]" in text
 
 
 @pytest.mark.slow  # about 20 s
