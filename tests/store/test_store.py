@@ -11,7 +11,7 @@ from pex.errors import NotFoundError, StoreError
 from pex.experiment.data import load_dataset
 from pex.experiment.spec import load_spec
 from pex.store.workspace import Workspace
-from tests.conftest import snapshot
+from tests.shared import snapshot
 
 
 @pytest.fixture

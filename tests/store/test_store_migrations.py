@@ -20,8 +20,8 @@ from pex.policy.constant import constant_policy
 from pex.store import migrate
 from pex.store.schema import VERSION_TABLE, metadata
 from pex.store.workspace import Workspace
-from tests.conftest import snapshot
 from tests.served import ingest
+from tests.shared import snapshot
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

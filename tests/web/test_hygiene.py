@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from pex.store.workspace import Workspace
-from tests.conftest import Served
 from tests.gunicorn import free_port, serve, wait_ready
+from tests.shared import Served
 from web import create_app
 from web.errors import STORE_UNAVAILABLE
 
