@@ -41,7 +41,7 @@ def _cli(home: Path, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     """Three `pex run` on one 2,000-unit dataset version: seed 3 (the first), seed 4 with another --certification (other
-    settings, no reason) and seed 5 with --reason. (A re-run with the same settings: test_pipeline's null scenario.)"""
+    settings, no reason) and seed 5 with --reason. (A re-run with the same settings: test_pipeline_runs.py's null scenario.)"""
     base = tmp_path_factory.mktemp("history")
     simulate(2_000, scenario="notification_cadence", seed=11).write(base / "exp", name="exp")
     home = base / "ws"
