@@ -35,7 +35,7 @@ def monitor_command(ctx: click.Context, name: str | None, as_json: bool, watch: 
         raise click.UsageError("name a live policy (or pass --watch)")
     from pex.services.monitoring import monitor
 
-    report = monitor(_workspace(ctx, create=True), name, store=not no_store)
+    report = monitor(_workspace(ctx, create=False), name, store=not no_store)
     if as_json:
         _echo_json(report)
     else:
@@ -45,7 +45,7 @@ def monitor_command(ctx: click.Context, name: str | None, as_json: bool, watch: 
 def _watch(ctx: click.Context, every: float, as_json: bool) -> None:
     from pex.services.watch import tick  # the rollout watcher's round (pex.services.rollout)
 
-    ws = _workspace(ctx, create=True)
+    ws = _workspace(ctx, create=False)
     say = None if as_json else click.echo
     try:
         while True:

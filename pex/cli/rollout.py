@@ -42,7 +42,7 @@ def stop(ctx: click.Context, name: str, as_json: bool) -> None:
     """Stop NAME's running rollout and return to the version live before it."""
     from pex.services.rollout import stop as stop_rollout
 
-    found = stop_rollout(_workspace(ctx, create=True), name)
+    found = stop_rollout(_workspace(ctx, create=False), name)
     if as_json:
         _echo_json(found)
     else:
