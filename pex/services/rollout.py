@@ -100,19 +100,21 @@ def start(ws: Workspace, policy: str, version: int | None = None, *, canary: flo
     new = _load(ws, record.document)
     for name in (f"{policy}-holdout", f"{policy}-canary-v{version}"):
         check_name(name, "a rollout route's name", PexError, NAME_HINT)
-    if live is None:
+    if live is not None:
+        base = _load(ws, ws.get_policy(policy, live).document)
+        if list(base.arms) != list(new.arms) or base.exploration != new.exploration:
+            raise PexError(f"policy {policy} v{version} has arms {list(new.arms)} and exploration {new.exploration:g}; "
+                           f"the live v{live} has {list(base.arms)} and {base.exploration:g}",
+                           "a rollout serves both to the same units: roll out a version with the live one's arms and "
+                           "exploration, or publish it directly")
+    else:  # published only once every check has passed: a refused rollout changes nothing that is live
         base_doc = constant_policy(list(new.arms), spec.control, new.exploration, name=policy).replace(
             experiment=spec.name, lineage={"rollout_base": {"for_version": version}}).to_document()
         stored = ws.put_policies(spec.name, [(base_doc, None)])[0]
         publish(ws, policy, stored.version, actor,
                 note=f"all-control base for the rollout of v{version}: nothing of {policy} was live")
         live = stored.version
-    base = _load(ws, ws.get_policy(policy, live).document)
-    if list(base.arms) != list(new.arms) or base.exploration != new.exploration:
-        raise PexError(f"policy {policy} v{version} has arms {list(new.arms)} and exploration {new.exploration:g}; the "
-                       f"live v{live} has {list(base.arms)} and {base.exploration:g}",
-                       "a rollout serves both to the same units: roll out a version with the live one's arms and "
-                       "exploration, or publish it directly")
+        base = _load(ws, ws.get_policy(policy, live).document)
     key = hashlib.blake2b(f"{policy}/rollout/{uuid.uuid4().hex}".encode(), digest_size=8).hexdigest()
     settings = {"min_outcomes": min_outcomes, "alpha": alpha, "control": spec.control}
     first = _routing(policy, spec, new, base, version, live, key=key, holdout=holdout, share=steps[0], step=0)
